@@ -1,0 +1,178 @@
+//! The committer: the one writer of the store and keeper of the change log.
+//!
+//! Partitions decide *what* to write (LWW, preconditions); the committer
+//! decides *when*: it takes every commit request waiting, assigns each new
+//! latest value the next node-local seq, applies them as one atomic batch,
+//! makes the batch as durable as configured, and only then hands the changes
+//! to the [`Hub`](crate::hub::Hub) in seq order. One thread, one batch at a
+//! time: seqs are gap-free and streams see changes in log order, so a resume
+//! cursor is an exact position.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use tokio::sync::oneshot;
+
+use crate::config::Durability;
+use crate::error::NodeError;
+use crate::hub::{Change, Hub, Publish, PublishGroup};
+use crate::model::{Clock, Digest, Event};
+use crate::store::{Commit, CommitEntry, Store, StoreError};
+
+/// Most events gathered into one batch.
+const MAX_BATCH_EVENTS: usize = 4096;
+/// Most log entries trimmed per batch (keeps each batch short).
+const MAX_TRIM_PER_BATCH: u64 = 4096;
+
+/// One event a partition wants written.
+pub(crate) struct PendingWrite {
+    pub event: Arc<Event>,
+    pub digest: Digest,
+    /// True when it becomes the latest value; false for history only.
+    pub latest: bool,
+}
+
+/// What became of one written event.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WriteDone {
+    /// Its seq, if it became the latest value.
+    pub seq: Option<u64>,
+    /// Local subscribers it was handed to.
+    pub subscribers: usize,
+}
+
+/// A partition's batch, answered once durable and fanned out.
+pub(crate) struct CommitRequest {
+    pub writes: Vec<PendingWrite>,
+    pub done: oneshot::Sender<Result<Vec<WriteDone>, NodeError>>,
+}
+
+/// The committer's settings and state.
+pub(crate) struct Committer {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<Clock>,
+    pub hub: Addr<Hub>,
+    pub incarnation: Arc<str>,
+    pub durability: Durability,
+    pub batch_interval: Duration,
+    pub lazy_flush_interval: Duration,
+    pub log_retention: u64,
+    /// Last seq assigned.
+    pub head: u64,
+    /// Oldest seq still in the log (head + 1 when empty).
+    pub log_first: u64,
+}
+
+impl Committer {
+    /// Runs until every sender is gone, then makes everything durable.
+    pub fn run(mut self, requests: Receiver<CommitRequest>) {
+        let mut last_flush = Instant::now();
+        while let Ok(first) = requests.recv() {
+            let mut group = vec![first];
+            let mut events = group[0].writes.len();
+            if self.durability == Durability::Batch {
+                let deadline = Instant::now() + self.batch_interval;
+                while events < MAX_BATCH_EVENTS {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match requests.recv_timeout(left) {
+                        Ok(r) => {
+                            events += r.writes.len();
+                            group.push(r);
+                        }
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            }
+            while events < MAX_BATCH_EVENTS {
+                match requests.try_recv() {
+                    Ok(r) => {
+                        events += r.writes.len();
+                        group.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+            if self.durability == Durability::Lazy
+                && last_flush.elapsed() >= self.lazy_flush_interval
+            {
+                if let Err(e) = self.store.flush() {
+                    log::error!("background flush failed: {e}");
+                }
+                last_flush = Instant::now();
+            }
+        }
+        if let Err(e) = self.store.flush() {
+            log::error!("final flush failed: {e}");
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<CommitRequest>) {
+        let mut seq = self.head;
+        let mut commit = Commit::default();
+        let mut changes = Vec::with_capacity(group.len());
+        for request in &group {
+            let mut items = Vec::with_capacity(request.writes.len());
+            for w in &request.writes {
+                let entry_seq = w.latest.then(|| {
+                    seq += 1;
+                    seq
+                });
+                commit.entries.push(CommitEntry {
+                    event: w.event.clone(),
+                    digest: w.digest,
+                    seq: entry_seq,
+                });
+                items.push(
+                    entry_seq.map(|s| Arc::new(Change::new(w.event.clone(), s, &self.incarnation))),
+                );
+            }
+            changes.push(items);
+        }
+        commit.head_seq = seq;
+        commit.clock = self.clock.last();
+        let kept_from = (seq + 1).saturating_sub(self.log_retention);
+        if kept_from > self.log_first {
+            let below = kept_from.min(self.log_first + MAX_TRIM_PER_BATCH);
+            commit.trim_below = Some(below);
+        }
+        if let Err(e) = self.store.commit(&commit) {
+            // sled applies a batch atomically: nothing of it was written.
+            log::error!("commit of {} events failed: {e}", commit.entries.len());
+            let detail = e.to_string();
+            for request in group {
+                let _ = request
+                    .done
+                    .send(Err(NodeError::Store(StoreError::Failed(detail.clone()))));
+            }
+            return;
+        }
+        self.head = seq;
+        if let Some(below) = commit.trim_below {
+            self.log_first = below;
+        }
+        // Applied and visible: fan out even if the flush fails, so streams
+        // agree with the store, but then tell the writers their write is not
+        // known to be durable.
+        let flushed = match self.durability {
+            Durability::Flush | Durability::Batch => self.store.flush(),
+            Durability::Lazy => Ok(()),
+        };
+        let failure = flushed.err().map(|e| {
+            log::error!("flush of {} events failed: {e}", commit.entries.len());
+            e.to_string()
+        });
+        let groups = group
+            .into_iter()
+            .zip(changes)
+            .map(|(request, changes)| PublishGroup {
+                changes,
+                done: request.done,
+                failure: failure.clone(),
+            })
+            .collect();
+        self.hub.do_send(Publish { groups, head: seq });
+    }
+}

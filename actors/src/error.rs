@@ -1,0 +1,33 @@
+//! The engine's error type: every way a request to a node can fail.
+
+use crate::model::{PathError, Version};
+use crate::store::StoreError;
+
+/// Why a node refused or failed a request.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The path is not valid.
+    #[error(transparent)]
+    BadPath(#[from] PathError),
+    /// An explicit time is malformed or too far in the future.
+    #[error("{0}")]
+    BadTime(String),
+    /// A resume cursor is malformed.
+    #[error("cursor must look like \"<incarnation>:<seq>\"")]
+    BadCursor,
+    /// `If-Match` / `If-None-Match: *` did not hold.
+    #[error("precondition failed: the current version is {}", .current.as_ref().map_or("none".to_string(), |v| v.to_string()))]
+    PreconditionFailed {
+        /// The version that stands (none if the path has no live value).
+        current: Option<Version>,
+    },
+    /// A session asked for more subscriptions than allowed.
+    #[error("at most {0} subscriptions per session")]
+    TooManySubscriptions(usize),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The node is stopping.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}

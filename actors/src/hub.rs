@@ -1,0 +1,322 @@
+//! The hub: hands committed changes to the subscribers whose prefix covers
+//! them, in change-log order.
+//!
+//! The committer sends it each durable batch in seq order; the hub is one
+//! actor, so every subscriber receives matching changes in seq order and its
+//! last cursor is an exact resume point. Registration is a message too, so a
+//! new subscription gets a clean cut: the head it is told is the last change
+//! it will *not* receive live; everything after it arrives in its mailbox.
+//!
+//! Delivery never blocks: a subscriber whose mailbox is full is dropped from
+//! the index and told it lags; it can resume from its last cursor. So a slow
+//! client costs the node at most its bounded queues, never the writers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::committer::WriteDone;
+use crate::cursor::Cursor;
+use crate::error::NodeError;
+use crate::model::{Event, Path};
+use crate::store::StoreError;
+
+/// Number of cached encodings a change can carry (one per wire format).
+pub const FRAME_SLOTS: usize = 4;
+
+/// A committed change of a path's latest value, shared by every subscriber.
+pub struct Change {
+    /// The event that became the latest value.
+    pub event: Arc<Event>,
+    /// Its node-local seq.
+    pub seq: u64,
+    /// The resume cursor after it.
+    pub cursor: Cursor,
+    frames: [OnceLock<Bytes>; FRAME_SLOTS],
+}
+
+impl Change {
+    /// Wraps an event committed at `seq`.
+    pub fn new(event: Arc<Event>, seq: u64, incarnation: &Arc<str>) -> Change {
+        Change {
+            event,
+            seq,
+            cursor: Cursor {
+                incarnation: incarnation.clone(),
+                seq,
+            },
+            frames: Default::default(),
+        }
+    }
+
+    /// The change encoded for wire format `slot`, encoded once and shared by
+    /// every subscriber that uses that format.
+    pub fn frame(&self, slot: usize, encode: impl FnOnce(&Change) -> Bytes) -> Bytes {
+        self.frames[slot % FRAME_SLOTS]
+            .get_or_init(|| encode(self))
+            .clone()
+    }
+}
+
+impl std::fmt::Debug for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Change({} @{} {:?})",
+            self.event.path, self.seq, self.event.version
+        )
+    }
+}
+
+/// Identifies a subscriber session to the hub.
+pub type SubscriberId = u64;
+
+/// What the hub sends a subscriber.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub enum Deliver {
+    /// A change under one of its prefixes.
+    Change(Arc<Change>),
+    /// Periodic: everything up to `head` has been delivered.
+    Tick {
+        /// The log head.
+        head: u64,
+    },
+    /// Its mailbox overflowed; it was dropped from the index.
+    Lagged,
+}
+
+/// Adds a prefix to a subscriber's interest. Answers the log head at the cut.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct Register {
+    /// The subscriber.
+    pub id: SubscriberId,
+    /// Its mailbox.
+    pub mailbox: Recipient<Deliver>,
+    /// The prefix.
+    pub prefix: Path,
+}
+
+/// Removes one prefix of a subscriber.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unregister {
+    /// The subscriber.
+    pub id: SubscriberId,
+    /// The prefix.
+    pub prefix: Path,
+}
+
+/// Removes a subscriber entirely.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    /// The subscriber.
+    pub id: SubscriberId,
+}
+
+/// One committed batch of one partition, answered after fan-out.
+pub(crate) struct PublishGroup {
+    /// `Some` per event that became a latest value, `None` for history-only.
+    pub changes: Vec<Option<Arc<Change>>>,
+    pub done: oneshot::Sender<Result<Vec<WriteDone>, NodeError>>,
+    /// Set when the batch is applied but could not be made durable.
+    pub failure: Option<String>,
+}
+
+/// Durable batches from the committer, in seq order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Publish {
+    pub groups: Vec<PublishGroup>,
+    pub head: u64,
+}
+
+/// Counters the hub keeps for metrics.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    /// Changes handed to subscribers (one per subscriber per change).
+    pub fanned_out: AtomicU64,
+    /// Subscribers dropped for lagging.
+    pub lagged: AtomicU64,
+    /// Subscribers currently registered.
+    pub subscribers: AtomicU64,
+    /// The log head the hub has published up to.
+    pub head: AtomicU64,
+}
+
+struct Entry {
+    mailbox: Recipient<Deliver>,
+    prefixes: Vec<Path>,
+    last_seq: u64,
+}
+
+/// The fan-out actor of a node.
+pub struct Hub {
+    index: HashMap<Box<str>, Vec<SubscriberId>>,
+    subscribers: HashMap<SubscriberId, Entry>,
+    head: u64,
+    tick_interval: Duration,
+    stats: Arc<HubStats>,
+}
+
+impl Hub {
+    /// A hub whose log head is `head`, ticking subscribers every `tick_interval`.
+    pub fn new(head: u64, tick_interval: Duration, stats: Arc<HubStats>) -> Hub {
+        stats.head.store(head, Ordering::Relaxed);
+        Hub {
+            index: HashMap::new(),
+            subscribers: HashMap::new(),
+            head,
+            tick_interval,
+            stats,
+        }
+    }
+
+    fn remove(&mut self, id: SubscriberId) -> Option<Entry> {
+        let entry = self.subscribers.remove(&id)?;
+        for prefix in &entry.prefixes {
+            self.unindex(id, prefix.as_str());
+        }
+        self.stats
+            .subscribers
+            .store(self.subscribers.len() as u64, Ordering::Relaxed);
+        Some(entry)
+    }
+
+    fn unindex(&mut self, id: SubscriberId, prefix: &str) {
+        if let Some(ids) = self.index.get_mut(prefix) {
+            ids.retain(|&i| i != id);
+            if ids.is_empty() {
+                self.index.remove(prefix);
+            }
+        }
+    }
+
+    /// Hands one change to every subscriber that covers it; returns how many.
+    fn fan_out(&mut self, change: &Arc<Change>, dropped: &mut Vec<(SubscriberId, bool)>) -> usize {
+        let mut delivered = 0;
+        for prefix in change.event.path.ancestors() {
+            let Some(ids) = self.index.get(prefix) else {
+                continue;
+            };
+            for id in ids {
+                let Some(entry) = self.subscribers.get_mut(id) else {
+                    continue;
+                };
+                if entry.last_seq == change.seq {
+                    continue; // already delivered through another prefix
+                }
+                entry.last_seq = change.seq;
+                match entry.mailbox.try_send(Deliver::Change(change.clone())) {
+                    Ok(()) => delivered += 1,
+                    Err(SendError::Full(_)) => dropped.push((*id, true)),
+                    Err(SendError::Closed(_)) => dropped.push((*id, false)),
+                }
+            }
+        }
+        delivered
+    }
+}
+
+impl Actor for Hub {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.tick_interval, |hub, _| {
+            let head = hub.head;
+            for entry in hub.subscribers.values() {
+                // A full mailbox will be caught by the next change; a tick is
+                // only a hint and can be skipped.
+                let _ = entry.mailbox.try_send(Deliver::Tick { head });
+            }
+        });
+    }
+}
+
+impl Handler<Register> for Hub {
+    type Result = u64;
+    fn handle(&mut self, msg: Register, _: &mut Self::Context) -> u64 {
+        let entry = self.subscribers.entry(msg.id).or_insert_with(|| Entry {
+            mailbox: msg.mailbox,
+            prefixes: Vec::new(),
+            last_seq: 0,
+        });
+        if !entry.prefixes.contains(&msg.prefix) {
+            entry.prefixes.push(msg.prefix.clone());
+            self.index
+                .entry(Box::from(msg.prefix.as_str()))
+                .or_default()
+                .push(msg.id);
+        }
+        self.stats
+            .subscribers
+            .store(self.subscribers.len() as u64, Ordering::Relaxed);
+        self.head
+    }
+}
+
+impl Handler<Unregister> for Hub {
+    type Result = ();
+    fn handle(&mut self, msg: Unregister, _: &mut Self::Context) {
+        if let Some(entry) = self.subscribers.get_mut(&msg.id) {
+            entry.prefixes.retain(|p| p != &msg.prefix);
+            self.unindex(msg.id, msg.prefix.as_str());
+        }
+    }
+}
+
+impl Handler<Leave> for Hub {
+    type Result = ();
+    fn handle(&mut self, msg: Leave, _: &mut Self::Context) {
+        self.remove(msg.id);
+    }
+}
+
+impl Handler<Publish> for Hub {
+    type Result = ();
+    fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
+        let mut dropped = Vec::new();
+        let mut total = 0u64;
+        for group in msg.groups {
+            let mut results = Vec::with_capacity(group.changes.len());
+            for change in &group.changes {
+                let done = match change {
+                    Some(change) => {
+                        let n = self.fan_out(change, &mut dropped);
+                        total += n as u64;
+                        WriteDone {
+                            seq: Some(change.seq),
+                            subscribers: n,
+                        }
+                    }
+                    None => WriteDone::default(),
+                };
+                results.push(done);
+            }
+            let answer = match group.failure {
+                None => Ok(results),
+                Some(detail) => Err(NodeError::Store(StoreError::Failed(detail))),
+            };
+            let _ = group.done.send(answer);
+        }
+        self.head = msg.head;
+        self.stats.head.store(msg.head, Ordering::Relaxed);
+        self.stats.fanned_out.fetch_add(total, Ordering::Relaxed);
+        for (id, lagging) in dropped {
+            if let Some(entry) = self.remove(id) {
+                if lagging {
+                    self.stats.lagged.fetch_add(1, Ordering::Relaxed);
+                    log::debug!("subscriber {id} lags; dropped from fan-out");
+                    entry.mailbox.do_send(Deliver::Lagged);
+                }
+            }
+        }
+    }
+}

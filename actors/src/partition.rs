@@ -1,0 +1,394 @@
+//! `Partition`: the canonical state of one slice of the topic space.
+//!
+//! Every write of a path goes through the partition that owns it, which makes
+//! the LWW and precondition decisions one batch at a time: while a batch is
+//! being committed, new writes queue; when it is durable the queue becomes the
+//! next batch. Decisions therefore always see every earlier write of the
+//! partition, and a hot path still gets group commit. Reads never come here:
+//! they go straight to the store.
+//!
+//! Later issues add the partition's merkle tree and replication here.
+
+use std::collections::HashMap;
+use std::mem;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::committer::{CommitRequest, PendingWrite, WriteDone};
+use crate::error::NodeError;
+use crate::model::{
+    decide, version::wall_micros, Applied, Clock, Digest, Event, NodeId, Path, Version,
+};
+use crate::store::Store;
+
+/// Most writes decided in one batch.
+const MAX_WRITES_PER_BATCH: usize = 1024;
+
+/// A condition a write must meet against the path's current value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Precondition {
+    /// Always write.
+    #[default]
+    None,
+    /// Write only if this is the current live version (`If-Match`).
+    IfMatch(Version),
+    /// Write only if the path has no live value (`If-None-Match: *`).
+    IfAbsent,
+}
+
+/// A write request: a value (or a delete) for one path.
+#[derive(Clone, Debug, Default)]
+pub struct Write {
+    /// The path (not the root).
+    pub path: Option<Path>,
+    /// The value; `None` deletes.
+    pub value: Option<Bytes>,
+    /// Media type to store with the value.
+    pub content_type: Option<Arc<str>>,
+    /// Explicit event time (µs); the node's clock is used when `None`.
+    pub time: Option<u64>,
+    /// Seconds the value lives.
+    pub ttl_secs: Option<u64>,
+    /// Who writes (token subject).
+    pub author: Option<Arc<str>>,
+    /// Condition on the current value.
+    pub precondition: Precondition,
+}
+
+impl Write {
+    /// A write of `value` at `path`.
+    pub fn set(path: Path, value: impl Into<Bytes>) -> Write {
+        Write {
+            path: Some(path),
+            value: Some(value.into()),
+            ..Write::default()
+        }
+    }
+
+    /// A delete of `path`.
+    pub fn delete(path: Path) -> Write {
+        Write {
+            path: Some(path),
+            ..Write::default()
+        }
+    }
+}
+
+/// How a write ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteStatus {
+    /// It became the value.
+    New,
+    /// That exact event was already applied.
+    Existing,
+    /// A newer value stands; it was kept in history.
+    TooLate,
+}
+
+/// What happened to a write, and how it propagated.
+#[derive(Clone, Debug)]
+pub struct WriteReport {
+    /// The outcome.
+    pub status: WriteStatus,
+    /// True when the path had no live value before.
+    pub created: bool,
+    /// The path.
+    pub path: Path,
+    /// The write's version.
+    pub version: Version,
+    /// The version it replaced (for `New`).
+    pub previous: Option<Version>,
+    /// The version that stands (for `TooLate`).
+    pub current: Option<Version>,
+    /// Its seq in this node's change log (for `New`).
+    pub seq: Option<u64>,
+    /// Local subscribers it was handed to.
+    pub subscribers: usize,
+}
+
+/// Applies one write. Answers once it is as durable as configured.
+#[derive(Message)]
+#[rtype(result = "Result<WriteReport, NodeError>")]
+pub struct Apply(pub Write);
+
+struct Queued {
+    write: Write,
+    reply: oneshot::Sender<Result<WriteReport, NodeError>>,
+}
+
+/// A decided write waiting for its batch to commit.
+struct Decided {
+    reply: oneshot::Sender<Result<WriteReport, NodeError>>,
+    report: WriteReport,
+    /// Index of its event in the commit request, when it writes one.
+    written: Option<usize>,
+}
+
+/// What the partition knows of a path's current event during a batch.
+#[derive(Clone)]
+struct Current {
+    version: Version,
+    digest: Digest,
+    live: bool,
+}
+
+/// The actor owning one partition.
+pub struct Partition {
+    index: u32,
+    store: Arc<dyn Store>,
+    clock: Arc<Clock>,
+    node: NodeId,
+    committer: Sender<CommitRequest>,
+    max_future_skew: Duration,
+    queue: Vec<Queued>,
+    in_flight: bool,
+}
+
+impl Partition {
+    /// A partition writing through `committer`.
+    pub(crate) fn new(
+        index: u32,
+        store: Arc<dyn Store>,
+        clock: Arc<Clock>,
+        node: NodeId,
+        committer: Sender<CommitRequest>,
+        max_future_skew: Duration,
+    ) -> Partition {
+        Partition {
+            index,
+            store,
+            clock,
+            node,
+            committer,
+            max_future_skew,
+            queue: Vec::new(),
+            in_flight: false,
+        }
+    }
+
+    fn current(
+        &self,
+        overlay: &HashMap<Path, Current>,
+        path: &Path,
+        now: u64,
+    ) -> Result<Option<Current>, NodeError> {
+        if let Some(c) = overlay.get(path) {
+            return Ok(Some(c.clone()));
+        }
+        Ok(self.store.latest(path)?.map(|s| Current {
+            live: s.event.is_live_at(now),
+            version: s.event.version,
+            digest: s.digest,
+        }))
+    }
+
+    /// Decides one write against the current state of its path.
+    fn decide_one(
+        &self,
+        write: Write,
+        overlay: &mut HashMap<Path, Current>,
+        now: u64,
+    ) -> Result<(WriteReport, Option<PendingWrite>), NodeError> {
+        let path = write.path.ok_or(crate::model::PathError::Empty)?;
+        let time = match write.time {
+            Some(t) => {
+                let limit = now.saturating_add(self.max_future_skew.as_micros() as u64);
+                if t > limit {
+                    return Err(NodeError::BadTime(format!(
+                        "time {t} is more than {}s ahead of this node's clock",
+                        self.max_future_skew.as_secs()
+                    )));
+                }
+                self.clock.observe(t);
+                t
+            }
+            None => self.clock.now(),
+        };
+        let current = self.current(overlay, &path, now)?;
+        let live = current.as_ref().filter(|c| c.live);
+        match &write.precondition {
+            Precondition::None => {}
+            Precondition::IfMatch(v) if live.is_some_and(|c| &c.version == v) => {}
+            Precondition::IfAbsent if live.is_none() => {}
+            _ => {
+                return Err(NodeError::PreconditionFailed {
+                    current: live.map(|c| c.version.clone()),
+                })
+            }
+        }
+        let event = Event {
+            path: path.clone(),
+            version: Version::new(time, self.node.clone()),
+            expires_at: write
+                .ttl_secs
+                .map(|s| time.saturating_add(s.saturating_mul(1_000_000))),
+            value: write.value,
+            content_type: write.content_type,
+            author: write.author,
+        };
+        let digest = event.digest();
+        let applied = decide(
+            current.as_ref().map(|c| (&c.version, &c.digest)),
+            (&event.version, &digest),
+            || {
+                self.store
+                    .contains(&path, &event.version, &digest)
+                    .unwrap_or(false)
+            },
+        );
+        let mut report = WriteReport {
+            status: WriteStatus::New,
+            created: live.is_none(),
+            path: path.clone(),
+            version: event.version.clone(),
+            previous: None,
+            current: None,
+            seq: None,
+            subscribers: 0,
+        };
+        let pending = match applied {
+            Applied::New { previous } => {
+                report.previous = previous;
+                overlay.insert(
+                    path,
+                    Current {
+                        version: event.version.clone(),
+                        digest,
+                        live: event.is_live_at(now),
+                    },
+                );
+                Some(PendingWrite {
+                    event: Arc::new(event),
+                    digest,
+                    latest: true,
+                })
+            }
+            Applied::Existing => {
+                report.status = WriteStatus::Existing;
+                report.created = false;
+                None
+            }
+            Applied::TooLate { current } => {
+                report.status = WriteStatus::TooLate;
+                report.created = false;
+                report.current = Some(current);
+                Some(PendingWrite {
+                    event: Arc::new(event),
+                    digest,
+                    latest: false,
+                })
+            }
+        };
+        Ok((report, pending))
+    }
+
+    /// Decides the queued writes and sends them to the committer.
+    fn run_batch(&mut self, ctx: &mut Context<Self>) {
+        while !self.in_flight && !self.queue.is_empty() {
+            let take = self.queue.len().min(MAX_WRITES_PER_BATCH);
+            let batch: Vec<Queued> = if take == self.queue.len() {
+                mem::take(&mut self.queue)
+            } else {
+                self.queue.drain(..take).collect()
+            };
+            let now = wall_micros();
+            let mut overlay = HashMap::new();
+            let mut writes = Vec::new();
+            let mut decided = Vec::with_capacity(batch.len());
+            for q in batch {
+                match self.decide_one(q.write, &mut overlay, now) {
+                    Ok((report, pending)) => {
+                        let written = pending.map(|p| {
+                            writes.push(p);
+                            writes.len() - 1
+                        });
+                        decided.push(Decided {
+                            reply: q.reply,
+                            report,
+                            written,
+                        });
+                    }
+                    Err(e) => {
+                        let _ = q.reply.send(Err(e));
+                    }
+                }
+            }
+            if writes.is_empty() {
+                for d in decided {
+                    let _ = d.reply.send(Ok(d.report));
+                }
+                continue;
+            }
+            let (done, committed) = oneshot::channel();
+            if self.committer.send(CommitRequest { writes, done }).is_err() {
+                for d in decided {
+                    let _ = d.reply.send(Err(NodeError::ShuttingDown));
+                }
+                continue;
+            }
+            self.in_flight = true;
+            ctx.spawn(committed.into_actor(self).map(move |result, act, ctx| {
+                let result = result.unwrap_or(Err(NodeError::ShuttingDown));
+                finish(decided, result);
+                act.in_flight = false;
+                act.run_batch(ctx);
+            }));
+        }
+    }
+}
+
+/// Answers every writer of a committed batch.
+fn finish(decided: Vec<Decided>, result: Result<Vec<WriteDone>, NodeError>) {
+    match result {
+        Ok(done) => {
+            for mut d in decided {
+                if let Some(i) = d.written {
+                    let w = done.get(i).copied().unwrap_or_default();
+                    d.report.seq = w.seq;
+                    d.report.subscribers = w.subscribers;
+                }
+                let _ = d.reply.send(Ok(d.report));
+            }
+        }
+        Err(e) => {
+            let detail = e.to_string();
+            for d in decided {
+                let _ = d
+                    .reply
+                    .send(Err(NodeError::Store(crate::store::StoreError::Failed(
+                        detail.clone(),
+                    ))));
+            }
+        }
+    }
+}
+
+impl Actor for Partition {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4 * MAX_WRITES_PER_BATCH);
+        log::trace!("partition {} started", self.index);
+    }
+}
+
+impl Handler<Apply> for Partition {
+    type Result = ResponseFuture<Result<WriteReport, NodeError>>;
+
+    fn handle(&mut self, msg: Apply, ctx: &mut Self::Context) -> Self::Result {
+        let (reply, answer) = oneshot::channel();
+        self.queue.push(Queued {
+            write: msg.0,
+            reply,
+        });
+        if !self.in_flight {
+            self.run_batch(ctx);
+        }
+        Box::pin(async move { answer.await.unwrap_or(Err(NodeError::ShuttingDown)) })
+    }
+}

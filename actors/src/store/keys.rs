@@ -1,0 +1,108 @@
+//! Key layout of the one sled tree that holds a node's data.
+//!
+//! All four logical trees live in one sled tree under a one-byte namespace so
+//! that a commit (latest + history + log + meta) is one atomic `sled::Batch`:
+//!
+//! | namespace | key | value |
+//! |---|---|---|
+//! | `l` latest  | path | record |
+//! | `h` history | path `\0` time(8, BE) node `\0` digest(16) | record |
+//! | `g` log     | seq(8, BE) | history key without the namespace byte |
+//! | `m` meta    | name | bytes |
+//!
+//! Paths never contain `\0` (control characters are refused), so a history
+//! prefix scan of `h path \0` yields exactly that path's events, ordered by
+//! version (time, then node id: `\0` ends the node id so `a` sorts before `ab`).
+
+use crate::model::{Digest, Path, Version};
+
+/// Namespace of the latest value of each path.
+pub const LATEST: u8 = b'l';
+/// Namespace of every event of each path.
+pub const HISTORY: u8 = b'h';
+/// Namespace of the node-local change log.
+pub const LOG: u8 = b'g';
+/// Namespace of node metadata.
+pub const META: u8 = b'm';
+
+/// `l path`.
+pub fn latest(path: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + path.len());
+    k.push(LATEST);
+    k.extend_from_slice(path.as_bytes());
+    k
+}
+
+/// `h path \0` — the prefix of all history keys of `path`.
+pub fn history_prefix(path: &Path) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + path.as_str().len());
+    k.push(HISTORY);
+    k.extend_from_slice(path.as_str().as_bytes());
+    k.push(0);
+    k
+}
+
+/// `h path \0 time node \0 digest`.
+pub fn history(path: &Path, version: &Version, digest: &Digest) -> Vec<u8> {
+    let mut k = history_prefix(path);
+    k.reserve(8 + version.node.as_str().len() + 1 + digest.len());
+    k.extend_from_slice(&version.time.to_be_bytes());
+    k.extend_from_slice(version.node.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(digest);
+    k
+}
+
+/// `h path \0 time` — history keys of `path` at or after `time` sort at or after it.
+pub fn history_at(path: &Path, time: u64) -> Vec<u8> {
+    let mut k = history_prefix(path);
+    k.extend_from_slice(&time.to_be_bytes());
+    k
+}
+
+/// The path named by a history key (with or without its namespace byte).
+pub fn path_of_history_key(key: &[u8]) -> Option<&str> {
+    let key = key.strip_prefix(&[HISTORY]).unwrap_or(key);
+    let end = key.iter().position(|&b| b == 0)?;
+    std::str::from_utf8(&key[..end]).ok()
+}
+
+/// `g seq`.
+pub fn log(seq: u64) -> [u8; 9] {
+    let mut k = [LOG; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The seq of a log key.
+pub fn seq_of_log_key(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.strip_prefix(&[LOG])?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// `m name`.
+pub fn meta(name: &str) -> Vec<u8> {
+    let mut k = vec![META];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NodeId;
+
+    #[test]
+    fn history_keys_order_by_version_and_name_their_path() {
+        let p = Path::parse("a/b").unwrap();
+        let d = [7u8; 16];
+        let k1 = history(&p, &Version::new(5, NodeId::new("a").unwrap()), &d);
+        let k2 = history(&p, &Version::new(5, NodeId::new("ab").unwrap()), &d);
+        let k3 = history(&p, &Version::new(6, NodeId::new("a").unwrap()), &d);
+        assert!(k1 < k2 && k2 < k3);
+        assert!(k1.starts_with(&history_prefix(&p)));
+        assert_eq!(path_of_history_key(&k1), Some("a/b"));
+        assert_eq!(path_of_history_key(&k1[1..]), Some("a/b"));
+        assert_eq!(seq_of_log_key(&log(42)), Some(42));
+    }
+}

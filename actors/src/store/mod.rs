@@ -1,0 +1,104 @@
+//! Persistent storage of a node: latest values, full history, the node-local
+//! change log and metadata, behind the small [`Store`] trait.
+//!
+//! Guarantees the rest of the engine relies on:
+//! - A [`Commit`] is applied atomically: the latest value, its history entry,
+//!   its log entry, the log head and the clock high-water mark appear together
+//!   or not at all, also across a crash.
+//! - Only the committer thread writes (one writer), so log entries appear in
+//!   seq order with no gaps except those made by trimming the log's tail.
+//! - Reads never block writes and see every commit that has returned.
+//! - Durability is decided by the caller: [`Store::flush`] makes every commit
+//!   that returned before it durable. The committer calls it per group of
+//!   writes (`flush`, `batch`) or leaves it to sled's timer (`lazy`).
+
+mod keys;
+mod record;
+mod sled_store;
+
+pub use record::{decode, encode, Stored};
+pub use sled_store::SledStore;
+
+use std::sync::Arc;
+
+use crate::model::{Digest, Event, Path, Version};
+
+/// A storage failure. The node reports it; it never panics on one.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (I/O, or a corrupted file).
+    #[error("storage failure: {0}")]
+    Sled(#[from] sled::Error),
+    /// A record or key could not be decoded.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// A write failed (the detail names the cause).
+    #[error("storage failure: {0}")]
+    Failed(String),
+}
+
+/// One event to write in a commit.
+#[derive(Clone, Debug)]
+pub struct CommitEntry {
+    /// The event.
+    pub event: Arc<Event>,
+    /// Its digest.
+    pub digest: Digest,
+    /// `Some(seq)`: it becomes the path's latest value and enters the log at
+    /// `seq`. `None`: it only enters history (it arrived too late).
+    pub seq: Option<u64>,
+}
+
+/// A group of writes applied atomically.
+#[derive(Clone, Debug, Default)]
+pub struct Commit {
+    /// The events, in the order they were decided.
+    pub entries: Vec<CommitEntry>,
+    /// The log head after this commit.
+    pub head_seq: u64,
+    /// The clock's high-water mark to persist.
+    pub clock: u64,
+    /// Log entries below this seq are removed (log retention).
+    pub trim_below: Option<u64>,
+}
+
+/// What a node keeps on disk. Implemented by [`SledStore`].
+pub trait Store: Send + Sync + 'static {
+    /// The latest event of `path` (a tombstone too), if any.
+    fn latest(&self, path: &Path) -> Result<Option<Stored>, StoreError>;
+    /// True if this exact event is in the path's history.
+    fn contains(&self, path: &Path, version: &Version, digest: &Digest)
+        -> Result<bool, StoreError>;
+    /// Latest events (tombstones included) of `prefix` and every path below it,
+    /// in path order, starting strictly after `after` when given.
+    fn scan_latest(
+        &self,
+        prefix: &Path,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Stored>, StoreError>;
+    /// The history of `path`, oldest first, with `from <= time <= to`.
+    fn history(
+        &self,
+        path: &Path,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<Stored>, StoreError>;
+    /// Log entries with `seq > after`, in order, at most `limit`.
+    fn log_after(&self, after: u64, limit: usize) -> Result<Vec<Stored>, StoreError>;
+    /// The oldest seq still in the log, if the log is not empty.
+    fn log_first(&self) -> Result<Option<u64>, StoreError>;
+    /// A metadata value.
+    fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Sets a metadata value (durable after the next flush).
+    fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Removes a metadata value.
+    fn remove_meta(&self, name: &str) -> Result<(), StoreError>;
+    /// Applies a commit atomically.
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
+    /// Makes every applied commit durable.
+    fn flush(&self) -> Result<(), StoreError>;
+    /// Bytes the store takes on disk.
+    fn size_on_disk(&self) -> u64;
+}

@@ -26,4 +26,4 @@ pub use model::{Event, NodeId, Path, PathError, Version};
 pub use node::{HistoryRange, Node, NodeStats, Session};
 pub use partition::{Precondition, Write, WriteReport, WriteStatus};
 pub use store::Stored;
-pub use subscriber::{SessionStream, StreamItem, Subscribe, Unsubscribe};
+pub use subscriber::{SessionStream, StreamItem, Subscribe, Subscriber, Unsubscribe};

@@ -39,6 +39,8 @@ pub enum Precondition {
     IfMatch(Version),
     /// Write only if the path has no live value (`If-None-Match: *`).
     IfAbsent,
+    /// Write only if the path has a live value (`If-Match: *`).
+    IfPresent,
 }
 
 /// A write request: a value (or a delete) for one path.
@@ -215,6 +217,7 @@ impl Partition {
             Precondition::None => {}
             Precondition::IfMatch(v) if live.is_some_and(|c| &c.version == v) => {}
             Precondition::IfAbsent if live.is_none() => {}
+            Precondition::IfPresent if live.is_some() => {}
             _ => {
                 return Err(NodeError::PreconditionFailed {
                     current: live.map(|c| c.version.clone()),

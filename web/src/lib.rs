@@ -1,1 +1,125 @@
+//! Spread's HTTP surface on actix-web: `/raw` reads and writes, `/list`,
+//! `/history`, Server-Sent Events at `/sse`, WebSocket sessions at `/wss`,
+//! `/healthz` and Prometheus `/metrics`. Every error is a JSON body
+//! `{"error", "detail"}` with the right status (see [`error::ApiError`]).
 
+pub mod encode;
+pub mod error;
+pub mod listing;
+pub mod metrics;
+pub mod raw;
+pub mod request;
+pub mod sse;
+pub mod ws;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{middleware, web, App, HttpRequest, HttpResponse, HttpServer};
+use spread_actors::Node;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// Settings of the HTTP surface.
+#[derive(Clone, Debug)]
+pub struct WebConfig {
+    /// Largest write body accepted.
+    pub max_body_bytes: usize,
+    /// Largest WebSocket frame accepted from a client.
+    pub ws_max_frame_bytes: usize,
+    /// HTTP worker threads.
+    pub workers: usize,
+    /// How long a stop waits for open requests.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            max_body_bytes: 16 << 20,
+            ws_max_frame_bytes: 16 << 20,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What every handler shares.
+pub struct AppState {
+    /// The node served.
+    pub node: Node,
+    /// Settings.
+    pub config: WebConfig,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(r#"{"status":"ok"}"#)
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.metrics.render(&state.node))
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(req.path().to_string()))
+}
+
+async fn not_served(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotImplemented(format!(
+        "{} is not served yet",
+        req.path()
+    )))
+}
+
+/// Registers every route on an actix-web app.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource(["/raw", "/raw/{tail:.*}"])
+            .route(web::get().to(raw::get))
+            .route(web::head().to(raw::get))
+            .route(web::put().to(raw::put))
+            .route(web::post().to(raw::put))
+            .route(web::delete().to(raw::delete)),
+    )
+    .service(web::resource(["/list", "/list/{tail:.*}"]).route(web::get().to(listing::list)))
+    .service(
+        web::resource(["/history", "/history/{tail:.*}"]).route(web::get().to(listing::history)),
+    )
+    .service(web::resource(["/sse", "/sse/{tail:.*}"]).route(web::get().to(sse::sse)))
+    .service(web::resource(["/wss", "/wss/{tail:.*}"]).route(web::get().to(ws::wss)))
+    .service(web::resource(["/rollback", "/rollback/{tail:.*}"]).to(not_served))
+    .service(web::resource("/healthz").route(web::get().to(healthz)))
+    .service(web::resource("/metrics").route(web::get().to(metrics)))
+    .default_service(web::to(not_found));
+}
+
+/// Builds the HTTP server for `node` on an already bound listener.
+pub fn server(node: Node, config: WebConfig, listener: TcpListener) -> std::io::Result<Server> {
+    let workers = config.workers.max(1);
+    let shutdown = config.shutdown_timeout;
+    let state = web::Data::new(AppState {
+        node,
+        config,
+        metrics: Arc::new(Metrics::new()),
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(middleware::from_fn(metrics::track))
+            .configure(routes)
+    })
+    .workers(workers)
+    .shutdown_timeout(shutdown.as_secs())
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

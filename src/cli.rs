@@ -1,0 +1,156 @@
+//! Command-line interface: `spread serve` and the client verbs. Every flag
+//! also reads a `SPREAD_*` environment variable.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use spread_actors::Durability;
+
+/// Spread: a persistent cache that streams the latest version of data.
+#[derive(Parser, Debug)]
+#[command(name = "spread", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a node: HTTP, SSE and WebSocket on --listen, data in --data.
+    Serve(ServeArgs),
+    /// Print the value at PATH (exit 1 if there is none).
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The path, e.g. rooms/42/topic.
+        path: String,
+    },
+    /// Write VALUE (or standard input) at PATH; prints the write report.
+    Set {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The path.
+        path: String,
+        /// The value; read from standard input when absent.
+        value: Option<String>,
+        /// Content type stored with the value.
+        #[arg(long, short = 't')]
+        content_type: Option<String>,
+        /// Explicit event time in microseconds (LWW: the greatest wins).
+        #[arg(long)]
+        time: Option<u64>,
+    },
+    /// Delete PATH (a tombstone; history keeps the old values).
+    Del {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The path.
+        path: String,
+    },
+    /// List the paths under PREFIX with their versions and sizes.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The prefix (everything when absent).
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Print the raw JSON pages instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stream PREFIX: the snapshot, `ready`, then every change, one JSON line each.
+    Watch {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The prefix (everything when absent).
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Resume after this cursor instead of starting with a snapshot.
+        #[arg(long)]
+        since: Option<String>,
+        /// Stop after this many events (ready and pings not counted).
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// Print every event of PATH, oldest first, one JSON line each.
+    History {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The path.
+        path: String,
+    },
+}
+
+/// Where the client verbs talk to.
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// Base URL of a node.
+    #[arg(long, env = "SPREAD_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Bearer token sent with every request.
+    #[arg(long, env = "SPREAD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// `spread serve` settings.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one; the chosen address is printed).
+    #[arg(long, env = "SPREAD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Data directory (a sled database; created if missing).
+    #[arg(long, env = "SPREAD_DATA", default_value = "./spread-data")]
+    pub data: PathBuf,
+    /// This node's id ([A-Za-z0-9_-]{1,64}); generated and kept in the store when absent.
+    #[arg(long, env = "SPREAD_NODE_ID")]
+    pub node_id: Option<String>,
+    /// When writes are acknowledged: `flush` (fsync each group of writes before acking),
+    /// `batch` (gather writes for --batch-interval-ms, one fsync, then ack) or
+    /// `lazy` (ack when applied; fsync every --lazy-flush-ms; a crash may lose that window).
+    #[arg(long, env = "SPREAD_DURABILITY", default_value = "flush")]
+    pub durability: Durability,
+    /// How long `batch` durability gathers writes before one fsync.
+    #[arg(long, env = "SPREAD_BATCH_INTERVAL_MS", default_value_t = 2)]
+    pub batch_interval_ms: u64,
+    /// How often `lazy` durability fsyncs.
+    #[arg(long, env = "SPREAD_LAZY_FLUSH_MS", default_value_t = 1000)]
+    pub lazy_flush_ms: u64,
+    /// sled page cache in MiB (memory stays bounded: values are not all kept in RAM).
+    #[arg(long, env = "SPREAD_CACHE_MB", default_value_t = 256)]
+    pub cache_mb: u64,
+    /// Partitions of a new store (fixed once created).
+    #[arg(long, env = "SPREAD_PARTITIONS", default_value_t = 64)]
+    pub partitions: u32,
+    /// Leading path segments that choose a path's partition (fixed once created).
+    #[arg(long, env = "SPREAD_SHARD_DEPTH", default_value_t = 2)]
+    pub shard_depth: usize,
+    /// Change-log entries kept for resuming streams (history is kept regardless).
+    #[arg(long, env = "SPREAD_LOG_RETENTION", default_value_t = 1_000_000)]
+    pub log_retention: u64,
+    /// A silent stream gets a ping after this many milliseconds.
+    #[arg(long, env = "SPREAD_PING_INTERVAL_MS", default_value_t = 15_000)]
+    pub ping_interval_ms: u64,
+    /// Largest write body in bytes (bigger: 413 too_large).
+    #[arg(long, env = "SPREAD_MAX_BODY_BYTES", default_value_t = 16 << 20)]
+    pub max_body_bytes: usize,
+    /// Largest WebSocket frame in bytes a client may send (bigger: close 1009).
+    #[arg(long, env = "SPREAD_WS_MAX_FRAME_BYTES", default_value_t = 16 << 20)]
+    pub ws_max_frame_bytes: usize,
+    /// Stream items a subscriber may have queued before it counts as lagging.
+    #[arg(long, env = "SPREAD_SUBSCRIBER_QUEUE_ITEMS", default_value_t = 1024)]
+    pub subscriber_queue_items: usize,
+    /// Bytes of values a subscriber may have queued before it counts as lagging.
+    #[arg(long, env = "SPREAD_SUBSCRIBER_QUEUE_BYTES", default_value_t = 8 << 20)]
+    pub subscriber_queue_bytes: usize,
+    /// Subscriptions one WebSocket session may hold.
+    #[arg(long, env = "SPREAD_MAX_SUBSCRIPTIONS", default_value_t = 64)]
+    pub max_subscriptions: usize,
+    /// How far (seconds) an explicit write time may be ahead of this node's clock.
+    #[arg(long, env = "SPREAD_MAX_FUTURE_SKEW_SECS", default_value_t = 3600)]
+    pub max_future_skew_secs: u64,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "SPREAD_WORKERS")]
+    pub workers: Option<usize>,
+}

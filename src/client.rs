@@ -1,0 +1,225 @@
+//! The client verbs: plain HTTP calls to a node, printed for humans and
+//! scripts. Errors print the node's JSON error and exit non-zero.
+
+use std::io::{Read, Write};
+
+use anyhow::{bail, Context};
+use awc::http::StatusCode;
+use futures_util::StreamExt;
+
+use crate::cli::ClientArgs;
+
+/// Most bytes a response body may have before the client gives up.
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+fn url(client: &ClientArgs, route: &str, path: &str) -> String {
+    let encoded: String = path
+        .trim_matches('/')
+        .split('/')
+        .map(|seg| {
+            percent_encoding::utf8_percent_encode(seg, percent_encoding::NON_ALPHANUMERIC)
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    format!("{}/{route}/{encoded}", client.server.trim_end_matches('/'))
+}
+
+fn http(client: &ClientArgs) -> awc::Client {
+    let mut builder = awc::Client::builder().timeout(std::time::Duration::from_secs(30));
+    if let Some(token) = &client.token {
+        builder = builder.bearer_auth(token);
+    }
+    builder.finish()
+}
+
+async fn body_of(
+    res: &mut awc::ClientResponse<
+        impl futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+    >,
+) -> anyhow::Result<bytes::Bytes> {
+    res.body()
+        .limit(MAX_RESPONSE_BYTES)
+        .await
+        .context("reading the response")
+}
+
+fn fail(status: StatusCode, body: &[u8]) -> anyhow::Error {
+    anyhow::anyhow!("{status}: {}", String::from_utf8_lossy(body).trim())
+}
+
+/// `spread get`.
+pub async fn get(client: ClientArgs, path: String) -> anyhow::Result<()> {
+    let mut res = http(&client)
+        .get(url(&client, "raw", &path))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("GET failed: {e}"))?;
+    let body = body_of(&mut res).await?;
+    if !res.status().is_success() {
+        return Err(fail(res.status(), &body));
+    }
+    std::io::stdout().write_all(&body)?;
+    Ok(())
+}
+
+/// `spread set`.
+pub async fn set(
+    client: ClientArgs,
+    path: String,
+    value: Option<String>,
+    content_type: Option<String>,
+    time: Option<u64>,
+) -> anyhow::Result<()> {
+    let body = match value {
+        Some(v) => v.into_bytes(),
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("reading the value from standard input")?;
+            buf
+        }
+    };
+    let mut req = http(&client).put(url(&client, "raw", &path));
+    if let Some(ct) = content_type {
+        req = req.insert_header(("content-type", ct));
+    }
+    if let Some(t) = time {
+        req = req.insert_header(("x-spread-time", t.to_string()));
+    }
+    let mut res = req
+        .send_body(body)
+        .await
+        .map_err(|e| anyhow::anyhow!("PUT failed: {e}"))?;
+    report(&mut res).await
+}
+
+/// `spread del`.
+pub async fn del(client: ClientArgs, path: String) -> anyhow::Result<()> {
+    let mut res = http(&client)
+        .delete(url(&client, "raw", &path))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("DELETE failed: {e}"))?;
+    report(&mut res).await
+}
+
+async fn report(
+    res: &mut awc::ClientResponse<
+        impl futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+    >,
+) -> anyhow::Result<()> {
+    let body = body_of(res).await?;
+    println!("{}", String::from_utf8_lossy(&body));
+    if res.status().is_success() {
+        Ok(())
+    } else {
+        bail!("the write was not applied ({})", res.status())
+    }
+}
+
+/// `spread list`.
+pub async fn list(client: ClientArgs, prefix: String, json: bool) -> anyhow::Result<()> {
+    let http = http(&client);
+    let mut after: Option<String> = None;
+    loop {
+        let mut req = http.get(url(&client, "list", &prefix));
+        if let Some(a) = &after {
+            req = req
+                .query(&[("after", a.as_str())])
+                .context("building the query")?;
+        }
+        let mut res = req
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("listing failed: {e}"))?;
+        let body = body_of(&mut res).await?;
+        if !res.status().is_success() {
+            return Err(fail(res.status(), &body));
+        }
+        let page: serde_json::Value =
+            serde_json::from_slice(&body).context("the node sent bad JSON")?;
+        if json {
+            println!("{page}");
+        } else {
+            for e in page["entries"].as_array().into_iter().flatten() {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    e["path"].as_str().unwrap_or(""),
+                    e["version"].as_str().unwrap_or(""),
+                    e["size"],
+                    e["content_type"].as_str().unwrap_or("-")
+                );
+            }
+        }
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// `spread history`.
+pub async fn history(client: ClientArgs, path: String) -> anyhow::Result<()> {
+    let mut res = http(&client)
+        .get(url(&client, "history", &path))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("history failed: {e}"))?;
+    let body = body_of(&mut res).await?;
+    if !res.status().is_success() {
+        return Err(fail(res.status(), &body));
+    }
+    let page: serde_json::Value =
+        serde_json::from_slice(&body).context("the node sent bad JSON")?;
+    for e in page["events"].as_array().into_iter().flatten() {
+        println!("{e}");
+    }
+    Ok(())
+}
+
+/// `spread watch`: one JSON line per event, `{"event": <kind>, "id", "data"}`.
+pub async fn watch(
+    client: ClientArgs,
+    prefix: String,
+    since: Option<String>,
+    count: Option<usize>,
+) -> anyhow::Result<()> {
+    let http = awc::Client::builder().disable_timeout().finish();
+    let mut req = http
+        .get(url(&client, "sse", &prefix))
+        .insert_header(("accept", "text/event-stream"));
+    if let Some(token) = &client.token {
+        req = req.bearer_auth(token);
+    }
+    if let Some(since) = since {
+        req = req.insert_header(("last-event-id", since));
+    }
+    let mut res = req
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("subscribing failed: {e}"))?;
+    if !res.status().is_success() {
+        let body = body_of(&mut res).await?;
+        return Err(fail(res.status(), &body));
+    }
+    let mut events = eventsource_stream::EventStream::new(res);
+    let mut seen = 0usize;
+    let mut out = std::io::stdout();
+    while let Some(event) = events.next().await {
+        let event = event.context("the stream broke")?;
+        let data: serde_json::Value =
+            serde_json::from_str(&event.data).unwrap_or(serde_json::Value::Null);
+        let line = serde_json::json!({"event": event.event, "id": event.id, "data": data});
+        writeln!(out, "{line}")?;
+        out.flush()?;
+        if matches!(event.event.as_str(), "snapshot" | "update" | "reset") {
+            seen += 1;
+            if count.is_some_and(|c| seen >= c) {
+                return Ok(());
+            }
+        }
+    }
+    bail!("the node closed the stream")
+}

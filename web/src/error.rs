@@ -1,0 +1,111 @@
+//! `ApiError`: every error the HTTP surface answers, mapped to a status and a
+//! JSON body `{"error": <code>, "detail": <text>}` in one place.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use spread_actors::NodeError;
+
+/// The machine-readable code of an error answer, left in the response's
+/// extensions so the metrics middleware can count refusals by kind.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorCode(pub &'static str);
+
+/// An error answer of the HTTP API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The path is invalid.
+    #[error("{0}")]
+    BadPath(String),
+    /// A header or parameter is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// An explicit time is malformed or out of range.
+    #[error("{0}")]
+    BadTime(String),
+    /// A write without a body.
+    #[error("a write needs a body (send an empty one with Content-Length: 0)")]
+    MissingBody,
+    /// The body is over the limit.
+    #[error("body is over the limit of {0} bytes")]
+    TooLarge(usize),
+    /// Nothing at that path.
+    #[error("no value at '{0}'")]
+    NotFound(String),
+    /// `If-Match` / `If-None-Match` did not hold.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// Part of the contract this node does not serve yet.
+    #[error("{0}")]
+    NotImplemented(String),
+    /// The node is stopping.
+    #[error("the node is shutting down")]
+    Unavailable,
+    /// The store failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The code in the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadPath(_) => "bad_path",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::BadTime(_) => "bad_time",
+            ApiError::MissingBody => "missing_body",
+            ApiError::TooLarge(_) => "too_large",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::PreconditionFailed(_) => "precondition_failed",
+            ApiError::NotImplemented(_) => "not_implemented",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// The JSON error body.
+pub fn error_body(code: &str, detail: &str) -> String {
+    serde_json::json!({ "error": code, "detail": detail }).to_string()
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadPath(_)
+            | ApiError::BadRequest(_)
+            | ApiError::BadTime(_)
+            | ApiError::MissingBody => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status_code())
+            .content_type("application/json")
+            .body(error_body(self.code(), &self.to_string()));
+        res.extensions_mut().insert(ErrorCode(self.code()));
+        res
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::BadPath(p) => ApiError::BadPath(p.to_string()),
+            NodeError::BadTime(t) => ApiError::BadTime(t),
+            NodeError::BadCursor => ApiError::BadRequest(e.to_string()),
+            NodeError::PreconditionFailed { .. } => ApiError::PreconditionFailed(e.to_string()),
+            NodeError::TooManySubscriptions(_) => ApiError::BadRequest(e.to_string()),
+            NodeError::ShuttingDown => ApiError::Unavailable,
+            NodeError::Store(s) => {
+                log::error!("store failure: {s}");
+                ApiError::Internal("storage failure".into())
+            }
+        }
+    }
+}

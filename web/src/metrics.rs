@@ -1,0 +1,208 @@
+//! Prometheus metrics: requests by route and status, writes by outcome,
+//! refusals by error code, subscribers, events fanned out, store size.
+
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::web;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use spread_actors::{Node, NodeError, WriteReport, WriteStatus};
+
+use crate::error::ErrorCode;
+use crate::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabel {
+    error: &'static str,
+}
+
+/// The metrics of one node's HTTP surface.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    writes: Family<StatusLabel, Counter>,
+    errors: Family<ErrorLabel, Counter>,
+    subscribers: Gauge,
+    fanned_out: Counter,
+    lagged: Counter,
+    store_bytes: Gauge,
+    seq: Gauge,
+    /// Last values copied from the node's own counters.
+    copied: Mutex<(u64, u64)>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("spread");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let writes = Family::<StatusLabel, Counter>::default();
+        let errors = Family::<ErrorLabel, Counter>::default();
+        let subscribers = Gauge::default();
+        let fanned_out = Counter::default();
+        let lagged = Counter::default();
+        let store_bytes = Gauge::default();
+        let seq = Gauge::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "writes",
+            "Writes by outcome (new, existing, too_late, failed)",
+            writes.clone(),
+        );
+        registry.register(
+            "errors",
+            "Error answers by error code (refusals included)",
+            errors.clone(),
+        );
+        registry.register(
+            "subscribers",
+            "Stream sessions registered for fan-out",
+            subscribers.clone(),
+        );
+        registry.register(
+            "events_fanned_out",
+            "Changes handed to subscribers",
+            fanned_out.clone(),
+        );
+        registry.register(
+            "subscribers_lagged",
+            "Sessions closed because they read too slowly",
+            lagged.clone(),
+        );
+        registry.register(
+            "store_bytes",
+            "Bytes the store takes on disk",
+            store_bytes.clone(),
+        );
+        registry.register("log_seq", "Last change-log seq published", seq.clone());
+        Metrics {
+            registry,
+            requests,
+            writes,
+            errors,
+            subscribers,
+            fanned_out,
+            lagged,
+            store_bytes,
+            seq,
+            copied: Mutex::new((0, 0)),
+        }
+    }
+
+    /// Counts the outcome of a write.
+    pub fn count_write(&self, result: &Result<WriteReport, NodeError>) {
+        let status = match result {
+            Ok(r) => match r.status {
+                WriteStatus::New => "new",
+                WriteStatus::Existing => "existing",
+                WriteStatus::TooLate => "too_late",
+            },
+            Err(NodeError::PreconditionFailed { .. }) => "precondition_failed",
+            Err(_) => "failed",
+        };
+        self.writes.get_or_create(&StatusLabel { status }).inc();
+    }
+
+    /// The text exposition, with the node's gauges read now.
+    pub fn render(&self, node: &Node) -> String {
+        let stats = node.stats();
+        self.subscribers
+            .set(stats.hub.subscribers.load(Ordering::Relaxed) as i64);
+        self.store_bytes.set(node.store_size() as i64);
+        self.seq.set(node.head_seq() as i64);
+        if let Ok(mut copied) = self.copied.lock() {
+            let fanned = stats.hub.fanned_out.load(Ordering::Relaxed);
+            let lagged = stats.hub.lagged.load(Ordering::Relaxed);
+            self.fanned_out.inc_by(fanned.saturating_sub(copied.0));
+            self.lagged.inc_by(lagged.saturating_sub(copied.1));
+            *copied = (fanned, lagged);
+        }
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            log::error!("metrics encoding failed: {e}");
+        }
+        out
+    }
+}
+
+fn route_of(path: &str) -> &'static str {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    match first {
+        "raw" => "raw",
+        "list" => "list",
+        "history" => "history",
+        "sse" => "sse",
+        "wss" => "wss",
+        "healthz" => "healthz",
+        "metrics" => "metrics",
+        _ => "other",
+    }
+}
+
+fn method_of(method: &actix_web::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "PUT" => "PUT",
+        "POST" => "POST",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Middleware: counts every request and every error answer.
+pub async fn track(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let route = route_of(req.path());
+    let method = method_of(req.method());
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let res = next.call(req).await?;
+    if let Some(state) = state {
+        let m = &state.metrics;
+        let status = res.status().as_u16();
+        m.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status,
+            })
+            .inc();
+        if let Some(code) = res.response().extensions().get::<ErrorCode>() {
+            m.errors.get_or_create(&ErrorLabel { error: code.0 }).inc();
+        }
+    }
+    Ok(res)
+}

@@ -1,0 +1,123 @@
+//! `/raw/{path}`: read, write and delete single values.
+
+use std::sync::Arc;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use spread_actors::{Write, WriteReport, WriteStatus};
+
+use crate::encode::{to_json, ReportJson};
+use crate::error::ApiError;
+use crate::request::{
+    body, explicit_time, key_after, none_match_hits, precondition, query, query_u64,
+};
+use crate::AppState;
+
+const ROUTE: &str = "/raw";
+
+/// `GET /raw/{path}` (and `HEAD`).
+pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let path = key_after(&req, ROUTE)?;
+    if !req.query_string().is_empty() {
+        let q = query(&req)?;
+        if q.contains_key("at") {
+            return Err(ApiError::NotImplemented(
+                "reading at a past time (?at=) is not served yet".into(),
+            ));
+        }
+    }
+    let stored = state
+        .node
+        .get_path(&path)?
+        .ok_or_else(|| ApiError::NotFound(path.to_string()))?;
+    let event = stored.event;
+    let etag = format!("\"{}\"", event.version);
+    if none_match_hits(req.headers(), &etag) {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .finish());
+    }
+    let content_type = event
+        .content_type
+        .as_deref()
+        .unwrap_or("application/octet-stream");
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, content_type))
+        .insert_header((header::ETAG, etag))
+        .body(event.value.unwrap_or_default()))
+}
+
+/// `PUT` / `POST /raw/{path}`.
+pub async fn put(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let path = key_after(&req, ROUTE)?;
+    let mut write = write_options(&req)?;
+    let value = body(&req, payload, state.config.max_body_bytes).await?;
+    write.path = Some(path);
+    write.value = Some(value);
+    write.content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(Arc::from);
+    apply(&state, write, false).await
+}
+
+/// `DELETE /raw/{path}`: writes a tombstone.
+pub async fn delete(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let path = key_after(&req, ROUTE)?;
+    let mut write = write_options(&req)?;
+    write.path = Some(path);
+    apply(&state, write, true).await
+}
+
+/// Options every write takes from headers and query.
+fn write_options(req: &HttpRequest) -> Result<Write, ApiError> {
+    let q = query(req)?;
+    if let Some(w) = q.get("w") {
+        if !matches!(w.as_str(), "1" | "quorum" | "all") {
+            return Err(ApiError::BadRequest("?w must be 1, quorum or all".into()));
+        }
+    }
+    let ttl_secs = query_u64(&q, "ttl")?;
+    if ttl_secs == Some(0) {
+        return Err(ApiError::BadRequest(
+            "?ttl must be at least 1 second".into(),
+        ));
+    }
+    Ok(Write {
+        time: explicit_time(req.headers())?,
+        ttl_secs,
+        precondition: precondition(req.headers())?,
+        ..Write::default()
+    })
+}
+
+async fn apply(state: &AppState, write: Write, is_delete: bool) -> Result<HttpResponse, ApiError> {
+    let result = state.node.write(write).await;
+    state.metrics.count_write(&result);
+    let report = result?;
+    Ok(report_response(&report, is_delete))
+}
+
+/// The HTTP answer for a write report: `201` created, `200` new or existing,
+/// `409` too late.
+pub fn report_response(report: &WriteReport, is_delete: bool) -> HttpResponse {
+    let status = match report.status {
+        WriteStatus::New if report.created && !is_delete => StatusCode::CREATED,
+        WriteStatus::New | WriteStatus::Existing => StatusCode::OK,
+        WriteStatus::TooLate => StatusCode::CONFLICT,
+    };
+    let mut res = HttpResponse::build(status);
+    res.content_type("application/json");
+    if report.status != WriteStatus::TooLate && !is_delete {
+        res.insert_header((header::ETAG, format!("\"{}\"", report.version)));
+    }
+    res.body(to_json(&ReportJson::new(report)))
+}

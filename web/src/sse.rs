@@ -1,0 +1,51 @@
+//! `/sse/{path}`: Server-Sent Events — snapshot, `ready`, then updates, each
+//! update with `id: <cursor>`; resume with `Last-Event-ID` or `?since=`.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::{stream, StreamExt};
+use spread_actors::Subscribe;
+
+use crate::encode::sse_frame;
+use crate::error::ApiError;
+use crate::request::{path_after, query};
+use crate::AppState;
+
+/// `GET /sse/{path}`.
+pub async fn sse(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let prefix = path_after(&req, "/sse")?;
+    let q = query(&req)?;
+    if q.contains_key("from") {
+        return Err(ApiError::NotImplemented(
+            "playback (?from=) is not served yet".into(),
+        ));
+    }
+    let since = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .filter(|s| !s.is_empty())
+        .or_else(|| q.get("since").cloned());
+    let session = state.node.open_session();
+    session
+        .actor
+        .send(Subscribe { prefix, since })
+        .await
+        .map_err(|_| ApiError::Unavailable)??;
+    // A comment first, so clients and proxies see the stream open at once.
+    let opening =
+        stream::once(async { Ok::<_, actix_web::Error>(web::Bytes::from_static(b": spread\n\n")) });
+    // `sse_frame` is `None` only for the final `Lagged`: the stream ends and
+    // the client reconnects with `Last-Event-ID`.
+    let frames = session
+        .stream
+        .map(|item| sse_frame(&item))
+        .take_while(|frame| std::future::ready(frame.is_some()))
+        .filter_map(|frame| std::future::ready(frame.map(Ok)));
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(opening.chain(frames)))
+}

@@ -1,0 +1,370 @@
+//! `/wss/{path}`: the WebSocket session — a thin transport actor in front of
+//! the engine's `Subscriber`. It forwards stream items as frames and answers
+//! the client's ops (`subscribe`, `unsubscribe`, `get`, `set`, `delete`).
+//!
+//! Kept thin on purpose: actix-web-actors is deprecated upstream, and all
+//! session logic lives in the transport-independent `Subscriber`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::Deserialize;
+use spread_actors::{
+    Node, Path, SessionStream, StreamItem, Subscribe, Subscriber, Unsubscribe, Write,
+};
+
+use crate::encode::{to_json, to_msgpack, ws_frame, EventJson, ReportJson, WireFormat};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::request::{path_after, query};
+use crate::AppState;
+
+/// How often the server pings the client at the WebSocket level.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+/// A client silent this long (no frame, no pong) is dropped.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// `GET /wss/{path}`: upgrades and subscribes to `path` (`?since=` or
+/// `Last-Event-ID` to resume, `?format=msgpack` for binary frames).
+pub async fn wss(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let prefix = path_after(&req, "/wss")?;
+    let q = query(&req)?;
+    let format = match q.get("format").map(String::as_str) {
+        None | Some("json") => WireFormat::Json,
+        Some("msgpack") => WireFormat::MsgPack,
+        Some(other) => {
+            return Err(
+                ApiError::BadRequest(format!("unknown format '{other}' (json or msgpack)")).into(),
+            )
+        }
+    };
+    let since = q.get("since").cloned().or_else(|| {
+        req.headers()
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
+    let session = state.node.open_session();
+    let actor = WsSession {
+        node: state.node.clone(),
+        metrics: state.metrics.clone(),
+        subscriber: session.actor,
+        stream: Some(session.stream),
+        format,
+        first: Some(Subscribe { prefix, since }),
+        last_heard: Instant::now(),
+    };
+    ws::WsResponseBuilder::new(actor, &req, stream)
+        .frame_size(state.config.ws_max_frame_bytes)
+        .start()
+}
+
+/// One WebSocket connection.
+pub struct WsSession {
+    node: Node,
+    metrics: Arc<Metrics>,
+    subscriber: Addr<Subscriber>,
+    stream: Option<SessionStream>,
+    format: WireFormat,
+    first: Option<Subscribe>,
+    last_heard: Instant,
+}
+
+/// An op a client sends.
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+enum Op {
+    Subscribe {
+        path: String,
+        since: Option<String>,
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    },
+    Unsubscribe {
+        path: String,
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    },
+    Get {
+        path: String,
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    },
+    Set {
+        path: String,
+        value: Option<String>,
+        value_b64: Option<String>,
+        content_type: Option<String>,
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    },
+    Delete {
+        path: String,
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    },
+}
+
+impl WsSession {
+    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, payload: Bytes) {
+        match self.format {
+            // Our JSON is always UTF-8.
+            WireFormat::Json => ctx.text(bytestring_of(payload)),
+            WireFormat::MsgPack => ctx.binary(payload),
+        }
+    }
+
+    fn encode<T: serde::Serialize>(&self, value: &T) -> Bytes {
+        match self.format {
+            WireFormat::Json => Bytes::from(to_json(value)),
+            WireFormat::MsgPack => Bytes::from(to_msgpack(value)),
+        }
+    }
+
+    fn error(
+        &self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        id: Option<&serde_json::Value>,
+        code: &str,
+        detail: &str,
+    ) {
+        let body = serde_json::json!({"type": "error", "id": id, "error": code, "detail": detail});
+        let payload = self.encode(&body);
+        self.send(ctx, payload);
+    }
+
+    fn api_error(
+        &self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        id: Option<&serde_json::Value>,
+        e: ApiError,
+    ) {
+        self.error(ctx, id, e.code(), &e.to_string());
+    }
+
+    /// Decodes one client frame into an op, answering `bad_request` if it is
+    /// not one.
+    fn handle_frame(&mut self, raw: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
+        let value: serde_json::Value = match self.format {
+            WireFormat::Json => serde_json::from_slice(raw).map_err(|e| e.to_string()),
+            WireFormat::MsgPack => rmp_serde::from_slice(raw).map_err(|e| e.to_string()),
+        }
+        .unwrap_or_else(|e| serde_json::json!({ "__invalid": e }));
+        if let Some(e) = value.get("__invalid").and_then(|e| e.as_str()) {
+            let detail = format!(
+                "frame is not valid {}: {e}",
+                if self.format == WireFormat::Json {
+                    "JSON"
+                } else {
+                    "MessagePack"
+                }
+            );
+            return self.error(ctx, None, "bad_request", &detail);
+        }
+        let id = value.get("id").cloned();
+        match serde_json::from_value::<Op>(value) {
+            Ok(op) => self.handle_op(op, ctx),
+            Err(e) => self.error(
+                ctx,
+                id.as_ref(),
+                "bad_request",
+                &format!("unknown or malformed op: {e}"),
+            ),
+        }
+    }
+
+    fn handle_op(&mut self, op: Op, ctx: &mut ws::WebsocketContext<Self>) {
+        match op {
+            Op::Subscribe { path, since, id } => {
+                match Path::parse(&path) {
+                    Ok(prefix) => {
+                        let request = self.subscriber.send(Subscribe { prefix, since });
+                        ctx.spawn(request.into_actor(self).map(
+                            move |result, act, ctx| match result {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => act.api_error(ctx, id.as_ref(), e.into()),
+                                Err(_) => act.api_error(ctx, id.as_ref(), ApiError::Unavailable),
+                            },
+                        ));
+                    }
+                    Err(e) => self.api_error(ctx, id.as_ref(), ApiError::BadPath(e.to_string())),
+                }
+            }
+            Op::Unsubscribe { path, id } => match Path::parse(&path) {
+                Ok(prefix) => {
+                    self.subscriber.do_send(Unsubscribe { prefix });
+                    let payload = self.encode(&serde_json::json!({"type": "reply", "id": id}));
+                    self.send(ctx, payload);
+                }
+                Err(e) => self.api_error(ctx, id.as_ref(), ApiError::BadPath(e.to_string())),
+            },
+            Op::Get { path, id } => {
+                let result = Path::parse_key(&path)
+                    .map_err(|e| ApiError::BadPath(e.to_string()))
+                    .and_then(|p| {
+                        self.node
+                            .get_path(&p)
+                            .map_err(ApiError::from)
+                            .and_then(|s| s.ok_or(ApiError::NotFound(path.clone())))
+                    });
+                match result {
+                    Ok(stored) => {
+                        let mut json = EventJson::stored(&stored, true);
+                        json.kind = Some("reply");
+                        json.id = id.as_ref();
+                        let payload = self.encode(&json);
+                        self.send(ctx, payload);
+                    }
+                    Err(e) => self.api_error(ctx, id.as_ref(), e),
+                }
+            }
+            Op::Set {
+                path,
+                value,
+                value_b64,
+                content_type,
+                id,
+            } => {
+                let value = match (value, value_b64) {
+                    (Some(v), None) => Ok(Bytes::from(v)),
+                    (None, Some(b)) => base64::engine::general_purpose::STANDARD
+                        .decode(b)
+                        .map(Bytes::from)
+                        .map_err(|_| ApiError::BadRequest("value_b64 is not base64".into())),
+                    _ => Err(ApiError::BadRequest(
+                        "set needs exactly one of value, value_b64".into(),
+                    )),
+                };
+                match (Path::parse_key(&path), value) {
+                    (Ok(path), Ok(value)) => {
+                        let mut write = Write::set(path, value);
+                        write.content_type = content_type.map(Arc::from);
+                        self.write(write, id, ctx);
+                    }
+                    (Err(e), _) => {
+                        self.api_error(ctx, id.as_ref(), ApiError::BadPath(e.to_string()))
+                    }
+                    (_, Err(e)) => self.api_error(ctx, id.as_ref(), e),
+                }
+            }
+            Op::Delete { path, id } => match Path::parse_key(&path) {
+                Ok(path) => self.write(Write::delete(path), id, ctx),
+                Err(e) => self.api_error(ctx, id.as_ref(), ApiError::BadPath(e.to_string())),
+            },
+        }
+    }
+
+    fn write(
+        &mut self,
+        write: Write,
+        id: Option<serde_json::Value>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        let node = self.node.clone();
+        let request = async move { node.write(write).await };
+        ctx.spawn(request.into_actor(self).map(move |result, act, ctx| {
+            act.metrics.count_write(&result);
+            match result {
+                Ok(report) => {
+                    let mut json = ReportJson::new(&report);
+                    json.kind = Some("reply");
+                    json.id = id.as_ref();
+                    let payload = act.encode(&json);
+                    act.send(ctx, payload);
+                }
+                Err(e) => act.api_error(ctx, id.as_ref(), e.into()),
+            }
+        }));
+    }
+}
+
+fn bytestring_of(payload: Bytes) -> bytestring::ByteString {
+    bytestring::ByteString::try_from(payload).unwrap_or_default()
+}
+
+impl Actor for WsSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(stream) = self.stream.take() {
+            ctx.add_stream(stream);
+        }
+        if let Some(first) = self.first.take() {
+            let request = self.subscriber.send(first);
+            ctx.spawn(request.into_actor(self).map(|result, act, ctx| {
+                if let Ok(Err(e)) = result {
+                    act.api_error(ctx, None, e.into());
+                }
+            }));
+        }
+        ctx.run_interval(HEARTBEAT_INTERVAL, |act, ctx| {
+            if act.last_heard.elapsed() > CLIENT_TIMEOUT {
+                ctx.stop();
+            } else {
+                ctx.ping(b"");
+            }
+        });
+    }
+}
+
+impl StreamHandler<StreamItem> for WsSession {
+    fn handle(&mut self, item: StreamItem, ctx: &mut Self::Context) {
+        match ws_frame(&item, self.format) {
+            Some(payload) => self.send(ctx, payload),
+            None => {
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Policy,
+                    description: Some("lagging".into()),
+                }));
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        // The session ended (lagging closes above; this is the node stopping).
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::Away,
+            description: Some("node stopping".into()),
+        }));
+        ctx.stop();
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match msg {
+            Ok(ws::Message::Text(text)) => self.handle_frame(text.as_bytes(), ctx),
+            Ok(ws::Message::Binary(bin)) => self.handle_frame(&bin, ctx),
+            Ok(ws::Message::Ping(p)) => ctx.pong(&p),
+            Ok(ws::Message::Pong(_)) => {}
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Ok(ws::Message::Continuation(_)) | Ok(ws::Message::Nop) => {}
+            Err(e) => {
+                log::debug!("websocket protocol error: {e}");
+                let code = match e {
+                    ws::ProtocolError::Overflow => ws::CloseCode::Size,
+                    _ => ws::CloseCode::Protocol,
+                };
+                ctx.close(Some(ws::CloseReason {
+                    code,
+                    description: Some(e.to_string()),
+                }));
+                ctx.stop();
+            }
+        }
+    }
+}

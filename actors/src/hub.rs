@@ -143,7 +143,7 @@ pub(crate) struct Publish {
 pub struct HubStats {
     /// Changes handed to subscribers (one per subscriber per change).
     pub fanned_out: AtomicU64,
-    /// Subscribers dropped for lagging.
+    /// Sessions ended for lagging (mailbox or outbox full).
     pub lagged: AtomicU64,
     /// Subscribers currently registered.
     pub subscribers: AtomicU64,
@@ -312,7 +312,7 @@ impl Handler<Publish> for Hub {
         for (id, lagging) in dropped {
             if let Some(entry) = self.remove(id) {
                 if lagging {
-                    self.stats.lagged.fetch_add(1, Ordering::Relaxed);
+                    // The subscriber counts itself as lagged when it ends.
                     log::debug!("subscriber {id} lags; dropped from fan-out");
                     entry.mailbox.do_send(Deliver::Lagged);
                 }

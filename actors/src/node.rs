@@ -289,6 +289,7 @@ impl Node {
             ping_interval: config.ping_interval,
             max_subscriptions: config.max_subscriptions_per_session,
             max_buffered: config.subscriber_queue_items,
+            stats: stats.hub.clone(),
         });
         log::info!(
             "node {node_id} open: {} (incarnation {incarnation}, seq {head}, {partitions} partitions, durability {})",

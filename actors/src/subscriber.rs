@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::cursor::Cursor;
 use crate::error::NodeError;
-use crate::hub::{Change, Deliver, Hub, Leave, Register, SubscriberId, Unregister};
+use crate::hub::{Change, Deliver, Hub, HubStats, Leave, Register, SubscriberId, Unregister};
 use crate::model::{version::wall_micros, Path};
 use crate::store::{Store, Stored};
 
@@ -219,6 +219,7 @@ pub(crate) struct SessionContext {
     pub ping_interval: Duration,
     pub max_subscriptions: usize,
     pub max_buffered: usize,
+    pub stats: Arc<HubStats>,
 }
 
 struct Subscription {
@@ -262,6 +263,9 @@ impl Subscriber {
     }
 
     fn lag(&mut self, ctx: &mut Context<Self>) {
+        if ctx.state() == ActorState::Running {
+            self.ctx.stats.lagged.fetch_add(1, Ordering::Relaxed);
+        }
         log::debug!("session {} lags; closing it", self.id);
         self.outbox.push_last(StreamItem::Lagged);
         ctx.stop();
@@ -442,7 +446,7 @@ impl Handler<Subscribe> for Subscriber {
             prefix: msg.prefix.clone(),
         });
         Box::pin(
-            async move { register.await }
+            register
                 .into_actor(self)
                 .map(move |registered, act, ctx| {
                     let head = registered.map_err(|_| NodeError::ShuttingDown)?;

@@ -67,6 +67,29 @@ impl Server {
         }
     }
 
+    /// Sends SIGTERM and waits for an orderly exit; panics past the deadline.
+    pub fn terminate(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -TERM failed");
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                assert!(status.success(), "spread serve exited with {status}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "spread serve did not stop on SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Starts the node again on the same data directory and port.
     pub fn restart(&mut self) {
         self.kill9();

@@ -50,21 +50,40 @@ async fn python_websockets_client_subscribes_writes_and_gets_errors() {
     put(&s.at("raw", "py/a"), b"snap").await;
     let url = s.ws_url("py");
     let output = actix_web::rt::task::spawn_blocking(move || {
-        std::process::Command::new("python3").args(["-c", PY_CLIENT, &url]).output()
+        std::process::Command::new("python3")
+            .args(["-c", PY_CLIENT, &url])
+            .output()
     })
     .await
     .unwrap()
     .unwrap();
-    assert!(output.status.success(), "python client failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "python client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let out: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let first = out["first"].as_array().unwrap();
     assert_eq!(first.len(), 2);
-    assert_eq!((first[0]["type"].as_str(), first[0]["value"].as_str()), (Some("snapshot"), Some("snap")));
+    assert_eq!(
+        (first[0]["type"].as_str(), first[0]["value"].as_str()),
+        (Some("snapshot"), Some("snap"))
+    );
     assert_eq!(first[1]["type"], "ready");
     let mut after: Vec<&serde_json::Value> = out["after_set"].as_array().unwrap().iter().collect();
     after.sort_by_key(|f| f["type"].as_str().unwrap_or("").to_string());
-    assert_eq!((after[0]["type"].as_str(), after[0]["id"].as_str(), after[0]["status"].as_str()), (Some("reply"), Some("s1"), Some("new")));
-    assert_eq!((after[1]["type"].as_str(), after[1]["value"].as_str()), (Some("update"), Some("from python")));
+    assert_eq!(
+        (
+            after[0]["type"].as_str(),
+            after[0]["id"].as_str(),
+            after[0]["status"].as_str()
+        ),
+        (Some("reply"), Some("s1"), Some("new"))
+    );
+    assert_eq!(
+        (after[1]["type"].as_str(), after[1]["value"].as_str()),
+        (Some("update"), Some("from python"))
+    );
     assert_eq!(out["error"]["type"], "error");
     assert_eq!(out["error"]["error"], "bad_request");
     assert_eq!(&get(&s.at("raw", "py/b")).await.body[..], b"from python");

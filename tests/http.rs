@@ -517,3 +517,39 @@ async fn curl_round_trip_with_headers() {
         .unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "400");
 }
+
+#[actix_web::test]
+async fn head_answers_headers_only_and_ttl_values_expire() {
+    let s = Server::start(&[]);
+    let url = s.at("raw", "short/lived");
+    let report = put(&format!("{url}?ttl=1"), b"soon gone").await.json();
+    let head = send(http().head(&url), None).await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("etag"),
+        Some(format!("\"{}\"", report["version"].as_str().unwrap()))
+    );
+    let history = get(&s.at("history", "short/lived")).await.json();
+    assert!(history["events"][0]["expires_at"].as_u64().is_some());
+    wait_for(
+        "the value to expire",
+        std::time::Duration::from_secs(10),
+        async || get(&url).await.status == 404,
+    )
+    .await;
+    assert_eq!(
+        get(&s.at("list", "short")).await.json()["entries"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    get(&format!("{url}?ttl=0")).await; // a read ignores write options
+    send(http().put(format!("{url}?ttl=0")), Some(b"x"))
+        .await
+        .assert_error(400, "bad_request");
+    send(http().put(format!("{url}?ttl=soon")), Some(b"x"))
+        .await
+        .assert_error(400, "bad_request");
+}

@@ -403,3 +403,26 @@ async fn the_cli_watch_and_set_verbs_talk_to_a_node() {
         (Some("snapshot"), Some("from-cli"))
     );
 }
+
+#[actix_web::test]
+async fn an_oversized_websocket_frame_closes_that_socket_only() {
+    let s = Server::start(&["--ws-max-frame-bytes", "1024"]);
+    let mut other = WsClient::connect(&s.ws_url("f")).await;
+    other.until_ready().await;
+    let mut ws = WsClient::connect(&s.ws_url("f")).await;
+    ws.until_ready().await;
+    let big = json!({"op": "set", "path": "f/x", "value": "x".repeat(4096)}).to_string();
+    ws.send_text(&big).await;
+    let closed = loop {
+        match ws.next_frame().await {
+            Ok(f) if f["type"] == "ping" => continue,
+            other => break other,
+        }
+    };
+    assert_eq!(closed, Err(Some(1009)), "closed with 'message too big'");
+    get(&s.at("raw", "f/x"))
+        .await
+        .assert_error(404, "not_found");
+    write(&s, "f/y", "still serving").await;
+    assert_eq!(other.next_non_ping().await["path"], "f/y");
+}

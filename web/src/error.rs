@@ -64,6 +64,12 @@ impl ApiError {
 }
 
 /// The JSON error body.
+///
+/// ```
+/// let body: serde_json::Value =
+///     serde_json::from_str(&spread_web::error::error_body("bad_path", "empty segment")).unwrap();
+/// assert_eq!(body, serde_json::json!({"error": "bad_path", "detail": "empty segment"}));
+/// ```
 pub fn error_body(code: &str, detail: &str) -> String {
     serde_json::json!({ "error": code, "detail": detail }).to_string()
 }

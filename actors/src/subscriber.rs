@@ -445,30 +445,26 @@ impl Handler<Subscribe> for Subscriber {
             mailbox: ctx.address().recipient(),
             prefix: msg.prefix.clone(),
         });
-        Box::pin(
-            register
-                .into_actor(self)
-                .map(move |registered, act, ctx| {
-                    let head = registered.map_err(|_| NodeError::ShuttingDown)?;
-                    let initial = send_initial(
-                        act.ctx.clone(),
-                        act.outbox.clone(),
-                        msg.prefix,
-                        msg.since,
-                        head,
-                    );
-                    ctx.spawn(
-                        initial
-                            .into_actor(act)
-                            .map(move |sent, act, ctx| match sent {
-                                Ok(()) => act.go_live(generation, head, ctx),
-                                Err(PushError::Closed) => ctx.stop(),
-                                Err(PushError::Full) => act.lag(ctx),
-                            }),
-                    );
-                    Ok(())
-                }),
-        )
+        Box::pin(register.into_actor(self).map(move |registered, act, ctx| {
+            let head = registered.map_err(|_| NodeError::ShuttingDown)?;
+            let initial = send_initial(
+                act.ctx.clone(),
+                act.outbox.clone(),
+                msg.prefix,
+                msg.since,
+                head,
+            );
+            ctx.spawn(
+                initial
+                    .into_actor(act)
+                    .map(move |sent, act, ctx| match sent {
+                        Ok(()) => act.go_live(generation, head, ctx),
+                        Err(PushError::Closed) => ctx.stop(),
+                        Err(PushError::Full) => act.lag(ctx),
+                    }),
+            );
+            Ok(())
+        }))
     }
 }
 

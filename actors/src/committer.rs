@@ -19,6 +19,7 @@ use crate::config::Durability;
 use crate::error::NodeError;
 use crate::hub::{Change, Hub, Publish, PublishGroup};
 use crate::model::{Clock, Digest, Event};
+use crate::partition::{finish, Decided};
 use crate::store::{Commit, CommitEntry, Store, StoreError};
 
 /// Most events gathered into one batch.
@@ -43,10 +44,14 @@ pub(crate) struct WriteDone {
     pub subscribers: usize,
 }
 
-/// A partition's batch, answered once durable and fanned out.
+/// A partition's batch. Once durable and fanned out, the hub answers each
+/// writer directly (one thread hop less than going back through the
+/// partition), then tells the partition through `done` that it may decide
+/// its next batch.
 pub(crate) struct CommitRequest {
     pub writes: Vec<PendingWrite>,
-    pub done: oneshot::Sender<Result<Vec<WriteDone>, NodeError>>,
+    pub replies: Vec<Decided>,
+    pub done: oneshot::Sender<()>,
 }
 
 /// The committer's settings and state.
@@ -143,9 +148,11 @@ impl Committer {
             log::error!("commit of {} events failed: {e}", commit.entries.len());
             let detail = e.to_string();
             for request in group {
-                let _ = request
-                    .done
-                    .send(Err(NodeError::Store(StoreError::Failed(detail.clone()))));
+                finish(
+                    request.replies,
+                    Err(NodeError::Store(StoreError::Failed(detail.clone()))),
+                );
+                let _ = request.done.send(());
             }
             return;
         }
@@ -169,6 +176,7 @@ impl Committer {
             .zip(changes)
             .map(|(request, changes)| PublishGroup {
                 changes,
+                replies: request.replies,
                 done: request.done,
                 failure: failure.clone(),
             })

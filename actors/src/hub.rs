@@ -24,6 +24,7 @@ use crate::committer::WriteDone;
 use crate::cursor::Cursor;
 use crate::error::NodeError;
 use crate::model::{Event, Path};
+use crate::partition::{finish, Decided};
 use crate::store::StoreError;
 
 /// Number of cached encodings a change can carry (one per wire format).
@@ -125,7 +126,8 @@ pub struct Leave {
 pub(crate) struct PublishGroup {
     /// `Some` per event that became a latest value, `None` for history-only.
     pub changes: Vec<Option<Arc<Change>>>,
-    pub done: oneshot::Sender<Result<Vec<WriteDone>, NodeError>>,
+    pub replies: Vec<Decided>,
+    pub done: oneshot::Sender<()>,
     /// Set when the batch is applied but could not be made durable.
     pub failure: Option<String>,
 }
@@ -304,7 +306,8 @@ impl Handler<Publish> for Hub {
                 None => Ok(results),
                 Some(detail) => Err(NodeError::Store(StoreError::Failed(detail))),
             };
-            let _ = group.done.send(answer);
+            finish(group.replies, answer);
+            let _ = group.done.send(());
         }
         self.head = msg.head;
         self.stats.head.store(msg.head, Ordering::Relaxed);

@@ -124,7 +124,7 @@ struct Queued {
 }
 
 /// A decided write waiting for its batch to commit.
-struct Decided {
+pub(crate) struct Decided {
     reply: oneshot::Sender<Result<WriteReport, NodeError>>,
     report: WriteReport,
     /// Index of its event in the commit request, when it writes one.
@@ -328,16 +328,17 @@ impl Partition {
                 continue;
             }
             let (done, committed) = oneshot::channel();
-            if self.committer.send(CommitRequest { writes, done }).is_err() {
-                for d in decided {
-                    let _ = d.reply.send(Err(NodeError::ShuttingDown));
-                }
+            let request = CommitRequest {
+                writes,
+                replies: decided,
+                done,
+            };
+            if let Err(refused) = self.committer.send(request) {
+                finish(refused.0.replies, Err(NodeError::ShuttingDown));
                 continue;
             }
             self.in_flight = true;
-            ctx.spawn(committed.into_actor(self).map(move |result, act, ctx| {
-                let result = result.unwrap_or(Err(NodeError::ShuttingDown));
-                finish(decided, result);
+            ctx.spawn(committed.into_actor(self).map(|_, act, ctx| {
                 act.in_flight = false;
                 act.run_batch(ctx);
             }));
@@ -346,7 +347,7 @@ impl Partition {
 }
 
 /// Answers every writer of a committed batch.
-fn finish(decided: Vec<Decided>, result: Result<Vec<WriteDone>, NodeError>) {
+pub(crate) fn finish(decided: Vec<Decided>, result: Result<Vec<WriteDone>, NodeError>) {
     match result {
         Ok(done) => {
             for mut d in decided {

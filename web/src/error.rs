@@ -34,6 +34,9 @@ pub enum ApiError {
     /// `If-Match` / `If-None-Match` did not hold.
     #[error("{0}")]
     PreconditionFailed(String),
+    /// The route does not take this method.
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
     /// Part of the contract this node does not serve yet.
     #[error("{0}")]
     NotImplemented(String),
@@ -56,6 +59,7 @@ impl ApiError {
             ApiError::TooLarge(_) => "too_large",
             ApiError::NotFound(_) => "not_found",
             ApiError::PreconditionFailed(_) => "precondition_failed",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -84,6 +88,7 @@ impl ResponseError for ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -6,7 +6,7 @@ use spread_actors::HistoryRange;
 
 use crate::encode::{to_json, EventJson};
 use crate::error::ApiError;
-use crate::request::{key_after, path_after, query, query_bool, query_u64};
+use crate::request::{key_after, path_after, query, query_bool, query_u64, require_read};
 use crate::AppState;
 
 /// Entries per page when `?limit=` is not given.
@@ -40,6 +40,7 @@ struct Listing<'a> {
 
 /// `GET /list/{prefix}`.
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    require_read(&req)?;
     let prefix = path_after(&req, "/list")?;
     let q = query(&req)?;
     let limit = limit(&q)?;
@@ -73,6 +74,7 @@ pub async fn history(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    require_read(&req)?;
     let path = key_after(&req, "/history")?;
     let q = query(&req)?;
     let range = HistoryRange {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use spread_actors::{Write, WriteReport, WriteStatus};
 
@@ -14,6 +14,20 @@ use crate::request::{
 use crate::AppState;
 
 const ROUTE: &str = "/raw";
+
+/// Every request under `/raw`, by method.
+pub async fn dispatch(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    match *req.method() {
+        Method::GET | Method::HEAD => get(req, state).await,
+        Method::PUT | Method::POST => put(req, payload, state).await,
+        Method::DELETE => delete(req, state).await,
+        _ => Err(ApiError::MethodNotAllowed(req.method().to_string())),
+    }
+}
 
 /// `GET /raw/{path}` (and `HEAD`).
 pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

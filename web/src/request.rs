@@ -12,6 +12,14 @@ use spread_actors::{Path, Precondition, Version};
 
 use crate::error::ApiError;
 
+/// Refuses every method but `GET` and `HEAD` with `405 method_not_allowed`.
+pub fn require_read(req: &HttpRequest) -> Result<(), ApiError> {
+    match *req.method() {
+        actix_web::http::Method::GET | actix_web::http::Method::HEAD => Ok(()),
+        _ => Err(ApiError::MethodNotAllowed(req.method().to_string())),
+    }
+}
+
 /// The path after a route prefix (`/raw`, `/sse`, …), percent-decoded and
 /// validated. The root comes back as the root path.
 pub fn path_after(req: &HttpRequest, route: &str) -> Result<Path, ApiError> {

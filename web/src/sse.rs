@@ -8,11 +8,12 @@ use spread_actors::Subscribe;
 
 use crate::encode::sse_frame;
 use crate::error::ApiError;
-use crate::request::{path_after, query};
+use crate::request::{path_after, query, require_read};
 use crate::AppState;
 
 /// `GET /sse/{path}`.
 pub async fn sse(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    require_read(&req)?;
     let prefix = path_after(&req, "/sse")?;
     let q = query(&req)?;
     if q.contains_key("from") {

@@ -29,6 +29,18 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
 /// A client silent this long (no frame, no pong) is dropped.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(45);
 
+/// Every request under `/wss`: only `GET` upgrades.
+pub async fn dispatch(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    if req.method() != actix_web::http::Method::GET {
+        return Err(ApiError::MethodNotAllowed(req.method().to_string()).into());
+    }
+    wss(req, stream, state).await
+}
+
 /// `GET /wss/{path}`: upgrades and subscribes to `path` (`?since=` or
 /// `Last-Event-ID` to resume, `?format=msgpack` for binary frames).
 pub async fn wss(

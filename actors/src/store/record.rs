@@ -19,7 +19,9 @@ struct Header<'a> {
     time: u64,
     #[serde(borrow)]
     node: Cow<'a, str>,
-    digest: Digest,
+    /// The digest as two integers: MessagePack would write a byte array
+    /// as 16 separate numbers, and decoding those dominated a read.
+    digest: (u64, u64),
     seq: Option<u64>,
     deleted: bool,
     #[serde(borrow)]
@@ -41,12 +43,59 @@ pub struct Stored {
     pub seq: Option<u64>,
 }
 
+/// The node id and content type decoded last on this thread. Most records
+/// of a node share them, so a read reuses them instead of allocating.
+#[derive(Default)]
+struct Recent {
+    node: Option<NodeId>,
+    content_type: Option<Arc<str>>,
+}
+
+impl Recent {
+    fn node(&mut self, id: &str) -> Option<NodeId> {
+        if let Some(n) = self.node.as_ref().filter(|n| n.as_str() == id) {
+            return Some(n.clone());
+        }
+        let n = NodeId::new(id).ok()?;
+        self.node = Some(n.clone());
+        Some(n)
+    }
+
+    fn content_type(&mut self, ct: &str) -> Arc<str> {
+        if let Some(c) = self.content_type.as_ref().filter(|c| &***c == ct) {
+            return c.clone();
+        }
+        let c: Arc<str> = Arc::from(ct);
+        self.content_type = Some(c.clone());
+        c
+    }
+}
+
+thread_local! {
+    static RECENT: std::cell::RefCell<Recent> = std::cell::RefCell::new(Recent::default());
+}
+
+fn split_digest(d: &Digest) -> (u64, u64) {
+    let (hi, lo) = d.split_at(8);
+    (
+        u64::from_be_bytes(hi.try_into().expect("8 bytes")),
+        u64::from_be_bytes(lo.try_into().expect("8 bytes")),
+    )
+}
+
+fn join_digest((hi, lo): (u64, u64)) -> Digest {
+    let mut d = [0u8; 16];
+    d[..8].copy_from_slice(&hi.to_be_bytes());
+    d[8..].copy_from_slice(&lo.to_be_bytes());
+    d
+}
+
 /// Encodes an event for the store.
 pub fn encode(event: &Event, digest: &Digest, seq: Option<u64>) -> Result<Vec<u8>, StoreError> {
     let header = Header {
         time: event.version.time,
         node: Cow::Borrowed(event.version.node.as_str()),
-        digest: *digest,
+        digest: split_digest(digest),
         seq,
         deleted: event.value.is_none(),
         content_type: event.content_type.as_deref().map(Cow::Borrowed),
@@ -77,12 +126,16 @@ pub fn decode(path: Path, raw: sled::IVec) -> Result<Stored, StoreError> {
     }
     let header: Header<'_> =
         rmp_serde::from_slice(&raw[2..body_start]).map_err(|e| corrupt(&e.to_string()))?;
-    let node = NodeId::new(&header.node).map_err(|_| corrupt("bad node id"))?;
-    let content_type = header.content_type.map(|c| Arc::from(&*c));
+    let node = RECENT
+        .with(|recent| recent.borrow_mut().node(&header.node))
+        .ok_or_else(|| corrupt("bad node id"))?;
+    let content_type = header
+        .content_type
+        .map(|c| RECENT.with(|recent| recent.borrow_mut().content_type(&c)));
     let author = header.author.map(|a| Arc::from(&*a));
     let (time, digest, seq, deleted, expires_at) = (
         header.time,
-        header.digest,
+        join_digest(header.digest),
         header.seq,
         header.deleted,
         header.expires_at,

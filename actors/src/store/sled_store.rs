@@ -8,7 +8,7 @@ use sled::IVec;
 use super::keys;
 use super::record::{decode, encode, Stored};
 use super::{Commit, Store, StoreError};
-use crate::model::{Digest, Path, Version};
+use crate::model::{Digest, Path, Version, MAX_PATH_BYTES};
 
 /// The sled-backed store of one node.
 pub struct SledStore {
@@ -45,7 +45,12 @@ impl SledStore {
 
 impl Store for SledStore {
     fn latest(&self, path: &Path) -> Result<Option<Stored>, StoreError> {
-        match self.tree.get(keys::latest(path.as_str()))? {
+        // The hot read: the key is built on the stack.
+        let text = path.as_str().as_bytes();
+        let mut key = [0u8; 1 + MAX_PATH_BYTES];
+        key[0] = keys::LATEST;
+        key[1..=text.len()].copy_from_slice(text);
+        match self.tree.get(&key[..=text.len()])? {
             Some(raw) => decode(path.clone(), raw).map(Some),
             None => Ok(None),
         }

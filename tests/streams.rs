@@ -426,3 +426,50 @@ async fn an_oversized_websocket_frame_closes_that_socket_only() {
     write(&s, "f/y", "still serving").await;
     assert_eq!(other.next_non_ping().await["path"], "f/y");
 }
+
+#[actix_web::test]
+async fn the_cli_list_history_and_del_verbs_talk_to_a_node() {
+    let s = Server::start(&[]);
+    let bin = env!("CARGO_BIN_EXE_spread");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .env("SPREAD_SERVER", &s.url)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, _, err) = run(&["set", "dir/a", "1"]);
+    assert!(ok, "{err}");
+    run(&["set", "dir/a", "2"]);
+    run(&["set", "dir/b", "3", "--content-type", "text/plain"]);
+    let (ok, listing, _) = run(&["list", "dir"]);
+    assert!(ok);
+    let rows: Vec<Vec<&str>> = listing.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!((rows[0][0], rows[0][2]), ("dir/a", "1"));
+    assert_eq!((rows[1][0], rows[1][3]), ("dir/b", "text/plain"));
+    let (ok, deleted, _) = run(&["del", "dir/a"]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&deleted).unwrap()["status"],
+        "new"
+    );
+    let (ok, history, _) = run(&["history", "dir/a"]);
+    assert!(ok);
+    let events: Vec<serde_json::Value> = history
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let values: Vec<&str> = events
+        .iter()
+        .map(|e| e["value"].as_str().unwrap_or("<deleted>"))
+        .collect();
+    assert_eq!(values, vec!["1", "2", "<deleted>"]);
+    let (ok, _, err) = run(&["get", "dir//a"]);
+    assert!(!ok && err.contains("bad_path"), "{err}");
+}

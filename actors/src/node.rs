@@ -359,6 +359,11 @@ impl Node {
         self.inner.clock.last()
     }
 
+    /// The number of partitions (fixed when the store was created).
+    pub fn partitions(&self) -> usize {
+        self.inner.partitions.len()
+    }
+
     /// The partition that owns `path`.
     pub fn partition_of(&self, path: &Path) -> usize {
         let head = path.head(self.inner.shard_depth);
@@ -476,5 +481,41 @@ impl Node {
         if let Ok(Some(mut engine)) = engine {
             engine.stop();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_layout_is_fixed_when_the_store_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path());
+        config.partitions = 8;
+        config.shard_depth = 1;
+        let node = Node::open(config.clone()).unwrap();
+        assert_eq!(node.partitions(), 8);
+        let a = Path::parse("rooms/1/x").unwrap();
+        let b = Path::parse("rooms/2/y").unwrap();
+        assert_eq!(
+            node.partition_of(&a),
+            node.partition_of(&b),
+            "depth 1: same first segment"
+        );
+        let before = node.partition_of(&a);
+        node.shutdown();
+        drop(node);
+
+        config.partitions = 64;
+        config.shard_depth = 2;
+        let node = Node::open(config).unwrap();
+        assert_eq!(
+            node.partitions(),
+            8,
+            "an existing store keeps its partition count"
+        );
+        assert_eq!(node.partition_of(&a), before, "and its shard depth");
+        assert_eq!(node.partition_of(&a), node.partition_of(&b));
     }
 }

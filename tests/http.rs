@@ -557,12 +557,18 @@ async fn head_answers_headers_only_and_ttl_values_expire() {
 #[actix_web::test]
 async fn wrong_methods_answer_405_with_a_json_error() {
     let s = Server::start(&[]);
-    let patch = send(http().request(awc::http::Method::PATCH, s.at("raw", "x")), Some(b"v")).await;
+    let patch = send(
+        http().request(awc::http::Method::PATCH, s.at("raw", "x")),
+        Some(b"v"),
+    )
+    .await;
     patch.assert_error(405, "method_not_allowed");
     get(&s.at("raw", "x")).await.assert_error(404, "not_found");
     for route in ["list", "history", "sse"] {
         let post = send(http().post(s.at(route, "x")), Some(b"v")).await;
         post.assert_error(405, "method_not_allowed");
     }
-    send(http().delete(s.at("wss", "x")), None).await.assert_error(405, "method_not_allowed");
+    send(http().delete(s.at("wss", "x")), None)
+        .await
+        .assert_error(405, "method_not_allowed");
 }

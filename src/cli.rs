@@ -74,6 +74,8 @@ pub enum Command {
         #[arg(long)]
         count: Option<usize>,
     },
+    /// Print a signed JWT for trying auth: `spread serve --jwt-key KEY` accepts it.
+    Token(TokenArgs),
     /// Print every event of PATH, oldest first, one JSON line each.
     History {
         #[command(flatten)]
@@ -92,6 +94,30 @@ pub struct ClientArgs {
     /// Bearer token sent with every request.
     #[arg(long, env = "SPREAD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+/// `spread token` settings.
+#[derive(Args, Debug, Clone)]
+pub struct TokenArgs {
+    /// HMAC secret (HS256), or the path of a PEM private key (RSA: RS256, EC: ES256).
+    #[arg(long, env = "SPREAD_JWT_KEY", hide_env_values = true)]
+    pub key: String,
+    /// Subject: recorded as the author of this token's writes.
+    #[arg(long)]
+    pub sub: String,
+    /// Issuer (must match the node's --jwt-iss when that is set).
+    #[arg(long)]
+    pub iss: Option<String>,
+    /// A prefix the token may read (repeat for more; "" or "/" is everything).
+    /// Without --read and --write the token may read and write everything.
+    #[arg(long)]
+    pub read: Vec<String>,
+    /// A prefix the token may write (repeat for more).
+    #[arg(long)]
+    pub write: Vec<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl: u64,
 }
 
 /// `spread serve` settings.
@@ -150,6 +176,20 @@ pub struct ServeArgs {
     /// How far (seconds) an explicit write time may be ahead of this node's clock.
     #[arg(long, env = "SPREAD_MAX_FUTURE_SKEW_SECS", default_value_t = 3600)]
     pub max_future_skew_secs: u64,
+    /// Require JWTs: an HMAC secret (HS256/384/512), or the path of a PEM public key
+    /// file (RSA: RS256/384/512, EC: ES256/384). Without it the node is open.
+    #[arg(long, env = "SPREAD_JWT_KEY", hide_env_values = true)]
+    pub jwt_key: Option<String>,
+    /// Required `iss` claim of tokens.
+    #[arg(long, env = "SPREAD_JWT_ISS")]
+    pub jwt_iss: Option<String>,
+    /// Seconds of clock skew allowed when checking `exp` and `nbf`.
+    #[arg(long, env = "SPREAD_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
+    /// An origin browsers may call the API from (repeat, or comma-separate; `*` for any).
+    /// None by default.
+    #[arg(long, env = "SPREAD_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "SPREAD_WORKERS")]
     pub workers: Option<usize>,

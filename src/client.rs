@@ -223,3 +223,26 @@ pub async fn watch(
     }
     bail!("the node closed the stream")
 }
+
+/// `spread token`: prints a signed JWT.
+pub fn token(args: crate::cli::TokenArgs) -> anyhow::Result<()> {
+    use spread_web::auth::{mint, Claims, RightsClaim};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs();
+    let rights = (!args.read.is_empty() || !args.write.is_empty()).then(|| RightsClaim {
+        read: args.read.clone(),
+        write: args.write.clone(),
+    });
+    let claims = Claims {
+        sub: Some(args.sub),
+        iss: args.iss,
+        iat: Some(now),
+        exp: now.saturating_add(args.ttl),
+        spread: rights,
+        ..Claims::default()
+    };
+    println!("{}", mint(&args.key, &claims).context("signing the token")?);
+    Ok(())
+}

@@ -36,6 +36,7 @@ fn main() {
                     count,
                 } => client::watch(client, prefix, since, count).await,
                 Command::History { client, path } => client::history(client, path).await,
+                Command::Token(args) => client::token(args),
                 Command::Serve(_) => unreachable!("handled above"),
             }
         }),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use spread_actors::{Config, Node};
+use spread_web::auth::Auth;
 use spread_web::WebConfig;
 
 use crate::cli::ServeArgs;
@@ -40,7 +41,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(w) = args.workers {
         web.workers = w.max(1);
     }
-    log::warn!("no --jwt-key: this node is open to every client that can reach {addr}");
+    web.cors_origins = args.cors_origin.clone();
+    match &args.jwt_key {
+        Some(key) => {
+            web.auth = Auth::new(key, args.jwt_iss.as_deref(), args.jwt_leeway_secs).context("loading --jwt-key")?;
+            log::info!("tokens required (--jwt-key set)");
+        }
+        None => log::warn!(
+            "NO --jwt-key: this node is OPEN to every client that can reach {addr} (reads and writes)"
+        ),
+    }
     let system = actix_web::rt::System::new();
     let result = system.block_on(async {
         let server =

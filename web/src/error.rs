@@ -28,6 +28,12 @@ pub enum ApiError {
     /// The body is over the limit.
     #[error("body is over the limit of {0} bytes")]
     TooLarge(usize),
+    /// No valid token (missing, malformed, badly signed, expired).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The token's rights do not cover the path.
+    #[error("{0}")]
+    Forbidden(String),
     /// Nothing at that path.
     #[error("no value at '{0}'")]
     NotFound(String),
@@ -57,6 +63,8 @@ impl ApiError {
             ApiError::BadTime(_) => "bad_time",
             ApiError::MissingBody => "missing_body",
             ApiError::TooLarge(_) => "too_large",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::PreconditionFailed(_) => "precondition_failed",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
@@ -86,6 +94,8 @@ impl ResponseError for ApiError {
             | ApiError::BadTime(_)
             | ApiError::MissingBody => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,

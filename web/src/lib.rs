@@ -3,10 +3,12 @@
 //! `/healthz` and Prometheus `/metrics`. Every error is a JSON body
 //! `{"error", "detail"}` with the right status (see [`error::ApiError`]).
 
+pub mod auth;
 pub mod encode;
 pub mod error;
 pub mod listing;
 pub mod metrics;
+pub mod ops;
 pub mod raw;
 pub mod request;
 pub mod sse;
@@ -24,8 +26,12 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 
 /// Settings of the HTTP surface.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WebConfig {
+    /// Token checking (off by default: the node is open).
+    pub auth: auth::Auth,
+    /// Origins allowed to call the API from a browser (`*` for any); none by default.
+    pub cors_origins: Vec<String>,
     /// Largest write body accepted.
     pub max_body_bytes: usize,
     /// Largest WebSocket frame accepted from a client.
@@ -39,6 +45,8 @@ pub struct WebConfig {
 impl Default for WebConfig {
     fn default() -> Self {
         WebConfig {
+            auth: auth::Auth::off(),
+            cors_origins: Vec::new(),
             max_body_bytes: 16 << 20,
             ws_max_frame_bytes: 16 << 20,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -63,10 +71,11 @@ async fn healthz() -> HttpResponse {
         .body(r#"{"status":"ok"}"#)
 }
 
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
+async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.config.auth.identify(&req)?;
+    Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(state.metrics.render(&state.node))
+        .body(state.metrics.render(&state.node)))
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -97,6 +106,32 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
+/// CORS for browsers on the allowed origins (`*`: any), as the seed served
+/// it: the request headers Spread reads are allowed, `ETag` is exposed.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    let mut cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"])
+        .allowed_headers([
+            "authorization",
+            "content-type",
+            "if-match",
+            "if-none-match",
+            "x-spread-time",
+            "x-spread-etag",
+            "last-event-id",
+        ])
+        .expose_headers(["etag"])
+        .max_age(3600);
+    for origin in origins {
+        cors = if origin == "*" {
+            cors.allow_any_origin().send_wildcard()
+        } else {
+            cors.allowed_origin(origin)
+        };
+    }
+    cors
+}
+
 /// Builds the HTTP server for `node` on an already bound listener.
 pub fn server(node: Node, config: WebConfig, listener: TcpListener) -> std::io::Result<Server> {
     let workers = config.workers.max(1);
@@ -107,9 +142,14 @@ pub fn server(node: Node, config: WebConfig, listener: TcpListener) -> std::io::
         metrics: Arc::new(Metrics::new()),
     });
     let server = HttpServer::new(move || {
+        let origins = &state.config.cors_origins;
         App::new()
             .app_data(state.clone())
             .wrap(middleware::from_fn(metrics::track))
+            .wrap(middleware::Condition::new(
+                !origins.is_empty(),
+                cors(origins),
+            ))
             .configure(routes)
     })
     .workers(workers)

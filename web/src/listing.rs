@@ -41,7 +41,9 @@ struct Listing<'a> {
 /// `GET /list/{prefix}`.
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     require_read(&req)?;
+    let identity = state.config.auth.identify(&req)?;
     let prefix = path_after(&req, "/list")?;
+    identity.require_read(&prefix)?;
     let q = query(&req)?;
     let limit = limit(&q)?;
     let page = state
@@ -75,7 +77,9 @@ pub async fn history(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     require_read(&req)?;
+    let identity = state.config.auth.identify(&req)?;
     let path = key_after(&req, "/history")?;
+    identity.require_read(&path)?;
     let q = query(&req)?;
     let range = HistoryRange {
         from: query_u64(&q, "from")?.unwrap_or(0),

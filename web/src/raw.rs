@@ -6,6 +6,7 @@ use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use spread_actors::{Write, WriteReport, WriteStatus};
 
+use crate::auth::Identity;
 use crate::encode::{to_json, ReportJson};
 use crate::error::ApiError;
 use crate::request::{
@@ -21,17 +22,23 @@ pub async fn dispatch(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let identity = state.config.auth.identify(&req)?;
     match *req.method() {
-        Method::GET | Method::HEAD => get(req, state).await,
-        Method::PUT | Method::POST => put(req, payload, state).await,
-        Method::DELETE => delete(req, state).await,
+        Method::GET | Method::HEAD => get(req, state, identity).await,
+        Method::PUT | Method::POST => put(req, payload, state, identity).await,
+        Method::DELETE => delete(req, state, identity).await,
         _ => Err(ApiError::MethodNotAllowed(req.method().to_string())),
     }
 }
 
 /// `GET /raw/{path}` (and `HEAD`).
-pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    identity: Identity,
+) -> Result<HttpResponse, ApiError> {
     let path = key_after(&req, ROUTE)?;
+    identity.require_read(&path)?;
     if !req.query_string().is_empty() {
         let q = query(&req)?;
         if q.contains_key("at") {
@@ -66,9 +73,12 @@ pub async fn put(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
+    identity: Identity,
 ) -> Result<HttpResponse, ApiError> {
     let path = key_after(&req, ROUTE)?;
+    identity.require_write(&path)?;
     let mut write = write_options(&req)?;
+    write.author = identity.author;
     let value = body(&req, payload, state.config.max_body_bytes).await?;
     write.path = Some(path);
     write.value = Some(value);
@@ -84,9 +94,12 @@ pub async fn put(
 pub async fn delete(
     req: HttpRequest,
     state: web::Data<AppState>,
+    identity: Identity,
 ) -> Result<HttpResponse, ApiError> {
     let path = key_after(&req, ROUTE)?;
+    identity.require_write(&path)?;
     let mut write = write_options(&req)?;
+    write.author = identity.author;
     write.path = Some(path);
     apply(&state, write, true).await
 }

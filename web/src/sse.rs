@@ -11,10 +11,21 @@ use crate::error::ApiError;
 use crate::request::{path_after, query, require_read};
 use crate::AppState;
 
+/// Time left until a token expiry given in seconds since the epoch.
+pub fn until_expiry(expires_at: u64) -> std::time::Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // A far horizon stands for "never" (an open node).
+    std::time::Duration::from_secs(expires_at.saturating_sub(now).min(10 * 365 * 24 * 3600))
+}
+
 /// `GET /sse/{path}`.
 pub async fn sse(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     require_read(&req)?;
+    let identity = state.config.auth.identify(&req)?;
     let prefix = path_after(&req, "/sse")?;
+    identity.require_read(&prefix)?;
     let q = query(&req)?;
     if q.contains_key("from") {
         return Err(ApiError::NotImplemented(
@@ -43,7 +54,12 @@ pub async fn sse(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
         .stream
         .map(|item| sse_frame(&item))
         .take_while(|frame| std::future::ready(frame.is_some()))
-        .filter_map(|frame| std::future::ready(frame.map(Ok)));
+        .filter_map(|frame| std::future::ready(frame.map(Ok)))
+        // The stream ends when the token expires; the client reconnects
+        // (with `Last-Event-ID`) carrying a fresh one.
+        .take_until(actix_web::rt::time::sleep(until_expiry(
+            identity.expires_at,
+        )));
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))

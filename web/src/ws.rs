@@ -13,15 +13,17 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use base64::Engine as _;
 use bytes::Bytes;
-use serde::Deserialize;
 use spread_actors::{
     Node, Path, SessionStream, StreamItem, Subscribe, Subscriber, Unsubscribe, Write,
 };
 
+use crate::auth::Identity;
 use crate::encode::{to_json, to_msgpack, ws_frame, EventJson, ReportJson, WireFormat};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::ops::{decode_op, Op};
 use crate::request::{path_after, query};
+use crate::sse::until_expiry;
 use crate::AppState;
 
 /// How often the server pings the client at the WebSocket level.
@@ -48,7 +50,9 @@ pub async fn wss(
     stream: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    let identity = state.config.auth.identify(&req)?;
     let prefix = path_after(&req, "/wss")?;
+    identity.require_read(&prefix)?;
     let q = query(&req)?;
     let format = match q.get("format").map(String::as_str) {
         None | Some("json") => WireFormat::Json,
@@ -73,6 +77,7 @@ pub async fn wss(
         stream: Some(session.stream),
         format,
         first: Some(Subscribe { prefix, since }),
+        identity,
         last_heard: Instant::now(),
     };
     ws::WsResponseBuilder::new(actor, &req, stream)
@@ -88,42 +93,8 @@ pub struct WsSession {
     stream: Option<SessionStream>,
     format: WireFormat,
     first: Option<Subscribe>,
+    identity: Identity,
     last_heard: Instant,
-}
-
-/// An op a client sends.
-#[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
-enum Op {
-    Subscribe {
-        path: String,
-        since: Option<String>,
-        #[serde(default)]
-        id: Option<serde_json::Value>,
-    },
-    Unsubscribe {
-        path: String,
-        #[serde(default)]
-        id: Option<serde_json::Value>,
-    },
-    Get {
-        path: String,
-        #[serde(default)]
-        id: Option<serde_json::Value>,
-    },
-    Set {
-        path: String,
-        value: Option<String>,
-        value_b64: Option<String>,
-        content_type: Option<String>,
-        #[serde(default)]
-        id: Option<serde_json::Value>,
-    },
-    Delete {
-        path: String,
-        #[serde(default)]
-        id: Option<serde_json::Value>,
-    },
 }
 
 impl WsSession {
@@ -166,35 +137,38 @@ impl WsSession {
     /// Decodes one client frame into an op, answering `bad_request` if it is
     /// not one.
     fn handle_frame(&mut self, raw: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
-        let value: serde_json::Value = match self.format {
-            WireFormat::Json => serde_json::from_slice(raw).map_err(|e| e.to_string()),
-            WireFormat::MsgPack => rmp_serde::from_slice(raw).map_err(|e| e.to_string()),
-        }
-        .unwrap_or_else(|e| serde_json::json!({ "__invalid": e }));
-        if let Some(e) = value.get("__invalid").and_then(|e| e.as_str()) {
-            let detail = format!(
-                "frame is not valid {}: {e}",
-                if self.format == WireFormat::Json {
-                    "JSON"
-                } else {
-                    "MessagePack"
-                }
-            );
-            return self.error(ctx, None, "bad_request", &detail);
-        }
-        let id = value.get("id").cloned();
-        match serde_json::from_value::<Op>(value) {
+        match decode_op(raw, self.format) {
             Ok(op) => self.handle_op(op, ctx),
-            Err(e) => self.error(
-                ctx,
-                id.as_ref(),
-                "bad_request",
-                &format!("unknown or malformed op: {e}"),
-            ),
+            Err(e) => self.error(ctx, e.id.as_ref(), "bad_request", &e.detail),
+        }
+    }
+
+    /// `403` when the session's token does not cover the op's path. A path
+    /// that does not parse is left to the op, which answers `bad_path`.
+    fn authorize(&self, op: &Op) -> Result<(), ApiError> {
+        let (path, write) = match op {
+            Op::Subscribe { path, .. } | Op::Get { path, .. } => (path, false),
+            Op::Set { path, .. } | Op::Delete { path, .. } => (path, true),
+            Op::Unsubscribe { .. } => return Ok(()),
+        };
+        match Path::parse(path) {
+            Ok(p) if write => self.identity.require_write(&p),
+            Ok(p) => self.identity.require_read(&p),
+            Err(_) => Ok(()),
         }
     }
 
     fn handle_op(&mut self, op: Op, ctx: &mut ws::WebsocketContext<Self>) {
+        if let Err(e) = self.authorize(&op) {
+            let id = match &op {
+                Op::Subscribe { id, .. }
+                | Op::Unsubscribe { id, .. }
+                | Op::Get { id, .. }
+                | Op::Set { id, .. }
+                | Op::Delete { id, .. } => id.clone(),
+            };
+            return self.api_error(ctx, id.as_ref(), e);
+        }
         match op {
             Op::Subscribe { path, since, id } => {
                 match Path::parse(&path) {
@@ -281,6 +255,8 @@ impl WsSession {
         id: Option<serde_json::Value>,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
+        let mut write = write;
+        write.author = self.identity.author.clone();
         let node = self.node.clone();
         let request = async move { node.write(write).await };
         ctx.spawn(request.into_actor(self).map(move |result, act, ctx| {
@@ -318,6 +294,13 @@ impl Actor for WsSession {
                 }
             }));
         }
+        ctx.run_later(until_expiry(self.identity.expires_at), |_, ctx| {
+            ctx.close(Some(ws::CloseReason {
+                code: ws::CloseCode::Policy,
+                description: Some("token expired".into()),
+            }));
+            ctx.stop();
+        });
         ctx.run_interval(HEARTBEAT_INTERVAL, |act, ctx| {
             if act.last_heard.elapsed() > CLIENT_TIMEOUT {
                 ctx.stop();

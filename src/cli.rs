@@ -190,6 +190,15 @@ pub struct ServeArgs {
     /// None by default.
     #[arg(long, env = "SPREAD_CORS_ORIGIN", value_delimiter = ',')]
     pub cors_origin: Vec<String>,
+    /// PEM certificate chain: serve HTTPS (HTTP/2 and HTTP/1.1) on --listen. Needs --tls-key.
+    #[arg(long, env = "SPREAD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SPREAD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Also serve plain HTTP on this address (only useful with TLS; e.g. behind a proxy).
+    #[arg(long, env = "SPREAD_LISTEN_PLAIN")]
+    pub listen_plain: Option<String>,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "SPREAD_WORKERS")]
     pub workers: Option<usize>,

@@ -42,6 +42,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         web.workers = w.max(1);
     }
     web.cors_origins = args.cors_origin.clone();
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        web.tls = Some(
+            spread_web::tls::server_config(cert, key).context("loading --tls-cert / --tls-key")?,
+        );
+    }
+    let plain = match &args.listen_plain {
+        Some(a) => Some(TcpListener::bind(a).with_context(|| format!("listening on {a}"))?),
+        None => None,
+    };
+    let plain_addr = plain
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()
+        .context("reading the plain address")?;
+    let scheme = if web.tls.is_some() { "https" } else { "http" };
     match &args.jwt_key {
         Some(key) => {
             web.auth = Auth::new(key, args.jwt_iss.as_deref(), args.jwt_leeway_secs).context("loading --jwt-key")?;
@@ -53,10 +68,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let system = actix_web::rt::System::new();
     let result = system.block_on(async {
-        let server =
-            spread_web::server(node.clone(), web, listener).context("starting the HTTP server")?;
+        let server = spread_web::server(node.clone(), web, listener, plain)
+            .context("starting the HTTP server")?;
         // The harness and scripts read this line to learn the port.
-        println!("spread: node {} listening on http://{addr}", node.node_id());
+        println!(
+            "spread: node {} listening on {scheme}://{addr}",
+            node.node_id()
+        );
+        if let Some(p) = plain_addr {
+            println!(
+                "spread: node {} also listening on http://{p}",
+                node.node_id()
+            );
+        }
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         server.await.context("serving HTTP")

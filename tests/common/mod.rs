@@ -28,6 +28,7 @@ pub struct Server {
     /// `127.0.0.1:PORT`.
     pub addr: String,
     data: PathBuf,
+    announced: Option<mpsc::Receiver<String>>,
     _dir: Option<tempfile::TempDir>,
     args: Vec<String>,
 }
@@ -38,15 +39,27 @@ impl Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (child, addr) = spawn(&data, &args, "127.0.0.1:0");
+        let (child, addr, scheme, announced) = spawn(&data, &args, "127.0.0.1:0");
         Server {
             child: Some(child),
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             addr,
             data,
+            announced: Some(announced),
             _dir: Some(dir),
             args,
         }
+    }
+
+    /// The next further address the server announced (e.g. `--listen-plain`),
+    /// as `scheme://addr`.
+    pub fn next_announced(&self) -> String {
+        let rx = self.announced.as_ref().expect("running");
+        let found = rx
+            .recv_timeout(START_DEADLINE)
+            .expect("no further address announced");
+        let (scheme, addr) = found.split_once(' ').expect("scheme and address");
+        format!("{scheme}://{addr}")
     }
 
     /// The server's data directory.
@@ -93,9 +106,10 @@ impl Server {
     /// Starts the node again on the same data directory and port.
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, addr) = spawn(&self.data, &self.args, &self.addr);
+        let (child, addr, _, announced) = spawn(&self.data, &self.args, &self.addr);
         assert_eq!(addr, self.addr);
         self.child = Some(child);
+        self.announced = Some(announced);
     }
 
     /// Resident memory of the server process, in KiB (Linux).
@@ -126,7 +140,11 @@ impl Drop for Server {
     }
 }
 
-fn spawn(data: &Path, args: &[String], listen: &str) -> (Child, String) {
+fn spawn(
+    data: &Path,
+    args: &[String],
+    listen: &str,
+) -> (Child, String, String, mpsc::Receiver<String>) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -148,13 +166,20 @@ fn spawn(data: &Path, args: &[String], listen: &str) -> (Child, String) {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("http://").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
+                if line.contains(" listening on ") {
+                    if let Some((scheme, addr)) =
+                        line.rsplit(' ').next().and_then(|u| u.split_once("://"))
+                    {
+                        let _ = tx.send(format!("{scheme} {}", addr.trim()));
+                    }
                 }
             }
         });
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(addr) => return (child, addr),
+            Ok(found) => {
+                let (scheme, addr) = found.split_once(' ').expect("scheme and address");
+                return (child, addr.to_string(), scheme.to_string(), rx);
+            }
             Err(_) => {
                 let _ = child.kill();
                 let status = child.wait();

@@ -12,6 +12,7 @@ pub mod ops;
 pub mod raw;
 pub mod request;
 pub mod sse;
+pub mod tls;
 pub mod ws;
 
 use std::net::TcpListener;
@@ -32,6 +33,8 @@ pub struct WebConfig {
     pub auth: auth::Auth,
     /// Origins allowed to call the API from a browser (`*` for any); none by default.
     pub cors_origins: Vec<String>,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on the main listener.
+    pub tls: Option<rustls::ServerConfig>,
     /// Largest write body accepted.
     pub max_body_bytes: usize,
     /// Largest WebSocket frame accepted from a client.
@@ -47,6 +50,7 @@ impl Default for WebConfig {
         WebConfig {
             auth: auth::Auth::off(),
             cors_origins: Vec::new(),
+            tls: None,
             max_body_bytes: 16 << 20,
             ws_max_frame_bytes: 16 << 20,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -132,10 +136,17 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
     cors
 }
 
-/// Builds the HTTP server for `node` on an already bound listener.
-pub fn server(node: Node, config: WebConfig, listener: TcpListener) -> std::io::Result<Server> {
+/// Builds the HTTP server for `node` on an already bound listener (HTTPS
+/// when `config.tls` is set), plus an optional plain-HTTP listener.
+pub fn server(
+    node: Node,
+    config: WebConfig,
+    listener: TcpListener,
+    plain: Option<TcpListener>,
+) -> std::io::Result<Server> {
     let workers = config.workers.max(1);
     let shutdown = config.shutdown_timeout;
+    let tls = config.tls.clone();
     let state = web::Data::new(AppState {
         node,
         config,
@@ -153,8 +164,15 @@ pub fn server(node: Node, config: WebConfig, listener: TcpListener) -> std::io::
             .configure(routes)
     })
     .workers(workers)
-    .shutdown_timeout(shutdown.as_secs())
-    .listen(listener)?
+    .shutdown_timeout(shutdown.as_secs());
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    };
+    let server = match plain {
+        Some(plain) => server.listen(plain)?,
+        None => server,
+    }
     .run();
     Ok(server)
 }

@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a node: HTTP, SSE and WebSocket on --listen, data in --data.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the value at PATH (exit 1 if there is none).
     Get {
         #[command(flatten)]

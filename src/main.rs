@@ -12,7 +12,7 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         other => actix_web::rt::System::new().block_on(async move {
             match other {
                 Command::Get { client, path } => client::get(client, path).await,

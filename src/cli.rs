@@ -199,6 +199,15 @@ pub struct ServeArgs {
     /// Also serve plain HTTP on this address (only useful with TLS; e.g. behind a proxy).
     #[arg(long, env = "SPREAD_LISTEN_PLAIN")]
     pub listen_plain: Option<String>,
+    /// SSE and WebSocket streams served at once; beyond it new ones get 503 too_many_streams.
+    #[arg(long, env = "SPREAD_MAX_STREAMS", default_value_t = 50_000)]
+    pub max_streams: usize,
+    /// Connections accepted at once; beyond it new connections wait in the listen backlog.
+    #[arg(long, env = "SPREAD_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+    /// Milliseconds a client has to send a request's head, and then its body (408 after).
+    #[arg(long, env = "SPREAD_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "SPREAD_WORKERS")]
     pub workers: Option<usize>,

@@ -42,6 +42,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         web.workers = w.max(1);
     }
     web.cors_origins = args.cors_origin.clone();
+    web.max_streams = args.max_streams.max(1);
+    web.max_connections = args.max_connections.max(1);
+    web.request_timeout = Duration::from_millis(args.request_timeout_ms.max(1));
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         web.tls = Some(
             spread_web::tls::server_config(cert, key).context("loading --tls-cert / --tls-key")?,

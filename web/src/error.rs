@@ -40,6 +40,15 @@ pub enum ApiError {
     /// `If-Match` / `If-None-Match` did not hold.
     #[error("{0}")]
     PreconditionFailed(String),
+    /// A session asked for more subscriptions than allowed.
+    #[error("{0}")]
+    TooManySubscriptions(String),
+    /// The node serves as many streams as it is allowed to.
+    #[error("this node serves its limit of {0} streams; retry later")]
+    TooManyStreams(usize),
+    /// The body did not arrive in time.
+    #[error("the request body did not arrive within {0} ms")]
+    RequestTimeout(u64),
     /// The route does not take this method.
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
@@ -67,6 +76,9 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::PreconditionFailed(_) => "precondition_failed",
+            ApiError::TooManySubscriptions(_) => "too_many_subscriptions",
+            ApiError::TooManyStreams(_) => "too_many_streams",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Unavailable => "unavailable",
@@ -98,6 +110,9 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::TooManySubscriptions(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyStreams(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -121,7 +136,7 @@ impl From<NodeError> for ApiError {
             NodeError::BadTime(t) => ApiError::BadTime(t),
             NodeError::BadCursor => ApiError::BadRequest(e.to_string()),
             NodeError::PreconditionFailed { .. } => ApiError::PreconditionFailed(e.to_string()),
-            NodeError::TooManySubscriptions(_) => ApiError::BadRequest(e.to_string()),
+            NodeError::TooManySubscriptions(_) => ApiError::TooManySubscriptions(e.to_string()),
             NodeError::ShuttingDown => ApiError::Unavailable,
             NodeError::Store(s) => {
                 log::error!("store failure: {s}");

@@ -41,6 +41,12 @@ pub struct WebConfig {
     pub ws_max_frame_bytes: usize,
     /// HTTP worker threads.
     pub workers: usize,
+    /// Open SSE and WebSocket streams the node serves at once.
+    pub max_streams: usize,
+    /// Open connections the node accepts at once (beyond: they wait to be accepted).
+    pub max_connections: usize,
+    /// Time a client has to send a request's head, and then its body.
+    pub request_timeout: Duration,
     /// How long a stop waits for open requests.
     pub shutdown_timeout: Duration,
 }
@@ -54,6 +60,9 @@ impl Default for WebConfig {
             max_body_bytes: 16 << 20,
             ws_max_frame_bytes: 16 << 20,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_streams: 50_000,
+            max_connections: 100_000,
+            request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(5),
         }
     }
@@ -67,6 +76,31 @@ pub struct AppState {
     pub config: WebConfig,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Streams (SSE, WebSocket) open now.
+    pub streams: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One open stream, counted against `max_streams` until dropped.
+pub struct StreamSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl AppState {
+    /// Takes a stream slot, or `503 too_many_streams`.
+    pub fn open_stream(&self) -> Result<StreamSlot, ApiError> {
+        use std::sync::atomic::Ordering;
+        let limit = self.config.max_streams;
+        self.streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .map_err(|_| ApiError::TooManyStreams(limit))?;
+        Ok(StreamSlot(self.streams.clone()))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 async fn healthz() -> HttpResponse {
@@ -147,10 +181,13 @@ pub fn server(
     let workers = config.workers.max(1);
     let shutdown = config.shutdown_timeout;
     let tls = config.tls.clone();
+    let per_worker_connections = config.max_connections.div_ceil(workers).max(1);
+    let request_timeout = config.request_timeout;
     let state = web::Data::new(AppState {
         node,
         config,
         metrics: Arc::new(Metrics::new()),
+        streams: Arc::default(),
     });
     let server = HttpServer::new(move || {
         let origins = &state.config.cors_origins;
@@ -164,6 +201,8 @@ pub fn server(
             .configure(routes)
     })
     .workers(workers)
+    .max_connections(per_worker_connections)
+    .client_request_timeout(request_timeout)
     .shutdown_timeout(shutdown.as_secs());
     let server = match tls {
         Some(tls) => server.listen_rustls_0_23(listener, tls)?,

@@ -133,6 +133,12 @@ impl Metrics {
         self.writes.get_or_create(&StatusLabel { status }).inc();
     }
 
+    /// Counts an error answered outside an HTTP response (e.g. a WebSocket
+    /// closed for an oversized frame).
+    pub fn count_error(&self, error: &'static str) {
+        self.errors.get_or_create(&ErrorLabel { error }).inc();
+    }
+
     /// The text exposition, with the node's gauges read now.
     pub fn render(&self, node: &Node) -> String {
         let stats = node.stats();

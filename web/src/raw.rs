@@ -79,7 +79,11 @@ pub async fn put(
     identity.require_write(&path)?;
     let mut write = write_options(&req)?;
     write.author = identity.author;
-    let value = body(&req, payload, state.config.max_body_bytes).await?;
+    let timeout = state.config.request_timeout;
+    let value =
+        actix_web::rt::time::timeout(timeout, body(&req, payload, state.config.max_body_bytes))
+            .await
+            .map_err(|_| ApiError::RequestTimeout(timeout.as_millis() as u64))??;
     write.path = Some(path);
     write.value = Some(value);
     write.content_type = req

@@ -39,6 +39,7 @@ pub async fn sse(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
         .map(str::to_string)
         .filter(|s| !s.is_empty())
         .or_else(|| q.get("since").cloned());
+    let slot = state.open_stream()?;
     let session = state.node.open_session();
     session
         .actor
@@ -59,7 +60,12 @@ pub async fn sse(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
         // (with `Last-Event-ID`) carrying a fresh one.
         .take_until(actix_web::rt::time::sleep(until_expiry(
             identity.expires_at,
-        )));
+        )))
+        // The slot is held as long as the stream lives.
+        .map(move |frame| {
+            let _held = &slot;
+            frame
+        });
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))

@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::ops::{decode_op, Op};
 use crate::request::{path_after, query};
 use crate::sse::until_expiry;
-use crate::AppState;
+use crate::{AppState, StreamSlot};
 
 /// How often the server pings the client at the WebSocket level.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
@@ -69,6 +69,7 @@ pub async fn wss(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     });
+    let slot = state.open_stream()?;
     let session = state.node.open_session();
     let actor = WsSession {
         node: state.node.clone(),
@@ -78,6 +79,7 @@ pub async fn wss(
         format,
         first: Some(Subscribe { prefix, since }),
         identity,
+        _slot: slot,
         last_heard: Instant::now(),
     };
     ws::WsResponseBuilder::new(actor, &req, stream)
@@ -94,6 +96,7 @@ pub struct WsSession {
     format: WireFormat,
     first: Option<Subscribe>,
     identity: Identity,
+    _slot: StreamSlot,
     last_heard: Instant,
 }
 
@@ -131,6 +134,7 @@ impl WsSession {
         id: Option<&serde_json::Value>,
         e: ApiError,
     ) {
+        self.metrics.count_error(e.code());
         self.error(ctx, id, e.code(), &e.to_string());
     }
 
@@ -351,7 +355,10 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
             Err(e) => {
                 log::debug!("websocket protocol error: {e}");
                 let code = match e {
-                    ws::ProtocolError::Overflow => ws::CloseCode::Size,
+                    ws::ProtocolError::Overflow => {
+                        self.metrics.count_error("ws_frame_too_large");
+                        ws::CloseCode::Size
+                    }
                     _ => ws::CloseCode::Protocol,
                 };
                 ctx.close(Some(ws::CloseReason {

@@ -1,0 +1,157 @@
+# shellcheck shell=bash
+# Load generators: wrk, redis-benchmark, h2load and the fan-out client.
+# Each run_* function leaves its figures in R_* globals (empty when unknown)
+# and returns non-zero, with the reason in LOAD_ERROR, if the run failed.
+#
+# Sourced, not run. Expects common.sh and DURATION, THREADS, CONNECTIONS.
+
+LOAD_ERROR=
+R_RPS= R_P50= R_P99= R_NOTE=
+
+reset_results() { R_RPS= R_P50= R_P99= R_NOTE= LOAD_ERROR=; }
+
+# run_wrk TAG URL [wrk args...]: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency.
+# Non-2xx answers and socket errors go to R_NOTE.
+run_wrk() {
+    local tag=$1 url=$2 out
+    shift 2
+    reset_results
+    out=$WORK/wrk-$tag.txt
+    no_other_load
+    log "$tag: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency $* $url"
+    if ! timeout $((DURATION + 60)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url" >"$out" 2>&1; then
+        LOAD_ERROR="wrk failed: $(tail -n 2 "$out" | tr '\n' ' ')"
+        return 1
+    fi
+    sed 's/^/   /' "$out" >&2
+    local p50 p99 bad sock
+    R_RPS=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out")
+    p50=$(awk '$1 == "50%" { print $2 }' "$out")
+    p99=$(awk '$1 == "99%" { print $2 }' "$out")
+    bad=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
+    sock=$(awk '/Socket errors:/ { gsub(",", ""); print $4 + $6 + $8 + $10 }' "$out")
+    [[ -n $p50 ]] && R_P50=$(to_ms "$p50")
+    [[ -n $p99 ]] && R_P99=$(to_ms "$p99")
+    [[ -n $bad && $bad != 0 ]] && R_NOTE+="$bad non-2xx; "
+    [[ -n $sock && $sock != 0 ]] && R_NOTE+="$sock socket errors; "
+    [[ -n $R_RPS ]] || {
+        LOAD_ERROR="no Requests/sec in the wrk output"
+        return 1
+    }
+}
+
+# redis_bench TAG TEST [redis-benchmark args...]: one redis-benchmark test
+# (`-t TEST`) against REDIS_PORT. A short calibration run picks -n so the
+# measured run lasts about DURATION seconds.
+redis_bench() {
+    local tag=$1 test=$2 out rps n
+    shift 2
+    reset_results
+    out=$WORK/redis-benchmark-$tag.csv
+    local base=(-h 127.0.0.1 -p "$REDIS_PORT" -c "$CONNECTIONS" -P 1 --threads "$THREADS" -t "$test" --csv "$@")
+    no_other_load
+    # Calibrate: about a second's worth of requests.
+    if ! timeout 120 redis-benchmark "${base[@]}" -n "${REDIS_CALIBRATE_N:-5000}" >"$out" 2>&1; then
+        LOAD_ERROR="redis-benchmark failed: $(tail -n 2 "$out" | tr '\n' ' ')"
+        return 1
+    fi
+    rps=$(redis_csv_field "$out" 2)
+    n=$(awk -v r="${rps:-0}" -v d="$DURATION" 'BEGIN { n = int(r * d); if (n < 5000) n = 5000; if (n > 20000000) n = 20000000; print n }')
+    log "$tag: redis-benchmark ${base[*]} -n $n (calibrated at ${rps:-?} req/s)"
+    if ! timeout $((DURATION * 4 + 120)) redis-benchmark "${base[@]}" -n "$n" >"$out" 2>&1; then
+        LOAD_ERROR="redis-benchmark failed: $(tail -n 2 "$out" | tr '\n' ' ')"
+        return 1
+    fi
+    sed 's/^/   /' "$out" >&2
+    R_RPS=$(redis_csv_field "$out" 2 | awk '{ printf "%.0f", $1 }')
+    R_P50=$(redis_csv_field "$out" 5)
+    R_P99=$(redis_csv_field "$out" 7)
+    R_NOTE="n=$n; "
+    [[ -n $R_RPS ]] || {
+        LOAD_ERROR="no figures in the redis-benchmark output"
+        return 1
+    }
+}
+
+# redis_csv_field FILE N: field N of the last data row of redis-benchmark --csv
+# ("test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms",
+# "p99_latency_ms","max_latency_ms").
+redis_csv_field() {
+    grep -v '^"test"' "$1" | grep '^"' | tail -n 1 | tr -d '"' | cut -d, -f"$2"
+}
+
+# run_h2load TAG URL: h2load over TLS (ALPN h2), CONNECTIONS clients,
+# H2_STREAMS streams each, for DURATION seconds. h2load reports no latency
+# percentiles: the mean request time goes to R_NOTE.
+run_h2load() {
+    local tag=$1 url=$2 out
+    reset_results
+    out=$WORK/h2load-$tag.txt
+    no_other_load
+    local args=(-t "$THREADS" -c "$CONNECTIONS" -m "$H2_STREAMS" -D "$DURATION" --warm-up-time 1 "$url")
+    log "$tag: h2load ${args[*]}"
+    if ! timeout $((DURATION + 60)) h2load "${args[@]}" >"$out" 2>&1; then
+        LOAD_ERROR="h2load failed: $(grep -m1 -i 'error\|fail' "$out" | cut -c1-120)"
+        return 1
+    fi
+    sed 's/^/   /' "$out" >&2
+    R_RPS=$(awk '/^finished in/ { for (i = 1; i <= NF; i++) if ($(i + 1) == "req/s,") printf "%.0f", $i }' "$out")
+    local mean failed
+    mean=$(awk '/^time for request:/ { print $6 }' "$out")
+    failed=$(awk '/^requests:/ { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^(failed|errored),?$/) s += $i } END { print s + 0 }' "$out")
+    [[ -n $mean ]] && R_NOTE+="mean $(to_ms "$mean") ms (h2load has no percentiles); "
+    [[ $failed != 0 ]] && R_NOTE+="$failed failed/errored; "
+    grep -q 'h2' <(grep -i 'application protocol' "$out") || R_NOTE+="not h2?; "
+    [[ -n $R_RPS && $R_RPS != 0 ]] || {
+        LOAD_ERROR="h2load: no successful requests ($(grep -m1 '^requests:' "$out"))"
+        return 1
+    }
+}
+
+# run_fanout TAG SERVER_PID SUBCOMMAND ADDR N: the fan-out client with N
+# subscribers. Reads the server's RSS before connecting and while the
+# subscribers sit idle. Sets F_JSON (the client's result), F_RSS_BEFORE and
+# F_RSS_IDLE (KiB).
+F_JSON= F_RSS_BEFORE= F_RSS_IDLE=
+run_fanout() {
+    local tag=$1 server=$2 sub=$3 addr=$4 n=$5 out err fifo pid
+    reset_results
+    F_JSON= F_RSS_BEFORE= F_RSS_IDLE=
+    out=$WORK/fanout-$tag.out
+    err=$WORK/fanout-$tag.err
+    fifo=$WORK/fanout-$tag.go
+    rm -f "$fifo"
+    mkfifo "$fifo" || {
+        LOAD_ERROR="mkfifo failed"
+        return 1
+    }
+    sleep 0.5
+    F_RSS_BEFORE=$(rss_kb "$server")
+    local args=("$sub" "$addr" --subscribers "$n" --repeats "$FANOUT_REPEATS" --pause-stdin)
+    log "$tag: fanout ${args[*]} (server RSS before: ${F_RSS_BEFORE} KiB)"
+    timeout "$FANOUT_TIMEOUT" "$FANOUT_BIN" "${args[@]}" <"$fifo" >"$out" 2>"$err" &
+    pid=$!
+    track "$pid"
+    # Read-write open: never blocks, and keeps the client's stdin open.
+    exec 7<>"$fifo"
+    if ! wait_until "$FANOUT_TIMEOUT" "$pid" grep -q '^idle ' "$out"; then
+        exec 7>&-
+        stop_pid "$pid"
+        LOAD_ERROR="fan-out client: $(tail -n 2 "$err" | tr '\n' ' ' | cut -c1-200)"
+        return 1
+    fi
+    sleep 1 # let the server settle after the last handshake
+    F_RSS_IDLE=$(rss_kb "$server")
+    echo go >&7
+    exec 7>&-
+    local rc=0
+    wait "$pid" || rc=$?
+    stop_pid "$pid"
+    sed 's/^/   /' "$err" >&2
+    F_JSON=$(grep '^{' "$out" | tail -n 1)
+    if [[ $rc != 0 || -z $F_JSON ]]; then
+        LOAD_ERROR="fan-out client exited $rc: $(tail -n 2 "$err" | tr '\n' ' ' | cut -c1-200)"
+        return 1
+    fi
+    log "$tag: $F_JSON (server RSS idle: $F_RSS_IDLE KiB)"
+}

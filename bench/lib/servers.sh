@@ -1,0 +1,216 @@
+# shellcheck shell=bash
+# Starting the servers under test on 127.0.0.1, each on a free port with a
+# fresh directory under $WORK. Every start_* function tracks the PID (see
+# common.sh), records the settings it used (settings_note) and returns
+# non-zero, with the reason in START_ERROR, if the server does not come up.
+#
+# Sourced, not run. Expects common.sh, and BIN (the spread binary).
+
+START_DEADLINE=${START_DEADLINE:-60} # seconds for a server to come up
+START_ERROR=
+SETTINGS_MD=$WORK/settings.md
+: >"$SETTINGS_MD"
+declare -A SETTINGS_SEEN=()
+
+# settings_note KEY TITLE FILE_OR_TEXT: appends a settings section once per KEY.
+settings_note() {
+    local key=$1 title=$2 body=$3
+    [[ -n ${SETTINGS_SEEN[$key]:-} ]] && return 0
+    SETTINGS_SEEN[$key]=1
+    {
+        echo "### $title"
+        echo
+        echo '```'
+        if [[ -f $body ]]; then cat "$body"; else printf '%s\n' "$body"; fi
+        echo '```'
+        echo
+    } >>"$SETTINGS_MD"
+}
+
+# fail_start NAME LOG: sets START_ERROR, shows the log tail; returns 1.
+fail_start() {
+    START_ERROR="$1 did not start (log: $(tail -n 3 "$2" 2>/dev/null | tr '\n' ' ' | cut -c1-160))"
+    warn "$START_ERROR"
+    return 1
+}
+
+# --- spread --------------------------------------------------------------------
+SPREAD_PID= SPREAD_ADDR= SPREAD_SCHEME=
+
+# spread_addr LOG: "SCHEME ADDR" from "listening on SCHEME://ADDR", if printed yet.
+spread_addr() {
+    local line
+    line=$(grep -m1 -o 'listening on https\{0,1\}://[0-9.:]*' "$1") || return 1
+    line=${line#listening on }
+    printf '%s %s' "${line%%://*}" "${line#*://}"
+}
+
+# start_spread TAG DURABILITY [extra serve args...]: sets SPREAD_PID,
+# SPREAD_ADDR (HOST:PORT) and SPREAD_SCHEME (http, or https once TLS exists).
+start_spread() {
+    local tag=$1 mode=$2 dir out
+    shift 2
+    dir=$WORK/spread-$tag
+    out=$WORK/spread-$tag.log
+    mkdir -p "$dir/data"
+    local args=(serve --listen 127.0.0.1:0 --data "$dir/data" --durability "$mode" "$@")
+    "$BIN" "${args[@]}" >"$out" 2>&1 &
+    SPREAD_PID=$!
+    track "$SPREAD_PID"
+    SPREAD_ADDR= SPREAD_SCHEME=
+    wait_until "$START_DEADLINE" "$SPREAD_PID" spread_addr "$out" || fail_start "spread ($tag)" "$out" || return 1
+    read -r SPREAD_SCHEME SPREAD_ADDR <<<"$(spread_addr "$out")"
+    curl -fsSk -o /dev/null "$SPREAD_SCHEME://$SPREAD_ADDR/healthz" || fail_start "spread ($tag): /healthz" "$out" || return 1
+    settings_note "spread-$mode-$*" "spread ($mode)" "spread ${args[*]//$WORK/\$TMP}"
+    log "spread ($tag, $mode) pid $SPREAD_PID on $SPREAD_ADDR"
+}
+
+# --- nginx ---------------------------------------------------------------------
+NGINX_PID= NGINX_PORT= NGINX_TLS_PORT=
+
+# start_nginx: a static file at /raw/bench/hot (the 100-byte value) over
+# plain HTTP/1.1 on NGINX_PORT and HTTPS (HTTP/2) on NGINX_TLS_PORT, with a
+# self-signed certificate made here.
+start_nginx() {
+    local dir=$WORK/nginx conf out
+    conf=$dir/nginx.conf
+    out=$dir/error.log
+    mkdir -p "$dir/www/raw/bench" "$dir/tmp"
+    printf '%s' "$VALUE" >"$dir/www/raw/bench/hot"
+    # The workers run as an unprivileged user: let them reach the files.
+    chmod 711 "$WORK" "$dir" && chmod -R a+rX "$dir/www"
+    ensure_cert || {
+        START_ERROR="nginx: openssl could not make a certificate"
+        return 1
+    }
+    NGINX_PORT=$(free_port) && NGINX_TLS_PORT=$(free_port) || {
+        START_ERROR="nginx: no free port"
+        return 1
+    }
+    cat >"$conf" <<EOF
+worker_processes $(nproc);
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    open_file_cache max=64 inactive=60s;
+    default_type application/octet-stream;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        root $dir/www;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
+        ssl_certificate $CERT;
+        ssl_certificate_key $KEY;
+        root $dir/www;
+    }
+}
+EOF
+    nginx -e "$out" -p "$dir" -c "$conf" -g 'daemon off;' >"$dir/stdout.log" 2>&1 &
+    NGINX_PID=$!
+    track "$NGINX_PID"
+    wait_until "$START_DEADLINE" "$NGINX_PID" port_open "$NGINX_TLS_PORT" || fail_start nginx "$out" || return 1
+    wait_until "$START_DEADLINE" "$NGINX_PID" port_open "$NGINX_PORT" || fail_start nginx "$out" || return 1
+    settings_note nginx "nginx $(nginx -v 2>&1 | sed 's/.*nginx\///')" "$(sed "s|$WORK|\$TMP|g" "$conf")"
+    log "nginx pid $NGINX_PID on 127.0.0.1:$NGINX_PORT (https/h2 on $NGINX_TLS_PORT)"
+}
+
+CERT= KEY=
+# ensure_cert: a self-signed P-256 certificate for 127.0.0.1 in $WORK/tls.
+ensure_cert() {
+    [[ -n $CERT ]] && return 0
+    mkdir -p "$WORK/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+        -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" >"$WORK/tls/openssl.log" 2>&1 || return 1
+    CERT=$WORK/tls/cert.pem
+    KEY=$WORK/tls/key.pem
+}
+
+# --- etcd ----------------------------------------------------------------------
+ETCD_PID= ETCD_PORT=
+
+# start_etcd: a single-member etcd (default durability: the WAL is fsynced
+# before a write is acknowledged); the JSON gateway is on ETCD_PORT.
+start_etcd() {
+    local dir=$WORK/etcd peer out
+    out=$dir.log
+    mkdir -p "$dir"
+    ETCD_PORT=$(free_port) && peer=$(free_port) || {
+        START_ERROR="etcd: no free port"
+        return 1
+    }
+    local args=(--name bench --data-dir "$dir"
+        --listen-client-urls "http://127.0.0.1:$ETCD_PORT"
+        --advertise-client-urls "http://127.0.0.1:$ETCD_PORT"
+        --listen-peer-urls "http://127.0.0.1:$peer"
+        --initial-advertise-peer-urls "http://127.0.0.1:$peer"
+        --initial-cluster "bench=http://127.0.0.1:$peer"
+        --log-level warn)
+    etcd "${args[@]}" >"$out" 2>&1 &
+    ETCD_PID=$!
+    track "$ETCD_PID"
+    wait_until "$START_DEADLINE" "$ETCD_PID" curl -fsS -o /dev/null "http://127.0.0.1:$ETCD_PORT/health" ||
+        fail_start etcd "$out" || return 1
+    settings_note etcd "etcd $(etcd --version | awk '/etcd Version/ { print $3 }') (single member, JSON gateway)" \
+        "etcd ${args[*]//$WORK/\$TMP}
+# defaults kept: WAL fsync before every ack (no --unsafe-no-fsync), GOMAXPROCS = $(nproc)"
+    log "etcd pid $ETCD_PID on 127.0.0.1:$ETCD_PORT"
+}
+
+# etcd_put KEY VALUE: one write through the JSON gateway.
+etcd_put() {
+    curl -fsS -o /dev/null -X POST "http://127.0.0.1:$ETCD_PORT/v3/kv/put" \
+        -d "{\"key\":\"$(b64 "$1")\",\"value\":\"$(b64 "$2")\"}"
+}
+
+# --- redis ---------------------------------------------------------------------
+REDIS_PID= REDIS_PORT=
+
+# start_redis TAG [config lines...]: no RDB snapshots; no AOF unless the
+# lines turn it on (e.g. "appendonly yes" "appendfsync always").
+start_redis() {
+    local tag=$1 dir conf out maxclients
+    shift
+    dir=$WORK/redis-$tag
+    conf=$dir/redis.conf
+    out=$dir/redis.log
+    mkdir -p "$dir"
+    REDIS_PORT=$(free_port) || {
+        START_ERROR="redis: no free port"
+        return 1
+    }
+    # Room for the fan-out subscribers within our descriptor limit.
+    maxclients=$(($(ulimit -n) - 64))
+    ((maxclients > 50000)) && maxclients=50000
+    {
+        echo "bind 127.0.0.1"
+        echo "port $REDIS_PORT"
+        echo "protected-mode no"
+        echo "daemonize no"
+        echo "dir $dir"
+        echo "logfile $out"
+        echo "save \"\""
+        echo "maxclients $maxclients"
+        if (($#)); then printf '%s\n' "$@"; else echo "appendonly no"; fi
+    } >"$conf"
+    redis-server "$conf" >"$dir/stdout.log" 2>&1 &
+    REDIS_PID=$!
+    track "$REDIS_PID"
+    wait_until "$START_DEADLINE" "$REDIS_PID" redis_ping || fail_start "redis ($tag)" "$out" || return 1
+    settings_note "redis-$tag" "redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-) ($tag)" \
+        "$(sed "s|$WORK|\$TMP|g" "$conf")"
+    log "redis ($tag) pid $REDIS_PID on 127.0.0.1:$REDIS_PORT"
+}
+
+redis_ping() { [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }

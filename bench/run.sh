@@ -1,0 +1,486 @@
+#!/usr/bin/env bash
+# Spread side by side with Redis, etcd and nginx on this machine.
+#
+#   bench/run.sh [--quick] [--no-build] [--no-install] [--only LIST]
+#
+# Builds Spread (release) and the fan-out client, installs the peers from
+# Debian packages if missing (wrk, redis-server, etcd-server, etcd-client,
+# nginx-light, nghttp2-client, jq), starts every server on 127.0.0.1 on a free
+# port with a temp data dir, runs the workloads, prints one table of absolute
+# figures and Spread/peer ratios, and writes it as JSON and Markdown to
+# bench/results/side-by-side-<date>.{json,md} (with the servers' settings).
+# Whatever cannot run is a row marked "n/a: <reason>".
+#
+# Workloads (LIST for --only, comma-separated; default all):
+#   get       GET of one hot 100-byte key: spread, nginx (static file),
+#             etcd (JSON gateway range), redis (redis-benchmark GET)
+#   put       100-byte writes to 10k keys, acked when durable: spread flush and
+#             batch, etcd (JSON gateway put), redis AOF always and everysec
+#   h2        HTTP/2 over TLS GET with h2load (spread: once it serves TLS)
+#   fanout    1k and 10k subscribers, one write: time until the last has it,
+#             and server RSS per idle subscriber: spread WebSocket vs redis pub/sub
+#   cluster   propagation across 3 nodes (not built yet: n/a)
+#   embedded  cargo bench embedded -- get (Node::get vs sled get)
+#
+# Options and environment:
+#   --quick            smoke run: DURATION=3, fan-out 1k only, 5 writes
+#   --no-build         use the existing binaries
+#   --no-install       do not apt-get missing tools (their rows become n/a)
+#   --only LIST        run only these workloads
+#   DURATION           seconds per load run (default 10)
+#   THREADS            load generator threads (default 2)
+#   CONNECTIONS        client connections (default 50)
+#   H2_STREAMS         h2load concurrent streams per connection (default 1)
+#   FANOUT_SIZES       subscriber counts (default "1000 10000")
+#   FANOUT_REPEATS     measured writes per fan-out size (default 20)
+#   FANOUT_DURABILITY  spread durability in the fan-out runs (default lazy:
+#                      Redis pub/sub persists nothing either)
+#   CARGO_TARGET_DIR   where cargo builds (default <repo>/target)
+#
+# Everything runs on one machine, so the figures are indicative.
+
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit 1
+
+QUICK=0 BUILD=1 INSTALL=1 ONLY=all
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --no-build) BUILD=0 ;;
+        --no-install) INSTALL=0 ;;
+        --only)
+            ONLY=${2:?--only needs a list}
+            shift
+            ;;
+        --only=*) ONLY=${1#--only=} ;;
+        -h | --help)
+            sed -n '2,42p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        *)
+            echo "run.sh: unknown option '$1' (try --help)" >&2
+            exit 2
+            ;;
+    esac
+    shift
+done
+
+if [[ $QUICK == 1 ]]; then
+    DURATION=${DURATION:-3}
+    FANOUT_SIZES=${FANOUT_SIZES:-1000}
+    FANOUT_REPEATS=${FANOUT_REPEATS:-5}
+    CRITERION_ARGS=${CRITERION_ARGS:---warm-up-time 1 --measurement-time 2}
+fi
+DURATION=${DURATION:-10}
+THREADS=${THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-50}
+H2_STREAMS=${H2_STREAMS:-1}
+FANOUT_SIZES=${FANOUT_SIZES:-1000 10000}
+FANOUT_REPEATS=${FANOUT_REPEATS:-20}
+FANOUT_DURABILITY=${FANOUT_DURABILITY:-lazy}
+FANOUT_TIMEOUT=${FANOUT_TIMEOUT:-300}
+CRITERION_ARGS=${CRITERION_ARGS:---warm-up-time 2 --measurement-time 5}
+
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+[[ $TARGET_DIR == /* ]] || TARGET_DIR=$ROOT/$TARGET_DIR
+BIN=$TARGET_DIR/release/spread
+FANOUT_BIN=$TARGET_DIR/release/spread-bench-fanout
+
+# shellcheck source=bench/lib/common.sh
+source "$ROOT/bench/lib/common.sh"
+# shellcheck source=bench/lib/servers.sh
+source "$ROOT/bench/lib/servers.sh"
+# shellcheck source=bench/lib/load.sh
+source "$ROOT/bench/lib/load.sh"
+# shellcheck source=bench/lib/report.sh
+source "$ROOT/bench/lib/report.sh"
+
+wants() { [[ $ONLY == all || ,$ONLY, == *,$1,* ]]; }
+
+STARTED=$SECONDS
+declare -A PHASE_SECS=()
+phase_start() { PHASE_T0=$SECONDS; }
+phase_end() { PHASE_SECS[$1]=$((SECONDS - PHASE_T0)); }
+
+# --- file descriptors: 10k subscribers on each side ------------------------------
+HARD_NOFILE=$(ulimit -Hn)
+if [[ $HARD_NOFILE == unlimited ]] || ((HARD_NOFILE >= 65536)); then
+    ulimit -n 65536 2>/dev/null || true
+fi
+# 65536 when allowed; else as high as the hard limit goes.
+if (($(ulimit -n) < 65536)); then ulimit -n "$HARD_NOFILE" 2>/dev/null || true; fi
+NOFILE=$(ulimit -n)
+log "open files limit: $NOFILE"
+
+# --- tools ---------------------------------------------------------------------
+# tool command -> Debian package
+declare -A PACKAGE_OF=(
+    [wrk]=wrk [redis-server]=redis-server [redis-benchmark]=redis-tools [redis-cli]=redis-tools
+    [etcd]=etcd-server [etcdctl]=etcd-client [nginx]=nginx-light [h2load]=nghttp2-client
+    [jq]=jq [curl]=curl [openssl]=openssl
+)
+declare -A MISSING=() # tool -> why it is not there
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+install_tools() {
+    local tool pkg wanted=() available=() candidate
+    for tool in "${!PACKAGE_OF[@]}"; do
+        have "$tool" || wanted+=("${PACKAGE_OF[$tool]}")
+    done
+    ((${#wanted[@]})) || return 0
+    mapfile -t wanted < <(printf '%s\n' "${wanted[@]}" | sort -u)
+    if [[ $INSTALL == 0 ]]; then
+        log "not installing (--no-install): ${wanted[*]}"
+    elif [[ $(id -u) != 0 ]] || ! have apt-get; then
+        warn "cannot install ${wanted[*]} (needs root and apt-get)"
+    else
+        log "installing: ${wanted[*]}"
+        apt-get update -qq || warn "apt-get update failed"
+        for pkg in "${wanted[@]}"; do
+            candidate=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ { print $2 }')
+            if [[ -z $candidate || $candidate == "(none)" ]]; then
+                warn "package $pkg: no installation candidate"
+            else
+                available+=("$pkg")
+            fi
+        done
+        if ((${#available[@]})); then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${available[@]}" >"$WORK/apt.log" 2>&1 ||
+                for pkg in "${available[@]}"; do # one by one, so one failure costs one package
+                    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >>"$WORK/apt.log" 2>&1 ||
+                        warn "apt-get install $pkg failed"
+                done
+        fi
+    fi
+    for tool in "${!PACKAGE_OF[@]}"; do
+        have "$tool" || MISSING[$tool]="${tool} missing (package ${PACKAGE_OF[$tool]} not installed)"
+    done
+}
+
+phase_start
+install_tools
+phase_end install
+for tool in jq curl; do
+    have "$tool" || die "$tool is required (apt-get install $tool)"
+done
+
+# why_not TOOL...: the reason the first missing tool is missing (empty: all there).
+why_not() {
+    local t
+    for t in "$@"; do
+        if [[ -n ${MISSING[$t]:-} ]]; then
+            printf '%s' "${MISSING[$t]}"
+            return 0
+        fi
+    done
+}
+
+# --- build ---------------------------------------------------------------------
+phase_start
+if [[ $BUILD == 1 ]]; then
+    log "building spread and the fan-out client (release) into $TARGET_DIR"
+    cargo build --release --bin spread || die "cargo build --release --bin spread failed"
+    cargo build --release -p spread-bench-fanout || die "cargo build -p spread-bench-fanout failed"
+    if wants embedded; then
+        cargo bench -p spread-actors --bench embedded --no-run ||
+            warn "cargo bench --no-run failed; the embedded rows will be n/a"
+    fi
+fi
+phase_end build
+[[ -x $BIN ]] || die "no spread binary at $BIN"
+
+VALUE=$(head -c 100 /dev/zero | tr '\0' 'v')
+no_other_load
+LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${LOADAVG_START%% *}" -v n="$(nproc)" 'BEGIN { exit !(l > n) }'; then
+    warn "load average $LOADAVG_START on $(nproc) cores: something else is busy; figures will be noisy"
+fi
+
+# spread_put_hot: stores VALUE at /raw/bench/hot and reads it back.
+spread_put_hot() {
+    local got
+    printf '%s' "$VALUE" |
+        curl -fsSk -o /dev/null -X PUT --data-binary @- -H 'Content-Type: application/octet-stream' \
+            "$SPREAD_SCHEME://$SPREAD_ADDR/raw/bench/hot" || return 1
+    got=$(curl -fsSk "$SPREAD_SCHEME://$SPREAD_ADDR/raw/bench/hot" | wc -c)
+    [[ $got == 100 ]] || {
+        warn "GET /raw/bench/hot returned $got bytes, expected 100"
+        return 1
+    }
+}
+
+# clear_errors: forget the reasons of earlier failures (before each attempt).
+clear_errors() { LOAD_ERROR= START_ERROR=; }
+# na_reason [DEFAULT]: why the last attempt failed.
+na_reason() { printf '%s' "${LOAD_ERROR:-${START_ERROR:-${1:-failed (see the log above)}}}"; }
+
+# row_from_load WORKLOAD SYSTEM SETTINGS: a row from the last run_* figures.
+row_from_load() {
+    add_row "$1" "$2" "$3" "$R_RPS" "$R_P50" "$R_P99" "$R_NOTE" rps,p50_ms
+}
+
+# --- 1. hot-key GET ------------------------------------------------------------
+workload_get() {
+    local w="GET hot key (100 B)" why
+    clear_errors
+    why=$(why_not wrk)
+    if [[ -n $why ]]; then
+        add_na "$w" spread "GET /raw/bench/hot" "$why"
+    elif start_spread get flush && spread_put_hot && run_wrk spread-get "http://$SPREAD_ADDR/raw/bench/hot"; then
+        row_from_load "$w" spread "GET /raw/bench/hot, wrk"
+    else
+        add_na "$w" spread "GET /raw/bench/hot" "$(na_reason)"
+    fi
+    stop_all
+
+    clear_errors
+
+    why=$(why_not wrk nginx openssl)
+    if [[ -n $why ]]; then
+        add_na "$w" nginx "static file" "$why"
+    elif start_nginx && run_wrk nginx-get "http://127.0.0.1:$NGINX_PORT/raw/bench/hot"; then
+        row_from_load "$w" nginx "static file, wrk"
+    else
+        add_na "$w" nginx "static file" "$(na_reason)"
+    fi
+    stop_all
+
+    clear_errors
+
+    why=$(why_not wrk etcd)
+    if [[ -n $why ]]; then
+        add_na "$w" etcd "POST /v3/kv/range" "$why"
+    elif start_etcd && etcd_put bench/hot "$VALUE" &&
+        run_wrk etcd-get "http://127.0.0.1:$ETCD_PORT" -s "$ROOT/bench/lua/etcd-range.lua"; then
+        row_from_load "$w" etcd "POST /v3/kv/range, serializable (JSON, value in base64), wrk"
+    else
+        add_na "$w" etcd "POST /v3/kv/range" "$(na_reason)"
+    fi
+    stop_all
+
+    clear_errors
+
+    why=$(why_not redis-server redis-benchmark redis-cli)
+    if [[ -n $why ]]; then
+        add_na "$w" redis "GET" "$why"
+    elif start_redis get &&
+        redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -t set -n 1 -c 1 -d 100 -q >/dev/null 2>&1 &&
+        [[ $(redis-cli -p "$REDIS_PORT" strlen 'key:__rand_int__') == 100 ]] &&
+        redis_bench redis-get get -d 100; then
+        row_from_load "$w" redis "GET, redis-benchmark -P 1 --threads $THREADS"
+    else
+        add_na "$w" redis "GET" "$(na_reason "could not preload the key")"
+    fi
+    stop_all
+}
+
+# --- 2. durable PUT --------------------------------------------------------------
+workload_put() {
+    local w="PUT 100 B to 10k keys, durable ack" why mode
+    for mode in flush batch; do
+        clear_errors
+        why=$(why_not wrk)
+        if [[ -n $why ]]; then
+            add_na "$w" spread "$mode" "$why"
+        elif start_spread "put-$mode" "$mode" &&
+            run_wrk "spread-put-$mode" "http://$SPREAD_ADDR" -s "$ROOT/bench/put.lua"; then
+            add_row "$w" spread "$mode" "$R_RPS" "$R_P50" "$R_P99" "PUT /raw/bench/k<1..10000>, wrk; $R_NOTE" rps,p50_ms
+        else
+            add_na "$w" spread "$mode" "$(na_reason)"
+        fi
+        stop_all
+    done
+
+    clear_errors
+
+    why=$(why_not wrk etcd)
+    if [[ -n $why ]]; then
+        add_na "$w" etcd "POST /v3/kv/put" "$why"
+    elif start_etcd && run_wrk etcd-put "http://127.0.0.1:$ETCD_PORT" -s "$ROOT/bench/lua/etcd-put.lua"; then
+        row_from_load "$w" etcd "POST /v3/kv/put (JSON gateway, WAL fsync), wrk"
+    else
+        add_na "$w" etcd "POST /v3/kv/put" "$(na_reason)"
+    fi
+    stop_all
+
+    for mode in always everysec; do
+        clear_errors
+        why=$(why_not redis-server redis-benchmark)
+        if [[ -n $why ]]; then
+            add_na "$w" redis "SET, appendfsync $mode" "$why"
+        elif start_redis "aof-$mode" "appendonly yes" "appendfsync $mode" &&
+            redis_bench "redis-set-$mode" set -d 100 -r 10000; then
+            row_from_load "$w" redis "SET, appendfsync $mode, redis-benchmark -P 1"
+        else
+            add_na "$w" redis "SET, appendfsync $mode" "$(na_reason)"
+        fi
+        stop_all
+    done
+}
+
+# --- 3. HTTP/2 over TLS ----------------------------------------------------------
+# h2_row SYSTEM SETTINGS URL: one h2load row (the server must be up).
+h2_row() {
+    local w="GET hot key, HTTP/2 + TLS (h2load)"
+    if run_h2load "h2-$1" "$3"; then
+        add_row "$w" "$1" "$2" "$R_RPS" "" "" "$R_NOTE" rps
+    else
+        add_na "$w" "$1" "$2" "$LOAD_ERROR"
+    fi
+}
+
+workload_h2() {
+    local w="GET hot key, HTTP/2 + TLS (h2load)" why
+    clear_errors
+    why=$(why_not h2load openssl)
+    if [[ -n $why ]]; then
+        add_na "$w" spread "h2 + TLS" "$why"
+    elif ! "$BIN" serve --help 2>/dev/null | grep -q -- '--tls-cert'; then
+        add_na "$w" spread "h2 + TLS" "TLS not served yet (spread serve has no --tls-cert)"
+    elif ensure_cert && start_spread h2 flush --tls-cert "$CERT" --tls-key "$KEY" && spread_put_hot; then
+        h2_row spread "h2 + TLS, -m $H2_STREAMS" "$SPREAD_SCHEME://$SPREAD_ADDR/raw/bench/hot"
+    else
+        add_na "$w" spread "h2 + TLS" "$(na_reason)"
+    fi
+    stop_all
+
+    clear_errors
+
+    why=$(why_not h2load nginx openssl)
+    if [[ -n $why ]]; then
+        add_na "$w" nginx "static file, h2 + TLS" "$why"
+    elif start_nginx; then
+        h2_row nginx "static file, h2 + TLS, -m $H2_STREAMS" "https://127.0.0.1:$NGINX_TLS_PORT/raw/bench/hot"
+    else
+        add_na "$w" nginx "static file, h2 + TLS" "$(na_reason)"
+    fi
+    stop_all
+}
+
+# --- 4. fan-out ------------------------------------------------------------------
+# fanout_row WORKLOAD SYSTEM SETTINGS N: a row from the last run_fanout.
+fanout_row() {
+    local n=$4 per extra note
+    per=$(awk -v a="$F_RSS_BEFORE" -v b="$F_RSS_IDLE" -v n="$n" 'BEGIN { printf "%.2f", (b - a) / n }')
+    extra=$(jq -c --argjson before "$F_RSS_BEFORE" --argjson idle "$F_RSS_IDLE" --argjson per "$per" \
+        '{max_ms, rss_kib_per_sub: $per, rss_before_kib: $before, rss_idle_kib: $idle, fanout: .}' <<<"$F_JSON")
+    note=$(jq -r --argjson per "$per" --argjson before "$F_RSS_BEFORE" --argjson idle "$F_RSS_IDLE" \
+        '"last delivery over \(.repeats) writes, max \(.max_ms) ms; median delivery \(.delivery_p50_ms) ms; RSS \($per) KiB/subscriber (\($before / 1024 | floor) -> \($idle / 1024 | floor) MiB); connect \(.connect_s) s"' <<<"$F_JSON")
+    add_row "$1" "$2" "$3" "" "$(jq -r .p50_ms <<<"$F_JSON")" "$(jq -r .p99_ms <<<"$F_JSON")" \
+        "$note" p50_ms,rss_kib_per_sub "$extra"
+}
+
+workload_fanout() {
+    local n w why
+    if [[ ! -x $FANOUT_BIN ]]; then
+        MISSING[fanout]="no fan-out client at $FANOUT_BIN"
+    fi
+    for n in $FANOUT_SIZES; do
+        w="fan-out: $n subscribers, 1 write"
+        if ((n + 100 > NOFILE)); then
+            add_na "$w" spread "WebSocket" "open files limit $NOFILE is too low for $n subscribers"
+            add_na "$w" redis "pub/sub" "open files limit $NOFILE is too low for $n subscribers"
+            continue
+        fi
+        clear_errors
+        why=${MISSING[fanout]:-}
+        if [[ -n $why ]]; then
+            add_na "$w" spread "WebSocket /wss" "$why"
+        elif start_spread "fan-$n" "$FANOUT_DURABILITY" &&
+            run_fanout "spread-$n" "$SPREAD_PID" spread "$SPREAD_ADDR" "$n"; then
+            fanout_row "$w" spread "WebSocket /wss, PUT, durability $FANOUT_DURABILITY" "$n"
+        else
+            add_na "$w" spread "WebSocket /wss" "$(na_reason)"
+        fi
+        stop_all
+
+        clear_errors
+
+        why=${MISSING[fanout]:-$(why_not redis-server)}
+        if [[ -n $why ]]; then
+            add_na "$w" redis "pub/sub" "$why"
+        elif start_redis "fan-$n" && run_fanout "redis-$n" "$REDIS_PID" redis "127.0.0.1:$REDIS_PORT" "$n"; then
+            fanout_row "$w" redis "SUBSCRIBE/PUBLISH, no persistence" "$n"
+        else
+            add_na "$w" redis "pub/sub" "$(na_reason)"
+        fi
+        stop_all
+    done
+}
+
+# --- 5. propagation across nodes ---------------------------------------------------
+# Once `spread serve` can join a cluster: start three nodes here, subscribe on
+# one, write on another, and add a row like the fan-out ones.
+workload_cluster() {
+    add_na "propagation across 3 nodes" spread "3 nodes" "clustering not built yet"
+}
+
+# --- 6. embedded library -----------------------------------------------------------
+# criterion_ns GROUP FUNCTION: the estimate (ns per iteration) of the last run.
+criterion_ns() {
+    local f=$TARGET_DIR/criterion/$1/$2/new/estimates.json
+    [[ -f $f && $f -nt $WORK ]] || return 1
+    jq -r '(.slope.point_estimate // .mean.point_estimate)' "$f"
+}
+
+workload_embedded() {
+    local w="embedded get (10k keys, 100 B)" out=$WORK/criterion.txt node sled
+    log "embedded: cargo bench -p spread-actors --bench embedded -- get $CRITERION_ARGS"
+    # shellcheck disable=SC2086 # CRITERION_ARGS is a list of flags
+    if timeout 900 cargo bench -p spread-actors --bench embedded -- get $CRITERION_ARGS >"$out" 2>&1 &&
+        node=$(criterion_ns get node_get) && sled=$(criterion_ns get sled_get); then
+        grep -E 'time:|^get/' "$out" | sed 's/^/   /' >&2
+        add_row "$w" spread "Node::get (criterion)" "$(awk -v ns="$node" 'BEGIN { printf "%.0f", 1e9 / ns }')" \
+            "" "" "$(printf '%.0f ns/op' "$node")" rps
+        add_row "$w" sled "sled::Db::get (criterion)" "$(awk -v ns="$sled" 'BEGIN { printf "%.0f", 1e9 / ns }')" \
+            "" "" "$(printf '%.0f ns/op' "$sled")" rps
+    else
+        local why
+        why=$(grep -m1 -E '^error' "$out" | cut -c1-120)
+        add_na "$w" spread "Node::get" "cargo bench failed: ${why:-see log}"
+        add_na "$w" sled "sled::Db::get" "cargo bench failed"
+    fi
+    add_na "embedded RSS, 1M keys x 100 B" spread "Node" "not measured yet (needs a loader mode)"
+}
+
+# --- run -------------------------------------------------------------------------
+for workload in get put h2 fanout cluster embedded; do
+    wants "$workload" || continue
+    log "--- workload: $workload"
+    phase_start
+    "workload_$workload"
+    phase_end "$workload"
+    stop_all
+done
+
+# --- report ----------------------------------------------------------------------
+TOTAL=$((SECONDS - STARTED))
+echo
+print_table
+echo
+
+mkdir -p "$ROOT/bench/results"
+BASE=$ROOT/bench/results/side-by-side-$(date +%Y-%m-%d-%H%M%S)
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git -C "$ROOT" status --porcelain 2>/dev/null) ]]; then COMMIT="$COMMIT (dirty)"; fi
+version_of() { if have "$1"; then { "$@" 2>&1 || true; } | head -n 1 | cut -c1-80; else echo missing; fi; }
+PHASES=$(for k in "${!PHASE_SECS[@]}"; do printf '%s %ss, ' "$k" "${PHASE_SECS[$k]}"; done)
+META=$(jq -n \
+    --arg date "$(date -u +'%Y-%m-%d %H:%M UTC')" \
+    --arg commit "$COMMIT" \
+    --arg machine "$(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr); servers and load generators share it" \
+    --arg mode "$([[ $QUICK == 1 ]] && echo quick || echo default)" \
+    --arg load "$DURATION s per run, $CONNECTIONS connections, $THREADS client threads, 100-byte values" \
+    --arg fanout "sizes: $FANOUT_SIZES; $FANOUT_REPEATS measured writes (+2 warm-up) each; one single-threaded client; spread durability $FANOUT_DURABILITY" \
+    --arg tools "$(version_of wrk -v | cut -d' ' -f1-2); redis $(version_of redis-server --version | grep -o 'v=[0-9.]*'); $(version_of etcd --version); $(version_of nginx -v); $(version_of h2load --version)" \
+    --arg limits "open files $NOFILE" \
+    --arg loadavg "$LOADAVG_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end" \
+    --arg time "${TOTAL}s in all (${PHASES%, })" \
+    '{date: $date, commit: $commit, machine: $machine, mode: $mode, load: $load,
+      fanout: $fanout, tools: $tools, limits: $limits, loadavg: $loadavg, time: $time}')
+write_reports "$BASE" "$META"
+log "total ${TOTAL}s (${PHASES%, })"
+echo "results: ${BASE#"$ROOT"/}.json, ${BASE#"$ROOT"/}.md"

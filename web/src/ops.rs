@@ -51,18 +51,30 @@ pub struct OpError {
     pub detail: String,
 }
 
-/// Decodes one client frame.
+/// Deepest nesting a MessagePack frame may have (serde_json's own limit):
+/// rmp-serde's default of 1024 can overflow a thread's stack.
+const MAX_MSGPACK_DEPTH: usize = 128;
+
+/// Decodes one client frame: exactly one op, given as a map.
 pub fn decode_op(raw: &[u8], format: WireFormat) -> Result<Op, OpError> {
+    let invalid = |detail: String| OpError { id: None, detail };
     let value: serde_json::Value = match format {
-        WireFormat::Json => serde_json::from_slice(raw).map_err(|e| OpError {
-            id: None,
-            detail: format!("frame is not valid JSON: {e}"),
-        })?,
-        WireFormat::MsgPack => rmp_serde::from_slice(raw).map_err(|e| OpError {
-            id: None,
-            detail: format!("frame is not valid MessagePack: {e}"),
-        })?,
+        WireFormat::Json => serde_json::from_slice(raw)
+            .map_err(|e| invalid(format!("frame is not valid JSON: {e}")))?,
+        WireFormat::MsgPack => {
+            let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(raw));
+            de.set_max_depth(MAX_MSGPACK_DEPTH);
+            let value = serde::Deserialize::deserialize(&mut de)
+                .map_err(|e| invalid(format!("frame is not valid MessagePack: {e}")))?;
+            if de.position() != raw.len() as u64 {
+                return Err(invalid("frame has bytes after its op".into()));
+            }
+            value
+        }
     };
+    if !value.is_object() {
+        return Err(invalid("an op is a map with an \"op\" field".into()));
+    }
     let id = value.get("id").cloned();
     serde_json::from_value::<Op>(value).map_err(|e| OpError {
         id,

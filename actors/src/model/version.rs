@@ -120,23 +120,29 @@ impl FromStr for Version {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = unquote(s.trim());
         let (time, node) = s.split_once('.').ok_or(VersionError::BadVersion)?;
-        let time = parse_time(time).map_err(|_| VersionError::BadVersion)?;
+        // The time half is plain digits: quotes and spaces were for the whole tag.
+        let time = parse_digits(time).map_err(|_| VersionError::BadVersion)?;
         let node = NodeId::new(node).map_err(|_| VersionError::BadVersion)?;
         Ok(Version { time, node })
     }
 }
 
-/// Strips ETag quoting: `W/"x"` and `"x"` become `x`.
+/// Strips ETag quoting: `W/"x"` and `"x"` become `x`; anything else (also
+/// `W/x`, a weak prefix with no quotes) is returned as it is.
 pub fn unquote(s: &str) -> &str {
-    let s = s.strip_prefix("W/").unwrap_or(s);
-    s.strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
+    let tag = s.strip_prefix("W/").unwrap_or(s);
+    tag.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
         .unwrap_or(s)
 }
 
 /// Parses a time in microseconds (plain or ETag-quoted), up to [`MAX_TIME_MICROS`].
 pub fn parse_time(s: &str) -> Result<u64, VersionError> {
-    let s = unquote(s.trim());
+    parse_digits(unquote(s.trim()))
+}
+
+/// A time as plain decimal digits, up to [`MAX_TIME_MICROS`].
+fn parse_digits(s: &str) -> Result<u64, VersionError> {
     if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(VersionError::BadTime);
     }
@@ -220,7 +226,9 @@ mod tests {
             Version::new(5, NodeId::new("x").unwrap())
         );
         assert_eq!("W/\"5.x\"".parse::<Version>().unwrap().time, 5);
-        for bad in ["", "5", ".x", "5.", "x.5", "5.a.b", "-1.a", "5.a b"] {
+        for bad in [
+            "", "5", ".x", "5.", "x.5", "5.a.b", "-1.a", "5.a b", "W/5.x", "5 .x", "\"5\".x",
+        ] {
             assert!(bad.parse::<Version>().is_err(), "{bad}");
         }
     }
@@ -229,6 +237,8 @@ mod tests {
     fn times_are_bounded() {
         assert_eq!(parse_time("\"42\""), Ok(42));
         assert!(parse_time("9007199254740992").is_err());
+        assert!(parse_time("W/42").is_err(), "a weak prefix needs quotes");
+        assert_eq!(parse_time("W/\"42\""), Ok(42));
         assert!(parse_time("+5").is_err());
         assert!(parse_time("99999999999999999999").is_err());
     }

@@ -1609,12 +1609,7 @@ fn corpus_has_no_stray_directories() {
 /// (a stack overflow) rather than panic.
 fn passes_in_child(test: &str) -> bool {
     let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            test,
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env("SPREAD_FUZZ_CHILD", "1")
         .status()
         .expect("run the test binary");

@@ -10,22 +10,26 @@ use crate::encode::WireFormat;
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Op {
+    /// Stream a prefix (resuming after `since`).
     Subscribe {
         path: String,
         since: Option<String>,
         #[serde(default)]
         id: Option<serde_json::Value>,
     },
+    /// Stop streaming a prefix.
     Unsubscribe {
         path: String,
         #[serde(default)]
         id: Option<serde_json::Value>,
     },
+    /// Read one value.
     Get {
         path: String,
         #[serde(default)]
         id: Option<serde_json::Value>,
     },
+    /// Write one value (`value` as text or `value_b64`).
     Set {
         path: String,
         value: Option<String>,
@@ -34,6 +38,7 @@ pub enum Op {
         #[serde(default)]
         id: Option<serde_json::Value>,
     },
+    /// Delete one value.
     Delete {
         path: String,
         #[serde(default)]

@@ -202,7 +202,7 @@ pub struct ServeArgs {
     /// SSE and WebSocket streams served at once; beyond it new ones get 503 too_many_streams.
     #[arg(long, env = "SPREAD_MAX_STREAMS", default_value_t = 50_000)]
     pub max_streams: usize,
-    /// Connections accepted at once; beyond it new connections wait in the listen backlog.
+    /// Connections served at once; requests on further ones get 503 too_many_connections.
     #[arg(long, env = "SPREAD_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
     /// Milliseconds a client has to send a request's head, and then its body (408 after).

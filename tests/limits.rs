@@ -6,18 +6,6 @@ mod common;
 use common::*;
 use serde_json::json;
 
-/// A sample's value from `/metrics` (0 when absent).
-async fn metric(s: &Server, sample: &str) -> f64 {
-    let text = String::from_utf8(get(&format!("{}/metrics", s.url)).await.body.to_vec()).unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(sample)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[actix_web::test]
 async fn subscriptions_per_connection_are_limited() {
     let s = Server::start(&["--max-subscriptions", "2"]);
@@ -126,4 +114,44 @@ async fn refused_bodies_paths_and_frames_are_counted() {
         metric(&s, "spread_errors_total{error=\"bad_path\"}").await,
         1.0
     );
+}
+
+#[actix_web::test]
+async fn connections_past_the_limit_are_refused_until_one_closes() {
+    use std::io::{Read, Write};
+    let s = Server::start(&["--max-connections", "1", "--workers", "1"]);
+    // One keep-alive connection, used once and then held open.
+    let mut held = std::net::TcpStream::connect(&s.addr).unwrap();
+    held.set_read_timeout(Some(EVENT_DEADLINE)).unwrap();
+    held.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = held.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+
+    let refused = raw_request(
+        &s.addr,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("\"too_many_connections\""), "{refused}");
+
+    drop(held);
+    wait_for(
+        "the connection slot to be freed",
+        EVENT_DEADLINE,
+        async || {
+            raw_request(
+                &s.addr,
+                "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .starts_with("HTTP/1.1 200")
+        },
+    )
+    .await;
+    assert!(metric(&s, "spread_errors_total{error=\"too_many_connections\"}").await >= 1.0);
 }

@@ -357,15 +357,6 @@ fn raw_ws_subscribe(addr: &str, path: &str) -> std::net::TcpStream {
     stream
 }
 
-/// A sample's value from `/metrics` (0 when absent).
-async fn metric(s: &Server, name: &str) -> f64 {
-    let text = String::from_utf8(get(&format!("{}/metrics", s.url)).await.body.to_vec()).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[actix_web::test]
 async fn the_cli_watch_and_set_verbs_talk_to_a_node() {
     let s = Server::start(&[]);

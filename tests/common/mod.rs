@@ -471,3 +471,16 @@ pub fn raw_request(addr: &str, request: &str) -> String {
     let _ = stream.read_to_string(&mut answer);
     answer
 }
+
+/// A sample's value from the node's `/metrics` (0 when absent), e.g.
+/// `spread_errors_total{error="too_large"}`.
+pub async fn metric(s: &Server, sample: &str) -> f64 {
+    let text = String::from_utf8(get(&format!("{}/metrics", s.url)).await.body.to_vec()).unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}

@@ -46,6 +46,9 @@ pub enum ApiError {
     /// The node serves as many streams as it is allowed to.
     #[error("this node serves its limit of {0} streams; retry later")]
     TooManyStreams(usize),
+    /// The node has as many connections open as it is allowed to.
+    #[error("this node has its limit of {0} connections open; retry later")]
+    TooManyConnections(usize),
     /// The body did not arrive in time.
     #[error("the request body did not arrive within {0} ms")]
     RequestTimeout(u64),
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::PreconditionFailed(_) => "precondition_failed",
             ApiError::TooManySubscriptions(_) => "too_many_subscriptions",
             ApiError::TooManyStreams(_) => "too_many_streams",
+            ApiError::TooManyConnections(_) => "too_many_connections",
             ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::NotImplemented(_) => "not_implemented",
@@ -111,7 +115,9 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::TooManySubscriptions(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::TooManyStreams(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyStreams(_) | ApiError::TooManyConnections(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,

@@ -43,7 +43,8 @@ pub struct WebConfig {
     pub workers: usize,
     /// Open SSE and WebSocket streams the node serves at once.
     pub max_streams: usize,
-    /// Open connections the node accepts at once (beyond: they wait to be accepted).
+    /// Open connections the node serves at once; requests on connections
+    /// beyond it are answered `503 too_many_connections` and closed.
     pub max_connections: usize,
     /// Time a client has to send a request's head, and then its body.
     pub request_timeout: Duration,
@@ -78,6 +79,35 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Streams (SSE, WebSocket) open now.
     pub streams: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Held in each connection's data while it is open; counts it.
+struct ConnectionSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Marks a connection opened past `max_connections`: its requests are refused.
+#[derive(Clone, Copy)]
+struct OverConnectionLimit(usize);
+
+/// Middleware: answers every request of an over-limit connection with
+/// `503 too_many_connections` and closes it.
+async fn limit_connections(
+    req: actix_web::dev::ServiceRequest,
+    next: middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    if let Some(over) = req.conn_data::<OverConnectionLimit>() {
+        use actix_web::ResponseError;
+        let mut res = ApiError::TooManyConnections(over.0).error_response();
+        res.head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+        return Ok(req.into_response(res));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 /// One open stream, counted against `max_streams` until dropped.
@@ -181,7 +211,8 @@ pub fn server(
     let workers = config.workers.max(1);
     let shutdown = config.shutdown_timeout;
     let tls = config.tls.clone();
-    let per_worker_connections = config.max_connections.div_ceil(workers).max(1);
+    let max_connections = config.max_connections;
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let request_timeout = config.request_timeout;
     let state = web::Data::new(AppState {
         node,
@@ -193,6 +224,7 @@ pub fn server(
         let origins = &state.config.cors_origins;
         App::new()
             .app_data(state.clone())
+            .wrap(middleware::from_fn(limit_connections))
             .wrap(middleware::from_fn(metrics::track))
             .wrap(middleware::Condition::new(
                 !origins.is_empty(),
@@ -201,7 +233,13 @@ pub fn server(
             .configure(routes)
     })
     .workers(workers)
-    .max_connections(per_worker_connections)
+    .on_connect(move |_, data| {
+        let open = connections.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+        data.insert(ConnectionSlot(connections.clone()));
+        if open > max_connections {
+            data.insert(OverConnectionLimit(max_connections));
+        }
+    })
     .client_request_timeout(request_timeout)
     .shutdown_timeout(shutdown.as_secs());
     let server = match tls {

@@ -46,6 +46,19 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The request id a reply must carry, if the client gave one.
+    pub fn id(&self) -> Option<&serde_json::Value> {
+        match self {
+            Op::Subscribe { id, .. }
+            | Op::Unsubscribe { id, .. }
+            | Op::Get { id, .. }
+            | Op::Set { id, .. }
+            | Op::Delete { id, .. } => id.as_ref(),
+        }
+    }
+}
+
 /// Why a frame is not an op: the detail for the client, and the frame's `id`
 /// when it had one (so the error reply can name it).
 #[derive(Debug, Clone, PartialEq)]

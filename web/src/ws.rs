@@ -164,14 +164,7 @@ impl WsSession {
 
     fn handle_op(&mut self, op: Op, ctx: &mut ws::WebsocketContext<Self>) {
         if let Err(e) = self.authorize(&op) {
-            let id = match &op {
-                Op::Subscribe { id, .. }
-                | Op::Unsubscribe { id, .. }
-                | Op::Get { id, .. }
-                | Op::Set { id, .. }
-                | Op::Delete { id, .. } => id.clone(),
-            };
-            return self.api_error(ctx, id.as_ref(), e);
+            return self.api_error(ctx, op.id(), e);
         }
         match op {
             Op::Subscribe { path, since, id } => {

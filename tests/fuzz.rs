@@ -51,8 +51,7 @@
 //! Fixed bugs (the `bug_*` tests, with their inputs kept as `bug-*` corpus
 //! files): deep MessagePack nesting, bytes after a MessagePack op, ops given
 //! as arrays, `W/42` taken as a time, malformed quoting in versions. Every
-//! property now runs `strict`; the lenient branches (`known_lenient_*`) are
-//! no longer reached and go with the next clean-up.
+//! property checks the exact grammar.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -636,32 +635,9 @@ fn spec_cursor(raw: &str) -> Option<(String, u64)> {
     Some((inc.to_string(), seq.parse().ok()?))
 }
 
-/// Known bug: `W/` is stripped even without the quotes, so `W/42` is a time.
-fn known_lenient_time(raw: &str) -> bool {
-    raw.trim()
-        .strip_prefix("W/")
-        .is_some_and(|rest| spec_time(rest).is_some())
-}
-
-/// Known bug: the time half of a version goes through `parse_time` again,
-/// which trims and unquotes it once more (`5 .x`, `"5".x`, `" 5.x"`), and
-/// the outer `W/` needs no quotes (`W/5.x`).
-fn known_lenient_version(raw: &str) -> bool {
-    let s = raw.trim();
-    let s = s.strip_prefix("W/").unwrap_or(s);
-    let s = s
-        .strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .unwrap_or(s);
-    s.split_once('.').is_some_and(|(time, node)| {
-        spec_node(node) && (spec_time(time).is_some() || known_lenient_time(time))
-    })
-}
-
 /// Checks `parse_time` on one input: no panic, bounded memory, `Ok` values
-/// in range that round-trip, and agreement with the grammar. Unless `strict`,
-/// the known bug (`known_lenient_time`) is tolerated.
-fn check_time(raw: &str, strict: bool) -> Result<bool, TestCaseError> {
+/// in range that round-trip, and agreement with the grammar.
+fn check_time(raw: &str) -> Result<bool, TestCaseError> {
     let got = bounded(raw.len(), || parse_time(raw));
     let want = spec_time(raw);
     match (&got, want) {
@@ -669,9 +645,7 @@ fn check_time(raw: &str, strict: bool) -> Result<bool, TestCaseError> {
             prop_assert!(*t <= MAX_TIME_MICROS);
             prop_assert_eq!(parse_time(&t.to_string()), Ok(*t));
             prop_assert_eq!(parse_time(&format!("W/\"{t}\"")), Ok(*t));
-            if want.is_some() || strict || !known_lenient_time(raw) {
-                prop_assert_eq!(Some(*t), want, "parse_time({:?})", raw);
-            }
+            prop_assert_eq!(Some(*t), want, "parse_time({:?})", raw);
         }
         (Err(_), None) => {}
         (Err(e), Some(t)) => {
@@ -683,9 +657,8 @@ fn check_time(raw: &str, strict: bool) -> Result<bool, TestCaseError> {
     Ok(got.is_ok())
 }
 
-/// Checks `Version::from_str` on one input, as [`check_time`] does (the known
-/// bug here is `known_lenient_version`).
-fn check_version(raw: &str, strict: bool) -> Result<bool, TestCaseError> {
+/// Checks `Version::from_str` on one input, as [`check_time`] does.
+fn check_version(raw: &str) -> Result<bool, TestCaseError> {
     let got = bounded(raw.len(), || raw.parse::<Version>());
     let want = spec_version(raw);
     match (&got, &want) {
@@ -702,10 +675,8 @@ fn check_version(raw: &str, strict: bool) -> Result<bool, TestCaseError> {
                 format!("W/\"{text}\"").parse::<Version>().ok(),
                 Some(v.clone())
             );
-            if want.is_some() || strict || !known_lenient_version(raw) {
-                let have = (v.time, v.node.as_str().to_string());
-                prop_assert_eq!(Some(have), want, "{:?}.parse::<Version>()", raw);
-            }
+            let have = (v.time, v.node.as_str().to_string());
+            prop_assert_eq!(Some(have), want, "{:?}.parse::<Version>()", raw);
         }
         (Err(_), None) => {}
         (Err(e), Some(w)) => {
@@ -797,7 +768,7 @@ proptest! {
 
     #[test]
     fn time_parse_agrees_with_the_grammar(raw in time_input()) {
-        check_time(&raw, true)?;
+        check_time(&raw)?;
     }
 
     /// Every time up to the limit parses, in every quoting; every time above
@@ -818,7 +789,7 @@ proptest! {
 
     #[test]
     fn version_parse_agrees_with_the_grammar(raw in version_input()) {
-        check_version(&raw, true)?;
+        check_version(&raw)?;
     }
 
     /// Every valid version prints and parses back to itself, in every quoting.
@@ -952,15 +923,9 @@ fn decode_bounded(raw: &[u8], format: WireFormat) -> Result<Op, OpError> {
     bounded(raw.len(), || decode_op(raw, format))
 }
 
-/// Former deviations of `decode_op` from the op grammar (fixed; tolerated
-/// only when not `strict`, which no caller uses any more):
-/// - an op given as an array is decoded (serde's internally tagged enums
-///   accept the fields as a sequence: `["get", "a"]`);
-/// - bytes after a MessagePack op are ignored.
-///
 /// Checks that the frame of `v` decodes as the spec says: the same op, or an
 /// error carrying `v`'s `id`.
-fn check_op_value(v: &Value, format: WireFormat, strict: bool) -> Result<(), TestCaseError> {
+fn check_op_value(v: &Value, format: WireFormat) -> Result<(), TestCaseError> {
     let raw = frame(v, format);
     let got = decode_bounded(&raw, format);
     let name = format_name(format);
@@ -990,7 +955,6 @@ fn check_op_value(v: &Value, format: WireFormat, strict: bool) -> Result<(), Tes
             prop_assert_eq!(e.id.as_ref(), v.get("id"), "{} {}: {}", name, v, e.detail);
             prop_assert!(!e.detail.is_empty());
         }
-        (Ok(_), false) if !strict && v.is_array() => {} // known bug: array form
         (Ok(_), false) => {
             return Err(TestCaseError::fail(format!(
                 "{name} frame of {v} decoded, but it is not a valid op"
@@ -1007,9 +971,9 @@ fn check_op_value(v: &Value, format: WireFormat, strict: bool) -> Result<(), Tes
 }
 
 /// Checks one raw frame: no panic, bounded memory, `Ok` only for a frame
-/// that is exactly one valid op, and errors keep the frame's `id`. `strict`:
-/// no tolerance for the known deviations (see [`check_op_value`]).
-fn check_op_bytes(raw: &[u8], format: WireFormat, strict: bool) -> Result<bool, TestCaseError> {
+/// that is exactly one valid op (a map, with no bytes after it), and errors
+/// keep the frame's `id`.
+fn check_op_bytes(raw: &[u8], format: WireFormat) -> Result<bool, TestCaseError> {
     let got = decode_bounded(raw, format);
     // The value in the frame, parsed on its own, and whether bytes follow it.
     let (parsed, trailing): (Option<Value>, bool) = match format {
@@ -1025,13 +989,13 @@ fn check_op_bytes(raw: &[u8], format: WireFormat, strict: bool) -> Result<bool, 
     match (&got, parsed) {
         (Ok(_), Some(v)) => {
             prop_assert!(
-                spec_op(&v) || (!strict && v.is_array()),
+                spec_op(&v),
                 "{} frame decoded, but it is not an op: {}",
                 name,
                 v
             );
             prop_assert!(
-                !trailing || !strict,
+                !trailing,
                 "{} frame decoded, but bytes follow the op: {:02x?}",
                 name,
                 raw
@@ -1184,16 +1148,16 @@ proptest! {
     #[test]
     fn valid_ops_decode(v in valid_op()) {
         prop_assert!(spec_op(&v));
-        check_op_value(&v, WireFormat::Json, true)?;
-        check_op_value(&v, WireFormat::MsgPack, true)?;
+        check_op_value(&v, WireFormat::Json)?;
+        check_op_value(&v, WireFormat::MsgPack)?;
     }
 
     /// Values near the grammar decode exactly when the grammar says; errors
     /// keep the frame's id.
     #[test]
     fn ops_agree_with_the_grammar(v in op_like()) {
-        check_op_value(&v, WireFormat::Json, true)?;
-        check_op_value(&v, WireFormat::MsgPack, true)?;
+        check_op_value(&v, WireFormat::Json)?;
+        check_op_value(&v, WireFormat::MsgPack)?;
     }
 
     #[test]
@@ -1202,7 +1166,7 @@ proptest! {
         1 => valid_op().prop_flat_map(|v| mutated_bytes(vec![frame(&v, WireFormat::Json)])),
         1 => prop::collection::vec(any::<u8>(), 0..256),
     ]) {
-        check_op_bytes(&raw, WireFormat::Json, true)?;
+        check_op_bytes(&raw, WireFormat::Json)?;
     }
 
     #[test]
@@ -1211,7 +1175,7 @@ proptest! {
         1 => valid_op().prop_flat_map(|v| mutated_bytes(vec![frame(&v, WireFormat::MsgPack)])),
         1 => prop::collection::vec(any::<u8>(), 0..256),
     ]) {
-        check_op_bytes(&raw, WireFormat::MsgPack, true)?;
+        check_op_bytes(&raw, WireFormat::MsgPack)?;
     }
 }
 
@@ -1528,11 +1492,11 @@ fn run_target(target: &str, bytes: &[u8]) -> Result<bool, String> {
     let text = || std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"));
     let r = match target {
         "path" => check_path(text()?),
-        "time" => check_time(text()?, true),
-        "version" => check_version(text()?, true),
+        "time" => check_time(text()?),
+        "version" => check_version(text()?),
         "cursor" => check_cursor(text()?),
-        "op_json" => check_op_bytes(bytes, WireFormat::Json, true),
-        "op_msgpack" => check_op_bytes(bytes, WireFormat::MsgPack, true),
+        "op_json" => check_op_bytes(bytes, WireFormat::Json),
+        "op_msgpack" => check_op_bytes(bytes, WireFormat::MsgPack),
         "record" => check_record(bytes),
         other => return Err(format!("no target named {other}")),
     };
@@ -1655,7 +1619,7 @@ fn bug_msgpack_deep_nesting_overflows_the_stack() {
 fn bug_msgpack_trailing_bytes_are_accepted() {
     let raw = corpus_file("op_msgpack", "bug-op_msgpack-trailing-bytes");
     assert!(decode_op(&raw, WireFormat::MsgPack).is_err());
-    assert!(check_op_bytes(&raw, WireFormat::MsgPack, true).is_ok());
+    assert!(check_op_bytes(&raw, WireFormat::MsgPack).is_ok());
 }
 
 /// Ops are maps, but serde's internally tagged enums also take the fields as
@@ -1670,17 +1634,13 @@ fn bug_ops_in_array_form_are_accepted() {
     ] {
         let raw = corpus_file(target, &format!("bug-{target}-array-form"));
         assert!(decode_op(&raw, format).is_err(), "{target}");
-        assert!(check_op_bytes(&raw, format, true).is_ok(), "{target}");
+        assert!(check_op_bytes(&raw, format).is_ok(), "{target}");
     }
-    check_op_value(
-        &json!(["set", "a", "v", null, null, 7]),
-        WireFormat::Json,
-        true,
-    )
-    .expect("a set op as an array is refused");
+    check_op_value(&json!(["set", "a", "v", null, null, 7]), WireFormat::Json)
+        .expect("a set op as an array is refused");
 }
 
-/// Every `bug-<target>-*` corpus file of `target`, through its strict checks.
+/// Every `bug-<target>-*` corpus file of `target`, through its checks.
 fn replay_bugs(target: &str) {
     let bugs: Vec<_> = corpus(target)
         .into_iter()

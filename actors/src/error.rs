@@ -24,6 +24,9 @@ pub enum NodeError {
     /// A session asked for more subscriptions than allowed.
     #[error("at most {0} subscriptions per session")]
     TooManySubscriptions(usize),
+    /// The node's configuration is not valid.
+    #[error("{0}")]
+    BadConfig(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

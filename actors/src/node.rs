@@ -168,7 +168,7 @@ impl Node {
         let stored_id = meta_text(&*store, "node_id")?;
         let node_id = match (&config.node_id, &stored_id) {
             (Some(id), _) => {
-                NodeId::new(id).map_err(|e| NodeError::BadTime(format!("--node-id: {e}")))?
+                NodeId::new(id).map_err(|e| NodeError::BadConfig(format!("node id: {e}")))?
             }
             (None, Some(id)) => NodeId::new(id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             (None, None) => NodeId::random(),
@@ -487,6 +487,18 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_node_id_is_a_configuration_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path());
+        config.node_id = Some("not valid!".into());
+        match Node::open(config) {
+            Err(NodeError::BadConfig(detail)) => assert!(detail.contains("node id"), "{detail}"),
+            Err(other) => panic!("expected BadConfig, got {other}"),
+            Ok(_) => panic!("a bad node id was accepted"),
+        }
+    }
 
     #[test]
     fn partition_layout_is_fixed_when_the_store_is_created() {

@@ -235,15 +235,23 @@ impl Partition {
             author: write.author,
         };
         let digest = event.digest();
+        // An older event is looked up in history; a failed lookup fails the
+        // write rather than guessing.
+        let mut lookup_failed = None;
         let applied = decide(
             current.as_ref().map(|c| (&c.version, &c.digest)),
             (&event.version, &digest),
-            || {
-                self.store
-                    .contains(&path, &event.version, &digest)
-                    .unwrap_or(false)
+            || match self.store.contains(&path, &event.version, &digest) {
+                Ok(known) => known,
+                Err(e) => {
+                    lookup_failed = Some(e);
+                    false
+                }
             },
         );
+        if let Some(e) = lookup_failed {
+            return Err(e.into());
+        }
         let mut report = WriteReport {
             status: WriteStatus::New,
             created: live.is_none(),

@@ -144,6 +144,7 @@ impl From<NodeError> for ApiError {
             NodeError::PreconditionFailed { .. } => ApiError::PreconditionFailed(e.to_string()),
             NodeError::TooManySubscriptions(_) => ApiError::TooManySubscriptions(e.to_string()),
             NodeError::ShuttingDown => ApiError::Unavailable,
+            NodeError::BadConfig(c) => ApiError::Internal(c),
             NodeError::Store(s) => {
                 log::error!("store failure: {s}");
                 ApiError::Internal("storage failure".into())

@@ -33,32 +33,45 @@ fn http(client: &ClientArgs) -> awc::Client {
     builder.finish()
 }
 
-async fn body_of(
-    res: &mut awc::ClientResponse<
-        impl futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
-    >,
-) -> anyhow::Result<bytes::Bytes> {
-    res.body()
+/// Sends `req` (with `body` for writes) and reads the whole answer.
+async fn exchange(
+    req: awc::ClientRequest,
+    body: Option<Vec<u8>>,
+    what: &str,
+) -> anyhow::Result<(StatusCode, bytes::Bytes)> {
+    let sent = match body {
+        Some(b) => req.send_body(b).await,
+        None => req.send().await,
+    };
+    let mut res = sent.map_err(|e| anyhow::anyhow!("{what} failed: {e}"))?;
+    let body = res
+        .body()
         .limit(MAX_RESPONSE_BYTES)
         .await
-        .context("reading the response")
+        .context("reading the response")?;
+    Ok((res.status(), body))
 }
 
-fn fail(status: StatusCode, body: &[u8]) -> anyhow::Error {
-    anyhow::anyhow!("{status}: {}", String::from_utf8_lossy(body).trim())
+/// The body of a successful answer, or the node's error as the error.
+fn success((status, body): (StatusCode, bytes::Bytes)) -> anyhow::Result<bytes::Bytes> {
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(anyhow::anyhow!(
+            "{status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ))
+    }
+}
+
+fn json_of(body: &[u8]) -> anyhow::Result<serde_json::Value> {
+    serde_json::from_slice(body).context("the node sent bad JSON")
 }
 
 /// `spread get`.
 pub async fn get(client: ClientArgs, path: String) -> anyhow::Result<()> {
-    let mut res = http(&client)
-        .get(url(&client, "raw", &path))
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("GET failed: {e}"))?;
-    let body = body_of(&mut res).await?;
-    if !res.status().is_success() {
-        return Err(fail(res.status(), &body));
-    }
+    let req = http(&client).get(url(&client, "raw", &path));
+    let body = success(exchange(req, None, "GET").await?)?;
     std::io::stdout().write_all(&body)?;
     Ok(())
 }
@@ -88,34 +101,22 @@ pub async fn set(
     if let Some(t) = time {
         req = req.insert_header(("x-spread-time", t.to_string()));
     }
-    let mut res = req
-        .send_body(body)
-        .await
-        .map_err(|e| anyhow::anyhow!("PUT failed: {e}"))?;
-    report(&mut res).await
+    report(exchange(req, Some(body), "PUT").await?)
 }
 
 /// `spread del`.
 pub async fn del(client: ClientArgs, path: String) -> anyhow::Result<()> {
-    let mut res = http(&client)
-        .delete(url(&client, "raw", &path))
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("DELETE failed: {e}"))?;
-    report(&mut res).await
+    let req = http(&client).delete(url(&client, "raw", &path));
+    report(exchange(req, None, "DELETE").await?)
 }
 
-async fn report(
-    res: &mut awc::ClientResponse<
-        impl futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
-    >,
-) -> anyhow::Result<()> {
-    let body = body_of(res).await?;
+/// Prints a write report; an error if the write was not applied.
+fn report((status, body): (StatusCode, bytes::Bytes)) -> anyhow::Result<()> {
     println!("{}", String::from_utf8_lossy(&body));
-    if res.status().is_success() {
+    if status.is_success() {
         Ok(())
     } else {
-        bail!("the write was not applied ({})", res.status())
+        bail!("the write was not applied ({status})")
     }
 }
 
@@ -130,16 +131,7 @@ pub async fn list(client: ClientArgs, prefix: String, json: bool) -> anyhow::Res
                 .query(&[("after", a.as_str())])
                 .context("building the query")?;
         }
-        let mut res = req
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("listing failed: {e}"))?;
-        let body = body_of(&mut res).await?;
-        if !res.status().is_success() {
-            return Err(fail(res.status(), &body));
-        }
-        let page: serde_json::Value =
-            serde_json::from_slice(&body).context("the node sent bad JSON")?;
+        let page = json_of(&success(exchange(req, None, "listing").await?)?)?;
         if json {
             println!("{page}");
         } else {
@@ -162,17 +154,8 @@ pub async fn list(client: ClientArgs, prefix: String, json: bool) -> anyhow::Res
 
 /// `spread history`.
 pub async fn history(client: ClientArgs, path: String) -> anyhow::Result<()> {
-    let mut res = http(&client)
-        .get(url(&client, "history", &path))
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("history failed: {e}"))?;
-    let body = body_of(&mut res).await?;
-    if !res.status().is_success() {
-        return Err(fail(res.status(), &body));
-    }
-    let page: serde_json::Value =
-        serde_json::from_slice(&body).context("the node sent bad JSON")?;
+    let req = http(&client).get(url(&client, "history", &path));
+    let page = json_of(&success(exchange(req, None, "history").await?)?)?;
     for e in page["events"].as_array().into_iter().flatten() {
         println!("{e}");
     }
@@ -201,8 +184,12 @@ pub async fn watch(
         .await
         .map_err(|e| anyhow::anyhow!("subscribing failed: {e}"))?;
     if !res.status().is_success() {
-        let body = body_of(&mut res).await?;
-        return Err(fail(res.status(), &body));
+        let body = res
+            .body()
+            .limit(MAX_RESPONSE_BYTES)
+            .await
+            .context("reading the response")?;
+        return success((res.status(), body)).map(|_| ());
     }
     let mut events = eventsource_stream::EventStream::new(res);
     let mut seen = 0usize;

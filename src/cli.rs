@@ -133,11 +133,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SPREAD_NODE_ID")]
     pub node_id: Option<String>,
     /// When writes are acknowledged: `flush` (fsync each group of writes before acking),
-    /// `batch` (gather writes for --batch-interval-ms, one fsync, then ack) or
+    /// `batch` (at most one fsync per --batch-interval-ms; writes gather meanwhile) or
     /// `lazy` (ack when applied; fsync every --lazy-flush-ms; a crash may lose that window).
     #[arg(long, env = "SPREAD_DURABILITY", default_value = "flush")]
     pub durability: Durability,
-    /// How long `batch` durability gathers writes before one fsync.
+    /// Least time between two fsyncs of `batch` durability.
     #[arg(long, env = "SPREAD_BATCH_INTERVAL_MS", default_value_t = 2)]
     pub batch_interval_ms: u64,
     /// How often `lazy` durability fsyncs.

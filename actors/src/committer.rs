@@ -8,6 +8,7 @@
 //! time: seqs are gap-free and streams see changes in log order, so a resume
 //! cursor is an exact position.
 
+use std::collections::HashSet;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,12 +47,17 @@ pub(crate) struct WriteDone {
 
 /// A partition's batch. Once durable and fanned out, the hub answers each
 /// writer directly (one thread hop less than going back through the
-/// partition), then tells the partition through `done` that it may decide
-/// its next batch.
+/// partition), then tells the partition through `done` whether the batch was
+/// committed.
 pub(crate) struct CommitRequest {
+    /// The partition that decided it.
+    pub partition: u32,
+    /// True when it was decided on top of earlier batches of the partition
+    /// that were still in flight: if one of those failed, so must this one.
+    pub depends: bool,
     pub writes: Vec<PendingWrite>,
     pub replies: Vec<Decided>,
-    pub done: oneshot::Sender<()>,
+    pub done: oneshot::Sender<bool>,
 }
 
 /// The committer's settings and state.
@@ -68,6 +74,9 @@ pub(crate) struct Committer {
     pub head: u64,
     /// Oldest seq still in the log (head + 1 when empty).
     pub log_first: u64,
+    /// Partitions whose last batch failed: their batches that depend on it
+    /// fail too, until one comes that does not.
+    pub failed: HashSet<u32>,
 }
 
 impl Committer {
@@ -78,7 +87,10 @@ impl Committer {
             let mut group = vec![first];
             let mut events = group[0].writes.len();
             if self.durability == Durability::Batch {
-                let deadline = Instant::now() + self.batch_interval;
+                // At most one fsync per interval: a write after a quiet spell
+                // is flushed at once; under load, writes gather until the
+                // interval since the last fsync is over.
+                let deadline = last_flush + self.batch_interval;
                 while events < MAX_BATCH_EVENTS {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match requests.recv_timeout(left) {
@@ -99,6 +111,9 @@ impl Committer {
                     Err(_) => break,
                 }
             }
+            if self.durability == Durability::Batch {
+                last_flush = Instant::now();
+            }
             self.commit_group(group);
             if self.durability == Durability::Lazy
                 && last_flush.elapsed() >= self.lazy_flush_interval
@@ -114,7 +129,35 @@ impl Committer {
         }
     }
 
+    /// Fails the batches decided on top of a failed batch of their partition.
+    fn drop_dependents(&mut self, group: Vec<CommitRequest>) -> Vec<CommitRequest> {
+        if self.failed.is_empty() {
+            return group;
+        }
+        let mut kept = Vec::with_capacity(group.len());
+        for request in group {
+            if !request.depends {
+                self.failed.remove(&request.partition);
+            } else if self.failed.contains(&request.partition) {
+                finish(
+                    request.replies,
+                    Err(NodeError::Store(StoreError::Failed(
+                        "an earlier write of this partition failed to commit".into(),
+                    ))),
+                );
+                let _ = request.done.send(false);
+                continue;
+            }
+            kept.push(request);
+        }
+        kept
+    }
+
     fn commit_group(&mut self, group: Vec<CommitRequest>) {
+        let group = self.drop_dependents(group);
+        if group.is_empty() {
+            return;
+        }
         let mut seq = self.head;
         let mut commit = Commit::default();
         let mut changes = Vec::with_capacity(group.len());
@@ -148,11 +191,12 @@ impl Committer {
             log::error!("commit of {} events failed: {e}", commit.entries.len());
             let detail = e.to_string();
             for request in group {
+                self.failed.insert(request.partition);
                 finish(
                     request.replies,
                     Err(NodeError::Store(StoreError::Failed(detail.clone()))),
                 );
-                let _ = request.done.send(());
+                let _ = request.done.send(false);
             }
             return;
         }

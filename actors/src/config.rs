@@ -11,8 +11,10 @@ pub enum Durability {
     /// writes that arrive during a flush form the next group. Lowest latency.
     #[default]
     Flush,
-    /// Writes are gathered for up to `batch_interval`, then flushed once and
-    /// acked together: durable like `flush`, fewer fsyncs under load.
+    /// At most one fsync per `batch_interval`: a write after a quiet spell
+    /// is flushed at once, under load writes gather until the interval since
+    /// the last fsync is over, then are flushed once and acked together.
+    /// Durable like `flush`, fewer fsyncs under load.
     Batch,
     /// Acked once applied in memory; sled flushes in the background every
     /// `lazy_flush_interval`. A crash may lose the last such interval
@@ -51,7 +53,7 @@ pub struct Config {
     pub node_id: Option<String>,
     /// When writes are acked.
     pub durability: Durability,
-    /// How long `batch` durability gathers writes before a flush.
+    /// The least time between two fsyncs of `batch` durability.
     pub batch_interval: Duration,
     /// How often `lazy` durability flushes.
     pub lazy_flush_interval: Duration,

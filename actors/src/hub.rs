@@ -127,7 +127,8 @@ pub(crate) struct PublishGroup {
     /// `Some` per event that became a latest value, `None` for history-only.
     pub changes: Vec<Option<Arc<Change>>>,
     pub replies: Vec<Decided>,
-    pub done: oneshot::Sender<()>,
+    /// Told `true`: the batch is applied (even when not durable).
+    pub done: oneshot::Sender<bool>,
     /// Set when the batch is applied but could not be made durable.
     pub failure: Option<String>,
 }
@@ -307,7 +308,7 @@ impl Handler<Publish> for Hub {
                 Some(detail) => Err(NodeError::Store(StoreError::Failed(detail))),
             };
             finish(group.replies, answer);
-            let _ = group.done.send(());
+            let _ = group.done.send(true);
         }
         self.head = msg.head;
         self.stats.head.store(msg.head, Ordering::Relaxed);

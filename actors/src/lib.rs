@@ -17,6 +17,8 @@ pub mod node;
 pub mod partition;
 pub mod store;
 pub mod subscriber;
+#[cfg(test)]
+mod write_path_tests;
 
 pub use config::{Config, Durability};
 pub use cursor::Cursor;

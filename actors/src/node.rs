@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 
 use actix::prelude::*;
 use bytes::Bytes;
+use tokio::sync::oneshot;
 
 use crate::committer::Committer;
 use crate::config::{Config, Durability};
@@ -163,7 +164,12 @@ impl Node {
         })?;
         let store: Arc<dyn Store> =
             Arc::new(SledStore::open(&config.data_dir, config.cache_bytes)?);
+        Node::start(config, store)
+    }
 
+    /// Starts a node on an opened store (tests hand in a store that fails
+    /// on demand).
+    pub(crate) fn start(config: Config, store: Arc<dyn Store>) -> Result<Node, NodeError> {
         // Identity and layout, fixed when the store is created.
         let stored_id = meta_text(&*store, "node_id")?;
         let node_id = match (&config.node_id, &stored_id) {
@@ -276,6 +282,7 @@ impl Node {
             log_retention: config.log_retention.max(1),
             head,
             log_first,
+            failed: Default::default(),
         };
         let committer = std::thread::Builder::new()
             .name("spread-committer".into())
@@ -380,10 +387,17 @@ impl Node {
             return Err(crate::model::PathError::Empty.into());
         }
         let partition = &self.inner.partitions[self.partition_of(path)];
-        partition
-            .send(Apply(write))
-            .await
-            .map_err(|_| NodeError::ShuttingDown)?
+        let (reply, answer) = oneshot::channel();
+        match partition.try_send(Apply { write, reply }) {
+            Ok(()) => {}
+            // A full mailbox: wait for room (backpressure on writers).
+            Err(SendError::Full(apply)) => partition
+                .send(apply)
+                .await
+                .map_err(|_| NodeError::ShuttingDown)?,
+            Err(SendError::Closed(_)) => return Err(NodeError::ShuttingDown),
+        }
+        answer.await.unwrap_or(Err(NodeError::ShuttingDown))
     }
 
     /// Writes `value` at `path`.

@@ -1,11 +1,16 @@
 //! `Partition`: the canonical state of one slice of the topic space.
 //!
 //! Every write of a path goes through the partition that owns it, which makes
-//! the LWW and precondition decisions one batch at a time: while a batch is
-//! being committed, new writes queue; when it is durable the queue becomes the
-//! next batch. Decisions therefore always see every earlier write of the
-//! partition, and a hot path still gets group commit. Reads never come here:
-//! they go straight to the store.
+//! the LWW and precondition decisions one batch at a time. Batches are
+//! pipelined: while earlier batches are being committed, the next one is
+//! decided against the store *plus* what those batches will write (the
+//! `pending` overlay), and handed to the committer at once, so a write waits
+//! for at most the commit it joins, not for the one before it as well. A hot
+//! path still gets group commit. Should a commit fail, every later batch of the
+//! partition that was decided on top of it fails as well (the committer tells
+//! them apart with [`CommitRequest::depends`]), so no decision ever rests on a
+//! write that did not happen. Reads never come here: they go straight to the
+//! store.
 //!
 //! Later issues add the partition's merkle tree and replication here.
 
@@ -28,6 +33,8 @@ use crate::store::Store;
 
 /// Most writes decided in one batch.
 const MAX_WRITES_PER_BATCH: usize = 1024;
+/// Most batches of one partition handed to the committer and not yet done.
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
 
 /// A condition a write must meet against the path's current value.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -113,10 +120,18 @@ pub struct WriteReport {
     pub subscribers: usize,
 }
 
-/// Applies one write. Answers once it is as durable as configured.
+/// Applies one write; `reply` gets the report once the write is as durable
+/// as configured (or the error). The answer travels on `reply` rather than
+/// as the message's result so that the writer is woken once, by whoever
+/// finishes the write, and sending needs no response channel.
 #[derive(Message)]
-#[rtype(result = "Result<WriteReport, NodeError>")]
-pub struct Apply(pub Write);
+#[rtype(result = "()")]
+pub struct Apply {
+    /// The write.
+    pub write: Write,
+    /// Where the outcome goes.
+    pub reply: oneshot::Sender<Result<WriteReport, NodeError>>,
+}
 
 struct Queued {
     write: Write,
@@ -131,12 +146,19 @@ pub(crate) struct Decided {
     written: Option<usize>,
 }
 
-/// What the partition knows of a path's current event during a batch.
+/// What the partition knows of a path's current event.
 #[derive(Clone)]
 struct Current {
     version: Version,
     digest: Digest,
     live: bool,
+}
+
+/// A decided latest value not yet known to be committed.
+struct Pending {
+    current: Current,
+    /// The batch that writes it.
+    batch: u64,
 }
 
 /// The actor owning one partition.
@@ -148,7 +170,14 @@ pub struct Partition {
     committer: Sender<CommitRequest>,
     max_future_skew: Duration,
     queue: Vec<Queued>,
-    in_flight: bool,
+    /// Latest values decided by batches still in flight, by path.
+    pending: HashMap<Path, Pending>,
+    /// Batches handed to the committer and not yet done.
+    in_flight: usize,
+    /// Number of the next batch.
+    next_batch: u64,
+    /// A `run_batch` is scheduled after the mailbox drains.
+    scheduled: bool,
 }
 
 impl Partition {
@@ -169,18 +198,16 @@ impl Partition {
             committer,
             max_future_skew,
             queue: Vec::new(),
-            in_flight: false,
+            pending: HashMap::new(),
+            in_flight: 0,
+            next_batch: 0,
+            scheduled: false,
         }
     }
 
-    fn current(
-        &self,
-        overlay: &HashMap<Path, Current>,
-        path: &Path,
-        now: u64,
-    ) -> Result<Option<Current>, NodeError> {
-        if let Some(c) = overlay.get(path) {
-            return Ok(Some(c.clone()));
+    fn current(&self, path: &Path, now: u64) -> Result<Option<Current>, NodeError> {
+        if let Some(p) = self.pending.get(path) {
+            return Ok(Some(p.current.clone()));
         }
         Ok(self.store.latest(path)?.map(|s| Current {
             live: s.event.is_live_at(now),
@@ -189,11 +216,12 @@ impl Partition {
         }))
     }
 
-    /// Decides one write against the current state of its path.
+    /// Decides one write of batch `batch` against the current state of its
+    /// path (the store, overlaid with what batches in flight will write).
     fn decide_one(
-        &self,
+        &mut self,
         write: Write,
-        overlay: &mut HashMap<Path, Current>,
+        batch: u64,
         now: u64,
     ) -> Result<(WriteReport, Option<PendingWrite>), NodeError> {
         let path = write.path.ok_or(crate::model::PathError::Empty)?;
@@ -211,7 +239,7 @@ impl Partition {
             }
             None => self.clock.now(),
         };
-        let current = self.current(overlay, &path, now)?;
+        let current = self.current(&path, now)?;
         let live = current.as_ref().filter(|c| c.live);
         match &write.precondition {
             Precondition::None => {}
@@ -265,12 +293,15 @@ impl Partition {
         let pending = match applied {
             Applied::New { previous } => {
                 report.previous = previous;
-                overlay.insert(
+                self.pending.insert(
                     path,
-                    Current {
-                        version: event.version.clone(),
-                        digest,
-                        live: event.is_live_at(now),
+                    Pending {
+                        current: Current {
+                            version: event.version.clone(),
+                            digest,
+                            live: event.is_live_at(now),
+                        },
+                        batch,
                     },
                 );
                 Some(PendingWrite {
@@ -298,21 +329,25 @@ impl Partition {
         Ok((report, pending))
     }
 
-    /// Decides the queued writes and sends them to the committer.
+    /// Decides the queued writes and sends them to the committer, as long as
+    /// fewer than [`MAX_BATCHES_IN_FLIGHT`] of this partition's batches are
+    /// waiting there.
     fn run_batch(&mut self, ctx: &mut Context<Self>) {
-        while !self.in_flight && !self.queue.is_empty() {
+        while self.in_flight < MAX_BATCHES_IN_FLIGHT && !self.queue.is_empty() {
             let take = self.queue.len().min(MAX_WRITES_PER_BATCH);
             let batch: Vec<Queued> = if take == self.queue.len() {
                 mem::take(&mut self.queue)
             } else {
                 self.queue.drain(..take).collect()
             };
+            let number = self.next_batch;
+            self.next_batch += 1;
+            let depends = self.in_flight > 0;
             let now = wall_micros();
-            let mut overlay = HashMap::new();
             let mut writes = Vec::new();
             let mut decided = Vec::with_capacity(batch.len());
             for q in batch {
-                match self.decide_one(q.write, &mut overlay, now) {
+                match self.decide_one(q.write, number, now) {
                     Ok((report, pending)) => {
                         let written = pending.map(|p| {
                             writes.push(p);
@@ -337,19 +372,34 @@ impl Partition {
             }
             let (done, committed) = oneshot::channel();
             let request = CommitRequest {
+                partition: self.index,
+                depends,
                 writes,
                 replies: decided,
                 done,
             };
             if let Err(refused) = self.committer.send(request) {
                 finish(refused.0.replies, Err(NodeError::ShuttingDown));
+                self.settle(number, false);
                 continue;
             }
-            self.in_flight = true;
-            ctx.spawn(committed.into_actor(self).map(|_, act, ctx| {
-                act.in_flight = false;
+            self.in_flight += 1;
+            ctx.spawn(committed.into_actor(self).map(move |result, act, ctx| {
+                act.in_flight -= 1;
+                act.settle(number, result.unwrap_or(false));
                 act.run_batch(ctx);
             }));
+        }
+    }
+
+    /// Forgets what batch `number` decided once it is done: committed, the
+    /// store has it; failed, every later batch in flight fails too (they
+    /// depend on it), so nothing pending is true any more.
+    fn settle(&mut self, number: u64, committed: bool) {
+        if committed {
+            self.pending.retain(|_, p| p.batch != number);
+        } else {
+            self.pending.clear();
         }
     }
 }
@@ -390,17 +440,21 @@ impl Actor for Partition {
 }
 
 impl Handler<Apply> for Partition {
-    type Result = ResponseFuture<Result<WriteReport, NodeError>>;
+    type Result = ();
 
-    fn handle(&mut self, msg: Apply, ctx: &mut Self::Context) -> Self::Result {
-        let (reply, answer) = oneshot::channel();
+    fn handle(&mut self, msg: Apply, ctx: &mut Self::Context) {
         self.queue.push(Queued {
-            write: msg.0,
-            reply,
+            write: msg.write,
+            reply: msg.reply,
         });
-        if !self.in_flight {
-            self.run_batch(ctx);
+        // Decide once the mailbox is drained, so that every write waiting
+        // in it joins the same batch.
+        if !self.scheduled {
+            self.scheduled = true;
+            ctx.spawn(fut::ready(()).map(|_, act: &mut Partition, ctx| {
+                act.scheduled = false;
+                act.run_batch(ctx);
+            }));
         }
-        Box::pin(async move { answer.await.unwrap_or(Err(NodeError::ShuttingDown)) })
     }
 }

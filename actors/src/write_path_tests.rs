@@ -1,0 +1,305 @@
+//! Tests of the write path under concurrency: pipelined partition batches
+//! must decide on top of the batches still in flight, and a batch that fails
+//! to commit must take down every later batch decided on top of it.
+//!
+//! The failure is injected by [`FaultyStore`], a real [`SledStore`] whose
+//! commit can be held and then failed on demand; nothing else is stubbed.
+
+use std::collections::HashSet;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::sync::oneshot;
+
+use crate::config::{Config, Durability};
+use crate::error::NodeError;
+use crate::model::{Digest, Path, Version};
+use crate::node::{HistoryRange, Node};
+use crate::partition::{Precondition, Write, WriteStatus};
+use crate::store::{Commit, SledStore, Store, StoreError, Stored};
+
+/// How long a test waits for the engine before it fails.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A sled store whose next commit can be held until the test decides
+/// whether it fails, and which reports when a given path is first read.
+struct FaultyStore {
+    inner: SledStore,
+    /// For the next commit: tell the test it began, then wait for the
+    /// verdict (`true`: fail it).
+    hold: Mutex<Option<(oneshot::Sender<()>, mpsc::Receiver<bool>)>>,
+    /// Reports the first read of this path's latest value.
+    watch: Mutex<Option<(Path, oneshot::Sender<()>)>>,
+}
+
+impl FaultyStore {
+    fn open(dir: &std::path::Path) -> FaultyStore {
+        FaultyStore {
+            inner: SledStore::open(dir, 16 << 20).unwrap(),
+            hold: Mutex::new(None),
+            watch: Mutex::new(None),
+        }
+    }
+
+    /// Holds the next commit: returns "it began" and the verdict sender.
+    fn hold_next_commit(&self) -> (oneshot::Receiver<()>, mpsc::Sender<bool>) {
+        let (began_tx, began) = oneshot::channel();
+        let (verdict, verdict_rx) = mpsc::channel();
+        *self.hold.lock().unwrap() = Some((began_tx, verdict_rx));
+        (began, verdict)
+    }
+
+    /// Reports the first read of `path`.
+    fn watch_reads_of(&self, path: &Path) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        *self.watch.lock().unwrap() = Some((path.clone(), tx));
+        rx
+    }
+}
+
+impl Store for FaultyStore {
+    fn latest(&self, path: &Path) -> Result<Option<Stored>, StoreError> {
+        let mut watch = self.watch.lock().unwrap();
+        if watch.as_ref().is_some_and(|(p, _)| p == path) {
+            let (_, tx) = watch.take().expect("checked");
+            let _ = tx.send(());
+        }
+        drop(watch);
+        self.inner.latest(path)
+    }
+    fn contains(
+        &self,
+        path: &Path,
+        version: &Version,
+        digest: &Digest,
+    ) -> Result<bool, StoreError> {
+        self.inner.contains(path, version, digest)
+    }
+    fn scan_latest(
+        &self,
+        prefix: &Path,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Stored>, StoreError> {
+        self.inner.scan_latest(prefix, after, limit)
+    }
+    fn history(
+        &self,
+        path: &Path,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<Stored>, StoreError> {
+        self.inner.history(path, from, to, limit)
+    }
+    fn log_after(&self, after: u64, limit: usize) -> Result<Vec<Stored>, StoreError> {
+        self.inner.log_after(after, limit)
+    }
+    fn log_first(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.log_first()
+    }
+    fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.meta(name)
+    }
+    fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.inner.set_meta(name, value)
+    }
+    fn remove_meta(&self, name: &str) -> Result<(), StoreError> {
+        self.inner.remove_meta(name)
+    }
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        let held = self.hold.lock().unwrap().take();
+        if let Some((began, verdict)) = held {
+            let _ = began.send(());
+            if verdict
+                .recv_timeout(DEADLINE)
+                .expect("the test gives a verdict")
+            {
+                return Err(StoreError::Failed("injected commit failure".into()));
+            }
+        }
+        self.inner.commit(commit)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+    fn size_on_disk(&self) -> u64 {
+        self.inner.size_on_disk()
+    }
+}
+
+fn config(dir: &std::path::Path) -> Config {
+    let mut config = Config::new(dir);
+    config.durability = Durability::Flush;
+    config.partitions = 4;
+    config.shard_depth = 1;
+    config
+}
+
+fn path(text: &str) -> Path {
+    Path::parse_key(text).unwrap()
+}
+
+/// Starts a write as a task of its own, so it is sent right away.
+fn spawn_write(
+    node: &Node,
+    write: Write,
+) -> tokio::task::JoinHandle<Result<crate::partition::WriteReport, NodeError>> {
+    let node = node.clone();
+    actix::spawn(async move { node.write(write).await })
+}
+
+/// Waits for a signal from the engine, at most [`DEADLINE`].
+async fn within(signal: oneshot::Receiver<()>) -> Result<(), String> {
+    match tokio::time::timeout(DEADLINE, signal).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("the signal was dropped".into()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+fn run<F: std::future::Future>(f: F) -> F::Output {
+    actix::System::new().block_on(f)
+}
+
+#[test]
+fn concurrent_create_only_writes_of_one_path_let_exactly_one_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(config(dir.path())).unwrap();
+    run(async {
+        for round in 0..20 {
+            let p = path(&format!("rooms/once-{round}"));
+            let writes = (0..32).map(|i| {
+                let mut w = Write::set(p.clone(), format!("writer {i}"));
+                w.precondition = Precondition::IfAbsent;
+                node.write(w)
+            });
+            let results = join_all(writes).await;
+            let created = results.iter().filter(|r| r.is_ok()).count();
+            assert_eq!(created, 1, "round {round}: {results:?}");
+            for r in &results {
+                if let Err(e) = r {
+                    assert!(
+                        matches!(e, NodeError::PreconditionFailed { current: Some(_) }),
+                        "round {round}: {e:?}"
+                    );
+                }
+            }
+            let history = node.history(p.as_str(), HistoryRange::default()).unwrap();
+            assert_eq!(history.len(), 1, "round {round}: one event written");
+        }
+    });
+    node.shutdown();
+}
+
+#[test]
+fn concurrent_compare_and_set_increments_lose_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(config(dir.path())).unwrap();
+    let p = path("counters/c");
+    run(async {
+        node.set(p.as_str(), "0").await.unwrap();
+        let workers = (0..16).map(|_| {
+            let node = node.clone();
+            let p = p.clone();
+            async move {
+                for _ in 0..10 {
+                    loop {
+                        let current = node.get_path(&p).unwrap().expect("set above");
+                        let n: u64 = std::str::from_utf8(current.event.value.as_deref().unwrap())
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        let mut w = Write::set(p.clone(), (n + 1).to_string());
+                        w.precondition = Precondition::IfMatch(current.event.version.clone());
+                        match node.write(w).await {
+                            Ok(report) => {
+                                assert_eq!(report.status, WriteStatus::New);
+                                break;
+                            }
+                            Err(NodeError::PreconditionFailed { .. }) => continue,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+            }
+        });
+        join_all(workers).await;
+        let last = node.get_path(&p).unwrap().unwrap();
+        assert_eq!(last.event.value.as_deref().unwrap(), b"160");
+        let history = node.history(p.as_str(), HistoryRange::default()).unwrap();
+        assert_eq!(history.len(), 161, "every increment is an event");
+    });
+    node.shutdown();
+}
+
+#[test]
+fn a_failed_commit_fails_the_batches_decided_on_top_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FaultyStore::open(dir.path()));
+    let node = Node::start(config(dir.path()), store.clone()).unwrap();
+    // Same first segment: one partition.
+    let (p, q) = (path("rooms/p"), path("rooms/q"));
+    assert_eq!(node.partition_of(&p), node.partition_of(&q));
+    run(async {
+        // W1 creates p; its commit is held.
+        let (began, verdict) = store.hold_next_commit();
+        let w1 = spawn_write(&node, Write::set(p.clone(), "one"));
+        within(began).await.expect("W1's commit began");
+
+        // While it is held, W2 (p must exist: true only because of W1) and
+        // W3 (an unrelated path of the same partition) are decided on top of
+        // it. Reading q's current value shows W3 is being decided.
+        let read_q = store.watch_reads_of(&q);
+        let mut w2 = Write::set(p.clone(), "two");
+        w2.precondition = Precondition::IfPresent;
+        let w2 = spawn_write(&node, w2);
+        let w3 = spawn_write(&node, Write::set(q.clone(), "three"));
+        within(read_q).await.expect("W3 is being decided");
+
+        verdict.send(true).unwrap();
+        let results = [w1.await.unwrap(), w2.await.unwrap(), w3.await.unwrap()];
+        for (i, r) in results.iter().enumerate() {
+            assert!(
+                matches!(r, Err(NodeError::Store(_))),
+                "W{} must fail with the commit: {r:?}",
+                i + 1
+            );
+        }
+
+        // Nothing of them was written, and the partition decides from the
+        // store again: p does not exist.
+        assert!(node.get_path(&p).unwrap().is_none());
+        assert!(node.get_path(&q).unwrap().is_none());
+        let mut again = Write::set(p.clone(), "again");
+        again.precondition = Precondition::IfPresent;
+        assert!(matches!(
+            node.write(again).await,
+            Err(NodeError::PreconditionFailed { current: None })
+        ));
+        // And writes go through once the store works.
+        let report = node.set(p.as_str(), "four").await.unwrap();
+        assert_eq!(report.status, WriteStatus::New);
+        assert!(report.created);
+        assert_eq!(
+            node.get_path(&p)
+                .unwrap()
+                .unwrap()
+                .event
+                .value
+                .as_deref()
+                .unwrap(),
+            b"four"
+        );
+    });
+    node.shutdown();
+    let seqs: HashSet<u64> = store
+        .log_after(0, 100)
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.seq)
+        .collect();
+    assert_eq!(seqs, HashSet::from([1]), "one event in the log, seq 1");
+}

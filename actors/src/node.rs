@@ -469,9 +469,12 @@ impl Node {
             self.inner.config.subscriber_queue_bytes,
         );
         let ctx = self.inner.session_ctx.clone();
-        let actor = Subscriber::start_in_arbiter(&self.inner.sessions, move |_| {
-            Subscriber::new(id, ctx, outbox)
-        });
+        // On the caller's arbiter when there is one (an HTTP worker: the
+        // session's transport lives there too, so a delivery crosses one
+        // thread, hub to worker), else on the engine's session arbiter.
+        let arbiter = actix::Arbiter::try_current().unwrap_or_else(|| self.inner.sessions.clone());
+        let actor =
+            Subscriber::start_in_arbiter(&arbiter, move |_| Subscriber::new(id, ctx, outbox));
         Session { actor, stream }
     }
 

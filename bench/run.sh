@@ -18,9 +18,13 @@
 #             batch, etcd (JSON gateway put), redis AOF always and everysec
 #   h2        HTTP/2 over TLS GET with h2load (spread: once it serves TLS)
 #   fanout    1k and 10k subscribers, one write: time until the last has it,
-#             and server RSS per idle subscriber: spread WebSocket vs redis pub/sub
+#             and server RSS per idle subscriber: spread WebSocket vs redis pub/sub,
+#             and the floor (no server: one thread writes a frame to each of N
+#             loopback sockets, the kernel's cost on this machine)
 #   cluster   propagation across 3 nodes (not built yet: n/a)
-#   embedded  cargo bench embedded -- get (Node::get vs sled get)
+#   embedded  cargo bench embedded -- 'get|set_lazy' (Node::get/set vs sled
+#             get/insert), and RSS after loading 1M keys x 100 B into a Node
+#             and into raw sled (actors/examples/rss.rs)
 #
 # Options and environment:
 #   --quick            smoke run: DURATION=3, fan-out 1k only, 5 writes
@@ -35,6 +39,10 @@
 #   FANOUT_REPEATS     measured writes per fan-out size (default 20)
 #   FANOUT_DURABILITY  spread durability in the fan-out runs (default lazy:
 #                      Redis pub/sub persists nothing either)
+#   FANOUT_THREADS     receiver threads of the fan-out client (default 1)
+#   FANOUT_POLL_US     fan-out client: during a write, poll the sockets every
+#                      this many µs instead of waiting in epoll (default 100;
+#                      0 = plain epoll wake-ups)
 #   CARGO_TARGET_DIR   where cargo builds (default <repo>/target)
 #
 # Everything runs on one machine, so the figures are indicative.
@@ -56,7 +64,7 @@ while [[ $# -gt 0 ]]; do
             ;;
         --only=*) ONLY=${1#--only=} ;;
         -h | --help)
-            sed -n '2,42p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "${BASH_SOURCE[0]}"
             exit 0
             ;;
         *)
@@ -80,6 +88,8 @@ H2_STREAMS=${H2_STREAMS:-1}
 FANOUT_SIZES=${FANOUT_SIZES:-1000 10000}
 FANOUT_REPEATS=${FANOUT_REPEATS:-20}
 FANOUT_DURABILITY=${FANOUT_DURABILITY:-lazy}
+FANOUT_THREADS=${FANOUT_THREADS:-1}
+FANOUT_POLL_US=${FANOUT_POLL_US:-100}
 FANOUT_TIMEOUT=${FANOUT_TIMEOUT:-300}
 CRITERION_ARGS=${CRITERION_ARGS:---warm-up-time 2 --measurement-time 5}
 
@@ -361,16 +371,24 @@ workload_h2() {
 }
 
 # --- 4. fan-out ------------------------------------------------------------------
-# fanout_row WORKLOAD SYSTEM SETTINGS N: a row from the last run_fanout.
+# fanout_row WORKLOAD SYSTEM SETTINGS N: a row from the last run_fanout. Without
+# a server process (floor) the RSS figures are n/a and only p50 is compared.
 fanout_row() {
-    local n=$4 per extra note
-    per=$(awk -v a="$F_RSS_BEFORE" -v b="$F_RSS_IDLE" -v n="$n" 'BEGIN { printf "%.2f", (b - a) / n }')
-    extra=$(jq -c --argjson before "$F_RSS_BEFORE" --argjson idle "$F_RSS_IDLE" --argjson per "$per" \
+    local n=$4 per=null before=null idle=null metrics=p50_ms rss extra note
+    if [[ -n $F_RSS_BEFORE && -n $F_RSS_IDLE ]]; then
+        per=$(awk -v a="$F_RSS_BEFORE" -v b="$F_RSS_IDLE" -v n="$n" 'BEGIN { printf "%.2f", (b - a) / n }')
+        before=$F_RSS_BEFORE idle=$F_RSS_IDLE metrics=p50_ms,rss_kib_per_sub
+        rss="RSS $per KiB/subscriber ($((before / 1024)) -> $((idle / 1024)) MiB)"
+    else
+        rss="RSS n/a (no server process)"
+    fi
+    extra=$(jq -c --argjson before "$before" --argjson idle "$idle" --argjson per "$per" \
         '{max_ms, rss_kib_per_sub: $per, rss_before_kib: $before, rss_idle_kib: $idle, fanout: .}' <<<"$F_JSON")
-    note=$(jq -r --argjson per "$per" --argjson before "$F_RSS_BEFORE" --argjson idle "$F_RSS_IDLE" \
-        '"last delivery over \(.repeats) writes, max \(.max_ms) ms; median delivery \(.delivery_p50_ms) ms; RSS \($per) KiB/subscriber (\($before / 1024 | floor) -> \($idle / 1024 | floor) MiB); connect \(.connect_s) s"' <<<"$F_JSON")
+    note=$(jq -r --arg rss "$rss" \
+        '"last delivery over \(.repeats) writes, max \(.max_ms) ms; first delivery p50 \(.first_p50_ms) ms; median delivery \(.delivery_p50_ms) ms; \($rss); connect \(.connect_s) s; client \(.threads) receiver thread(s), poll \(.poll_us) µs"
+         + (if .send_loop_p50_ms then "; sender write loop p50 \(.send_loop_p50_ms) ms" else "" end)' <<<"$F_JSON")
     add_row "$1" "$2" "$3" "" "$(jq -r .p50_ms <<<"$F_JSON")" "$(jq -r .p99_ms <<<"$F_JSON")" \
-        "$note" p50_ms,rss_kib_per_sub "$extra"
+        "$note" "$metrics" "$extra"
 }
 
 workload_fanout() {
@@ -383,6 +401,7 @@ workload_fanout() {
         if ((n + 100 > NOFILE)); then
             add_na "$w" spread "WebSocket" "open files limit $NOFILE is too low for $n subscribers"
             add_na "$w" redis "pub/sub" "open files limit $NOFILE is too low for $n subscribers"
+            add_na "$w" floor "loopback TCP" "open files limit $NOFILE is too low for $n subscribers"
             continue
         fi
         clear_errors
@@ -408,6 +427,20 @@ workload_fanout() {
             add_na "$w" redis "pub/sub" "$(na_reason)"
         fi
         stop_all
+
+        clear_errors
+
+        # The floor: no server, the client's own child process sends one frame
+        # to each subscriber from one thread (the kernel's per-core cost).
+        why=${MISSING[fanout]:-}
+        if [[ -n $why ]]; then
+            add_na "$w" floor "loopback TCP" "$why"
+        elif run_fanout "floor-$n" "" floor "" "$n"; then
+            fanout_row "$w" floor "loopback TCP, 1 sending thread, no server" "$n"
+        else
+            add_na "$w" floor "loopback TCP" "$(na_reason)"
+        fi
+        stop_all
     done
 }
 
@@ -428,22 +461,93 @@ criterion_ns() {
 
 workload_embedded() {
     local w="embedded get (10k keys, 100 B)" out=$WORK/criterion.txt node sled
-    log "embedded: cargo bench -p spread-actors --bench embedded -- get $CRITERION_ARGS"
+    log "embedded: cargo bench -p spread-actors --bench embedded -- 'get|set_lazy' $CRITERION_ARGS"
     # shellcheck disable=SC2086 # CRITERION_ARGS is a list of flags
-    if timeout 900 cargo bench -p spread-actors --bench embedded -- get $CRITERION_ARGS >"$out" 2>&1 &&
+    if timeout 900 cargo bench -p spread-actors --bench embedded -- 'get|set_lazy' $CRITERION_ARGS >"$out" 2>&1 &&
         node=$(criterion_ns get node_get) && sled=$(criterion_ns get sled_get); then
-        grep -E 'time:|^get/' "$out" | sed 's/^/   /' >&2
+        grep -E 'time:|^(get|set_lazy)/' "$out" | sed 's/^/   /' >&2
         add_row "$w" spread "Node::get (criterion)" "$(awk -v ns="$node" 'BEGIN { printf "%.0f", 1e9 / ns }')" \
             "" "" "$(printf '%.0f ns/op' "$node")" rps
         add_row "$w" sled "sled::Db::get (criterion)" "$(awk -v ns="$sled" 'BEGIN { printf "%.0f", 1e9 / ns }')" \
             "" "" "$(printf '%.0f ns/op' "$sled")" rps
+        # set: Node::set with 64 writes in flight (lazy: acked once applied,
+        # like sled's insert) against sled's insert; one at a time in the note.
+        local x64 one ins
+        w="embedded set (10k keys, 100 B)"
+        if x64=$(criterion_ns set_lazy node_set_x64) && one=$(criterion_ns set_lazy node_set) &&
+            ins=$(criterion_ns set_lazy sled_insert); then
+            add_row "$w" spread "Node::set, 64 in flight, lazy (criterion)" \
+                "$(awk -v ns="$x64" 'BEGIN { printf "%.0f", 64 * 1e9 / ns }')" "" "" \
+                "$(awk -v ns="$one" 'BEGIN { printf "one at a time: %.0f us per write (thread hand-offs)", ns / 1000 }')" rps
+            add_row "$w" sled "sled::Db::insert (criterion)" "$(awk -v ns="$ins" 'BEGIN { printf "%.0f", 1e9 / ns }')" \
+                "" "" "$(printf '%.0f ns/op; no history, log or fan-out' "$ins")" rps
+        else
+            add_na "$w" spread "Node::set" "no criterion estimate for set_lazy"
+        fi
     else
         local why
         why=$(grep -m1 -E '^error' "$out" | cut -c1-120)
         add_na "$w" spread "Node::get" "cargo bench failed: ${why:-see log}"
         add_na "$w" sled "sled::Db::get" "cargo bench failed"
     fi
-    add_na "embedded RSS, 1M keys x 100 B" spread "Node" "not measured yet (needs a loader mode)"
+
+    # Resident memory after loading N keys x 100 B (actors/examples/rss.rs):
+    # a Node (lazy durability, otherwise Config defaults = `spread serve`'s,
+    # 256 MiB sled cache), then raw sled with the same cache, each in its own
+    # process with mimalloc (as the spread binary). RSS_KEYS overrides N
+    # (default 1000000, --quick 100000); RSS_TIMEOUT bounds each run (s).
+    local keys=${RSS_KEYS:-$((QUICK == 1 ? 100000 : 1000000))} rss_timeout=${RSS_TIMEOUT:-300}
+    local label rss_bin=$TARGET_DIR/release/examples/rss mode json rc log_file note extra settings
+    if [[ ! $keys =~ ^[1-9][0-9]*$ ]]; then
+        add_na "embedded RSS, $keys keys x 100 B" spread "Node" "RSS_KEYS '$keys' is not a positive number"
+        return 0
+    fi
+    if ((keys % 1000000 == 0)); then
+        label="$((keys / 1000000))M"
+    elif ((keys % 1000 == 0)); then
+        label="$((keys / 1000))k"
+    else
+        label=$keys
+    fi
+    w="embedded RSS, $label keys x 100 B"
+    if [[ $BUILD == 1 ]]; then
+        log "embedded: cargo build --release -p spread-actors --example rss"
+        cargo build --release -p spread-actors --example rss >"$WORK/rss-build.log" 2>&1 ||
+            warn "cargo build --example rss failed; the RSS rows will be n/a"
+    fi
+    for mode in spread sled; do
+        settings=$([[ $mode == spread ]] && echo "Node, lazy durability" || echo "sled::Db, Spread's sled config")
+        log_file=$WORK/rss-$mode.log
+        if [[ ! -x $rss_bin ]]; then
+            add_na "$w" "$mode" "$settings" "no rss example at $rss_bin (cargo build --release -p spread-actors --example rss)"
+            continue
+        fi
+        log "embedded RSS: $mode, $keys keys x 100 B"
+        # The data dir is under $WORK, so even a run killed by the timeout leaves nothing.
+        json=$(timeout "$rss_timeout" "$rss_bin" "$mode" --keys "$keys" --value-bytes 100 \
+            --dir "$WORK/rss-$mode-data" 2>"$log_file")
+        rc=$?
+        rm -rf "$WORK/rss-$mode-data"
+        if ((rc == 0)) && jq -e '.rss_kib > 0' <<<"$json" >/dev/null 2>&1; then
+            tail -n 1 "$log_file" | sed 's/^/   /' >&2
+            settings="$settings, $(jq -r '"\(.cache_bytes / 1048576 | floor) MiB cache, \(.allocator)"' <<<"$json")"
+            extra=$(jq -c '
+                def mib: . / 1024 * 10 | round / 10;
+                {rss_mib: (.rss_kib | mib), rss_after_reads_mib: (.rss_after_reads_kib | mib),
+                 rss_bytes_per_key: .rss_per_key_bytes, rss: .}' <<<"$json")
+            note=$(jq -r '
+                def mib: . / 1024 | round;
+                "RSS \(.rss_open_kib | mib) -> \(.rss_kib | mib) MiB after the load, "
+                + "\(.rss_per_key_bytes | round) B/key; \(.rss_after_reads_kib | mib) MiB after \(.reads) reads; "
+                + "peak \(.hwm_kib | mib) MiB; disk \(.disk_bytes / 1048576 | round) MiB; "
+                + "load \(.load_secs * 10 | round / 10) s (\(.writes_per_sec | round) writes/s)"' <<<"$json")
+            add_row "$w" "$mode" "$settings" "" "" "" "$note" rss_mib,rss_after_reads_mib "$extra"
+        elif ((rc == 124)); then
+            add_na "$w" "$mode" "$settings" "rss example timed out after ${rss_timeout}s (RSS_TIMEOUT)"
+        else
+            add_na "$w" "$mode" "$settings" "rss example failed (exit $rc): $(tail -n 1 "$log_file" | cut -c1-120)"
+        fi
+    done
 }
 
 # --- run -------------------------------------------------------------------------
@@ -474,7 +578,7 @@ META=$(jq -n \
     --arg machine "$(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr); servers and load generators share it" \
     --arg mode "$([[ $QUICK == 1 ]] && echo quick || echo default)" \
     --arg load "$DURATION s per run, $CONNECTIONS connections, $THREADS client threads, 100-byte values" \
-    --arg fanout "sizes: $FANOUT_SIZES; $FANOUT_REPEATS measured writes (+2 warm-up) each; one single-threaded client; spread durability $FANOUT_DURABILITY" \
+    --arg fanout "sizes: $FANOUT_SIZES; $FANOUT_REPEATS measured writes (+2 warm-up) each; client: $FANOUT_THREADS receiver thread(s) polling every $FANOUT_POLL_US µs during a write + 1 driver thread; spread durability $FANOUT_DURABILITY; floor = one thread writing to N loopback sockets" \
     --arg tools "$(version_of wrk -v | cut -d' ' -f1-2); redis $(version_of redis-server --version | grep -o 'v=[0-9.]*'); $(version_of etcd --version); $(version_of nginx -v); $(version_of h2load --version)" \
     --arg limits "open files $NOFILE" \
     --arg loadavg "$LOADAVG_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end" \

@@ -30,8 +30,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let node = Node::open(config)
         .with_context(|| format!("opening the store in {}", args.data.display()))?;
 
-    let listener =
-        TcpListener::bind(&args.listen).with_context(|| format!("listening on {}", args.listen))?;
+    let listener = listen(&args.listen).with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let mut web = WebConfig {
         max_body_bytes: args.max_body_bytes,
@@ -51,7 +50,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let plain = match &args.listen_plain {
-        Some(a) => Some(TcpListener::bind(a).with_context(|| format!("listening on {a}"))?),
+        Some(a) => Some(listen(a).with_context(|| format!("listening on {a}"))?),
         None => None,
     };
     let plain_addr = plain
@@ -91,4 +90,34 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     node.shutdown();
     log::info!("node stopped");
     result
+}
+
+/// Connections the kernel queues before `accept` (std's `bind` gives 128,
+/// which overflowed when hundreds of clients connected at once).
+const LISTEN_BACKLOG: i32 = 2048;
+
+/// A listening socket on the first address `addr` resolves to that can be
+/// bound, with [`LISTEN_BACKLOG`] and address reuse (a restart does not wait
+/// for old connections in TIME_WAIT).
+fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::net::ToSocketAddrs;
+
+    let mut last = None;
+    for a in addr.to_socket_addrs()? {
+        let bound = Socket::new(Domain::for_address(a), Type::STREAM, Some(Protocol::TCP))
+            .and_then(|socket| {
+                socket.set_reuse_address(true)?;
+                socket.bind(&a.into())?;
+                socket.listen(LISTEN_BACKLOG)?;
+                Ok(socket)
+            });
+        match bound {
+            Ok(socket) => return Ok(socket.into()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    }))
 }

@@ -109,9 +109,10 @@ run_h2load() {
 }
 
 # run_fanout TAG SERVER_PID SUBCOMMAND ADDR N: the fan-out client with N
-# subscribers. Reads the server's RSS before connecting and while the
-# subscribers sit idle. Sets F_JSON (the client's result), F_RSS_BEFORE and
-# F_RSS_IDLE (KiB).
+# subscribers, FANOUT_THREADS receiver threads polling every FANOUT_POLL_US. Reads the server's RSS
+# before connecting and while the subscribers sit idle. Sets F_JSON (the
+# client's result), F_RSS_BEFORE and F_RSS_IDLE (KiB). An empty SERVER_PID
+# (floor: no server) leaves the RSS figures empty; an empty ADDR is not passed.
 F_JSON= F_RSS_BEFORE= F_RSS_IDLE=
 run_fanout() {
     local tag=$1 server=$2 sub=$3 addr=$4 n=$5 out err fifo pid
@@ -126,9 +127,12 @@ run_fanout() {
         return 1
     }
     sleep 0.5
-    F_RSS_BEFORE=$(rss_kb "$server")
-    local args=("$sub" "$addr" --subscribers "$n" --repeats "$FANOUT_REPEATS" --pause-stdin)
-    log "$tag: fanout ${args[*]} (server RSS before: ${F_RSS_BEFORE} KiB)"
+    [[ -n $server ]] && F_RSS_BEFORE=$(rss_kb "$server")
+    local args=("$sub")
+    [[ -n $addr ]] && args+=("$addr")
+    args+=(--subscribers "$n" --repeats "$FANOUT_REPEATS" --threads "${FANOUT_THREADS:-1}"
+        --poll-us "${FANOUT_POLL_US:-100}" --pause-stdin)
+    log "$tag: fanout ${args[*]} (server RSS before: ${F_RSS_BEFORE:-n/a} KiB)"
     timeout "$FANOUT_TIMEOUT" "$FANOUT_BIN" "${args[@]}" <"$fifo" >"$out" 2>"$err" &
     pid=$!
     track "$pid"
@@ -141,7 +145,7 @@ run_fanout() {
         return 1
     fi
     sleep 1 # let the server settle after the last handshake
-    F_RSS_IDLE=$(rss_kb "$server")
+    [[ -n $server ]] && F_RSS_IDLE=$(rss_kb "$server")
     echo go >&7
     exec 7>&-
     local rc=0
@@ -153,5 +157,5 @@ run_fanout() {
         LOAD_ERROR="fan-out client exited $rc: $(tail -n 2 "$err" | tr '\n' ' ' | cut -c1-200)"
         return 1
     fi
-    log "$tag: $F_JSON (server RSS idle: $F_RSS_IDLE KiB)"
+    log "$tag: $F_JSON (server RSS idle: ${F_RSS_IDLE:-n/a} KiB)"
 }

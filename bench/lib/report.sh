@@ -94,6 +94,10 @@ write_reports() {
         echo "faster; for p50 (latency) and RSS/sub above 1 means Spread is slower or bigger."
         echo "Fan-out rows: p50/p99 are over the per-write time until the LAST subscriber"
         echo "had the value; RSS/sub is the server's VmRSS growth per idle subscriber."
+        echo "The floor row has no server: one thread of a helper process writes one"
+        echo "frame to each of N loopback TCP sockets (the kernel's cost per core on this"
+        echo "machine, read by the same client), so Spread/floor is how far Spread is from"
+        echo "the best any server could do here."
         echo
         echo "## Server settings"
         echo

@@ -1,153 +1,88 @@
 //! Redis: `SUBSCRIBE <channel>` on N connections, `PUBLISH` from one more,
-//! speaking RESP over plain TCP.
+//! speaking RESP2 over plain TCP. The subscribers' decoder only finds where
+//! each pushed value ends (no allocation); the publisher is blocking code.
 
-use std::rc::Rc;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::TcpStream;
 
 use anyhow::{bail, Context as _};
-use bytes::{Buf as _, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt as _;
 
-use crate::stats::{Fanout, Summary};
+use crate::recv::{read_loop, Conn, Decoder, Frame, Receivers, MAX_FRAME_BYTES};
+use crate::stats::Summary;
 use crate::Common;
 
 /// Connects the subscribers, then times `common.repeats` publishes.
-pub async fn run(addr: &str, channel: &str, common: &Common) -> anyhow::Result<Summary> {
-    let fanout = Rc::new(Fanout::new(common.subscribers));
-    let addr = addr.to_string();
-    let channel = Bytes::copy_from_slice(channel.as_bytes());
-
-    crate::connect_all(&fanout, common, |fanout| {
-        let addr = addr.clone();
-        let channel = channel.clone();
-        actix_web::rt::spawn(async move {
-            if let Err(e) = subscriber(&addr, &channel, &fanout).await {
-                fanout.fail(format!("{e:#}"));
+pub fn run(addr: &str, channel: &str, common: &Common) -> anyhow::Result<Summary> {
+    let subscribe = encode_command(&[b"SUBSCRIBE", channel.as_bytes()]);
+    let mut rx = Receivers::start(common.threads, common.subscribers, common.poll())?;
+    crate::connect_all(&mut rx, common, |rx| {
+        rx.open(|_, sub| {
+            let addr = addr.to_string();
+            let subscribe = subscribe.clone();
+            async move {
+                let mut conn = Conn::connect(&addr).await?;
+                conn.stream
+                    .write_all(&subscribe)
+                    .await
+                    .context("sending SUBSCRIBE")?;
+                read_loop(conn, RespDecoder, &sub).await
             }
-        });
-    })
-    .await?;
+        })
+    })?;
 
-    let mut publisher = Connection::open(&addr).await?;
-    match publisher.call(&[b"PING"]).await.context("PING")? {
-        Value::Simple(s) if s == "PONG" => {}
-        other => bail!("PING answered {other:?}"),
+    let mut publisher = Publisher::open(addr, common)?;
+    let pong = publisher.call(&[b"PING"]).context("PING")?;
+    if pong != "+PONG" {
+        bail!("PING answered {pong:?}");
     }
-    let publisher = Rc::new(tokio::sync::Mutex::new(publisher));
-    let expected = common.subscribers as i64;
-    crate::measure(&fanout, common, |value| {
-        let publisher = publisher.clone();
-        let channel = channel.clone();
-        async move {
-            let mut conn = publisher.lock().await;
-            let reply = conn
-                .call(&[b"PUBLISH", &channel, &value])
-                .await
-                .context("PUBLISH")?;
-            match reply {
-                Value::Int(n) if n == expected => Ok(()),
-                Value::Int(n) => bail!("PUBLISH reached {n} subscribers, expected {expected}"),
-                other => bail!("PUBLISH answered {other:?}"),
-            }
+    let expected = format!(":{}", common.subscribers);
+    crate::measure(&mut rx, common, |value| {
+        let reply = publisher
+            .call(&[b"PUBLISH", channel.as_bytes(), value])
+            .context("PUBLISH")?;
+        if reply != expected {
+            bail!("PUBLISH answered {reply:?}, expected {expected} (subscribers reached)");
         }
+        Ok(())
     })
-    .await
 }
 
-/// One subscriber: subscribes, then reports every message to `fanout`
-/// until the connection fails.
-async fn subscriber(addr: &str, channel: &[u8], fanout: &Fanout) -> anyhow::Result<()> {
-    let mut conn = Connection::open(addr).await?;
-    let reply = conn
-        .call(&[b"SUBSCRIBE", channel])
-        .await
-        .context("SUBSCRIBE")?;
-    match reply {
-        Value::Array(Some(items)) if matches!(items.first(), Some(Value::Bulk(Some(k))) if k.as_ref() == b"subscribe") =>
-            {}
-        other => bail!("SUBSCRIBE answered {other:?}"),
-    }
-    fanout.mark_ready();
-    loop {
-        match conn.read().await? {
-            Value::Array(Some(items)) => {
-                if let [Value::Bulk(Some(kind)), _, Value::Bulk(Some(payload))] = items.as_slice() {
-                    if kind.as_ref() == b"message" {
-                        fanout.observe(payload);
-                    }
-                }
-            }
-            other => bail!("unexpected push from {addr}: {other:?}"),
-        }
-    }
+/// The PUBLISH connection (blocking).
+struct Publisher {
+    /// The socket, buffered for reading replies.
+    conn: BufReader<TcpStream>,
 }
 
-/// A RESP value (RESP2: what SUBSCRIBE, PUBLISH and PING answer).
-#[derive(Debug, PartialEq)]
-pub enum Value {
-    /// `+OK`
-    Simple(String),
-    /// `-ERR ...`
-    Error(String),
-    /// `:42`
-    Int(i64),
-    /// `$3\r\nabc` (`None`: `$-1`).
-    Bulk(Option<Bytes>),
-    /// `*2\r\n...` (`None`: `*-1`).
-    Array(Option<Vec<Value>>),
-}
-
-/// A connection with its read buffer.
-struct Connection {
-    /// The socket.
-    stream: TcpStream,
-    /// Bytes read but not yet parsed.
-    buf: BytesMut,
-}
-
-impl Connection {
+impl Publisher {
     /// Connects to `addr` (no Nagle delay).
-    async fn open(addr: &str) -> anyhow::Result<Connection> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
+    fn open(addr: &str, common: &Common) -> anyhow::Result<Publisher> {
+        let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true).context("TCP_NODELAY")?;
-        Ok(Connection {
-            stream,
-            buf: BytesMut::with_capacity(4096),
+        stream
+            .set_read_timeout(Some(common.timeout()))
+            .context("a read timeout")?;
+        Ok(Publisher {
+            conn: BufReader::new(stream),
         })
     }
 
-    /// Sends one command and reads one reply; an error reply is an error.
-    async fn call(&mut self, args: &[&[u8]]) -> anyhow::Result<Value> {
-        let command = encode_command(args);
-        self.stream
-            .write_all(&command)
-            .await
+    /// Sends one command and returns its one-line reply (`+PONG`, `:3`);
+    /// an error reply is an error.
+    fn call(&mut self, args: &[&[u8]]) -> anyhow::Result<String> {
+        self.conn
+            .get_mut()
+            .write_all(&encode_command(args))
             .context("sending a command")?;
-        match self.read().await? {
-            Value::Error(e) => bail!("redis error: {e}"),
-            v => Ok(v),
+        let mut line = String::new();
+        if self.conn.read_line(&mut line).context("reading a reply")? == 0 {
+            bail!("the server closed the connection");
         }
-    }
-
-    /// Reads one value.
-    async fn read(&mut self) -> anyhow::Result<Value> {
-        loop {
-            if let Some((value, used)) = parse(&self.buf)? {
-                self.buf.advance(used);
-                return Ok(value);
-            }
-            self.buf.reserve(4096);
-            let n = self
-                .stream
-                .read_buf(&mut self.buf)
-                .await
-                .context("reading a reply")?;
-            if n == 0 {
-                bail!("the server closed the connection");
-            }
+        let line = line.trim_end();
+        if let Some(e) = line.strip_prefix('-') {
+            bail!("redis error: {e}");
         }
+        Ok(line.to_string())
     }
 }
 
@@ -162,65 +97,86 @@ fn encode_command(args: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-/// Parses one value at the start of `buf`: `None` if it is incomplete, else
-/// the value and how many bytes it took.
-fn parse(buf: &[u8]) -> anyhow::Result<Option<(Value, usize)>> {
-    let Some(line_end) = buf.windows(2).position(|w| w == b"\r\n") else {
+/// Cuts a subscriber's stream into RESP values: each pushed array is one
+/// data frame (its raw bytes, searched as a whole).
+pub struct RespDecoder;
+
+impl Decoder for RespDecoder {
+    fn decode<'a>(&mut self, buf: &'a [u8]) -> anyhow::Result<Option<(Frame<'a>, usize)>> {
+        if buf.first() == Some(&b'-') {
+            if let Some(end) = line_end(buf, 0) {
+                bail!("redis error: {}", String::from_utf8_lossy(&buf[1..end]));
+            }
+            return Ok(None);
+        }
+        Ok(value_end(buf, 0)?.map(|end| (Frame::Data(&buf[..end]), end)))
+    }
+
+    /// The reply to SUBSCRIBE: `["subscribe", channel, count]`.
+    fn is_ready(&self, data: &[u8]) -> anyhow::Result<bool> {
+        Ok(data.starts_with(b"*3\r\n$9\r\nsubscribe\r\n"))
+    }
+
+    fn pong(&mut self, _payload: &[u8]) -> Vec<u8> {
+        Vec::new() // RESP has no server pings
+    }
+}
+
+/// Where the line starting at `at` ends (the index of its `\r`).
+fn line_end(buf: &[u8], at: usize) -> Option<usize> {
+    memchr::memmem::find(&buf[at..], b"\r\n").map(|i| at + i)
+}
+
+/// Where the RESP value starting at `at` ends (just past it), `None` if it
+/// is incomplete.
+fn value_end(buf: &[u8], at: usize) -> anyhow::Result<Option<usize>> {
+    let Some(eol) = line_end(buf, at) else {
         return Ok(None);
     };
-    let Some((&kind, line)) = buf[..line_end].split_first() else {
-        bail!("an empty RESP line");
+    let Some(&kind) = buf.get(at) else {
+        return Ok(None);
     };
-    let line = std::str::from_utf8(line).context("a RESP line that is not UTF-8")?;
-    let after = line_end + 2;
-    let value = match kind {
-        b'+' => Value::Simple(line.to_string()),
-        b'-' => Value::Error(line.to_string()),
-        b':' => Value::Int(number(line)?),
+    let after = eol + 2;
+    match kind {
+        b'+' | b'-' | b':' => Ok(Some(after)),
         b'$' => {
-            let len = number(line)?;
+            let len = number(&buf[at + 1..eol])?;
             if len < 0 {
-                return Ok(Some((Value::Bulk(None), after)));
+                return Ok(Some(after));
             }
-            let len = usize::try_from(len).context("a bulk length")?;
-            let end = after + len;
-            if buf.len() < end + 2 {
+            if len > MAX_FRAME_BYTES as i64 {
+                bail!("a {len}-byte bulk string (limit {MAX_FRAME_BYTES})");
+            }
+            let end = after + len as usize + 2;
+            if buf.len() < end {
                 return Ok(None);
             }
-            if &buf[end..end + 2] != b"\r\n" {
+            if &buf[end - 2..end] != b"\r\n" {
                 bail!("a bulk string without its CRLF");
             }
-            return Ok(Some((
-                Value::Bulk(Some(Bytes::copy_from_slice(&buf[after..end]))),
-                end + 2,
-            )));
+            Ok(Some(end))
         }
         b'*' => {
-            let len = number(line)?;
-            if len < 0 {
-                return Ok(Some((Value::Array(None), after)));
+            let len = number(&buf[at + 1..eol])?;
+            let mut end = after;
+            for _ in 0..len.max(0) {
+                match value_end(buf, end)? {
+                    Some(e) => end = e,
+                    None => return Ok(None),
+                }
             }
-            let len = usize::try_from(len).context("an array length")?;
-            let mut items = Vec::with_capacity(len.min(64));
-            let mut at = after;
-            for _ in 0..len {
-                let Some((item, used)) = parse(&buf[at..])? else {
-                    return Ok(None);
-                };
-                items.push(item);
-                at += used;
-            }
-            return Ok(Some((Value::Array(Some(items)), at)));
+            Ok(Some(end))
         }
         other => bail!("unknown RESP type byte {other:#04x}"),
-    };
-    Ok(Some((value, after)))
+    }
 }
 
 /// A decimal number in a RESP header.
-fn number(s: &str) -> anyhow::Result<i64> {
-    s.parse()
-        .with_context(|| format!("a bad RESP number {s:?}"))
+fn number(s: &[u8]) -> anyhow::Result<i64> {
+    std::str::from_utf8(s)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("a bad RESP number {:?}", String::from_utf8_lossy(s)))
 }
 
 #[cfg(test)]
@@ -236,28 +192,44 @@ mod tests {
     }
 
     #[test]
-    fn parses_a_message_in_pieces() {
-        let msg = b"*3\r\n$7\r\nmessage\r\n$3\r\nfan\r\n$5\r\nhello\r\n:7\r\n";
-        for cut in 0..msg.len() - 4 {
-            assert_eq!(parse(&msg[..cut]).ok(), Some(None), "cut at {cut}");
+    fn cuts_messages_in_pieces() {
+        let sub = b"*3\r\n$9\r\nsubscribe\r\n$3\r\nfan\r\n:1\r\n";
+        let msg = b"*3\r\n$7\r\nmessage\r\n$3\r\nfan\r\n$5\r\nhello\r\n";
+        let mut stream = sub.to_vec();
+        stream.extend_from_slice(msg);
+        let mut d = RespDecoder;
+        for cut in 0..sub.len() {
+            assert!(
+                d.decode(&stream[..cut]).expect("valid").is_none(),
+                "cut at {cut}"
+            );
         }
-        let (value, used) = parse(msg).ok().flatten().expect("a whole message");
-        assert_eq!(used, msg.len() - 4);
-        assert_eq!(
-            value,
-            Value::Array(Some(vec![
-                Value::Bulk(Some(Bytes::from_static(b"message"))),
-                Value::Bulk(Some(Bytes::from_static(b"fan"))),
-                Value::Bulk(Some(Bytes::from_static(b"hello"))),
-            ]))
-        );
-        assert_eq!(parse(&msg[used..]).ok().flatten(), Some((Value::Int(7), 4)));
+        let Some((Frame::Data(first), used)) = d.decode(&stream).expect("valid") else {
+            panic!("a value");
+        };
+        assert_eq!(used, sub.len());
+        assert!(d.is_ready(first).expect("ready"));
+        let rest = &stream[used..];
+        for cut in 0..msg.len() {
+            assert!(
+                d.decode(&rest[..cut]).expect("valid").is_none(),
+                "cut at {cut}"
+            );
+        }
+        let Some((Frame::Data(second), used)) = d.decode(rest).expect("valid") else {
+            panic!("a value");
+        };
+        assert_eq!((second, used), (&msg[..], msg.len()));
+        assert!(!d.is_ready(second).expect("not ready"));
     }
 
     #[test]
     fn rejects_garbage() {
-        assert!(parse(b"?what\r\n").is_err());
-        assert!(parse(b":x\r\n").is_err());
-        assert!(parse(b"$3\r\nabcde\r\n").is_err());
+        let mut d = RespDecoder;
+        assert!(d.decode(b"?what\r\n").is_err());
+        assert!(d.decode(b":x\r\n").is_ok(), "integers are skipped whole");
+        assert!(d.decode(b"$3\r\nabcde\r\n").is_err());
+        assert!(d.decode(b"-ERR max clients\r\n").is_err());
+        assert!(d.decode(b"$x\r\n").is_err());
     }
 }

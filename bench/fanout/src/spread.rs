@@ -1,114 +1,214 @@
-//! Spread: WebSocket subscribers on `/wss/<prefix>`, writes with
-//! `PUT /raw/<prefix>/x`.
+//! Spread: WebSocket subscribers on `/wss/<prefix>` (the hand-written client
+//! of [`crate::ws`]), writes with `PUT /raw/<prefix>/x` over one keep-alive
+//! HTTP/1.1 connection written by hand.
 
-use std::rc::Rc;
+use std::io::{BufReader, Write as _};
+use std::net::TcpStream;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _};
-use awc::ws::{Frame, Message};
-use futures_util::{SinkExt as _, StreamExt as _};
+use anyhow::{bail, Context as _};
 
-use crate::stats::{Fanout, Summary};
+use crate::recv::{read_loop, Conn, Receivers};
+use crate::stats::Summary;
+use crate::ws::{handshake, os_seed, Rng, WsDecoder};
 use crate::Common;
 
-/// Largest frame a subscriber accepts (snapshots of big values).
-const MAX_FRAME_BYTES: usize = 16 << 20;
-
 /// Connects the subscribers, then times `common.repeats` writes.
-pub async fn run(addr: &str, prefix: &str, common: &Common) -> anyhow::Result<Summary> {
+pub fn run(addr: &str, prefix: &str, common: &Common) -> anyhow::Result<Summary> {
     let prefix = prefix.trim_matches('/');
     if prefix.is_empty() {
         bail!("--prefix must not be empty");
     }
-    let client = client(common.timeout());
-    let ws_url = format!("ws://{addr}/wss/{prefix}");
-    let put_url = format!("http://{addr}/raw/{prefix}/x");
-    let fanout = Rc::new(Fanout::new(common.subscribers));
-
-    crate::connect_all(&fanout, common, |fanout| {
-        let client = client.clone();
-        let url = ws_url.clone();
-        actix_web::rt::spawn(async move {
-            if let Err(e) = subscriber(&client, &url, &fanout).await {
-                fanout.fail(format!("{e:#}"));
+    let ws_path = format!("/wss/{prefix}");
+    let seed = os_seed();
+    let mut rx = Receivers::start(common.threads, common.subscribers, common.poll())?;
+    crate::connect_all(&mut rx, common, |rx| {
+        rx.open(|index, sub| {
+            let addr = addr.to_string();
+            let path = ws_path.clone();
+            async move {
+                let mut rng = Rng::new(seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                let mut conn = Conn::connect(&addr).await?;
+                handshake(&mut conn, &addr, &path, &mut rng)
+                    .await
+                    .with_context(|| format!("upgrading {path}"))?;
+                read_loop(conn, WsDecoder::new(rng), &sub).await
             }
-        });
-    })
-    .await?;
-
-    crate::measure(&fanout, common, |value| put(&client, &put_url, value)).await
+        })
+    })?;
+    let mut put = Put::new(addr, &format!("/raw/{prefix}/x"), common.timeout());
+    crate::measure(&mut rx, common, |value| put.send(value))
 }
 
-/// An HTTP/1.1 client without a connection limit.
-fn client(timeout: Duration) -> awc::Client {
-    awc::Client::builder()
-        .max_http_version(awc::http::Version::HTTP_11)
-        .connector(awc::Connector::new().limit(0).timeout(timeout))
-        .timeout(timeout)
-        .finish()
+/// `PUT` of a text body to one path, on a keep-alive connection.
+struct Put {
+    /// Server address, HOST:PORT.
+    addr: String,
+    /// Request path.
+    path: String,
+    /// Read and write timeout.
+    timeout: Duration,
+    /// The connection, once open (and while the server keeps it).
+    conn: Option<BufReader<TcpStream>>,
 }
 
-/// One subscriber: connects, waits for `ready`, then reports every text
-/// frame to `fanout` until the connection fails.
-async fn subscriber(client: &awc::Client, url: &str, fanout: &Fanout) -> anyhow::Result<()> {
-    let (_response, mut framed) = client
-        .ws(url)
-        .max_frame_size(MAX_FRAME_BYTES)
-        .connect()
-        .await
-        .map_err(|e| anyhow!("connecting {url}: {e}"))?;
-    let mut ready = false;
-    while let Some(frame) = framed.next().await {
-        let frame = frame.map_err(|e| anyhow!("reading from {url}: {e}"))?;
-        match frame {
-            Frame::Text(payload) | Frame::Binary(payload) => {
-                if ready {
-                    fanout.observe(&payload);
-                } else if is_ready(&payload)? {
-                    ready = true;
-                    fanout.mark_ready();
-                }
-            }
-            Frame::Ping(payload) => framed
-                .send(Message::Pong(payload))
-                .await
-                .map_err(|e| anyhow!("answering a ping on {url}: {e}"))?,
-            Frame::Close(reason) => bail!("{url} closed the session: {reason:?}"),
-            Frame::Pong(_) | Frame::Continuation(_) => {}
+impl Put {
+    /// A client for `PUT http://addr/path`; connects on the first send.
+    fn new(addr: &str, path: &str, timeout: Duration) -> Put {
+        Put {
+            addr: addr.to_string(),
+            path: path.to_string(),
+            timeout,
+            conn: None,
         }
     }
-    bail!("{url} ended the session")
-}
 
-/// Is this frame `{"type":"ready",...}`? (An `error` frame is an error.)
-fn is_ready(payload: &[u8]) -> anyhow::Result<bool> {
-    let frame: serde_json::Value =
-        serde_json::from_slice(payload).context("a frame that is not JSON")?;
-    match frame.get("type").and_then(serde_json::Value::as_str) {
-        Some("ready") => Ok(true),
-        Some("error") => bail!("the server sent an error: {frame}"),
-        _ => Ok(false),
+    /// Sends `value`; fails unless the answer is 2xx.
+    fn send(&mut self, value: &[u8]) -> anyhow::Result<()> {
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => {
+                let stream = TcpStream::connect(&self.addr)
+                    .with_context(|| format!("connecting to {}", self.addr))?;
+                stream.set_nodelay(true).context("TCP_NODELAY")?;
+                stream
+                    .set_read_timeout(Some(self.timeout))
+                    .context("a read timeout")?;
+                stream
+                    .set_write_timeout(Some(self.timeout))
+                    .context("a write timeout")?;
+                BufReader::new(stream)
+            }
+        };
+        let mut request = format!(
+            "PUT {} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+            self.path,
+            self.addr,
+            value.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(value);
+        conn.get_mut()
+            .write_all(&request)
+            .with_context(|| format!("PUT {}: sending", self.path))?;
+        let answer = read_answer(&mut conn).with_context(|| format!("PUT {}", self.path))?;
+        if !(200..300).contains(&answer.status) {
+            bail!(
+                "PUT {}: {}: {}",
+                self.path,
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            );
+        }
+        if !answer.close {
+            self.conn = Some(conn);
+        }
+        Ok(())
     }
 }
 
-/// `PUT url` with `value` as a text body; fails unless the answer is 2xx.
-async fn put(client: &awc::Client, url: &str, value: Vec<u8>) -> anyhow::Result<()> {
-    let mut response = client
-        .put(url)
-        .insert_header(("content-type", "text/plain"))
-        .send_body(value)
-        .await
-        .map_err(|e| anyhow!("PUT {url}: {e}"))?;
-    let body = response
-        .body()
-        .await
-        .map_err(|e| anyhow!("PUT {url}: reading the answer: {e}"))?;
-    if !response.status().is_success() {
-        bail!(
-            "PUT {url}: {}: {}",
-            response.status(),
-            String::from_utf8_lossy(&body)
-        );
+/// An HTTP/1.1 answer.
+struct Answer {
+    /// Status code.
+    status: u16,
+    /// Body (content-length or chunked).
+    body: Vec<u8>,
+    /// The server closes the connection after it.
+    close: bool,
+}
+
+/// Reads one answer from `conn`.
+fn read_answer<R: std::io::BufRead>(conn: &mut R) -> anyhow::Result<Answer> {
+    let mut line = String::new();
+    read_line(conn, &mut line)?;
+    let status = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("a bad status line {line:?}"))?;
+    let (mut length, mut chunked, mut close) = (None, false, false);
+    loop {
+        read_line(conn, &mut line)?;
+        if line.is_empty() {
+            break;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            bail!("a bad header line {line:?}");
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("content-length") {
+            length = Some(value.parse::<usize>().context("a bad Content-Length")?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.eq_ignore_ascii_case("chunked");
+        } else if name.eq_ignore_ascii_case("connection") {
+            close = value.eq_ignore_ascii_case("close");
+        }
     }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            read_line(conn, &mut line)?;
+            let size = line.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size, 16).context("a bad chunk size")?;
+            if size == 0 {
+                // Trailers, up to the empty line.
+                while {
+                    read_line(conn, &mut line)?;
+                    !line.is_empty()
+                } {}
+                break;
+            }
+            let at = body.len();
+            body.resize(at + size, 0);
+            conn.read_exact(&mut body[at..])
+                .context("reading a chunk")?;
+            read_line(conn, &mut line)?;
+        }
+    } else if let Some(length) = length {
+        body.resize(length, 0);
+        conn.read_exact(&mut body).context("reading the body")?;
+    } else if status != 204 && status != 304 {
+        // No length: the body runs to the end of the connection.
+        conn.read_to_end(&mut body).context("reading the body")?;
+        close = true;
+    }
+    Ok(Answer {
+        status,
+        body,
+        close,
+    })
+}
+
+/// One line into `line`, without its CRLF; end of stream is an error.
+fn read_line<R: std::io::BufRead>(conn: &mut R, line: &mut String) -> anyhow::Result<()> {
+    line.clear();
+    if conn.read_line(line).context("reading the answer")? == 0 {
+        bail!("the server closed the connection");
+    }
+    let trimmed = line.trim_end_matches(['\r', '\n']).len();
+    line.truncate(trimmed);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_answers() {
+        let mut input: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 400 Bad\r\n\
+            Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n2;x\r\nde\r\n0\r\n\r\n";
+        let a = read_answer(&mut input).expect("first");
+        assert_eq!(
+            (a.status, a.body.as_slice(), a.close),
+            (200, &b"ok"[..], false)
+        );
+        let b = read_answer(&mut input).expect("second");
+        assert_eq!(
+            (b.status, b.body.as_slice(), b.close),
+            (400, &b"abcde"[..], true)
+        );
+        assert!(input.is_empty());
+        assert!(read_answer(&mut input).is_err());
+    }
 }

@@ -143,7 +143,8 @@ pub struct ServeArgs {
     /// How often `lazy` durability fsyncs.
     #[arg(long, env = "SPREAD_LAZY_FLUSH_MS", default_value_t = 1000)]
     pub lazy_flush_ms: u64,
-    /// sled page cache in MiB (memory stays bounded: values are not all kept in RAM).
+    /// sled page cache in MiB. Values are not all kept in RAM, but sled may hold more than
+    /// this (see Known limits in the README).
     #[arg(long, env = "SPREAD_CACHE_MB", default_value_t = 256)]
     pub cache_mb: u64,
     /// Partitions of a new store (fixed once created).

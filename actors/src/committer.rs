@@ -8,7 +8,7 @@
 //! time: seqs are gap-free and streams see changes in log order, so a resume
 //! cursor is an exact position.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,9 +52,9 @@ pub(crate) struct WriteDone {
 pub(crate) struct CommitRequest {
     /// The partition that decided it.
     pub partition: u32,
-    /// True when it was decided on top of earlier batches of the partition
-    /// that were still in flight: if one of those failed, so must this one.
-    pub depends: bool,
+    /// The partition's count of failures it knew of when deciding it: a
+    /// batch after a failed one of the same epoch may rest on it, and fails.
+    pub epoch: u64,
     pub writes: Vec<PendingWrite>,
     pub replies: Vec<Decided>,
     pub done: oneshot::Sender<bool>,
@@ -74,9 +74,9 @@ pub(crate) struct Committer {
     pub head: u64,
     /// Oldest seq still in the log (head + 1 when empty).
     pub log_first: u64,
-    /// Partitions whose last batch failed: their batches that depend on it
-    /// fail too, until one comes that does not.
-    pub failed: HashSet<u32>,
+    /// Per partition, the epoch of its last failed batch: later batches of
+    /// that epoch fail too.
+    pub failed: HashMap<u32, u64>,
 }
 
 impl Committer {
@@ -129,16 +129,14 @@ impl Committer {
         }
     }
 
-    /// Fails the batches decided on top of a failed batch of their partition.
+    /// Fails the batches that may rest on a failed batch of their partition.
     fn drop_dependents(&mut self, group: Vec<CommitRequest>) -> Vec<CommitRequest> {
         if self.failed.is_empty() {
             return group;
         }
         let mut kept = Vec::with_capacity(group.len());
         for request in group {
-            if !request.depends {
-                self.failed.remove(&request.partition);
-            } else if self.failed.contains(&request.partition) {
+            if self.failed.get(&request.partition) == Some(&request.epoch) {
                 finish(
                     request.replies,
                     Err(NodeError::Store(StoreError::Failed(
@@ -191,7 +189,7 @@ impl Committer {
             log::error!("commit of {} events failed: {e}", commit.entries.len());
             let detail = e.to_string();
             for request in group {
-                self.failed.insert(request.partition);
+                self.failed.insert(request.partition, request.epoch);
                 finish(
                     request.replies,
                     Err(NodeError::Store(StoreError::Failed(detail.clone()))),

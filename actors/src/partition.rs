@@ -6,11 +6,15 @@
 //! decided against the store *plus* what those batches will write (the
 //! `pending` overlay), and handed to the committer at once, so a write waits
 //! for at most the commit it joins, not for the one before it as well. A hot
-//! path still gets group commit. Should a commit fail, every later batch of the
-//! partition that was decided on top of it fails as well (the committer tells
-//! them apart with [`CommitRequest::depends`]), so no decision ever rests on a
-//! write that did not happen. Reads never come here: they go straight to the
-//! store.
+//! path still gets group commit.
+//!
+//! Should a commit fail, every later batch of the partition that may rest on
+//! it fails as well, so no decision rests on a write that did not happen. The
+//! partition counts *epochs*: when it learns of a failure it forgets its
+//! overlay and starts a new epoch; the committer fails the batches of the
+//! failed batch's epoch that come after it (they were decided before the
+//! partition knew) and lets the next epoch through. Reads never come here: they
+//! go straight to the store.
 //!
 //! Later issues add the partition's merkle tree and replication here.
 
@@ -161,6 +165,13 @@ struct Pending {
     batch: u64,
 }
 
+/// Where a batch handed to the committer stands, for [`Partition::settle`].
+#[derive(Clone, Copy)]
+struct InFlight {
+    batch: u64,
+    epoch: u64,
+}
+
 /// The actor owning one partition.
 pub struct Partition {
     index: u32,
@@ -176,6 +187,8 @@ pub struct Partition {
     in_flight: usize,
     /// Number of the next batch.
     next_batch: u64,
+    /// Failures of this partition's commits seen so far.
+    epoch: u64,
     /// A `run_batch` is scheduled after the mailbox drains.
     scheduled: bool,
 }
@@ -201,6 +214,7 @@ impl Partition {
             pending: HashMap::new(),
             in_flight: 0,
             next_batch: 0,
+            epoch: 0,
             scheduled: false,
         }
     }
@@ -342,7 +356,10 @@ impl Partition {
             };
             let number = self.next_batch;
             self.next_batch += 1;
-            let depends = self.in_flight > 0;
+            let sent = InFlight {
+                batch: number,
+                epoch: self.epoch,
+            };
             let now = wall_micros();
             let mut writes = Vec::new();
             let mut decided = Vec::with_capacity(batch.len());
@@ -364,7 +381,12 @@ impl Partition {
                     }
                 }
             }
-            if writes.is_empty() {
+            // Nothing to write and nothing in flight: the answers (`existing`)
+            // rest on the store alone. With batches in flight they may rest on
+            // those, so they wait behind them in the committer and fail if one
+            // does. (Refusals, such as a failed precondition, are answered at
+            // once: nothing was applied either way.)
+            if writes.is_empty() && self.in_flight == 0 {
                 for d in decided {
                     let _ = d.reply.send(Ok(d.report));
                 }
@@ -373,33 +395,36 @@ impl Partition {
             let (done, committed) = oneshot::channel();
             let request = CommitRequest {
                 partition: self.index,
-                depends,
+                epoch: self.epoch,
                 writes,
                 replies: decided,
                 done,
             };
             if let Err(refused) = self.committer.send(request) {
                 finish(refused.0.replies, Err(NodeError::ShuttingDown));
-                self.settle(number, false);
+                self.settle(sent, false);
                 continue;
             }
             self.in_flight += 1;
             ctx.spawn(committed.into_actor(self).map(move |result, act, ctx| {
                 act.in_flight -= 1;
-                act.settle(number, result.unwrap_or(false));
+                act.settle(sent, result.unwrap_or(false));
                 act.run_batch(ctx);
             }));
         }
     }
 
-    /// Forgets what batch `number` decided once it is done: committed, the
-    /// store has it; failed, every later batch in flight fails too (they
-    /// depend on it), so nothing pending is true any more.
-    fn settle(&mut self, number: u64, committed: bool) {
+    /// Forgets what a batch decided once it is done: committed, the store
+    /// has it. Failed in the current epoch: the committer fails every later
+    /// batch of this epoch, so nothing pending is true any more; a new epoch
+    /// starts from the store. (A failed batch of an older epoch was one of
+    /// those: already accounted for.)
+    fn settle(&mut self, sent: InFlight, committed: bool) {
         if committed {
-            self.pending.retain(|_, p| p.batch != number);
-        } else {
+            self.pending.retain(|_, p| p.batch != sent.batch);
+        } else if sent.epoch == self.epoch {
             self.pending.clear();
+            self.epoch += 1;
         }
     }
 }

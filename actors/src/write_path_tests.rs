@@ -303,3 +303,45 @@ fn a_failed_commit_fails_the_batches_decided_on_top_of_it() {
         .collect();
     assert_eq!(seqs, HashSet::from([1]), "one event in the log, seq 1");
 }
+
+#[test]
+fn an_existing_answer_waits_for_the_write_it_rests_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FaultyStore::open(dir.path()));
+    let node = Node::start(config(dir.path()), store.clone()).unwrap();
+    let (p, r) = (path("rooms/p"), path("rooms/r"));
+    assert_eq!(node.partition_of(&p), node.partition_of(&r));
+    run(async {
+        // W1 at an explicit time: sent again, it is the same event.
+        let mut w1 = Write::set(p.clone(), "one");
+        w1.time = Some(crate::model::version::wall_micros());
+        let (began, verdict) = store.hold_next_commit();
+        let first = spawn_write(&node, w1.clone());
+        within(began).await.expect("W1's commit began");
+
+        // The same event again is `existing` only because of W1 in flight;
+        // a refused write of another path shows when that batch is decided.
+        let read_r = store.watch_reads_of(&r);
+        let again = spawn_write(&node, w1);
+        let mut refused = Write::set(r.clone(), "x");
+        refused.precondition = Precondition::IfPresent;
+        let refused = spawn_write(&node, refused);
+        within(read_r)
+            .await
+            .expect("the second batch is being decided");
+        assert!(matches!(
+            refused.await.unwrap(),
+            Err(NodeError::PreconditionFailed { current: None })
+        ));
+
+        verdict.send(true).unwrap();
+        assert!(matches!(first.await.unwrap(), Err(NodeError::Store(_))));
+        let again = again.await.unwrap();
+        assert!(
+            matches!(again, Err(NodeError::Store(_))),
+            "`existing` must not be answered for a write that failed: {again:?}"
+        );
+        assert!(node.get_path(&p).unwrap().is_none());
+    });
+    node.shutdown();
+}

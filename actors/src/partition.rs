@@ -39,6 +39,8 @@ use crate::store::Store;
 const MAX_WRITES_PER_BATCH: usize = 1024;
 /// Most batches of one partition handed to the committer and not yet done.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
+/// Most paths whose committed current event a partition remembers.
+const MAX_KNOWN_PATHS: usize = 1024;
 
 /// A condition a write must meet against the path's current value.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -155,7 +157,25 @@ pub(crate) struct Decided {
 struct Current {
     version: Version,
     digest: Digest,
-    live: bool,
+    /// It holds a value (not a tombstone).
+    present: bool,
+    expires_at: Option<u64>,
+}
+
+impl Current {
+    fn of(event: &Event, digest: Digest) -> Current {
+        Current {
+            version: event.version.clone(),
+            digest,
+            present: event.value.is_some(),
+            expires_at: event.expires_at,
+        }
+    }
+
+    /// Has a value at `now` (not deleted, not expired).
+    fn live_at(&self, now: u64) -> bool {
+        self.present && self.expires_at.is_none_or(|t| t > now)
+    }
 }
 
 /// A decided latest value not yet known to be committed.
@@ -183,6 +203,11 @@ pub struct Partition {
     queue: Vec<Queued>,
     /// Latest values decided by batches still in flight, by path.
     pending: HashMap<Path, Pending>,
+    /// Committed current events of recently written or read paths: only
+    /// this partition writes its paths' latest values, so what it committed
+    /// is what the store holds, and a hot path is decided without a store
+    /// read. Bounded by [`MAX_KNOWN_PATHS`] (emptied when full).
+    known: HashMap<Path, Current>,
     /// Batches handed to the committer and not yet done.
     in_flight: usize,
     /// Number of the next batch.
@@ -212,6 +237,7 @@ impl Partition {
             max_future_skew,
             queue: Vec::new(),
             pending: HashMap::new(),
+            known: HashMap::new(),
             in_flight: 0,
             next_batch: 0,
             epoch: 0,
@@ -219,15 +245,19 @@ impl Partition {
         }
     }
 
-    fn current(&self, path: &Path, now: u64) -> Result<Option<Current>, NodeError> {
+    fn current(&mut self, path: &Path) -> Result<Option<Current>, NodeError> {
         if let Some(p) = self.pending.get(path) {
             return Ok(Some(p.current.clone()));
         }
-        Ok(self.store.latest(path)?.map(|s| Current {
-            live: s.event.is_live_at(now),
-            version: s.event.version,
-            digest: s.digest,
-        }))
+        if let Some(c) = self.known.get(path) {
+            return Ok(Some(c.clone()));
+        }
+        let Some(stored) = self.store.latest(path)? else {
+            return Ok(None);
+        };
+        let current = Current::of(&stored.event, stored.digest);
+        remember(&mut self.known, path.clone(), current.clone());
+        Ok(Some(current))
     }
 
     /// Decides one write of batch `batch` against the current state of its
@@ -253,8 +283,8 @@ impl Partition {
             }
             None => self.clock.now(),
         };
-        let current = self.current(&path, now)?;
-        let live = current.as_ref().filter(|c| c.live);
+        let current = self.current(&path)?;
+        let live = current.as_ref().filter(|c| c.live_at(now));
         match &write.precondition {
             Precondition::None => {}
             Precondition::IfMatch(v) if live.is_some_and(|c| &c.version == v) => {}
@@ -307,14 +337,13 @@ impl Partition {
         let pending = match applied {
             Applied::New { previous } => {
                 report.previous = previous;
+                // The pending entry stands for the path until its batch is
+                // done; what was known may be overtaken by any batch in flight.
+                self.known.remove(&path);
                 self.pending.insert(
                     path,
                     Pending {
-                        current: Current {
-                            version: event.version.clone(),
-                            digest,
-                            live: event.is_live_at(now),
-                        },
+                        current: Current::of(&event, digest),
                         batch,
                     },
                 );
@@ -421,12 +450,27 @@ impl Partition {
     /// those: already accounted for.)
     fn settle(&mut self, sent: InFlight, committed: bool) {
         if committed {
-            self.pending.retain(|_, p| p.batch != sent.batch);
+            let Partition { pending, known, .. } = self;
+            pending.retain(|path, p| {
+                if p.batch != sent.batch {
+                    return true;
+                }
+                remember(known, path.clone(), p.current.clone());
+                false
+            });
         } else if sent.epoch == self.epoch {
             self.pending.clear();
             self.epoch += 1;
         }
     }
+}
+
+/// Records a path's committed current event, emptying the map when full.
+fn remember(known: &mut HashMap<Path, Current>, path: Path, current: Current) {
+    if known.len() >= MAX_KNOWN_PATHS && !known.contains_key(&path) {
+        known.clear();
+    }
+    known.insert(path, current);
 }
 
 /// Answers every writer of a committed batch.

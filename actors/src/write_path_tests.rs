@@ -345,3 +345,51 @@ fn an_existing_answer_waits_for_the_write_it_rests_on() {
     });
     node.shutdown();
 }
+
+#[test]
+fn after_a_failed_batch_the_partition_decides_from_what_was_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FaultyStore::open(dir.path()));
+    let node = Node::start(config(dir.path()), store.clone()).unwrap();
+    let (p, q) = (path("rooms/p"), path("rooms/q"));
+    run(async {
+        node.set(p.as_str(), "zero").await.unwrap();
+        // B1 (p = one) is held; B2 (p = two) is decided on top of it.
+        let (began1, verdict1) = store.hold_next_commit();
+        let one = spawn_write(&node, Write::set(p.clone(), "one"));
+        within(began1).await.expect("B1's commit began");
+        let read_q = store.watch_reads_of(&q);
+        let two = spawn_write(&node, Write::set(p.clone(), "two"));
+        let other = spawn_write(&node, Write::set(q.clone(), "x"));
+        within(read_q).await.expect("B2 is being decided");
+        // B1 commits; B2's commit fails.
+        let (began2, verdict2) = store.hold_next_commit();
+        verdict1.send(false).unwrap();
+        let one = one.await.unwrap().expect("B1 commits");
+        within(began2).await.expect("B2's commit began");
+        verdict2.send(true).unwrap();
+        assert!(two.await.unwrap().is_err());
+        assert!(other.await.unwrap().is_err());
+
+        // The store holds "one"; the partition must decide from it, not
+        // from "zero" (before B1) nor "two" (failed).
+        let stored = node.get_path(&p).unwrap().unwrap();
+        assert_eq!(stored.event.value.as_deref(), Some(&b"one"[..]));
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let mut w = Write::set(p.clone(), "three");
+            w.precondition = Precondition::IfMatch(one.version.clone());
+            match node.write(w).await {
+                Ok(report) => {
+                    assert_eq!(report.previous, Some(one.version.clone()));
+                    break;
+                }
+                // Decided before the partition heard of the failure: it is
+                // failed with B2's epoch; the next one is not.
+                Err(NodeError::Store(_)) if std::time::Instant::now() < deadline => continue,
+                Err(e) => panic!("a write on top of the committed value: {e:?}"),
+            }
+        }
+    });
+    node.shutdown();
+}

@@ -6,7 +6,9 @@
 //! decided against the store *plus* what those batches will write (the
 //! `pending` overlay), and handed to the committer at once, so a write waits
 //! for at most the commit it joins, not for the one before it as well. A hot
-//! path still gets group commit.
+//! path still gets group commit. The committed versions of recently written
+//! paths are remembered (`known`), so a hot path is decided without a store
+//! read.
 //!
 //! Should a commit fail, every later batch of the partition that may rest on
 //! it fails as well, so no decision rests on a write that did not happen. The

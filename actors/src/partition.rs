@@ -149,7 +149,9 @@ struct Queued {
 /// A decided write waiting for its batch to commit.
 pub(crate) struct Decided {
     reply: oneshot::Sender<Result<WriteReport, NodeError>>,
-    report: WriteReport,
+    /// The answer if the batch commits: the report, or a refusal (such as a
+    /// failed precondition) that may rest on batches still in flight.
+    outcome: Result<WriteReport, NodeError>,
     /// Index of its event in the commit request, when it writes one.
     written: Option<usize>,
 }
@@ -403,23 +405,29 @@ impl Partition {
                         });
                         decided.push(Decided {
                             reply: q.reply,
-                            report,
+                            outcome: Ok(report),
                             written,
                         });
                     }
-                    Err(e) => {
+                    // With nothing in flight a refusal rests on the store alone.
+                    Err(e) if self.in_flight == 0 => {
                         let _ = q.reply.send(Err(e));
                     }
+                    Err(e) => decided.push(Decided {
+                        reply: q.reply,
+                        outcome: Err(e),
+                        written: None,
+                    }),
                 }
             }
             // Nothing to write and nothing in flight: the answers (`existing`)
             // rest on the store alone. With batches in flight they may rest on
-            // those, so they wait behind them in the committer and fail if one
-            // does. (Refusals, such as a failed precondition, are answered at
-            // once: nothing was applied either way.)
+            // those, so they wait behind them in the committer, and fail if
+            // one does: no answer, `existing` or a refusal, ever rests on a
+            // write that did not happen.
             if writes.is_empty() && self.in_flight == 0 {
                 for d in decided {
-                    let _ = d.reply.send(Ok(d.report));
+                    let _ = d.reply.send(d.outcome);
                 }
                 continue;
             }
@@ -479,13 +487,16 @@ fn remember(known: &mut HashMap<Path, Current>, path: Path, current: Current) {
 pub(crate) fn finish(decided: Vec<Decided>, result: Result<Vec<WriteDone>, NodeError>) {
     match result {
         Ok(done) => {
-            for mut d in decided {
-                if let Some(i) = d.written {
-                    let w = done.get(i).copied().unwrap_or_default();
-                    d.report.seq = w.seq;
-                    d.report.subscribers = w.subscribers;
-                }
-                let _ = d.reply.send(Ok(d.report));
+            for d in decided {
+                let answer = d.outcome.map(|mut report| {
+                    if let Some(i) = d.written {
+                        let w = done.get(i).copied().unwrap_or_default();
+                        report.seq = w.seq;
+                        report.subscribers = w.subscribers;
+                    }
+                    report
+                });
+                let _ = d.reply.send(answer);
             }
         }
         Err(e) => {

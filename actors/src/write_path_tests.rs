@@ -151,6 +151,32 @@ fn spawn_write(
     actix::spawn(async move { node.write(write).await })
 }
 
+/// The next item of a session stream, at most [`DEADLINE`] away.
+async fn next_item(stream: &mut crate::SessionStream) -> crate::subscriber::StreamItem {
+    use futures_util::StreamExt as _;
+    tokio::time::timeout(DEADLINE, stream.next())
+        .await
+        .expect("an item in time")
+        .expect("the stream goes on")
+}
+
+/// Writes just after a failed commit. A write the partition decides before it
+/// hears of the failure belongs to the failed epoch and fails with a store
+/// error; the partition hears of it promptly, so this retries those, for at
+/// most [`DEADLINE`], and returns the first other answer.
+async fn write_after_failure(
+    node: &Node,
+    write: Write,
+) -> Result<crate::partition::WriteReport, NodeError> {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        match node.write(write.clone()).await {
+            Err(NodeError::Store(_)) if std::time::Instant::now() < deadline => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Waits for a signal from the engine, at most [`DEADLINE`].
 async fn within(signal: oneshot::Receiver<()>) -> Result<(), String> {
     match tokio::time::timeout(DEADLINE, signal).await {
@@ -276,11 +302,13 @@ fn a_failed_commit_fails_the_batches_decided_on_top_of_it() {
         let mut again = Write::set(p.clone(), "again");
         again.precondition = Precondition::IfPresent;
         assert!(matches!(
-            node.write(again).await,
+            write_after_failure(&node, again).await,
             Err(NodeError::PreconditionFailed { current: None })
         ));
         // And writes go through once the store works.
-        let report = node.set(p.as_str(), "four").await.unwrap();
+        let report = write_after_failure(&node, Write::set(p.clone(), "four"))
+            .await
+            .unwrap();
         assert_eq!(report.status, WriteStatus::New);
         assert!(report.created);
         assert_eq!(
@@ -305,7 +333,7 @@ fn a_failed_commit_fails_the_batches_decided_on_top_of_it() {
 }
 
 #[test]
-fn an_existing_answer_waits_for_the_write_it_rests_on() {
+fn answers_given_while_a_write_is_in_flight_wait_for_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FaultyStore::open(dir.path()));
     let node = Node::start(config(dir.path()), store.clone()).unwrap();
@@ -329,12 +357,11 @@ fn an_existing_answer_waits_for_the_write_it_rests_on() {
         within(read_r)
             .await
             .expect("the second batch is being decided");
-        assert!(matches!(
-            refused.await.unwrap(),
-            Err(NodeError::PreconditionFailed { current: None })
-        ));
 
         verdict.send(true).unwrap();
+        // Decided while W1 was in flight, the refusal waits behind it too,
+        // and fails with it rather than answer from a state that never was.
+        assert!(matches!(refused.await.unwrap(), Err(NodeError::Store(_))));
         assert!(matches!(first.await.unwrap(), Err(NodeError::Store(_))));
         let again = again.await.unwrap();
         assert!(
@@ -375,19 +402,43 @@ fn after_a_failed_batch_the_partition_decides_from_what_was_committed() {
         // from "zero" (before B1) nor "two" (failed).
         let stored = node.get_path(&p).unwrap().unwrap();
         assert_eq!(stored.event.value.as_deref(), Some(&b"one"[..]));
-        let deadline = std::time::Instant::now() + DEADLINE;
+        let mut w = Write::set(p.clone(), "three");
+        w.precondition = Precondition::IfMatch(one.version.clone());
+        match write_after_failure(&node, w).await {
+            Ok(report) => assert_eq!(report.previous, Some(one.version.clone())),
+            Err(e) => panic!("a write on top of the committed value: {e:?}"),
+        }
+    });
+    node.shutdown();
+}
+
+#[test]
+fn a_subscriber_opened_outside_actix_receives_changes() {
+    use crate::subscriber::StreamItem;
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(config(dir.path())).unwrap();
+    // No arbiter on this thread: the session runs on the engine's.
+    assert!(actix::Arbiter::try_current().is_none());
+    let mut stream = node.subscribe("rooms", None).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        assert!(matches!(
+            next_item(&mut stream).await,
+            StreamItem::Ready { .. }
+        ));
+        node.set("rooms/1", "hello").await.unwrap();
         loop {
-            let mut w = Write::set(p.clone(), "three");
-            w.precondition = Precondition::IfMatch(one.version.clone());
-            match node.write(w).await {
-                Ok(report) => {
-                    assert_eq!(report.previous, Some(one.version.clone()));
+            match next_item(&mut stream).await {
+                StreamItem::Update(change) => {
+                    assert_eq!(change.event.path.as_str(), "rooms/1");
                     break;
                 }
-                // Decided before the partition heard of the failure: it is
-                // failed with B2's epoch; the next one is not.
-                Err(NodeError::Store(_)) if std::time::Instant::now() < deadline => continue,
-                Err(e) => panic!("a write on top of the committed value: {e:?}"),
+                StreamItem::Ping { .. } => continue,
+                other => panic!("expected the update, got {other:?}"),
             }
         }
     });

@@ -223,10 +223,9 @@ impl Node {
         store.remove_meta("clean")?;
         store.flush()?;
 
-        let head = meta_u64(&*store, "seq")?.unwrap_or(0);
-        let clock = Arc::new(Clock::starting_after(
-            meta_u64(&*store, "clock")?.unwrap_or(0),
-        ));
+        let log_head = store.log_head()?;
+        let head = log_head.seq;
+        let clock = Arc::new(Clock::starting_after(log_head.clock));
         let log_first = store.log_first()?.unwrap_or(head + 1);
         let stats = Arc::new(NodeStats::default());
 

@@ -18,7 +18,7 @@ use crate::error::NodeError;
 use crate::model::{Digest, Path, Version};
 use crate::node::{HistoryRange, Node};
 use crate::partition::{Precondition, Write, WriteStatus};
-use crate::store::{Commit, SledStore, Store, StoreError, Stored};
+use crate::store::{Commit, LogHead, SledStore, Store, StoreError, Stored};
 
 /// How long a test waits for the engine before it fails.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -99,6 +99,9 @@ impl Store for FaultyStore {
     }
     fn log_first(&self) -> Result<Option<u64>, StoreError> {
         self.inner.log_first()
+    }
+    fn log_head(&self) -> Result<LogHead, StoreError> {
+        self.inner.log_head()
     }
     fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.meta(name)

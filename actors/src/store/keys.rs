@@ -7,8 +7,12 @@
 //! |---|---|---|
 //! | `l` latest  | path | record |
 //! | `h` history | path `\0` time(8, BE) node `\0` digest(16) | record |
-//! | `g` log     | seq(8, BE) | history key without the namespace byte |
+//! | `g` log     | first seq(8, BE) | log record: the history keys (without namespace byte) of the commit's consecutive seqs (see `log_record`) |
 //! | `m` meta    | name | bytes |
+//!
+//! Meta `head` holds the log head and clock (`LogHead`), `format` the
+//! on-disk format (`FORMAT`); the node keeps its id, incarnation and layout
+//! there too.
 //!
 //! Paths never contain `\0` (control characters are refused), so a history
 //! prefix scan of `h path \0` yields exactly that path's events, ordered by
@@ -24,6 +28,11 @@ pub const HISTORY: u8 = b'h';
 pub const LOG: u8 = b'g';
 /// Namespace of node metadata.
 pub const META: u8 = b'm';
+
+/// Meta name of the log head and clock, rewritten by every commit.
+pub const HEAD_META: &str = "head";
+/// Meta name of the store's format.
+pub const FORMAT_META: &str = "format";
 
 /// `l path`.
 pub fn latest(path: &str) -> Vec<u8> {

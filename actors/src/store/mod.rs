@@ -2,9 +2,9 @@
 //! change log and metadata, behind the small [`Store`] trait.
 //!
 //! Guarantees the rest of the engine relies on:
-//! - A [`Commit`] is applied atomically: the latest value, its history entry,
-//!   its log entry, the log head and the clock high-water mark appear together
-//!   or not at all, also across a crash.
+//! - A [`Commit`] is applied atomically: the latest values, their history
+//!   entries, their log record, the log head and the clock high-water mark
+//!   appear together or not at all, also across a crash.
 //! - Only the committer thread writes (one writer), so log entries appear in
 //!   seq order with no gaps except those made by trimming the log's tail.
 //! - Reads never block writes and see every commit that has returned.
@@ -13,11 +13,12 @@
 //!   writes (`flush`, `batch`) or leaves it to sled's timer (`lazy`).
 
 mod keys;
+mod log_record;
 mod record;
 mod sled_store;
 
 pub use record::{decode, encode, Stored};
-pub use sled_store::SledStore;
+pub use sled_store::{SledStore, FORMAT};
 
 use std::sync::Arc;
 
@@ -62,6 +63,34 @@ pub struct Commit {
     pub trim_below: Option<u64>,
 }
 
+/// Where the change log ends, as of the last commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogHead {
+    /// The last seq assigned (0: none yet).
+    pub seq: u64,
+    /// The clock's high-water mark.
+    pub clock: u64,
+}
+
+impl LogHead {
+    /// 16 bytes: seq then clock, big endian.
+    pub fn encode(&self) -> [u8; 16] {
+        let mut out = [0; 16];
+        out[..8].copy_from_slice(&self.seq.to_be_bytes());
+        out[8..].copy_from_slice(&self.clock.to_be_bytes());
+        out
+    }
+
+    /// The inverse of [`LogHead::encode`]; `None` if `raw` is not 16 bytes.
+    pub fn decode(raw: &[u8]) -> Option<LogHead> {
+        let (seq, clock) = raw.split_first_chunk::<8>()?;
+        Some(LogHead {
+            seq: u64::from_be_bytes(*seq),
+            clock: u64::from_be_bytes(clock.try_into().ok()?),
+        })
+    }
+}
+
 /// What a node keeps on disk. Implemented by [`SledStore`].
 pub trait Store: Send + Sync + 'static {
     /// The latest event of `path` (a tombstone too), if any.
@@ -89,6 +118,9 @@ pub trait Store: Send + Sync + 'static {
     fn log_after(&self, after: u64, limit: usize) -> Result<Vec<Stored>, StoreError>;
     /// The oldest seq still in the log, if the log is not empty.
     fn log_first(&self) -> Result<Option<u64>, StoreError>;
+    /// The log head and clock written by the last commit (zeros for a new
+    /// store).
+    fn log_head(&self) -> Result<LogHead, StoreError>;
     /// A metadata value.
     fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Sets a metadata value (durable after the next flush).

@@ -2,13 +2,29 @@
 
 use std::ops::Bound;
 use std::path::Path as FsPath;
+use std::time::{Duration, Instant};
 
 use sled::IVec;
 
 use super::keys;
+use super::log_record::{self, LogRecordBuilder};
 use super::record::{decode, encode, Stored};
-use super::{Commit, Store, StoreError};
+use super::{Commit, LogHead, Store, StoreError};
 use crate::model::{Digest, Path, Version, MAX_PATH_BYTES};
+
+/// The on-disk format this build writes and reads (see `keys`).
+pub const FORMAT: u64 = 2;
+
+/// How long [`SledStore::open`] waits for a directory lock held elsewhere.
+pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Log keys converted per batch when upgrading a format-1 store.
+const UPGRADE_CHUNK: usize = 4096;
+
+/// A big-endian u64 meta value.
+fn u64_of(raw: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(raw).ok().map(u64::from_be_bytes)
+}
 
 /// The sled-backed store of one node.
 pub struct SledStore {
@@ -17,15 +33,113 @@ pub struct SledStore {
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `dir`, with `cache_bytes` of page cache.
+    /// Opens (or creates) the store in `dir`, with `cache_bytes` of page
+    /// cache. A store written in an older format is upgraded in place first.
+    ///
+    /// sled locks the directory, and when a store of this process was just
+    /// dropped its background threads may hold the lock for a moment longer:
+    /// a lock held elsewhere is waited for up to [`LOCK_WAIT`].
     pub fn open(dir: &FsPath, cache_bytes: u64) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+            .mode(sled::Mode::HighThroughput);
+        let deadline = Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => break other?,
+            }
+        };
         let tree = db.open_tree("spread")?;
-        Ok(SledStore { db, tree })
+        let store = SledStore { db, tree };
+        store.upgrade()?;
+        Ok(store)
+    }
+
+    /// Brings a store to [`FORMAT`]. Format 1 kept one log key per seq (a
+    /// bare history key) and the head seq and clock under two meta keys.
+    /// Each step can be repeated, so a crash halfway is harmless: records
+    /// already converted carry the tag and are skipped, and the format is
+    /// set last, together with the head.
+    fn upgrade(&self) -> Result<(), StoreError> {
+        match self.tree.get(keys::meta(keys::FORMAT_META))? {
+            Some(v) if v.as_ref() == FORMAT.to_be_bytes() => return Ok(()),
+            Some(v) => {
+                return Err(StoreError::Failed(format!(
+                    "the store's format {} is not {FORMAT}, the one this build reads",
+                    u64_of(&v).map_or_else(|| format!("{v:?}"), |f| f.to_string())
+                )))
+            }
+            None => {}
+        }
+        let mut from = keys::log(0).to_vec();
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut converted = 0;
+            let mut last = None;
+            for item in self.tree.range(from.clone()..keys::log(u64::MAX).to_vec()) {
+                let (key, raw) = item?;
+                if !log_record::is_record(&raw) {
+                    let mut record = Vec::with_capacity(5 + raw.len());
+                    record.push(log_record::TAG);
+                    record.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+                    record.extend_from_slice(&raw);
+                    batch.insert(key.clone(), record);
+                    converted += 1;
+                }
+                last = Some(key);
+                if converted == UPGRADE_CHUNK {
+                    break;
+                }
+            }
+            self.tree.apply_batch(batch)?;
+            match last {
+                Some(key) if converted == UPGRADE_CHUNK => {
+                    from = key.to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        let seq = self.tree.get(keys::meta("seq"))?;
+        let clock = self.tree.get(keys::meta("clock"))?;
+        let mut batch = sled::Batch::default();
+        if seq.is_some() || clock.is_some() {
+            let head = LogHead {
+                seq: seq.as_deref().and_then(u64_of).unwrap_or(0),
+                clock: clock.as_deref().and_then(u64_of).unwrap_or(0),
+            };
+            batch.insert(keys::meta(keys::HEAD_META), &head.encode()[..]);
+            batch.remove(keys::meta("seq"));
+            batch.remove(keys::meta("clock"));
+        }
+        batch.insert(keys::meta(keys::FORMAT_META), &FORMAT.to_be_bytes());
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The event a log record entry names, checked against its seq.
+    fn logged_event(&self, seq: u64, history_key: &[u8]) -> Result<Stored, StoreError> {
+        let mut full = Vec::with_capacity(1 + history_key.len());
+        full.push(keys::HISTORY);
+        full.extend_from_slice(history_key);
+        let raw = self.tree.get(&full)?.ok_or_else(|| {
+            StoreError::Corrupt(format!("log entry {seq} names a missing event"))
+        })?;
+        let stored = Self::decode_history(&full, raw)?;
+        if stored.seq != Some(seq) {
+            return Err(StoreError::Corrupt(format!(
+                "log entry {seq} disagrees with its event"
+            )));
+        }
+        Ok(stored)
     }
 
     fn decode_latest(key: &[u8], raw: IVec) -> Result<Stored, StoreError> {
@@ -135,27 +249,29 @@ impl Store for SledStore {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for item in self
-            .tree
-            .range(keys::log(first)..keys::log(u64::MAX))
-            .take(limit)
-        {
-            let (key, hkey) = item?;
-            let seq = keys::seq_of_log_key(&key)
+        if limit == 0 {
+            return Ok(out);
+        }
+        // Start at the record holding `first`: the last one starting at or
+        // before it (or the first one after it, if it was trimmed away).
+        let start = match self.tree.range(keys::log(0)..=keys::log(first)).next_back() {
+            Some(item) => item?.0,
+            None => IVec::from(&keys::log(first)[..]),
+        };
+        for item in self.tree.range(start..IVec::from(&keys::log(u64::MAX)[..])) {
+            let (key, raw) = item?;
+            let record_first = keys::seq_of_log_key(&key)
                 .ok_or_else(|| StoreError::Corrupt("bad log key".into()))?;
-            let mut full = Vec::with_capacity(1 + hkey.len());
-            full.push(keys::HISTORY);
-            full.extend_from_slice(&hkey);
-            let raw = self.tree.get(&full)?.ok_or_else(|| {
-                StoreError::Corrupt(format!("log entry {seq} names a missing event"))
-            })?;
-            let stored = Self::decode_history(&full, raw)?;
-            if stored.seq != Some(seq) {
-                return Err(StoreError::Corrupt(format!(
-                    "log entry {seq} disagrees with its event"
-                )));
+            for (seq, entry) in (record_first..).zip(log_record::entries(&raw)) {
+                let entry = entry?;
+                if seq < first {
+                    continue;
+                }
+                out.push(self.logged_event(seq, entry)?);
+                if out.len() >= limit {
+                    return Ok(out);
+                }
             }
-            out.push(stored);
         }
         Ok(out)
     }
@@ -164,6 +280,14 @@ impl Store for SledStore {
         match self.tree.range(keys::log(0)..keys::log(u64::MAX)).next() {
             Some(item) => Ok(keys::seq_of_log_key(&item?.0)),
             None => Ok(None),
+        }
+    }
+
+    fn log_head(&self) -> Result<LogHead, StoreError> {
+        match self.tree.get(keys::meta(keys::HEAD_META))? {
+            Some(raw) => LogHead::decode(&raw)
+                .ok_or_else(|| StoreError::Corrupt("bad log head record".into())),
+            None => Ok(LogHead::default()),
         }
     }
 
@@ -183,23 +307,37 @@ impl Store for SledStore {
 
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
+        let mut log = LogRecordBuilder::default();
         for entry in &commit.entries {
             let event = &entry.event;
             let record: IVec = encode(event, &entry.digest, entry.seq)?.into();
             let hkey = keys::history(&event.path, &event.version, &entry.digest);
             if let Some(seq) = entry.seq {
                 batch.insert(keys::latest(event.path.as_str()), record.clone());
-                batch.insert(&keys::log(seq)[..], &hkey[1..]);
+                log.push(seq, &hkey[1..])?;
             }
             batch.insert(hkey, record);
         }
+        if let Some((first, record)) = log.finish() {
+            batch.insert(&keys::log(first)[..], record);
+        }
         if let Some(below) = commit.trim_below {
+            // Whole records only: one that reaches `below` stays.
             for item in self.tree.range(keys::log(0)..keys::log(below)) {
-                batch.remove(item?.0);
+                let (key, raw) = item?;
+                let first = keys::seq_of_log_key(&key)
+                    .ok_or_else(|| StoreError::Corrupt("bad log key".into()))?;
+                if first.saturating_add(log_record::count(&raw)?) > below {
+                    break;
+                }
+                batch.remove(key);
             }
         }
-        batch.insert(keys::meta("seq"), &commit.head_seq.to_be_bytes());
-        batch.insert(keys::meta("clock"), &commit.clock.to_be_bytes());
+        let head = LogHead {
+            seq: commit.head_seq,
+            clock: commit.clock,
+        };
+        batch.insert(keys::meta(keys::HEAD_META), &head.encode()[..]);
         self.tree.apply_batch(batch)?;
         Ok(())
     }
@@ -222,7 +360,7 @@ mod tests {
 
     use super::*;
     use crate::model::{Event, NodeId};
-    use crate::store::CommitEntry;
+    use crate::store::{CommitEntry, LogHead};
 
     fn ev(path: &str, time: u64, value: Option<&'static str>) -> Arc<Event> {
         Arc::new(Event {
@@ -294,39 +432,144 @@ mod tests {
             .map(|st| st.seq)
             .collect();
         assert_eq!(log, vec![Some(2), Some(3), Some(4)]);
-        assert_eq!(s.meta("seq").unwrap().unwrap(), 4u64.to_be_bytes());
+        assert_eq!(s.log_head().unwrap(), LogHead { seq: 4, clock: 40 });
         let old = ev("a", 5, Some("old"));
         assert!(s.contains(&a, &old.version, &old.digest()).unwrap());
     }
 
+    /// Commits one record per slice of `ends`: seqs 1..=ends[0], then up to ends[1], …
+    fn commit_records(s: &SledStore, ends: &[u64]) {
+        let mut next = 1;
+        for &end in ends {
+            let entries = (next..=end)
+                .map(|i| entry(ev(&format!("p/{}", i % 3), i, Some("v")), Some(i)))
+                .collect();
+            s.commit(&Commit {
+                entries,
+                head_seq: end,
+                clock: end,
+                trim_below: None,
+            })
+            .unwrap();
+            next = end + 1;
+        }
+    }
+
+    fn seqs(stored: &[Stored]) -> Vec<u64> {
+        stored.iter().map(|st| st.seq.unwrap()).collect()
+    }
+
     #[test]
-    fn trimming_drops_the_log_tail_only() {
+    fn the_log_reads_from_any_seq_across_records() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path(), 1 << 20).unwrap();
-        let entries = (1..=5)
-            .map(|i| entry(ev("p", i, Some("v")), Some(i)))
-            .collect();
-        s.commit(&Commit {
-            entries,
-            head_seq: 5,
-            clock: 5,
-            trim_below: None,
-        })
-        .unwrap();
-        s.commit(&Commit {
-            entries: vec![],
-            head_seq: 5,
-            clock: 5,
-            trim_below: Some(4),
-        })
-        .unwrap();
-        assert_eq!(s.log_first().unwrap(), Some(4));
-        assert_eq!(s.log_after(0, 10).unwrap().len(), 2);
-        assert_eq!(
-            s.history(&Path::parse("p").unwrap(), 0, u64::MAX, 10)
-                .unwrap()
-                .len(),
-            5
-        );
+        commit_records(&s, &[3, 4, 9]);
+        assert_eq!(s.log_first().unwrap(), Some(1));
+        assert_eq!(seqs(&s.log_after(0, 100).unwrap()), (1..=9).collect::<Vec<_>>());
+        assert_eq!(seqs(&s.log_after(1, 100).unwrap()), (2..=9).collect::<Vec<_>>());
+        assert_eq!(seqs(&s.log_after(3, 2).unwrap()), vec![4, 5]);
+        assert_eq!(seqs(&s.log_after(5, 100).unwrap()), vec![6, 7, 8, 9]);
+        assert!(s.log_after(9, 100).unwrap().is_empty());
+        assert!(s.log_after(u64::MAX, 100).unwrap().is_empty());
+        assert!(s.log_after(0, 0).unwrap().is_empty());
+        let e = &s.log_after(6, 1).unwrap()[0];
+        assert_eq!((e.event.path.as_str(), e.event.version.time), ("p/1", 7));
+        assert_eq!(s.log_head().unwrap(), LogHead { seq: 9, clock: 9 });
+    }
+
+    #[test]
+    fn trimming_drops_whole_records_of_the_log_tail_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        commit_records(&s, &[2, 5, 6, 8]);
+        let trim = |below| {
+            s.commit(&Commit {
+                entries: vec![],
+                head_seq: 8,
+                clock: 8,
+                trim_below: Some(below),
+            })
+            .unwrap()
+        };
+        // The record 3..=5 reaches seq 4: it stays, with seqs 3 and 4 in it.
+        trim(4);
+        assert_eq!(s.log_first().unwrap(), Some(3));
+        assert_eq!(seqs(&s.log_after(0, 10).unwrap()), vec![3, 4, 5, 6, 7, 8]);
+        trim(7);
+        assert_eq!(s.log_first().unwrap(), Some(7));
+        assert_eq!(seqs(&s.log_after(2, 10).unwrap()), vec![7, 8]);
+        let history: usize = (0..3)
+            .map(|i| {
+                let p = Path::parse(&format!("p/{i}")).unwrap();
+                s.history(&p, 0, u64::MAX, 100).unwrap().len()
+            })
+            .sum();
+        assert_eq!(history, 8, "trimming the log keeps every event's history");
+    }
+
+    #[test]
+    fn a_format_1_store_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        // More log entries than one upgrade batch converts.
+        let n = UPGRADE_CHUNK as u64 + 5;
+        {
+            // Format 1, written by hand: one log key per seq holding the bare
+            // history key, and the head in meta `seq` and `clock`.
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let tree = db.open_tree("spread").unwrap();
+            for seq in 1..=n {
+                let e = ev("old/x", seq * 10, Some("v"));
+                let d = e.digest();
+                let record = encode(&e, &d, Some(seq)).unwrap();
+                let hkey = keys::history(&e.path, &e.version, &d);
+                tree.insert(keys::latest(e.path.as_str()), record.clone())
+                    .unwrap();
+                tree.insert(&keys::log(seq)[..], &hkey[1..]).unwrap();
+                tree.insert(hkey, record).unwrap();
+            }
+            tree.insert(keys::meta("seq"), &n.to_be_bytes()).unwrap();
+            tree.insert(keys::meta("clock"), &(n * 10).to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        {
+            let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+            let head = LogHead {
+                seq: n,
+                clock: n * 10,
+            };
+            assert_eq!(s.log_head().unwrap(), head);
+            assert_eq!(seqs(&s.log_after(0, 10_000).unwrap()), (1..=n).collect::<Vec<_>>());
+            assert_eq!(s.meta("format").unwrap().unwrap(), FORMAT.to_be_bytes());
+            assert!(s.meta("seq").unwrap().is_none());
+            // New commits append records after the converted ones.
+            s.commit(&Commit {
+                entries: vec![entry(ev("old/y", n * 10 + 1, Some("w")), Some(n + 1))],
+                head_seq: n + 1,
+                clock: n * 10 + 1,
+                trim_below: Some(n - 1),
+            })
+            .unwrap();
+            s.flush().unwrap();
+        }
+        // Opened again: format 2 already, nothing is converted twice.
+        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(s.log_head().unwrap().seq, n + 1);
+        assert_eq!(s.log_first().unwrap(), Some(n - 1));
+        assert_eq!(seqs(&s.log_after(0, 10).unwrap()), vec![n - 1, n, n + 1]);
+        let x = Path::parse("old/x").unwrap();
+        assert_eq!(s.latest(&x).unwrap().unwrap().seq, Some(n));
+    }
+
+    #[test]
+    fn a_store_of_an_unknown_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+            s.set_meta("format", &(FORMAT + 1).to_be_bytes()).unwrap();
+            s.flush().unwrap();
+        }
+        let err = SledStore::open(dir.path(), 1 << 20).err().expect("refused");
+        assert!(err.to_string().contains("format 3"), "{err}");
     }
 }

@@ -62,13 +62,6 @@ pub fn history(path: &Path, version: &Version, digest: &Digest) -> Vec<u8> {
     k
 }
 
-/// `h path \0 time` — history keys of `path` at or after `time` sort at or after it.
-pub fn history_at(path: &Path, time: u64) -> Vec<u8> {
-    let mut k = history_prefix(path);
-    k.extend_from_slice(&time.to_be_bytes());
-    k
-}
-
 /// The path named by a history key (with or without its namespace byte).
 pub fn path_of_history_key(key: &[u8]) -> Option<&str> {
     let key = key.strip_prefix(&[HISTORY]).unwrap_or(key);

@@ -14,6 +14,7 @@
 
 mod keys;
 mod log_record;
+mod pages;
 mod record;
 mod sled_store;
 

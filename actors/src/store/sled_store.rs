@@ -8,6 +8,7 @@ use sled::IVec;
 
 use super::keys;
 use super::log_record::{self, LogRecordBuilder};
+use super::pages;
 use super::record::{decode, encode, Stored};
 use super::{Commit, LogHead, Store, StoreError};
 use crate::model::{Digest, Path, Version, MAX_PATH_BYTES};
@@ -127,13 +128,14 @@ impl SledStore {
 
     /// The event a log record entry names, checked against its seq.
     fn logged_event(&self, seq: u64, history_key: &[u8]) -> Result<Stored, StoreError> {
-        let mut full = Vec::with_capacity(1 + history_key.len());
-        full.push(keys::HISTORY);
-        full.extend_from_slice(history_key);
-        let raw = self.tree.get(&full)?.ok_or_else(|| {
-            StoreError::Corrupt(format!("log entry {seq} names a missing event"))
-        })?;
-        let stored = Self::decode_history(&full, raw)?;
+        let bad = || StoreError::Corrupt(format!("log entry {seq} has a bad history key"));
+        let text = keys::path_of_history_key(history_key).ok_or_else(bad)?;
+        let path = Path::parse(text).map_err(|_| bad())?;
+        let order = &history_key[text.len() + 1..];
+        let latest = self.tree.get(keys::latest(text))?;
+        let record = pages::find(&self.tree, &path, order, latest)?
+            .ok_or_else(|| StoreError::Corrupt(format!("log entry {seq} names a missing event")))?;
+        let stored = decode(path, record)?;
         if stored.seq != Some(seq) {
             return Err(StoreError::Corrupt(format!(
                 "log entry {seq} disagrees with its event"
@@ -146,14 +148,8 @@ impl SledStore {
         let text = std::str::from_utf8(&key[1..])
             .map_err(|_| StoreError::Corrupt("latest key is not UTF-8".into()))?;
         let path = Path::parse(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        decode(path, raw)
-    }
-
-    fn decode_history(key: &[u8], raw: IVec) -> Result<Stored, StoreError> {
-        let text = keys::path_of_history_key(key)
-            .ok_or_else(|| StoreError::Corrupt("bad history key".into()))?;
-        let path = Path::parse(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        decode(path, raw)
+        let record = pages::last_record(&path, raw)?;
+        decode(path, record)
     }
 }
 
@@ -165,7 +161,7 @@ impl Store for SledStore {
         key[0] = keys::LATEST;
         key[1..=text.len()].copy_from_slice(text);
         match self.tree.get(&key[..=text.len()])? {
-            Some(raw) => decode(path.clone(), raw).map(Some),
+            Some(raw) => decode(path.clone(), pages::last_record(path, raw)?).map(Some),
             None => Ok(None),
         }
     }
@@ -176,9 +172,9 @@ impl Store for SledStore {
         version: &Version,
         digest: &Digest,
     ) -> Result<bool, StoreError> {
-        Ok(self
-            .tree
-            .contains_key(keys::history(path, version, digest))?)
+        let latest = self.tree.get(keys::latest(path.as_str()))?;
+        let order = pages::order(version, digest);
+        Ok(pages::find(&self.tree, path, &order, latest)?.is_some())
     }
 
     fn scan_latest(
@@ -201,7 +197,7 @@ impl Store for SledStore {
         };
         if !prefix.is_root() && after.is_none_or(|a| a < prefix.as_str()) {
             if let Some(raw) = self.tree.get(keys::latest(prefix.as_str()))? {
-                out.push(decode(prefix.clone(), raw)?);
+                out.push(decode(prefix.clone(), pages::last_record(prefix, raw)?)?);
             }
         }
         let start = match after {
@@ -227,19 +223,32 @@ impl Store for SledStore {
         to: u64,
         limit: usize,
     ) -> Result<Vec<Stored>, StoreError> {
-        let start = keys::history_at(path, from);
-        let end = match to.checked_add(1) {
-            Some(t) => keys::history_at(path, t),
-            None => {
-                let mut e = keys::history_prefix(path);
-                *e.last_mut().expect("terminator") += 1;
-                e
-            }
-        };
         let mut out = Vec::new();
-        for item in self.tree.range(start..end).take(limit) {
-            let (key, raw) = item?;
-            out.push(Self::decode_history(&key, raw)?);
+        if limit == 0 || from > to {
+            return Ok(out);
+        }
+        // Pages in order, then the open page and the current record; stop at
+        // the first record after `to`.
+        let push = |items: Vec<pages::Item>, out: &mut Vec<Stored>| {
+            for item in items {
+                let time = item.time();
+                if time > to || out.len() >= limit {
+                    return Ok::<_, StoreError>(false);
+                }
+                if time >= from {
+                    out.push(decode(path.clone(), item.record)?);
+                }
+            }
+            Ok(true)
+        };
+        for page in pages::PathView::new(&self.tree, path).pages_from_time(from) {
+            let (_, raw) = page?;
+            if !push(pages::items(path, raw)?, &mut out)? {
+                return Ok(out);
+            }
+        }
+        if let Some(raw) = self.tree.get(keys::latest(path.as_str()))? {
+            push(pages::items(path, raw)?, &mut out)?;
         }
         Ok(out)
     }
@@ -306,17 +315,29 @@ impl Store for SledStore {
     }
 
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut overlay = pages::Overlay::new(&self.tree);
         let mut log = LogRecordBuilder::default();
         for entry in &commit.entries {
             let event = &entry.event;
-            let record: IVec = encode(event, &entry.digest, entry.seq)?.into();
-            let hkey = keys::history(&event.path, &event.version, &entry.digest);
-            if let Some(seq) = entry.seq {
-                batch.insert(keys::latest(event.path.as_str()), record.clone());
-                log.push(seq, &hkey[1..])?;
+            let order = pages::order(&event.version, &entry.digest);
+            let item = pages::Item {
+                order: IVec::from(&order[..]),
+                record: encode(event, &entry.digest, entry.seq)?.into(),
+            };
+            match entry.seq {
+                Some(seq) => {
+                    overlay.set_latest(&event.path, item)?;
+                    let hkey = keys::history(&event.path, &event.version, &entry.digest);
+                    log.push(seq, &hkey[1..])?;
+                }
+                None => {
+                    overlay.add_history(&event.path, item)?;
+                }
             }
-            batch.insert(hkey, record);
+        }
+        let mut batch = sled::Batch::default();
+        for (key, value) in overlay.into_writes()? {
+            batch.insert(key, value);
         }
         if let Some((first, record)) = log.finish() {
             batch.insert(&keys::log(first)[..], record);
@@ -360,6 +381,7 @@ mod tests {
 
     use super::*;
     use crate::model::{Event, NodeId};
+    use crate::store::pages;
     use crate::store::{CommitEntry, LogHead};
 
     fn ev(path: &str, time: u64, value: Option<&'static str>) -> Arc<Event> {
@@ -465,8 +487,14 @@ mod tests {
         let s = SledStore::open(dir.path(), 1 << 20).unwrap();
         commit_records(&s, &[3, 4, 9]);
         assert_eq!(s.log_first().unwrap(), Some(1));
-        assert_eq!(seqs(&s.log_after(0, 100).unwrap()), (1..=9).collect::<Vec<_>>());
-        assert_eq!(seqs(&s.log_after(1, 100).unwrap()), (2..=9).collect::<Vec<_>>());
+        assert_eq!(
+            seqs(&s.log_after(0, 100).unwrap()),
+            (1..=9).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            seqs(&s.log_after(1, 100).unwrap()),
+            (2..=9).collect::<Vec<_>>()
+        );
         assert_eq!(seqs(&s.log_after(3, 2).unwrap()), vec![4, 5]);
         assert_eq!(seqs(&s.log_after(5, 100).unwrap()), vec![6, 7, 8, 9]);
         assert!(s.log_after(9, 100).unwrap().is_empty());
@@ -539,7 +567,10 @@ mod tests {
                 clock: n * 10,
             };
             assert_eq!(s.log_head().unwrap(), head);
-            assert_eq!(seqs(&s.log_after(0, 10_000).unwrap()), (1..=n).collect::<Vec<_>>());
+            assert_eq!(
+                seqs(&s.log_after(0, 10_000).unwrap()),
+                (1..=n).collect::<Vec<_>>()
+            );
             assert_eq!(s.meta("format").unwrap().unwrap(), FORMAT.to_be_bytes());
             assert!(s.meta("seq").unwrap().is_none());
             // New commits append records after the converted ones.
@@ -571,5 +602,130 @@ mod tests {
         }
         let err = SledStore::open(dir.path(), 1 << 20).err().expect("refused");
         assert!(err.to_string().contains("format 3"), "{err}");
+    }
+
+    /// One event of the property test: path index, time, value length, and
+    /// the commit it closes (true ends the current commit after it).
+    type Op = (usize, u64, usize, bool);
+
+    fn arb_op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        (
+            0usize..2,
+            1u64..60,
+            prop::sample::select(vec![0usize, 3, 100, 700, 1500, 2500]),
+            prop::bool::weighted(0.3),
+        )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Whatever mix of new values, late (history-only) events and value
+        /// sizes, in whatever commits, the store reads back exactly the
+        /// events a plain sorted map holds: history ranges, membership,
+        /// latest value and the log.
+        #[test]
+        fn pages_read_back_like_a_sorted_map(ops in proptest::collection::vec(arb_op(), 1..120)) {
+            use std::collections::BTreeMap;
+            let dir = tempfile::tempdir().unwrap();
+            let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+            let paths = [Path::parse("a/x").unwrap(), Path::parse("a/x/y").unwrap()];
+            // Per path: order key -> (event, seq).
+            let mut model: Vec<BTreeMap<Vec<u8>, (Arc<Event>, Option<u64>)>> = vec![BTreeMap::new(); 2];
+            let mut seq = 0;
+            let mut commit = Commit::default();
+            for (i, &(p, time, len, ends)) in ops.iter().enumerate() {
+                let value = Bytes::from(vec![b'a' + (i % 26) as u8; len]);
+                let e = Arc::new(Event {
+                    path: paths[p].clone(),
+                    version: Version::new(time, NodeId::new("n").unwrap()),
+                    value: Some(value),
+                    content_type: None,
+                    expires_at: None,
+                    author: None,
+                });
+                let d = e.digest();
+                let order = pages::order(&e.version, &d);
+                if model[p].contains_key(&order) {
+                    continue; // the partition answers `existing`
+                }
+                let newest = model[p].keys().next_back().is_none_or(|top| order > *top);
+                let entry_seq = newest.then(|| {
+                    seq += 1;
+                    seq
+                });
+                model[p].insert(order, (e.clone(), entry_seq));
+                commit.entries.push(CommitEntry { event: e, digest: d, seq: entry_seq });
+                if ends {
+                    commit.head_seq = seq;
+                    s.commit(&std::mem::take(&mut commit)).unwrap();
+                }
+            }
+            commit.head_seq = seq;
+            s.commit(&commit).unwrap();
+            let version_of = |st: &Stored| (st.event.version.time, st.event.value.clone(), st.seq);
+            let expected_of = |(e, q): &(Arc<Event>, Option<u64>)| (e.version.time, e.value.clone(), *q);
+            for (p, path) in paths.iter().enumerate() {
+                let all: Vec<_> = model[p].values().map(expected_of).collect();
+                let got: Vec<_> = s.history(path, 0, u64::MAX, 10_000).unwrap().iter().map(version_of).collect();
+                proptest::prop_assert_eq!(&got, &all);
+                for (from, to, limit) in [(10, 30, 1000), (0, 5, 3), (25, 25, 10), (31, 59, 4)] {
+                    let want: Vec<_> = model[p]
+                        .values()
+                        .filter(|(e, _)| (from..=to).contains(&e.version.time))
+                        .take(limit)
+                        .map(expected_of)
+                        .collect();
+                    let got: Vec<_> = s.history(path, from, to, limit).unwrap().iter().map(version_of).collect();
+                    proptest::prop_assert_eq!(got, want, "history({}, {}, {})", from, to, limit);
+                }
+                for (e, _) in model[p].values() {
+                    proptest::prop_assert!(s.contains(path, &e.version, &e.digest()).unwrap());
+                }
+                let absent = Version::new(1000, NodeId::new("n").unwrap());
+                proptest::prop_assert!(!s.contains(path, &absent, &[0; 16]).unwrap());
+                let latest = s.latest(path).unwrap().map(|st| version_of(&st));
+                proptest::prop_assert_eq!(latest, model[p].values().next_back().map(expected_of));
+            }
+            let mut logged: Vec<_> = model
+                .iter()
+                .flat_map(|m| m.values())
+                .filter_map(|(e, q)| q.map(|q| (q, e.path.to_string(), e.version.time)))
+                .collect();
+            logged.sort();
+            let got: Vec<_> = s
+                .log_after(0, 10_000)
+                .unwrap()
+                .iter()
+                .map(|st| (st.seq.unwrap(), st.event.path.to_string(), st.event.version.time))
+                .collect();
+            proptest::prop_assert_eq!(got, logged);
+        }
+    }
+
+    #[test]
+    fn a_path_written_many_times_keeps_its_history_in_few_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let n = 100;
+        for i in 1..=n {
+            s.commit(&Commit {
+                entries: vec![entry(ev("hot", i, Some("v")), Some(i))],
+                head_seq: i,
+                clock: i,
+                trim_below: None,
+            })
+            .unwrap();
+        }
+        let hot = Path::parse("hot").unwrap();
+        assert_eq!(
+            s.history(&hot, 0, u64::MAX, 1000).unwrap().len(),
+            n as usize
+        );
+        let history_keys = s.tree.scan_prefix(keys::history_prefix(&hot)).count();
+        assert!(
+            history_keys <= (n as usize).div_ceil(pages::OPEN_PAGE_ENTRIES),
+            "{history_keys} history keys for {n} events"
+        );
     }
 }

@@ -72,7 +72,8 @@ pub(crate) struct Committer {
     pub log_retention: u64,
     /// Last seq assigned.
     pub head: u64,
-    /// Oldest seq still in the log (head + 1 when empty).
+    /// Where log trimming has reached (head + 1 when empty): the store may
+    /// still hold older entries of a record that reaches past it.
     pub log_first: u64,
     /// Per partition, the epoch of its last failed batch: later batches of
     /// that epoch fail too.

@@ -5,8 +5,8 @@
 //!
 //! | namespace | key | value |
 //! |---|---|---|
-//! | `l` latest  | path | record |
-//! | `h` history | path `\0` time(8, BE) node `\0` digest(16) | record |
+//! | `l` latest  | path | the current record, or a list: the open page then the current record (see `pages`) |
+//! | `h` history | path `\0` order of the page's last record: time(8, BE) node `\0` digest(16) | a page: a record or a sorted list (see `pages`) |
 //! | `g` log     | first seq(8, BE) | log record: the history keys (without namespace byte) of the commit's consecutive seqs (see `log_record`) |
 //! | `m` meta    | name | bytes |
 //!
@@ -14,9 +14,9 @@
 //! on-disk format (`FORMAT`); the node keeps its id, incarnation and layout
 //! there too.
 //!
-//! Paths never contain `\0` (control characters are refused), so a history
-//! prefix scan of `h path \0` yields exactly that path's events, ordered by
-//! version (time, then node id: `\0` ends the node id so `a` sorts before `ab`).
+//! Paths never contain `\0` (control characters are refused), so a prefix
+//! scan of `h path \0` yields exactly that path's pages, ordered by version
+//! (time, then node id: `\0` ends the node id so `a` sorts before `ab`).
 
 use crate::model::{Digest, Path, Version};
 
@@ -62,11 +62,11 @@ pub fn history(path: &Path, version: &Version, digest: &Digest) -> Vec<u8> {
     k
 }
 
-/// The path named by a history key (with or without its namespace byte).
-pub fn path_of_history_key(key: &[u8]) -> Option<&str> {
-    let key = key.strip_prefix(&[HISTORY]).unwrap_or(key);
+/// The path and order key of a history key given without its namespace
+/// byte, as log records hold them.
+pub fn split_logged_key(key: &[u8]) -> Option<(&str, &[u8])> {
     let end = key.iter().position(|&b| b == 0)?;
-    std::str::from_utf8(&key[..end]).ok()
+    Some((std::str::from_utf8(&key[..end]).ok()?, &key[end + 1..]))
 }
 
 /// `g seq`.
@@ -103,8 +103,15 @@ mod tests {
         let k3 = history(&p, &Version::new(6, NodeId::new("a").unwrap()), &d);
         assert!(k1 < k2 && k2 < k3);
         assert!(k1.starts_with(&history_prefix(&p)));
-        assert_eq!(path_of_history_key(&k1), Some("a/b"));
-        assert_eq!(path_of_history_key(&k1[1..]), Some("a/b"));
+        let (path, order) = split_logged_key(&k1[1..]).unwrap();
+        assert_eq!((path, order), ("a/b", &k1[5..]));
+        // A path starting with the history namespace letter keeps it.
+        let h = history(
+            &Path::parse("hot").unwrap(),
+            &Version::new(5, NodeId::new("a").unwrap()),
+            &d,
+        );
+        assert_eq!(split_logged_key(&h[1..]).unwrap().0, "hot");
         assert_eq!(seq_of_log_key(&log(42)), Some(42));
     }
 }

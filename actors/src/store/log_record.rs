@@ -69,21 +69,18 @@ pub fn is_record(raw: &[u8]) -> bool {
 }
 
 /// The history keys (without namespace byte) named by a log record, in seq
-/// order.
+/// order. A value without the tag yields one error.
 pub fn entries(raw: &[u8]) -> Entries<'_> {
-    Entries {
-        rest: raw.strip_prefix(&[TAG]),
+    match raw.strip_prefix(&[TAG]) {
+        Some(rest) => Entries {
+            rest: Some(rest),
+            untagged: false,
+        },
+        None => Entries {
+            rest: None,
+            untagged: true,
+        },
     }
-}
-
-/// How many events a log record names.
-pub fn count(raw: &[u8]) -> Result<u64, StoreError> {
-    let mut n = 0;
-    for entry in entries(raw) {
-        entry?;
-        n += 1;
-    }
-    Ok(n)
 }
 
 /// Iterator over the entries of a log record; yields an error (once) if the
@@ -92,12 +89,19 @@ pub fn count(raw: &[u8]) -> Result<u64, StoreError> {
 pub struct Entries<'a> {
     /// What is left to read; `None` once done or after an error.
     rest: Option<&'a [u8]>,
+    /// The value is not a log record: report it once.
+    untagged: bool,
 }
 
 impl<'a> Iterator for Entries<'a> {
     type Item = Result<&'a [u8], StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if std::mem::take(&mut self.untagged) {
+            return Some(Err(StoreError::Corrupt(
+                "a log value without its tag".into(),
+            )));
+        }
         let rest = self.rest.take()?;
         if rest.is_empty() {
             return None;
@@ -130,7 +134,6 @@ mod tests {
         assert!(is_record(&raw));
         let got: Vec<&[u8]> = entries(&raw).map(Result::unwrap).collect();
         assert_eq!(got, vec![&b"a\0one"[..], b"", b"b/c\0three"]);
-        assert_eq!(count(&raw).unwrap(), 3);
         assert!(LogRecordBuilder::default().finish().is_none());
     }
 
@@ -149,8 +152,9 @@ mod tests {
                 all.last().is_some_and(Result::is_err),
                 "a record cut at {cut} bytes must fail"
             );
-            assert!(count(&raw[..cut]).is_err());
         }
         assert!(!is_record(b"a\0bare history key"));
+        let untagged: Vec<_> = entries(b"a\0bare history key").collect();
+        assert!(matches!(untagged[..], [Err(_)]));
     }
 }

@@ -60,7 +60,8 @@ pub struct Commit {
     pub head_seq: u64,
     /// The clock's high-water mark to persist.
     pub clock: u64,
-    /// Log entries below this seq are removed (log retention).
+    /// Log records whose every entry is below this seq are removed (log
+    /// retention; a record reaching it stays whole).
     pub trim_below: Option<u64>,
 }
 

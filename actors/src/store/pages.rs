@@ -8,8 +8,9 @@
 //! grouped:
 //!
 //! - The **latest key** `l path` holds the current record, preceded by the
-//!   path's *open page*: up to [`OPEN_PAGE_ENTRIES`] superseded records
-//!   (at most [`OPEN_PAGE_BYTES`] in all). A write rewrites that one key.
+//!   path's *open page*: up to [`OPEN_PAGE_ENTRIES`] superseded records,
+//!   kept while they and the current record fit in [`OPEN_PAGE_BYTES`] (a
+//!   single bigger record stays alone). A write rewrites that one key.
 //! - When the open page is full it is written as a **page** `h path \0
 //!   <order of its last record>`, and the open page starts again. Pages of
 //!   a path are disjoint and sorted, all below the open page; a page is
@@ -17,7 +18,7 @@
 //!   is at or after it, if its first record is at or before it).
 //! - An event that arrived too late (history only) takes its sorted place
 //!   in the first page at or after its order, or in the open page if it is
-//!   above every page.
+//!   above every page; a value that grows too big that way is split.
 //!
 //! A value is either one bare record (`record`'s format; a format-1
 //! history key is exactly a one-record page) or a **list**: [`TAG`], then per
@@ -111,6 +112,11 @@ fn for_each_span(
         at += 2 + olen + 4 + rlen;
     }
     Ok(())
+}
+
+/// True if `raw` is a list rather than one bare record.
+pub fn is_list(raw: &[u8]) -> bool {
+    raw.starts_with(&TAG)
 }
 
 /// The records of a value, oldest first. A bare record's order comes from
@@ -270,15 +276,68 @@ impl<'a> Overlay<'a> {
     pub fn set_latest(&mut self, path: &Path, item: Item) -> Result<(), StoreError> {
         let key = keys::latest(path.as_str());
         let mut list = self.take(path, &key)?;
+        if list
+            .last()
+            .is_some_and(|last| last.order[..] >= item.order[..])
+        {
+            self.keys.insert(key, list);
+            return Err(StoreError::Failed(format!(
+                "a new latest value of '{path}' that is not newer than the current one"
+            )));
+        }
         let bytes: usize = list.iter().map(Item::encoded_len).sum();
         if list.len() > OPEN_PAGE_ENTRIES || bytes + item.encoded_len() > OPEN_PAGE_BYTES {
-            if let Some(last) = list.last() {
-                let page = PathView::new(self.tree, path).page_key(&last.order);
-                self.keys.insert(page, std::mem::take(&mut list));
-            }
+            self.write_page(path, std::mem::take(&mut list))?;
         }
         list.push(item);
         self.keys.insert(key, list);
+        Ok(())
+    }
+
+    /// Writes `items` (sorted) as the page keyed by the last one's order,
+    /// merged with a page already there (none is expected: defensive).
+    fn write_page(&mut self, path: &Path, items: Vec<Item>) -> Result<(), StoreError> {
+        let Some(last) = items.last() else {
+            return Ok(());
+        };
+        let key = PathView::new(self.tree, path).page_key(&last.order);
+        let mut page = self.take(path, &key)?;
+        if page.is_empty() {
+            page = items;
+        } else {
+            for item in items {
+                if let Err(at) = page.binary_search_by(|i| i.order[..].cmp(&item.order[..])) {
+                    page.insert(at, item);
+                }
+            }
+        }
+        self.keys.insert(key, page);
+        Ok(())
+    }
+
+    /// Splits a value that late events made too big. A page keeps its key
+    /// and gives its lower half a page of its own; a latest value gives its
+    /// whole open page a page. Pages stay disjoint, sorted and below the
+    /// open page.
+    fn split_if_big(&mut self, path: &Path, key: Vec<u8>) -> Result<(), StoreError> {
+        let Some(list) = self.keys.get_mut(&key) else {
+            return Ok(());
+        };
+        let bytes: usize = list.iter().map(Item::encoded_len).sum();
+        if key.first() == Some(&keys::LATEST) {
+            let open = list.len().saturating_sub(1);
+            if open > OPEN_PAGE_ENTRIES
+                || (open > 0 && bytes > OPEN_PAGE_BYTES + list[open].encoded_len())
+            {
+                let lower: Vec<Item> = list.drain(..open).collect();
+                self.write_page(path, lower)?;
+            }
+        } else if list.len() > 2 * (OPEN_PAGE_ENTRIES + 1)
+            || (list.len() > 1 && bytes > 2 * OPEN_PAGE_BYTES)
+        {
+            let lower: Vec<Item> = list.drain(..list.len() / 2).collect();
+            self.write_page(path, lower)?;
+        }
         Ok(())
     }
 
@@ -330,7 +389,8 @@ impl<'a> Overlay<'a> {
             )));
         }
         list.insert(at, item);
-        self.keys.insert(key, list);
+        self.keys.insert(key.clone(), list);
+        self.split_if_big(path, key)?;
         Ok(true)
     }
 

@@ -64,7 +64,10 @@ impl SledStore {
     }
 
     /// Brings a store to [`FORMAT`]. Format 1 kept one log key per seq (a
-    /// bare history key) and the head seq and clock under two meta keys.
+    /// bare history key) and the head seq and clock under two meta keys;
+    /// those are converted. Its one-record history keys already are
+    /// one-record pages, except the one holding a path's current record,
+    /// which duplicates the latest value and is removed.
     /// Each step can be repeated, so a crash halfway is harmless: records
     /// already converted carry the tag and are skipped, and the format is
     /// set last, together with the head.
@@ -108,17 +111,23 @@ impl SledStore {
                 _ => break,
             }
         }
+        self.remove_current_history_keys()?;
         let seq = self.tree.get(keys::meta("seq"))?;
         let clock = self.tree.get(keys::meta("clock"))?;
         let mut batch = sled::Batch::default();
-        if seq.is_some() || clock.is_some() {
-            let head = LogHead {
-                seq: seq.as_deref().and_then(u64_of).unwrap_or(0),
-                clock: clock.as_deref().and_then(u64_of).unwrap_or(0),
-            };
-            batch.insert(keys::meta(keys::HEAD_META), &head.encode()[..]);
-            batch.remove(keys::meta("seq"));
-            batch.remove(keys::meta("clock"));
+        match (seq.as_deref().map(u64_of), clock.as_deref().map(u64_of)) {
+            (None, None) => {}
+            (Some(Some(seq)), Some(Some(clock))) => {
+                let head = LogHead { seq, clock };
+                batch.insert(keys::meta(keys::HEAD_META), &head.encode()[..]);
+                batch.remove(keys::meta("seq"));
+                batch.remove(keys::meta("clock"));
+            }
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "a format-1 store without a readable log head and clock".into(),
+                ))
+            }
         }
         batch.insert(keys::meta(keys::FORMAT_META), &FORMAT.to_be_bytes());
         self.tree.apply_batch(batch)?;
@@ -126,12 +135,45 @@ impl SledStore {
         Ok(())
     }
 
+    /// Format 1 upgrade: removes the history key of every path's current
+    /// record (the latest value holds it now), in chunks; repeating it is
+    /// harmless.
+    fn remove_current_history_keys(&self) -> Result<(), StoreError> {
+        let end = vec![keys::LATEST + 1];
+        let mut from = vec![keys::LATEST];
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut seen = 0;
+            let mut last = None;
+            for item in self.tree.range(from.clone()..end.clone()) {
+                let (key, raw) = item?;
+                if !pages::is_list(&raw) {
+                    let stored = Self::decode_latest(&key, raw)?;
+                    let path = &stored.event.path;
+                    batch.remove(keys::history(path, &stored.event.version, &stored.digest));
+                }
+                seen += 1;
+                last = Some(key);
+                if seen == UPGRADE_CHUNK {
+                    break;
+                }
+            }
+            self.tree.apply_batch(batch)?;
+            match last {
+                Some(key) if seen == UPGRADE_CHUNK => {
+                    from = key.to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
     /// The event a log record entry names, checked against its seq.
     fn logged_event(&self, seq: u64, history_key: &[u8]) -> Result<Stored, StoreError> {
         let bad = || StoreError::Corrupt(format!("log entry {seq} has a bad history key"));
-        let text = keys::path_of_history_key(history_key).ok_or_else(bad)?;
+        let (text, order) = keys::split_logged_key(history_key).ok_or_else(bad)?;
         let path = Path::parse(text).map_err(|_| bad())?;
-        let order = &history_key[text.len() + 1..];
         let latest = self.tree.get(keys::latest(text))?;
         let record = pages::find(&self.tree, &path, order, latest)?
             .ok_or_else(|| StoreError::Corrupt(format!("log entry {seq} names a missing event")))?;
@@ -227,8 +269,7 @@ impl Store for SledStore {
         if limit == 0 || from > to {
             return Ok(out);
         }
-        // Pages in order, then the open page and the current record; stop at
-        // the first record after `to`.
+        // Records in order; false once past `to` or the limit.
         let push = |items: Vec<pages::Item>, out: &mut Vec<Stored>| {
             for item in items {
                 let time = item.time();
@@ -241,15 +282,27 @@ impl Store for SledStore {
             }
             Ok(true)
         };
+        // The latest value first: a commit may turn its open page into a
+        // page between the two reads, and sled has no snapshots. Pages hold
+        // only records below the open page's first one, so records from that
+        // order on are taken from the latest value alone.
+        let latest = match self.tree.get(keys::latest(path.as_str()))? {
+            Some(raw) => pages::items(path, raw)?,
+            None => Vec::new(),
+        };
+        let open_from = latest.first().map(|i| i.order.clone());
         for page in pages::PathView::new(&self.tree, path).pages_from_time(from) {
             let (_, raw) = page?;
-            if !push(pages::items(path, raw)?, &mut out)? {
+            let below_open = pages::items(path, raw)?.into_iter().filter(|i| {
+                open_from
+                    .as_ref()
+                    .is_none_or(|first| i.order[..] < first[..])
+            });
+            if !push(below_open.collect(), &mut out)? {
                 return Ok(out);
             }
         }
-        if let Some(raw) = self.tree.get(keys::latest(path.as_str()))? {
-            push(pages::items(path, raw)?, &mut out)?;
-        }
+        push(latest, &mut out)?;
         Ok(out)
     }
 
@@ -271,7 +324,7 @@ impl Store for SledStore {
             let (key, raw) = item?;
             let record_first = keys::seq_of_log_key(&key)
                 .ok_or_else(|| StoreError::Corrupt("bad log key".into()))?;
-            for (seq, entry) in (record_first..).zip(log_record::entries(&raw)) {
+            for (seq, entry) in (record_first..=u64::MAX).zip(log_record::entries(&raw)) {
                 let entry = entry?;
                 if seq < first {
                     continue;
@@ -343,15 +396,22 @@ impl Store for SledStore {
             batch.insert(&keys::log(first)[..], record);
         }
         if let Some(below) = commit.trim_below {
-            // Whole records only: one that reaches `below` stays.
-            for item in self.tree.range(keys::log(0)..keys::log(below)) {
-                let (key, raw) = item?;
-                let first = keys::seq_of_log_key(&key)
+            // Whole records only: a record ends just before the next one
+            // starts, so one that reaches `below` stays (and the newest
+            // one always does).
+            let mut records = self.tree.range(keys::log(0)..keys::log(u64::MAX)).keys();
+            let mut current = records.next().transpose()?;
+            while let Some(key) = current {
+                let Some(next) = records.next().transpose()? else {
+                    break;
+                };
+                let next_first = keys::seq_of_log_key(&next)
                     .ok_or_else(|| StoreError::Corrupt("bad log key".into()))?;
-                if first.saturating_add(log_record::count(&raw)?) > below {
+                if next_first > below {
                     break;
                 }
                 batch.remove(key);
+                current = Some(next);
             }
         }
         let head = LogHead {
@@ -583,13 +643,47 @@ mod tests {
             .unwrap();
             s.flush().unwrap();
         }
+        {
+            // Upgraded history: no duplicate of the current record, before
+            // and after new writes turn the open page into pages.
+            let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+            let x = Path::parse("old/x").unwrap();
+            let times = |s: &SledStore| -> Vec<u64> {
+                s.history(&x, 0, u64::MAX, 100_000)
+                    .unwrap()
+                    .iter()
+                    .map(|st| st.event.version.time)
+                    .collect()
+            };
+            assert_eq!(times(&s), (1..=n).map(|i| i * 10).collect::<Vec<_>>());
+            for i in 1..=7 {
+                s.commit(&Commit {
+                    entries: vec![entry(
+                        ev("old/x", n * 10 + 1 + i, Some("z")),
+                        Some(n + 1 + i),
+                    )],
+                    head_seq: n + 1 + i,
+                    clock: n * 10 + 1 + i,
+                    trim_below: None,
+                })
+                .unwrap();
+            }
+            let mut want: Vec<u64> = (1..=n).map(|i| i * 10).collect();
+            want.extend((1..=7).map(|i| n * 10 + 1 + i));
+            assert_eq!(times(&s), want);
+            assert_eq!(s.log_after(n + 1, 100).unwrap().len(), 7);
+            s.flush().unwrap();
+        }
         // Opened again: format 2 already, nothing is converted twice.
         let s = SledStore::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(s.log_head().unwrap().seq, n + 1);
+        assert_eq!(s.log_head().unwrap().seq, n + 8);
         assert_eq!(s.log_first().unwrap(), Some(n - 1));
-        assert_eq!(seqs(&s.log_after(0, 10).unwrap()), vec![n - 1, n, n + 1]);
+        assert_eq!(
+            seqs(&s.log_after(0, 20).unwrap()),
+            (n - 1..=n + 8).collect::<Vec<_>>()
+        );
         let x = Path::parse("old/x").unwrap();
-        assert_eq!(s.latest(&x).unwrap().unwrap().seq, Some(n));
+        assert_eq!(s.latest(&x).unwrap().unwrap().seq, Some(n + 8));
     }
 
     #[test]
@@ -629,7 +723,7 @@ mod tests {
             use std::collections::BTreeMap;
             let dir = tempfile::tempdir().unwrap();
             let s = SledStore::open(dir.path(), 1 << 20).unwrap();
-            let paths = [Path::parse("a/x").unwrap(), Path::parse("a/x/y").unwrap()];
+            let paths = [Path::parse("hx").unwrap(), Path::parse("hx/y").unwrap()];
             // Per path: order key -> (event, seq).
             let mut model: Vec<BTreeMap<Vec<u8>, (Arc<Event>, Option<u64>)>> = vec![BTreeMap::new(); 2];
             let mut seq = 0;

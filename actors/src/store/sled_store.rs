@@ -82,35 +82,20 @@ impl SledStore {
             }
             None => {}
         }
-        let mut from = keys::log(0).to_vec();
-        loop {
-            let mut batch = sled::Batch::default();
-            let mut converted = 0;
-            let mut last = None;
-            for item in self.tree.range(from.clone()..keys::log(u64::MAX).to_vec()) {
-                let (key, raw) = item?;
+        self.rewrite_in_chunks(
+            keys::log(0).to_vec(),
+            keys::log(u64::MAX).to_vec(),
+            |key, raw, batch| {
                 if !log_record::is_record(&raw) {
                     let mut record = Vec::with_capacity(5 + raw.len());
                     record.push(log_record::TAG);
                     record.extend_from_slice(&(raw.len() as u32).to_le_bytes());
                     record.extend_from_slice(&raw);
-                    batch.insert(key.clone(), record);
-                    converted += 1;
+                    batch.insert(key, record);
                 }
-                last = Some(key);
-                if converted == UPGRADE_CHUNK {
-                    break;
-                }
-            }
-            self.tree.apply_batch(batch)?;
-            match last {
-                Some(key) if converted == UPGRADE_CHUNK => {
-                    from = key.to_vec();
-                    from.push(0);
-                }
-                _ => break,
-            }
-        }
+                Ok(())
+            },
+        )?;
         self.remove_current_history_keys()?;
         let seq = self.tree.get(keys::meta("seq"))?;
         let clock = self.tree.get(keys::meta("clock"))?;
@@ -139,21 +124,38 @@ impl SledStore {
     /// record (the latest value holds it now), in chunks; repeating it is
     /// harmless.
     fn remove_current_history_keys(&self) -> Result<(), StoreError> {
-        let end = vec![keys::LATEST + 1];
-        let mut from = vec![keys::LATEST];
+        self.rewrite_in_chunks(
+            vec![keys::LATEST],
+            vec![keys::LATEST + 1],
+            |key, raw, batch| {
+                if !pages::is_list(&raw) {
+                    let stored = Self::decode_latest(&key, raw)?;
+                    let path = &stored.event.path;
+                    batch.remove(keys::history(path, &stored.event.version, &stored.digest));
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// Calls `each` for every key in `from..end`, applying what it puts in
+    /// the batch every [`UPGRADE_CHUNK`] keys (upgrades of big stores stay
+    /// in bounded batches).
+    fn rewrite_in_chunks(
+        &self,
+        mut from: Vec<u8>,
+        end: Vec<u8>,
+        mut each: impl FnMut(IVec, IVec, &mut sled::Batch) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         loop {
             let mut batch = sled::Batch::default();
             let mut seen = 0;
             let mut last = None;
             for item in self.tree.range(from.clone()..end.clone()) {
                 let (key, raw) = item?;
-                if !pages::is_list(&raw) {
-                    let stored = Self::decode_latest(&key, raw)?;
-                    let path = &stored.event.path;
-                    batch.remove(keys::history(path, &stored.event.version, &stored.digest));
-                }
+                last = Some(key.clone());
+                each(key, raw, &mut batch)?;
                 seen += 1;
-                last = Some(key);
                 if seen == UPGRADE_CHUNK {
                     break;
                 }

@@ -51,15 +51,29 @@ pub fn history_prefix(path: &Path) -> Vec<u8> {
     k
 }
 
-/// `h path \0 time node \0 digest`.
-pub fn history(path: &Path, version: &Version, digest: &Digest) -> Vec<u8> {
-    let mut k = history_prefix(path);
-    k.reserve(8 + version.node.as_str().len() + 1 + digest.len());
+/// The order key of an event: what follows `h path \0` in its history key,
+/// `time(8, BE) node \0 digest(16)`. It sorts like the version, then the
+/// digest.
+pub fn order(version: &Version, digest: &Digest) -> Vec<u8> {
+    let node = version.node.as_str().as_bytes();
+    let mut k = Vec::with_capacity(8 + node.len() + 1 + digest.len());
     k.extend_from_slice(&version.time.to_be_bytes());
-    k.extend_from_slice(version.node.as_str().as_bytes());
+    k.extend_from_slice(node);
     k.push(0);
     k.extend_from_slice(digest);
     k
+}
+
+/// `h path \0 order`.
+pub fn history_at_order(path: &Path, order: &[u8]) -> Vec<u8> {
+    let mut k = history_prefix(path);
+    k.extend_from_slice(order);
+    k
+}
+
+/// `h path \0 time node \0 digest`.
+pub fn history(path: &Path, version: &Version, digest: &Digest) -> Vec<u8> {
+    history_at_order(path, &order(version, digest))
 }
 
 /// The path and order key of a history key given without its namespace

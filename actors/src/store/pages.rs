@@ -34,7 +34,7 @@ use sled::IVec;
 use super::keys;
 use super::record::decode;
 use super::StoreError;
-use crate::model::{Digest, Path, Version};
+use crate::model::Path;
 
 /// First bytes of a list value.
 pub const TAG: [u8; 3] = [0xff, 0xff, 0xc1];
@@ -43,7 +43,7 @@ pub const OPEN_PAGE_ENTRIES: usize = 4;
 /// Most bytes of records kept with the latest value (current one included).
 pub const OPEN_PAGE_BYTES: usize = 1024;
 
-/// One record of a list, with its order key (see [`order`]).
+/// One record of a list, with its order key (see `keys::order`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Item {
     /// `time(8, BE) node \0 digest(16)`: sorts like the event's version
@@ -62,17 +62,6 @@ impl Item {
     fn encoded_len(&self) -> usize {
         2 + self.order.len() + 4 + self.record.len()
     }
-}
-
-/// The order key of an event: what follows `h path \0` in its history key.
-pub fn order(version: &Version, digest: &Digest) -> Vec<u8> {
-    let node = version.node.as_str().as_bytes();
-    let mut k = Vec::with_capacity(8 + node.len() + 1 + digest.len());
-    k.extend_from_slice(&version.time.to_be_bytes());
-    k.extend_from_slice(node);
-    k.push(0);
-    k.extend_from_slice(digest);
-    k
 }
 
 /// The time at the start of an order key (0 if it is too short).
@@ -122,9 +111,9 @@ pub fn is_list(raw: &[u8]) -> bool {
 /// The records of a value, oldest first. A bare record's order comes from
 /// decoding it as a record of `path`.
 pub fn items(path: &Path, raw: IVec) -> Result<Vec<Item>, StoreError> {
-    if !raw.starts_with(&TAG) {
+    if !is_list(&raw) {
         let stored = decode(path.clone(), raw.clone())?;
-        let order = order(&stored.event.version, &stored.digest);
+        let order = keys::order(&stored.event.version, &stored.digest);
         return Ok(vec![Item {
             order: order.into(),
             record: raw,
@@ -142,7 +131,7 @@ pub fn items(path: &Path, raw: IVec) -> Result<Vec<Item>, StoreError> {
 
 /// The newest record of a value (the current one, for a latest key).
 pub fn last_record(path: &Path, raw: IVec) -> Result<IVec, StoreError> {
-    if !raw.starts_with(&TAG) {
+    if !is_list(&raw) {
         return Ok(raw);
     }
     let mut last = (0, 0);
@@ -341,9 +330,9 @@ impl<'a> Overlay<'a> {
         Ok(())
     }
 
-    /// Adds a record older than the path's latest one to its history. False
-    /// if that exact record was there already.
-    pub fn add_history(&mut self, path: &Path, item: Item) -> Result<bool, StoreError> {
+    /// Adds a record older than the path's latest one to its history
+    /// (nothing if that exact record is there already).
+    pub fn add_history(&mut self, path: &Path, item: Item) -> Result<(), StoreError> {
         let view = PathView::new(self.tree, path);
         let wanted = view.page_key(&item.order);
         // The first page at or after the record's order, in this commit or
@@ -378,7 +367,7 @@ impl<'a> Overlay<'a> {
         let at = match list.binary_search_by(|i| i.order[..].cmp(&item.order[..])) {
             Ok(_) => {
                 self.keys.insert(key, list);
-                return Ok(false);
+                return Ok(());
             }
             Err(at) => at,
         };
@@ -391,7 +380,7 @@ impl<'a> Overlay<'a> {
         list.insert(at, item);
         self.keys.insert(key.clone(), list);
         self.split_if_big(path, key)?;
-        Ok(true)
+        Ok(())
     }
 
     fn first_order(&mut self, path: &Path, key: &[u8]) -> Result<Option<IVec>, StoreError> {

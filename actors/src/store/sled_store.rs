@@ -217,7 +217,7 @@ impl Store for SledStore {
         digest: &Digest,
     ) -> Result<bool, StoreError> {
         let latest = self.tree.get(keys::latest(path.as_str()))?;
-        let order = pages::order(version, digest);
+        let order = keys::order(version, digest);
         Ok(pages::find(&self.tree, path, &order, latest)?.is_some())
     }
 
@@ -374,7 +374,7 @@ impl Store for SledStore {
         let mut log = LogRecordBuilder::default();
         for entry in &commit.entries {
             let event = &entry.event;
-            let order = pages::order(&event.version, &entry.digest);
+            let order = keys::order(&event.version, &entry.digest);
             let item = pages::Item {
                 order: IVec::from(&order[..]),
                 record: encode(event, &entry.digest, entry.seq)?.into(),
@@ -382,7 +382,7 @@ impl Store for SledStore {
             match entry.seq {
                 Some(seq) => {
                     overlay.set_latest(&event.path, item)?;
-                    let hkey = keys::history(&event.path, &event.version, &entry.digest);
+                    let hkey = keys::history_at_order(&event.path, &order);
                     log.push(seq, &hkey[1..])?;
                 }
                 None => {
@@ -689,6 +689,19 @@ mod tests {
     }
 
     #[test]
+    fn a_format_1_store_without_its_clock_is_refused_not_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let tree = db.open_tree("spread").unwrap();
+            tree.insert(keys::meta("seq"), &7u64.to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        let err = SledStore::open(dir.path(), 1 << 20).err().expect("refused");
+        assert!(err.to_string().contains("log head and clock"), "{err}");
+    }
+
+    #[test]
     fn a_store_of_an_unknown_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
@@ -741,7 +754,7 @@ mod tests {
                     author: None,
                 });
                 let d = e.digest();
-                let order = pages::order(&e.version, &d);
+                let order = keys::order(&e.version, &d);
                 if model[p].contains_key(&order) {
                     continue; // the partition answers `existing`
                 }

@@ -378,6 +378,12 @@ impl Node {
         (n % self.inner.partitions.len() as u64) as usize
     }
 
+    /// The actor of partition `index` (tests only).
+    #[cfg(test)]
+    pub(crate) fn partition_actor(&self, index: usize) -> &Addr<Partition> {
+        &self.inner.partitions[index]
+    }
+
     /// Applies a write through its partition; answers once it is as durable
     /// as configured and handed to local subscribers.
     pub async fn write(&self, write: Write) -> Result<WriteReport, NodeError> {

@@ -8,7 +8,9 @@
 //! for at most the commit it joins, not for the one before it as well. A hot
 //! path still gets group commit. The committed versions of recently written
 //! paths are remembered (`known`), so a hot path is decided without a store
-//! read.
+//! read. A batch's end is noticed the next time the partition runs, so the
+//! end of a commit wakes the partition's thread only when writes wait for a
+//! free slot.
 //!
 //! Should a commit fail, every later batch of the partition that may rest on
 //! it fails as well, so no decision rests on a write that did not happen. The
@@ -40,7 +42,7 @@ use crate::store::Store;
 /// Most writes decided in one batch.
 const MAX_WRITES_PER_BATCH: usize = 1024;
 /// Most batches of one partition handed to the committer and not yet done.
-const MAX_BATCHES_IN_FLIGHT: usize = 4;
+pub(crate) const MAX_BATCHES_IN_FLIGHT: usize = 4;
 /// Most paths whose committed current event a partition remembers.
 const MAX_KNOWN_PATHS: usize = 1024;
 
@@ -196,6 +198,16 @@ struct InFlight {
     epoch: u64,
 }
 
+/// A batch handed to the committer and not yet settled.
+struct InFlightBatch {
+    sent: InFlight,
+    /// Fires when the batch is done (true: committed). Looked at without
+    /// waiting whenever the partition runs ([`Partition::retire`]); taken
+    /// out (`None`) while a future waits on it because the partition cannot
+    /// go on without a free slot.
+    done: Option<oneshot::Receiver<bool>>,
+}
+
 /// The actor owning one partition.
 pub struct Partition {
     index: u32,
@@ -212,8 +224,11 @@ pub struct Partition {
     /// is what the store holds, and a hot path is decided without a store
     /// read. Bounded by [`MAX_KNOWN_PATHS`] (emptied when full).
     known: HashMap<Path, Current>,
-    /// Batches handed to the committer and not yet done.
-    in_flight: usize,
+    /// Batches handed to the committer and not yet settled, oldest first.
+    /// A done batch is settled the next time the partition runs, so the
+    /// commit's end does not wake this actor's thread unless a write is
+    /// waiting for a slot.
+    in_flight: Vec<InFlightBatch>,
     /// Number of the next batch.
     next_batch: u64,
     /// Failures of this partition's commits seen so far.
@@ -242,7 +257,7 @@ impl Partition {
             queue: Vec::new(),
             pending: HashMap::new(),
             known: HashMap::new(),
-            in_flight: 0,
+            in_flight: Vec::with_capacity(MAX_BATCHES_IN_FLIGHT),
             next_batch: 0,
             epoch: 0,
             scheduled: false,
@@ -380,7 +395,8 @@ impl Partition {
     /// fewer than [`MAX_BATCHES_IN_FLIGHT`] of this partition's batches are
     /// waiting there.
     fn run_batch(&mut self, ctx: &mut Context<Self>) {
-        while self.in_flight < MAX_BATCHES_IN_FLIGHT && !self.queue.is_empty() {
+        self.retire();
+        while self.in_flight.len() < MAX_BATCHES_IN_FLIGHT && !self.queue.is_empty() {
             let take = self.queue.len().min(MAX_WRITES_PER_BATCH);
             let batch: Vec<Queued> = if take == self.queue.len() {
                 mem::take(&mut self.queue)
@@ -410,7 +426,7 @@ impl Partition {
                         });
                     }
                     // With nothing in flight a refusal rests on the store alone.
-                    Err(e) if self.in_flight == 0 => {
+                    Err(e) if self.in_flight.is_empty() => {
                         let _ = q.reply.send(Err(e));
                     }
                     Err(e) => decided.push(Decided {
@@ -425,7 +441,7 @@ impl Partition {
             // those, so they wait behind them in the committer, and fail if
             // one does: no answer, `existing` or a refusal, ever rests on a
             // write that did not happen.
-            if writes.is_empty() && self.in_flight == 0 {
+            if writes.is_empty() && self.in_flight.is_empty() {
                 for d in decided {
                     let _ = d.reply.send(d.outcome);
                 }
@@ -444,12 +460,43 @@ impl Partition {
                 self.settle(sent, false);
                 continue;
             }
-            self.in_flight += 1;
-            ctx.spawn(committed.into_actor(self).map(move |result, act, ctx| {
-                act.in_flight -= 1;
-                act.settle(sent, result.unwrap_or(false));
-                act.run_batch(ctx);
-            }));
+            self.in_flight.push(InFlightBatch {
+                sent,
+                done: Some(committed),
+            });
+        }
+        // Writes wait for a free slot: wake up when the oldest batch is done
+        // (unless a future already waits on one).
+        if !self.queue.is_empty() && self.in_flight.iter().all(|b| b.done.is_some()) {
+            if let Some(oldest) = self.in_flight.first_mut() {
+                let batch = oldest.sent.batch;
+                let done = oldest.done.take().expect("checked above");
+                ctx.spawn(done.into_actor(self).map(move |result, act, ctx| {
+                    if let Some(i) = act.in_flight.iter().position(|b| b.sent.batch == batch) {
+                        let b = act.in_flight.remove(i);
+                        act.settle(b.sent, result.unwrap_or(false));
+                    }
+                    act.run_batch(ctx);
+                }));
+            }
+        }
+    }
+
+    /// Settles every batch in flight that is done, without waiting. A
+    /// sender dropped without an answer counts as a failed commit.
+    fn retire(&mut self) {
+        let mut i = 0;
+        while i < self.in_flight.len() {
+            let result = match self.in_flight[i].done.as_mut().map(|d| d.try_recv()) {
+                Some(Ok(committed)) => committed,
+                Some(Err(oneshot::error::TryRecvError::Closed)) => false,
+                Some(Err(oneshot::error::TryRecvError::Empty)) | None => {
+                    i += 1;
+                    continue;
+                }
+            };
+            let b = self.in_flight.remove(i);
+            self.settle(b.sent, result);
         }
     }
 
@@ -518,6 +565,22 @@ impl Actor for Partition {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4 * MAX_WRITES_PER_BATCH);
         log::trace!("partition {} started", self.index);
+    }
+}
+
+/// Asks a partition how many of its batches are in flight and how many
+/// writes wait in its queue (tests only).
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "(usize, usize)")]
+pub(crate) struct Probe;
+
+#[cfg(test)]
+impl Handler<Probe> for Partition {
+    type Result = MessageResult<Probe>;
+
+    fn handle(&mut self, _: Probe, _: &mut Self::Context) -> Self::Result {
+        MessageResult((self.in_flight.len(), self.queue.len()))
     }
 }
 

@@ -416,6 +416,66 @@ fn after_a_failed_batch_the_partition_decides_from_what_was_committed() {
 }
 
 #[test]
+fn writes_waiting_for_a_free_batch_slot_go_on_when_a_commit_ends() {
+    use crate::partition::{Probe, MAX_BATCHES_IN_FLIGHT};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FaultyStore::open(dir.path()));
+    let node = Node::start(config(dir.path()), store.clone()).unwrap();
+    let paths: Vec<Path> = (0..MAX_BATCHES_IN_FLIGHT + 2)
+        .map(|i| path(&format!("rooms/p{i}")))
+        .collect();
+    let partition = node.partition_actor(node.partition_of(&paths[0])).clone();
+    run(async {
+        // The first batch's commit is held; the next ones are sent one at a
+        // time, each decided (its path read) before the next, until every
+        // slot is taken.
+        let (began, verdict) = store.hold_next_commit();
+        let mut writes = vec![spawn_write(&node, Write::set(paths[0].clone(), "0"))];
+        within(began).await.expect("the first commit began");
+        for (i, p) in paths.iter().enumerate().take(MAX_BATCHES_IN_FLIGHT).skip(1) {
+            let read = store.watch_reads_of(p);
+            writes.push(spawn_write(&node, Write::set(p.clone(), i.to_string())));
+            within(read).await.expect("the batch is being decided");
+        }
+        // Two more writes find no free slot and wait in the queue.
+        for (i, p) in paths.iter().enumerate().skip(MAX_BATCHES_IN_FLIGHT) {
+            writes.push(spawn_write(&node, Write::set(p.clone(), i.to_string())));
+        }
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let state = partition.send(Probe).await.unwrap();
+            if state == (MAX_BATCHES_IN_FLIGHT, 2) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "expected every slot taken and two writes queued, got {state:?}"
+            );
+            tokio::task::yield_now().await;
+        }
+        // Once the held commit ends, no other message reaches the partition:
+        // the end of a batch alone must let the queued writes go on.
+        verdict.send(false).unwrap();
+        for (i, w) in writes.into_iter().enumerate() {
+            let report = tokio::time::timeout(DEADLINE, w)
+                .await
+                .unwrap_or_else(|_| panic!("write {i} is answered"))
+                .unwrap()
+                .unwrap_or_else(|e| panic!("write {i} commits: {e:?}"));
+            assert_eq!(report.status, WriteStatus::New);
+        }
+        for (i, p) in paths.iter().enumerate() {
+            let stored = node.get_path(p).unwrap().expect("written");
+            assert_eq!(
+                stored.event.value.as_deref(),
+                Some(i.to_string().as_bytes())
+            );
+        }
+    });
+    node.shutdown();
+}
+
+#[test]
 fn a_subscriber_opened_outside_actix_receives_changes() {
     use crate::subscriber::StreamItem;
 

@@ -13,6 +13,7 @@
 //!   writes (`flush`, `batch`) or leaves it to sled's timer (`lazy`).
 
 mod keys;
+mod latest_cache;
 mod log_record;
 mod pages;
 mod record;

@@ -32,6 +32,7 @@ use std::ops::Bound;
 use sled::IVec;
 
 use super::keys;
+use super::latest_cache::LatestCache;
 use super::record::decode;
 use super::StoreError;
 use crate::model::Path;
@@ -236,22 +237,42 @@ pub fn find(
 /// may touch the same latest value or page more than once.
 pub struct Overlay<'a> {
     tree: &'a sled::Tree,
+    /// Latest keys as the last commits wrote them (this commit takes from
+    /// it; the caller puts back what sled applied).
+    cache: &'a mut LatestCache,
     keys: BTreeMap<Vec<u8>, Vec<Item>>,
 }
 
+/// What a commit writes: every rewritten key with its new value, and the
+/// records of the rewritten latest keys (for the [`LatestCache`], once sled
+/// has applied the writes).
+pub struct Writes {
+    /// For one `sled::Batch`.
+    pub values: Vec<(Vec<u8>, IVec)>,
+    /// Latest keys and their records.
+    pub latest: Vec<(Vec<u8>, Vec<Item>)>,
+}
+
 impl<'a> Overlay<'a> {
-    /// An empty overlay on `tree`.
-    pub fn new(tree: &'a sled::Tree) -> Overlay<'a> {
+    /// An empty overlay on `tree`, reading latest keys from `cache` first.
+    pub fn new(tree: &'a sled::Tree, cache: &'a mut LatestCache) -> Overlay<'a> {
         Overlay {
             tree,
+            cache,
             keys: BTreeMap::new(),
         }
     }
 
-    /// The items at `key` (from this commit, else from sled).
+    /// The items at `key` (from this commit, else the cache for a latest
+    /// key, else sled).
     fn take(&mut self, path: &Path, key: &[u8]) -> Result<Vec<Item>, StoreError> {
         if let Some(items) = self.keys.remove(key) {
             return Ok(items);
+        }
+        if key.first() == Some(&keys::LATEST) {
+            if let Some(items) = self.cache.take(key) {
+                return Ok(items);
+            }
         }
         match self.tree.get(key)? {
             Some(raw) => items(path, raw),
@@ -392,13 +413,22 @@ impl<'a> Overlay<'a> {
         Ok(first)
     }
 
-    /// Every rewritten key with its new value, for one `sled::Batch`.
-    pub fn into_writes(self) -> Result<Vec<(Vec<u8>, IVec)>, StoreError> {
-        self.keys
-            .into_iter()
-            .filter(|(_, items)| !items.is_empty())
-            .map(|(k, items)| Ok((k, encode(&items)?)))
-            .collect()
+    /// Every rewritten key with its new value.
+    pub fn into_writes(self) -> Result<Writes, StoreError> {
+        let mut writes = Writes {
+            values: Vec::with_capacity(self.keys.len()),
+            latest: Vec::new(),
+        };
+        for (key, items) in self.keys {
+            if items.is_empty() {
+                continue;
+            }
+            writes.values.push((key.clone(), encode(&items)?));
+            if key.first() == Some(&keys::LATEST) {
+                writes.latest.push((key, items));
+            }
+        }
+        Ok(writes)
     }
 }
 

@@ -2,11 +2,13 @@
 
 use std::ops::Bound;
 use std::path::Path as FsPath;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sled::IVec;
 
 use super::keys;
+use super::latest_cache::LatestCache;
 use super::log_record::{self, LogRecordBuilder};
 use super::pages;
 use super::record::{decode, encode, Stored};
@@ -31,6 +33,9 @@ fn u64_of(raw: &[u8]) -> Option<u64> {
 pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
+    /// Recently written latest keys: commits (one at a time) read them from
+    /// here instead of sled.
+    latest_cache: Mutex<LatestCache>,
 }
 
 impl SledStore {
@@ -58,7 +63,11 @@ impl SledStore {
             }
         };
         let tree = db.open_tree("spread")?;
-        let store = SledStore { db, tree };
+        let store = SledStore {
+            db,
+            tree,
+            latest_cache: Mutex::default(),
+        };
         store.upgrade()?;
         Ok(store)
     }
@@ -370,7 +379,12 @@ impl Store for SledStore {
     }
 
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        let mut overlay = pages::Overlay::new(&self.tree);
+        // Commits come from one thread: the lock is never contended.
+        let mut cache = self
+            .latest_cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut overlay = pages::Overlay::new(&self.tree, &mut cache);
         let mut log = LogRecordBuilder::default();
         for entry in &commit.entries {
             let event = &entry.event;
@@ -390,8 +404,9 @@ impl Store for SledStore {
                 }
             }
         }
+        let writes = overlay.into_writes()?;
         let mut batch = sled::Batch::default();
-        for (key, value) in overlay.into_writes()? {
+        for (key, value) in writes.values {
             batch.insert(key, value);
         }
         if let Some((first, record)) = log.finish() {
@@ -422,6 +437,9 @@ impl Store for SledStore {
         };
         batch.insert(keys::meta(keys::HEAD_META), &head.encode()[..]);
         self.tree.apply_batch(batch)?;
+        for (key, items) in writes.latest {
+            cache.put(key, items);
+        }
         Ok(())
     }
 

@@ -11,6 +11,11 @@
 # bench/results/side-by-side-<date>.{json,md} (with the servers' settings).
 # Whatever cannot run is a row marked "n/a: <reason>".
 #
+# This VM's speed drifts (the hypervisor steals 0-40% of the CPU time), so get
+# and put run in ROUNDS interleaved rounds: each round runs every system once,
+# in turn, and the row of a system has the medians over its rounds, with each
+# round's req/s and CPU steal in the note. Every load run notes its steal.
+#
 # Workloads (LIST for --only, comma-separated; default all):
 #   get       GET of one hot 100-byte key: spread, nginx (static file),
 #             etcd (JSON gateway range), redis (redis-benchmark GET)
@@ -27,11 +32,16 @@
 #             and into raw sled (actors/examples/rss.rs)
 #
 # Options and environment:
-#   --quick            smoke run: DURATION=3, fan-out 1k only, 5 writes
+#   --quick            smoke run: DURATION=3, ROUNDS=1 (get and put run for
+#                      DURATION too), fan-out 1k only, 5 writes
 #   --no-build         use the existing binaries
 #   --no-install       do not apt-get missing tools (their rows become n/a)
 #   --only LIST        run only these workloads
-#   DURATION           seconds per load run (default 10)
+#   DURATION           seconds per load run of h2 (default 10)
+#   ROUNDS             interleaved rounds of get and put (default 3); each
+#                      row is the median over the rounds
+#   ROUND_DURATION     seconds per load run of get and put, that is per system
+#                      and round (default 6)
 #   THREADS            load generator threads (default 2)
 #   CONNECTIONS        client connections (default 50)
 #   H2_STREAMS         h2load concurrent streams per connection (default 1)
@@ -77,11 +87,15 @@ done
 
 if [[ $QUICK == 1 ]]; then
     DURATION=${DURATION:-3}
+    ROUNDS=${ROUNDS:-1}
+    ROUND_DURATION=${ROUND_DURATION:-$DURATION}
     FANOUT_SIZES=${FANOUT_SIZES:-1000}
     FANOUT_REPEATS=${FANOUT_REPEATS:-5}
     CRITERION_ARGS=${CRITERION_ARGS:---warm-up-time 1 --measurement-time 2}
 fi
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+ROUND_DURATION=${ROUND_DURATION:-6}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-50}
 H2_STREAMS=${H2_STREAMS:-1}
@@ -106,6 +120,10 @@ source "$ROOT/bench/lib/servers.sh"
 source "$ROOT/bench/lib/load.sh"
 # shellcheck source=bench/lib/report.sh
 source "$ROOT/bench/lib/report.sh"
+
+for setting in ROUNDS ROUND_DURATION; do
+    [[ ${!setting} =~ ^[1-9][0-9]*$ ]] || die "$setting must be a positive whole number, not '${!setting}'"
+done
 
 wants() { [[ $ONLY == all || ,$ONLY, == *,$1,* ]]; }
 
@@ -227,108 +245,151 @@ clear_errors() { LOAD_ERROR= START_ERROR=; }
 # na_reason [DEFAULT]: why the last attempt failed.
 na_reason() { printf '%s' "${LOAD_ERROR:-${START_ERROR:-${1:-failed (see the log above)}}}"; }
 
-# row_from_load WORKLOAD SYSTEM SETTINGS: a row from the last run_* figures.
-row_from_load() {
-    add_row "$1" "$2" "$3" "$R_RPS" "$R_P50" "$R_P99" "$R_NOTE" rps,p50_ms
-}
+# --- rounds ----------------------------------------------------------------------
+# get and put run ROUNDS rounds; each round runs every system of the workload
+# once, in turn (a fresh server per run), so all of them see the same drift of
+# the machine's speed. Each run is recorded (record_round, record_round_na) and
+# add_median_rows makes one row per system from the medians.
+
+# round_log WORKLOAD ROUND: announces a round.
+round_log() { log "$1: round $2 of $ROUNDS (${ROUND_DURATION}s per run)"; }
 
 # --- 1. hot-key GET ------------------------------------------------------------
-workload_get() {
-    local w="GET hot key (100 B)" why
+# get_spread WORKLOAD ROUND: one round of spread (GET /raw/bench/hot).
+get_spread() {
+    local w=$1 why
     clear_errors
     why=$(why_not wrk)
     if [[ -n $why ]]; then
-        add_na "$w" spread "GET /raw/bench/hot" "$why"
-    elif start_spread get flush && spread_put_hot && run_wrk spread-get "http://$SPREAD_ADDR/raw/bench/hot"; then
-        row_from_load "$w" spread "GET /raw/bench/hot, wrk"
+        record_round_na spread "$w" spread "GET /raw/bench/hot" "$why"
+    elif start_spread get flush && spread_put_hot && run_wrk "spread-get-r$2" "http://$SPREAD_ADDR/raw/bench/hot"; then
+        record_round spread "$w" spread "GET /raw/bench/hot, wrk" "" rps,p50_ms
     else
-        add_na "$w" spread "GET /raw/bench/hot" "$(na_reason)"
-    fi
-    stop_all
-
-    clear_errors
-
-    why=$(why_not wrk nginx openssl)
-    if [[ -n $why ]]; then
-        add_na "$w" nginx "static file" "$why"
-    elif start_nginx && run_wrk nginx-get "http://127.0.0.1:$NGINX_PORT/raw/bench/hot"; then
-        row_from_load "$w" nginx "static file, wrk"
-    else
-        add_na "$w" nginx "static file" "$(na_reason)"
-    fi
-    stop_all
-
-    clear_errors
-
-    why=$(why_not wrk etcd)
-    if [[ -n $why ]]; then
-        add_na "$w" etcd "POST /v3/kv/range" "$why"
-    elif start_etcd && etcd_put bench/hot "$VALUE" &&
-        run_wrk etcd-get "http://127.0.0.1:$ETCD_PORT" -s "$ROOT/bench/lua/etcd-range.lua"; then
-        row_from_load "$w" etcd "POST /v3/kv/range, serializable (JSON, value in base64), wrk"
-    else
-        add_na "$w" etcd "POST /v3/kv/range" "$(na_reason)"
-    fi
-    stop_all
-
-    clear_errors
-
-    why=$(why_not redis-server redis-benchmark redis-cli)
-    if [[ -n $why ]]; then
-        add_na "$w" redis "GET" "$why"
-    elif start_redis get &&
-        redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -t set -n 1 -c 1 -d 100 -q >/dev/null 2>&1 &&
-        [[ $(redis-cli -p "$REDIS_PORT" strlen 'key:__rand_int__') == 100 ]] &&
-        redis_bench redis-get get -d 100; then
-        row_from_load "$w" redis "GET, redis-benchmark -P 1 --threads $THREADS"
-    else
-        add_na "$w" redis "GET" "$(na_reason "could not preload the key")"
+        record_round_na spread "$w" spread "GET /raw/bench/hot" "$(na_reason)"
     fi
     stop_all
 }
 
-# --- 2. durable PUT --------------------------------------------------------------
-workload_put() {
-    local w="PUT 100 B to 10k keys, durable ack" why mode
-    for mode in flush batch; do
-        clear_errors
-        why=$(why_not wrk)
-        if [[ -n $why ]]; then
-            add_na "$w" spread "$mode" "$why"
-        elif start_spread "put-$mode" "$mode" &&
-            run_wrk "spread-put-$mode" "http://$SPREAD_ADDR" -s "$ROOT/bench/put.lua"; then
-            add_row "$w" spread "$mode" "$R_RPS" "$R_P50" "$R_P99" "PUT /raw/bench/k<1..10000>, wrk; $R_NOTE" rps,p50_ms
-        else
-            add_na "$w" spread "$mode" "$(na_reason)"
-        fi
-        stop_all
-    done
-
+# get_nginx WORKLOAD ROUND: one round of nginx (static file).
+get_nginx() {
+    local w=$1 why
     clear_errors
-
-    why=$(why_not wrk etcd)
+    why=$(why_not wrk nginx openssl)
     if [[ -n $why ]]; then
-        add_na "$w" etcd "POST /v3/kv/put" "$why"
-    elif start_etcd && run_wrk etcd-put "http://127.0.0.1:$ETCD_PORT" -s "$ROOT/bench/lua/etcd-put.lua"; then
-        row_from_load "$w" etcd "POST /v3/kv/put (JSON gateway, WAL fsync), wrk"
+        record_round_na nginx "$w" nginx "static file" "$why"
+    elif start_nginx && run_wrk "nginx-get-r$2" "http://127.0.0.1:$NGINX_PORT/raw/bench/hot"; then
+        record_round nginx "$w" nginx "static file, wrk" "" rps,p50_ms
     else
-        add_na "$w" etcd "POST /v3/kv/put" "$(na_reason)"
+        record_round_na nginx "$w" nginx "static file" "$(na_reason)"
     fi
     stop_all
+}
 
-    for mode in always everysec; do
-        clear_errors
-        why=$(why_not redis-server redis-benchmark)
-        if [[ -n $why ]]; then
-            add_na "$w" redis "SET, appendfsync $mode" "$why"
-        elif start_redis "aof-$mode" "appendonly yes" "appendfsync $mode" &&
-            redis_bench "redis-set-$mode" set -d 100 -r 10000; then
-            row_from_load "$w" redis "SET, appendfsync $mode, redis-benchmark -P 1"
-        else
-            add_na "$w" redis "SET, appendfsync $mode" "$(na_reason)"
-        fi
-        stop_all
+# get_etcd WORKLOAD ROUND: one round of etcd (JSON gateway range).
+get_etcd() {
+    local w=$1 why
+    clear_errors
+    why=$(why_not wrk etcd)
+    if [[ -n $why ]]; then
+        record_round_na etcd "$w" etcd "POST /v3/kv/range" "$why"
+    elif start_etcd && etcd_put bench/hot "$VALUE" &&
+        run_wrk "etcd-get-r$2" "http://127.0.0.1:$ETCD_PORT" -s "$ROOT/bench/lua/etcd-range.lua"; then
+        record_round etcd "$w" etcd "POST /v3/kv/range, serializable (JSON, value in base64), wrk" "" rps,p50_ms
+    else
+        record_round_na etcd "$w" etcd "POST /v3/kv/range" "$(na_reason)"
+    fi
+    stop_all
+}
+
+# get_redis WORKLOAD ROUND: one round of redis (redis-benchmark GET).
+get_redis() {
+    local w=$1 why
+    clear_errors
+    why=$(why_not redis-server redis-benchmark redis-cli)
+    if [[ -n $why ]]; then
+        record_round_na redis "$w" redis "GET" "$why"
+    elif start_redis get &&
+        redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -t set -n 1 -c 1 -d 100 -q >/dev/null 2>&1 &&
+        [[ $(redis-cli -p "$REDIS_PORT" strlen 'key:__rand_int__') == 100 ]] &&
+        redis_bench "redis-get-r$2" get -d 100; then
+        record_round redis "$w" redis "GET, redis-benchmark -P 1 --threads $THREADS" "" rps,p50_ms
+    else
+        record_round_na redis "$w" redis "GET" "$(na_reason "could not preload the key")"
+    fi
+    stop_all
+}
+
+workload_get() {
+    local w="GET hot key (100 B)" r
+    local DURATION=$ROUND_DURATION # seen by run_wrk and redis_bench
+    for ((r = 1; r <= ROUNDS; r++)); do
+        round_log get "$r"
+        get_spread "$w" "$r"
+        get_nginx "$w" "$r"
+        get_etcd "$w" "$r"
+        get_redis "$w" "$r"
     done
+    add_median_rows "$w"
+}
+
+# --- 2. durable PUT --------------------------------------------------------------
+# put_spread WORKLOAD ROUND MODE: one round of spread with durability MODE.
+put_spread() {
+    local w=$1 mode=$3 why
+    clear_errors
+    why=$(why_not wrk)
+    if [[ -n $why ]]; then
+        record_round_na "spread-$mode" "$w" spread "$mode" "$why"
+    elif start_spread "put-$mode" "$mode" &&
+        run_wrk "spread-put-$mode-r$2" "http://$SPREAD_ADDR" -s "$ROOT/bench/put.lua"; then
+        record_round "spread-$mode" "$w" spread "$mode" "PUT /raw/bench/k<1..10000>, wrk" rps,p50_ms
+    else
+        record_round_na "spread-$mode" "$w" spread "$mode" "$(na_reason)"
+    fi
+    stop_all
+}
+
+# put_etcd WORKLOAD ROUND: one round of etcd (JSON gateway put).
+put_etcd() {
+    local w=$1 why
+    clear_errors
+    why=$(why_not wrk etcd)
+    if [[ -n $why ]]; then
+        record_round_na etcd "$w" etcd "POST /v3/kv/put" "$why"
+    elif start_etcd && run_wrk "etcd-put-r$2" "http://127.0.0.1:$ETCD_PORT" -s "$ROOT/bench/lua/etcd-put.lua"; then
+        record_round etcd "$w" etcd "POST /v3/kv/put (JSON gateway, WAL fsync), wrk" "" rps,p50_ms
+    else
+        record_round_na etcd "$w" etcd "POST /v3/kv/put" "$(na_reason)"
+    fi
+    stop_all
+}
+
+# put_redis WORKLOAD ROUND MODE: one round of redis with appendfsync MODE.
+put_redis() {
+    local w=$1 mode=$3 why
+    clear_errors
+    why=$(why_not redis-server redis-benchmark)
+    if [[ -n $why ]]; then
+        record_round_na "redis-$mode" "$w" redis "SET, appendfsync $mode" "$why"
+    elif start_redis "aof-$mode" "appendonly yes" "appendfsync $mode" &&
+        redis_bench "redis-set-$mode-r$2" set -d 100 -r 10000; then
+        record_round "redis-$mode" "$w" redis "SET, appendfsync $mode, redis-benchmark -P 1" "" rps,p50_ms
+    else
+        record_round_na "redis-$mode" "$w" redis "SET, appendfsync $mode" "$(na_reason)"
+    fi
+    stop_all
+}
+
+workload_put() {
+    local w="PUT 100 B to 10k keys, durable ack" r mode
+    local DURATION=$ROUND_DURATION # seen by run_wrk and redis_bench
+    for ((r = 1; r <= ROUNDS; r++)); do
+        round_log put "$r"
+        for mode in flush batch; do put_spread "$w" "$r" "$mode"; done
+        put_etcd "$w" "$r"
+        for mode in always everysec; do put_redis "$w" "$r" "$mode"; done
+    done
+    add_median_rows "$w"
 }
 
 # --- 3. HTTP/2 over TLS ----------------------------------------------------------
@@ -577,7 +638,7 @@ META=$(jq -n \
     --arg commit "$COMMIT" \
     --arg machine "$(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr); servers and load generators share it" \
     --arg mode "$([[ $QUICK == 1 ]] && echo quick || echo default)" \
-    --arg load "$DURATION s per run, $CONNECTIONS connections, $THREADS client threads, 100-byte values" \
+    --arg load "get and put: $ROUNDS interleaved rounds x $ROUND_DURATION s per system (ROUNDS x ROUND_DURATION), medians over the rounds; h2: $DURATION s per run; $CONNECTIONS connections, $THREADS client threads, 100-byte values" \
     --arg fanout "sizes: $FANOUT_SIZES; $FANOUT_REPEATS measured writes (+2 warm-up) each; client: $FANOUT_THREADS receiver thread(s) polling every $FANOUT_POLL_US µs during a write + 1 driver thread; spread durability $FANOUT_DURABILITY; floor = one thread writing to N loopback sockets" \
     --arg tools "$(version_of wrk -v | cut -d' ' -f1-2); redis $(version_of redis-server --version | grep -o 'v=[0-9.]*'); $(version_of etcd --version); $(version_of nginx -v); $(version_of h2load --version)" \
     --arg limits "open files $NOFILE" \

@@ -2,24 +2,47 @@
 # Load generators: wrk, redis-benchmark, h2load and the fan-out client.
 # Each run_* function leaves its figures in R_* globals (empty when unknown)
 # and returns non-zero, with the reason in LOAD_ERROR, if the run failed.
+# run_wrk, redis_bench and run_h2load also measure the share of CPU time the
+# hypervisor stole during the run (R_STEAL, "steal N%" in R_NOTE).
 #
 # Sourced, not run. Expects common.sh and DURATION, THREADS, CONNECTIONS.
 
 LOAD_ERROR=
-R_RPS= R_P50= R_P99= R_NOTE=
+R_RPS= R_P50= R_P99= R_NOTE= R_STEAL=
 
-reset_results() { R_RPS= R_P50= R_P99= R_NOTE= LOAD_ERROR=; }
+reset_results() { R_RPS= R_P50= R_P99= R_NOTE= R_STEAL= LOAD_ERROR=; }
+
+# cpu_stat: "STEAL TOTAL", the jiffies so far of the aggregate "cpu " line of
+# /proc/stat (steal is its 8th number, total the sum of all); empty if unknown.
+cpu_stat() {
+    awk '$1 == "cpu" { for (i = 2; i <= NF; i++) t += $i; print $9 + 0, t; exit }' /proc/stat 2>/dev/null
+}
+
+# steal_since CPU_STAT: sets R_STEAL to the percent of CPU time stolen since
+# CPU_STAT (an earlier cpu_stat; empty when either reading is missing).
+steal_since() {
+    R_STEAL=$(awk -v a="$1" -v b="$(cpu_stat)" 'BEGIN {
+        if (split(a, x, " ") < 2 || split(b, y, " ") < 2 || y[2] <= x[2]) exit
+        printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2])
+    }')
+}
+
+# note_steal: appends "steal N%" to R_NOTE (nothing if R_STEAL is unknown).
+note_steal() { if [[ -n $R_STEAL ]]; then R_NOTE+="steal $R_STEAL%; "; fi; }
 
 # run_wrk TAG URL [wrk args...]: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency.
-# Non-2xx answers and socket errors go to R_NOTE.
+# Non-2xx answers, socket errors and the CPU steal go to R_NOTE.
 run_wrk() {
-    local tag=$1 url=$2 out
+    local tag=$1 url=$2 out cpu0 rc=0
     shift 2
     reset_results
     out=$WORK/wrk-$tag.txt
     no_other_load
     log "$tag: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency $* $url"
-    if ! timeout $((DURATION + 60)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url" >"$out" 2>&1; then
+    cpu0=$(cpu_stat)
+    timeout $((DURATION + 60)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url" >"$out" 2>&1 || rc=$?
+    steal_since "$cpu0"
+    if ((rc != 0)); then
         LOAD_ERROR="wrk failed: $(tail -n 2 "$out" | tr '\n' ' ')"
         return 1
     fi
@@ -34,6 +57,7 @@ run_wrk() {
     [[ -n $p99 ]] && R_P99=$(to_ms "$p99")
     [[ -n $bad && $bad != 0 ]] && R_NOTE+="$bad non-2xx; "
     [[ -n $sock && $sock != 0 ]] && R_NOTE+="$sock socket errors; "
+    note_steal
     [[ -n $R_RPS ]] || {
         LOAD_ERROR="no Requests/sec in the wrk output"
         return 1
@@ -42,9 +66,9 @@ run_wrk() {
 
 # redis_bench TAG TEST [redis-benchmark args...]: one redis-benchmark test
 # (`-t TEST`) against REDIS_PORT. A short calibration run picks -n so the
-# measured run lasts about DURATION seconds.
+# measured run lasts about DURATION seconds; R_STEAL is over the measured run.
 redis_bench() {
-    local tag=$1 test=$2 out rps n
+    local tag=$1 test=$2 out rps n cpu0 rc=0
     shift 2
     reset_results
     out=$WORK/redis-benchmark-$tag.csv
@@ -58,7 +82,10 @@ redis_bench() {
     rps=$(redis_csv_field "$out" 2)
     n=$(awk -v r="${rps:-0}" -v d="$DURATION" 'BEGIN { n = int(r * d); if (n < 5000) n = 5000; if (n > 20000000) n = 20000000; print n }')
     log "$tag: redis-benchmark ${base[*]} -n $n (calibrated at ${rps:-?} req/s)"
-    if ! timeout $((DURATION * 4 + 120)) redis-benchmark "${base[@]}" -n "$n" >"$out" 2>&1; then
+    cpu0=$(cpu_stat)
+    timeout $((DURATION * 4 + 120)) redis-benchmark "${base[@]}" -n "$n" >"$out" 2>&1 || rc=$?
+    steal_since "$cpu0"
+    if ((rc != 0)); then
         LOAD_ERROR="redis-benchmark failed: $(tail -n 2 "$out" | tr '\n' ' ')"
         return 1
     fi
@@ -67,6 +94,7 @@ redis_bench() {
     R_P50=$(redis_csv_field "$out" 5)
     R_P99=$(redis_csv_field "$out" 7)
     R_NOTE="n=$n; "
+    note_steal
     [[ -n $R_RPS ]] || {
         LOAD_ERROR="no figures in the redis-benchmark output"
         return 1
@@ -82,15 +110,18 @@ redis_csv_field() {
 
 # run_h2load TAG URL: h2load over TLS (ALPN h2), CONNECTIONS clients,
 # H2_STREAMS streams each, for DURATION seconds. h2load reports no latency
-# percentiles: the mean request time goes to R_NOTE.
+# percentiles: the mean request time goes to R_NOTE (so does the CPU steal).
 run_h2load() {
-    local tag=$1 url=$2 out
+    local tag=$1 url=$2 out cpu0 rc=0
     reset_results
     out=$WORK/h2load-$tag.txt
     no_other_load
     local args=(-t "$THREADS" -c "$CONNECTIONS" -m "$H2_STREAMS" -D "$DURATION" --warm-up-time 1 "$url")
     log "$tag: h2load ${args[*]}"
-    if ! timeout $((DURATION + 60)) h2load "${args[@]}" >"$out" 2>&1; then
+    cpu0=$(cpu_stat)
+    timeout $((DURATION + 60)) h2load "${args[@]}" >"$out" 2>&1 || rc=$?
+    steal_since "$cpu0"
+    if ((rc != 0)); then
         LOAD_ERROR="h2load failed: $(grep -m1 -i 'error\|fail' "$out" | cut -c1-120)"
         return 1
     fi
@@ -102,6 +133,7 @@ run_h2load() {
     [[ -n $mean ]] && R_NOTE+="mean $(to_ms "$mean") ms (h2load has no percentiles); "
     [[ $failed != 0 ]] && R_NOTE+="$failed failed/errored; "
     grep -q 'h2' <(grep -i 'application protocol' "$out") || R_NOTE+="not h2?; "
+    note_steal
     [[ -n $R_RPS && $R_RPS != 0 ]] || {
         LOAD_ERROR="h2load: no successful requests ($(grep -m1 '^requests:' "$out"))"
         return 1

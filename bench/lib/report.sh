@@ -31,6 +31,96 @@ add_na() {
          p50_ms: null, p99_ms: null, note: ("n/a: " + $why), metrics: [], tag: $set}' >>"$ROWS_FILE"
 }
 
+# --- rounds --------------------------------------------------------------------
+# get and put run every system once per round, in turn, so that all of them see
+# the same drift of this machine's speed (CPU steal). Each round is a JSON
+# object in $ROUNDS_FILE (key, workload, system, settings, ok, figures, steal,
+# the run's own notes or the reason it failed); add_median_rows then makes one
+# row per system.
+ROUNDS_FILE=$WORK/rounds.jsonl
+: >"$ROUNDS_FILE"
+
+# record_round KEY WORKLOAD SYSTEM SETTINGS NOTE [METRICS]: one successful round
+# of the system KEY names, from the R_* figures of the last load run. NOTE is
+# the row's fixed note; the run's own (R_NOTE, less the steal) goes with the round.
+record_round() {
+    local own=${R_NOTE//"steal $R_STEAL%; "/}
+    own=${own%; }
+    jq -cn --arg key "$1" --arg w "$2" --arg s "$3" --arg set "$4" --arg note "$5" \
+        --arg metrics "${6:-rps}" --arg rps "$R_RPS" --arg p50 "$R_P50" --arg p99 "$R_P99" \
+        --arg steal "$R_STEAL" --arg own "${own//; /, }" '
+        def num: if . == "" then null else tonumber end;
+        {key: $key, workload: $w, system: $s, settings: $set, ok: true,
+         rps: ($rps | num), p50_ms: ($p50 | num), p99_ms: ($p99 | num),
+         steal: ($steal | num), own: $own, note: $note, metrics: $metrics}' >>"$ROUNDS_FILE"
+}
+
+# record_round_na KEY WORKLOAD SYSTEM SETTINGS REASON: a round that failed.
+record_round_na() {
+    jq -cn --arg key "$1" --arg w "$2" --arg s "$3" --arg set "$4" --arg why "$5" '
+        {key: $key, workload: $w, system: $s, settings: $set, ok: false, reason: $why}' >>"$ROUNDS_FILE"
+}
+
+# One line per system (KEY, in the order first recorded) of workload $w, its
+# fields joined by \u001f: status ("ok" or "n/a"), system, settings, then the
+# medians over the successful rounds (req/s, p50, p99), the note (each round's
+# req/s and steal, the failed rounds) or the n/a reason, and the metrics.
+MEDIAN_JQ='
+  def median: sort | length as $n
+    | if $n == 0 then null elif $n % 2 == 1 then .[($n - 1) / 2]
+      else (.[$n / 2 - 1] + .[$n / 2]) / 2 end;
+  def ms: if . == null then "" else (. * 1000 | round) / 1000 | tostring end;
+  def kilo: if . >= 1000 then (. / 100 | round) as $d | "\($d / 10 | floor).\($d % 10)k"
+            else "\(round)" end;
+  def firsts: reduce .[] as $x ([]; if any(.[]; . == $x) then . else . + [$x] end);
+  map(select(.workload == $w)) as $all
+  | ($all | map(.key) | firsts)[] as $key
+  | ($all | map(select(.key == $key))) as $rs
+  | ($rs | map(select(.ok))) as $ok
+  | ($rs | length - ($ok | length)) as $failed
+  | if ($ok | length) == 0 then
+      ["n/a", $rs[-1].system, $rs[-1].settings, "", "", "", $rs[-1].reason, ""]
+    else
+      $ok[-1] as $last
+      | ($rs | map(
+            if .ok then
+              (.rps | kilo)
+              + ([(.steal // empty | "steal \(.)%"), (.own | select(. != ""))]
+                 | if length > 0 then " (" + join(", ") + ")" else "" end)
+            else "n/a" end) | join(", ")) as $list
+      | ["ok", $last.system, $last.settings,
+         ($ok | map(.rps) | median | round | tostring),
+         ($ok | map(.p50_ms // empty) | median | ms),
+         ($ok | map(.p99_ms // empty) | median | ms),
+         ([ "rounds: " + $list + (if ($ok | length) > 1 then "; median" else "" end),
+            (if $failed > 0 then
+               "\($failed) of \($rs | length) rounds failed: "
+               + ($rs | map(select(.ok | not) | .reason) | firsts | join("; "))
+             else empty end),
+            ($last.note | select(. != "")) ] | join("; ")),
+         $last.metrics]
+    end
+  | map(tostring | gsub("\u001f"; " ")) | join("\u001f")'
+
+# add_median_rows WORKLOAD: one row (add_row) per system recorded for WORKLOAD
+# with the medians over its successful rounds; add_na with the last reason for
+# a system whose every round failed.
+add_median_rows() {
+    local lines status system settings rps p50 p99 note metrics
+    lines=$(jq -rs --arg w "$1" "$MEDIAN_JQ" "$ROUNDS_FILE") || {
+        warn "could not summarise the rounds of '$1' (see $ROUNDS_FILE)"
+        return 1
+    }
+    [[ -n $lines ]] || return 0
+    while IFS=$'\x1f' read -r status system settings rps p50 p99 note metrics; do
+        if [[ $status == ok ]]; then
+            add_row "$1" "$system" "$settings" "$rps" "$p50" "$p99" "$note" "$metrics"
+        else
+            add_na "$1" "$system" "$settings" "$note"
+        fi
+    done <<<"$lines"
+}
+
 # Row objects with their ratios (on peer rows: Spread's figure / the peer's,
 # for each Spread row of the same workload and each of the peer's metrics).
 RATIOS_JQ='
@@ -92,6 +182,10 @@ write_reports() {
         echo "Spread/peer: Spread's figure divided by the peer's, for each Spread row of"
         echo "the workload (named before the colon). For req/s above 1 means Spread is"
         echo "faster; for p50 (latency) and RSS/sub above 1 means Spread is slower or bigger."
+        echo "GET and PUT rows: each figure is the median over interleaved rounds (every"
+        echo "round runs each system once, in turn, so all see the same drift of this VM's"
+        echo "speed); the note lists each round's req/s and the share of CPU time the"
+        echo "hypervisor stole during it."
         echo "Fan-out rows: p50/p99 are over the per-write time until the LAST subscriber"
         echo "had the value; RSS/sub is the server's VmRSS growth per idle subscriber."
         echo "The floor row has no server: one thread of a helper process writes one"

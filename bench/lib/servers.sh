@@ -1,8 +1,10 @@
 # shellcheck shell=bash
 # Starting the servers under test on 127.0.0.1, each on a free port with a
-# fresh directory under $WORK. Every start_* function tracks the PID (see
-# common.sh), records the settings it used (settings_note) and returns
-# non-zero, with the reason in START_ERROR, if the server does not come up.
+# fresh directory under $WORK (emptied at each start: a server started again
+# with the same tag, as in the rounds of get and put, never finds the last
+# run's data). Every start_* function tracks the PID (see common.sh), records
+# the settings it used (settings_note) and returns non-zero, with the reason
+# in START_ERROR, if the server does not come up.
 #
 # Sourced, not run. Expects common.sh, and BIN (the spread binary).
 
@@ -52,6 +54,7 @@ start_spread() {
     shift 2
     dir=$WORK/spread-$tag
     out=$WORK/spread-$tag.log
+    rm -rf "$dir"
     mkdir -p "$dir/data"
     local args=(serve --listen 127.0.0.1:0 --data "$dir/data" --durability "$mode" "$@")
     "$BIN" "${args[@]}" >"$out" 2>&1 &
@@ -145,6 +148,7 @@ ETCD_PID= ETCD_PORT=
 start_etcd() {
     local dir=$WORK/etcd peer out
     out=$dir.log
+    rm -rf "$dir"
     mkdir -p "$dir"
     ETCD_PORT=$(free_port) && peer=$(free_port) || {
         START_ERROR="etcd: no free port"
@@ -185,6 +189,7 @@ start_redis() {
     dir=$WORK/redis-$tag
     conf=$dir/redis.conf
     out=$dir/redis.log
+    rm -rf "$dir"
     mkdir -p "$dir"
     REDIS_PORT=$(free_port) || {
         START_ERROR="redis: no free port"

@@ -138,13 +138,13 @@ impl Committer {
         let mut kept = Vec::with_capacity(group.len());
         for request in group {
             if self.failed.get(&request.partition) == Some(&request.epoch) {
+                let _ = request.done.send(false);
                 finish(
                     request.replies,
                     Err(NodeError::Store(StoreError::Failed(
                         "an earlier write of this partition failed to commit".into(),
                     ))),
                 );
-                let _ = request.done.send(false);
                 continue;
             }
             kept.push(request);
@@ -191,11 +191,12 @@ impl Committer {
             let detail = e.to_string();
             for request in group {
                 self.failed.insert(request.partition, request.epoch);
+                // The partition before the writers (see the hub's Publish).
+                let _ = request.done.send(false);
                 finish(
                     request.replies,
                     Err(NodeError::Store(StoreError::Failed(detail.clone()))),
                 );
-                let _ = request.done.send(false);
             }
             return;
         }

@@ -307,8 +307,10 @@ impl Handler<Publish> for Hub {
                 None => Ok(results),
                 Some(detail) => Err(NodeError::Store(StoreError::Failed(detail))),
             };
-            finish(group.replies, answer);
+            // The partition first, so a writer that writes again at once is
+            // decided by a partition that already knows this batch's end.
             let _ = group.done.send(true);
+            finish(group.replies, answer);
         }
         self.head = msg.head;
         self.stats.head.store(msg.head, Ordering::Relaxed);

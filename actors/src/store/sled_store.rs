@@ -831,6 +831,54 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_that_fails_after_taking_a_cached_latest_value_leaves_no_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let x = Path::parse("x").unwrap();
+        let commit = |entries, seq| Commit {
+            entries,
+            head_seq: seq,
+            clock: seq,
+            trim_below: None,
+        };
+        // x@10 is written, so its latest value is cached.
+        s.commit(&commit(vec![entry(ev("x", 10, Some("a")), Some(1))], 1))
+            .unwrap();
+        // This commit takes x from the cache, makes x@20 its latest value,
+        // then fails on x@15 (not newer than x@20): nothing may be written,
+        // and what it built must not be kept.
+        let failed = s.commit(&commit(
+            vec![
+                entry(ev("x", 20, Some("b")), Some(2)),
+                entry(ev("x", 15, Some("c")), Some(3)),
+            ],
+            3,
+        ));
+        assert!(failed.is_err());
+        s.commit(&commit(vec![entry(ev("x", 30, Some("d")), Some(2))], 2))
+            .unwrap();
+        let times: Vec<u64> = s
+            .history(&x, 0, u64::MAX, 100)
+            .unwrap()
+            .iter()
+            .map(|h| h.event.version.time)
+            .collect();
+        assert_eq!(times, vec![10, 30], "history has only the committed events");
+        let latest = s.latest(&x).unwrap().unwrap();
+        assert_eq!(latest.event.value.as_deref(), Some(&b"d"[..]));
+        // And sled agrees once the cache is gone.
+        drop(s);
+        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let again: Vec<u64> = s
+            .history(&x, 0, u64::MAX, 100)
+            .unwrap()
+            .iter()
+            .map(|h| h.event.version.time)
+            .collect();
+        assert_eq!(again, vec![10, 30]);
+    }
+
+    #[test]
     fn a_path_written_many_times_keeps_its_history_in_few_keys() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path(), 1 << 20).unwrap();

@@ -73,6 +73,19 @@ MEDIAN_JQ='
   def kilo: if . >= 1000 then (. / 100 | round) as $d | "\($d / 10 | floor).\($d % 10)k"
             else "\(round)" end;
   def firsts: reduce .[] as $x ([]; if any(.[]; . == $x) then . else . + [$x] end);
+  # "Spread/peer req/s per round (<spread settings>): a, b, c; median m" for
+  # each Spread key of the workload: round i of Spread against round i of the
+  # peer (the two ran minutes apart at most, under the same drift).
+  def per_round_ratios($all; $peer):
+    ($all | map(select(.system == "spread") | .key) | firsts)[] as $sk
+    | ($all | map(select(.key == $sk))) as $sr
+    | [ range(0; [($sr | length), ($peer | length)] | min) as $i
+        | select($sr[$i].ok and $peer[$i].ok and ($sr[$i].rps // 0) > 0 and ($peer[$i].rps // 0) > 0)
+        | $sr[$i].rps / $peer[$i].rps ] as $r
+    | select(($r | length) > 1)
+    | "Spread/peer req/s per round (\($sr[0].settings)): "
+      + ($r | map(. * 100 | round / 100 | tostring) | join(", "))
+      + "; median \($r | median | . * 100 | round / 100)";
   map(select(.workload == $w)) as $all
   | ($all | map(.key) | firsts)[] as $key
   | ($all | map(select(.key == $key))) as $rs
@@ -97,6 +110,7 @@ MEDIAN_JQ='
                "\($failed) of \($rs | length) rounds failed: "
                + ($rs | map(select(.ok | not) | .reason) | firsts | join("; "))
              else empty end),
+            (if $last.system != "spread" then per_round_ratios($all; $rs) else empty end),
             ($last.note | select(. != "")) ] | join("; ")),
          $last.metrics]
     end
@@ -185,7 +199,8 @@ write_reports() {
         echo "GET and PUT rows: each figure is the median over interleaved rounds (every"
         echo "round runs each system once, in turn, so all see the same drift of this VM's"
         echo "speed); the note lists each round's req/s and the share of CPU time the"
-        echo "hypervisor stole during it."
+        echo "hypervisor stole during it; a peer's note also gives Spread/peer per round"
+        echo "(round i of Spread against round i of the peer) and their median."
         echo "Fan-out rows: p50/p99 are over the per-write time until the LAST subscriber"
         echo "had the value; RSS/sub is the server's VmRSS growth per idle subscriber."
         echo "The floor row has no server: one thread of a helper process writes one"

@@ -454,6 +454,7 @@ async fn healthz_and_metrics_report_the_node() {
         "spread_errors_total{error=\"not_found\"} 1",
         "spread_subscribers 0",
         "spread_events_fanned_out_total",
+        "spread_writes_backpressured_total 0",
         "spread_store_bytes",
     ] {
         assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");

@@ -32,6 +32,9 @@ pub struct NodeStats {
     pub hub: Arc<HubStats>,
     /// Sessions currently open.
     pub sessions: AtomicU64,
+    /// Writes that found their partition's mailbox full and waited for room
+    /// (backpressure on writers).
+    pub writes_waited: AtomicU64,
 }
 
 /// A time range of history: `from <= time <= to`, at most `limit` events.
@@ -396,10 +399,16 @@ impl Node {
         match partition.try_send(Apply { write, reply }) {
             Ok(()) => {}
             // A full mailbox: wait for room (backpressure on writers).
-            Err(SendError::Full(apply)) => partition
-                .send(apply)
-                .await
-                .map_err(|_| NodeError::ShuttingDown)?,
+            Err(SendError::Full(apply)) => {
+                self.inner
+                    .stats
+                    .writes_waited
+                    .fetch_add(1, Ordering::Relaxed);
+                partition
+                    .send(apply)
+                    .await
+                    .map_err(|_| NodeError::ShuttingDown)?
+            }
             Err(SendError::Closed(_)) => return Err(NodeError::ShuttingDown),
         }
         answer.await.unwrap_or(Err(NodeError::ShuttingDown))

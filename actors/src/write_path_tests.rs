@@ -6,6 +6,7 @@
 //! commit can be held and then failed on demand; nothing else is stubbed.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,6 +33,9 @@ struct FaultyStore {
     hold: Mutex<Option<(oneshot::Sender<()>, mpsc::Receiver<bool>)>>,
     /// Reports the first read of this path's latest value.
     watch: Mutex<Option<(Path, oneshot::Sender<()>)>>,
+    /// Holds the first read of this path's latest value (and so the thread
+    /// of the partitions) until released.
+    hold_read: Mutex<Option<(Path, oneshot::Sender<()>, mpsc::Receiver<()>)>>,
 }
 
 impl FaultyStore {
@@ -40,6 +44,7 @@ impl FaultyStore {
             inner: SledStore::open(dir, 16 << 20).unwrap(),
             hold: Mutex::new(None),
             watch: Mutex::new(None),
+            hold_read: Mutex::new(None),
         }
     }
 
@@ -49,6 +54,14 @@ impl FaultyStore {
         let (verdict, verdict_rx) = mpsc::channel();
         *self.hold.lock().unwrap() = Some((began_tx, verdict_rx));
         (began, verdict)
+    }
+
+    /// Holds the first read of `path`: returns "it began" and the release.
+    fn hold_reads_of(&self, path: &Path) -> (oneshot::Receiver<()>, mpsc::Sender<()>) {
+        let (began_tx, began) = oneshot::channel();
+        let (release, release_rx) = mpsc::channel();
+        *self.hold_read.lock().unwrap() = Some((path.clone(), began_tx, release_rx));
+        (began, release)
     }
 
     /// Reports the first read of `path`.
@@ -67,6 +80,20 @@ impl Store for FaultyStore {
             let _ = tx.send(());
         }
         drop(watch);
+        let held = {
+            let mut hold = self.hold_read.lock().unwrap();
+            if hold.as_ref().is_some_and(|(p, _, _)| p == path) {
+                hold.take()
+            } else {
+                None
+            }
+        };
+        if let Some((_, began, release)) = held {
+            let _ = began.send(());
+            release
+                .recv_timeout(DEADLINE)
+                .expect("the test releases the read");
+        }
         self.inner.latest(path)
     }
     fn contains(
@@ -478,6 +505,57 @@ fn writes_waiting_for_a_slot(fail: bool) {
                     Some(i.to_string().as_bytes())
                 );
             }
+        }
+    });
+    node.shutdown();
+}
+
+#[test]
+fn writers_wait_for_room_when_a_partition_mailbox_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FaultyStore::open(dir.path()));
+    let node = Node::start(config(dir.path()), store.clone()).unwrap();
+    let blocker = path("rooms/blocker");
+    // More writes than the mailbox holds.
+    let n = 4 * 1024 + 200;
+    run(async {
+        // The partitions' thread is stuck deciding a write, so nothing
+        // drains the mailbox.
+        let (began, release) = store.hold_reads_of(&blocker);
+        let first = spawn_write(&node, Write::set(blocker.clone(), "b"));
+        within(began).await.expect("the partitions' thread is held");
+        let writes: Vec<_> = (0..n)
+            .map(|i| {
+                spawn_write(
+                    &node,
+                    Write::set(path(&format!("rooms/k{i}")), i.to_string()),
+                )
+            })
+            .collect();
+        // Writers that find the mailbox full wait for room instead of
+        // failing.
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while node.stats().writes_waited.load(Ordering::Relaxed) < 100 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "writes never found the mailbox full"
+            );
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        first.await.unwrap().expect("the held write commits");
+        for (i, w) in join_all(writes).await.into_iter().enumerate() {
+            let report = w
+                .unwrap()
+                .unwrap_or_else(|e| panic!("write {i} commits: {e:?}"));
+            assert_eq!(report.status, WriteStatus::New);
+        }
+        for i in [0, n / 2, n - 1] {
+            let stored = node.get_path(&path(&format!("rooms/k{i}"))).unwrap();
+            assert_eq!(
+                stored.expect("written").event.value.as_deref(),
+                Some(i.to_string().as_bytes())
+            );
         }
     });
     node.shutdown();

@@ -45,10 +45,11 @@ pub struct Metrics {
     subscribers: Gauge,
     fanned_out: Counter,
     lagged: Counter,
+    writes_waited: Counter,
     store_bytes: Gauge,
     seq: Gauge,
     /// Last values copied from the node's own counters.
-    copied: Mutex<(u64, u64)>,
+    copied: Mutex<[u64; 3]>,
 }
 
 impl Default for Metrics {
@@ -67,6 +68,7 @@ impl Metrics {
         let subscribers = Gauge::default();
         let fanned_out = Counter::default();
         let lagged = Counter::default();
+        let writes_waited = Counter::default();
         let store_bytes = Gauge::default();
         let seq = Gauge::default();
         registry.register(
@@ -100,6 +102,11 @@ impl Metrics {
             lagged.clone(),
         );
         registry.register(
+            "writes_backpressured",
+            "Writes that waited for room in their partition's full queue",
+            writes_waited.clone(),
+        );
+        registry.register(
             "store_bytes",
             "Bytes the store takes on disk",
             store_bytes.clone(),
@@ -113,9 +120,10 @@ impl Metrics {
             subscribers,
             fanned_out,
             lagged,
+            writes_waited,
             store_bytes,
             seq,
-            copied: Mutex::new((0, 0)),
+            copied: Mutex::new([0; 3]),
         }
     }
 
@@ -147,11 +155,19 @@ impl Metrics {
         self.store_bytes.set(node.store_size() as i64);
         self.seq.set(node.head_seq() as i64);
         if let Ok(mut copied) = self.copied.lock() {
-            let fanned = stats.hub.fanned_out.load(Ordering::Relaxed);
-            let lagged = stats.hub.lagged.load(Ordering::Relaxed);
-            self.fanned_out.inc_by(fanned.saturating_sub(copied.0));
-            self.lagged.inc_by(lagged.saturating_sub(copied.1));
-            *copied = (fanned, lagged);
+            let now = [
+                stats.hub.fanned_out.load(Ordering::Relaxed),
+                stats.hub.lagged.load(Ordering::Relaxed),
+                stats.writes_waited.load(Ordering::Relaxed),
+            ];
+            for ((counter, now), before) in [&self.fanned_out, &self.lagged, &self.writes_waited]
+                .into_iter()
+                .zip(now)
+                .zip(copied.iter())
+            {
+                counter.inc_by(now.saturating_sub(*before));
+            }
+            *copied = now;
         }
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &self.registry) {

@@ -36,6 +36,8 @@ struct FaultyStore {
     /// Holds the first read of this path's latest value (and so the thread
     /// of the partitions) until released.
     hold_read: Mutex<Option<(Path, oneshot::Sender<()>, mpsc::Receiver<()>)>>,
+    /// Fails the next flush.
+    fail_flush: std::sync::atomic::AtomicBool,
 }
 
 impl FaultyStore {
@@ -45,6 +47,7 @@ impl FaultyStore {
             hold: Mutex::new(None),
             watch: Mutex::new(None),
             hold_read: Mutex::new(None),
+            fail_flush: Default::default(),
         }
     }
 
@@ -153,6 +156,9 @@ impl Store for FaultyStore {
         self.inner.commit(commit)
     }
     fn flush(&self) -> Result<(), StoreError> {
+        if self.fail_flush.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::Failed("injected flush failure".into()));
+        }
         self.inner.flush()
     }
     fn size_on_disk(&self) -> u64 {
@@ -557,6 +563,53 @@ fn writers_wait_for_room_when_a_partition_mailbox_is_full() {
                 Some(i.to_string().as_bytes())
             );
         }
+    });
+    node.shutdown();
+}
+
+#[test]
+fn a_failed_flush_fails_the_write_but_streams_what_was_applied() {
+    use crate::subscriber::StreamItem;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FaultyStore::open(dir.path()));
+    let node = Node::start(config(dir.path()), store.clone()).unwrap();
+    run(async {
+        let mut stream = node.subscribe("rooms", None).unwrap();
+        assert!(matches!(
+            next_item(&mut stream).await,
+            StreamItem::Ready { .. }
+        ));
+        store.fail_flush.store(true, Ordering::SeqCst);
+        // Applied but not known to be durable: the writer hears so.
+        let result = node.write(Write::set(path("rooms/x"), "one")).await;
+        match result {
+            Err(NodeError::Store(e)) => assert!(
+                e.to_string().contains("injected flush failure"),
+                "the error names the failed flush: {e}"
+            ),
+            other => panic!("a write whose flush failed must not be acked: {other:?}"),
+        }
+        // What the store holds, readers and streams see alike.
+        let stored = node.get_path(&path("rooms/x")).unwrap().expect("applied");
+        assert_eq!(stored.event.value.as_deref(), Some(&b"one"[..]));
+        loop {
+            match next_item(&mut stream).await {
+                StreamItem::Update(change) => {
+                    assert_eq!(change.event.path.as_str(), "rooms/x");
+                    assert_eq!(change.event.version, stored.event.version);
+                    break;
+                }
+                StreamItem::Ping { .. } => continue,
+                other => panic!("expected the update, got {other:?}"),
+            }
+        }
+        // The partition goes on from that value: the next write replaces it.
+        let report = node
+            .write(Write::set(path("rooms/x"), "two"))
+            .await
+            .expect("the next flush works");
+        assert_eq!(report.previous, Some(stored.event.version.clone()));
     });
     node.shutdown();
 }

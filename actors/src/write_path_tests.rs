@@ -196,6 +196,23 @@ async fn next_item(stream: &mut crate::SessionStream) -> crate::subscriber::Stre
         .expect("the stream goes on")
 }
 
+/// Checks `condition` until it holds, yielding between checks; fails the
+/// test after [`DEADLINE`].
+async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !condition().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Waits for a signal from the engine, at most [`DEADLINE`].
 async fn within(signal: oneshot::Receiver<()>) -> Result<(), String> {
     match tokio::time::timeout(DEADLINE, signal).await {
@@ -472,18 +489,10 @@ fn writes_waiting_for_a_slot(fail: bool) {
         for (i, p) in paths.iter().enumerate().skip(MAX_BATCHES_IN_FLIGHT) {
             writes.push(spawn_write(&node, Write::set(p.clone(), i.to_string())));
         }
-        let deadline = std::time::Instant::now() + DEADLINE;
-        loop {
-            let state = partition.send(Probe).await.unwrap();
-            if state == (MAX_BATCHES_IN_FLIGHT, 2) {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "expected every slot taken and two writes queued, got {state:?}"
-            );
-            tokio::task::yield_now().await;
-        }
+        eventually("every slot taken and two writes queued", || async {
+            partition.send(Probe).await.unwrap() == (MAX_BATCHES_IN_FLIGHT, 2)
+        })
+        .await;
         verdict.send(fail).unwrap();
         for (i, w) in writes.into_iter().enumerate() {
             let result = tokio::time::timeout(DEADLINE, w)
@@ -540,14 +549,10 @@ fn writers_wait_for_room_when_a_partition_mailbox_is_full() {
             .collect();
         // Writers that find the mailbox full wait for room instead of
         // failing.
-        let deadline = std::time::Instant::now() + DEADLINE;
-        while node.stats().writes_waited.load(Ordering::Relaxed) < 100 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "writes never found the mailbox full"
-            );
-            tokio::task::yield_now().await;
-        }
+        eventually("writes found the mailbox full", || async {
+            node.stats().writes_waited.load(Ordering::Relaxed) >= 100
+        })
+        .await;
         release.send(()).unwrap();
         first.await.unwrap().expect("the held write commits");
         for (i, w) in join_all(writes).await.into_iter().enumerate() {

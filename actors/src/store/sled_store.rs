@@ -857,25 +857,24 @@ mod tests {
         assert!(failed.is_err());
         s.commit(&commit(vec![entry(ev("x", 30, Some("d")), Some(2))], 2))
             .unwrap();
-        let times: Vec<u64> = s
-            .history(&x, 0, u64::MAX, 100)
-            .unwrap()
-            .iter()
-            .map(|h| h.event.version.time)
-            .collect();
-        assert_eq!(times, vec![10, 30], "history has only the committed events");
+        let times = |s: &SledStore| -> Vec<u64> {
+            s.history(&x, 0, u64::MAX, 100)
+                .unwrap()
+                .iter()
+                .map(|h| h.event.version.time)
+                .collect()
+        };
+        assert_eq!(
+            times(&s),
+            vec![10, 30],
+            "history has only the committed events"
+        );
         let latest = s.latest(&x).unwrap().unwrap();
         assert_eq!(latest.event.value.as_deref(), Some(&b"d"[..]));
         // And sled agrees once the cache is gone.
         drop(s);
         let s = SledStore::open(dir.path(), 1 << 20).unwrap();
-        let again: Vec<u64> = s
-            .history(&x, 0, u64::MAX, 100)
-            .unwrap()
-            .iter()
-            .map(|h| h.event.version.time)
-            .collect();
-        assert_eq!(again, vec![10, 30]);
+        assert_eq!(times(&s), vec![10, 30]);
     }
 
     #[test]

@@ -423,10 +423,11 @@ impl<'a> Overlay<'a> {
             if items.is_empty() {
                 continue;
             }
-            writes.values.push((key.clone(), encode(&items)?));
+            let value = encode(&items)?;
             if key.first() == Some(&keys::LATEST) {
-                writes.latest.push((key, items));
+                writes.latest.push((key.clone(), items));
             }
+            writes.values.push((key, value));
         }
         Ok(writes)
     }

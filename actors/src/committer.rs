@@ -45,10 +45,10 @@ pub(crate) struct WriteDone {
     pub subscribers: usize,
 }
 
-/// A partition's batch. Once durable and fanned out, the hub answers each
-/// writer directly (one thread hop less than going back through the
-/// partition), then tells the partition through `done` whether the batch was
-/// committed.
+/// A partition's batch. Once durable and fanned out, the hub tells the
+/// partition through `done` whether the batch was committed, then answers
+/// each writer directly (one thread hop less than going back through the
+/// partition). The partition looks at `done` the next time it runs.
 pub(crate) struct CommitRequest {
     /// The partition that decided it.
     pub partition: u32,

@@ -41,7 +41,7 @@ use crate::store::Store;
 
 /// Most writes decided in one batch.
 const MAX_WRITES_PER_BATCH: usize = 1024;
-/// Most batches of one partition handed to the committer and not yet done.
+/// Most batches of one partition handed to the committer and not yet settled.
 pub(crate) const MAX_BATCHES_IN_FLIGHT: usize = 4;
 /// Most paths whose committed current event a partition remembers.
 const MAX_KNOWN_PATHS: usize = 1024;

@@ -1,9 +1,12 @@
 //! Tests of the write path under concurrency: pipelined partition batches
-//! must decide on top of the batches still in flight, and a batch that fails
-//! to commit must take down every later batch decided on top of it.
+//! must decide on top of the batches still in flight, a batch that fails to
+//! commit must take down every later batch decided on top of it, writes
+//! waiting for a batch slot or for room in a full mailbox go on, and a failed
+//! flush is reported to the writer.
 //!
-//! The failure is injected by [`FaultyStore`], a real [`SledStore`] whose
-//! commit can be held and then failed on demand; nothing else is stubbed.
+//! Faults are injected by [`FaultyStore`], a real [`SledStore`] whose commit
+//! can be held and then failed, whose reads of one path can be held, and
+//! whose next flush can fail, on demand; nothing else is stubbed.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -25,7 +28,8 @@ use crate::store::{Commit, LogHead, SledStore, Store, StoreError, Stored};
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A sled store whose next commit can be held until the test decides
-/// whether it fails, and which reports when a given path is first read.
+/// whether it fails, which reports (or holds) the first read of a given
+/// path, and whose next flush can fail.
 struct FaultyStore {
     inner: SledStore,
     /// For the next commit: tell the test it began, then wait for the

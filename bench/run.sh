@@ -242,8 +242,8 @@ spread_put_hot() {
 
 # clear_errors: forget the reasons of earlier failures (before each attempt).
 clear_errors() { LOAD_ERROR= START_ERROR=; }
-# na_reason [DEFAULT]: why the last attempt failed.
-na_reason() { printf '%s' "${LOAD_ERROR:-${START_ERROR:-${1:-failed (see the log above)}}}"; }
+# na_reason: why the last attempt failed.
+na_reason() { printf '%s' "${LOAD_ERROR:-${START_ERROR:-failed (see the log above)}}"; }
 
 # --- rounds ----------------------------------------------------------------------
 # get and put run ROUNDS rounds; each round runs every system of the workload
@@ -254,69 +254,47 @@ na_reason() { printf '%s' "${LOAD_ERROR:-${START_ERROR:-${1:-failed (see the log
 # round_log WORKLOAD ROUND: announces a round.
 round_log() { log "$1: round $2 of $ROUNDS (${ROUND_DURATION}s per run)"; }
 
+# one_round KEY WORKLOAD SYSTEM SETTINGS NOTE TOOLS RUN [ARGS...]: one round of
+# one system. Without the TOOLS (space-separated) the round is n/a; else RUN
+# ARGS starts the server and loads it (LOAD_ERROR or START_ERROR say why it
+# failed), and its figures are recorded under KEY. Stops what it started.
+one_round() {
+    local key=$1 w=$2 system=$3 settings=$4 note=$5 tools=$6 why
+    shift 6
+    clear_errors
+    # shellcheck disable=SC2086 # TOOLS is a word list
+    why=$(why_not $tools)
+    if [[ -n $why ]]; then
+        record_round_na "$key" "$w" "$system" "$settings" "$why"
+    elif "$@"; then
+        record_round "$key" "$w" "$system" "$settings" "$note" rps,p50_ms
+    else
+        record_round_na "$key" "$w" "$system" "$settings" "$(na_reason)"
+    fi
+    stop_all
+}
+
 # --- 1. hot-key GET ------------------------------------------------------------
-# get_spread WORKLOAD ROUND: one round of spread (GET /raw/bench/hot).
-get_spread() {
-    local w=$1 why
-    clear_errors
-    why=$(why_not wrk)
-    if [[ -n $why ]]; then
-        record_round_na spread "$w" spread "GET /raw/bench/hot" "$why"
-    elif start_spread get flush && spread_put_hot && run_wrk "spread-get-r$2" "http://$SPREAD_ADDR/raw/bench/hot"; then
-        record_round spread "$w" spread "GET /raw/bench/hot, wrk" "" rps,p50_ms
-    else
-        record_round_na spread "$w" spread "GET /raw/bench/hot" "$(na_reason)"
-    fi
-    stop_all
+# Each *_get ROUND starts its server, stores the 100-byte value, and loads it.
+spread_get() {
+    start_spread get flush && spread_put_hot &&
+        run_wrk "spread-get-r$1" "http://$SPREAD_ADDR/raw/bench/hot"
 }
-
-# get_nginx WORKLOAD ROUND: one round of nginx (static file).
-get_nginx() {
-    local w=$1 why
-    clear_errors
-    why=$(why_not wrk nginx openssl)
-    if [[ -n $why ]]; then
-        record_round_na nginx "$w" nginx "static file" "$why"
-    elif start_nginx && run_wrk "nginx-get-r$2" "http://127.0.0.1:$NGINX_PORT/raw/bench/hot"; then
-        record_round nginx "$w" nginx "static file, wrk" "" rps,p50_ms
-    else
-        record_round_na nginx "$w" nginx "static file" "$(na_reason)"
-    fi
-    stop_all
+nginx_get() {
+    start_nginx && run_wrk "nginx-get-r$1" "http://127.0.0.1:$NGINX_PORT/raw/bench/hot"
 }
-
-# get_etcd WORKLOAD ROUND: one round of etcd (JSON gateway range).
-get_etcd() {
-    local w=$1 why
-    clear_errors
-    why=$(why_not wrk etcd)
-    if [[ -n $why ]]; then
-        record_round_na etcd "$w" etcd "POST /v3/kv/range" "$why"
-    elif start_etcd && etcd_put bench/hot "$VALUE" &&
-        run_wrk "etcd-get-r$2" "http://127.0.0.1:$ETCD_PORT" -s "$ROOT/bench/lua/etcd-range.lua"; then
-        record_round etcd "$w" etcd "POST /v3/kv/range, serializable (JSON, value in base64), wrk" "" rps,p50_ms
-    else
-        record_round_na etcd "$w" etcd "POST /v3/kv/range" "$(na_reason)"
-    fi
-    stop_all
+etcd_get() {
+    start_etcd && etcd_put bench/hot "$VALUE" &&
+        run_wrk "etcd-get-r$1" "http://127.0.0.1:$ETCD_PORT" -s "$ROOT/bench/lua/etcd-range.lua"
 }
-
-# get_redis WORKLOAD ROUND: one round of redis (redis-benchmark GET).
-get_redis() {
-    local w=$1 why
-    clear_errors
-    why=$(why_not redis-server redis-benchmark redis-cli)
-    if [[ -n $why ]]; then
-        record_round_na redis "$w" redis "GET" "$why"
-    elif start_redis get &&
-        redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -t set -n 1 -c 1 -d 100 -q >/dev/null 2>&1 &&
-        [[ $(redis-cli -p "$REDIS_PORT" strlen 'key:__rand_int__') == 100 ]] &&
-        redis_bench "redis-get-r$2" get -d 100; then
-        record_round redis "$w" redis "GET, redis-benchmark -P 1 --threads $THREADS" "" rps,p50_ms
-    else
-        record_round_na redis "$w" redis "GET" "$(na_reason "could not preload the key")"
+redis_get() {
+    start_redis get || return 1
+    if ! redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -t set -n 1 -c 1 -d 100 -q >/dev/null 2>&1 ||
+        [[ $(redis-cli -p "$REDIS_PORT" strlen 'key:__rand_int__') != 100 ]]; then
+        LOAD_ERROR="could not preload the key"
+        return 1
     fi
-    stop_all
+    redis_bench "redis-get-r$1" get -d 100
 }
 
 workload_get() {
@@ -324,60 +302,30 @@ workload_get() {
     local DURATION=$ROUND_DURATION # seen by run_wrk and redis_bench
     for ((r = 1; r <= ROUNDS; r++)); do
         round_log get "$r"
-        get_spread "$w" "$r"
-        get_nginx "$w" "$r"
-        get_etcd "$w" "$r"
-        get_redis "$w" "$r"
+        one_round spread "$w" spread "GET /raw/bench/hot, wrk" "" "wrk" spread_get "$r"
+        one_round nginx "$w" nginx "static file, wrk" "" "wrk nginx openssl" nginx_get "$r"
+        one_round etcd "$w" etcd "POST /v3/kv/range, serializable (JSON, value in base64), wrk" "" \
+            "wrk etcd" etcd_get "$r"
+        one_round redis "$w" redis "GET, redis-benchmark -P 1 --threads $THREADS" "" \
+            "redis-server redis-benchmark redis-cli" redis_get "$r"
     done
     add_median_rows "$w"
 }
 
 # --- 2. durable PUT --------------------------------------------------------------
-# put_spread WORKLOAD ROUND MODE: one round of spread with durability MODE.
-put_spread() {
-    local w=$1 mode=$3 why
-    clear_errors
-    why=$(why_not wrk)
-    if [[ -n $why ]]; then
-        record_round_na "spread-$mode" "$w" spread "$mode" "$why"
-    elif start_spread "put-$mode" "$mode" &&
-        run_wrk "spread-put-$mode-r$2" "http://$SPREAD_ADDR" -s "$ROOT/bench/put.lua"; then
-        record_round "spread-$mode" "$w" spread "$mode" "PUT /raw/bench/k<1..10000>, wrk" rps,p50_ms
-    else
-        record_round_na "spread-$mode" "$w" spread "$mode" "$(na_reason)"
-    fi
-    stop_all
+# spread_put ROUND MODE, etcd_put_load ROUND, redis_set ROUND MODE: start the
+# server (durability MODE) and load it with 100-byte writes to 10k keys.
+spread_put() {
+    start_spread "put-$2" "$2" &&
+        run_wrk "spread-put-$2-r$1" "http://$SPREAD_ADDR" -s "$ROOT/bench/put.lua"
 }
-
-# put_etcd WORKLOAD ROUND: one round of etcd (JSON gateway put).
-put_etcd() {
-    local w=$1 why
-    clear_errors
-    why=$(why_not wrk etcd)
-    if [[ -n $why ]]; then
-        record_round_na etcd "$w" etcd "POST /v3/kv/put" "$why"
-    elif start_etcd && run_wrk "etcd-put-r$2" "http://127.0.0.1:$ETCD_PORT" -s "$ROOT/bench/lua/etcd-put.lua"; then
-        record_round etcd "$w" etcd "POST /v3/kv/put (JSON gateway, WAL fsync), wrk" "" rps,p50_ms
-    else
-        record_round_na etcd "$w" etcd "POST /v3/kv/put" "$(na_reason)"
-    fi
-    stop_all
+etcd_put_load() {
+    start_etcd &&
+        run_wrk "etcd-put-r$1" "http://127.0.0.1:$ETCD_PORT" -s "$ROOT/bench/lua/etcd-put.lua"
 }
-
-# put_redis WORKLOAD ROUND MODE: one round of redis with appendfsync MODE.
-put_redis() {
-    local w=$1 mode=$3 why
-    clear_errors
-    why=$(why_not redis-server redis-benchmark)
-    if [[ -n $why ]]; then
-        record_round_na "redis-$mode" "$w" redis "SET, appendfsync $mode" "$why"
-    elif start_redis "aof-$mode" "appendonly yes" "appendfsync $mode" &&
-        redis_bench "redis-set-$mode-r$2" set -d 100 -r 10000; then
-        record_round "redis-$mode" "$w" redis "SET, appendfsync $mode, redis-benchmark -P 1" "" rps,p50_ms
-    else
-        record_round_na "redis-$mode" "$w" redis "SET, appendfsync $mode" "$(na_reason)"
-    fi
-    stop_all
+redis_set() {
+    start_redis "aof-$2" "appendonly yes" "appendfsync $2" &&
+        redis_bench "redis-set-$2-r$1" set -d 100 -r 10000
 }
 
 workload_put() {
@@ -385,9 +333,16 @@ workload_put() {
     local DURATION=$ROUND_DURATION # seen by run_wrk and redis_bench
     for ((r = 1; r <= ROUNDS; r++)); do
         round_log put "$r"
-        for mode in flush batch; do put_spread "$w" "$r" "$mode"; done
-        put_etcd "$w" "$r"
-        for mode in always everysec; do put_redis "$w" "$r" "$mode"; done
+        for mode in flush batch; do
+            one_round "spread-$mode" "$w" spread "$mode" "PUT /raw/bench/k<1..10000>, wrk" "wrk" \
+                spread_put "$r" "$mode"
+        done
+        one_round etcd "$w" etcd "POST /v3/kv/put (JSON gateway, WAL fsync), wrk" "" "wrk etcd" \
+            etcd_put_load "$r"
+        for mode in always everysec; do
+            one_round "redis-$mode" "$w" redis "SET, appendfsync $mode, redis-benchmark -P 1" "" \
+                "redis-server redis-benchmark" redis_set "$r" "$mode"
+        done
     done
     add_median_rows "$w"
 }

@@ -74,12 +74,10 @@ impl LatestCache {
             }
             keep
         });
+        // Room for any new entry: a full cache holds at least 2047 entries
+        // (none over LATEST_CACHE_ENTRY_BYTES), so a quarter of them is at
+        // least 511 × 2 × ENTRY_OVERHEAD bytes, more than one entry may take.
         self.bytes -= freed;
-        if self.bytes + LATEST_CACHE_ENTRY_BYTES > LATEST_CACHE_BYTES {
-            // Few, big entries: start over.
-            self.entries.clear();
-            self.bytes = 0;
-        }
     }
 
     /// Bytes counted for what is kept.

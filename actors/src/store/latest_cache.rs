@@ -76,7 +76,7 @@ impl LatestCache {
         });
         // Room for any new entry: a full cache holds at least 2047 entries
         // (none over LATEST_CACHE_ENTRY_BYTES), so a quarter of them is at
-        // least 511 × 2 × ENTRY_OVERHEAD bytes, more than one entry may take.
+        // least 511 × ENTRY_OVERHEAD bytes (32 KiB), more than one entry may take.
         self.bytes -= freed;
     }
 

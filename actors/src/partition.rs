@@ -22,6 +22,7 @@
 //!
 //! Later issues add the partition's merkle tree and replication here.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::mem;
 use std::sync::mpsc::Sender;
@@ -192,10 +193,12 @@ struct Pending {
 }
 
 /// Where a batch handed to the committer stands, for [`Partition::settle`].
-#[derive(Clone, Copy)]
 struct InFlight {
     batch: u64,
     epoch: u64,
+    /// The paths whose `pending` entry this batch set: settling looks at
+    /// these, not at every pending path.
+    paths: Vec<Path>,
 }
 
 /// A batch handed to the committer and not yet settled.
@@ -405,9 +408,10 @@ impl Partition {
             };
             let number = self.next_batch;
             self.next_batch += 1;
-            let sent = InFlight {
+            let mut sent = InFlight {
                 batch: number,
                 epoch: self.epoch,
+                paths: Vec::new(),
             };
             let now = wall_micros();
             let mut writes = Vec::new();
@@ -416,6 +420,9 @@ impl Partition {
                 match self.decide_one(q.write, number, now) {
                     Ok((report, pending)) => {
                         let written = pending.map(|p| {
+                            if p.latest {
+                                sent.paths.push(p.event.path.clone());
+                            }
                             writes.push(p);
                             writes.len() - 1
                         });
@@ -507,14 +514,15 @@ impl Partition {
     /// those: already accounted for.)
     fn settle(&mut self, sent: InFlight, committed: bool) {
         if committed {
-            let Partition { pending, known, .. } = self;
-            pending.retain(|path, p| {
-                if p.batch != sent.batch {
-                    return true;
+            for path in sent.paths {
+                // A later batch may have overtaken the entry: then it stays.
+                if let Entry::Occupied(entry) = self.pending.entry(path) {
+                    if entry.get().batch == sent.batch {
+                        let (path, p) = entry.remove_entry();
+                        remember(&mut self.known, path, p.current);
+                    }
                 }
-                remember(known, path.clone(), p.current.clone());
-                false
-            });
+            }
         } else if sent.epoch == self.epoch {
             self.pending.clear();
             self.epoch += 1;

@@ -305,13 +305,16 @@ impl<'a> Overlay<'a> {
     }
 
     /// Writes `items` (sorted) as the page keyed by the last one's order,
-    /// merged with a page already there (none is expected: defensive).
+    /// merged with a page this commit already wrote there (none is
+    /// expected). sled is not read: a page's key is the order of its last
+    /// record and a record lives in one place only, so no stored page can
+    /// have the key of records that are not yet in a page.
     fn write_page(&mut self, path: &Path, items: Vec<Item>) -> Result<(), StoreError> {
         let Some(last) = items.last() else {
             return Ok(());
         };
         let key = PathView::new(self.tree, path).page_key(&last.order);
-        let mut page = self.take(path, &key)?;
+        let mut page = self.keys.remove(&key).unwrap_or_default();
         if page.is_empty() {
             page = items;
         } else {

@@ -145,10 +145,11 @@ pub fn report_response(report: &WriteReport, is_delete: bool) -> HttpResponse {
         WriteStatus::New | WriteStatus::Existing => StatusCode::OK,
         WriteStatus::TooLate => StatusCode::CONFLICT,
     };
+    let json = ReportJson::new(report);
     let mut res = HttpResponse::build(status);
     res.content_type("application/json");
     if report.status != WriteStatus::TooLate && !is_delete {
-        res.insert_header((header::ETAG, format!("\"{}\"", report.version)));
+        res.insert_header((header::ETAG, format!("\"{}\"", json.version)));
     }
-    res.body(to_json(&ReportJson::new(report)))
+    res.body(to_json(&json))
 }

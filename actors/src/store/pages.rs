@@ -307,8 +307,9 @@ impl<'a> Overlay<'a> {
     /// Writes `items` (sorted) as the page keyed by the last one's order,
     /// merged with a page this commit already wrote there (none is
     /// expected). sled is not read: a page's key is the order of its last
-    /// record and a record lives in one place only, so no stored page can
-    /// have the key of records that are not yet in a page.
+    /// record and a record lives in one place only, so the key of `items`'
+    /// last record (from the open page, or the lower half of a page being
+    /// split, which is keyed by another record) names no stored page.
     fn write_page(&mut self, path: &Path, items: Vec<Item>) -> Result<(), StoreError> {
         let Some(last) = items.last() else {
             return Ok(());

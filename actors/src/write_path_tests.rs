@@ -182,6 +182,13 @@ fn path(text: &str) -> Path {
     Path::parse_key(text).unwrap()
 }
 
+/// The live value at `p` as readers see it (`None`: nothing live there).
+fn value_at(node: &Node, p: &Path) -> Option<bytes::Bytes> {
+    node.get_path(p)
+        .unwrap()
+        .and_then(|stored| stored.event.value.clone())
+}
+
 /// Starts a write as a task of its own, so it is sent right away.
 fn spawn_write(
     node: &Node,
@@ -440,8 +447,7 @@ fn after_a_failed_batch_the_partition_decides_from_what_was_committed() {
 
         // The store holds "one"; the partition must decide from it, not
         // from "zero" (before B1) nor "two" (failed).
-        let stored = node.get_path(&p).unwrap().unwrap();
-        assert_eq!(stored.event.value.as_deref(), Some(&b"one"[..]));
+        assert_eq!(value_at(&node, &p).as_deref(), Some(&b"one"[..]));
         let mut w = Write::set(p.clone(), "three");
         w.precondition = Precondition::IfMatch(one.version.clone());
         match node.write(w).await {
@@ -514,15 +520,11 @@ fn writes_waiting_for_a_slot(fail: bool) {
             }
         }
         for (i, p) in paths.iter().enumerate() {
-            let stored = node.get_path(p).unwrap();
+            let value = value_at(&node, p);
             if fail && i < MAX_BATCHES_IN_FLIGHT {
-                assert!(stored.is_none(), "write {i} failed: nothing stored");
+                assert!(value.is_none(), "write {i} failed: nothing stored");
             } else {
-                let stored = stored.expect("written");
-                assert_eq!(
-                    stored.event.value.as_deref(),
-                    Some(i.to_string().as_bytes())
-                );
+                assert_eq!(value.as_deref(), Some(i.to_string().as_bytes()));
             }
         }
     });
@@ -566,9 +568,8 @@ fn writers_wait_for_room_when_a_partition_mailbox_is_full() {
             assert_eq!(report.status, WriteStatus::New);
         }
         for i in [0, n / 2, n - 1] {
-            let stored = node.get_path(&path(&format!("rooms/k{i}"))).unwrap();
             assert_eq!(
-                stored.expect("written").event.value.as_deref(),
+                value_at(&node, &path(&format!("rooms/k{i}"))).as_deref(),
                 Some(i.to_string().as_bytes())
             );
         }

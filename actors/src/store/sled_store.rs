@@ -557,6 +557,15 @@ mod tests {
         }
     }
 
+    /// The times of every record in `path`'s history, oldest first.
+    fn history_times(s: &SledStore, path: &Path) -> Vec<u64> {
+        s.history(path, 0, u64::MAX, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|st| st.event.version.time)
+            .collect()
+    }
+
     fn seqs(stored: &[Stored]) -> Vec<u64> {
         stored.iter().map(|st| st.seq.unwrap()).collect()
     }
@@ -668,14 +677,10 @@ mod tests {
             // and after new writes turn the open page into pages.
             let s = SledStore::open(dir.path(), 1 << 20).unwrap();
             let x = Path::parse("old/x").unwrap();
-            let times = |s: &SledStore| -> Vec<u64> {
-                s.history(&x, 0, u64::MAX, 100_000)
-                    .unwrap()
-                    .iter()
-                    .map(|st| st.event.version.time)
-                    .collect()
-            };
-            assert_eq!(times(&s), (1..=n).map(|i| i * 10).collect::<Vec<_>>());
+            assert_eq!(
+                history_times(&s, &x),
+                (1..=n).map(|i| i * 10).collect::<Vec<_>>()
+            );
             for i in 1..=7 {
                 s.commit(&Commit {
                     entries: vec![entry(
@@ -690,7 +695,7 @@ mod tests {
             }
             let mut want: Vec<u64> = (1..=n).map(|i| i * 10).collect();
             want.extend((1..=7).map(|i| n * 10 + 1 + i));
-            assert_eq!(times(&s), want);
+            assert_eq!(history_times(&s, &x), want);
             assert_eq!(s.log_after(n + 1, 100).unwrap().len(), 7);
             s.flush().unwrap();
         }
@@ -857,15 +862,8 @@ mod tests {
         assert!(failed.is_err());
         s.commit(&commit(vec![entry(ev("x", 30, Some("d")), Some(2))], 2))
             .unwrap();
-        let times = |s: &SledStore| -> Vec<u64> {
-            s.history(&x, 0, u64::MAX, 100)
-                .unwrap()
-                .iter()
-                .map(|h| h.event.version.time)
-                .collect()
-        };
         assert_eq!(
-            times(&s),
+            history_times(&s, &x),
             vec![10, 30],
             "history has only the committed events"
         );
@@ -874,7 +872,7 @@ mod tests {
         // And sled agrees once the cache is gone.
         drop(s);
         let s = SledStore::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(times(&s), vec![10, 30]);
+        assert_eq!(history_times(&s, &x), vec![10, 30]);
     }
 
     #[test]

@@ -145,3 +145,88 @@ async fn an_unclean_stop_with_lazy_durability_starts_a_new_incarnation() {
         "a new incarnation"
     );
 }
+
+#[actix_web::test]
+async fn a_sigkill_amid_concurrent_writes_keeps_every_acknowledged_write_and_a_whole_log() {
+    let mut s = Server::start(&["--durability", "flush"]);
+    let start = {
+        let mut sse = SseClient::open(&s.at("sse", "storm"), None).await;
+        sse.until_ready().await.pop().unwrap().id
+    };
+    let pid = s.pid().to_string();
+    // Each acknowledged write: its path, value and seq.
+    let acked = std::cell::RefCell::new(Vec::<(String, String, u64)>::new());
+    let writers = (0..16).map(|w| {
+        let (acked, base) = (&acked, s.at("raw", "storm"));
+        async move {
+            let client = http();
+            for j in 0.. {
+                let (path, value) = (format!("storm/w{w}/k{}", j % 3), format!("{w}-{j}"));
+                let url = format!("{base}/w{w}/k{}", j % 3);
+                let Ok(mut res) = client.put(url).send_body(value.clone()).await else {
+                    return; // the node is gone
+                };
+                let Ok(body) = res.body().await else { return };
+                if !res.status().is_success() {
+                    return;
+                }
+                let report: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                acked
+                    .borrow_mut()
+                    .push((path, value, report["seq"].as_u64().unwrap()));
+            }
+        }
+    });
+    // Killed while the 16 writers keep going, so commits are cut short.
+    let killer = async {
+        wait_for("400 acknowledged writes", EVENT_DEADLINE, async || {
+            acked.borrow().len() >= 400
+        })
+        .await;
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status();
+        assert!(killed.is_ok_and(|k| k.success()));
+    };
+    futures_util::future::join(futures_util::future::join_all(writers), killer).await;
+    s.kill9();
+    s.restart();
+
+    // The log replays whole from the start: consecutive seqs, each naming
+    // an event the node has.
+    let mut sse = SseClient::open(&s.at("sse", "storm"), Some(&start)).await;
+    let replayed = sse.until_ready().await;
+    let (ready, updates) = replayed.split_last().unwrap();
+    assert_eq!(ready.event, "ready", "{ready:?}");
+    let mut last = std::collections::HashMap::new();
+    for (i, u) in updates.iter().enumerate() {
+        assert_eq!(u.event, "update", "{u:?}");
+        assert_eq!(u.data["seq"].as_u64(), Some(i as u64 + 1), "{u:?}");
+        last.insert(
+            u.data["path"].as_str().unwrap().to_string(),
+            u.data["value"].as_str().unwrap().to_string(),
+        );
+    }
+    let acked = acked.into_inner();
+    let head = updates.len() as u64;
+    for (path, value, seq) in &acked {
+        assert!(
+            *seq <= head,
+            "acknowledged seq {seq} of {path} lost (head {head})"
+        );
+        let h = get(&s.at("history", path)).await.json();
+        let values: Vec<&str> = h["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["value"].as_str().unwrap())
+            .collect();
+        assert!(values.contains(&value.as_str()), "{path}={value} lost: {h}");
+    }
+    // Every path's current value is the last change the log has for it.
+    for (path, value) in &last {
+        let got = get(&s.at("raw", path)).await;
+        assert_eq!(got.status, 200, "{path}");
+        assert_eq!(got.body, value.as_bytes(), "{path}");
+    }
+}

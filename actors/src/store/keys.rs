@@ -1,7 +1,9 @@
 //! Key layout of the one sled tree that holds a node's data.
 //!
-//! All four logical trees live in one sled tree under a one-byte namespace so
-//! that a commit (latest + history + log + meta) is one atomic `sled::Batch`:
+//! All four logical trees live in one sled tree under a one-byte namespace, so
+//! that the intent a commit writes first (see `intent`) and a `sled::Batch`
+//! for a commit too big for an intent both cover latest + history + log +
+//! meta:
 //!
 //! | namespace | key | value |
 //! |---|---|---|
@@ -11,7 +13,7 @@
 //! | `m` meta    | name | bytes |
 //!
 //! Meta `head` holds the log head and clock (`LogHead`), `format` the
-//! on-disk format (`FORMAT`); the node keeps its id, incarnation and layout
+//! on-disk format (`FORMAT`), `intent` the last commit's intent; the node keeps its id, incarnation and layout
 //! there too.
 //!
 //! Paths never contain `\0` (control characters are refused), so a prefix
@@ -33,6 +35,8 @@ pub const META: u8 = b'm';
 pub const HEAD_META: &str = "head";
 /// Meta name of the store's format.
 pub const FORMAT_META: &str = "format";
+/// Meta name of the last commit's intent (see `intent`).
+pub const INTENT_META: &str = "intent";
 
 /// `l path`.
 pub fn latest(path: &str) -> Vec<u8> {

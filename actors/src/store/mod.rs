@@ -2,9 +2,12 @@
 //! change log and metadata, behind the small [`Store`] trait.
 //!
 //! Guarantees the rest of the engine relies on:
-//! - A [`Commit`] is applied atomically: the latest values, their history
-//!   entries, their log record, the log head and the clock high-water mark
-//!   appear together or not at all, also across a crash.
+//! - A [`Commit`] survives a crash whole or not at all: the latest values,
+//!   their history entries, their log record, the log head and the clock
+//!   high-water mark (its intent is replayed when the store is opened, see
+//!   `intent`). While it runs, readers may see its keys appear one by one,
+//!   in an order that keeps each read consistent: a path's history before
+//!   its latest value, a log record after the events it names.
 //! - Only the committer thread writes (one writer), so log entries appear in
 //!   seq order with no gaps except those made by trimming the log's tail.
 //! - Reads never block writes and see every commit that has returned.
@@ -12,6 +15,7 @@
 //!   that returned before it durable. The committer calls it per group of
 //!   writes (`flush`, `batch`) or leaves it to sled's timer (`lazy`).
 
+mod intent;
 mod keys;
 mod latest_cache;
 mod log_record;

@@ -243,14 +243,17 @@ pub struct Overlay<'a> {
     keys: BTreeMap<Vec<u8>, Vec<Item>>,
 }
 
+/// Latest keys a commit rewrites, with their records.
+pub type LatestWrites = Vec<(Vec<u8>, Vec<Item>)>;
+
 /// What a commit writes: every rewritten key with its new value, and the
 /// records of the rewritten latest keys (for the [`LatestCache`], once sled
 /// has applied the writes).
 pub struct Writes {
-    /// For one `sled::Batch`.
+    /// In key order: history pages (`h`) before latest values (`l`).
     pub values: Vec<(Vec<u8>, IVec)>,
     /// Latest keys and their records.
-    pub latest: Vec<(Vec<u8>, Vec<Item>)>,
+    pub latest: LatestWrites,
 }
 
 impl<'a> Overlay<'a> {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use sled::IVec;
 
+use super::intent;
 use super::keys;
 use super::latest_cache::LatestCache;
 use super::log_record::{self, LogRecordBuilder};
@@ -16,7 +17,7 @@ use super::{Commit, LogHead, Store, StoreError};
 use crate::model::{Digest, Path, Version, MAX_PATH_BYTES};
 
 /// The on-disk format this build writes and reads (see `keys`).
-pub const FORMAT: u64 = 2;
+pub const FORMAT: u64 = 3;
 
 /// How long [`SledStore::open`] waits for a directory lock held elsewhere.
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);
@@ -69,10 +70,12 @@ impl SledStore {
             latest_cache: Mutex::default(),
         };
         store.upgrade()?;
+        store.finish_intent()?;
         Ok(store)
     }
 
-    /// Brings a store to [`FORMAT`]. Format 1 kept one log key per seq (a
+    /// Brings a store to [`FORMAT`]. Format 2 differs only in writing no
+    /// commit intents, so its format is just set. Format 1 kept one log key per seq (a
     /// bare history key) and the head seq and clock under two meta keys;
     /// those are converted. Its one-record history keys already are
     /// one-record pages, except the one holding a path's current record,
@@ -83,6 +86,14 @@ impl SledStore {
     fn upgrade(&self) -> Result<(), StoreError> {
         match self.tree.get(keys::meta(keys::FORMAT_META))? {
             Some(v) if v.as_ref() == FORMAT.to_be_bytes() => return Ok(()),
+            Some(v) if v.as_ref() == 2u64.to_be_bytes() => {
+                // Format 2 applied each commit as one `sled::Batch` and
+                // wrote no intents: its data is format 3's.
+                self.tree
+                    .insert(keys::meta(keys::FORMAT_META), &FORMAT.to_be_bytes())?;
+                self.db.flush()?;
+                return Ok(());
+            }
             Some(v) => {
                 return Err(StoreError::Failed(format!(
                     "the store's format {} is not {FORMAT}, the one this build reads",
@@ -178,6 +189,141 @@ impl SledStore {
                 _ => return Ok(()),
             }
         }
+    }
+
+    /// What `commit` writes, in the order it writes it, and the records of
+    /// the latest keys it rewrites (for the cache, once written). Reads the
+    /// latest keys it rewrites from `cache` first.
+    fn ops_of(
+        &self,
+        commit: &Commit,
+        cache: &mut LatestCache,
+    ) -> Result<(Vec<intent::Op>, pages::LatestWrites), StoreError> {
+        let mut overlay = pages::Overlay::new(&self.tree, cache);
+        let mut log = LogRecordBuilder::default();
+        for entry in &commit.entries {
+            let event = &entry.event;
+            let order = keys::order(&event.version, &entry.digest);
+            let item = pages::Item {
+                order: IVec::from(&order[..]),
+                record: encode(event, &entry.digest, entry.seq)?.into(),
+            };
+            match entry.seq {
+                Some(seq) => {
+                    overlay.set_latest(&event.path, item)?;
+                    let hkey = keys::history_at_order(&event.path, &order);
+                    log.push(seq, &hkey[1..])?;
+                }
+                None => {
+                    overlay.add_history(&event.path, item)?;
+                }
+            }
+        }
+        let writes = overlay.into_writes()?;
+        // The order readers rely on while the keys appear one by one: pages
+        // (`h`, first in key order) before latest values (`l`), so a reader
+        // that takes a path's latest value first never finds a record in
+        // neither (see `history`); a log record after the events it names.
+        let mut ops: Vec<intent::Op> = Vec::with_capacity(writes.values.len() + 2);
+        ops.extend(
+            writes
+                .values
+                .into_iter()
+                .map(|(key, value)| (key, Some(value))),
+        );
+        if let Some((first, record)) = log.finish() {
+            ops.push((keys::log(first).to_vec(), Some(record.into())));
+        }
+        if let Some(below) = commit.trim_below {
+            // Whole records only: a record ends just before the next one
+            // starts, so one that reaches `below` stays (and the newest
+            // one always does).
+            let mut records = self.tree.range(keys::log(0)..keys::log(u64::MAX)).keys();
+            let mut current = records.next().transpose()?;
+            while let Some(key) = current {
+                let Some(next) = records.next().transpose()? else {
+                    break;
+                };
+                let next_first = keys::seq_of_log_key(&next)
+                    .ok_or_else(|| StoreError::Corrupt("bad log key".into()))?;
+                if next_first > below {
+                    break;
+                }
+                ops.push((key.to_vec(), None));
+                current = Some(next);
+            }
+        }
+        let head = LogHead {
+            seq: commit.head_seq,
+            clock: commit.clock,
+        };
+        ops.push((
+            keys::meta(keys::HEAD_META),
+            Some(IVec::from(&head.encode()[..])),
+        ));
+        Ok((ops, writes.latest))
+    }
+
+    /// Writes `ops` as one commit that a crash cannot tear: its intent
+    /// first, then each key (see `intent`); one `sled::Batch` when the
+    /// intent would be over [`intent::MAX_BYTES`].
+    fn apply(&self, ops: Vec<intent::Op>) -> Result<(), StoreError> {
+        if intent::encoded_len(&ops) > intent::MAX_BYTES {
+            let mut batch = sled::Batch::default();
+            for (key, value) in ops {
+                match value {
+                    Some(value) => batch.insert(key, value),
+                    None => batch.remove(key),
+                }
+            }
+            // The previous commit's intent must not be replayed over this
+            // one's keys.
+            batch.remove(keys::meta(keys::INTENT_META));
+            self.tree.apply_batch(batch)?;
+            return Ok(());
+        }
+        self.tree
+            .insert(keys::meta(keys::INTENT_META), intent::encode(&ops)?)?;
+        self.write_keys(ops)
+    }
+
+    /// Sets or removes (`None`) each key, in order, one sled insert each.
+    fn write_keys<K: AsRef<[u8]>, V: Into<IVec>>(
+        &self,
+        ops: impl IntoIterator<Item = (K, Option<V>)>,
+    ) -> Result<(), StoreError> {
+        for (key, value) in ops {
+            match value {
+                Some(value) => self.tree.insert(key, value)?,
+                None => self.tree.remove(key)?,
+            };
+        }
+        Ok(())
+    }
+
+    /// Completes the commit whose intent is stored (a crash may have cut it
+    /// short), then removes the intent, durably.
+    fn finish_intent(&self) -> Result<(), StoreError> {
+        let Some(raw) = self.tree.get(keys::meta(keys::INTENT_META))? else {
+            return Ok(());
+        };
+        let ops = intent::decode(&raw)?;
+        let mut missing = 0;
+        for (key, value) in &ops {
+            if self.tree.get(key)?.as_deref() != *value {
+                missing += 1;
+            }
+        }
+        if missing > 0 {
+            log::warn!(
+                "the last commit was cut short: completed {missing} of its {} writes",
+                ops.len()
+            );
+        }
+        self.write_keys(ops)?;
+        self.tree.remove(keys::meta(keys::INTENT_META))?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// The event a log record entry names, checked against its seq.
@@ -384,60 +530,9 @@ impl Store for SledStore {
             .latest_cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut overlay = pages::Overlay::new(&self.tree, &mut cache);
-        let mut log = LogRecordBuilder::default();
-        for entry in &commit.entries {
-            let event = &entry.event;
-            let order = keys::order(&event.version, &entry.digest);
-            let item = pages::Item {
-                order: IVec::from(&order[..]),
-                record: encode(event, &entry.digest, entry.seq)?.into(),
-            };
-            match entry.seq {
-                Some(seq) => {
-                    overlay.set_latest(&event.path, item)?;
-                    let hkey = keys::history_at_order(&event.path, &order);
-                    log.push(seq, &hkey[1..])?;
-                }
-                None => {
-                    overlay.add_history(&event.path, item)?;
-                }
-            }
-        }
-        let writes = overlay.into_writes()?;
-        let mut batch = sled::Batch::default();
-        for (key, value) in writes.values {
-            batch.insert(key, value);
-        }
-        if let Some((first, record)) = log.finish() {
-            batch.insert(&keys::log(first)[..], record);
-        }
-        if let Some(below) = commit.trim_below {
-            // Whole records only: a record ends just before the next one
-            // starts, so one that reaches `below` stays (and the newest
-            // one always does).
-            let mut records = self.tree.range(keys::log(0)..keys::log(u64::MAX)).keys();
-            let mut current = records.next().transpose()?;
-            while let Some(key) = current {
-                let Some(next) = records.next().transpose()? else {
-                    break;
-                };
-                let next_first = keys::seq_of_log_key(&next)
-                    .ok_or_else(|| StoreError::Corrupt("bad log key".into()))?;
-                if next_first > below {
-                    break;
-                }
-                batch.remove(key);
-                current = Some(next);
-            }
-        }
-        let head = LogHead {
-            seq: commit.head_seq,
-            clock: commit.clock,
-        };
-        batch.insert(keys::meta(keys::HEAD_META), &head.encode()[..]);
-        self.tree.apply_batch(batch)?;
-        for (key, items) in writes.latest {
+        let (ops, latest) = self.ops_of(commit, &mut cache)?;
+        self.apply(ops)?;
+        for (key, items) in latest {
             cache.put(key, items);
         }
         Ok(())
@@ -568,6 +663,111 @@ mod tests {
 
     fn seqs(stored: &[Stored]) -> Vec<u64> {
         stored.iter().map(|st| st.seq.unwrap()).collect()
+    }
+
+    /// Every key and value of the store but its commit intent.
+    fn contents(s: &SledStore) -> Vec<(IVec, IVec)> {
+        let intent = keys::meta(keys::INTENT_META);
+        s.tree
+            .iter()
+            .map(Result::unwrap)
+            .filter(|(key, _)| key[..] != intent[..])
+            .collect()
+    }
+
+    /// Writes `commit`'s intent and only its first `written` keys, as a
+    /// crash can leave it: sled recovers a prefix of its log.
+    fn commit_cut_short(s: &SledStore, commit: &Commit, written: usize) -> usize {
+        let (ops, _) = s.ops_of(commit, &mut LatestCache::default()).unwrap();
+        let intent = intent::encode(&ops).unwrap();
+        s.tree
+            .insert(keys::meta(keys::INTENT_META), intent)
+            .unwrap();
+        let all = ops.len();
+        s.write_keys(ops.into_iter().take(written)).unwrap();
+        all
+    }
+
+    #[test]
+    fn a_commit_cut_short_by_a_crash_is_completed_when_the_store_opens() {
+        let first = Commit {
+            entries: vec![
+                entry(ev("a", 10, Some("x")), Some(1)),
+                entry(ev("b", 11, Some("y")), Some(2)),
+            ],
+            head_seq: 2,
+            clock: 11,
+            trim_below: None,
+        };
+        // New values, a late event, a tombstone, and a trimmed log record:
+        // sets and removes of every namespace.
+        let second = Commit {
+            entries: vec![
+                entry(ev("a", 20, Some("x2")), Some(3)),
+                entry(ev("a", 5, Some("late")), None),
+                entry(ev("c", 30, Some("z")), Some(4)),
+                entry(ev("b", 31, None), Some(5)),
+            ],
+            head_seq: 5,
+            clock: 31,
+            trim_below: Some(3),
+        };
+        let whole = tempfile::tempdir().unwrap();
+        let expected = {
+            let s = SledStore::open(whole.path(), 1 << 20).unwrap();
+            s.commit(&first).unwrap();
+            s.commit(&second).unwrap();
+            contents(&s)
+        };
+        let mut written = 0;
+        loop {
+            let dir = tempfile::tempdir().unwrap();
+            let all = {
+                let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+                s.commit(&first).unwrap();
+                let all = commit_cut_short(&s, &second, written);
+                if written < all {
+                    assert_ne!(contents(&s), expected, "{written} of {all} keys written");
+                }
+                all
+            };
+            let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(contents(&s), expected, "{written} of {all} keys written");
+            assert_eq!(s.tree.get(keys::meta(keys::INTENT_META)).unwrap(), None);
+            assert_eq!(s.log_head().unwrap(), LogHead { seq: 5, clock: 31 });
+            assert_eq!(
+                history_times(&s, &Path::parse("a").unwrap()),
+                vec![5, 10, 20]
+            );
+            if written == all {
+                break;
+            }
+            written += 1;
+        }
+    }
+
+    #[test]
+    fn a_commit_too_big_for_an_intent_is_one_batch_that_retires_the_last_intent() {
+        let dir = tempfile::tempdir().unwrap();
+        let big: &'static str = Box::leak("v".repeat(intent::MAX_BYTES + 1).into_boxed_str());
+        {
+            let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+            let small = |seq, time, value| Commit {
+                entries: vec![entry(ev("a", time, Some(value)), Some(seq))],
+                head_seq: seq,
+                clock: time,
+                trim_below: None,
+            };
+            s.commit(&small(1, 10, "x")).unwrap();
+            assert!(s.tree.get(keys::meta(keys::INTENT_META)).unwrap().is_some());
+            s.commit(&small(2, 20, big)).unwrap();
+            assert_eq!(s.tree.get(keys::meta(keys::INTENT_META)).unwrap(), None);
+        }
+        // Replaying the first commit's intent now would bring back "x".
+        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let a = s.latest(&Path::parse("a").unwrap()).unwrap().unwrap();
+        assert_eq!(a.event.value.as_deref(), Some(big.as_bytes()));
+        assert_eq!(s.log_head().unwrap(), LogHead { seq: 2, clock: 20 });
     }
 
     #[test]
@@ -733,7 +933,35 @@ mod tests {
             s.flush().unwrap();
         }
         let err = SledStore::open(dir.path(), 1 << 20).err().expect("refused");
-        assert!(err.to_string().contains("format 3"), "{err}");
+        let unknown = format!("format {} is not {FORMAT}", FORMAT + 1);
+        assert!(err.to_string().contains(&unknown), "{err}");
+    }
+
+    #[test]
+    fn a_format_2_store_is_taken_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = {
+            let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+            commit_records(&s, &[2, 5]);
+            s.tree
+                .remove(keys::meta(keys::INTENT_META))
+                .unwrap()
+                .expect("a commit leaves its intent");
+            s.set_meta("format", &2u64.to_be_bytes()).unwrap();
+            s.flush().unwrap();
+            contents(&s)
+        };
+        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(s.meta("format").unwrap().unwrap(), FORMAT.to_be_bytes());
+        let mut after = contents(&s);
+        after.retain(|(key, _)| key[..] != keys::meta(keys::FORMAT_META)[..]);
+        let mut before = before;
+        before.retain(|(key, _)| key[..] != keys::meta(keys::FORMAT_META)[..]);
+        assert_eq!(after, before);
+        assert_eq!(
+            seqs(&s.log_after(0, 100).unwrap()),
+            (1..=5).collect::<Vec<_>>()
+        );
     }
 
     /// One event of the property test: path index, time, value length, and

@@ -18,6 +18,12 @@
 //! them. Replaying an intent whose keys are all there changes nothing, and
 //! only commits write the keys an intent names.
 //!
+//! A commit that fails partway (sled could not write its log) leaves its
+//! intent, and the store completes it when next opened: its writers were
+//! told it failed, so it may or may not appear, like any write whose answer
+//! was an error. Meanwhile nothing builds on the half-written state: after
+//! such an error sled refuses every further write.
+//!
 //! Layout: the tag byte [`TAG`], then per operation a kind byte ([`SET`] or
 //! [`REMOVE`]), the key's length (u32, little endian) and the key, and for a
 //! set the value's length (u32, little endian) and the value.

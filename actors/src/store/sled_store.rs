@@ -747,6 +747,26 @@ mod tests {
     }
 
     #[test]
+    fn a_store_whose_intent_cannot_be_read_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+            commit_records(&s, &[2]);
+            s.tree
+                .insert(keys::meta(keys::INTENT_META), &b"\x07garbage"[..])
+                .unwrap();
+            s.flush().unwrap();
+        }
+        let err = SledStore::open(dir.path(), 1 << 20).err().expect("refused");
+        assert!(err.to_string().contains("bad commit intent"), "{err}");
+        // Nothing was replayed or removed: the intent is still there to look at.
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let tree = db.open_tree("spread").unwrap();
+        let intent = tree.get(keys::meta(keys::INTENT_META)).unwrap();
+        assert_eq!(intent.as_deref(), Some(&b"\x07garbage"[..]));
+    }
+
+    #[test]
     fn a_commit_too_big_for_an_intent_is_one_batch_that_retires_the_last_intent() {
         let dir = tempfile::tempdir().unwrap();
         let big: &'static str = Box::leak("v".repeat(intent::MAX_BYTES + 1).into_boxed_str());

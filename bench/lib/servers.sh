@@ -29,10 +29,26 @@ settings_note() {
     } >>"$SETTINGS_MD"
 }
 
-# fail_start NAME LOG: sets START_ERROR, shows the log tail; returns 1.
+# fail_start NAME LOG: sets START_ERROR, shows the log tail; returns 1. Sets
+# PORT_TAKEN when the log says a port was taken.
 fail_start() {
-    START_ERROR="$1 did not start (log: $(tail -n 3 "$2" 2>/dev/null | tr '\n' ' ' | cut -c1-160))"
+    START_ERROR="$1 did not start (log: $(tail -n 3 "$2" 2>/dev/null | tr '\n' ' ' | cut -c1-300))"
+    grep -qi 'address already in use' "$2" 2>/dev/null && PORT_TAKEN=1
     warn "$START_ERROR"
+    return 1
+}
+
+# start_retrying FN [ARGS...]: runs the start function FN, again (up to 3
+# times in all) while it fails because a port it picked was taken between
+# free_port's look and the server's bind.
+start_retrying() {
+    local attempt
+    for ((attempt = 1; attempt <= 3; attempt++)); do
+        PORT_TAKEN=
+        "$@" && return 0
+        [[ -n $PORT_TAKEN ]] || return 1
+        warn "$1: a port was taken; trying others"
+    done
     return 1
 }
 
@@ -74,7 +90,8 @@ NGINX_PID= NGINX_PORT= NGINX_TLS_PORT=
 # start_nginx: a static file at /raw/bench/hot (the 100-byte value) over
 # plain HTTP/1.1 on NGINX_PORT and HTTPS (HTTP/2) on NGINX_TLS_PORT, with a
 # self-signed certificate made here.
-start_nginx() {
+start_nginx() { start_retrying start_nginx_once; }
+start_nginx_once() {
     local dir=$WORK/nginx conf out
     conf=$dir/nginx.conf
     out=$dir/error.log
@@ -90,6 +107,10 @@ start_nginx() {
         START_ERROR="nginx: no free port"
         return 1
     }
+    if [[ $NGINX_TLS_PORT == "$NGINX_PORT" ]]; then
+        START_ERROR="nginx: free_port gave one port twice" PORT_TAKEN=1
+        return 1
+    fi
     cat >"$conf" <<EOF
 worker_processes $(nproc);
 pid $dir/nginx.pid;
@@ -122,10 +143,17 @@ EOF
     nginx -e "$out" -p "$dir" -c "$conf" -g 'daemon off;' >"$dir/stdout.log" 2>&1 &
     NGINX_PID=$!
     track "$NGINX_PID"
-    wait_until "$START_DEADLINE" "$NGINX_PID" port_open "$NGINX_TLS_PORT" || fail_start nginx "$out" || return 1
-    wait_until "$START_DEADLINE" "$NGINX_PID" port_open "$NGINX_PORT" || fail_start nginx "$out" || return 1
+    # Served by nginx, not merely open: a port taken by another process in
+    # the meantime would be open too (and nginx retries its bind for 2.5 s).
+    wait_until "$START_DEADLINE" "$NGINX_PID" nginx_serves || fail_start nginx "$out" || return 1
     settings_note nginx "nginx $(nginx -v 2>&1 | sed 's/.*nginx\///')" "$(sed "s|$WORK|\$TMP|g" "$conf")"
     log "nginx pid $NGINX_PID on 127.0.0.1:$NGINX_PORT (https/h2 on $NGINX_TLS_PORT)"
+}
+
+# nginx_serves: both of nginx's ports answer with the hot value.
+nginx_serves() {
+    [[ $(curl -fsS --max-time 2 "http://127.0.0.1:$NGINX_PORT/raw/bench/hot") == "$VALUE" ]] &&
+        [[ $(curl -fsSk --max-time 2 "https://127.0.0.1:$NGINX_TLS_PORT/raw/bench/hot") == "$VALUE" ]]
 }
 
 CERT= KEY=
@@ -145,7 +173,8 @@ ETCD_PID= ETCD_PORT=
 
 # start_etcd: a single-member etcd (default durability: the WAL is fsynced
 # before a write is acknowledged); the JSON gateway is on ETCD_PORT.
-start_etcd() {
+start_etcd() { start_retrying start_etcd_once; }
+start_etcd_once() {
     local dir=$WORK/etcd peer out
     out=$dir.log
     rm -rf "$dir"
@@ -154,13 +183,17 @@ start_etcd() {
         START_ERROR="etcd: no free port"
         return 1
     }
+    if [[ $peer == "$ETCD_PORT" ]]; then
+        START_ERROR="etcd: free_port gave one port twice" PORT_TAKEN=1
+        return 1
+    fi
     local args=(--name bench --data-dir "$dir"
         --listen-client-urls "http://127.0.0.1:$ETCD_PORT"
         --advertise-client-urls "http://127.0.0.1:$ETCD_PORT"
         --listen-peer-urls "http://127.0.0.1:$peer"
         --initial-advertise-peer-urls "http://127.0.0.1:$peer"
         --initial-cluster "bench=http://127.0.0.1:$peer"
-        --log-level warn)
+        --logger zap --log-level warn)
     etcd "${args[@]}" >"$out" 2>&1 &
     ETCD_PID=$!
     track "$ETCD_PID"
@@ -183,7 +216,8 @@ REDIS_PID= REDIS_PORT=
 
 # start_redis TAG [config lines...]: no RDB snapshots; no AOF unless the
 # lines turn it on (e.g. "appendonly yes" "appendfsync always").
-start_redis() {
+start_redis() { start_retrying start_redis_once "$@"; }
+start_redis_once() {
     local tag=$1 dir conf out maxclients
     shift
     dir=$WORK/redis-$tag

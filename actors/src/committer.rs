@@ -2,8 +2,8 @@
 //!
 //! Partitions decide *what* to write (LWW, preconditions); the committer
 //! decides *when*: it takes every commit request waiting, assigns each new
-//! latest value the next node-local seq, applies them as one atomic batch,
-//! makes the batch as durable as configured, and only then hands the changes
+//! latest value the next node-local seq, applies them as one commit (which
+//! a crash cannot tear), makes the batch as durable as configured, and only then hands the changes
 //! to the [`Hub`](crate::hub::Hub) in seq order. One thread, one batch at a
 //! time: seqs are gap-free and streams see changes in log order, so a resume
 //! cursor is an exact position.
@@ -186,7 +186,10 @@ impl Committer {
             commit.trim_below = Some(below);
         }
         if let Err(e) = self.store.commit(&commit) {
-            // sled applies a batch atomically: nothing of it was written.
+            // Part of it may be written (the store completes it when it is
+            // next opened, and refuses further commits until then): its
+            // writers are told it failed, like any write whose outcome is
+            // unknown, and the batches built on it fail too.
             log::error!("commit of {} events failed: {e}", commit.entries.len());
             let detail = e.to_string();
             for request in group {

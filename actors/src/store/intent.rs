@@ -21,8 +21,8 @@
 //! A commit that fails partway (sled could not write its log) leaves its
 //! intent, and the store completes it when next opened: its writers were
 //! told it failed, so it may or may not appear, like any write whose answer
-//! was an error. Meanwhile nothing builds on the half-written state: after
-//! such an error sled refuses every further write.
+//! was an error. Meanwhile nothing builds on the half-written state: the
+//! store refuses every later commit until it is reopened.
 //!
 //! Layout: the tag byte [`TAG`], then per operation a kind byte ([`SET`] or
 //! [`REMOVE`]), the key's length (u32, little endian) and the key, and for a

@@ -56,7 +56,7 @@ pub struct CommitEntry {
     pub seq: Option<u64>,
 }
 
-/// A group of writes applied atomically.
+/// A group of writes that a crash cannot tear (see [`Store::commit`]).
 #[derive(Clone, Debug, Default)]
 pub struct Commit {
     /// The events, in the order they were decided.
@@ -134,7 +134,10 @@ pub trait Store: Send + Sync + 'static {
     fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError>;
     /// Removes a metadata value.
     fn remove_meta(&self, name: &str) -> Result<(), StoreError>;
-    /// Applies a commit atomically.
+    /// Applies a commit: after a crash, the reopened store holds all of it
+    /// or none of it. Concurrent readers may see its keys appear one by one.
+    /// On an error, part of it may have been applied (and is completed when
+    /// the store reopens); the store then refuses further commits.
     fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
     /// Makes every applied commit durable.
     fn flush(&self) -> Result<(), StoreError>;

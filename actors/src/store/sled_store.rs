@@ -1,7 +1,9 @@
-//! [`Store`] on sled: one tree, namespaced keys (see `keys`), atomic batches.
+//! [`Store`] on sled: one tree, namespaced keys (see `keys`), commits that a
+//! crash cannot tear (see `intent`).
 
 use std::ops::Bound;
 use std::path::Path as FsPath;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -37,6 +39,13 @@ pub struct SledStore {
     /// Recently written latest keys: commits (one at a time) read them from
     /// here instead of sled.
     latest_cache: Mutex<LatestCache>,
+    /// Set when a commit failed after its intent was written: part of it may
+    /// be in the tree, and no later commit may build on that (the intent
+    /// completes it when the store is next opened).
+    torn: AtomicBool,
+    /// Tests: key writes of commits allowed before they fail.
+    #[cfg(test)]
+    key_writes_left: std::sync::atomic::AtomicUsize,
 }
 
 impl SledStore {
@@ -68,6 +77,9 @@ impl SledStore {
             db,
             tree,
             latest_cache: Mutex::default(),
+            torn: AtomicBool::new(false),
+            #[cfg(test)]
+            key_writes_left: usize::MAX.into(),
         };
         store.upgrade()?;
         store.finish_intent()?;
@@ -284,7 +296,11 @@ impl SledStore {
         }
         self.tree
             .insert(keys::meta(keys::INTENT_META), intent::encode(&ops)?)?;
-        self.write_keys(ops)
+        let written = self.write_keys(ops);
+        if written.is_err() {
+            self.torn.store(true, Ordering::Relaxed);
+        }
+        written
     }
 
     /// Sets or removes (`None`) each key, in order, one sled insert each.
@@ -293,6 +309,14 @@ impl SledStore {
         ops: impl IntoIterator<Item = (K, Option<V>)>,
     ) -> Result<(), StoreError> {
         for (key, value) in ops {
+            #[cfg(test)]
+            if self
+                .key_writes_left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_err()
+            {
+                return Err(StoreError::Failed("injected key write failure".into()));
+            }
             match value {
                 Some(value) => self.tree.insert(key, value)?,
                 None => self.tree.remove(key)?,
@@ -525,6 +549,12 @@ impl Store for SledStore {
     }
 
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        if self.torn.load(Ordering::Relaxed) {
+            return Err(StoreError::Failed(
+                "an earlier commit failed partway; it is completed when the store is reopened"
+                    .into(),
+            ));
+        }
         // Commits come from one thread: the lock is never contended.
         let mut cache = self
             .latest_cache
@@ -744,6 +774,40 @@ mod tests {
             }
             written += 1;
         }
+    }
+
+    #[test]
+    fn a_commit_that_fails_partway_stops_later_commits_and_is_completed_when_reopened() {
+        let commit = |seq, path, time, value| Commit {
+            entries: vec![entry(ev(path, time, Some(value)), Some(seq))],
+            head_seq: seq,
+            clock: time,
+            trim_below: None,
+        };
+        let whole = tempfile::tempdir().unwrap();
+        let expected = {
+            let s = SledStore::open(whole.path(), 1 << 20).unwrap();
+            s.commit(&commit(1, "a", 10, "x")).unwrap();
+            s.commit(&commit(2, "b", 20, "y")).unwrap();
+            contents(&s)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+            s.commit(&commit(1, "a", 10, "x")).unwrap();
+            // The second commit fails after its intent and one of its keys.
+            s.key_writes_left.store(1, Ordering::Relaxed);
+            s.commit(&commit(2, "b", 20, "y")).unwrap_err();
+            s.key_writes_left.store(usize::MAX, Ordering::Relaxed);
+            // A later commit would rest on the half-written one: refused.
+            let err = s.commit(&commit(3, "c", 30, "z")).unwrap_err();
+            assert!(err.to_string().contains("failed partway"), "{err}");
+            assert_eq!(s.latest(&Path::parse("c").unwrap()).unwrap(), None);
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(contents(&s), expected);
+        s.commit(&commit(3, "c", 30, "z")).unwrap();
     }
 
     #[test]
@@ -1010,8 +1074,9 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let s = SledStore::open(dir.path(), 1 << 20).unwrap();
             let paths = [Path::parse("hx").unwrap(), Path::parse("hx/y").unwrap()];
-            // Per path: order key -> (event, seq).
-            let mut model: Vec<BTreeMap<Vec<u8>, (Arc<Event>, Option<u64>)>> = vec![BTreeMap::new(); 2];
+            /// One path's history: order key -> (event, seq).
+            type PathModel = BTreeMap<Vec<u8>, (Arc<Event>, Option<u64>)>;
+            let mut model: Vec<PathModel> = vec![BTreeMap::new(); 2];
             let mut seq = 0;
             let mut commit = Commit::default();
             for (i, &(p, time, len, ends)) in ops.iter().enumerate() {

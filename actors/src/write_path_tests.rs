@@ -27,6 +27,9 @@ use crate::store::{Commit, LogHead, SledStore, Store, StoreError, Stored};
 /// How long a test waits for the engine before it fails.
 const DEADLINE: Duration = Duration::from_secs(20);
 
+/// A read to hold: its path, who to tell when it begins, and the release.
+type HeldRead = (Path, oneshot::Sender<()>, mpsc::Receiver<()>);
+
 /// A sled store whose next commit can be held until the test decides
 /// whether it fails, which reports (or holds) the first read of a given
 /// path, and whose next flush can fail.
@@ -39,7 +42,7 @@ struct FaultyStore {
     watch: Mutex<Option<(Path, oneshot::Sender<()>)>>,
     /// Holds the first read of this path's latest value (and so the thread
     /// of the partitions) until released.
-    hold_read: Mutex<Option<(Path, oneshot::Sender<()>, mpsc::Receiver<()>)>>,
+    hold_read: Mutex<Option<HeldRead>>,
     /// Fails the next flush.
     fail_flush: std::sync::atomic::AtomicBool,
 }

@@ -476,16 +476,19 @@ criterion_ns() {
 }
 
 workload_embedded() {
-    local w="embedded get (10k keys, 100 B)" out=$WORK/criterion.txt node sled
+    local w="embedded get (10k keys, 100 B)" out=$WORK/criterion.txt node sled cpu0 steal=
     log "embedded: cargo bench -p spread-actors --bench embedded -- 'get|set_lazy' $CRITERION_ARGS"
+    cpu0=$(cpu_stat)
     # shellcheck disable=SC2086 # CRITERION_ARGS is a list of flags
     if timeout 900 cargo bench -p spread-actors --bench embedded -- 'get|set_lazy' $CRITERION_ARGS >"$out" 2>&1 &&
         node=$(criterion_ns get node_get) && sled=$(criterion_ns get sled_get); then
         grep -E 'time:|^(get|set_lazy)/' "$out" | sed 's/^/   /' >&2
+        # One steal figure for the whole criterion run (get and set).
+        reset_results && steal_since "$cpu0" && [[ -n $R_STEAL ]] && steal="; steal $R_STEAL%"
         add_row "$w" spread "Node::get (criterion)" "$(awk -v ns="$node" 'BEGIN { printf "%.0f", 1e9 / ns }')" \
-            "" "" "$(printf '%.0f ns/op' "$node")" rps
+            "" "" "$(printf '%.0f ns/op%s' "$node" "$steal")" rps
         add_row "$w" sled "sled::Db::get (criterion)" "$(awk -v ns="$sled" 'BEGIN { printf "%.0f", 1e9 / ns }')" \
-            "" "" "$(printf '%.0f ns/op' "$sled")" rps
+            "" "" "$(printf '%.0f ns/op%s' "$sled" "$steal")" rps
         # set: Node::set with 64 writes in flight (lazy: acked once applied,
         # like sled's insert) against sled's insert; one at a time in the note.
         local x64 one ins
@@ -494,9 +497,9 @@ workload_embedded() {
             ins=$(criterion_ns set_lazy sled_insert); then
             add_row "$w" spread "Node::set, 64 in flight, lazy (criterion)" \
                 "$(awk -v ns="$x64" 'BEGIN { printf "%.0f", 64 * 1e9 / ns }')" "" "" \
-                "$(awk -v ns="$one" 'BEGIN { printf "one at a time: %.0f us per write (thread hand-offs)", ns / 1000 }')" rps
+                "$(awk -v ns="$one" -v s="$steal" 'BEGIN { printf "one at a time: %.0f us per write (thread hand-offs)%s", ns / 1000, s }')" rps
             add_row "$w" sled "sled::Db::insert (criterion)" "$(awk -v ns="$ins" 'BEGIN { printf "%.0f", 1e9 / ns }')" \
-                "" "" "$(printf '%.0f ns/op; no history, log or fan-out' "$ins")" rps
+                "" "" "$(printf '%.0f ns/op; no history, log or fan-out%s' "$ins" "$steal")" rps
         else
             add_na "$w" spread "Node::set" "no criterion estimate for set_lazy"
         fi
@@ -540,9 +543,11 @@ workload_embedded() {
         fi
         log "embedded RSS: $mode, $keys keys x 100 B"
         # The data dir is under $WORK, so even a run killed by the timeout leaves nothing.
+        cpu0=$(cpu_stat)
         json=$(timeout "$rss_timeout" "$rss_bin" "$mode" --keys "$keys" --value-bytes 100 \
             --dir "$WORK/rss-$mode-data" 2>"$log_file")
         rc=$?
+        reset_results && steal_since "$cpu0"
         rm -rf "$WORK/rss-$mode-data"
         if ((rc == 0)) && jq -e '.rss_kib > 0' <<<"$json" >/dev/null 2>&1; then
             tail -n 1 "$log_file" | sed 's/^/   /' >&2
@@ -557,6 +562,7 @@ workload_embedded() {
                 + "\(.rss_per_key_bytes | round) B/key; \(.rss_after_reads_kib | mib) MiB after \(.reads) reads; "
                 + "peak \(.hwm_kib | mib) MiB; disk \(.disk_bytes / 1048576 | round) MiB; "
                 + "load \(.load_secs * 10 | round / 10) s (\(.writes_per_sec | round) writes/s)"' <<<"$json")
+            [[ -n $R_STEAL ]] && note+="; steal $R_STEAL%"
             add_row "$w" "$mode" "$settings" "" "" "" "$note" rss_mib,rss_after_reads_mib "$extra"
         elif ((rc == 124)); then
             add_na "$w" "$mode" "$settings" "rss example timed out after ${rss_timeout}s (RSS_TIMEOUT)"

@@ -432,7 +432,7 @@ impl Node {
     /// [`Node::get`] for a parsed path.
     pub fn get_path(&self, path: &Path) -> Result<Option<Stored>, NodeError> {
         let stored = self.inner.store.latest(path)?;
-        Ok(stored.filter(|s| s.event.is_live_at(wall_micros())))
+        Ok(stored.filter(|s| s.event.is_live_now()))
     }
 
     /// Live values of `prefix` and below, in path order, after `after`.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::path::Path;
-use super::version::Version;
+use super::version::{wall_micros, Version};
 
 /// Content digest of an event (first 16 bytes of BLAKE3): orders events that
 /// carry the same version but different content, the same way on every node.
@@ -44,6 +44,12 @@ impl Event {
     /// True if the event holds a value that has not expired at `now` (µs).
     pub fn is_live_at(&self, now: u64) -> bool {
         self.value.is_some() && self.expires_at.is_none_or(|t| t > now)
+    }
+
+    /// [`Event::is_live_at`] now; the clock is read only for a value with
+    /// an expiry.
+    pub fn is_live_now(&self) -> bool {
+        self.value.is_some() && self.expires_at.is_none_or(|t| t > wall_micros())
     }
 
     /// The digest of everything but the path and version.

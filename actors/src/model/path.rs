@@ -53,18 +53,30 @@ impl Path {
         if s.is_empty() {
             return Ok(Path::root());
         }
+        // One pass over the bytes (this is on every read): segment by
+        // segment, the first fault found wins.
+        let bytes = s.as_bytes();
         let mut segments = 0usize;
-        for segment in s.split('/') {
-            segments += 1;
-            match segment {
-                "" => return Err(PathError::EmptySegment),
-                "." => return Err(PathError::DotSegment(".")),
-                ".." => return Err(PathError::DotSegment("..")),
-                _ => {}
-            }
-            if segment.chars().any(char::is_control) {
-                return Err(PathError::ControlCharacter);
-            }
+        let mut start = 0;
+        let mut control = false;
+        for i in 0..=bytes.len() {
+            let Some(&b) = bytes.get(i).filter(|&&b| b != b'/') else {
+                segments += 1;
+                match &bytes[start..i] {
+                    b"" => return Err(PathError::EmptySegment),
+                    b"." => return Err(PathError::DotSegment(".")),
+                    b".." => return Err(PathError::DotSegment("..")),
+                    _ if control => return Err(PathError::ControlCharacter),
+                    _ => {}
+                }
+                start = i + 1;
+                continue;
+            };
+            // Control characters are U+0000–U+001F, U+007F (one byte) and
+            // U+0080–U+009F (0xC2 then 0x80–0x9F in UTF-8).
+            control |= b < 0x20
+                || b == 0x7f
+                || (b == 0xc2 && bytes.get(i + 1).is_some_and(|&n| n <= 0x9f));
         }
         if segments > MAX_PATH_SEGMENTS {
             return Err(PathError::TooDeep(segments));
@@ -166,6 +178,12 @@ impl<'de> Deserialize<'de> for Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_segment_is_reported_before_the_depth() {
+        let deep = format!("{}/a/../b", vec!["s"; 40].join("/"));
+        assert_eq!(Path::parse(&deep), Err(PathError::DotSegment("..")));
+    }
 
     #[test]
     fn normalizes_leading_and_trailing_slash() {

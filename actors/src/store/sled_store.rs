@@ -16,7 +16,7 @@ use super::log_record::{self, LogRecordBuilder};
 use super::pages;
 use super::record::{decode, encode, Stored};
 use super::{Commit, LogHead, Store, StoreError};
-use crate::model::{Digest, Path, Version, MAX_PATH_BYTES};
+use crate::model::{Digest, Path, Version};
 
 /// The on-disk format this build writes and reads (see `keys`).
 pub const FORMAT: u64 = 3;
@@ -378,12 +378,18 @@ impl SledStore {
 
 impl Store for SledStore {
     fn latest(&self, path: &Path) -> Result<Option<Stored>, StoreError> {
-        // The hot read: the key is built on the stack.
+        // The hot read: the key of a short path is built on the stack.
+        const SHORT: usize = 128;
         let text = path.as_str().as_bytes();
-        let mut key = [0u8; 1 + MAX_PATH_BYTES];
-        key[0] = keys::LATEST;
-        key[1..=text.len()].copy_from_slice(text);
-        match self.tree.get(&key[..=text.len()])? {
+        let raw = if text.len() < SHORT {
+            let mut key = [0u8; SHORT];
+            key[0] = keys::LATEST;
+            key[1..=text.len()].copy_from_slice(text);
+            self.tree.get(&key[..=text.len()])?
+        } else {
+            self.tree.get(keys::latest(path.as_str()))?
+        };
+        match raw {
             Some(raw) => decode(path.clone(), pages::last_record(path, raw)?).map(Some),
             None => Ok(None),
         }

@@ -3,10 +3,10 @@
 //! Partitions decide *what* to write (LWW, preconditions); the committer
 //! decides *when*: it takes every commit request waiting, assigns each new
 //! latest value the next node-local seq, applies them as one commit (which
-//! a crash cannot tear), makes the batch as durable as configured, and only then hands the changes
-//! to the [`Hub`](crate::hub::Hub) in seq order. One thread, one batch at a
-//! time: seqs are gap-free and streams see changes in log order, so a resume
-//! cursor is an exact position.
+//! a crash cannot tear), makes it as durable as configured, and only then
+//! hands the changes to the [`Hub`](crate::hub::Hub) in seq order. One
+//! thread, one commit at a time: seqs are gap-free and streams see changes
+//! in log order, so a resume cursor is an exact position.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};

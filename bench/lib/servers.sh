@@ -96,6 +96,9 @@ start_nginx_once() {
     conf=$dir/nginx.conf
     out=$dir/error.log
     mkdir -p "$dir/www/raw/bench" "$dir/tmp"
+    # nginx appends to its log: start each attempt with an empty one, so an
+    # earlier start's "address already in use" is not taken for this one's.
+    : >"$out"
     printf '%s' "$VALUE" >"$dir/www/raw/bench/hot"
     # The workers run as an unprivileged user: let them reach the files.
     chmod 711 "$WORK" "$dir" && chmod -R a+rX "$dir/www"

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -78,6 +79,14 @@ pub(crate) struct Committer {
     /// Per partition, the epoch of its last failed batch: later batches of
     /// that epoch fail too.
     pub failed: HashMap<u32, u64>,
+    /// Set once a flush failed: what was applied may not be on
+    /// disk, so no later write is acked until the node restarts (a later
+    /// fsync could succeed over lost pages and make a lost write look
+    /// durable). Every later batch fails with this reason. (A commit that
+    /// fails partway is refused by the store itself, see `Store::commit`.)
+    pub broken: Option<String>,
+    /// Shared with the node: true once `broken` is set (for metrics).
+    pub store_failed: Arc<AtomicBool>,
 }
 
 impl Committer {
@@ -120,7 +129,7 @@ impl Committer {
                 && last_flush.elapsed() >= self.lazy_flush_interval
             {
                 if let Err(e) = self.store.flush() {
-                    log::error!("background flush failed: {e}");
+                    self.break_down(format!("a background flush failed: {e}"));
                 }
                 last_flush = Instant::now();
             }
@@ -152,7 +161,27 @@ impl Committer {
         kept
     }
 
+    /// Refuses every later write: the store may have lost what was applied.
+    fn break_down(&mut self, reason: String) {
+        if self.broken.is_none() {
+            log::error!("{reason}; every later write is refused until the node restarts");
+            self.broken = Some(reason);
+            self.store_failed.store(true, Ordering::Relaxed);
+        }
+    }
+
     fn commit_group(&mut self, group: Vec<CommitRequest>) {
+        if let Some(reason) = &self.broken {
+            let detail = format!("{reason}; writes are refused until the node restarts");
+            for request in group {
+                let _ = request.done.send(false);
+                finish(
+                    request.replies,
+                    Err(NodeError::Store(StoreError::Failed(detail.clone()))),
+                );
+            }
+            return;
+        }
         let group = self.drop_dependents(group);
         if group.is_empty() {
             return;
@@ -209,13 +238,14 @@ impl Committer {
         }
         // Applied and visible: fan out even if the flush fails, so streams
         // agree with the store, but then tell the writers their write is not
-        // known to be durable.
+        // known to be durable, and refuse every later write: a later fsync
+        // could succeed over pages this one lost.
         let flushed = match self.durability {
             Durability::Flush | Durability::Batch => self.store.flush(),
             Durability::Lazy => Ok(()),
         };
         let failure = flushed.err().map(|e| {
-            log::error!("flush of {} events failed: {e}", commit.entries.len());
+            self.break_down(format!("a flush of {} events failed: {e}", commit.entries.len()));
             e.to_string()
         });
         let groups = group

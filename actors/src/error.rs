@@ -1,6 +1,6 @@
 //! The engine's error type: every way a request to a node can fail.
 
-use crate::model::{PathError, Version};
+use crate::model::{FieldError, PathError, Version};
 use crate::store::StoreError;
 
 /// Why a node refused or failed a request.
@@ -12,6 +12,9 @@ pub enum NodeError {
     /// An explicit time is malformed or too far in the future.
     #[error("{0}")]
     BadTime(String),
+    /// A field of a write is out of bounds (too long, bad characters).
+    #[error(transparent)]
+    BadField(#[from] FieldError),
     /// A resume cursor is malformed.
     #[error("cursor must look like \"<incarnation>:<seq>\"")]
     BadCursor,

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
+use indexmap::IndexSet;
 use tokio::sync::oneshot;
 
 use crate::committer::WriteDone;
@@ -162,7 +163,11 @@ struct Entry {
 
 /// The fan-out actor of a node.
 pub struct Hub {
-    index: HashMap<Box<str>, Vec<SubscriberId>>,
+    /// Subscribers by prefix. An `IndexSet` iterates like a `Vec` for the
+    /// fan-out and removes in O(1), so a session leaving costs the same
+    /// whatever the number of sessions on its prefix (a reconnect storm on
+    /// one prefix would otherwise be quadratic on the hub's thread).
+    index: HashMap<Box<str>, IndexSet<SubscriberId>>,
     subscribers: HashMap<SubscriberId, Entry>,
     head: u64,
     tick_interval: Duration,
@@ -195,7 +200,7 @@ impl Hub {
 
     fn unindex(&mut self, id: SubscriberId, prefix: &str) {
         if let Some(ids) = self.index.get_mut(prefix) {
-            ids.retain(|&i| i != id);
+            ids.swap_remove(&id);
             if ids.is_empty() {
                 self.index.remove(prefix);
             }
@@ -256,7 +261,7 @@ impl Handler<Register> for Hub {
             self.index
                 .entry(Box::from(msg.prefix.as_str()))
                 .or_default()
-                .push(msg.id);
+                .insert(msg.id);
         }
         self.stats
             .subscribers

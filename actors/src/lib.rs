@@ -24,7 +24,7 @@ pub use config::{Config, Durability};
 pub use cursor::Cursor;
 pub use error::NodeError;
 pub use hub::Change;
-pub use model::{Event, NodeId, Path, PathError, Version};
+pub use model::{Event, FieldError, NodeId, Path, PathError, Version};
 pub use node::{HistoryRange, Node, NodeStats, Session};
 pub use partition::{Precondition, Write, WriteReport, WriteStatus};
 pub use store::Stored;

@@ -8,7 +8,7 @@
 //! engine stops when the last clone is dropped (or on [`Node::shutdown`]),
 //! after making every acknowledged write durable.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -20,7 +20,7 @@ use crate::committer::Committer;
 use crate::config::{Config, Durability};
 use crate::error::NodeError;
 use crate::hub::{Hub, HubStats};
-use crate::model::{version::wall_micros, Clock, NodeId, Path};
+use crate::model::{limits, version::wall_micros, Clock, FieldError, NodeId, Path};
 use crate::partition::{Apply, Partition, Write, WriteReport};
 use crate::store::{SledStore, Store, StoreError, Stored};
 use crate::subscriber::{Outbox, SessionContext, SessionStream, Subscribe, Subscriber};
@@ -35,6 +35,8 @@ pub struct NodeStats {
     /// Writes that found their partition's mailbox full and waited for room
     /// (backpressure on writers).
     pub writes_waited: AtomicU64,
+    /// A flush failed: writes are refused until a restart.
+    pub store_failed: Arc<AtomicBool>,
 }
 
 /// A time range of history: `from <= time <= to`, at most `limit` events.
@@ -143,6 +145,24 @@ struct Inner {
 #[derive(Clone)]
 pub struct Node {
     inner: Arc<Inner>,
+}
+
+/// Refuses a write whose fields the store could not hold, before it joins
+/// a batch with other clients' writes.
+fn check_fields(write: &Write) -> Result<(), FieldError> {
+    if let Some(ct) = &write.content_type {
+        limits::check_content_type(ct)?;
+    }
+    if let Some(author) = &write.author {
+        limits::check_author(author)?;
+    }
+    if let Some(value) = &write.value {
+        limits::check_value(value)?;
+    }
+    if let Some(ttl) = write.ttl_secs {
+        limits::check_ttl(ttl)?;
+    }
+    Ok(())
 }
 
 fn meta_u64(store: &dyn Store, name: &str) -> Result<Option<u64>, StoreError> {
@@ -285,6 +305,8 @@ impl Node {
             head,
             log_first,
             failed: Default::default(),
+            broken: None,
+            store_failed: stats.store_failed.clone(),
         };
         let committer = std::thread::Builder::new()
             .name("spread-committer".into())
@@ -394,6 +416,7 @@ impl Node {
         if path.is_root() {
             return Err(crate::model::PathError::Empty.into());
         }
+        check_fields(&write)?;
         let partition = &self.inner.partitions[self.partition_of(path)];
         let (reply, answer) = oneshot::channel();
         match partition.try_send(Apply { write, reply }) {

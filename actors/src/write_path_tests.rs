@@ -581,7 +581,7 @@ fn writers_wait_for_room_when_a_partition_mailbox_is_full() {
 }
 
 #[test]
-fn a_failed_flush_fails_the_write_but_streams_what_was_applied() {
+fn a_failed_flush_fails_the_write_and_every_later_one_until_a_restart() {
     use crate::subscriber::StreamItem;
 
     let dir = tempfile::tempdir().unwrap();
@@ -617,12 +617,31 @@ fn a_failed_flush_fails_the_write_but_streams_what_was_applied() {
                 other => panic!("expected the update, got {other:?}"),
             }
         }
-        // The partition goes on from that value: the next write replaces it.
-        let report = node
-            .write(Write::set(path("rooms/x"), "two"))
+        // A later fsync could succeed over pages the failed one lost, and
+        // make a lost write look durable: no later write is acked, in any
+        // partition, though the store's next flush would work.
+        for p in ["rooms/x", "other/y"] {
+            match node.write(Write::set(path(p), "two")).await {
+                Err(NodeError::Store(e)) => assert!(
+                    e.to_string().contains("refused until the node restarts"),
+                    "{e}"
+                ),
+                other => panic!("a write after a failed flush was not refused: {other:?}"),
+            }
+        }
+        assert!(node.stats().store_failed.load(Ordering::Relaxed));
+        // Reads go on.
+        assert_eq!(value_at(&node, &path("rooms/x")).as_deref(), Some(&b"one"[..]));
+    });
+    node.shutdown();
+    drop((node, store));
+    // A restart takes writes again.
+    let store = Arc::new(FaultyStore::open(dir.path()));
+    let node = Node::start(config(dir.path()), store).unwrap();
+    run(async {
+        node.write(Write::set(path("rooms/x"), "three"))
             .await
-            .expect("the next flush works");
-        assert_eq!(report.previous, Some(stored.event.version.clone()));
+            .expect("a restarted node takes writes");
     });
     node.shutdown();
 }

@@ -141,6 +141,7 @@ impl From<NodeError> for ApiError {
             NodeError::BadPath(p) => ApiError::BadPath(p.to_string()),
             NodeError::BadTime(t) => ApiError::BadTime(t),
             NodeError::BadCursor => ApiError::BadRequest(e.to_string()),
+            NodeError::BadField(f) => ApiError::BadRequest(f.to_string()),
             NodeError::PreconditionFailed { .. } => ApiError::PreconditionFailed(e.to_string()),
             NodeError::TooManySubscriptions(_) => ApiError::TooManySubscriptions(e.to_string()),
             NodeError::ShuttingDown => ApiError::Unavailable,

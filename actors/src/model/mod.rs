@@ -1,9 +1,11 @@
 //! The core model: paths, versions, the clock, events and the LWW rule.
 
 pub mod event;
+pub mod limits;
 pub mod path;
 pub mod version;
 
 pub use event::{decide, Applied, Digest, Event};
+pub use limits::FieldError;
 pub use path::{Path, PathError, MAX_PATH_BYTES, MAX_PATH_SEGMENTS};
 pub use version::{parse_time, Clock, NodeId, Version, VersionError, MAX_TIME_MICROS};

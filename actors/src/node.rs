@@ -21,7 +21,7 @@ use crate::config::{Config, Durability};
 use crate::error::NodeError;
 use crate::hub::{Hub, HubStats};
 use crate::model::{limits, version::wall_micros, Clock, FieldError, NodeId, Path};
-use crate::partition::{Apply, Partition, Write, WriteReport};
+use crate::partition::{Apply, Inbox, Partition, Write, WriteReport};
 use crate::store::{SledStore, Store, StoreError, Stored};
 use crate::subscriber::{Outbox, SessionContext, SessionStream, Subscribe, Subscriber};
 
@@ -107,7 +107,7 @@ struct Inner {
     node_id: NodeId,
     incarnation: Arc<str>,
     shard_depth: usize,
-    partitions: Vec<Addr<Partition>>,
+    partitions: Vec<Inbox>,
     sessions: ArbiterHandle,
     session_ctx: Arc<SessionContext>,
     next_session: AtomicU64,
@@ -277,9 +277,7 @@ impl Node {
                                 engine_node.clone(),
                                 commit_tx.clone(),
                             );
-                            Partition::start_in_arbiter(&writers.handle(), move |_| {
-                                Partition::new(i, store, clock, node, tx, skew)
-                            })
+                            Partition::start_on(&writers.handle(), i, store, clock, node, tx, skew)
                         })
                         .collect::<Vec<_>>();
                     drop(commit_tx);
@@ -406,7 +404,7 @@ impl Node {
     /// The actor of partition `index` (tests only).
     #[cfg(test)]
     pub(crate) fn partition_actor(&self, index: usize) -> &Addr<Partition> {
-        &self.inner.partitions[index]
+        self.inner.partitions[index].actor()
     }
 
     /// Applies a write through its partition; answers once it is as durable
@@ -419,21 +417,10 @@ impl Node {
         check_fields(&write)?;
         let partition = &self.inner.partitions[self.partition_of(path)];
         let (reply, answer) = oneshot::channel();
-        match partition.try_send(Apply { write, reply }) {
-            Ok(()) => {}
-            // A full mailbox: wait for room (backpressure on writers).
-            Err(SendError::Full(apply)) => {
-                self.inner
-                    .stats
-                    .writes_waited
-                    .fetch_add(1, Ordering::Relaxed);
-                partition
-                    .send(apply)
-                    .await
-                    .map_err(|_| NodeError::ShuttingDown)?
-            }
-            Err(SendError::Closed(_)) => return Err(NodeError::ShuttingDown),
-        }
+        // A full inbox makes the writer wait for room (backpressure).
+        partition
+            .send(Apply { write, reply }, &self.inner.stats.writes_waited)
+            .await?;
         answer.await.unwrap_or(Err(NodeError::ShuttingDown))
     }
 

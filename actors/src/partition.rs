@@ -12,6 +12,14 @@
 //! end of a commit wakes the partition's thread only when writes wait for a
 //! free slot.
 //!
+//! Writes reach a partition through its *inbox*, a bounded channel the
+//! partition drains only while its queue has room: when its batch slots are
+//! all in flight and its queue is full, the inbox fills and writers wait for
+//! room (backpressure), so what one partition holds is bounded whatever the
+//! writers do. A write of a path whose current event the partition does not
+//! know is decided only after that event was read on a blocking thread
+//! (`prefetch`): a cold read never holds the one thread all partitions share.
+//!
 //! Should a commit fail, every later batch of the partition that may rest on
 //! it fails as well, so no decision rests on a write that did not happen. The
 //! partition counts *epochs*: when it learns of a failure it forgets its
@@ -23,22 +31,22 @@
 //! Later issues add the partition's merkle tree and replication here.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
-use std::mem;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::committer::{CommitRequest, PendingWrite, WriteDone};
 use crate::error::NodeError;
 use crate::model::{
     decide, version::wall_micros, Applied, Clock, Digest, Event, NodeId, Path, Version,
 };
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Most writes decided in one batch.
 const MAX_WRITES_PER_BATCH: usize = 1024;
@@ -46,6 +54,10 @@ const MAX_WRITES_PER_BATCH: usize = 1024;
 pub(crate) const MAX_BATCHES_IN_FLIGHT: usize = 4;
 /// Most paths whose committed current event a partition remembers.
 const MAX_KNOWN_PATHS: usize = 1024;
+/// Most writes a partition takes from its inbox before they are decided.
+pub(crate) const MAX_QUEUED_WRITES: usize = 2 * MAX_WRITES_PER_BATCH;
+/// Writes an inbox holds; a writer finding it full waits for room.
+pub(crate) const INBOX_WRITES: usize = 4 * MAX_WRITES_PER_BATCH;
 
 /// A condition a write must meet against the path's current value.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -133,10 +145,8 @@ pub struct WriteReport {
 
 /// Applies one write; `reply` gets the report once the write is as durable
 /// as configured (or the error). The answer travels on `reply` rather than
-/// as the message's result so that the writer is woken once, by whoever
-/// finishes the write, and sending needs no response channel.
-#[derive(Message)]
-#[rtype(result = "()")]
+/// as a message's result so that the writer is woken once, by whoever
+/// finishes the write. Sent through a partition's [`Inbox`].
 pub struct Apply {
     /// The write.
     pub write: Write,
@@ -144,11 +154,70 @@ pub struct Apply {
     pub reply: oneshot::Sender<Result<WriteReport, NodeError>>,
 }
 
+/// Tells a partition its inbox has writes (sent only when it is idle).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Wake;
+
+/// The sending side of a partition: its bounded inbox, and its address to
+/// wake it with.
+#[derive(Clone)]
+pub(crate) struct Inbox {
+    writes: mpsc::Sender<Apply>,
+    /// True while the partition will look at its inbox again by itself;
+    /// a writer that sets it sends [`Wake`].
+    scheduled: Arc<AtomicBool>,
+    addr: Addr<Partition>,
+}
+
+impl Inbox {
+    /// Hands a write to the partition, waiting for room when the inbox is
+    /// full (counted in `waits` before waiting).
+    pub(crate) async fn send(&self, apply: Apply, waits: &AtomicU64) -> Result<(), NodeError> {
+        match self.writes.try_send(apply) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(apply)) => {
+                waits.fetch_add(1, Ordering::Relaxed);
+                self.writes
+                    .send(apply)
+                    .await
+                    .map_err(|_| NodeError::ShuttingDown)?;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(NodeError::ShuttingDown),
+        }
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            self.addr.do_send(Wake);
+        }
+        Ok(())
+    }
+
+    /// The partition's actor (tests).
+    #[cfg(test)]
+    pub(crate) fn actor(&self) -> &Addr<Partition> {
+        &self.addr
+    }
+}
+
 struct Queued {
     write: Write,
     reply: oneshot::Sender<Result<WriteReport, NodeError>>,
 }
 
+/// A store read a batch needs before it can be decided.
+struct Read {
+    path: Path,
+    /// Also look this event up in the path's history, when it turns out to
+    /// be older than the path's current event (an explicit time).
+    lookup: Option<(Version, Digest)>,
+}
+
+/// What a [`Read`] found.
+struct Found {
+    path: Path,
+    current: Result<Option<Current>, String>,
+    /// The event looked up and whether history has it.
+    known: Option<((Version, Digest), Result<bool, String>)>,
+}
 /// A decided write waiting for its batch to commit.
 pub(crate) struct Decided {
     reply: oneshot::Sender<Result<WriteReport, NodeError>>,
@@ -219,7 +288,20 @@ pub struct Partition {
     node: NodeId,
     committer: Sender<CommitRequest>,
     max_future_skew: Duration,
-    queue: Vec<Queued>,
+    /// Writes sent to this partition, drained while `queue` has room.
+    inbox: mpsc::Receiver<Apply>,
+    /// Shared with the [`Inbox`]: set while the partition will look at the
+    /// inbox again without being woken.
+    scheduled: Arc<AtomicBool>,
+    /// Writes taken from the inbox, not yet decided.
+    queue: VecDeque<Queued>,
+    /// Current events read for the batch about to be decided (a path
+    /// absent from the store: `None`; a failed read: its error).
+    prefetched: HashMap<Path, Result<Option<Current>, String>>,
+    /// History look-ups made for the batch about to be decided.
+    looked_up: HashMap<(Path, Version, Digest), Result<bool, String>>,
+    /// A prefetch is running: no batch is decided until it is back.
+    loading: bool,
     /// Latest values decided by batches still in flight, by path.
     pending: HashMap<Path, Pending>,
     /// Committed current events of recently written or read paths: only
@@ -236,50 +318,192 @@ pub struct Partition {
     next_batch: u64,
     /// Failures of this partition's commits seen so far.
     epoch: u64,
-    /// A `run_batch` is scheduled after the mailbox drains.
-    scheduled: bool,
+    /// Writes decided so far (tests look at it).
+    #[cfg(test)]
+    decided: u64,
 }
 
 impl Partition {
-    /// A partition writing through `committer`.
-    pub(crate) fn new(
+    /// Starts partition `index` on `arbiter`, writing through `committer`;
+    /// writes go to it through the returned inbox.
+    pub(crate) fn start_on(
+        arbiter: &ArbiterHandle,
         index: u32,
         store: Arc<dyn Store>,
         clock: Arc<Clock>,
         node: NodeId,
         committer: Sender<CommitRequest>,
         max_future_skew: Duration,
-    ) -> Partition {
-        Partition {
+    ) -> Inbox {
+        let (writes, inbox) = mpsc::channel(INBOX_WRITES);
+        let scheduled = Arc::new(AtomicBool::new(false));
+        let shared = scheduled.clone();
+        let addr = Partition::start_in_arbiter(arbiter, move |_| Partition {
             index,
             store,
             clock,
             node,
             committer,
             max_future_skew,
-            queue: Vec::new(),
+            inbox,
+            scheduled: shared,
+            queue: VecDeque::new(),
+            prefetched: HashMap::new(),
+            looked_up: HashMap::new(),
+            loading: false,
             pending: HashMap::new(),
             known: HashMap::new(),
             in_flight: Vec::with_capacity(MAX_BATCHES_IN_FLIGHT),
             next_batch: 0,
             epoch: 0,
-            scheduled: false,
+            #[cfg(test)]
+            decided: 0,
+        });
+        Inbox {
+            writes,
+            scheduled,
+            addr,
         }
     }
 
-    fn current(&mut self, path: &Path) -> Result<Option<Current>, NodeError> {
+    /// What the partition knows of `path`'s current event without reading
+    /// the store: `None` when it must be read.
+    fn known_current(&self, path: &Path) -> Option<Result<Option<Current>, String>> {
         if let Some(p) = self.pending.get(path) {
-            return Ok(Some(p.current.clone()));
+            return Some(Ok(Some(p.current.clone())));
         }
         if let Some(c) = self.known.get(path) {
-            return Ok(Some(c.clone()));
+            return Some(Ok(Some(c.clone())));
         }
+        self.prefetched.get(path).cloned()
+    }
+
+    fn current(&mut self, path: &Path) -> Result<Option<Current>, NodeError> {
+        match self.known_current(path) {
+            Some(Ok(current)) => return Ok(current),
+            Some(Err(e)) => return Err(StoreError::Failed(e).into()),
+            None => {}
+        }
+        // Not prefetched (the batch's own writes moved what it needs): read
+        // here, on the partitions' thread. Rare; see `reads_for`.
         let Some(stored) = self.store.latest(path)? else {
             return Ok(None);
         };
         let current = Current::of(&stored.event, stored.digest);
         remember(&mut self.known, path.clone(), current.clone());
         Ok(Some(current))
+    }
+
+    /// The event a write makes at `time`.
+    fn event_of(&self, path: Path, write: &Write, time: u64) -> Event {
+        Event {
+            path,
+            version: Version::new(time, self.node.clone()),
+            expires_at: write
+                .ttl_secs
+                .map(|s| time.saturating_add(s.saturating_mul(1_000_000))),
+            value: write.value.clone(),
+            content_type: write.content_type.clone(),
+            author: write.author.clone(),
+        }
+    }
+
+    /// The store reads the first `take` queued writes need before they can
+    /// be decided without touching the store: the current event of each
+    /// path the partition does not know, and, for a write with an explicit
+    /// time older than its path's current event, a look-up in history.
+    /// (A write stamped by the clock is newer than anything the clock has
+    /// seen, so it never needs one.) A write made older than the current
+    /// event only by an earlier write of the same batch is looked up when
+    /// it is decided, on this thread: the one case left.
+    fn reads_for(&self, take: usize) -> Vec<Read> {
+        let mut reads: Vec<Read> = Vec::new();
+        for q in self.queue.iter().take(take) {
+            let Some(path) = &q.write.path else { continue };
+            let known = self.known_current(path);
+            let lookup = q.write.time.and_then(|t| {
+                let event = self.event_of(path.clone(), &q.write, t);
+                let key = (event.version.clone(), event.digest());
+                let older = match &known {
+                    Some(Ok(Some(c))) => (&key.0, &key.1) < (&c.version, &c.digest),
+                    Some(_) => false,
+                    None => true, // decided once the current event is read
+                };
+                let done = self
+                    .looked_up
+                    .contains_key(&(path.clone(), key.0.clone(), key.1));
+                (older && !done).then_some(key)
+            });
+            if known.is_some() && lookup.is_none() {
+                continue;
+            }
+            match reads.iter_mut().find(|r| &r.path == path) {
+                Some(r) if r.lookup.is_none() => r.lookup = lookup,
+                Some(_) => {}
+                None => reads.push(Read {
+                    path: path.clone(),
+                    lookup,
+                }),
+            }
+        }
+        reads
+    }
+
+    /// Reads what a batch needs on a blocking thread, then goes on deciding.
+    fn prefetch(&mut self, reads: Vec<Read>, ctx: &mut Context<Self>) {
+        self.loading = true;
+        let store = self.store.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            reads
+                .into_iter()
+                .map(|r| read_one(&*store, r))
+                .collect::<Vec<Found>>()
+        });
+        ctx.spawn(read.into_actor(self).map(|found, act, ctx| {
+            act.loading = false;
+            match found {
+                Ok(found) => {
+                    for f in found {
+                        if let Some((key, known)) = f.known {
+                            act.looked_up.insert((f.path.clone(), key.0, key.1), known);
+                        }
+                        act.prefetched.insert(f.path, f.current);
+                    }
+                }
+                // The reading thread failed: the batch's writes read again
+                // when decided, and fail on their own errors.
+                Err(e) => log::error!("partition {}: a store read failed: {e}", act.index),
+            }
+            act.pump(ctx);
+        }));
+    }
+
+    /// Takes writes from the inbox while the queue has room, decides what
+    /// can be decided, and tells writers to wake it when it goes idle.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        loop {
+            while self.queue.len() < MAX_QUEUED_WRITES {
+                match self.inbox.try_recv() {
+                    Ok(apply) => self.queue.push_back(Queued {
+                        write: apply.write,
+                        reply: apply.reply,
+                    }),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(ctx);
+            // Writes left in the queue wait for a prefetch or a batch slot,
+            // and whichever it is pumps again when it is done.
+            if !self.queue.is_empty() {
+                return;
+            }
+            self.scheduled.store(false, Ordering::Release);
+            // A writer that found `scheduled` set before it was cleared sent
+            // no wake-up: look once more.
+            if self.inbox.is_empty() || self.scheduled.swap(true, Ordering::AcqRel) {
+                return;
+            }
+        }
     }
 
     /// Decides one write of batch `batch` against the current state of its
@@ -290,7 +514,7 @@ impl Partition {
         batch: u64,
         now: u64,
     ) -> Result<(WriteReport, Option<PendingWrite>), NodeError> {
-        let path = write.path.ok_or(crate::model::PathError::Empty)?;
+        let path = write.path.clone().ok_or(crate::model::PathError::Empty)?;
         let time = match write.time {
             Some(t) => {
                 let limit = now.saturating_add(self.max_future_skew.as_micros() as u64);
@@ -318,29 +542,26 @@ impl Partition {
                 })
             }
         }
-        let event = Event {
-            path: path.clone(),
-            version: Version::new(time, self.node.clone()),
-            expires_at: write
-                .ttl_secs
-                .map(|s| time.saturating_add(s.saturating_mul(1_000_000))),
-            value: write.value,
-            content_type: write.content_type,
-            author: write.author,
-        };
+        let event = self.event_of(path.clone(), &write, time);
         let digest = event.digest();
-        // An older event is looked up in history; a failed lookup fails the
-        // write rather than guessing.
+        // An older event is looked up in history (prefetched, see
+        // `reads_for`); a failed look-up fails the write rather than guess.
         let mut lookup_failed = None;
+        let looked_up = &self.looked_up;
+        let store = &self.store;
         let applied = decide(
             current.as_ref().map(|c| (&c.version, &c.digest)),
             (&event.version, &digest),
-            || match self.store.contains(&path, &event.version, &digest) {
-                Ok(known) => known,
-                Err(e) => {
+            || {
+                let key = (path.clone(), event.version.clone(), digest);
+                let known = match looked_up.get(&key) {
+                    Some(known) => known.clone().map_err(StoreError::Failed),
+                    None => store.contains(&path, &event.version, &digest),
+                };
+                known.unwrap_or_else(|e| {
                     lookup_failed = Some(e);
                     false
-                }
+                })
             },
         );
         if let Some(e) = lookup_failed {
@@ -400,12 +621,19 @@ impl Partition {
     fn run_batch(&mut self, ctx: &mut Context<Self>) {
         self.retire();
         while self.in_flight.len() < MAX_BATCHES_IN_FLIGHT && !self.queue.is_empty() {
+            if self.loading {
+                return;
+            }
             let take = self.queue.len().min(MAX_WRITES_PER_BATCH);
-            let batch: Vec<Queued> = if take == self.queue.len() {
-                mem::take(&mut self.queue)
-            } else {
-                self.queue.drain(..take).collect()
-            };
+            let reads = self.reads_for(take);
+            if !reads.is_empty() {
+                return self.prefetch(reads, ctx);
+            }
+            let batch: Vec<Queued> = self.queue.drain(..take).collect();
+            #[cfg(test)]
+            {
+                self.decided += batch.len() as u64;
+            }
             let number = self.next_batch;
             self.next_batch += 1;
             let mut sent = InFlight {
@@ -443,6 +671,9 @@ impl Partition {
                     }),
                 }
             }
+            // What was read for this batch is in its decisions now.
+            self.prefetched.clear();
+            self.looked_up.clear();
             // Nothing to write and nothing in flight: the answers (`existing`)
             // rest on the store alone. With batches in flight they may rest on
             // those, so they wait behind them in the committer, and fail if
@@ -474,7 +705,10 @@ impl Partition {
         }
         // Writes wait for a free slot: wake up when the oldest batch is done
         // (unless a future already waits on one).
-        if !self.queue.is_empty() && self.in_flight.iter().all(|b| b.done.is_some()) {
+        if !self.queue.is_empty()
+            && !self.loading
+            && self.in_flight.iter().all(|b| b.done.is_some())
+        {
             if let Some(oldest) = self.in_flight.first_mut() {
                 let batch = oldest.sent.batch;
                 let done = oldest.done.take().expect("checked above");
@@ -483,7 +717,7 @@ impl Partition {
                         let b = act.in_flight.remove(i);
                         act.settle(b.sent, result.unwrap_or(false));
                     }
-                    act.run_batch(ctx);
+                    act.pump(ctx);
                 }));
             }
         }
@@ -567,20 +801,54 @@ pub(crate) fn finish(decided: Vec<Decided>, result: Result<Vec<WriteDone>, NodeE
     }
 }
 
+/// Reads one path's current event (and looks one event up in its history)
+/// on a blocking thread.
+fn read_one(store: &dyn Store, read: Read) -> Found {
+    let current = store
+        .latest(&read.path)
+        .map(|s| s.map(|s| Current::of(&s.event, s.digest)))
+        .map_err(|e| e.to_string());
+    let known = read.lookup.and_then(|key| {
+        let older = match &current {
+            Ok(Some(c)) => (&key.0, &key.1) < (&c.version, &c.digest),
+            _ => false,
+        };
+        older.then(|| {
+            let known = store
+                .contains(&read.path, &key.0, &key.1)
+                .map_err(|e| e.to_string());
+            (key, known)
+        })
+    });
+    Found {
+        path: read.path,
+        current,
+        known,
+    }
+}
+
 impl Actor for Partition {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(4 * MAX_WRITES_PER_BATCH);
+    fn started(&mut self, _: &mut Self::Context) {
         log::trace!("partition {} started", self.index);
     }
 }
 
-/// Asks a partition how many of its batches are in flight and how many
-/// writes wait in its queue (tests only).
+impl Handler<Wake> for Partition {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
+        self.pump(ctx);
+    }
+}
+
+/// Asks a partition how many of its batches are in flight, how many writes
+/// wait for it (in its queue or inbox) and how many it has decided so far
+/// (tests only).
 #[cfg(test)]
 #[derive(Message)]
-#[rtype(result = "(usize, usize)")]
+#[rtype(result = "(usize, usize, u64)")]
 pub(crate) struct Probe;
 
 #[cfg(test)]
@@ -588,26 +856,9 @@ impl Handler<Probe> for Partition {
     type Result = MessageResult<Probe>;
 
     fn handle(&mut self, _: Probe, _: &mut Self::Context) -> Self::Result {
-        MessageResult((self.in_flight.len(), self.queue.len()))
+        let waiting = self.queue.len() + self.inbox.len();
+        MessageResult((self.in_flight.len(), waiting, self.decided))
     }
 }
 
-impl Handler<Apply> for Partition {
-    type Result = ();
 
-    fn handle(&mut self, msg: Apply, ctx: &mut Self::Context) {
-        self.queue.push(Queued {
-            write: msg.write,
-            reply: msg.reply,
-        });
-        // Decide once the mailbox is drained, so that every write waiting
-        // in it joins the same batch.
-        if !self.scheduled {
-            self.scheduled = true;
-            ctx.spawn(fut::ready(()).map(|_, act: &mut Partition, ctx| {
-                act.scheduled = false;
-                act.run_batch(ctx);
-            }));
-        }
-    }
-}

@@ -227,6 +227,16 @@ where
     }
 }
 
+/// Waits until the partition of `p` has decided `n` writes in all (its
+/// store reads, made before a batch is decided, are done by then).
+async fn decided(node: &Node, p: &Path, n: u64) {
+    let partition = node.partition_actor(node.partition_of(p)).clone();
+    eventually(&format!("{n} writes are decided"), || async {
+        partition.send(crate::partition::Probe).await.unwrap().2 >= n
+    })
+    .await;
+}
+
 /// Waits for a signal from the engine, at most [`DEADLINE`].
 async fn within(signal: oneshot::Receiver<()>) -> Result<(), String> {
     match tokio::time::timeout(DEADLINE, signal).await {
@@ -328,12 +338,11 @@ fn a_failed_commit_fails_the_batches_decided_on_top_of_it() {
         // While it is held, W2 (p must exist: true only because of W1) and
         // W3 (an unrelated path of the same partition) are decided on top of
         // it. Reading q's current value shows W3 is being decided.
-        let read_q = store.watch_reads_of(&q);
         let mut w2 = Write::set(p.clone(), "two");
         w2.precondition = Precondition::IfPresent;
         let w2 = spawn_write(&node, w2);
         let w3 = spawn_write(&node, Write::set(q.clone(), "three"));
-        within(read_q).await.expect("W3 is being decided");
+        decided(&node, &p, 3).await;
 
         verdict.send(true).unwrap();
         let results = [w1.await.unwrap(), w2.await.unwrap(), w3.await.unwrap()];
@@ -399,14 +408,11 @@ fn answers_given_while_a_write_is_in_flight_wait_for_it() {
 
         // The same event again is `existing` only because of W1 in flight;
         // a refused write of another path shows when that batch is decided.
-        let read_r = store.watch_reads_of(&r);
         let again = spawn_write(&node, w1);
         let mut refused = Write::set(r.clone(), "x");
         refused.precondition = Precondition::IfPresent;
         let refused = spawn_write(&node, refused);
-        within(read_r)
-            .await
-            .expect("the second batch is being decided");
+        decided(&node, &p, 3).await;
 
         verdict.send(true).unwrap();
         // Decided while W1 was in flight, the refusal waits behind it too,
@@ -435,10 +441,9 @@ fn after_a_failed_batch_the_partition_decides_from_what_was_committed() {
         let (began1, verdict1) = store.hold_next_commit();
         let one = spawn_write(&node, Write::set(p.clone(), "one"));
         within(began1).await.expect("B1's commit began");
-        let read_q = store.watch_reads_of(&q);
         let two = spawn_write(&node, Write::set(p.clone(), "two"));
         let other = spawn_write(&node, Write::set(q.clone(), "x"));
-        within(read_q).await.expect("B2 is being decided");
+        decided(&node, &p, 3).await;
         // B1 commits; B2's commit fails.
         let (began2, verdict2) = store.hold_next_commit();
         verdict1.send(false).unwrap();
@@ -494,16 +499,16 @@ fn writes_waiting_for_a_slot(fail: bool) {
         let mut writes = vec![spawn_write(&node, Write::set(paths[0].clone(), "0"))];
         within(began).await.expect("the first commit began");
         for (i, p) in paths.iter().enumerate().take(MAX_BATCHES_IN_FLIGHT).skip(1) {
-            let read = store.watch_reads_of(p);
             writes.push(spawn_write(&node, Write::set(p.clone(), i.to_string())));
-            within(read).await.expect("the batch is being decided");
+            decided(&node, p, i as u64 + 1).await;
         }
         // Two more writes find no free slot and wait in the queue.
         for (i, p) in paths.iter().enumerate().skip(MAX_BATCHES_IN_FLIGHT) {
             writes.push(spawn_write(&node, Write::set(p.clone(), i.to_string())));
         }
         eventually("every slot taken and two writes queued", || async {
-            partition.send(Probe).await.unwrap() == (MAX_BATCHES_IN_FLIGHT, 2)
+            let (in_flight, queued, _) = partition.send(Probe).await.unwrap();
+            (in_flight, queued) == (MAX_BATCHES_IN_FLIGHT, 2)
         })
         .await;
         verdict.send(fail).unwrap();
@@ -535,19 +540,21 @@ fn writes_waiting_for_a_slot(fail: bool) {
 }
 
 #[test]
-fn writers_wait_for_room_when_a_partition_mailbox_is_full() {
+fn writers_wait_for_room_when_a_partition_inbox_is_full_and_its_queue_stays_bounded() {
+    use crate::partition::{Probe, INBOX_WRITES, MAX_QUEUED_WRITES};
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FaultyStore::open(dir.path()));
     let node = Node::start(config(dir.path()), store.clone()).unwrap();
     let blocker = path("rooms/blocker");
-    // More writes than the mailbox holds.
-    let n = 4 * 1024 + 200;
+    let partition = node.partition_actor(node.partition_of(&blocker)).clone();
+    // More writes than the partition's queue and inbox hold together.
+    let n = MAX_QUEUED_WRITES + INBOX_WRITES + 200;
     run(async {
-        // The partitions' thread is stuck deciding a write, so nothing
-        // drains the mailbox.
+        // The partition waits for a store read before it can decide, so it
+        // takes no more writes than its queue holds.
         let (began, release) = store.hold_reads_of(&blocker);
         let first = spawn_write(&node, Write::set(blocker.clone(), "b"));
-        within(began).await.expect("the partitions' thread is held");
+        within(began).await.expect("the partition's read is held");
         let writes: Vec<_> = (0..n)
             .map(|i| {
                 spawn_write(
@@ -556,12 +563,16 @@ fn writers_wait_for_room_when_a_partition_mailbox_is_full() {
                 )
             })
             .collect();
-        // Writers that find the mailbox full wait for room instead of
-        // failing.
-        eventually("writes found the mailbox full", || async {
+        // Writers that find the inbox full wait for room instead of failing.
+        eventually("writes found the inbox full", || async {
             node.stats().writes_waited.load(Ordering::Relaxed) >= 100
         })
         .await;
+        let (_, waiting, _) = partition.send(Probe).await.unwrap();
+        assert!(
+            waiting <= MAX_QUEUED_WRITES + INBOX_WRITES,
+            "what a partition holds stays bounded: {waiting}"
+        );
         release.send(()).unwrap();
         first.await.unwrap().expect("the held write commits");
         for (i, w) in join_all(writes).await.into_iter().enumerate() {
@@ -576,6 +587,41 @@ fn writers_wait_for_room_when_a_partition_mailbox_is_full() {
                 Some(i.to_string().as_bytes())
             );
         }
+    });
+    node.shutdown();
+}
+
+#[test]
+fn a_cold_read_in_one_partition_does_not_hold_up_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FaultyStore::open(dir.path()));
+    let node = Node::start(config(dir.path()), store.clone()).unwrap();
+    let slow = path("rooms/slow");
+    let other = (0..100)
+        .map(|i| path(&format!("other{i}/x")))
+        .find(|p| node.partition_of(p) != node.partition_of(&slow))
+        .expect("a path of another partition");
+    run(async {
+        // One partition's read of a path it does not know is held (a disk
+        // that is slow to answer)...
+        let (began, release) = store.hold_reads_of(&slow);
+        let held = spawn_write(&node, Write::set(slow.clone(), "late"));
+        within(began).await.expect("the read is held");
+        // ...while another partition decides and commits, and so does a
+        // hot path of the held one's neighbours on other partitions.
+        for i in 0..3 {
+            let report = tokio::time::timeout(
+                DEADLINE,
+                node.write(Write::set(other.clone(), i.to_string())),
+            )
+            .await
+            .expect("another partition is not held up by the read")
+            .unwrap();
+            assert_eq!(report.status, WriteStatus::New);
+        }
+        release.send(()).unwrap();
+        held.await.unwrap().expect("the held write commits");
+        assert_eq!(value_at(&node, &slow).as_deref(), Some(&b"late"[..]));
     });
     node.shutdown();
 }

@@ -31,15 +31,13 @@ const DEADLINE: Duration = Duration::from_secs(20);
 type HeldRead = (Path, oneshot::Sender<()>, mpsc::Receiver<()>);
 
 /// A sled store whose next commit can be held until the test decides
-/// whether it fails, which reports (or holds) the first read of a given
-/// path, and whose next flush can fail.
+/// whether it fails, which holds the first read of a given path, and whose
+/// next flush can fail.
 struct FaultyStore {
     inner: SledStore,
     /// For the next commit: tell the test it began, then wait for the
     /// verdict (`true`: fail it).
     hold: Mutex<Option<(oneshot::Sender<()>, mpsc::Receiver<bool>)>>,
-    /// Reports the first read of this path's latest value.
-    watch: Mutex<Option<(Path, oneshot::Sender<()>)>>,
     /// Holds the first read of this path's latest value (and so the thread
     /// of the partitions) until released.
     hold_read: Mutex<Option<HeldRead>>,
@@ -52,7 +50,6 @@ impl FaultyStore {
         FaultyStore {
             inner: SledStore::open(dir, 16 << 20).unwrap(),
             hold: Mutex::new(None),
-            watch: Mutex::new(None),
             hold_read: Mutex::new(None),
             fail_flush: Default::default(),
         }
@@ -74,22 +71,10 @@ impl FaultyStore {
         (began, release)
     }
 
-    /// Reports the first read of `path`.
-    fn watch_reads_of(&self, path: &Path) -> oneshot::Receiver<()> {
-        let (tx, rx) = oneshot::channel();
-        *self.watch.lock().unwrap() = Some((path.clone(), tx));
-        rx
-    }
 }
 
 impl Store for FaultyStore {
     fn latest(&self, path: &Path) -> Result<Option<Stored>, StoreError> {
-        let mut watch = self.watch.lock().unwrap();
-        if watch.as_ref().is_some_and(|(p, _)| p == path) {
-            let (_, tx) = watch.take().expect("checked");
-            let _ = tx.send(());
-        }
-        drop(watch);
         let held = {
             let mut hold = self.hold_read.lock().unwrap();
             if hold.as_ref().is_some_and(|(p, _, _)| p == path) {

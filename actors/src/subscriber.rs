@@ -28,7 +28,7 @@ use crate::cursor::Cursor;
 use crate::error::NodeError;
 use crate::hub::{Change, Deliver, Hub, HubStats, Leave, Register, SubscriberId, Unregister};
 use crate::model::{version::wall_micros, Path};
-use crate::store::{Store, Stored};
+use crate::store::{Store, StoreError, Stored};
 
 /// Store entries read per step of a snapshot or replay.
 const READ_CHUNK: usize = 256;
@@ -61,6 +61,15 @@ pub enum StreamItem {
     /// The client read too slowly; the session ends here. Resume from the
     /// last cursor received.
     Lagged,
+    /// The store failed while sending `prefix`'s snapshot: what was sent of
+    /// it is not the whole state, and the session ends here (never with a
+    /// `Ready` that would claim it is). The client may retry.
+    Failed {
+        /// The subscription.
+        prefix: Path,
+        /// What failed.
+        detail: String,
+    },
 }
 
 impl StreamItem {
@@ -103,6 +112,8 @@ pub struct SessionStream {
 enum PushError {
     Full,
     Closed,
+    /// A store read failed: the snapshot cannot be whole.
+    Failed(String),
 }
 
 impl Outbox {
@@ -258,8 +269,17 @@ impl Subscriber {
         match self.outbox.try_push(item) {
             Ok(()) => self.last_sent = Instant::now(),
             Err(PushError::Full) => self.lag(ctx),
-            Err(PushError::Closed) => ctx.stop(),
+            // (`Failed` comes only from store reads, never from a push.)
+            Err(PushError::Closed | PushError::Failed(_)) => ctx.stop(),
         }
+    }
+
+    /// Ends the session with [`StreamItem::Failed`]: a snapshot could not
+    /// be read whole.
+    fn fail(&mut self, prefix: Path, detail: String, ctx: &mut Context<Self>) {
+        log::error!("session {}: the snapshot of '{prefix}' failed: {detail}", self.id);
+        self.outbox.push_last(StreamItem::Failed { prefix, detail });
+        ctx.stop();
     }
 
     fn lag(&mut self, ctx: &mut Context<Self>) {
@@ -337,7 +357,9 @@ async fn replay(
 ) -> Result<bool, PushError> {
     let mut next = after + 1;
     while next <= head {
-        let entries = match ctx.store.log_after(next - 1, READ_CHUNK) {
+        let from = next - 1;
+        let read = off_thread(&ctx.store, move |store| store.log_after(from, READ_CHUNK));
+        let entries = match read.await {
             Ok(entries) => entries,
             Err(e) => {
                 log::error!("replay from {next} failed: {e}");
@@ -368,13 +390,13 @@ async fn replay(
 async fn snapshot(ctx: &SessionContext, outbox: &Outbox, prefix: &Path) -> Result<(), PushError> {
     let mut after: Option<String> = None;
     loop {
-        let chunk = match ctx.store.scan_latest(prefix, after.as_deref(), READ_CHUNK) {
-            Ok(chunk) => chunk,
-            Err(e) => {
-                log::error!("snapshot of '{prefix}' failed: {e}");
-                return Ok(());
-            }
-        };
+        let (scanned, from) = (prefix.clone(), after.take());
+        let read = off_thread(&ctx.store, move |store| {
+            store.scan_latest(&scanned, from.as_deref(), READ_CHUNK)
+        });
+        let chunk = read
+            .await
+            .map_err(|e| PushError::Failed(e.to_string()))?;
         let Some(last) = chunk.last() else {
             return Ok(());
         };
@@ -392,6 +414,21 @@ async fn snapshot(ctx: &SessionContext, outbox: &Outbox, prefix: &Path) -> Resul
             return Ok(());
         }
     }
+}
+
+/// Runs a store read on a blocking thread and waits for it without holding
+/// the session's thread: a session runs on the HTTP worker that serves its
+/// socket, beside many others, and a snapshot over many tombstones or the
+/// replay of a stale cursor may read for a long time without sending
+/// anything.
+async fn off_thread<T: Send + 'static>(
+    store: &Arc<dyn Store>,
+    read: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || read(&*store))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Failed(format!("a store read stopped: {e}"))))
 }
 
 fn to_change(stored: Stored, incarnation: &Arc<str>) -> Arc<Change> {
@@ -447,6 +484,7 @@ impl Handler<Subscribe> for Subscriber {
         });
         Box::pin(register.into_actor(self).map(move |registered, act, ctx| {
             let head = registered.map_err(|_| NodeError::ShuttingDown)?;
+            let prefix = msg.prefix.clone();
             let initial = send_initial(
                 act.ctx.clone(),
                 act.outbox.clone(),
@@ -461,6 +499,7 @@ impl Handler<Subscribe> for Subscriber {
                         Ok(()) => act.go_live(generation, head, ctx),
                         Err(PushError::Closed) => ctx.stop(),
                         Err(PushError::Full) => act.lag(ctx),
+                        Err(PushError::Failed(detail)) => act.fail(prefix, detail, ctx),
                     }),
             );
             Ok(())

@@ -43,6 +43,10 @@ struct FaultyStore {
     hold_read: Mutex<Option<HeldRead>>,
     /// Fails the next flush.
     fail_flush: std::sync::atomic::AtomicBool,
+    /// Fails every scan of latest values (snapshots).
+    fail_scans: std::sync::atomic::AtomicBool,
+    /// Holds the first scan under this prefix until released.
+    hold_scan: Mutex<Option<HeldRead>>,
 }
 
 impl FaultyStore {
@@ -52,6 +56,8 @@ impl FaultyStore {
             hold: Mutex::new(None),
             hold_read: Mutex::new(None),
             fail_flush: Default::default(),
+            fail_scans: Default::default(),
+            hold_scan: Mutex::new(None),
         }
     }
 
@@ -105,6 +111,23 @@ impl Store for FaultyStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Stored>, StoreError> {
+        if self.fail_scans.load(Ordering::SeqCst) {
+            return Err(StoreError::Failed("injected scan failure".into()));
+        }
+        let held = {
+            let mut hold = self.hold_scan.lock().unwrap();
+            if hold.as_ref().is_some_and(|(p, _, _)| p == prefix) {
+                hold.take()
+            } else {
+                None
+            }
+        };
+        if let Some((_, began, release)) = held {
+            let _ = began.send(());
+            release
+                .recv_timeout(DEADLINE)
+                .expect("the test releases the scan");
+        }
         self.inner.scan_latest(prefix, after, limit)
     }
     fn history(
@@ -706,6 +729,64 @@ fn a_subscriber_opened_outside_actix_receives_changes() {
                 other => panic!("expected the update, got {other:?}"),
             }
         }
+    });
+    node.shutdown();
+}
+
+#[test]
+fn a_snapshot_the_store_cannot_read_ends_the_stream_with_an_error_never_ready() {
+    use crate::subscriber::StreamItem;
+    use futures_util::StreamExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FaultyStore::open(dir.path()));
+    let node = Node::start(config(dir.path()), store.clone()).unwrap();
+    run(async {
+        node.write(Write::set(path("rooms/a"), "1")).await.unwrap();
+        store.fail_scans.store(true, Ordering::SeqCst);
+        let mut stream = node.subscribe("rooms", None).unwrap();
+        match next_item(&mut stream).await {
+            StreamItem::Failed { prefix, detail } => {
+                assert_eq!(prefix.as_str(), "rooms");
+                assert!(detail.contains("injected scan failure"), "{detail}");
+            }
+            other => panic!("a failed snapshot must end with an error, got {other:?}"),
+        }
+        let end = tokio::time::timeout(DEADLINE, stream.next())
+            .await
+            .expect("the stream ends");
+        assert!(end.is_none(), "nothing after the error: {end:?}");
+    });
+    node.shutdown();
+}
+
+#[test]
+fn a_long_snapshot_read_does_not_hold_up_other_sessions_on_its_thread() {
+    use crate::subscriber::StreamItem;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FaultyStore::open(dir.path()));
+    let node = Node::start(config(dir.path()), store.clone()).unwrap();
+    run(async {
+        // Both sessions are opened outside actix: they share the engine's
+        // one session thread.
+        let (began, release) = {
+            let (began_tx, began) = oneshot::channel();
+            let (release, release_rx) = mpsc::channel();
+            *store.hold_scan.lock().unwrap() = Some((path("slow"), began_tx, release_rx));
+            (began, release)
+        };
+        let mut slow = node.subscribe("slow", None).unwrap();
+        within(began).await.expect("the slow snapshot's read began");
+        let mut other = node.subscribe("rooms", None).unwrap();
+        assert!(matches!(next_item(&mut other).await, StreamItem::Ready { .. }));
+        node.write(Write::set(path("rooms/x"), "1")).await.unwrap();
+        match next_item(&mut other).await {
+            StreamItem::Update(change) => assert_eq!(change.event.path.as_str(), "rooms/x"),
+            item => panic!("expected the update, got {item:?}"),
+        }
+        release.send(()).unwrap();
+        assert!(matches!(next_item(&mut slow).await, StreamItem::Ready { .. }));
     });
     node.shutdown();
 }

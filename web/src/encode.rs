@@ -240,7 +240,24 @@ pub fn sse_frame(item: &StreamItem) -> Option<Bytes> {
             &to_json(&serde_json::json!({ "cursor": null })),
         ),
         StreamItem::Ping { cursor } => sse("ping", Some(cursor.to_string()), b"{}"),
+        StreamItem::Failed { prefix, detail } => sse(
+            "error",
+            None,
+            &to_json(&failure(prefix.as_str(), detail)),
+        ),
         StreamItem::Lagged => return None,
+    })
+}
+
+/// The body of the last event of a stream whose snapshot could not be read:
+/// `{"type": "error", "id": null, "error": "internal", "detail", "path"}`.
+fn failure<'a>(path: &'a str, detail: &'a str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "error",
+        "id": null,
+        "error": "internal",
+        "detail": format!("the snapshot could not be read whole: {detail}"),
+        "path": path,
     })
 }
 
@@ -275,6 +292,7 @@ pub fn ws_frame(item: &StreamItem, format: WireFormat) -> Option<Bytes> {
             cursor: Some(cursor.to_string()),
             path: None,
         }),
+        StreamItem::Failed { prefix, detail } => encode(&failure(prefix.as_str(), detail)),
         StreamItem::Lagged => return None,
     })
 }

@@ -573,3 +573,45 @@ async fn wrong_methods_answer_405_with_a_json_error() {
         .await
         .assert_error(405, "method_not_allowed");
 }
+
+#[actix_web::test]
+async fn a_long_history_with_big_values_streams_every_event_once_in_order() {
+    let s = Server::start(&[]);
+    let url = s.at("raw", "big/history");
+    // 40 versions of 200 KiB: read in several steps of about 1 MiB.
+    let value = |i: usize| format!("{i:03}").repeat(200 * 1024 / 3);
+    for i in 0..40 {
+        assert!(put(&url, value(i).as_bytes()).await.status < 300);
+    }
+    // 30 events at one explicit time (one wins, the rest are kept in
+    // history only): a step that ends among them must not repeat or skip
+    // any of them.
+    for i in 0..30 {
+        let res = send(
+            http()
+                .put(s.at("raw", "big/same-time"))
+                .insert_header(("x-spread-time", "1000")),
+            Some(format!("same {i}").as_bytes()),
+        )
+        .await;
+        assert!([200, 201, 409].contains(&res.status), "{}", res.status);
+    }
+    let history = get(&s.at("history", "big/history")).await.json();
+    let events = history["events"].as_array().unwrap();
+    let got: Vec<&str> = events.iter().map(|e| e["value"].as_str().unwrap()).collect();
+    let want: Vec<String> = (0..40).map(value).collect();
+    assert_eq!(got.len(), 40);
+    assert!(got.iter().zip(&want).all(|(g, w)| g == w), "every value once, in order");
+
+    let same = get(&format!("{}?limit=30", s.at("history", "big/same-time")))
+        .await
+        .json();
+    let events = same["events"].as_array().unwrap();
+    let values: HashSet<&str> = events.iter().map(|e| e["value"].as_str().unwrap()).collect();
+    assert_eq!(events.len(), 30, "{same}");
+    assert_eq!(values.len(), 30, "no event twice");
+    let limited = get(&format!("{}?limit=7", s.at("history", "big/history")))
+        .await
+        .json();
+    assert_eq!(limited["events"].as_array().unwrap().len(), 7);
+}

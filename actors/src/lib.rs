@@ -25,7 +25,7 @@ pub use cursor::Cursor;
 pub use error::NodeError;
 pub use hub::Change;
 pub use model::{Event, FieldError, NodeId, Path, PathError, Version};
-pub use node::{HistoryRange, Node, NodeStats, Session};
+pub use node::{HistoryRange, Listing, Node, NodeStats, Session};
 pub use partition::{Precondition, Write, WriteReport, WriteStatus};
 pub use store::Stored;
 pub use subscriber::{SessionStream, StreamItem, Subscribe, Subscriber, Unsubscribe};

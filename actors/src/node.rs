@@ -60,6 +60,20 @@ impl Default for HistoryRange {
     }
 }
 
+/// Entries a listing may read past its limit (tombstones, expired values)
+/// before it answers with what it found and where to go on.
+pub const LIST_SCAN_SLACK: usize = 10_000;
+
+/// A page of [`Node::list`].
+#[derive(Clone, Debug)]
+pub struct Listing {
+    /// Live values, in path order.
+    pub entries: Vec<Stored>,
+    /// The path after which the next page starts; `None` when there is no
+    /// more.
+    pub next: Option<String>,
+}
+
 /// An open session: its actor and the stream of what it sends.
 pub struct Session {
     /// The session actor (send it `Subscribe` / `Unsubscribe`).
@@ -445,30 +459,52 @@ impl Node {
         Ok(stored.filter(|s| s.event.is_live_now()))
     }
 
-    /// Live values of `prefix` and below, in path order, after `after`.
+    /// Live values of `prefix` and below, in path order, after `after`: at
+    /// most `limit`, reading at most `limit` + [`LIST_SCAN_SLACK`] entries
+    /// (tombstones and expired values are read and skipped). `next` is where
+    /// the next page starts, `None` once the prefix is done; a page cut
+    /// short by the scan bound may hold fewer than `limit` entries, even
+    /// none, and still have a `next`.
     pub fn list(
         &self,
         prefix: &Path,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<Stored>, NodeError> {
+    ) -> Result<Listing, NodeError> {
         let now = wall_micros();
-        let mut out = Vec::new();
+        let mut entries = Vec::new();
         let mut cursor = after.map(str::to_string);
-        while out.len() < limit {
-            let chunk =
-                self.inner
-                    .store
-                    .scan_latest(prefix, cursor.as_deref(), limit - out.len())?;
-            let Some(last) = chunk.last() else { break };
-            cursor = Some(last.event.path.as_str().to_string());
-            let full = chunk.len() == limit - out.len();
-            out.extend(chunk.into_iter().filter(|s| s.event.is_live_at(now)));
-            if !full {
+        let mut budget = limit.saturating_add(LIST_SCAN_SLACK);
+        loop {
+            let want = (limit - entries.len()).min(budget);
+            if want == 0 {
                 break;
             }
+            let chunk = self
+                .inner
+                .store
+                .scan_latest(prefix, cursor.as_deref(), want)?;
+            let Some(last) = chunk.last() else {
+                return Ok(Listing {
+                    entries,
+                    next: None,
+                });
+            };
+            cursor = Some(last.event.path.as_str().to_string());
+            let full = chunk.len() == want;
+            budget -= chunk.len();
+            entries.extend(chunk.into_iter().filter(|s| s.event.is_live_at(now)));
+            if !full {
+                return Ok(Listing {
+                    entries,
+                    next: None,
+                });
+            }
         }
-        Ok(out)
+        Ok(Listing {
+            entries,
+            next: cursor,
+        })
     }
 
     /// Every event of `path` in `range`, oldest first (tombstones included).
@@ -539,6 +575,41 @@ mod tests {
             Err(other) => panic!("expected BadConfig, got {other}"),
             Ok(_) => panic!("a bad node id was accepted"),
         }
+    }
+
+    #[test]
+    fn a_listing_over_many_tombstones_reads_a_bounded_page_and_says_where_to_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path());
+        config.durability = Durability::Lazy;
+        let node = Node::open(config).unwrap();
+        let dead = LIST_SCAN_SLACK + 50;
+        actix::System::new().block_on(async {
+            let paths: Vec<String> = (0..dead).map(|i| format!("t/{i:05}")).collect();
+            for chunk in paths.chunks(1000) {
+                let writes = chunk.iter().map(|p| node.delete(p));
+                for report in futures_util::future::join_all(writes).await {
+                    report.unwrap();
+                }
+            }
+            node.set("t/zzz", "alive").await.unwrap();
+        });
+        let prefix = Path::parse("t").unwrap();
+        let first = node.list(&prefix, None, 10).unwrap();
+        assert!(
+            first.entries.is_empty(),
+            "only tombstones within the scan bound"
+        );
+        let next = first.next.expect("a page cut short says where to go on");
+        let second = node.list(&prefix, Some(&next), 10).unwrap();
+        let paths: Vec<_> = second
+            .entries
+            .iter()
+            .map(|s| s.event.path.as_str().to_string())
+            .collect();
+        assert_eq!(paths, ["t/zzz"]);
+        assert_eq!(second.next, None, "the prefix is done");
+        node.shutdown();
     }
 
     #[test]

@@ -1,8 +1,12 @@
-//! `/list/{prefix}` and `/history/{path}`: JSON listings.
+//! `/list/{prefix}` and `/history/{path}`: JSON listings, read off the HTTP
+//! worker; a history is streamed as it is read, in bounded steps.
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures_util::StreamExt;
 use serde::Serialize;
-use spread_actors::HistoryRange;
+use spread_actors::model::Digest;
+use spread_actors::{HistoryRange, Path, Version};
 
 use crate::encode::{to_json, EventJson};
 use crate::error::ApiError;
@@ -38,7 +42,10 @@ struct Listing<'a> {
     next: Option<&'a str>,
 }
 
-/// `GET /list/{prefix}`.
+/// `GET /list/{prefix}`. The store is read on a blocking thread: a page
+/// may skip up to `limit` + [`spread_actors::node::LIST_SCAN_SLACK`] entries
+/// (tombstones), and
+/// the HTTP worker serves other requests meanwhile.
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     require_read(&req)?;
     let identity = state.config.auth.identify(&req)?;
@@ -46,10 +53,13 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     identity.require_read(&prefix)?;
     let q = query(&req)?;
     let limit = limit(&q)?;
-    let page = state
-        .node
-        .list(&prefix, q.get("after").map(String::as_str), limit)?;
+    let after = q.get("after").cloned();
+    let node = state.node.clone();
+    let page = web::block(move || node.list(&prefix, after.as_deref(), limit))
+        .await
+        .map_err(|_| ApiError::Unavailable)??;
     let entries: Vec<Entry<'_>> = page
+        .entries
         .iter()
         .map(|s| Entry {
             path: s.event.path.as_str(),
@@ -58,20 +68,122 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             content_type: s.event.content_type.as_deref(),
         })
         .collect();
-    let next = (page.len() == limit)
-        .then(|| page.last().map(|s| s.event.path.as_str()))
-        .flatten();
     Ok(HttpResponse::Ok()
         .content_type("application/json")
-        .body(to_json(&Listing { entries, next })))
+        .body(to_json(&Listing {
+            entries,
+            next: page.next.as_deref(),
+        })))
 }
 
-#[derive(Serialize)]
-struct History<'a> {
-    events: Vec<EventJson<'a>>,
+/// Events read per step of a history at first; later steps read about
+/// [`HISTORY_STEP_BYTES`] of values.
+const HISTORY_FIRST_STEP: usize = 8;
+/// Most events read per step of a history.
+const HISTORY_MAX_STEP: usize = 256;
+/// Value bytes a step of a history aims to read: with values, a history is
+/// sent as it is read, a step at a time, so a request holds about this much
+/// (or one value, when a value is larger) instead of every value at once.
+const HISTORY_STEP_BYTES: usize = 1 << 20;
+
+/// Where a history being sent stands.
+struct HistoryCursor {
+    node: spread_actors::Node,
+    path: Path,
+    range: HistoryRange,
+    with_values: bool,
+    /// Events sent so far.
+    sent: usize,
+    /// The last event sent: the next step starts at its time and skips it
+    /// and what came before it at that time.
+    last: Option<(Version, Digest)>,
+    /// Events to read in the next step.
+    step: usize,
+    /// True once the last step was read.
+    done: bool,
+    /// The opening `{"events":[` went out.
+    opened: bool,
 }
 
-/// `GET /history/{path}`.
+impl HistoryCursor {
+    /// Reads the next step on a blocking thread and encodes the events it
+    /// has not sent yet; `None` once the history is out.
+    async fn next_chunk(mut self) -> Option<(Result<Bytes, ApiError>, HistoryCursor)> {
+        if self.done {
+            return None;
+        }
+        let mut out = Vec::new();
+        if !self.opened {
+            self.opened = true;
+            out.extend_from_slice(b"{\"events\":[");
+        }
+        let left = self.range.limit - self.sent;
+        // (Wider than HISTORY_MAX_STEP only to get past many events that
+        // share one time.)
+        let want = self.step;
+        // Events at the last sent time are read again and skipped.
+        let range = HistoryRange {
+            from: self.last.as_ref().map_or(self.range.from, |(v, _)| v.time),
+            to: self.range.to,
+            limit: want.saturating_add(if self.last.is_some() { want } else { 0 }),
+        };
+        let (node, path) = (self.node.clone(), self.path.clone());
+        let read = web::block(move || node.history_of(&path, range)).await;
+        let events = match read {
+            Ok(Ok(events)) => events,
+            Ok(Err(e)) => return Some((Err(e.into()), self.finished())),
+            Err(_) => return Some((Err(ApiError::Unavailable), self.finished())),
+        };
+        let full = events.len() == range.limit;
+        let mut value_bytes = 0;
+        let mut fresh = 0;
+        for stored in &events {
+            let key = (stored.event.version.clone(), stored.digest);
+            if self
+                .last
+                .as_ref()
+                .is_some_and(|last| (&key.0, &key.1) <= (&last.0, &last.1))
+            {
+                continue;
+            }
+            if fresh == left {
+                break;
+            }
+            if self.sent + fresh > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&to_json(&EventJson::stored(stored, self.with_values)));
+            value_bytes += stored.event.value.as_ref().map_or(0, |v| v.len());
+            fresh += 1;
+            self.last = Some(key);
+        }
+        self.sent += fresh;
+        if !full || self.sent >= self.range.limit {
+            self.done = true;
+        } else if fresh == 0 {
+            // A full step of events all at the last sent time: read wider.
+            self.step = self.step.saturating_mul(2);
+        } else if self.with_values {
+            let per_event = (value_bytes / fresh).max(1);
+            self.step = (HISTORY_STEP_BYTES / per_event).clamp(1, HISTORY_MAX_STEP);
+        } else {
+            self.step = HISTORY_MAX_STEP;
+        }
+        if self.done {
+            out.extend_from_slice(b"]}");
+        }
+        Some((Ok(Bytes::from(out)), self))
+    }
+
+    fn finished(mut self) -> HistoryCursor {
+        self.done = true;
+        self
+    }
+}
+
+/// `GET /history/{path}`: sent as it is read, a step at a time, at the pace
+/// the client reads it. A store failure after the first step cuts the body
+/// short (the JSON is then incomplete: the status was already sent).
 pub async fn history(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -90,12 +202,28 @@ pub async fn history(
         return Err(ApiError::BadRequest("?from is after ?to".into()));
     }
     let with_values = query_bool(&q, "values")?.unwrap_or(true);
-    let events = state.node.history_of(&path, range)?;
-    let events = events
-        .iter()
-        .map(|s| EventJson::stored(s, with_values))
-        .collect();
+    let cursor = HistoryCursor {
+        node: state.node.clone(),
+        path,
+        range,
+        with_values,
+        sent: 0,
+        last: None,
+        step: if with_values {
+            HISTORY_FIRST_STEP
+        } else {
+            HISTORY_MAX_STEP
+        },
+        done: false,
+        opened: false,
+    };
+    // The first step is read before answering, so that its failure is an
+    // error status rather than a cut body.
+    let (first, cursor) = cursor.next_chunk().await.expect("a first step");
+    let first = first?;
+    let rest = futures_util::stream::unfold(cursor, HistoryCursor::next_chunk);
+    let body = futures_util::stream::once(async move { Ok(first) }).chain(rest);
     Ok(HttpResponse::Ok()
         .content_type("application/json")
-        .body(to_json(&History { events })))
+        .streaming(body))
 }

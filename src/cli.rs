@@ -165,6 +165,10 @@ pub struct ServeArgs {
     /// Largest WebSocket frame in bytes a client may send (bigger: close 1009).
     #[arg(long, env = "SPREAD_WS_MAX_FRAME_BYTES", default_value_t = 16 << 20)]
     pub ws_max_frame_bytes: usize,
+    /// `set` / `delete` ops one WebSocket session may have in flight; further ones are
+    /// answered at once with a `too_many_requests` error frame (the socket stays open).
+    #[arg(long, env = "SPREAD_WS_MAX_WRITES_IN_FLIGHT", default_value_t = 64)]
+    pub ws_max_writes_in_flight: usize,
     /// Stream items a subscriber may have queued before it counts as lagging.
     #[arg(long, env = "SPREAD_SUBSCRIBER_QUEUE_ITEMS", default_value_t = 1024)]
     pub subscriber_queue_items: usize,
@@ -203,6 +207,10 @@ pub struct ServeArgs {
     /// SSE and WebSocket streams served at once; beyond it new ones get 503 too_many_streams.
     #[arg(long, env = "SPREAD_MAX_STREAMS", default_value_t = 50_000)]
     pub max_streams: usize,
+    /// Kernel send buffer of each SSE and WebSocket socket, in bytes (0: the kernel's
+    /// autotuning, up to 4 MiB): bounds what a client that stops reading holds before it is cut.
+    #[arg(long, env = "SPREAD_STREAM_SEND_BUFFER_BYTES", default_value_t = 64 << 10)]
+    pub stream_send_buffer_bytes: usize,
     /// Connections served at once; requests on further ones get 503 too_many_connections.
     #[arg(long, env = "SPREAD_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,

@@ -88,9 +88,16 @@ pub async fn set(
         Some(v) => v.into_bytes(),
         None => {
             let mut buf = Vec::new();
+            // One byte past the engine's limit tells an oversized value
+            // without reading all of it.
+            let limit = spread_actors::model::limits::MAX_VALUE_BYTES;
             std::io::stdin()
+                .take(limit as u64 + 1)
                 .read_to_end(&mut buf)
                 .context("reading the value from standard input")?;
+            if buf.len() > limit {
+                bail!("the value on standard input is over {limit} bytes");
+            }
             buf
         }
     };
@@ -201,6 +208,13 @@ pub async fn watch(
         let line = serde_json::json!({"event": event.event, "id": event.id, "data": data});
         writeln!(out, "{line}")?;
         out.flush()?;
+        if event.event == "error" {
+            // The node could not send the snapshot whole; the stream ends.
+            bail!(
+                "the node ended the stream: {}",
+                data["detail"].as_str().unwrap_or("an error")
+            );
+        }
         if matches!(event.event.as_str(), "snapshot" | "update" | "reset") {
             seen += 1;
             if count.is_some_and(|c| seen >= c) {
@@ -214,6 +228,8 @@ pub async fn watch(
 /// `spread token`: prints a signed JWT.
 pub fn token(args: crate::cli::TokenArgs) -> anyhow::Result<()> {
     use spread_web::auth::{mint, Claims, RightsClaim};
+    // A node refuses a token whose subject it could not store as an author.
+    spread_actors::model::limits::check_author(&args.sub).context("--sub")?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .context("the clock is before 1970")?

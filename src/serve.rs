@@ -35,6 +35,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut web = WebConfig {
         max_body_bytes: args.max_body_bytes,
         ws_max_frame_bytes: args.ws_max_frame_bytes,
+        ws_max_writes_in_flight: args.ws_max_writes_in_flight.max(1),
         ..WebConfig::default()
     };
     if let Some(w) = args.workers {
@@ -42,6 +43,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     web.cors_origins = args.cors_origin.clone();
     web.max_streams = args.max_streams.max(1);
+    web.stream_send_buffer_bytes = args.stream_send_buffer_bytes;
     web.max_connections = args.max_connections.max(1);
     web.request_timeout = Duration::from_millis(args.request_timeout_ms.max(1));
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {

@@ -230,3 +230,28 @@ async fn a_sigkill_amid_concurrent_writes_keeps_every_acknowledged_write_and_a_w
         assert_eq!(got.body, value.as_bytes(), "{path}");
     }
 }
+
+#[actix_web::test]
+async fn a_lazy_write_followed_by_silence_is_flushed_and_the_durable_seq_says_when() {
+    // `lazy` acks before the disk has a write; the committer flushes every
+    // --lazy-flush-ms even when no write follows, and
+    // `spread_log_seq_durable` tells how far the disk has it.
+    let mut s = Server::start(&["--durability", "lazy", "--lazy-flush-ms", "100"]);
+    let report = put(&s.at("raw", "lazy/x"), b"kept").await.json();
+    let seq = report["seq"].as_u64().unwrap() as f64;
+    wait_for(
+        "the durable seq to reach the write",
+        EVENT_DEADLINE,
+        async || metric(&s, "spread_log_seq_durable").await >= seq,
+    )
+    .await;
+    s.kill9();
+    s.restart();
+    let got = get(&s.at("raw", "lazy/x")).await;
+    assert_eq!(
+        got.status, 200,
+        "a write the node called durable survived SIGKILL"
+    );
+    assert_eq!(&got.body[..], b"kept");
+    assert!(metric(&s, "spread_log_seq_durable").await >= seq);
+}

@@ -11,6 +11,14 @@
 //! | `op_json`     | `ops::decode_op(_, WireFormat::Json)` (WebSocket text frames) |
 //! | `op_msgpack`  | `ops::decode_op(_, WireFormat::MsgPack)` (binary frames)      |
 //! | `record`      | `store::decode` (the on-disk record), and `store::encode`     |
+//! | (generated)   | every HTTP route in process, every header and query parameter |
+//! |               | the web crate reads (`http_inputs_never_answer_5xx`)          |
+//!
+//! Fields are also fed around and far over their limits (README, Security,
+//! "Limits"): op ids, cursors, content types, paths and op names up to
+//! 100 KB, and headers up to 100 KB (as HTTP/2 allows). Ops must be refused
+//! exactly when a field is over its limit, an oversized id is never echoed,
+//! every error detail is bounded, and no HTTP input gets a 5xx (but `501`).
 //!
 //! (The peer frame decoder does not exist yet; give it a directory and a
 //! `check_*` function here when it does.)
@@ -72,7 +80,9 @@ use spread_actors::model::{
 use spread_actors::store::{decode, encode, Stored};
 use spread_actors::{Cursor, Event, Path, PathError, Version};
 use spread_web::encode::WireFormat;
-use spread_web::ops::{decode_op, Op, OpError};
+use spread_web::error::MAX_ERROR_DETAIL_BYTES;
+use spread_web::ops::{decode_op, Op, OpError, MAX_OP_ID_BYTES};
+use spread_web::request::MAX_CURSOR_BYTES;
 
 // ---------------------------------------------------------------------------
 // Campaign size
@@ -862,6 +872,51 @@ fn spec_op(v: &Value) -> bool {
         })
 }
 
+/// The field limits of ops, written from the spec (README, Security): an
+/// `id` of at most 256 bytes as JSON, a `since` of at most 128 bytes, a
+/// `content_type` of at most 256 bytes of visible ASCII, spaces and tabs.
+/// (The path is bounded where it is parsed, the value by the frame.)
+fn spec_op_limits(v: &Value) -> bool {
+    let since_ok = v["op"] != "subscribe" || v["since"].as_str().is_none_or(|s| s.len() <= 128);
+    let ct_ok = v["op"] != "set"
+        || v["content_type"].as_str().is_none_or(|ct| {
+            ct.len() <= 256 && ct.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+        });
+    spec_id_fits(v) && since_ok && ct_ok
+}
+
+/// The web crate's constants are the documented limits.
+#[test]
+fn op_limits_are_the_documented_ones() {
+    assert_eq!(
+        (MAX_OP_ID_BYTES, MAX_CURSOR_BYTES, MAX_ERROR_DETAIL_BYTES),
+        (256, 128, 2048)
+    );
+}
+
+/// True when the frame has no `id`, or one of at most 256 bytes as JSON.
+fn spec_id_fits(v: &Value) -> bool {
+    v.get("id")
+        .is_none_or(|id| serde_json::to_vec(id).expect("JSON").len() <= 256)
+}
+
+/// The `id` an error for `v` must carry: the frame's, unless it is over the
+/// limit (an oversized id is never echoed).
+fn spec_error_id(v: &Value) -> Option<&Value> {
+    v.get("id").filter(|_| spec_id_fits(v))
+}
+
+/// Every error detail is bounded, whatever the frame quotes.
+fn check_detail(e: &OpError) -> Result<(), TestCaseError> {
+    prop_assert!(!e.detail.is_empty());
+    prop_assert!(
+        e.detail.len() <= MAX_ERROR_DETAIL_BYTES,
+        "a detail of {} bytes",
+        e.detail.len()
+    );
+    Ok(())
+}
+
 /// What a decoded op says.
 struct OpParts<'a> {
     kind: &'static str,
@@ -929,7 +984,10 @@ fn check_op_value(v: &Value, format: WireFormat) -> Result<(), TestCaseError> {
     let raw = frame(v, format);
     let got = decode_bounded(&raw, format);
     let name = format_name(format);
-    match (got, spec_op(v)) {
+    if let Err(e) = &got {
+        check_detail(e)?;
+    }
+    match (got, spec_op(v) && spec_op_limits(v)) {
         (Ok(op), true) => {
             let OpParts {
                 kind,
@@ -952,8 +1010,14 @@ fn check_op_value(v: &Value, format: WireFormat) -> Result<(), TestCaseError> {
             }
         }
         (Err(e), false) => {
-            prop_assert_eq!(e.id.as_ref(), v.get("id"), "{} {}: {}", name, v, e.detail);
-            prop_assert!(!e.detail.is_empty());
+            prop_assert_eq!(
+                e.id.as_ref(),
+                spec_error_id(v),
+                "{} {}: {}",
+                name,
+                v,
+                e.detail
+            );
         }
         (Ok(_), false) => {
             return Err(TestCaseError::fail(format!(
@@ -986,11 +1050,14 @@ fn check_op_bytes(raw: &[u8], format: WireFormat) -> Result<bool, TestCaseError>
         }
     };
     let name = format_name(format);
+    if let Err(e) = &got {
+        check_detail(e)?;
+    }
     match (&got, parsed) {
         (Ok(_), Some(v)) => {
             prop_assert!(
-                spec_op(&v),
-                "{} frame decoded, but it is not an op: {}",
+                spec_op(&v) && spec_op_limits(&v),
+                "{} frame decoded, but it is not an op within the limits: {}",
                 name,
                 v
             );
@@ -1008,13 +1075,13 @@ fn check_op_bytes(raw: &[u8], format: WireFormat) -> Result<bool, TestCaseError>
         }
         (Err(e), Some(v)) => {
             prop_assert!(
-                !spec_op(&v) || trailing,
+                !spec_op(&v) || !spec_op_limits(&v) || trailing,
                 "refused a valid op {}: {}",
                 v,
                 e.detail
             );
             if !trailing {
-                prop_assert_eq!(e.id.as_ref(), v.get("id"), "{}: {}", v, e.detail);
+                prop_assert_eq!(e.id.as_ref(), spec_error_id(&v), "{}: {}", v, e.detail);
             }
         }
         (Err(e), None) => prop_assert_eq!(&e.id, &None, "an id from an unparsable frame"),
@@ -1139,6 +1206,101 @@ fn op_like() -> impl Strategy<Value = Value> {
         }),
         1 => tree,
     ]
+}
+
+/// A string around a field limit or far over it: lengths near 128, 256 and
+/// 1024 bytes (the cursor, id / content type and path limits), or up to
+/// 100 KB; sometimes with a character a header cannot carry.
+fn oversized_string() -> impl Strategy<Value = String> {
+    let len = prop_oneof![
+        120usize..136,
+        248usize..264,
+        1016usize..1032,
+        Just(4096usize),
+        Just(100_000usize),
+    ];
+    (
+        len,
+        prop::sample::select(vec!['a', '/', ' ', '\t', '\u{e9}', '\n', '\0', '\u{7f}']),
+        any::<Index>(),
+        any::<bool>(),
+    )
+        .prop_map(|(len, odd, at, put_odd)| {
+            let mut s = "a".repeat(len);
+            if put_odd && len > 0 {
+                let i = at.index(len);
+                s.replace_range(i..=i, odd.encode_utf8(&mut [0; 4]));
+            }
+            s
+        })
+}
+
+/// An `id` around its limit or over it: a long string, a deep array, a
+/// wide object.
+fn oversized_id() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        oversized_string().prop_map(Value::from),
+        // 127 levels inside the op's map is past the decoders' nesting
+        // limit (128 with the map), a limit checked on its own below.
+        prop::sample::select(vec![100usize, 120, 126, 128, 130, 140]).prop_map(|depth| {
+            let mut id = json!(1);
+            for _ in 0..depth {
+                id = json!([id]);
+            }
+            id
+        }),
+        (20usize..40)
+            .prop_map(|n| { Value::Object((0..n).map(|i| (format!("k{i}"), json!(i))).collect()) }),
+    ]
+}
+
+/// Valid ops with one field (id, path, since, content type, value, or the
+/// op's name) around or over its limit.
+fn op_near_limits() -> impl Strategy<Value = Value> {
+    (
+        valid_op(),
+        prop::sample::select(vec!["id", "path", "since", "content_type", "value", "op"]),
+        oversized_string(),
+        oversized_id(),
+    )
+        .prop_map(|(mut v, field, text, id)| {
+            match field {
+                "id" => v["id"] = id,
+                "since" => {
+                    v["op"] = json!("subscribe");
+                    let keep = ["op", "path", "id"];
+                    v.as_object_mut()
+                        .expect("object")
+                        .retain(|k, _| keep.contains(&k.as_str()));
+                    v["since"] = json!(text);
+                }
+                "content_type" | "value" => {
+                    v["op"] = json!("set");
+                    let keep = ["op", "path", "id", "content_type"];
+                    v.as_object_mut()
+                        .expect("object")
+                        .retain(|k, _| keep.contains(&k.as_str()));
+                    v[field] = json!(text);
+                }
+                other => v[other] = json!(text),
+            }
+            v
+        })
+}
+
+proptest! {
+    #![proptest_config(cfg(300))]
+
+    /// Fields around and over their limits: refused exactly when over (the
+    /// reference is `spec_op_limits`), with a bounded detail and no
+    /// oversized id echoed, in both formats; and the raw frames never panic.
+    #[test]
+    fn ops_with_oversized_fields_are_refused_exactly(v in op_near_limits()) {
+        check_op_value(&v, WireFormat::Json)?;
+        check_op_value(&v, WireFormat::MsgPack)?;
+        check_op_bytes(&frame(&v, WireFormat::Json), WireFormat::Json)?;
+        check_op_bytes(&frame(&v, WireFormat::MsgPack), WireFormat::MsgPack)?;
+    }
 }
 
 proptest! {
@@ -1672,4 +1834,256 @@ fn bug_time_accepts_unquoted_weak_prefix() {
 #[test]
 fn bug_version_accepts_malformed_quoting() {
     replay_bugs("version");
+}
+
+// ---------------------------------------------------------------------------
+// Target: HTTP inputs (in process; generated, no corpus)
+// ---------------------------------------------------------------------------
+
+/// One request built from fuzzed parts: every header and query parameter
+/// the web crate reads, with values that are valid, malformed, or around and
+/// far over their limits (headers up to 100 KB, as HTTP/2 allows).
+#[derive(Clone, Debug)]
+struct HttpInput {
+    method: &'static str,
+    route: &'static str,
+    path: String,
+    query: Vec<(&'static str, String)>,
+    headers: Vec<(&'static str, String)>,
+    /// Index into the tokens of the secured app (`None`: no token).
+    token: Option<usize>,
+    body: Option<Vec<u8>>,
+}
+
+impl HttpInput {
+    /// A short description (field lengths, not their bytes) for failures.
+    fn describe(&self) -> String {
+        let short = |s: &str| {
+            let cut: String = s.chars().take(40).collect();
+            format!("{cut:?}({} bytes)", s.len())
+        };
+        let query: Vec<String> = self
+            .query
+            .iter()
+            .map(|(k, v)| format!("{k}={}", short(v)))
+            .collect();
+        let headers: Vec<String> = self
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", short(v)))
+            .collect();
+        format!(
+            "{} /{}/{} query {query:?} headers {headers:?} token {:?} body {:?}",
+            self.method,
+            self.route,
+            short(&self.path),
+            self.token,
+            self.body.as_ref().map(Vec::len)
+        )
+    }
+
+    fn uri(&self) -> String {
+        use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+        const PATH: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC.remove(b'/');
+        // `http::Uri` takes at most 64 KiB: a longer path is cut (still far
+        // over the path limit).
+        let mut path = String::new();
+        for c in self.path.chars() {
+            let piece = utf8_percent_encode(c.encode_utf8(&mut [0; 4]), PATH).to_string();
+            if path.len() + piece.len() > 30_000 {
+                break;
+            }
+            path.push_str(&piece);
+        }
+        let mut uri = format!("/{}/{path}", self.route);
+        for (i, (k, v)) in self.query.iter().enumerate() {
+            let pair = format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC));
+            if uri.len() + pair.len() > 60_000 {
+                break;
+            }
+            uri.push(if i == 0 { '?' } else { '&' });
+            uri.push_str(&pair);
+        }
+        uri
+    }
+}
+
+/// A header or query value: a plausible one, or one near or over a limit.
+fn http_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        2 => prop::sample::select(vec![
+            "", "*", "1", "0", "true", "json", "msgpack", "quorum", "all", "3153600000",
+            "3153600001", "18446744073709551616", "\"1700000000000000.n1\"", "W/\"1\"",
+            "ab:1", "text/plain", "Bearer x", "spread_token=x",
+        ])
+        .prop_map(str::to_string),
+        1 => text_of("0123456789.:\"W/ ,*abz", 0..40),
+        2 => oversized_string(),
+    ]
+}
+
+fn http_input() -> impl Strategy<Value = HttpInput> {
+    let query_name = prop::sample::select(vec![
+        "since",
+        "after",
+        "limit",
+        "from",
+        "to",
+        "ttl",
+        "w",
+        "format",
+        "values",
+        "at",
+        "access_token",
+        "x",
+    ]);
+    let header_name = prop::sample::select(vec![
+        "content-type",
+        "if-match",
+        "if-none-match",
+        "x-spread-time",
+        "x-spread-etag",
+        "etag",
+        "last-event-id",
+        "content-length",
+        "authorization",
+        "cookie",
+    ]);
+    (
+        prop::sample::select(vec!["GET", "HEAD", "PUT", "POST", "DELETE", "PATCH"]),
+        prop::sample::select(vec![
+            "raw", "list", "history", "sse", "wss", "rollback", "metrics",
+        ]),
+        prop_oneof![3 => op_string(), 1 => oversized_string()],
+        prop::collection::vec((query_name, http_value()), 0..4),
+        prop::collection::vec((header_name, http_value()), 0..4),
+        prop::option::of(0usize..4),
+        prop::option::of(prop::collection::vec(any::<u8>(), 0..64)),
+    )
+        .prop_map(
+            |(method, route, path, query, headers, token, body)| HttpInput {
+                method,
+                route,
+                path,
+                query,
+                headers,
+                token,
+                body,
+            },
+        )
+}
+
+/// The request of `input` (with `tokens[input.token]` as its bearer).
+fn http_request(input: &HttpInput, tokens: &[String]) -> actix_web::test::TestRequest {
+    use actix_web::http::header::HeaderValue;
+    let mut req = actix_web::test::TestRequest::default()
+        .method(input.method.parse().expect("method"))
+        .uri(&input.uri());
+    for (name, value) in &input.headers {
+        // Values a header cannot carry never reach a server.
+        if let Ok(v) = HeaderValue::from_str(value) {
+            req = req.append_header((*name, v));
+        }
+    }
+    if let Some(t) = input.token.and_then(|i| tokens.get(i)) {
+        req = req.insert_header(("authorization", format!("Bearer {t}")));
+    }
+    if let Some(body) = &input.body {
+        req = req.set_payload(body.clone());
+    }
+    req
+}
+
+/// Checks an answer: never a 5xx but `501` (parts of the contract not
+/// served yet), and every JSON error names a code and a bounded detail.
+async fn check_http_answer<B: actix_web::body::MessageBody>(
+    res: actix_web::dev::ServiceResponse<B>,
+) -> Result<(), String> {
+    use actix_web::test;
+    let status = res.status().as_u16();
+    if status >= 500 && status != 501 {
+        let body = test::read_body(res).await;
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+    }
+    let json = res
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes() == b"application/json");
+    // A 200 SSE stream never ends: it is dropped unread.
+    if status >= 400 && json {
+        let body = test::read_body(res).await;
+        let v: Value = serde_json::from_slice(&body).map_err(|e| format!("{status}: {e}"))?;
+        let detail = v["detail"].as_str().unwrap_or("");
+        if !v["error"].is_string() || detail.is_empty() || detail.len() > MAX_ERROR_DETAIL_BYTES {
+            return Err(format!("{status}: bad error body of {} bytes", body.len()));
+        }
+    }
+    Ok(())
+}
+
+/// HTTP requests with every field the web crate reads fuzzed, sent in
+/// process to an open node and to one that requires tokens (with tokens
+/// that are valid, have a 257-byte or 100 KB subject, or are 100 KB long):
+/// no input panics or gets a 5xx (but `501`), and every error is a bounded
+/// JSON body.
+#[actix_web::test]
+async fn http_inputs_never_answer_5xx() {
+    use actix_web::{test, web, App};
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    use spread_web::{auth::Auth, metrics::Metrics, AppState, WebConfig};
+
+    const SECRET: &str = "fuzz-secret";
+    let claims = |sub: String| json!({"sub": sub, "exp": 4_000_000_000u64, "spread": {"read": [""], "write": [""]}});
+    let sign = |c: Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &c,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("token")
+    };
+    let tokens = vec![
+        sign(claims("alice".into())),
+        sign(claims("s".repeat(257))),
+        sign(claims("s".repeat(100_000))),
+        format!("{}x", sign(claims("bob".into()))),
+    ];
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = spread_actors::Node::open(spread_actors::Config::new(dir.path())).expect("node");
+    let app_with = |auth: Auth| {
+        let state = web::Data::new(AppState {
+            node: node.clone(),
+            config: WebConfig {
+                auth,
+                ..WebConfig::default()
+            },
+            metrics: Arc::new(Metrics::new()),
+            streams: Arc::default(),
+        });
+        test::init_service(App::new().app_data(state).configure(spread_web::routes))
+    };
+    let open = app_with(Auth::off()).await;
+    let secured = app_with(Auth::new(SECRET, None, 0).expect("key")).await;
+
+    let cases = cfg(300).cases;
+    let mut runner = TestRunner::deterministic();
+    let strategy = http_input();
+    let mut failures = Vec::new();
+    for _ in 0..cases {
+        let input = strategy.new_tree(&mut runner).expect("input").current();
+        let answers = [
+            http_request(&input, &tokens).send_request(&open).await,
+            http_request(&input, &tokens).send_request(&secured).await,
+        ];
+        for (name, answer) in ["open", "secured"].into_iter().zip(answers) {
+            let outcome = check_http_answer(answer).await;
+            if let Err(e) = outcome {
+                failures.push(format!("{name}: {} -> {e}", input.describe()));
+            }
+        }
+    }
+    node.shutdown();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -598,16 +598,25 @@ async fn a_long_history_with_big_values_streams_every_event_once_in_order() {
     }
     let history = get(&s.at("history", "big/history")).await.json();
     let events = history["events"].as_array().unwrap();
-    let got: Vec<&str> = events.iter().map(|e| e["value"].as_str().unwrap()).collect();
+    let got: Vec<&str> = events
+        .iter()
+        .map(|e| e["value"].as_str().unwrap())
+        .collect();
     let want: Vec<String> = (0..40).map(value).collect();
     assert_eq!(got.len(), 40);
-    assert!(got.iter().zip(&want).all(|(g, w)| g == w), "every value once, in order");
+    assert!(
+        got.iter().zip(&want).all(|(g, w)| g == w),
+        "every value once, in order"
+    );
 
     let same = get(&format!("{}?limit=30", s.at("history", "big/same-time")))
         .await
         .json();
     let events = same["events"].as_array().unwrap();
-    let values: HashSet<&str> = events.iter().map(|e| e["value"].as_str().unwrap()).collect();
+    let values: HashSet<&str> = events
+        .iter()
+        .map(|e| e["value"].as_str().unwrap())
+        .collect();
     assert_eq!(events.len(), 30, "{same}");
     assert_eq!(values.len(), 30, "no event twice");
     let limited = get(&format!("{}?limit=7", s.at("history", "big/history")))

@@ -464,3 +464,60 @@ async fn the_cli_list_history_and_del_verbs_talk_to_a_node() {
     let (ok, _, err) = run(&["get", "dir//a"]);
     assert!(!ok && err.contains("bad_path"), "{err}");
 }
+
+/// Writes at most this many small values before a stalled reader must have
+/// been cut (see the test below).
+const STALL_WRITES: usize = 3000;
+
+/// Small writes under `prefix` until every stalled subscriber is cut as
+/// lagging or `STALL_WRITES` are made, while `reader` receives each one;
+/// returns the number of writes made when the last one was cut.
+async fn writes_until_cut(
+    s: &Server,
+    prefix: &str,
+    stalled: f64,
+    reader: &mut SseClient,
+) -> Option<usize> {
+    let value = "s".repeat(200);
+    for i in 1..=STALL_WRITES {
+        let r = put(
+            &s.at("raw", &format!("{prefix}/{}", i % 10)),
+            value.as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status / 100, 2);
+        let e = reader.next_non_ping().await;
+        assert_eq!(e.event, "update");
+        if i % 25 == 0 && metric(s, "spread_subscribers_lagged_total").await >= stalled {
+            return Some(i);
+        }
+    }
+    None
+}
+
+#[actix_web::test]
+async fn a_stalled_stream_is_cut_after_a_bounded_amount_of_data() {
+    // With the kernel's autotuned send buffers (up to 4 MiB a socket), a
+    // client that stops reading absorbed 3,500-5,000 updates before the
+    // server's own queue started to count; bounded send buffers cut it
+    // after its queue (64 items here) and about 200 KiB in the kernel.
+    let s = Server::start(&["--durability", "lazy", "--subscriber-queue-items", "64"]);
+    let mut reader = SseClient::open(&s.at("sse", "stall"), None).await;
+    reader.until_ready().await;
+    let stalled: Vec<_> = (0..3).map(|_| raw_ws_subscribe(&s.addr, "stall")).collect();
+    wait_for("the stalled subscribers", EVENT_DEADLINE, async || {
+        metric(&s, "spread_subscribers").await == 4.0
+    })
+    .await;
+    let cut = writes_until_cut(&s, "stall", 3.0, &mut reader).await;
+    assert!(
+        cut.is_some(),
+        "{STALL_WRITES} updates of ~300 bytes did not get a stalled subscriber cut"
+    );
+    assert_eq!(
+        metric(&s, "spread_subscribers").await,
+        1.0,
+        "the reader stays"
+    );
+    drop(stalled);
+}

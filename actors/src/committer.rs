@@ -9,8 +9,8 @@
 //! in log order, so a resume cursor is an exact position.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,13 +87,38 @@ pub(crate) struct Committer {
     pub broken: Option<String>,
     /// Shared with the node: true once `broken` is set (for metrics).
     pub store_failed: Arc<AtomicBool>,
+    /// Shared with the node: the last seq known to be on disk (flushed).
+    pub durable: Arc<AtomicU64>,
 }
 
 impl Committer {
     /// Runs until every sender is gone, then makes everything durable.
     pub fn run(mut self, requests: Receiver<CommitRequest>) {
         let mut last_flush = Instant::now();
-        while let Ok(first) = requests.recv() {
+        // `lazy`: the last seq committed and not yet flushed, if any.
+        let mut unflushed: Option<u64> = None;
+        loop {
+            let first = match unflushed {
+                // Wait no longer than the lazy flush is due, so a write
+                // followed by silence is flushed in time too.
+                Some(seq) => {
+                    let due = last_flush + self.lazy_flush_interval;
+                    match requests.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                        Ok(r) => r,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.lazy_flush(seq);
+                            unflushed = None;
+                            last_flush = Instant::now();
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                None => match requests.recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                },
+            };
             let mut group = vec![first];
             let mut events = group[0].writes.len();
             if self.durability == Durability::Batch {
@@ -125,17 +150,30 @@ impl Committer {
                 last_flush = Instant::now();
             }
             self.commit_group(group);
-            if self.durability == Durability::Lazy
-                && last_flush.elapsed() >= self.lazy_flush_interval
-            {
-                if let Err(e) = self.store.flush() {
-                    self.break_down(format!("a background flush failed: {e}"));
+            if self.durability == Durability::Lazy && self.broken.is_none() {
+                // (A commit of history-only events moves no seq, but needs
+                // its flush as well.)
+                unflushed = Some(self.head);
+                if let Some(seq) =
+                    unflushed.filter(|_| last_flush.elapsed() >= self.lazy_flush_interval)
+                {
+                    self.lazy_flush(seq);
+                    unflushed = None;
+                    last_flush = Instant::now();
                 }
-                last_flush = Instant::now();
             }
         }
-        if let Err(e) = self.store.flush() {
-            log::error!("final flush failed: {e}");
+        match self.store.flush() {
+            Ok(()) => self.durable.store(self.head, Ordering::Relaxed),
+            Err(e) => log::error!("final flush failed: {e}"),
+        }
+    }
+
+    /// `lazy`'s periodic flush of everything up to `seq`.
+    fn lazy_flush(&mut self, seq: u64) {
+        match self.store.flush() {
+            Ok(()) => self.durable.store(seq, Ordering::Relaxed),
+            Err(e) => self.break_down(format!("a background flush failed: {e}")),
         }
     }
 
@@ -244,8 +282,14 @@ impl Committer {
             Durability::Flush | Durability::Batch => self.store.flush(),
             Durability::Lazy => Ok(()),
         };
+        if flushed.is_ok() && self.durability != Durability::Lazy {
+            self.durable.store(seq, Ordering::Relaxed);
+        }
         let failure = flushed.err().map(|e| {
-            self.break_down(format!("a flush of {} events failed: {e}", commit.entries.len()));
+            self.break_down(format!(
+                "a flush of {} events failed: {e}",
+                commit.entries.len()
+            ));
             e.to_string()
         });
         let groups = group

@@ -37,6 +37,9 @@ pub struct NodeStats {
     pub writes_waited: AtomicU64,
     /// A flush failed: writes are refused until a restart.
     pub store_failed: Arc<AtomicBool>,
+    /// The last change-log seq known to be on disk: with `lazy` durability
+    /// it trails the head by up to `--lazy-flush-ms`.
+    pub durable_seq: Arc<AtomicU64>,
 }
 
 /// A time range of history: `from <= time <= to`, at most `limit` events.
@@ -199,8 +202,18 @@ impl Node {
                 config.data_dir.display()
             )))
         })?;
-        let store: Arc<dyn Store> =
-            Arc::new(SledStore::open(&config.data_dir, config.cache_bytes)?);
+        // With `lazy`, sled's background flush runs at the configured period
+        // too (the committer's own flush also does; sled's alone would flush
+        // every 500 ms whatever the setting).
+        let flush_every = match config.durability {
+            Durability::Lazy => config.lazy_flush_interval,
+            Durability::Flush | Durability::Batch => crate::store::SLED_FLUSH_EVERY,
+        };
+        let store: Arc<dyn Store> = Arc::new(SledStore::open_flushing_every(
+            &config.data_dir,
+            config.cache_bytes,
+            flush_every,
+        )?);
         Node::start(config, store)
     }
 
@@ -265,6 +278,8 @@ impl Node {
         let clock = Arc::new(Clock::starting_after(log_head.clock));
         let log_first = store.log_first()?.unwrap_or(head + 1);
         let stats = Arc::new(NodeStats::default());
+        // Opening flushed the store: all of it is on disk.
+        stats.durable_seq.store(head, Ordering::Relaxed);
 
         // The engine: an actix system on its own thread.
         let (commit_tx, commit_rx) = mpsc::channel();
@@ -319,6 +334,7 @@ impl Node {
             failed: Default::default(),
             broken: None,
             store_failed: stats.store_failed.clone(),
+            durable: stats.durable_seq.clone(),
         };
         let committer = std::thread::Builder::new()
             .name("spread-committer".into())

@@ -860,5 +860,3 @@ impl Handler<Probe> for Partition {
         MessageResult((self.in_flight.len(), waiting, self.decided))
     }
 }
-
-

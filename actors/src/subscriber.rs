@@ -277,7 +277,10 @@ impl Subscriber {
     /// Ends the session with [`StreamItem::Failed`]: a snapshot could not
     /// be read whole.
     fn fail(&mut self, prefix: Path, detail: String, ctx: &mut Context<Self>) {
-        log::error!("session {}: the snapshot of '{prefix}' failed: {detail}", self.id);
+        log::error!(
+            "session {}: the snapshot of '{prefix}' failed: {detail}",
+            self.id
+        );
         self.outbox.push_last(StreamItem::Failed { prefix, detail });
         ctx.stop();
     }
@@ -394,9 +397,7 @@ async fn snapshot(ctx: &SessionContext, outbox: &Outbox, prefix: &Path) -> Resul
         let read = off_thread(&ctx.store, move |store| {
             store.scan_latest(&scanned, from.as_deref(), READ_CHUNK)
         });
-        let chunk = read
-            .await
-            .map_err(|e| PushError::Failed(e.to_string()))?;
+        let chunk = read.await.map_err(|e| PushError::Failed(e.to_string()))?;
         let Some(last) = chunk.last() else {
             return Ok(());
         };

@@ -76,7 +76,6 @@ impl FaultyStore {
         *self.hold_read.lock().unwrap() = Some((path.clone(), began_tx, release_rx));
         (began, release)
     }
-
 }
 
 impl Store for FaultyStore {
@@ -685,7 +684,10 @@ fn a_failed_flush_fails_the_write_and_every_later_one_until_a_restart() {
         }
         assert!(node.stats().store_failed.load(Ordering::Relaxed));
         // Reads go on.
-        assert_eq!(value_at(&node, &path("rooms/x")).as_deref(), Some(&b"one"[..]));
+        assert_eq!(
+            value_at(&node, &path("rooms/x")).as_deref(),
+            Some(&b"one"[..])
+        );
     });
     node.shutdown();
     drop((node, store));
@@ -779,14 +781,20 @@ fn a_long_snapshot_read_does_not_hold_up_other_sessions_on_its_thread() {
         let mut slow = node.subscribe("slow", None).unwrap();
         within(began).await.expect("the slow snapshot's read began");
         let mut other = node.subscribe("rooms", None).unwrap();
-        assert!(matches!(next_item(&mut other).await, StreamItem::Ready { .. }));
+        assert!(matches!(
+            next_item(&mut other).await,
+            StreamItem::Ready { .. }
+        ));
         node.write(Write::set(path("rooms/x"), "1")).await.unwrap();
         match next_item(&mut other).await {
             StreamItem::Update(change) => assert_eq!(change.event.path.as_str(), "rooms/x"),
             item => panic!("expected the update, got {item:?}"),
         }
         release.send(()).unwrap();
-        assert!(matches!(next_item(&mut slow).await, StreamItem::Ready { .. }));
+        assert!(matches!(
+            next_item(&mut slow).await,
+            StreamItem::Ready { .. }
+        ));
     });
     node.shutdown();
 }

@@ -9,6 +9,12 @@
 //! everything. Answers never say more than "missing", "invalid" or "expired":
 //! nothing about the key.
 //!
+//! A token longer than [`MAX_TOKEN_BYTES`], or whose subject (`sub`, else
+//! `uid`: the author of its writes) is longer than `MAX_AUTHOR_BYTES`, is
+//! refused with `401 unauthorized` and a detail saying which limit: such a
+//! token could never write, so it is refused at once rather than on its
+//! first write.
+//!
 //! A subscription or listing must lie inside the token's read rights: a
 //! prefix wider than them is refused with 403 rather than silently filtered,
 //! so a client always knows whether it sees the whole subtree it asked for.
@@ -20,6 +26,7 @@ use actix_web::HttpRequest;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use serde::{Deserialize, Serialize};
+use spread_actors::model::limits::check_author;
 use spread_actors::Path;
 
 use crate::error::ApiError;
@@ -28,6 +35,9 @@ use crate::error::ApiError;
 pub const TOKEN_COOKIE: &str = "spread_token";
 /// Query parameter a browser can carry the token in.
 pub const TOKEN_QUERY: &str = "access_token";
+/// Longest token accepted (header, cookie or query), in bytes: room for a
+/// rights claim of a few hundred prefixes.
+pub const MAX_TOKEN_BYTES: usize = 16 << 10;
 
 /// Why a key could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +192,12 @@ impl Auth {
         };
         let token =
             token_of(req).ok_or_else(|| ApiError::Unauthorized("a token is required".into()))?;
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(ApiError::Unauthorized(format!(
+                "the token is {} bytes; at most {MAX_TOKEN_BYTES} are allowed",
+                token.len()
+            )));
+        }
         self.check(&token, key)
     }
 
@@ -209,8 +225,12 @@ impl Auth {
             Some(rights) => (Some(parse(rights.read)?), Some(parse(rights.write)?)),
             None => (None, None),
         };
+        let author = claims.sub.or(claims.uid);
+        if let Some(author) = &author {
+            check_author(author).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+        }
         Ok(Identity {
-            author: claims.sub.or(claims.uid).map(Arc::from),
+            author: author.map(Arc::from),
             expires_at: claims.exp,
             read,
             write,

@@ -240,11 +240,9 @@ pub fn sse_frame(item: &StreamItem) -> Option<Bytes> {
             &to_json(&serde_json::json!({ "cursor": null })),
         ),
         StreamItem::Ping { cursor } => sse("ping", Some(cursor.to_string()), b"{}"),
-        StreamItem::Failed { prefix, detail } => sse(
-            "error",
-            None,
-            &to_json(&failure(prefix.as_str(), detail)),
-        ),
+        StreamItem::Failed { prefix, detail } => {
+            sse("error", None, &to_json(&failure(prefix.as_str(), detail)))
+        }
         StreamItem::Lagged => return None,
     })
 }

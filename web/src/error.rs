@@ -43,6 +43,9 @@ pub enum ApiError {
     /// A session asked for more subscriptions than allowed.
     #[error("{0}")]
     TooManySubscriptions(String),
+    /// A session has as many requests in flight as it is allowed to.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// The node serves as many streams as it is allowed to.
     #[error("this node serves its limit of {0} streams; retry later")]
     TooManyStreams(usize),
@@ -80,6 +83,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::PreconditionFailed(_) => "precondition_failed",
             ApiError::TooManySubscriptions(_) => "too_many_subscriptions",
+            ApiError::TooManyRequests(_) => "too_many_requests",
             ApiError::TooManyStreams(_) => "too_many_streams",
             ApiError::TooManyConnections(_) => "too_many_connections",
             ApiError::RequestTimeout(_) => "request_timeout",
@@ -99,7 +103,34 @@ impl ApiError {
 /// assert_eq!(body, serde_json::json!({"error": "bad_path", "detail": "empty segment"}));
 /// ```
 pub fn error_body(code: &str, detail: &str) -> String {
-    serde_json::json!({ "error": code, "detail": detail }).to_string()
+    serde_json::json!({ "error": code, "detail": bounded_detail(detail) }).to_string()
+}
+
+/// Longest `detail` of an error answer (HTTP body or WebSocket frame). Every
+/// input a detail may quote is bounded at the edge; this is the backstop, so
+/// that no error can echo a client's oversized field back at it (serde's
+/// messages quote unknown op names and field names, for one).
+pub const MAX_ERROR_DETAIL_BYTES: usize = 2048;
+
+/// `detail`, cut to [`MAX_ERROR_DETAIL_BYTES`] (on a character boundary,
+/// ending with `…`) when longer.
+///
+/// ```
+/// use spread_web::error::{bounded_detail, MAX_ERROR_DETAIL_BYTES};
+/// assert_eq!(bounded_detail("short"), "short");
+/// let long = "é".repeat(MAX_ERROR_DETAIL_BYTES);
+/// assert!(bounded_detail(&long).len() <= MAX_ERROR_DETAIL_BYTES);
+/// ```
+pub fn bounded_detail(detail: &str) -> std::borrow::Cow<'_, str> {
+    if detail.len() <= MAX_ERROR_DETAIL_BYTES {
+        return detail.into();
+    }
+    const ELLIPSIS: &str = "…";
+    let mut end = MAX_ERROR_DETAIL_BYTES - ELLIPSIS.len();
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ELLIPSIS}", &detail[..end]).into()
 }
 
 impl ResponseError for ApiError {
@@ -114,7 +145,9 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
-            ApiError::TooManySubscriptions(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManySubscriptions(_) | ApiError::TooManyRequests(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::TooManyStreams(_) | ApiError::TooManyConnections(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

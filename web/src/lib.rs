@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod ops;
 pub mod raw;
 pub mod request;
+pub mod socket;
 pub mod sse;
 pub mod tls;
 pub mod ws;
@@ -39,10 +40,16 @@ pub struct WebConfig {
     pub max_body_bytes: usize,
     /// Largest WebSocket frame accepted from a client.
     pub ws_max_frame_bytes: usize,
+    /// `set` / `delete` ops one WebSocket session may have in the engine at
+    /// once; further ones are answered `too_many_requests`.
+    pub ws_max_writes_in_flight: usize,
     /// HTTP worker threads.
     pub workers: usize,
     /// Open SSE and WebSocket streams the node serves at once.
     pub max_streams: usize,
+    /// Kernel send buffer of a stream's socket (0: the kernel's
+    /// autotuning); see [`socket`].
+    pub stream_send_buffer_bytes: usize,
     /// Open connections the node serves at once; requests on connections
     /// beyond it are answered `503 too_many_connections` and closed.
     pub max_connections: usize,
@@ -60,8 +67,10 @@ impl Default for WebConfig {
             tls: None,
             max_body_bytes: 16 << 20,
             ws_max_frame_bytes: 16 << 20,
+            ws_max_writes_in_flight: 64,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_streams: 50_000,
+            stream_send_buffer_bytes: 64 << 10,
             max_connections: 100_000,
             request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(5),
@@ -233,7 +242,8 @@ pub fn server(
             .configure(routes)
     })
     .workers(workers)
-    .on_connect(move |_, data| {
+    .on_connect(move |connection, data| {
+        socket::record(connection, data);
         let open = connections.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
         data.insert(ConnectionSlot(connections.clone()));
         if open > max_connections {

@@ -48,6 +48,8 @@ pub struct Metrics {
     writes_waited: Counter,
     store_bytes: Gauge,
     seq: Gauge,
+    store_failed: Gauge,
+    durable_seq: Gauge,
     /// Last values copied from the node's own counters.
     copied: Mutex<[u64; 3]>,
 }
@@ -71,6 +73,8 @@ impl Metrics {
         let writes_waited = Counter::default();
         let store_bytes = Gauge::default();
         let seq = Gauge::default();
+        let store_failed = Gauge::default();
+        let durable_seq = Gauge::default();
         registry.register(
             "http_requests",
             "HTTP requests by route, method and status",
@@ -112,6 +116,16 @@ impl Metrics {
             store_bytes.clone(),
         );
         registry.register("log_seq", "Last change-log seq published", seq.clone());
+        registry.register(
+            "log_seq_durable",
+            "Last change-log seq known to be on disk (trails log_seq by up to --lazy-flush-ms with lazy durability)",
+            durable_seq.clone(),
+        );
+        registry.register(
+            "store_failed",
+            "1 once a flush failed: writes are refused until the node restarts",
+            store_failed.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -123,6 +137,8 @@ impl Metrics {
             writes_waited,
             store_bytes,
             seq,
+            store_failed,
+            durable_seq,
             copied: Mutex::new([0; 3]),
         }
     }
@@ -154,6 +170,10 @@ impl Metrics {
             .set(stats.hub.subscribers.load(Ordering::Relaxed) as i64);
         self.store_bytes.set(node.store_size() as i64);
         self.seq.set(node.head_seq() as i64);
+        self.store_failed
+            .set(i64::from(stats.store_failed.load(Ordering::Relaxed)));
+        self.durable_seq
+            .set(stats.durable_seq.load(Ordering::Relaxed) as i64);
         if let Ok(mut copied) = self.copied.lock() {
             let now = [
                 stats.hub.fanned_out.load(Ordering::Relaxed),

@@ -1,10 +1,25 @@
 //! The ops a WebSocket client sends, and their decoding from JSON text or
 //! MessagePack binary frames. Pure functions: no I/O, no panics on any input
 //! (fuzzed in `tests/fuzz.rs`).
+//!
+//! Decoding also bounds the fields no later parser bounds: the `id` (echoed
+//! in every reply: at most [`MAX_OP_ID_BYTES`] as JSON), a `subscribe`'s
+//! `since` ([`MAX_CURSOR_BYTES`]) and a `set`'s `content_type` (at most
+//! `MAX_CONTENT_TYPE_BYTES`, and characters a header can carry). The `path`
+//! is bounded where it is parsed (`bad_path` past 1024 bytes), a value by
+//! the frame size.
 
 use serde::Deserialize;
+use spread_actors::model::limits::check_content_type;
 
 use crate::encode::WireFormat;
+use crate::error::bounded_detail;
+use crate::request::MAX_CURSOR_BYTES;
+
+/// Longest `id` an op may carry, as JSON text (MessagePack ids are measured
+/// as their JSON form). Every reply echoes it, so it is bounded like any
+/// field; the bound also bounds its nesting (at most 128 levels).
+pub const MAX_OP_ID_BYTES: usize = 256;
 
 /// An op a client sends (API.md, Streams).
 #[derive(Deserialize)]
@@ -47,6 +62,24 @@ pub enum Op {
 }
 
 impl Op {
+    /// Checks the fields of a decoded op against their limits; the detail
+    /// names the field.
+    fn check_limits(&self) -> Result<(), String> {
+        match self {
+            Op::Subscribe {
+                since: Some(since), ..
+            } if since.len() > MAX_CURSOR_BYTES => Err(format!(
+                "since is {} bytes; a cursor is at most {MAX_CURSOR_BYTES}",
+                since.len()
+            )),
+            Op::Set {
+                content_type: Some(ct),
+                ..
+            } => check_content_type(ct).map_err(|e| e.to_string()),
+            _ => Ok(()),
+        }
+    }
+
     /// The request id a reply must carry, if the client gave one.
     pub fn id(&self) -> Option<&serde_json::Value> {
         match self {
@@ -94,8 +127,42 @@ pub fn decode_op(raw: &[u8], format: WireFormat) -> Result<Op, OpError> {
         return Err(invalid("an op is a map with an \"op\" field".into()));
     }
     let id = value.get("id").cloned();
-    serde_json::from_value::<Op>(value).map_err(|e| OpError {
-        id,
-        detail: format!("unknown or malformed op: {e}"),
-    })
+    if id.as_ref().is_some_and(|id| !id_fits(id)) {
+        return Err(invalid(format!(
+            "id is over {MAX_OP_ID_BYTES} bytes as JSON; send a shorter one"
+        )));
+    }
+    let op = match serde_json::from_value::<Op>(value) {
+        Ok(op) => op,
+        Err(e) => {
+            return Err(OpError {
+                id,
+                // serde quotes unknown op and field names: bounded.
+                detail: bounded_detail(&format!("unknown or malformed op: {e}")).into_owned(),
+            });
+        }
+    };
+    match op.check_limits() {
+        Ok(()) => Ok(op),
+        Err(detail) => Err(OpError { id, detail }),
+    }
+}
+
+/// True when `id` is at most [`MAX_OP_ID_BYTES`] as JSON text; stops
+/// writing as soon as it is over, so a huge id costs no more than the limit.
+fn id_fits(id: &serde_json::Value) -> bool {
+    struct Budget(usize);
+    impl std::io::Write for Budget {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self
+                .0
+                .checked_sub(buf.len())
+                .ok_or_else(|| std::io::Error::other("over the limit"))?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    serde_json::to_writer(Budget(MAX_OP_ID_BYTES), id).is_ok()
 }

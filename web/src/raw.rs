@@ -1,16 +1,16 @@
 //! `/raw/{path}`: read, write and delete single values.
 
-use std::sync::Arc;
-
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
+use spread_actors::model::limits::check_ttl;
 use spread_actors::{Write, WriteReport, WriteStatus};
 
 use crate::auth::Identity;
 use crate::encode::{to_json, ReportJson};
 use crate::error::ApiError;
 use crate::request::{
-    body, explicit_time, key_after, none_match_hits, precondition, query, query_u64,
+    body, check_condition_headers, content_type, explicit_time, key_after, none_match_hits,
+    precondition, query, query_u64,
 };
 use crate::AppState;
 
@@ -47,6 +47,7 @@ pub async fn get(
             ));
         }
     }
+    check_condition_headers(req.headers())?;
     let stored = state
         .node
         .get_path(&path)?
@@ -79,6 +80,8 @@ pub async fn put(
     identity.require_write(&path)?;
     let mut write = write_options(&req)?;
     write.author = identity.author;
+    // Checked before the body is read: a refused write costs no body.
+    write.content_type = content_type(req.headers())?;
     let timeout = state.config.request_timeout;
     let value =
         actix_web::rt::time::timeout(timeout, body(&req, payload, state.config.max_body_bytes))
@@ -86,11 +89,6 @@ pub async fn put(
             .map_err(|_| ApiError::RequestTimeout(timeout.as_millis() as u64))??;
     write.path = Some(path);
     write.value = Some(value);
-    write.content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(Arc::from);
     apply(&state, write, false).await
 }
 
@@ -117,10 +115,8 @@ fn write_options(req: &HttpRequest) -> Result<Write, ApiError> {
         }
     }
     let ttl_secs = query_u64(&q, "ttl")?;
-    if ttl_secs == Some(0) {
-        return Err(ApiError::BadRequest(
-            "?ttl must be at least 1 second".into(),
-        ));
+    if let Some(ttl) = ttl_secs {
+        check_ttl(ttl).map_err(|e| ApiError::BadRequest(format!("?{e}")))?;
     }
     Ok(Write {
         time: explicit_time(req.headers())?,

@@ -2,15 +2,67 @@
 //! time headers, and bodies with a size limit.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{web, HttpRequest};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use spread_actors::model::parse_time;
+use spread_actors::model::limits::{check_content_type, FieldError, MAX_CONTENT_TYPE_BYTES};
+use spread_actors::model::{parse_time, MAX_PATH_BYTES};
 use spread_actors::{Path, Precondition, Version};
 
+use crate::auth::MAX_TOKEN_BYTES;
 use crate::error::ApiError;
+
+// Limits on the inputs read here, each checked before the input is used and
+// answered with a `400` naming the field. Over HTTP/1.1 actix-web refuses a
+// request head over 128 KiB with `431` before any of this runs; over HTTP/2
+// headers can be larger, so these limits are what holds there.
+
+/// Longest resume cursor (`?since=`, `Last-Event-ID`, a WebSocket
+/// `subscribe`'s `since`). A cursor is `<incarnation>:<seq>`: at most
+/// 64 + 1 + 20 bytes, with room for surrounding spaces.
+pub const MAX_CURSOR_BYTES: usize = 128;
+/// Longest `If-Match` header, and all `If-None-Match` headers together. A
+/// version is at most 87 bytes quoted; this leaves room for a short list.
+pub const MAX_CONDITION_HEADER_BYTES: usize = 1024;
+/// Longest explicit-time header (`X-Spread-Time`, `X-Spread-Etag`, `Etag`):
+/// a time is at most 16 digits, quoted and maybe `W/`-prefixed.
+pub const MAX_TIME_HEADER_BYTES: usize = 64;
+/// Longest query string, percent-encoded (it may carry a token).
+pub const MAX_QUERY_BYTES: usize = MAX_TOKEN_BYTES + 4096;
+/// Longest value of a query parameter that is a number or a word (`?limit`,
+/// `?from`, `?to`, `?ttl`, `?w`, `?format`, `?values`, `?at`, …).
+pub const MAX_QUERY_WORD_BYTES: usize = 64;
+
+/// The most bytes the query parameter `name` may hold once decoded, for the
+/// parameters Spread reads (others are ignored, bounded by
+/// [`MAX_QUERY_BYTES`] as a whole).
+fn query_param_limit(name: &str) -> Option<usize> {
+    Some(match name {
+        "since" => MAX_CURSOR_BYTES,
+        // A listing's page cursor is the last path of the previous page.
+        "after" => MAX_PATH_BYTES,
+        crate::auth::TOKEN_QUERY => MAX_TOKEN_BYTES,
+        "limit" | "from" | "to" | "ttl" | "w" | "format" | "values" | "at" | "local"
+        | "recursive" | "depth" => MAX_QUERY_WORD_BYTES,
+        _ => return None,
+    })
+}
+
+/// `400 bad_request` when a resume cursor is longer than any cursor can be.
+/// (A cursor of a sane length that does not parse is not an error: the
+/// stream starts with `reset`, as API.md says.)
+pub fn check_cursor(field: &str, cursor: &str) -> Result<(), ApiError> {
+    if cursor.len() > MAX_CURSOR_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "{field} is {} bytes; a cursor is at most {MAX_CURSOR_BYTES}",
+            cursor.len()
+        )));
+    }
+    Ok(())
+}
 
 /// Refuses every method but `GET` and `HEAD` with `405 method_not_allowed`.
 pub fn require_read(req: &HttpRequest) -> Result<(), ApiError> {
@@ -39,11 +91,30 @@ pub fn key_after(req: &HttpRequest, route: &str) -> Result<Path, ApiError> {
     Ok(path)
 }
 
-/// Query parameters, or a clear error.
+/// Query parameters, or a clear error: `400 bad_request` for a query string
+/// over [`MAX_QUERY_BYTES`] or a parameter over its limit.
 pub fn query(req: &HttpRequest) -> Result<HashMap<String, String>, ApiError> {
-    web::Query::<HashMap<String, String>>::from_query(req.query_string())
+    let raw = req.query_string();
+    if raw.len() > MAX_QUERY_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "query string is {} bytes; at most {MAX_QUERY_BYTES} are allowed",
+            raw.len()
+        )));
+    }
+    let q = web::Query::<HashMap<String, String>>::from_query(raw)
         .map(|q| q.into_inner())
-        .map_err(|e| ApiError::BadRequest(format!("bad query string: {e}")))
+        .map_err(|e| ApiError::BadRequest(format!("bad query string: {e}")))?;
+    for (name, value) in &q {
+        if let Some(limit) = query_param_limit(name) {
+            if value.len() > limit {
+                return Err(ApiError::BadRequest(format!(
+                    "?{name} is {} bytes; at most {limit} are allowed",
+                    value.len()
+                )));
+            }
+        }
+    }
+    Ok(q)
 }
 
 /// A numeric query parameter.
@@ -69,6 +140,55 @@ pub fn query_bool(q: &HashMap<String, String>, name: &str) -> Result<Option<bool
         .transpose()
 }
 
+/// `400 bad_request` when the header `name` is longer than `limit` bytes
+/// (all its lines together).
+fn check_header_len(headers: &HeaderMap, name: &str, limit: usize) -> Result<(), ApiError> {
+    let len: usize = headers.get_all(name).map(|v| v.len()).sum();
+    if len > limit {
+        return Err(ApiError::BadRequest(format!(
+            "header {name} is {len} bytes; at most {limit} are allowed"
+        )));
+    }
+    Ok(())
+}
+
+/// `400 bad_request` unless the conditional headers (`If-Match`,
+/// `If-None-Match`) are within [`MAX_CONDITION_HEADER_BYTES`].
+pub fn check_condition_headers(headers: &HeaderMap) -> Result<(), ApiError> {
+    check_header_len(headers, "if-match", MAX_CONDITION_HEADER_BYTES)?;
+    check_header_len(headers, "if-none-match", MAX_CONDITION_HEADER_BYTES)
+}
+
+/// The `Last-Event-ID` header, if any: `400 bad_request` when it is longer
+/// than [`MAX_CURSOR_BYTES`]; ignored when it is not ASCII or empty.
+pub fn last_event_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    check_header_len(headers, "last-event-id", MAX_CURSOR_BYTES)?;
+    Ok(headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string))
+}
+
+/// The content type a write stores: the `Content-Type` header, checked like
+/// every stored content type (at most `MAX_CONTENT_TYPE_BYTES`, visible ASCII,
+/// spaces and tabs, so that a read can send it back as a header), else
+/// `400 bad_request` naming it.
+pub fn content_type(headers: &HeaderMap) -> Result<Option<Arc<str>>, ApiError> {
+    let Some(v) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(None);
+    };
+    let refuse = |e: FieldError| ApiError::BadRequest(e.to_string());
+    if v.len() > MAX_CONTENT_TYPE_BYTES {
+        return Err(refuse(FieldError::ContentTypeTooLong(v.len())));
+    }
+    let ct = v
+        .to_str()
+        .map_err(|_| refuse(FieldError::ContentTypeChars))?;
+    check_content_type(ct).map_err(refuse)?;
+    Ok(Some(Arc::from(ct)))
+}
+
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
     headers
         .get(name)
@@ -84,6 +204,12 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
 pub fn explicit_time(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     for name in ["x-spread-time", "x-spread-etag", "etag"] {
         if let Some(v) = header_str(headers, name)? {
+            if v.len() > MAX_TIME_HEADER_BYTES {
+                return Err(ApiError::BadTime(format!(
+                    "{name} is {} bytes; at most {MAX_TIME_HEADER_BYTES} are allowed",
+                    v.len()
+                )));
+            }
             return parse_time(v)
                 .map(Some)
                 .map_err(|e| ApiError::BadTime(format!("{name}: {e}")));
@@ -94,6 +220,7 @@ pub fn explicit_time(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 
 /// The write precondition from `If-Match` / `If-None-Match`.
 pub fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
+    check_condition_headers(headers)?;
     if let Some(v) = header_str(headers, "if-match")? {
         if v.trim() == "*" {
             return Ok(Precondition::IfPresent);

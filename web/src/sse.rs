@@ -8,7 +8,7 @@ use spread_actors::Subscribe;
 
 use crate::encode::sse_frame;
 use crate::error::ApiError;
-use crate::request::{path_after, query, require_read};
+use crate::request::{last_event_id, path_after, query, require_read};
 use crate::AppState;
 
 /// Time left until a token expiry given in seconds since the epoch.
@@ -32,14 +32,9 @@ pub async fn sse(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
             "playback (?from=) is not served yet".into(),
         ));
     }
-    let since = req
-        .headers()
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .filter(|s| !s.is_empty())
-        .or_else(|| q.get("since").cloned());
+    let since = last_event_id(req.headers())?.or_else(|| q.get("since").cloned());
     let slot = state.open_stream()?;
+    crate::socket::bound_send_buffer(&req, state.config.stream_send_buffer_bytes);
     let session = state.node.open_session();
     session
         .actor

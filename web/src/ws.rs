@@ -4,6 +4,11 @@
 //!
 //! Kept thin on purpose: actix-web-actors is deprecated upstream, and all
 //! session logic lives in the transport-independent `Subscriber`.
+//!
+//! A session holds at most `WebConfig::ws_max_writes_in_flight` `set` /
+//! `delete` ops in the engine at once; past that an op is answered at once
+//! with `too_many_requests` (the socket stays open), so a client that
+//! pipelines writes cannot make the node hold an unbounded number of values.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,10 +24,10 @@ use spread_actors::{
 
 use crate::auth::Identity;
 use crate::encode::{to_json, to_msgpack, ws_frame, EventJson, ReportJson, WireFormat};
-use crate::error::ApiError;
+use crate::error::{bounded_detail, ApiError};
 use crate::metrics::Metrics;
 use crate::ops::{decode_op, Op};
-use crate::request::{path_after, query};
+use crate::request::{last_event_id, path_after, query};
 use crate::sse::until_expiry;
 use crate::{AppState, StreamSlot};
 
@@ -63,13 +68,11 @@ pub async fn wss(
             )
         }
     };
-    let since = q.get("since").cloned().or_else(|| {
-        req.headers()
-            .get("last-event-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    });
+    // Both bounded (`?since` by `query`): `400` before the upgrade.
+    let header_since = last_event_id(req.headers())?;
+    let since = q.get("since").cloned().or(header_since);
     let slot = state.open_stream()?;
+    crate::socket::bound_send_buffer(&req, state.config.stream_send_buffer_bytes);
     let session = state.node.open_session();
     let actor = WsSession {
         node: state.node.clone(),
@@ -81,6 +84,9 @@ pub async fn wss(
         identity,
         _slot: slot,
         last_heard: Instant::now(),
+        writes_in_flight: 0,
+        max_writes_in_flight: state.config.ws_max_writes_in_flight.max(1),
+        max_value_bytes: state.config.max_body_bytes,
     };
     ws::WsResponseBuilder::new(actor, &req, stream)
         .frame_size(state.config.ws_max_frame_bytes)
@@ -98,6 +104,12 @@ pub struct WsSession {
     identity: Identity,
     _slot: StreamSlot,
     last_heard: Instant,
+    /// `set` / `delete` ops handed to the engine and not answered yet.
+    writes_in_flight: usize,
+    /// Past this, further writes are refused with `too_many_requests`.
+    max_writes_in_flight: usize,
+    /// Largest value a `set` may write (`--max-body-bytes`, as over HTTP).
+    max_value_bytes: usize,
 }
 
 impl WsSession {
@@ -123,6 +135,7 @@ impl WsSession {
         code: &str,
         detail: &str,
     ) {
+        let detail = bounded_detail(detail);
         let body = serde_json::json!({"type": "error", "id": id, "error": code, "detail": detail});
         let payload = self.encode(&body);
         self.send(ctx, payload);
@@ -143,7 +156,10 @@ impl WsSession {
     fn handle_frame(&mut self, raw: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
         match decode_op(raw, self.format) {
             Ok(op) => self.handle_op(op, ctx),
-            Err(e) => self.error(ctx, e.id.as_ref(), "bad_request", &e.detail),
+            Err(e) => {
+                self.metrics.count_error("bad_request");
+                self.error(ctx, e.id.as_ref(), "bad_request", &e.detail)
+            }
         }
     }
 
@@ -164,6 +180,15 @@ impl WsSession {
 
     fn handle_op(&mut self, op: Op, ctx: &mut ws::WebsocketContext<Self>) {
         if let Err(e) = self.authorize(&op) {
+            return self.api_error(ctx, op.id(), e);
+        }
+        if matches!(op, Op::Set { .. } | Op::Delete { .. })
+            && self.writes_in_flight >= self.max_writes_in_flight
+        {
+            let e = ApiError::TooManyRequests(format!(
+                "this session has {} writes in flight, its limit; send more as replies come",
+                self.writes_in_flight
+            ));
             return self.api_error(ctx, op.id(), e);
         }
         match op {
@@ -226,7 +251,15 @@ impl WsSession {
                     _ => Err(ApiError::BadRequest(
                         "set needs exactly one of value, value_b64".into(),
                     )),
-                };
+                }
+                .and_then(|v| {
+                    // The same limit as an HTTP body, whatever the frame limit.
+                    if v.len() > self.max_value_bytes {
+                        Err(ApiError::TooLarge(self.max_value_bytes))
+                    } else {
+                        Ok(v)
+                    }
+                });
                 match (Path::parse_key(&path), value) {
                     (Ok(path), Ok(value)) => {
                         let mut write = Write::set(path, value);
@@ -256,7 +289,9 @@ impl WsSession {
         write.author = self.identity.author.clone();
         let node = self.node.clone();
         let request = async move { node.write(write).await };
+        self.writes_in_flight += 1;
         ctx.spawn(request.into_actor(self).map(move |result, act, ctx| {
+            act.writes_in_flight -= 1;
             act.metrics.count_write(&result);
             match result {
                 Ok(report) => {
@@ -311,7 +346,17 @@ impl Actor for WsSession {
 impl StreamHandler<StreamItem> for WsSession {
     fn handle(&mut self, item: StreamItem, ctx: &mut Self::Context) {
         match ws_frame(&item, self.format) {
-            Some(payload) => self.send(ctx, payload),
+            Some(payload) => {
+                self.send(ctx, payload);
+                // The snapshot could not be read whole: the session ends.
+                if let StreamItem::Failed { .. } = item {
+                    ctx.close(Some(ws::CloseReason {
+                        code: ws::CloseCode::Error,
+                        description: Some("store failure".into()),
+                    }));
+                    ctx.stop();
+                }
+            }
             None => {
                 ctx.close(Some(ws::CloseReason {
                     code: ws::CloseCode::Policy,

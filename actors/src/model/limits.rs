@@ -81,7 +81,10 @@ mod tests {
 
     #[test]
     fn content_types_are_bounded_and_header_safe() {
-        assert_eq!(check_content_type("application/json; charset=utf-8"), Ok(()));
+        assert_eq!(
+            check_content_type("application/json; charset=utf-8"),
+            Ok(())
+        );
         assert_eq!(check_content_type(""), Ok(()));
         let long = "a".repeat(MAX_CONTENT_TYPE_BYTES + 1);
         assert_eq!(
@@ -90,7 +93,11 @@ mod tests {
         );
         assert_eq!(check_content_type(&long[1..]), Ok(()));
         for bad in ["text/plain\r\nX: y", "text/\u{e9}", "a\0b", "a\u{7f}"] {
-            assert_eq!(check_content_type(bad), Err(FieldError::ContentTypeChars), "{bad:?}");
+            assert_eq!(
+                check_content_type(bad),
+                Err(FieldError::ContentTypeChars),
+                "{bad:?}"
+            );
         }
     }
 

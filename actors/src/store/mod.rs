@@ -13,7 +13,9 @@
 //! - Reads never block writes and see every commit that has returned.
 //! - Durability is decided by the caller: [`Store::flush`] makes every commit
 //!   that returned before it durable. The committer calls it per group of
-//!   writes (`flush`, `batch`) or leaves it to sled's timer (`lazy`).
+//!   writes (`flush`, `batch`), or every `--lazy-flush-ms` (`lazy`, when
+//!   something was written since the last flush; sled's own timer is set to
+//!   the same period).
 
 mod intent;
 mod keys;
@@ -24,7 +26,7 @@ mod record;
 mod sled_store;
 
 pub use record::{decode, encode, Stored};
-pub use sled_store::{SledStore, FORMAT};
+pub use sled_store::{SledStore, FORMAT, SLED_FLUSH_EVERY};
 
 use std::sync::Arc;
 

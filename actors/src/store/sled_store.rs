@@ -32,6 +32,10 @@ fn u64_of(raw: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(raw).ok().map(u64::from_be_bytes)
 }
 
+/// sled's own period for writing and fsyncing its buffers in the background
+/// (its default), when nothing else is asked.
+pub const SLED_FLUSH_EVERY: Duration = Duration::from_millis(500);
+
 /// The sled-backed store of one node.
 pub struct SledStore {
     db: sled::Db,
@@ -56,9 +60,24 @@ impl SledStore {
     /// dropped its background threads may hold the lock for a moment longer:
     /// a lock held elsewhere is waited for up to [`LOCK_WAIT`].
     pub fn open(dir: &FsPath, cache_bytes: u64) -> Result<SledStore, StoreError> {
+        SledStore::open_flushing_every(dir, cache_bytes, SLED_FLUSH_EVERY)
+    }
+
+    /// [`SledStore::open`], with sled's background thread writing and
+    /// fsyncing its buffers every `flush_every` (it also reclaims space in
+    /// the time between). `lazy` durability sets it to its own period, so
+    /// that what a crash may lose is what `--lazy-flush-ms` says.
+    pub fn open_flushing_every(
+        dir: &FsPath,
+        cache_bytes: u64,
+        flush_every: Duration,
+    ) -> Result<SledStore, StoreError> {
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(
+                flush_every.as_millis().clamp(1, u64::MAX as u128) as u64
+            ))
             .mode(sled::Mode::HighThroughput);
         let deadline = Instant::now() + LOCK_WAIT;
         let db = loop {

@@ -26,6 +26,9 @@
 #             and server RSS per idle subscriber: spread WebSocket vs redis pub/sub,
 #             and the floor (no server: one thread writes a frame to each of N
 #             loopback sockets, the kernel's cost on this machine)
+#   storm     PUT latency at a steady rate (500/s, 2 connections), alone and
+#             while 1000 WebSocket subscribers connect and disconnect in a
+#             loop (at 2000 sessions/s, and flat out), then alone again
 #   cluster   propagation across 3 nodes (not built yet: n/a)
 #   embedded  cargo bench embedded -- 'get|set_lazy' (Node::get/set vs sled
 #             get/insert), and RSS after loading 1M keys x 100 B into a Node
@@ -53,6 +56,14 @@
 #   FANOUT_POLL_US     fan-out client: during a write, poll the sockets every
 #                      this many µs instead of waiting in epoll (default 100;
 #                      0 = plain epoll wake-ups)
+#   STORM_SUBSCRIBERS  storm clients (default 1000)
+#   STORM_RATES        storm sessions per second, one run each; 0 = each
+#                      client reconnects at once (default "2000 0")
+#   STORM_WRITES       measured PUTs per phase (default 2000; a phase stops
+#                      writing after 30 s)
+#   STORM_WRITE_RATE   PUTs per second (default 500)
+#   STORM_CONNECTIONS  writer connections (default 2)
+#   STORM_DURABILITY   spread durability in the storm runs (default flush)
 #   CARGO_TARGET_DIR   where cargo builds (default <repo>/target)
 #
 # Everything runs on one machine, so the figures are indicative.
@@ -91,6 +102,8 @@ if [[ $QUICK == 1 ]]; then
     ROUND_DURATION=${ROUND_DURATION:-$DURATION}
     FANOUT_SIZES=${FANOUT_SIZES:-1000}
     FANOUT_REPEATS=${FANOUT_REPEATS:-5}
+    STORM_WRITES=${STORM_WRITES:-500}
+    STORM_RATES=${STORM_RATES:-2000}
     CRITERION_ARGS=${CRITERION_ARGS:---warm-up-time 1 --measurement-time 2}
 fi
 DURATION=${DURATION:-10}
@@ -105,6 +118,13 @@ FANOUT_DURABILITY=${FANOUT_DURABILITY:-lazy}
 FANOUT_THREADS=${FANOUT_THREADS:-1}
 FANOUT_POLL_US=${FANOUT_POLL_US:-100}
 FANOUT_TIMEOUT=${FANOUT_TIMEOUT:-300}
+STORM_SUBSCRIBERS=${STORM_SUBSCRIBERS:-1000}
+STORM_RATES=${STORM_RATES:-2000 0}
+STORM_WRITES=${STORM_WRITES:-2000}
+STORM_WRITE_RATE=${STORM_WRITE_RATE:-500}
+STORM_CONNECTIONS=${STORM_CONNECTIONS:-2}
+STORM_DURABILITY=${STORM_DURABILITY:-flush}
+STORM_TIMEOUT=${STORM_TIMEOUT:-300}
 CRITERION_ARGS=${CRITERION_ARGS:---warm-up-time 2 --measurement-time 5}
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -460,6 +480,56 @@ workload_fanout() {
     done
 }
 
+# --- 4b. writers during a subscriber storm -----------------------------------------
+# storm_rows RATE: rows from the last run_storm: the writers' baseline (the
+# first run only) and their latency during the storm, with the storm's
+# figures, the run's own baseline and the after phase in the note.
+STORM_BASELINE_ADDED=
+storm_rows() {
+    local w="PUT latency during a subscriber storm" what extra note
+    if [[ $1 == 0 ]]; then what="flat out"; else what="$1 sessions/s"; fi
+    if [[ -z $STORM_BASELINE_ADDED ]]; then
+        STORM_BASELINE_ADDED=1
+        add_row "$w" spread "no storm: $STORM_WRITE_RATE PUT/s, $STORM_CONNECTIONS connections, $STORM_DURABILITY" \
+            "" "$(jq -r .baseline.p50_ms <<<"$S_JSON")" "$(jq -r .baseline.p99_ms <<<"$S_JSON")" \
+            "$(jq -r '.baseline | "max \(.max_ms) ms over \(.writes) writes; \(.writes_per_s) PUT/s"' <<<"$S_JSON")" \
+            p50_ms "$(jq -c '{max_ms: .baseline.max_ms, storm: .}' <<<"$S_JSON")"
+    fi
+    extra=$(jq -c --argjson b "$S_RSS_BEFORE" --argjson a "$S_RSS_AFTER" --argjson p "${S_RSS_PEAK:-null}" \
+        '{max_ms: .storm.max_ms, p99_ratio, rss_before_kib: $b, rss_after_kib: $a, rss_peak_kib: $p, storm: .}' <<<"$S_JSON")
+    note=$(jq -r --arg rss "server RSS $((S_RSS_BEFORE / 1024)) -> $((S_RSS_AFTER / 1024)) MiB, peak $((${S_RSS_PEAK:-0} / 1024)) MiB" '
+        "p99 \(.p99_ratio)x, p50 \(.p50_ratio)x the baseline of this run (\(.baseline.p50_ms) / \(.baseline.p99_ms) ms); "
+        + "max \(.storm.max_ms) ms over \(.storm.writes) writes at \(.storm.writes_per_s) PUT/s (from the schedule: p99 \(.storm.scheduled_p99_ms) ms); "
+        + "storm \(.storm.sessions_per_s) sessions/s, \(.storm.ready_sessions_per_s)/s to ready (\(.keys)-value snapshot), \(.storm.storm_errors) failed; "
+        + "after the storm p50 / p99 \(.after.p50_ms) / \(.after.p99_ms) ms; \($rss)"' <<<"$S_JSON")
+    [[ -n $R_STEAL ]] && note+="; steal $R_STEAL% over the three phases"
+    add_row "$w" spread "storm: $STORM_SUBSCRIBERS WebSocket clients, $what" "" \
+        "$(jq -r .storm.p50_ms <<<"$S_JSON")" "$(jq -r .storm.p99_ms <<<"$S_JSON")" "$note" p50_ms "$extra"
+}
+
+workload_storm() {
+    local w="PUT latency during a subscriber storm" rate why
+    if [[ ! -x $FANOUT_BIN ]]; then
+        MISSING[fanout]="no fan-out client at $FANOUT_BIN"
+    fi
+    for rate in $STORM_RATES; do
+        clear_errors
+        why=${MISSING[fanout]:-}
+        if ((STORM_SUBSCRIBERS + 100 > NOFILE)); then
+            why="open files limit $NOFILE is too low for $STORM_SUBSCRIBERS subscribers"
+        fi
+        if [[ -n $why ]]; then
+            add_na "$w" spread "storm $rate sessions/s" "$why"
+        elif start_spread "storm-$rate" "$STORM_DURABILITY" &&
+            run_storm "storm-$rate" "$SPREAD_PID" "$SPREAD_ADDR" "$rate"; then
+            storm_rows "$rate"
+        else
+            add_na "$w" spread "storm $rate sessions/s" "$(na_reason)"
+        fi
+        stop_all
+    done
+}
+
 # --- 5. propagation across nodes ---------------------------------------------------
 # Once `spread serve` can join a cluster: start three nodes here, subscribe on
 # one, write on another, and add a row like the fan-out ones.
@@ -573,7 +643,7 @@ workload_embedded() {
 }
 
 # --- run -------------------------------------------------------------------------
-for workload in get put h2 fanout cluster embedded; do
+for workload in get put h2 fanout storm cluster embedded; do
     wants "$workload" || continue
     log "--- workload: $workload"
     phase_start
@@ -601,12 +671,13 @@ META=$(jq -n \
     --arg mode "$([[ $QUICK == 1 ]] && echo quick || echo default)" \
     --arg load "get and put: $ROUNDS interleaved rounds x $ROUND_DURATION s per system (ROUNDS x ROUND_DURATION), medians over the rounds; h2: $DURATION s per run; $CONNECTIONS connections, $THREADS client threads, 100-byte values" \
     --arg fanout "sizes: $FANOUT_SIZES; $FANOUT_REPEATS measured writes (+2 warm-up) each; client: $FANOUT_THREADS receiver thread(s) polling every $FANOUT_POLL_US µs during a write + 1 driver thread; spread durability $FANOUT_DURABILITY; floor = one thread writing to N loopback sockets" \
+    --arg storm "storm rates (sessions/s, 0 = flat out): $STORM_RATES; $STORM_SUBSCRIBERS WebSocket clients; $STORM_WRITES measured PUTs (+200 warm-up) per phase at $STORM_WRITE_RATE/s over $STORM_CONNECTIONS connections; spread durability $STORM_DURABILITY" \
     --arg tools "$(version_of wrk -v | cut -d' ' -f1-2); redis $(version_of redis-server --version | grep -o 'v=[0-9.]*'); $(version_of etcd --version); $(version_of nginx -v); $(version_of h2load --version)" \
     --arg limits "open files $NOFILE" \
     --arg loadavg "$LOADAVG_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end" \
     --arg time "${TOTAL}s in all (${PHASES%, })" \
     '{date: $date, commit: $commit, machine: $machine, mode: $mode, load: $load,
-      fanout: $fanout, tools: $tools, limits: $limits, loadavg: $loadavg, time: $time}')
+      fanout: $fanout, storm: $storm, tools: $tools, limits: $limits, loadavg: $loadavg, time: $time}')
 write_reports "$BASE" "$META"
 log "total ${TOTAL}s (${PHASES%, })"
 echo "results: ${BASE#"$ROOT"/}.json, ${BASE#"$ROOT"/}.md"

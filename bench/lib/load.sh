@@ -191,3 +191,39 @@ run_fanout() {
     fi
     log "$tag: $F_JSON (server RSS idle: ${F_RSS_IDLE:-n/a} KiB)"
 }
+
+# run_storm TAG SERVER_PID ADDR STORM_RATE: the fan-out client's `storm`
+# subcommand against Spread at ADDR: STORM_WRITES PUTs at STORM_WRITE_RATE/s
+# over STORM_CONNECTIONS connections, alone, then while STORM_SUBSCRIBERS
+# WebSocket clients connect and disconnect (STORM_RATE sessions/s, 0 = flat
+# out), then alone again. Sets S_JSON (the client's result) and the server's
+# RSS before, after and at its peak (S_RSS_BEFORE, S_RSS_AFTER, S_RSS_PEAK, KiB),
+# and the CPU steal over the run (R_STEAL).
+S_JSON= S_RSS_BEFORE= S_RSS_AFTER= S_RSS_PEAK=
+run_storm() {
+    local tag=$1 server=$2 addr=$3 rate=$4 out err pid rc=0 cpu0
+    reset_results
+    S_JSON= S_RSS_BEFORE= S_RSS_AFTER= S_RSS_PEAK=
+    out=$WORK/storm-$tag.out
+    err=$WORK/storm-$tag.err
+    S_RSS_BEFORE=$(rss_kb "$server")
+    local args=(storm "$addr" --subscribers "$STORM_SUBSCRIBERS" --storm-rate "$rate"
+        --writes "$STORM_WRITES" --rate "$STORM_WRITE_RATE" --connections "$STORM_CONNECTIONS")
+    log "$tag: fanout ${args[*]} (server RSS before: $S_RSS_BEFORE KiB)"
+    cpu0=$(cpu_stat)
+    timeout "$STORM_TIMEOUT" "$FANOUT_BIN" "${args[@]}" >"$out" 2>"$err" &
+    pid=$!
+    track "$pid"
+    wait "$pid" || rc=$?
+    stop_pid "$pid"
+    steal_since "$cpu0"
+    S_RSS_AFTER=$(rss_kb "$server")
+    S_RSS_PEAK=$(awk '/^VmHWM:/ { print $2 }' "/proc/$server/status" 2>/dev/null)
+    sed 's/^/   /' "$err" >&2
+    S_JSON=$(grep '^{' "$out" | tail -n 1)
+    if [[ $rc != 0 || -z $S_JSON ]]; then
+        LOAD_ERROR="storm client exited $rc: $(tail -n 2 "$err" | tr '\n' ' ' | cut -c1-200)"
+        return 1
+    fi
+    log "$tag: server RSS $S_RSS_BEFORE -> $S_RSS_AFTER KiB (peak $S_RSS_PEAK KiB)"
+}

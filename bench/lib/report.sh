@@ -207,6 +207,9 @@ write_reports() {
         echo "frame to each of N loopback TCP sockets (the kernel's cost per core on this"
         echo "machine, read by the same client), so Spread/floor is how far Spread is from"
         echo "the best any server could do here."
+        echo "Storm rows: p50/p99 are the PUT latencies (send to answer) of writers at a"
+        echo "steady rate while WebSocket clients connect, read a little and disconnect"
+        echo "in a loop; the baseline row is the same writes without the storm."
         echo
         echo "## Server settings"
         echo

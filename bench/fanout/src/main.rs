@@ -11,6 +11,9 @@
 //! - `floor`: no server: a child process sends one frame to each of N
 //!   loopback TCP connections from one thread, the best any server could do
 //!   on this machine with this client (see [`floor`]).
+//! - `storm ADDR`: not fan-out but its cost to writers: PUT latency at a
+//!   steady rate, alone and while N WebSocket subscribers connect and
+//!   disconnect in a loop (see [`storm`]); prints one JSON object.
 //!
 //! The receiving side is the same for all three ([`recv`]): `--threads`
 //! receiver threads, each a single-threaded tokio runtime, one read loop per
@@ -27,6 +30,7 @@ mod recv;
 mod redis;
 mod spread;
 mod stats;
+mod storm;
 mod ws;
 
 use std::io::{BufRead as _, Write as _};
@@ -67,6 +71,9 @@ enum Cmd {
     /// The sender of `floor` (started by it; values to send on stdin).
     #[command(hide = true)]
     FloorServer(FloorServerArgs),
+    /// Spread: PUT latency at a steady rate, alone, then while N WebSocket
+    /// subscribers connect and disconnect in a loop, then alone again.
+    Storm(storm::StormArgs),
 }
 
 /// `spread` subcommand.
@@ -176,6 +183,13 @@ fn main() -> anyhow::Result<()> {
         Cmd::Redis(a) => ("redis", a.common.clone()),
         Cmd::Floor(a) => ("floor", a.common.clone()),
         Cmd::FloorServer(a) => return floor::serve(a.message_bytes),
+        Cmd::Storm(a) => {
+            check_fd_limit("storm", a.subscribers)?;
+            let mut json = storm::run(a)?;
+            json["system"] = serde_json::Value::from("spread");
+            writeln!(std::io::stdout().lock(), "{json}").context("writing the result")?;
+            return Ok(());
+        }
     };
     if common.subscribers == 0 || common.repeats == 0 || common.batch == 0 || common.threads == 0 {
         bail!("--subscribers, --repeats, --batch and --threads must be at least 1");
@@ -185,7 +199,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Spread(a) => spread::run(&a.addr, &a.prefix, &a.common)?,
         Cmd::Redis(a) => redis::run(&a.addr, &a.channel, &a.common)?,
         Cmd::Floor(a) => floor::run(a.message_bytes, &a.common)?,
-        Cmd::FloorServer(_) => unreachable!("handled above"),
+        Cmd::FloorServer(_) | Cmd::Storm(_) => unreachable!("handled above"),
     };
     let mut json = summary.to_json();
     json["system"] = serde_json::Value::from(system);

@@ -78,22 +78,28 @@ impl FaultyStore {
     }
 }
 
+/// If `slot` holds a read of `path`, takes it: tells the test the read
+/// began, then waits for its release.
+fn wait_if_held(slot: &Mutex<Option<HeldRead>>, path: &Path) {
+    let held = {
+        let mut hold = slot.lock().unwrap();
+        if hold.as_ref().is_some_and(|(p, _, _)| p == path) {
+            hold.take()
+        } else {
+            None
+        }
+    };
+    if let Some((_, began, release)) = held {
+        let _ = began.send(());
+        release
+            .recv_timeout(DEADLINE)
+            .expect("the test releases the read");
+    }
+}
+
 impl Store for FaultyStore {
     fn latest(&self, path: &Path) -> Result<Option<Stored>, StoreError> {
-        let held = {
-            let mut hold = self.hold_read.lock().unwrap();
-            if hold.as_ref().is_some_and(|(p, _, _)| p == path) {
-                hold.take()
-            } else {
-                None
-            }
-        };
-        if let Some((_, began, release)) = held {
-            let _ = began.send(());
-            release
-                .recv_timeout(DEADLINE)
-                .expect("the test releases the read");
-        }
+        wait_if_held(&self.hold_read, path);
         self.inner.latest(path)
     }
     fn contains(
@@ -113,20 +119,7 @@ impl Store for FaultyStore {
         if self.fail_scans.load(Ordering::SeqCst) {
             return Err(StoreError::Failed("injected scan failure".into()));
         }
-        let held = {
-            let mut hold = self.hold_scan.lock().unwrap();
-            if hold.as_ref().is_some_and(|(p, _, _)| p == prefix) {
-                hold.take()
-            } else {
-                None
-            }
-        };
-        if let Some((_, began, release)) = held {
-            let _ = began.send(());
-            release
-                .recv_timeout(DEADLINE)
-                .expect("the test releases the scan");
-        }
+        wait_if_held(&self.hold_scan, prefix);
         self.inner.scan_latest(prefix, after, limit)
     }
     fn history(

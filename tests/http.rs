@@ -624,3 +624,39 @@ async fn a_long_history_with_big_values_streams_every_event_once_in_order() {
         .json();
     assert_eq!(limited["events"].as_array().unwrap().len(), 7);
 }
+
+#[actix_web::test]
+async fn a_history_of_big_values_is_sent_as_it_is_read_not_built_whole_first() {
+    use futures_util::StreamExt as _;
+    let s = Server::start(&["--cache-mb", "16", "--durability", "lazy"]);
+    let url = s.at("raw", "whole/h");
+    // 48 values of 1 MiB: built whole, the JSON answer alone is 48 MiB.
+    let value = "w".repeat(1 << 20);
+    for _ in 0..48 {
+        assert!(put(&url, value.as_bytes()).await.status < 300);
+    }
+    let before = s.rss_kib();
+    let mut res = http()
+        .get(s.at("history", "whole/h"))
+        .send()
+        .await
+        .expect("the history answers");
+    assert_eq!(res.status().as_u16(), 200);
+    // The head arrived: an answer built whole holds every value by now; a
+    // streamed one holds a step (about 1 MiB of values) and what the socket
+    // buffers take.
+    let first = res.next().await.expect("a first chunk").expect("read");
+    assert!(!first.is_empty());
+    let grown_mib = s.rss_kib().saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < 24,
+        "the server grew {grown_mib} MiB while the client had read one chunk"
+    );
+    // And the whole answer is still every event, in order.
+    let mut body = first.to_vec();
+    while let Some(chunk) = res.next().await {
+        body.extend_from_slice(&chunk.expect("read"));
+    }
+    let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(json["events"].as_array().unwrap().len(), 48);
+}

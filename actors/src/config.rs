@@ -16,9 +16,11 @@ pub enum Durability {
     /// the last fsync is over, then are flushed once and acked together.
     /// Durable like `flush`, fewer fsyncs under load.
     Batch,
-    /// Acked once applied in memory; sled flushes in the background every
-    /// `lazy_flush_interval`. A crash may lose the last such interval
-    /// (like Redis `appendfsync everysec`).
+    /// Acked once applied in memory; the committer flushes every
+    /// `lazy_flush_interval` after a write (even when no other follows), and
+    /// sled's background flush runs at the same period. A crash may lose the
+    /// last such interval (like Redis `appendfsync everysec`);
+    /// `NodeStats::durable_seq` says how far the disk has the log.
     Lazy,
 }
 

@@ -1,31 +1,34 @@
-//! Spread's engine: the model (paths, versions, events, LWW), the sled store
-//! with history and a node-local change log, and the actors that run a node —
-//! `Partition` (serialized writes of one slice of the topic space), the
-//! committer (group commit, seqs, durability), `Hub` (fan-out in log order)
-//! and `Subscriber` (one client session).
+//! Spread's engine, in folders that name its parts (arrows point down):
 //!
-//! [`Node`] is the entry point for embedding; the `spread-web` crate puts
-//! HTTP, SSE and WebSocket in front of it.
+//! - [`node`]: the facade — [`Node`], what the library and the HTTP layer call;
+//!   opening and stopping the engine.
+//! - [`session`]: one client session ([`Subscriber`]), its bounded outbox, its
+//!   snapshot or replay, then live changes.
+//! - [`engine`]: one node's write path — `Partition` (stamp, preconditions,
+//!   LWW per slice of the topic space), the committer (group commit, seqs,
+//!   durability) and the `Hub` (fan-out in log order).
+//! - [`store`]: sled behind the `Store` trait — layout, commit, reads,
+//!   upgrade.
+//! - [`model`]: paths, versions and the clock, events and the LWW rule,
+//!   cursors, field limits.
+//! - [`config`] (every default in one place) and [`error`].
+//!
+//! The `spread-web` crate puts HTTP, SSE and WebSocket in front of [`Node`].
 
-pub(crate) mod committer;
 pub mod config;
-pub mod cursor;
+pub mod engine;
 pub mod error;
-pub mod hub;
 pub mod model;
 pub mod node;
-pub mod partition;
+pub mod session;
 pub mod store;
-pub mod subscriber;
-#[cfg(test)]
-mod write_path_tests;
 
 pub use config::{Config, Durability};
-pub use cursor::Cursor;
+pub use engine::hub::Change;
+pub use engine::partition::{Precondition, Write, WriteReport, WriteStatus};
 pub use error::NodeError;
-pub use hub::Change;
+pub use model::cursor::Cursor;
 pub use model::{Event, FieldError, NodeId, Path, PathError, Version};
 pub use node::{HistoryRange, Listing, Node, NodeStats, Session};
-pub use partition::{Precondition, Write, WriteReport, WriteStatus};
+pub use session::{SessionStream, StreamItem, Subscribe, Subscriber, Unsubscribe};
 pub use store::Stored;
-pub use subscriber::{SessionStream, StreamItem, Subscribe, Subscriber, Unsubscribe};

@@ -1,5 +1,6 @@
 //! The core model: paths, versions, the clock, events and the LWW rule.
 
+pub mod cursor;
 pub mod event;
 pub mod limits;
 pub mod path;

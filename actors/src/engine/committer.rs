@@ -4,7 +4,7 @@
 //! decides *when*: it takes every commit request waiting, assigns each new
 //! latest value the next node-local seq, applies them as one commit (which
 //! a crash cannot tear), makes it as durable as configured, and only then
-//! hands the changes to the [`Hub`](crate::hub::Hub) in seq order. One
+//! hands the changes to the [`Hub`](crate::engine::hub::Hub) in seq order. One
 //! thread, one commit at a time: seqs are gap-free and streams see changes
 //! in log order, so a resume cursor is an exact position.
 
@@ -18,10 +18,10 @@ use actix::Addr;
 use tokio::sync::oneshot;
 
 use crate::config::Durability;
+use crate::engine::hub::{Change, Hub, Publish, PublishGroup};
+use crate::engine::partition::{finish, Decided};
 use crate::error::NodeError;
-use crate::hub::{Change, Hub, Publish, PublishGroup};
 use crate::model::{Clock, Digest, Event};
-use crate::partition::{finish, Decided};
 use crate::store::{Commit, CommitEntry, Store, StoreError};
 
 /// Most events gathered into one batch.

@@ -18,10 +18,10 @@ use futures_util::future::join_all;
 use tokio::sync::oneshot;
 
 use crate::config::{Config, Durability};
+use crate::engine::partition::{Precondition, Write, WriteStatus};
 use crate::error::NodeError;
 use crate::model::{Digest, Path, Version};
 use crate::node::{HistoryRange, Node};
-use crate::partition::{Precondition, Write, WriteStatus};
 use crate::store::{Commit, LogHead, SledStore, Store, StoreError, Stored};
 
 /// How long a test waits for the engine before it fails.
@@ -196,13 +196,13 @@ fn value_at(node: &Node, p: &Path) -> Option<bytes::Bytes> {
 fn spawn_write(
     node: &Node,
     write: Write,
-) -> tokio::task::JoinHandle<Result<crate::partition::WriteReport, NodeError>> {
+) -> tokio::task::JoinHandle<Result<crate::engine::partition::WriteReport, NodeError>> {
     let node = node.clone();
     actix::spawn(async move { node.write(write).await })
 }
 
 /// The next item of a session stream, at most [`DEADLINE`] away.
-async fn next_item(stream: &mut crate::SessionStream) -> crate::subscriber::StreamItem {
+async fn next_item(stream: &mut crate::SessionStream) -> crate::session::StreamItem {
     use futures_util::StreamExt as _;
     tokio::time::timeout(DEADLINE, stream.next())
         .await
@@ -232,7 +232,12 @@ where
 async fn decided(node: &Node, p: &Path, n: u64) {
     let partition = node.partition_actor(node.partition_of(p)).clone();
     eventually(&format!("{n} writes are decided"), || async {
-        partition.send(crate::partition::Probe).await.unwrap().2 >= n
+        partition
+            .send(crate::engine::partition::Probe)
+            .await
+            .unwrap()
+            .2
+            >= n
     })
     .await;
 }
@@ -483,7 +488,7 @@ fn writes_waiting_for_a_free_batch_slot_go_on_when_a_commit_fails() {
 /// top of the failed one fail too, and the queued writes, decided afresh,
 /// commit.
 fn writes_waiting_for_a_slot(fail: bool) {
-    use crate::partition::{Probe, MAX_BATCHES_IN_FLIGHT};
+    use crate::engine::partition::{Probe, MAX_BATCHES_IN_FLIGHT};
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FaultyStore::open(dir.path()));
     let node = Node::start(config(dir.path()), store.clone()).unwrap();
@@ -541,7 +546,7 @@ fn writes_waiting_for_a_slot(fail: bool) {
 
 #[test]
 fn writers_wait_for_room_when_a_partition_inbox_is_full_and_its_queue_stays_bounded() {
-    use crate::partition::{Probe, INBOX_WRITES, MAX_QUEUED_WRITES};
+    use crate::engine::partition::{Probe, INBOX_WRITES, MAX_QUEUED_WRITES};
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FaultyStore::open(dir.path()));
     let node = Node::start(config(dir.path()), store.clone()).unwrap();
@@ -628,7 +633,7 @@ fn a_cold_read_in_one_partition_does_not_hold_up_the_others() {
 
 #[test]
 fn a_failed_flush_fails_the_write_and_every_later_one_until_a_restart() {
-    use crate::subscriber::StreamItem;
+    use crate::session::StreamItem;
 
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FaultyStore::open(dir.path()));
@@ -697,7 +702,7 @@ fn a_failed_flush_fails_the_write_and_every_later_one_until_a_restart() {
 
 #[test]
 fn a_subscriber_opened_outside_actix_receives_changes() {
-    use crate::subscriber::StreamItem;
+    use crate::session::StreamItem;
 
     let dir = tempfile::tempdir().unwrap();
     let node = Node::open(config(dir.path())).unwrap();
@@ -730,7 +735,7 @@ fn a_subscriber_opened_outside_actix_receives_changes() {
 
 #[test]
 fn a_snapshot_the_store_cannot_read_ends_the_stream_with_an_error_never_ready() {
-    use crate::subscriber::StreamItem;
+    use crate::session::StreamItem;
     use futures_util::StreamExt as _;
 
     let dir = tempfile::tempdir().unwrap();
@@ -757,7 +762,7 @@ fn a_snapshot_the_store_cannot_read_ends_the_stream_with_an_error_never_ready() 
 
 #[test]
 fn a_long_snapshot_read_does_not_hold_up_other_sessions_on_its_thread() {
-    use crate::subscriber::StreamItem;
+    use crate::session::StreamItem;
 
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FaultyStore::open(dir.path()));

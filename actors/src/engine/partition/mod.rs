@@ -32,21 +32,28 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::committer::{CommitRequest, PendingWrite, WriteDone};
+use crate::engine::committer::{CommitRequest, PendingWrite, WriteDone};
 use crate::error::NodeError;
 use crate::model::{
     decide, version::wall_micros, Applied, Clock, Digest, Event, NodeId, Path, Version,
 };
 use crate::store::{Store, StoreError};
+
+mod inbox;
+mod prefetch;
+mod write;
+
+pub use inbox::Apply;
+pub(crate) use inbox::{Inbox, Wake};
+pub use write::{Precondition, Write, WriteReport, WriteStatus};
 
 /// Most writes decided in one batch.
 const MAX_WRITES_PER_BATCH: usize = 1024;
@@ -59,165 +66,11 @@ pub(crate) const MAX_QUEUED_WRITES: usize = 2 * MAX_WRITES_PER_BATCH;
 /// Writes an inbox holds; a writer finding it full waits for room.
 pub(crate) const INBOX_WRITES: usize = 4 * MAX_WRITES_PER_BATCH;
 
-/// A condition a write must meet against the path's current value.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Precondition {
-    /// Always write.
-    #[default]
-    None,
-    /// Write only if this is the current live version (`If-Match`).
-    IfMatch(Version),
-    /// Write only if the path has no live value (`If-None-Match: *`).
-    IfAbsent,
-    /// Write only if the path has a live value (`If-Match: *`).
-    IfPresent,
-}
-
-/// A write request: a value (or a delete) for one path.
-#[derive(Clone, Debug, Default)]
-pub struct Write {
-    /// The path (not the root).
-    pub path: Option<Path>,
-    /// The value; `None` deletes.
-    pub value: Option<Bytes>,
-    /// Media type to store with the value.
-    pub content_type: Option<Arc<str>>,
-    /// Explicit event time (µs); the node's clock is used when `None`.
-    pub time: Option<u64>,
-    /// Seconds the value lives.
-    pub ttl_secs: Option<u64>,
-    /// Who writes (token subject).
-    pub author: Option<Arc<str>>,
-    /// Condition on the current value.
-    pub precondition: Precondition,
-}
-
-impl Write {
-    /// A write of `value` at `path`.
-    pub fn set(path: Path, value: impl Into<Bytes>) -> Write {
-        Write {
-            path: Some(path),
-            value: Some(value.into()),
-            ..Write::default()
-        }
-    }
-
-    /// A delete of `path`.
-    pub fn delete(path: Path) -> Write {
-        Write {
-            path: Some(path),
-            ..Write::default()
-        }
-    }
-}
-
-/// How a write ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WriteStatus {
-    /// It became the value.
-    New,
-    /// That exact event was already applied.
-    Existing,
-    /// A newer value stands; it was kept in history.
-    TooLate,
-}
-
-/// What happened to a write, and how it propagated.
-#[derive(Clone, Debug)]
-pub struct WriteReport {
-    /// The outcome.
-    pub status: WriteStatus,
-    /// True when the path had no live value before.
-    pub created: bool,
-    /// The path.
-    pub path: Path,
-    /// The write's version.
-    pub version: Version,
-    /// The version it replaced (for `New`).
-    pub previous: Option<Version>,
-    /// The version that stands (for `TooLate`).
-    pub current: Option<Version>,
-    /// Its seq in this node's change log (for `New`).
-    pub seq: Option<u64>,
-    /// Local subscribers it was handed to.
-    pub subscribers: usize,
-}
-
-/// Applies one write; `reply` gets the report once the write is as durable
-/// as configured (or the error). The answer travels on `reply` rather than
-/// as a message's result so that the writer is woken once, by whoever
-/// finishes the write. Sent through a partition's [`Inbox`].
-pub struct Apply {
-    /// The write.
-    pub write: Write,
-    /// Where the outcome goes.
-    pub reply: oneshot::Sender<Result<WriteReport, NodeError>>,
-}
-
-/// Tells a partition its inbox has writes (sent only when it is idle).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Wake;
-
-/// The sending side of a partition: its bounded inbox, and its address to
-/// wake it with.
-#[derive(Clone)]
-pub(crate) struct Inbox {
-    writes: mpsc::Sender<Apply>,
-    /// True while the partition will look at its inbox again by itself;
-    /// a writer that sets it sends [`Wake`].
-    scheduled: Arc<AtomicBool>,
-    addr: Addr<Partition>,
-}
-
-impl Inbox {
-    /// Hands a write to the partition, waiting for room when the inbox is
-    /// full (counted in `waits` before waiting).
-    pub(crate) async fn send(&self, apply: Apply, waits: &AtomicU64) -> Result<(), NodeError> {
-        match self.writes.try_send(apply) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(apply)) => {
-                waits.fetch_add(1, Ordering::Relaxed);
-                self.writes
-                    .send(apply)
-                    .await
-                    .map_err(|_| NodeError::ShuttingDown)?;
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(NodeError::ShuttingDown),
-        }
-        if !self.scheduled.swap(true, Ordering::AcqRel) {
-            self.addr.do_send(Wake);
-        }
-        Ok(())
-    }
-
-    /// The partition's actor (tests).
-    #[cfg(test)]
-    pub(crate) fn actor(&self) -> &Addr<Partition> {
-        &self.addr
-    }
-}
-
 struct Queued {
     write: Write,
     reply: oneshot::Sender<Result<WriteReport, NodeError>>,
 }
 
-/// A store read a batch needs before it can be decided.
-struct Read {
-    path: Path,
-    /// Also look this event up in the path's history, when it turns out to
-    /// be older than the path's current event (an explicit time).
-    lookup: Option<(Version, Digest)>,
-}
-
-/// What a [`Read`] found.
-struct Found {
-    path: Path,
-    current: Result<Option<Current>, String>,
-    /// The event looked up and whether history has it.
-    known: Option<((Version, Digest), Result<bool, String>)>,
-}
 /// A decided write waiting for its batch to commit.
 pub(crate) struct Decided {
     reply: oneshot::Sender<Result<WriteReport, NodeError>>,
@@ -406,76 +259,6 @@ impl Partition {
             content_type: write.content_type.clone(),
             author: write.author.clone(),
         }
-    }
-
-    /// The store reads the first `take` queued writes need before they can
-    /// be decided without touching the store: the current event of each
-    /// path the partition does not know, and, for a write with an explicit
-    /// time older than its path's current event, a look-up in history.
-    /// (A write stamped by the clock is newer than anything the clock has
-    /// seen, so it never needs one.) A write made older than the current
-    /// event only by an earlier write of the same batch is looked up when
-    /// it is decided, on this thread: the one case left.
-    fn reads_for(&self, take: usize) -> Vec<Read> {
-        let mut reads: Vec<Read> = Vec::new();
-        for q in self.queue.iter().take(take) {
-            let Some(path) = &q.write.path else { continue };
-            let known = self.known_current(path);
-            let lookup = q.write.time.and_then(|t| {
-                let event = self.event_of(path.clone(), &q.write, t);
-                let key = (event.version.clone(), event.digest());
-                let older = match &known {
-                    Some(Ok(Some(c))) => (&key.0, &key.1) < (&c.version, &c.digest),
-                    Some(_) => false,
-                    None => true, // decided once the current event is read
-                };
-                let done = self
-                    .looked_up
-                    .contains_key(&(path.clone(), key.0.clone(), key.1));
-                (older && !done).then_some(key)
-            });
-            if known.is_some() && lookup.is_none() {
-                continue;
-            }
-            match reads.iter_mut().find(|r| &r.path == path) {
-                Some(r) if r.lookup.is_none() => r.lookup = lookup,
-                Some(_) => {}
-                None => reads.push(Read {
-                    path: path.clone(),
-                    lookup,
-                }),
-            }
-        }
-        reads
-    }
-
-    /// Reads what a batch needs on a blocking thread, then goes on deciding.
-    fn prefetch(&mut self, reads: Vec<Read>, ctx: &mut Context<Self>) {
-        self.loading = true;
-        let store = self.store.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            reads
-                .into_iter()
-                .map(|r| read_one(&*store, r))
-                .collect::<Vec<Found>>()
-        });
-        ctx.spawn(read.into_actor(self).map(|found, act, ctx| {
-            act.loading = false;
-            match found {
-                Ok(found) => {
-                    for f in found {
-                        if let Some((key, known)) = f.known {
-                            act.looked_up.insert((f.path.clone(), key.0, key.1), known);
-                        }
-                        act.prefetched.insert(f.path, f.current);
-                    }
-                }
-                // The reading thread failed: the batch's writes read again
-                // when decided, and fail on their own errors.
-                Err(e) => log::error!("partition {}: a store read failed: {e}", act.index),
-            }
-            act.pump(ctx);
-        }));
     }
 
     /// Takes writes from the inbox while the queue has room, decides what
@@ -798,32 +581,6 @@ pub(crate) fn finish(decided: Vec<Decided>, result: Result<Vec<WriteDone>, NodeE
                     ))));
             }
         }
-    }
-}
-
-/// Reads one path's current event (and looks one event up in its history)
-/// on a blocking thread.
-fn read_one(store: &dyn Store, read: Read) -> Found {
-    let current = store
-        .latest(&read.path)
-        .map(|s| s.map(|s| Current::of(&s.event, s.digest)))
-        .map_err(|e| e.to_string());
-    let known = read.lookup.and_then(|key| {
-        let older = match &current {
-            Ok(Some(c)) => (&key.0, &key.1) < (&c.version, &c.digest),
-            _ => false,
-        };
-        older.then(|| {
-            let known = store
-                .contains(&read.path, &key.0, &key.1)
-                .map_err(|e| e.to_string());
-            (key, known)
-        })
-    });
-    Found {
-        path: read.path,
-        current,
-        known,
     }
 }
 

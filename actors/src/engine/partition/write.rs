@@ -1,0 +1,93 @@
+//! What a client asks of a partition: a [`Write`] (a value or a delete, with
+//! an optional precondition and explicit time), and the [`WriteReport`]
+//! that answers it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::model::{Path, Version};
+
+/// A condition a write must meet against the path's current value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Precondition {
+    /// Always write.
+    #[default]
+    None,
+    /// Write only if this is the current live version (`If-Match`).
+    IfMatch(Version),
+    /// Write only if the path has no live value (`If-None-Match: *`).
+    IfAbsent,
+    /// Write only if the path has a live value (`If-Match: *`).
+    IfPresent,
+}
+
+/// A write request: a value (or a delete) for one path.
+#[derive(Clone, Debug, Default)]
+pub struct Write {
+    /// The path (not the root).
+    pub path: Option<Path>,
+    /// The value; `None` deletes.
+    pub value: Option<Bytes>,
+    /// Media type to store with the value.
+    pub content_type: Option<Arc<str>>,
+    /// Explicit event time (µs); the node's clock is used when `None`.
+    pub time: Option<u64>,
+    /// Seconds the value lives.
+    pub ttl_secs: Option<u64>,
+    /// Who writes (token subject).
+    pub author: Option<Arc<str>>,
+    /// Condition on the current value.
+    pub precondition: Precondition,
+}
+
+impl Write {
+    /// A write of `value` at `path`.
+    pub fn set(path: Path, value: impl Into<Bytes>) -> Write {
+        Write {
+            path: Some(path),
+            value: Some(value.into()),
+            ..Write::default()
+        }
+    }
+
+    /// A delete of `path`.
+    pub fn delete(path: Path) -> Write {
+        Write {
+            path: Some(path),
+            ..Write::default()
+        }
+    }
+}
+
+/// How a write ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteStatus {
+    /// It became the value.
+    New,
+    /// That exact event was already applied.
+    Existing,
+    /// A newer value stands; it was kept in history.
+    TooLate,
+}
+
+/// What happened to a write, and how it propagated.
+#[derive(Clone, Debug)]
+pub struct WriteReport {
+    /// The outcome.
+    pub status: WriteStatus,
+    /// True when the path had no live value before.
+    pub created: bool,
+    /// The path.
+    pub path: Path,
+    /// The write's version.
+    pub version: Version,
+    /// The version it replaced (for `New`).
+    pub previous: Option<Version>,
+    /// The version that stands (for `TooLate`).
+    pub current: Option<Version>,
+    /// Its seq in this node's change log (for `New`).
+    pub seq: Option<u64>,
+    /// Local subscribers it was handed to.
+    pub subscribers: usize,
+}

@@ -1,0 +1,309 @@
+//! `Node`: an embedded Spread node — the library API, and what the HTTP
+//! layer drives.
+//!
+//! `Node::open` opens the store, restores the clock and the log head, and
+//! starts the engine on its own threads: an actix system holding the hub, the
+//! partitions and the session actors, plus the committer thread. A `Node` is
+//! cheap to clone and can be used from any thread or async runtime; the
+//! engine stops when the last clone is dropped (or on [`Node::shutdown`]),
+//! after making every acknowledged write durable.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::config::{Config, Durability};
+use crate::engine::partition::{Apply, Inbox, Write, WriteReport};
+use crate::error::NodeError;
+use crate::model::{limits, version::wall_micros, Clock, FieldError, NodeId, Path};
+use crate::session::{Outbox, SessionContext, SessionStream, Subscribe, Subscriber};
+use crate::store::{Store, Stored};
+
+mod query;
+mod start;
+mod stats;
+
+pub use query::{HistoryRange, Listing, LIST_SCAN_SLACK};
+use start::Engine;
+pub use stats::NodeStats;
+
+/// An open session: its actor and the stream of what it sends.
+pub struct Session {
+    /// The session actor (send it `Subscribe` / `Unsubscribe`).
+    pub actor: Addr<Subscriber>,
+    /// What it streams; dropping this ends the session.
+    pub stream: SessionStream,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<Clock>,
+    node_id: NodeId,
+    incarnation: Arc<str>,
+    shard_depth: usize,
+    partitions: Vec<Inbox>,
+    sessions: ArbiterHandle,
+    session_ctx: Arc<SessionContext>,
+    next_session: AtomicU64,
+    stats: Arc<NodeStats>,
+    config: Config,
+    engine: Mutex<Option<Engine>>,
+}
+
+/// An embedded Spread node.
+///
+/// ```
+/// # async fn demo() -> Result<(), spread_actors::NodeError> {
+/// use futures_util::StreamExt;
+/// use spread_actors::{Config, Node, StreamItem};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let node = Node::open(Config::new(dir.path()))?;
+/// let report = node.set("rooms/42/topic", "hello").await?;
+/// assert_eq!(report.seq, Some(1));
+/// let stored = node.get("rooms/42/topic")?.expect("just written");
+/// assert_eq!(stored.event.value.as_deref(), Some(&b"hello"[..]));
+///
+/// let mut sub = node.subscribe("rooms/42", None)?;
+/// assert!(matches!(sub.next().await, Some(StreamItem::Snapshot(_))));
+/// assert!(matches!(sub.next().await, Some(StreamItem::Ready { .. })));
+/// node.delete("rooms/42/topic").await?;
+/// match sub.next().await {
+///     Some(StreamItem::Update(change)) => assert!(change.event.is_deleted()),
+///     other => panic!("expected the delete, got {other:?}"),
+/// }
+/// assert_eq!(node.history("rooms/42/topic", Default::default())?.len(), 2);
+/// # Ok(()) }
+/// # actix::System::new().block_on(demo()).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+/// Refuses a write whose fields the store could not hold, before it joins
+/// a batch with other clients' writes.
+fn check_fields(write: &Write) -> Result<(), FieldError> {
+    if let Some(ct) = &write.content_type {
+        limits::check_content_type(ct)?;
+    }
+    if let Some(author) = &write.author {
+        limits::check_author(author)?;
+    }
+    if let Some(value) = &write.value {
+        limits::check_value(value)?;
+    }
+    if let Some(ttl) = write.ttl_secs {
+        limits::check_ttl(ttl)?;
+    }
+    Ok(())
+}
+
+impl Node {
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.inner.node_id
+    }
+
+    /// The id of this node's store (part of every resume cursor).
+    pub fn incarnation(&self) -> &str {
+        &self.inner.incarnation
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The durability writes are acknowledged with.
+    pub fn durability(&self) -> Durability {
+        self.inner.config.durability
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> &NodeStats {
+        &self.inner.stats
+    }
+
+    /// The last seq published to subscribers.
+    pub fn head_seq(&self) -> u64 {
+        self.inner.stats.hub.head.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn store_size(&self) -> u64 {
+        self.inner.store.size_on_disk()
+    }
+
+    /// The largest time this node's clock has issued or seen.
+    pub fn clock_time(&self) -> u64 {
+        self.inner.clock.last()
+    }
+
+    /// The number of partitions (fixed when the store was created).
+    pub fn partitions(&self) -> usize {
+        self.inner.partitions.len()
+    }
+
+    /// The partition that owns `path`.
+    pub fn partition_of(&self, path: &Path) -> usize {
+        let head = path.head(self.inner.shard_depth);
+        let hash = blake3::hash(head.as_bytes());
+        let n = u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"));
+        (n % self.inner.partitions.len() as u64) as usize
+    }
+
+    /// The actor of partition `index` (tests only).
+    #[cfg(test)]
+    pub(crate) fn partition_actor(
+        &self,
+        index: usize,
+    ) -> &Addr<crate::engine::partition::Partition> {
+        self.inner.partitions[index].actor()
+    }
+
+    /// Applies a write through its partition; answers once it is as durable
+    /// as configured and handed to local subscribers.
+    pub async fn write(&self, write: Write) -> Result<WriteReport, NodeError> {
+        let path = write.path.as_ref().ok_or(crate::model::PathError::Empty)?;
+        if path.is_root() {
+            return Err(crate::model::PathError::Empty.into());
+        }
+        check_fields(&write)?;
+        let partition = &self.inner.partitions[self.partition_of(path)];
+        let (reply, answer) = oneshot::channel();
+        // A full inbox makes the writer wait for room (backpressure).
+        partition
+            .send(Apply { write, reply }, &self.inner.stats.writes_waited)
+            .await?;
+        answer.await.unwrap_or(Err(NodeError::ShuttingDown))
+    }
+
+    /// Writes `value` at `path`.
+    pub async fn set(&self, path: &str, value: impl Into<Bytes>) -> Result<WriteReport, NodeError> {
+        self.write(Write::set(Path::parse_key(path)?, value)).await
+    }
+
+    /// Deletes `path` (writes a tombstone; history keeps the old values).
+    pub async fn delete(&self, path: &str) -> Result<WriteReport, NodeError> {
+        self.write(Write::delete(Path::parse_key(path)?)).await
+    }
+
+    /// The live value of `path`: `None` if absent, deleted or expired.
+    pub fn get(&self, path: &str) -> Result<Option<Stored>, NodeError> {
+        self.get_path(&Path::parse_key(path)?)
+    }
+
+    /// [`Node::get`] for a parsed path.
+    pub fn get_path(&self, path: &Path) -> Result<Option<Stored>, NodeError> {
+        let stored = self.inner.store.latest(path)?;
+        Ok(stored.filter(|s| s.event.is_live_now()))
+    }
+
+    /// Live values of `prefix` and below, in path order, after `after`: at
+    /// most `limit`, reading at most `limit` + [`LIST_SCAN_SLACK`] entries
+    /// (tombstones and expired values are read and skipped). `next` is where
+    /// the next page starts, `None` once the prefix is done; a page cut
+    /// short by the scan bound may hold fewer than `limit` entries, even
+    /// none, and still have a `next`.
+    pub fn list(
+        &self,
+        prefix: &Path,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Listing, NodeError> {
+        let now = wall_micros();
+        let mut entries = Vec::new();
+        let mut cursor = after.map(str::to_string);
+        let mut budget = limit.saturating_add(LIST_SCAN_SLACK);
+        loop {
+            let want = (limit - entries.len()).min(budget);
+            if want == 0 {
+                break;
+            }
+            let chunk = self
+                .inner
+                .store
+                .scan_latest(prefix, cursor.as_deref(), want)?;
+            let Some(last) = chunk.last() else {
+                return Ok(Listing {
+                    entries,
+                    next: None,
+                });
+            };
+            cursor = Some(last.event.path.as_str().to_string());
+            let full = chunk.len() == want;
+            budget -= chunk.len();
+            entries.extend(chunk.into_iter().filter(|s| s.event.is_live_at(now)));
+            if !full {
+                return Ok(Listing {
+                    entries,
+                    next: None,
+                });
+            }
+        }
+        Ok(Listing {
+            entries,
+            next: cursor,
+        })
+    }
+
+    /// Every event of `path` in `range`, oldest first (tombstones included).
+    pub fn history(&self, path: &str, range: HistoryRange) -> Result<Vec<Stored>, NodeError> {
+        self.history_of(&Path::parse_key(path)?, range)
+    }
+
+    /// [`Node::history`] for a parsed path.
+    pub fn history_of(&self, path: &Path, range: HistoryRange) -> Result<Vec<Stored>, NodeError> {
+        Ok(self
+            .inner
+            .store
+            .history(path, range.from, range.to, range.limit)?)
+    }
+
+    /// Opens a session with no subscription yet (the WebSocket and SSE
+    /// endpoints use this; add prefixes with [`Subscribe`]).
+    pub fn open_session(&self) -> Session {
+        let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
+        let (outbox, stream) = Outbox::new(
+            self.inner.config.subscriber_queue_items,
+            self.inner.config.subscriber_queue_bytes,
+        );
+        let ctx = self.inner.session_ctx.clone();
+        // On the caller's arbiter when there is one (an HTTP worker: the
+        // session's transport lives there too, so a delivery crosses one
+        // thread, hub to worker), else on the engine's session arbiter.
+        let arbiter = actix::Arbiter::try_current().unwrap_or_else(|| self.inner.sessions.clone());
+        let actor =
+            Subscriber::start_in_arbiter(&arbiter, move |_| Subscriber::new(id, ctx, outbox));
+        Session { actor, stream }
+    }
+
+    /// Streams `prefix` and everything below: a snapshot, `Ready`, then every
+    /// change. With `since` (a cursor from an earlier stream) it sends only
+    /// what changed after it instead of the snapshot.
+    pub fn subscribe(&self, prefix: &str, since: Option<&str>) -> Result<SessionStream, NodeError> {
+        let prefix = Path::parse(prefix)?;
+        let session = self.open_session();
+        session.actor.do_send(Subscribe {
+            prefix,
+            since: since.map(str::to_string),
+        });
+        Ok(session.stream)
+    }
+
+    /// Stops the engine after making every acknowledged write durable.
+    /// Later calls on any clone fail with `ShuttingDown`.
+    pub fn shutdown(&self) {
+        let engine = self.inner.engine.lock().map(|mut e| e.take());
+        if let Ok(Some(mut engine)) = engine {
+            engine.stop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,81 @@
+//! Tests of opening a node and of its listings.
+
+use super::*;
+
+#[test]
+fn a_bad_node_id_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.node_id = Some("not valid!".into());
+    match Node::open(config) {
+        Err(NodeError::BadConfig(detail)) => assert!(detail.contains("node id"), "{detail}"),
+        Err(other) => panic!("expected BadConfig, got {other}"),
+        Ok(_) => panic!("a bad node id was accepted"),
+    }
+}
+
+#[test]
+fn a_listing_over_many_tombstones_reads_a_bounded_page_and_says_where_to_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.durability = Durability::Lazy;
+    let node = Node::open(config).unwrap();
+    let dead = LIST_SCAN_SLACK + 50;
+    actix::System::new().block_on(async {
+        let paths: Vec<String> = (0..dead).map(|i| format!("t/{i:05}")).collect();
+        for chunk in paths.chunks(1000) {
+            let writes = chunk.iter().map(|p| node.delete(p));
+            for report in futures_util::future::join_all(writes).await {
+                report.unwrap();
+            }
+        }
+        node.set("t/zzz", "alive").await.unwrap();
+    });
+    let prefix = Path::parse("t").unwrap();
+    let first = node.list(&prefix, None, 10).unwrap();
+    assert!(
+        first.entries.is_empty(),
+        "only tombstones within the scan bound"
+    );
+    let next = first.next.expect("a page cut short says where to go on");
+    let second = node.list(&prefix, Some(&next), 10).unwrap();
+    let paths: Vec<_> = second
+        .entries
+        .iter()
+        .map(|s| s.event.path.as_str().to_string())
+        .collect();
+    assert_eq!(paths, ["t/zzz"]);
+    assert_eq!(second.next, None, "the prefix is done");
+    node.shutdown();
+}
+
+#[test]
+fn partition_layout_is_fixed_when_the_store_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.partitions = 8;
+    config.shard_depth = 1;
+    let node = Node::open(config.clone()).unwrap();
+    assert_eq!(node.partitions(), 8);
+    let a = Path::parse("rooms/1/x").unwrap();
+    let b = Path::parse("rooms/2/y").unwrap();
+    assert_eq!(
+        node.partition_of(&a),
+        node.partition_of(&b),
+        "depth 1: same first segment"
+    );
+    let before = node.partition_of(&a);
+    node.shutdown();
+    drop(node);
+
+    config.partitions = 64;
+    config.shard_depth = 2;
+    let node = Node::open(config).unwrap();
+    assert_eq!(
+        node.partitions(),
+        8,
+        "an existing store keeps its partition count"
+    );
+    assert_eq!(node.partition_of(&a), before, "and its shard depth");
+    assert_eq!(node.partition_of(&a), node.partition_of(&b));
+}

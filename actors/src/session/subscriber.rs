@@ -1,0 +1,274 @@
+//! `Subscriber`: the actor of one client session and its subscriptions, and
+//! the messages it takes ([`Subscribe`], [`Unsubscribe`], the hub's
+//! `Deliver`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use super::initial::send_initial;
+use super::outbox::{Outbox, PushError};
+use super::StreamItem;
+use crate::engine::hub::{
+    Change, Deliver, Hub, HubStats, Leave, Register, SubscriberId, Unregister,
+};
+use crate::error::NodeError;
+use crate::model::cursor::Cursor;
+use crate::model::Path;
+use crate::store::Store;
+
+/// Starts streaming a prefix to this session. `since` is a resume cursor;
+/// one that cannot be honoured (malformed, another store, trimmed) gives a
+/// `Reset` and a fresh snapshot.
+#[derive(Message)]
+#[rtype(result = "Result<(), NodeError>")]
+pub struct Subscribe {
+    /// The prefix.
+    pub prefix: Path,
+    /// Resume after this cursor instead of sending a snapshot.
+    pub since: Option<String>,
+}
+
+/// Stops streaming a prefix.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    /// The prefix.
+    pub prefix: Path,
+}
+
+/// What a subscriber needs of its node.
+pub(crate) struct SessionContext {
+    pub store: Arc<dyn Store>,
+    pub hub: Addr<Hub>,
+    pub incarnation: Arc<str>,
+    pub ping_interval: Duration,
+    pub max_subscriptions: usize,
+    pub max_buffered: usize,
+    pub stats: Arc<HubStats>,
+}
+
+struct Subscription {
+    prefix: Path,
+    live: bool,
+    generation: u64,
+    /// Live changes that arrived before `ready`.
+    pending: Vec<Arc<Change>>,
+}
+
+/// The actor of one client session.
+pub struct Subscriber {
+    id: SubscriberId,
+    ctx: Arc<SessionContext>,
+    outbox: Outbox,
+    subscriptions: Vec<Subscription>,
+    generation: u64,
+    buffered: usize,
+    last_sent: Instant,
+}
+
+impl Subscriber {
+    pub(crate) fn new(id: SubscriberId, ctx: Arc<SessionContext>, outbox: Outbox) -> Subscriber {
+        Subscriber {
+            id,
+            ctx,
+            outbox,
+            subscriptions: Vec::new(),
+            generation: 0,
+            buffered: 0,
+            last_sent: Instant::now(),
+        }
+    }
+
+    fn push_live(&mut self, item: StreamItem, ctx: &mut Context<Self>) {
+        match self.outbox.try_push(item) {
+            Ok(()) => self.last_sent = Instant::now(),
+            Err(PushError::Full) => self.lag(ctx),
+            // (`Failed` comes only from store reads, never from a push.)
+            Err(PushError::Closed | PushError::Failed(_)) => ctx.stop(),
+        }
+    }
+
+    /// Ends the session with [`StreamItem::Failed`]: a snapshot could not
+    /// be read whole.
+    fn fail(&mut self, prefix: Path, detail: String, ctx: &mut Context<Self>) {
+        log::error!(
+            "session {}: the snapshot of '{prefix}' failed: {detail}",
+            self.id
+        );
+        self.outbox.push_last(StreamItem::Failed { prefix, detail });
+        ctx.stop();
+    }
+
+    fn lag(&mut self, ctx: &mut Context<Self>) {
+        if ctx.state() == ActorState::Running {
+            self.ctx.stats.lagged.fetch_add(1, Ordering::Relaxed);
+        }
+        log::debug!("session {} lags; closing it", self.id);
+        self.outbox.push_last(StreamItem::Lagged);
+        ctx.stop();
+    }
+
+    /// The snapshot (or replay) of a subscription is out: send `ready` and
+    /// what arrived meanwhile.
+    fn go_live(&mut self, generation: u64, head: u64, ctx: &mut Context<Self>) {
+        let Some(sub) = self
+            .subscriptions
+            .iter_mut()
+            .find(|s| s.generation == generation)
+        else {
+            return;
+        };
+        sub.live = true;
+        let prefix = sub.prefix.clone();
+        let pending = std::mem::take(&mut sub.pending);
+        self.buffered -= pending.len();
+        let cursor = Cursor {
+            incarnation: self.ctx.incarnation.clone(),
+            seq: head,
+        };
+        self.push_live(StreamItem::Ready { prefix, cursor }, ctx);
+        for change in pending {
+            if change.seq > head {
+                self.push_live(StreamItem::Update(change), ctx);
+            }
+        }
+    }
+}
+
+impl Actor for Subscriber {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.ctx.max_buffered.max(16));
+        ctx.spawn(
+            self.outbox
+                .reader_gone()
+                .into_actor(self)
+                .map(|(), _, ctx| ctx.stop()),
+        );
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.ctx.hub.do_send(Leave { id: self.id });
+    }
+}
+
+impl Handler<Subscribe> for Subscriber {
+    type Result = ResponseActFuture<Self, Result<(), NodeError>>;
+
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) -> Self::Result {
+        if self.subscriptions.iter().any(|s| s.prefix == msg.prefix) {
+            return Box::pin(fut::ready(Ok(())));
+        }
+        if self.subscriptions.len() >= self.ctx.max_subscriptions {
+            return Box::pin(fut::ready(Err(NodeError::TooManySubscriptions(
+                self.ctx.max_subscriptions,
+            ))));
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        self.subscriptions.push(Subscription {
+            prefix: msg.prefix.clone(),
+            live: false,
+            generation,
+            pending: Vec::new(),
+        });
+        let register = self.ctx.hub.send(Register {
+            id: self.id,
+            mailbox: ctx.address().recipient(),
+            prefix: msg.prefix.clone(),
+        });
+        Box::pin(register.into_actor(self).map(move |registered, act, ctx| {
+            let head = registered.map_err(|_| NodeError::ShuttingDown)?;
+            let prefix = msg.prefix.clone();
+            let initial = send_initial(
+                act.ctx.clone(),
+                act.outbox.clone(),
+                msg.prefix,
+                msg.since,
+                head,
+            );
+            ctx.spawn(
+                initial
+                    .into_actor(act)
+                    .map(move |sent, act, ctx| match sent {
+                        Ok(()) => act.go_live(generation, head, ctx),
+                        Err(PushError::Closed) => ctx.stop(),
+                        Err(PushError::Full) => act.lag(ctx),
+                        Err(PushError::Failed(detail)) => act.fail(prefix, detail, ctx),
+                    }),
+            );
+            Ok(())
+        }))
+    }
+}
+
+impl Handler<Unsubscribe> for Subscriber {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, ctx: &mut Self::Context) {
+        let Some(i) = self
+            .subscriptions
+            .iter()
+            .position(|s| s.prefix == msg.prefix)
+        else {
+            return;
+        };
+        let gone = self.subscriptions.remove(i);
+        self.ctx.hub.do_send(Unregister {
+            id: self.id,
+            prefix: gone.prefix,
+        });
+        self.buffered -= gone.pending.len();
+        // Changes it held may be wanted by another subscription.
+        for change in gone.pending {
+            self.handle(Deliver::Change(change), ctx);
+        }
+    }
+}
+
+impl Handler<Deliver> for Subscriber {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        match msg {
+            Deliver::Change(change) => {
+                let path = &change.event.path;
+                if self
+                    .subscriptions
+                    .iter()
+                    .any(|s| s.live && s.prefix.covers(path))
+                {
+                    self.push_live(StreamItem::Update(change), ctx);
+                } else if let Some(sub) = self
+                    .subscriptions
+                    .iter_mut()
+                    .find(|s| s.prefix.covers(path))
+                {
+                    sub.pending.push(change);
+                    self.buffered += 1;
+                    if self.buffered > self.ctx.max_buffered {
+                        self.lag(ctx);
+                    }
+                }
+            }
+            Deliver::Tick { head } => {
+                let all_live = self.subscriptions.iter().all(|s| s.live);
+                if all_live && self.last_sent.elapsed() >= self.ctx.ping_interval {
+                    let cursor = Cursor {
+                        incarnation: self.ctx.incarnation.clone(),
+                        seq: head,
+                    };
+                    // A ping that does not fit is simply skipped.
+                    if self.outbox.try_push(StreamItem::Ping { cursor }).is_ok() {
+                        self.last_sent = Instant::now();
+                    }
+                }
+            }
+            Deliver::Lagged => self.lag(ctx),
+        }
+    }
+}

@@ -28,7 +28,7 @@ impl Default for HistoryRange {
 /// before it answers with what it found and where to go on.
 pub const LIST_SCAN_SLACK: usize = 10_000;
 
-/// A page of [`Node::list`].
+/// A page of [`Node::list`](crate::Node::list).
 #[derive(Clone, Debug)]
 pub struct Listing {
     /// Live values, in path order.

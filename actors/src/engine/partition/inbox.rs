@@ -14,7 +14,7 @@ use crate::error::NodeError;
 /// Applies one write; `reply` gets the report once the write is as durable
 /// as configured (or the error). The answer travels on `reply` rather than
 /// as a message's result so that the writer is woken once, by whoever
-/// finishes the write. Sent through a partition's [`Inbox`].
+/// finishes the write. Sent through a partition's `Inbox`.
 pub struct Apply {
     /// The write.
     pub write: Write,

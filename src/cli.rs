@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use spread_actors::config::defaults;
 use spread_actors::Durability;
 
 /// Spread: a persistent cache that streams the latest version of data.
@@ -124,10 +125,10 @@ pub struct TokenArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free one; the chosen address is printed).
-    #[arg(long, env = "SPREAD_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "SPREAD_LISTEN", default_value = defaults::LISTEN)]
     pub listen: String,
     /// Data directory (a sled database; created if missing).
-    #[arg(long, env = "SPREAD_DATA", default_value = "./spread-data")]
+    #[arg(long, env = "SPREAD_DATA", default_value = defaults::DATA_DIR)]
     pub data: PathBuf,
     /// This node's id ([A-Za-z0-9_-]{1,64}); generated and kept in the store when absent.
     #[arg(long, env = "SPREAD_NODE_ID")]
@@ -135,51 +136,51 @@ pub struct ServeArgs {
     /// When writes are acknowledged: `flush` (fsync each group of writes before acking),
     /// `batch` (at most one fsync per --batch-interval-ms; writes gather meanwhile) or
     /// `lazy` (ack when applied; fsync every --lazy-flush-ms; a crash may lose that window).
-    #[arg(long, env = "SPREAD_DURABILITY", default_value = "flush")]
+    #[arg(long, env = "SPREAD_DURABILITY", default_value = defaults::DURABILITY)]
     pub durability: Durability,
     /// Least time between two fsyncs of `batch` durability.
-    #[arg(long, env = "SPREAD_BATCH_INTERVAL_MS", default_value_t = 2)]
+    #[arg(long, env = "SPREAD_BATCH_INTERVAL_MS", default_value_t = defaults::BATCH_INTERVAL_MS)]
     pub batch_interval_ms: u64,
     /// How often `lazy` durability fsyncs.
-    #[arg(long, env = "SPREAD_LAZY_FLUSH_MS", default_value_t = 1000)]
+    #[arg(long, env = "SPREAD_LAZY_FLUSH_MS", default_value_t = defaults::LAZY_FLUSH_MS)]
     pub lazy_flush_ms: u64,
     /// sled page cache in MiB. Values are not all kept in RAM, but sled may hold more than
     /// this (see Known limits in the README).
-    #[arg(long, env = "SPREAD_CACHE_MB", default_value_t = 256)]
+    #[arg(long, env = "SPREAD_CACHE_MB", default_value_t = defaults::CACHE_MB)]
     pub cache_mb: u64,
     /// Partitions of a new store (fixed once created).
-    #[arg(long, env = "SPREAD_PARTITIONS", default_value_t = 64)]
+    #[arg(long, env = "SPREAD_PARTITIONS", default_value_t = defaults::PARTITIONS)]
     pub partitions: u32,
     /// Leading path segments that choose a path's partition (fixed once created).
-    #[arg(long, env = "SPREAD_SHARD_DEPTH", default_value_t = 2)]
+    #[arg(long, env = "SPREAD_SHARD_DEPTH", default_value_t = defaults::SHARD_DEPTH)]
     pub shard_depth: usize,
     /// Change-log entries kept for resuming streams (history is kept regardless).
-    #[arg(long, env = "SPREAD_LOG_RETENTION", default_value_t = 1_000_000)]
+    #[arg(long, env = "SPREAD_LOG_RETENTION", default_value_t = defaults::LOG_RETENTION)]
     pub log_retention: u64,
     /// A silent stream gets a ping after this many milliseconds.
-    #[arg(long, env = "SPREAD_PING_INTERVAL_MS", default_value_t = 15_000)]
+    #[arg(long, env = "SPREAD_PING_INTERVAL_MS", default_value_t = defaults::PING_INTERVAL_MS)]
     pub ping_interval_ms: u64,
     /// Largest write body in bytes (bigger: 413 too_large).
-    #[arg(long, env = "SPREAD_MAX_BODY_BYTES", default_value_t = 16 << 20)]
+    #[arg(long, env = "SPREAD_MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// Largest WebSocket frame in bytes a client may send (bigger: close 1009).
-    #[arg(long, env = "SPREAD_WS_MAX_FRAME_BYTES", default_value_t = 16 << 20)]
+    #[arg(long, env = "SPREAD_WS_MAX_FRAME_BYTES", default_value_t = defaults::WS_MAX_FRAME_BYTES)]
     pub ws_max_frame_bytes: usize,
     /// `set` / `delete` ops one WebSocket session may have in flight; further ones are
     /// answered at once with a `too_many_requests` error frame (the socket stays open).
-    #[arg(long, env = "SPREAD_WS_MAX_WRITES_IN_FLIGHT", default_value_t = 64)]
+    #[arg(long, env = "SPREAD_WS_MAX_WRITES_IN_FLIGHT", default_value_t = defaults::WS_MAX_WRITES_IN_FLIGHT)]
     pub ws_max_writes_in_flight: usize,
     /// Stream items a subscriber may have queued before it counts as lagging.
-    #[arg(long, env = "SPREAD_SUBSCRIBER_QUEUE_ITEMS", default_value_t = 1024)]
+    #[arg(long, env = "SPREAD_SUBSCRIBER_QUEUE_ITEMS", default_value_t = defaults::SUBSCRIBER_QUEUE_ITEMS)]
     pub subscriber_queue_items: usize,
     /// Bytes of values a subscriber may have queued before it counts as lagging.
-    #[arg(long, env = "SPREAD_SUBSCRIBER_QUEUE_BYTES", default_value_t = 8 << 20)]
+    #[arg(long, env = "SPREAD_SUBSCRIBER_QUEUE_BYTES", default_value_t = defaults::SUBSCRIBER_QUEUE_BYTES)]
     pub subscriber_queue_bytes: usize,
     /// Subscriptions one WebSocket session may hold.
-    #[arg(long, env = "SPREAD_MAX_SUBSCRIPTIONS", default_value_t = 64)]
+    #[arg(long, env = "SPREAD_MAX_SUBSCRIPTIONS", default_value_t = defaults::MAX_SUBSCRIPTIONS)]
     pub max_subscriptions: usize,
     /// How far (seconds) an explicit write time may be ahead of this node's clock.
-    #[arg(long, env = "SPREAD_MAX_FUTURE_SKEW_SECS", default_value_t = 3600)]
+    #[arg(long, env = "SPREAD_MAX_FUTURE_SKEW_SECS", default_value_t = defaults::MAX_FUTURE_SKEW_SECS)]
     pub max_future_skew_secs: u64,
     /// Require JWTs: an HMAC secret (HS256/384/512), or the path of a PEM public key
     /// file (RSA: RS256/384/512, EC: ES256/384). Without it the node is open.
@@ -189,7 +190,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SPREAD_JWT_ISS")]
     pub jwt_iss: Option<String>,
     /// Seconds of clock skew allowed when checking `exp` and `nbf`.
-    #[arg(long, env = "SPREAD_JWT_LEEWAY_SECS", default_value_t = 30)]
+    #[arg(long, env = "SPREAD_JWT_LEEWAY_SECS", default_value_t = defaults::JWT_LEEWAY_SECS)]
     pub jwt_leeway_secs: u64,
     /// An origin browsers may call the API from (repeat, or comma-separate; `*` for any).
     /// None by default.
@@ -205,17 +206,17 @@ pub struct ServeArgs {
     #[arg(long, env = "SPREAD_LISTEN_PLAIN")]
     pub listen_plain: Option<String>,
     /// SSE and WebSocket streams served at once; beyond it new ones get 503 too_many_streams.
-    #[arg(long, env = "SPREAD_MAX_STREAMS", default_value_t = 50_000)]
+    #[arg(long, env = "SPREAD_MAX_STREAMS", default_value_t = defaults::MAX_STREAMS)]
     pub max_streams: usize,
     /// Kernel send buffer of each SSE and WebSocket socket, in bytes (0: the kernel's
     /// autotuning, up to 4 MiB): bounds what a client that stops reading holds before it is cut.
-    #[arg(long, env = "SPREAD_STREAM_SEND_BUFFER_BYTES", default_value_t = 64 << 10)]
+    #[arg(long, env = "SPREAD_STREAM_SEND_BUFFER_BYTES", default_value_t = defaults::STREAM_SEND_BUFFER_BYTES)]
     pub stream_send_buffer_bytes: usize,
     /// Connections served at once; requests on further ones get 503 too_many_connections.
-    #[arg(long, env = "SPREAD_MAX_CONNECTIONS", default_value_t = 100_000)]
+    #[arg(long, env = "SPREAD_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Milliseconds a client has to send a request's head, and then its body (408 after).
-    #[arg(long, env = "SPREAD_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(long, env = "SPREAD_REQUEST_TIMEOUT_MS", default_value_t = defaults::REQUEST_TIMEOUT_MS)]
     pub request_timeout_ms: u64,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "SPREAD_WORKERS")]

@@ -1,8 +1,60 @@
-//! Engine configuration: one struct with production defaults.
+//! Engine configuration: one struct, and [`defaults`], the one place every
+//! default of a node is set (the engine's, the HTTP layer's and the command
+//! line's flags all take them from here).
 
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
+
+/// Every default setting of a node, with its unit in its name.
+pub mod defaults {
+    /// `--listen`.
+    pub const LISTEN: &str = "127.0.0.1:8080";
+    /// `--data`.
+    pub const DATA_DIR: &str = "./spread-data";
+    /// `--durability`.
+    pub const DURABILITY: &str = "flush";
+    /// `--batch-interval-ms`.
+    pub const BATCH_INTERVAL_MS: u64 = 2;
+    /// `--lazy-flush-ms`.
+    pub const LAZY_FLUSH_MS: u64 = 1000;
+    /// `--cache-mb`.
+    pub const CACHE_MB: u64 = 256;
+    /// `--partitions` (a new store).
+    pub const PARTITIONS: u32 = 64;
+    /// `--shard-depth` (a new store).
+    pub const SHARD_DEPTH: usize = 2;
+    /// `--log-retention`, in change-log entries.
+    pub const LOG_RETENTION: u64 = 1_000_000;
+    /// `--ping-interval-ms`.
+    pub const PING_INTERVAL_MS: u64 = 15_000;
+    /// `--subscriber-queue-items`.
+    pub const SUBSCRIBER_QUEUE_ITEMS: usize = 1024;
+    /// `--subscriber-queue-bytes`.
+    pub const SUBSCRIBER_QUEUE_BYTES: usize = 8 << 20;
+    /// `--max-subscriptions`, per session.
+    pub const MAX_SUBSCRIPTIONS: usize = 64;
+    /// `--max-future-skew-secs`.
+    pub const MAX_FUTURE_SKEW_SECS: u64 = 3600;
+    /// `--max-body-bytes`.
+    pub const MAX_BODY_BYTES: usize = 16 << 20;
+    /// `--ws-max-frame-bytes`.
+    pub const WS_MAX_FRAME_BYTES: usize = 16 << 20;
+    /// `--ws-max-writes-in-flight`, per WebSocket session.
+    pub const WS_MAX_WRITES_IN_FLIGHT: usize = 64;
+    /// `--max-streams`, per node.
+    pub const MAX_STREAMS: usize = 50_000;
+    /// `--stream-send-buffer-bytes`, per stream socket.
+    pub const STREAM_SEND_BUFFER_BYTES: usize = 64 << 10;
+    /// `--max-connections`, per node.
+    pub const MAX_CONNECTIONS: usize = 100_000;
+    /// `--request-timeout-ms`.
+    pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
+    /// How long a stop waits for open requests.
+    pub const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
+    /// `--jwt-leeway-secs`.
+    pub const JWT_LEEWAY_SECS: u64 = 30;
+}
 
 /// When a write counts as durable (and is acknowledged).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -87,17 +139,17 @@ impl Config {
             data_dir: data_dir.into(),
             node_id: None,
             durability: Durability::Flush,
-            batch_interval: Duration::from_millis(2),
-            lazy_flush_interval: Duration::from_millis(1000),
-            cache_bytes: 256 << 20,
-            partitions: 64,
-            shard_depth: 2,
-            log_retention: 1_000_000,
-            ping_interval: Duration::from_secs(15),
-            subscriber_queue_items: 1024,
-            subscriber_queue_bytes: 8 << 20,
-            max_subscriptions_per_session: 64,
-            max_future_skew: Duration::from_secs(3600),
+            batch_interval: Duration::from_millis(defaults::BATCH_INTERVAL_MS),
+            lazy_flush_interval: Duration::from_millis(defaults::LAZY_FLUSH_MS),
+            cache_bytes: defaults::CACHE_MB << 20,
+            partitions: defaults::PARTITIONS,
+            shard_depth: defaults::SHARD_DEPTH,
+            log_retention: defaults::LOG_RETENTION,
+            ping_interval: Duration::from_millis(defaults::PING_INTERVAL_MS),
+            subscriber_queue_items: defaults::SUBSCRIBER_QUEUE_ITEMS,
+            subscriber_queue_bytes: defaults::SUBSCRIBER_QUEUE_BYTES,
+            max_subscriptions_per_session: defaults::MAX_SUBSCRIPTIONS,
+            max_future_skew: Duration::from_secs(defaults::MAX_FUTURE_SKEW_SECS),
         }
     }
 }

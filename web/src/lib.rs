@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{middleware, web, App, HttpRequest, HttpResponse, HttpServer};
+use spread_actors::config::defaults;
 use spread_actors::Node;
 
 use crate::error::ApiError;
@@ -65,15 +66,15 @@ impl Default for WebConfig {
             auth: auth::Auth::off(),
             cors_origins: Vec::new(),
             tls: None,
-            max_body_bytes: 16 << 20,
-            ws_max_frame_bytes: 16 << 20,
-            ws_max_writes_in_flight: 64,
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            ws_max_frame_bytes: defaults::WS_MAX_FRAME_BYTES,
+            ws_max_writes_in_flight: defaults::WS_MAX_WRITES_IN_FLIGHT,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            max_streams: 50_000,
-            stream_send_buffer_bytes: 64 << 10,
-            max_connections: 100_000,
-            request_timeout: Duration::from_secs(30),
-            shutdown_timeout: Duration::from_secs(5),
+            max_streams: defaults::MAX_STREAMS,
+            stream_send_buffer_bytes: defaults::STREAM_SEND_BUFFER_BYTES,
+            max_connections: defaults::MAX_CONNECTIONS,
+            request_timeout: Duration::from_millis(defaults::REQUEST_TIMEOUT_MS),
+            shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),
         }
     }
 }

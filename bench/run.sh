@@ -32,7 +32,7 @@
 #   cluster   propagation across 3 nodes (not built yet: n/a)
 #   embedded  cargo bench embedded -- 'get|set_lazy' (Node::get/set vs sled
 #             get/insert), and RSS after loading 1M keys x 100 B into a Node
-#             and into raw sled (actors/examples/rss.rs)
+#             and into raw sled (the rss binary of bench/embedded)
 #
 # Options and environment:
 #   --quick            smoke run: DURATION=3, ROUNDS=1 (get and put run for
@@ -580,13 +580,13 @@ workload_embedded() {
         add_na "$w" sled "sled::Db::get" "cargo bench failed"
     fi
 
-    # Resident memory after loading N keys x 100 B (actors/examples/rss.rs):
+    # Resident memory after loading N keys x 100 B (bench/embedded/src/rss.rs):
     # a Node (lazy durability, otherwise Config defaults = `spread serve`'s,
     # 256 MiB sled cache), then raw sled with the same cache, each in its own
     # process with mimalloc (as the spread binary). RSS_KEYS overrides N
     # (default 1000000, --quick 100000); RSS_TIMEOUT bounds each run (s).
     local keys=${RSS_KEYS:-$((QUICK == 1 ? 100000 : 1000000))} rss_timeout=${RSS_TIMEOUT:-300}
-    local label rss_bin=$TARGET_DIR/release/examples/rss mode json rc log_file note extra settings
+    local label rss_bin=$TARGET_DIR/release/rss mode json rc log_file note extra settings
     if [[ ! $keys =~ ^[1-9][0-9]*$ ]]; then
         add_na "embedded RSS, $keys keys x 100 B" spread "Node" "RSS_KEYS '$keys' is not a positive number"
         return 0
@@ -600,15 +600,15 @@ workload_embedded() {
     fi
     w="embedded RSS, $label keys x 100 B"
     if [[ $BUILD == 1 ]]; then
-        log "embedded: cargo build --release -p spread-actors --example rss"
-        cargo build --release -p spread-actors --example rss >"$WORK/rss-build.log" 2>&1 ||
-            warn "cargo build --example rss failed; the RSS rows will be n/a"
+        log "embedded: cargo build --release -p spread-bench-embedded --bin rss"
+        cargo build --release -p spread-bench-embedded --bin rss >"$WORK/rss-build.log" 2>&1 ||
+            warn "cargo build -p spread-bench-embedded failed; the RSS rows will be n/a"
     fi
     for mode in spread sled; do
         settings=$([[ $mode == spread ]] && echo "Node, lazy durability" || echo "sled::Db, Spread's sled config")
         log_file=$WORK/rss-$mode.log
         if [[ ! -x $rss_bin ]]; then
-            add_na "$w" "$mode" "$settings" "no rss example at $rss_bin (cargo build --release -p spread-actors --example rss)"
+            add_na "$w" "$mode" "$settings" "no rss binary at $rss_bin (cargo build --release -p spread-bench-embedded --bin rss)"
             continue
         fi
         log "embedded RSS: $mode, $keys keys x 100 B"
@@ -635,9 +635,9 @@ workload_embedded() {
             [[ -n $R_STEAL ]] && note+="; steal $R_STEAL%"
             add_row "$w" "$mode" "$settings" "" "" "" "$note" rss_mib,rss_after_reads_mib "$extra"
         elif ((rc == 124)); then
-            add_na "$w" "$mode" "$settings" "rss example timed out after ${rss_timeout}s (RSS_TIMEOUT)"
+            add_na "$w" "$mode" "$settings" "rss timed out after ${rss_timeout}s (RSS_TIMEOUT)"
         else
-            add_na "$w" "$mode" "$settings" "rss example failed (exit $rc): $(tail -n 1 "$log_file" | cut -c1-120)"
+            add_na "$w" "$mode" "$settings" "rss failed (exit $rc): $(tail -n 1 "$log_file" | cut -c1-120)"
         fi
     done
 }

@@ -1,6 +1,6 @@
 //! The ops a WebSocket client sends, and their decoding from JSON text or
 //! MessagePack binary frames. Pure functions: no I/O, no panics on any input
-//! (fuzzed in `tests/fuzz.rs`).
+//! (fuzzed in `tests/fuzz/`).
 //!
 //! Decoding also bounds the fields no later parser bounds: the `id` (echoed
 //! in every reply: at most [`MAX_OP_ID_BYTES`] as JSON), a `subscribe`'s

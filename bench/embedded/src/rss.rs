@@ -1,7 +1,7 @@
 //! Resident memory of the embedded engine for N keys, next to raw sled.
 //!
 //! ```text
-//! cargo run --release -p spread-actors --example rss -- spread|sled \
+//! cargo run --release -p spread-bench-embedded --bin rss -- spread|sled \
 //!     [--keys 1000000] [--value-bytes 100] [--reads 100000] [--in-flight 256] \
 //!     [--cache-mib 256] [--dir DIR]
 //! ```

@@ -25,7 +25,7 @@ pub mod store;
 
 pub use config::{Config, Durability};
 pub use engine::hub::Change;
-pub use engine::partition::{Precondition, Write, WriteReport, WriteStatus};
+pub use engine::partition::{Input, Precondition, Write, WriteReport, WriteStatus};
 pub use error::NodeError;
 pub use model::cursor::Cursor;
 pub use model::{Event, FieldError, NodeId, Path, PathError, Version};

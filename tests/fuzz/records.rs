@@ -71,16 +71,18 @@ fn arb_stored() -> impl Strategy<Value = Stored> {
         arb_event(),
         prop::option::of(any::<[u8; 16]>()),
         prop::option::of(any::<u64>()),
+        any::<bool>(),
     )
-        .prop_map(|(event, digest, seq)| Stored {
+        .prop_map(|(event, digest, seq, late)| Stored {
             digest: digest.unwrap_or_else(|| event.digest()),
             event,
             seq,
+            late,
         })
 }
 
 fn encode_stored(s: &Stored) -> Vec<u8> {
-    encode(&s.event, &s.digest, s.seq).expect("encodes")
+    encode(&s.event, &s.digest, s.seq, s.late).expect("encodes")
 }
 
 proptest! {
@@ -178,5 +180,5 @@ fn record_header_over_64k_is_an_error() {
         expires_at: None,
         author: None,
     };
-    assert!(encode(&event, &event.digest(), Some(1)).is_err());
+    assert!(encode(&event, &event.digest(), Some(1), false).is_err());
 }

@@ -132,7 +132,8 @@ pub struct ReportJson<'a> {
     /// The version that stands, when too late.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current: Option<String>,
-    /// Its seq, when new.
+    /// Its seq in the change log, when it wrote an event (`new`, and
+    /// `too_late`, which joins history).
     pub seq: Option<u64>,
     /// How it propagated.
     pub propagation: Propagation,

@@ -40,7 +40,7 @@ pub(crate) struct PendingWrite {
 /// What became of one written event.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct WriteDone {
-    /// Its seq, if it became the latest value.
+    /// Its seq in the change log.
     pub seq: Option<u64>,
     /// Local subscribers it was handed to.
     pub subscribers: usize,
@@ -230,18 +230,20 @@ impl Committer {
         for request in &group {
             let mut items = Vec::with_capacity(request.writes.len());
             for w in &request.writes {
-                let entry_seq = w.latest.then(|| {
-                    seq += 1;
-                    seq
-                });
+                // Every event gets a seq, a late one too: whoever follows
+                // the log sees every event. Only a new latest value is a
+                // change for the sessions.
+                seq += 1;
                 commit.entries.push(CommitEntry {
                     event: w.event.clone(),
                     digest: w.digest,
-                    seq: entry_seq,
+                    seq,
+                    late: !w.latest,
                 });
-                items.push(
-                    entry_seq.map(|s| Arc::new(Change::new(w.event.clone(), s, &self.incarnation))),
-                );
+                let change = w
+                    .latest
+                    .then(|| Arc::new(Change::new(w.event.clone(), seq, &self.incarnation)));
+                items.push((seq, change));
             }
             changes.push(items);
         }

@@ -77,8 +77,9 @@ pub struct Leave {
 
 /// One committed batch of one partition, answered after fan-out.
 pub(crate) struct PublishGroup {
-    /// `Some` per event that became a latest value, `None` for history-only.
-    pub changes: Vec<Option<Arc<Change>>>,
+    /// Per event written, its seq, and the change when it became a latest
+    /// value (`None` for a late, history-only event: no session sees it).
+    pub changes: Vec<(u64, Option<Arc<Change>>)>,
     pub replies: Vec<Decided>,
     /// Told `true`: the batch is applied (even when not durable).
     pub done: oneshot::Sender<bool>,
@@ -246,19 +247,16 @@ impl Handler<Publish> for Hub {
         let mut total = 0u64;
         for group in msg.groups {
             let mut results = Vec::with_capacity(group.changes.len());
-            for change in &group.changes {
-                let done = match change {
-                    Some(change) => {
-                        let n = self.fan_out(change, &mut dropped);
-                        total += n as u64;
-                        WriteDone {
-                            seq: Some(change.seq),
-                            subscribers: n,
-                        }
-                    }
-                    None => WriteDone::default(),
+            for (seq, change) in &group.changes {
+                let subscribers = match change {
+                    Some(change) => self.fan_out(change, &mut dropped),
+                    None => 0,
                 };
-                results.push(done);
+                total += subscribers as u64;
+                results.push(WriteDone {
+                    seq: Some(*seq),
+                    subscribers,
+                });
             }
             let answer = match group.failure {
                 None => Ok(results),

@@ -16,9 +16,9 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::config::{Config, Durability};
-use crate::engine::partition::{Apply, Inbox, Write, WriteReport};
+use crate::engine::partition::{Apply, Inbox, Input, Write, WriteReport};
 use crate::error::NodeError;
-use crate::model::{limits, version::wall_micros, Clock, FieldError, NodeId, Path};
+use crate::model::{limits, version::wall_micros, Clock, Event, FieldError, NodeId, Path};
 use crate::session::{Outbox, SessionContext, SessionStream, Subscribe, Subscriber};
 use crate::store::{Store, Stored};
 
@@ -86,18 +86,19 @@ pub struct Node {
 
 /// Refuses a write whose fields the store could not hold, before it joins
 /// a batch with other clients' writes.
-fn check_fields(write: &Write) -> Result<(), FieldError> {
-    if let Some(ct) = &write.content_type {
+fn check_fields(
+    content_type: Option<&str>,
+    author: Option<&str>,
+    value: Option<&Bytes>,
+) -> Result<(), FieldError> {
+    if let Some(ct) = content_type {
         limits::check_content_type(ct)?;
     }
-    if let Some(author) = &write.author {
+    if let Some(author) = author {
         limits::check_author(author)?;
     }
-    if let Some(value) = &write.value {
+    if let Some(value) = value {
         limits::check_value(value)?;
-    }
-    if let Some(ttl) = write.ttl_secs {
-        limits::check_ttl(ttl)?;
     }
     Ok(())
 }
@@ -168,16 +169,44 @@ impl Node {
     /// Applies a write through its partition; answers once it is as durable
     /// as configured and handed to local subscribers.
     pub async fn write(&self, write: Write) -> Result<WriteReport, NodeError> {
-        let path = write.path.as_ref().ok_or(crate::model::PathError::Empty)?;
+        check_fields(
+            write.content_type.as_deref(),
+            write.author.as_deref(),
+            write.value.as_ref(),
+        )?;
+        if let Some(ttl) = write.ttl_secs {
+            limits::check_ttl(ttl)?;
+        }
+        self.apply(Input::Write(write)).await
+    }
+
+    /// Merges a foreign event (from a peer, an import) with the version it
+    /// already has, by the LWW rule, through its partition like a write:
+    /// `new` if it is newer than the path's value, `too_late` if older (it
+    /// joins history), `existing` if this exact event is held already (so
+    /// merging twice changes nothing). Every event merged gets a seq in the
+    /// change log; subscribers see it only when it becomes the value.
+    pub async fn merge(&self, event: Event) -> Result<WriteReport, NodeError> {
+        check_fields(
+            event.content_type.as_deref(),
+            event.author.as_deref(),
+            event.value.as_ref(),
+        )?;
+        self.apply(Input::Merge(event)).await
+    }
+
+    /// Hands a write or a merge to the partition of its path; answers once
+    /// it is as durable as configured and handed to local subscribers.
+    async fn apply(&self, input: Input) -> Result<WriteReport, NodeError> {
+        let path = input.path().ok_or(crate::model::PathError::Empty)?;
         if path.is_root() {
             return Err(crate::model::PathError::Empty.into());
         }
-        check_fields(&write)?;
         let partition = &self.inner.partitions[self.partition_of(path)];
         let (reply, answer) = oneshot::channel();
         // A full inbox makes the writer wait for room (backpressure).
         partition
-            .send(Apply { write, reply }, &self.inner.stats.writes_waited)
+            .send(Apply { input, reply }, &self.inner.stats.writes_waited)
             .await?;
         answer.await.unwrap_or(Err(NodeError::ShuttingDown))
     }
@@ -264,6 +293,15 @@ impl Node {
             .history(path, range.from, range.to, range.limit)?)
     }
 
+    /// The change log after `after`, in seq order, at most `limit` entries:
+    /// every event this node's store took, a late one (history only) too, so
+    /// whoever merges them in order holds the same latest values and
+    /// histories. Entries trimmed by `--log-retention` are gone: the first
+    /// entry's seq tells whether the log still reaches back to `after + 1`.
+    pub fn log_after(&self, after: u64, limit: usize) -> Result<Vec<Stored>, NodeError> {
+        Ok(self.inner.store.log_after(after, limit)?)
+    }
+
     /// Opens a session with no subscription yet (the WebSocket and SSE
     /// endpoints use this; add prefixes with [`Subscribe`]).
     pub fn open_session(&self) -> Session {
@@ -305,5 +343,7 @@ impl Node {
     }
 }
 
+#[cfg(test)]
+mod merge_tests;
 #[cfg(test)]
 mod tests;

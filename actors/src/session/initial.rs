@@ -73,7 +73,9 @@ async fn replay(
                 return Ok(false); // trimmed away: cannot resume exactly
             }
             next += 1;
-            if prefix.covers(&stored.event.path) {
+            // A late event (history only) changed no value: not a change
+            // for a client, though it takes a seq.
+            if !stored.late && prefix.covers(&stored.event.path) {
                 let change = to_change(stored, &ctx.incarnation);
                 outbox.push_paced(StreamItem::Update(change)).await?;
             }

@@ -10,6 +10,8 @@
 //!   its latest value, a log record after the events it names.
 //! - Only the committer thread writes (one writer), so log entries appear in
 //!   seq order with no gaps except those made by trimming the log's tail.
+//!   Every event a commit writes has a log entry, a late one (history only)
+//!   too.
 //! - Reads never block writes and see every commit that has returned.
 //! - Durability is decided by the caller: [`Store::flush`] makes every commit
 //!   that returned before it durable. The committer calls it per group of
@@ -53,9 +55,11 @@ pub struct CommitEntry {
     pub event: Arc<Event>,
     /// Its digest.
     pub digest: Digest,
-    /// `Some(seq)`: it becomes the path's latest value and enters the log at
-    /// `seq`. `None`: it only enters history (it arrived too late).
-    pub seq: Option<u64>,
+    /// Its seq: every event enters the log, so whoever follows the log sees
+    /// every event (histories converge from the log alone).
+    pub seq: u64,
+    /// It arrived too late to become the value: it enters history only.
+    pub late: bool,
 }
 
 /// A group of writes that a crash cannot tear (see [`Store::commit`]).

@@ -29,6 +29,10 @@ struct Header<'a> {
     expires_at: Option<u64>,
     #[serde(borrow)]
     author: Option<Cow<'a, str>>,
+    /// It arrived too late to become the value (history only). Absent in
+    /// records of format 3 and before, whose late events had no seq.
+    #[serde(default)]
+    late: bool,
 }
 
 /// An event as read back from the store, with what the store adds to it.
@@ -38,9 +42,13 @@ pub struct Stored {
     pub event: Event,
     /// Its content digest.
     pub digest: Digest,
-    /// Its node-local change number; `None` for an event kept only in history
-    /// (it arrived too late to become the value).
+    /// Its node-local change number. Every event gets one (a late one too)
+    /// since format 4; `None` for a late event written before.
     pub seq: Option<u64>,
+    /// It arrived too late to become the value: it is in history only, and
+    /// streams to clients skip it. (Written since format 4; a late event of
+    /// an older store has `seq: None` and this false.)
+    pub late: bool,
 }
 
 /// The node id and content type decoded last on this thread. Most records
@@ -91,7 +99,12 @@ fn join_digest((hi, lo): (u64, u64)) -> Digest {
 }
 
 /// Encodes an event for the store.
-pub fn encode(event: &Event, digest: &Digest, seq: Option<u64>) -> Result<Vec<u8>, StoreError> {
+pub fn encode(
+    event: &Event,
+    digest: &Digest,
+    seq: Option<u64>,
+    late: bool,
+) -> Result<Vec<u8>, StoreError> {
     let header = Header {
         time: event.version.time,
         node: Cow::Borrowed(event.version.node.as_str()),
@@ -101,6 +114,7 @@ pub fn encode(event: &Event, digest: &Digest, seq: Option<u64>) -> Result<Vec<u8
         content_type: event.content_type.as_deref().map(Cow::Borrowed),
         expires_at: event.expires_at,
         author: event.author.as_deref().map(Cow::Borrowed),
+        late,
     };
     let value = event.value.as_deref().unwrap_or(&[]);
     let mut out = Vec::with_capacity(2 + 64 + value.len());
@@ -133,12 +147,13 @@ pub fn decode(path: Path, raw: sled::IVec) -> Result<Stored, StoreError> {
         .content_type
         .map(|c| RECENT.with(|recent| recent.borrow_mut().content_type(&c)));
     let author = header.author.map(|a| Arc::from(&*a));
-    let (time, digest, seq, deleted, expires_at) = (
+    let (time, digest, seq, deleted, expires_at, late) = (
         header.time,
         join_digest(header.digest),
         header.seq,
         header.deleted,
         header.expires_at,
+        header.late,
     );
     let value = if deleted {
         None
@@ -156,6 +171,7 @@ pub fn decode(path: Path, raw: sled::IVec) -> Result<Stored, StoreError> {
         },
         digest,
         seq,
+        late,
     })
 }
 
@@ -174,14 +190,15 @@ mod tests {
             author: Some(Arc::from("alice")),
         };
         let d = event.digest();
-        let raw = encode(&event, &d, Some(3)).unwrap();
+        let raw = encode(&event, &d, Some(3), false).unwrap();
         let back = decode(event.path.clone(), raw.into()).unwrap();
         assert_eq!(
             back,
             Stored {
                 event: event.clone(),
                 digest: d,
-                seq: Some(3)
+                seq: Some(3),
+                late: false,
             }
         );
 
@@ -191,10 +208,10 @@ mod tests {
             author: None,
             ..event
         };
-        let raw = encode(&tomb, &tomb.digest(), None).unwrap();
+        let raw = encode(&tomb, &tomb.digest(), Some(4), true).unwrap();
         let back = decode(tomb.path.clone(), raw.into()).unwrap();
         assert_eq!(back.event, tomb);
-        assert_eq!(back.seq, None);
+        assert_eq!((back.seq, back.late), (Some(4), true));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Partition, Write, WriteReport};
+use super::{Input, Partition, WriteReport};
 use crate::error::NodeError;
 
 /// Applies one write; `reply` gets the report once the write is as durable
@@ -16,8 +16,8 @@ use crate::error::NodeError;
 /// as a message's result so that the writer is woken once, by whoever
 /// finishes the write. Sent through a partition's `Inbox`.
 pub struct Apply {
-    /// The write.
-    pub write: Write,
+    /// A client's write, or a foreign event to merge.
+    pub input: Input,
     /// Where the outcome goes.
     pub reply: oneshot::Sender<Result<WriteReport, NodeError>>,
 }

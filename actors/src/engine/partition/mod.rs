@@ -53,7 +53,7 @@ mod write;
 
 pub use inbox::Apply;
 pub(crate) use inbox::{Inbox, Wake};
-pub use write::{Precondition, Write, WriteReport, WriteStatus};
+pub use write::{Input, Precondition, Write, WriteReport, WriteStatus};
 
 /// Most writes decided in one batch.
 const MAX_WRITES_PER_BATCH: usize = 1024;
@@ -67,7 +67,7 @@ pub(crate) const MAX_QUEUED_WRITES: usize = 2 * MAX_WRITES_PER_BATCH;
 pub(crate) const INBOX_WRITES: usize = 4 * MAX_WRITES_PER_BATCH;
 
 struct Queued {
-    write: Write,
+    input: Input,
     reply: oneshot::Sender<Result<WriteReport, NodeError>>,
 }
 
@@ -268,7 +268,7 @@ impl Partition {
             while self.queue.len() < MAX_QUEUED_WRITES {
                 match self.inbox.try_recv() {
                     Ok(apply) => self.queue.push_back(Queued {
-                        write: apply.write,
+                        input: apply.input,
                         reply: apply.reply,
                     }),
                     Err(_) => break,
@@ -293,28 +293,40 @@ impl Partition {
     /// path (the store, overlaid with what batches in flight will write).
     fn decide_one(
         &mut self,
-        write: Write,
+        input: Input,
         batch: u64,
         now: u64,
     ) -> Result<(WriteReport, Option<PendingWrite>), NodeError> {
-        let path = write.path.clone().ok_or(crate::model::PathError::Empty)?;
-        let time = match write.time {
-            Some(t) => {
-                let limit = now.saturating_add(self.max_future_skew.as_micros() as u64);
-                if t > limit {
-                    return Err(NodeError::BadTime(format!(
-                        "time {t} is more than {}s ahead of this node's clock",
-                        self.max_future_skew.as_secs()
-                    )));
-                }
-                self.clock.observe(t);
-                t
+        // Stamp a client's write (a version from the clock unless it gave a
+        // time); take a foreign event's version as it is.
+        let (event, precondition) = match input {
+            Input::Write(write) => {
+                let path = write.path.clone().ok_or(crate::model::PathError::Empty)?;
+                let time = match write.time {
+                    Some(t) => {
+                        let limit = now.saturating_add(self.max_future_skew.as_micros() as u64);
+                        if t > limit {
+                            return Err(NodeError::BadTime(format!(
+                                "time {t} is more than {}s ahead of this node's clock",
+                                self.max_future_skew.as_secs()
+                            )));
+                        }
+                        self.clock.observe(t);
+                        t
+                    }
+                    None => self.clock.now(),
+                };
+                (self.event_of(path, &write, time), write.precondition)
             }
-            None => self.clock.now(),
+            Input::Merge(event) => {
+                self.clock.observe(event.version.time);
+                (event, Precondition::None)
+            }
         };
+        let path = event.path.clone();
         let current = self.current(&path)?;
         let live = current.as_ref().filter(|c| c.live_at(now));
-        match &write.precondition {
+        match &precondition {
             Precondition::None => {}
             Precondition::IfMatch(v) if live.is_some_and(|c| &c.version == v) => {}
             Precondition::IfAbsent if live.is_none() => {}
@@ -325,7 +337,6 @@ impl Partition {
                 })
             }
         }
-        let event = self.event_of(path.clone(), &write, time);
         let digest = event.digest();
         // An older event is looked up in history (prefetched, see
         // `reads_for`); a failed look-up fails the write rather than guess.
@@ -428,7 +439,7 @@ impl Partition {
             let mut writes = Vec::new();
             let mut decided = Vec::with_capacity(batch.len());
             for q in batch {
-                match self.decide_one(q.write, number, now) {
+                match self.decide_one(q.input, number, now) {
                     Ok((report, pending)) => {
                         let written = pending.map(|p| {
                             if p.latest {

@@ -3,7 +3,7 @@
 
 use actix::prelude::*;
 
-use super::{Current, Partition};
+use super::{Current, Input, Partition};
 use crate::model::{Digest, Path, Version};
 use crate::store::Store;
 
@@ -35,10 +35,14 @@ impl Partition {
     pub(super) fn reads_for(&self, take: usize) -> Vec<Read> {
         let mut reads: Vec<Read> = Vec::new();
         for q in self.queue.iter().take(take) {
-            let Some(path) = &q.write.path else { continue };
+            let Some(path) = q.input.path() else { continue };
             let known = self.known_current(path);
-            let lookup = q.write.time.and_then(|t| {
-                let event = self.event_of(path.clone(), &q.write, t);
+            // The event, when its version is known before it is decided.
+            let event = match &q.input {
+                Input::Write(w) => w.time.map(|t| self.event_of(path.clone(), w, t)),
+                Input::Merge(e) => Some(e.clone()),
+            };
+            let lookup = event.and_then(|event| {
                 let key = (event.version.clone(), event.digest());
                 let older = match &known {
                     Some(Ok(Some(c))) => (&key.0, &key.1) < (&c.version, &c.digest),

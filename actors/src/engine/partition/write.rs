@@ -6,7 +6,30 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::model::{Path, Version};
+use crate::model::{Event, Path, Version};
+
+/// The two ways into a partition.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A client's write: *stamped* here, with a version from this node's
+    /// clock (or the client's explicit time) and this node's id, its
+    /// precondition decided against the current value.
+    Write(Write),
+    /// A foreign event (from a peer, an import): it has its version
+    /// already, and is *merged* by the LWW rule — a newer one becomes the
+    /// value, an older one joins history, one already held is `existing`.
+    Merge(Event),
+}
+
+impl Input {
+    /// The path it writes (`None`: a write without one, refused).
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Input::Write(w) => w.path.as_ref(),
+            Input::Merge(e) => Some(&e.path),
+        }
+    }
+}
 
 /// A condition a write must meet against the path's current value.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -86,7 +109,8 @@ pub struct WriteReport {
     pub previous: Option<Version>,
     /// The version that stands (for `TooLate`).
     pub current: Option<Version>,
-    /// Its seq in this node's change log (for `New`).
+    /// Its seq in this node's change log (for `New` and `TooLate`: every
+    /// event written has one; `None` for `Existing`).
     pub seq: Option<u64>,
     /// Local subscribers it was handed to.
     pub subscribers: usize,

@@ -19,18 +19,15 @@ impl SledStore {
             let order = keys::order(&event.version, &entry.digest);
             let item = pages::Item {
                 order: IVec::from(&order[..]),
-                record: encode(event, &entry.digest, entry.seq)?.into(),
+                record: encode(event, &entry.digest, Some(entry.seq), entry.late)?.into(),
             };
-            match entry.seq {
-                Some(seq) => {
-                    overlay.set_latest(&event.path, item)?;
-                    let hkey = keys::history_at_order(&event.path, &order);
-                    log.push(seq, &hkey[1..])?;
-                }
-                None => {
-                    overlay.add_history(&event.path, item)?;
-                }
+            if entry.late {
+                overlay.add_history(&event.path, item)?;
+            } else {
+                overlay.set_latest(&event.path, item)?;
             }
+            let hkey = keys::history_at_order(&event.path, &order);
+            log.push(entry.seq, &hkey[1..])?;
         }
         let writes = overlay.into_writes()?;
         // The order readers rely on while the keys appear one by one: pages

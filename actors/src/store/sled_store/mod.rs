@@ -22,7 +22,7 @@ mod commit;
 mod upgrade;
 
 /// The on-disk format this build writes and reads (see `keys`).
-pub const FORMAT: u64 = 3;
+pub const FORMAT: u64 = 4;
 
 /// How long [`SledStore::open`] waits for a directory lock held elsewhere.
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);

@@ -20,11 +20,21 @@ fn ev(path: &str, time: u64, value: Option<&'static str>) -> Arc<Event> {
     })
 }
 
-fn entry(e: Arc<Event>, seq: Option<u64>) -> CommitEntry {
+/// An event that becomes its path's value, at `seq`.
+fn entry(e: Arc<Event>, seq: u64) -> CommitEntry {
     CommitEntry {
         digest: e.digest(),
         event: e,
         seq,
+        late: false,
+    }
+}
+
+/// An event that arrived too late (history only), at `seq`.
+fn late(e: Arc<Event>, seq: u64) -> CommitEntry {
+    CommitEntry {
+        late: true,
+        ..entry(e, seq)
     }
 }
 
@@ -35,13 +45,13 @@ fn commit_then_read_everything_back_after_reopen() {
         let s = SledStore::open(dir.path(), 1 << 20).unwrap();
         let commit = Commit {
             entries: vec![
-                entry(ev("a", 10, Some("x")), Some(1)),
-                entry(ev("a", 20, Some("y")), Some(2)),
-                entry(ev("a", 5, Some("old")), None),
-                entry(ev("a-b", 30, Some("sib")), Some(3)),
-                entry(ev("a/c", 40, None), Some(4)),
+                entry(ev("a", 10, Some("x")), 1),
+                entry(ev("a", 20, Some("y")), 2),
+                late(ev("a", 5, Some("old")), 3),
+                entry(ev("a-b", 30, Some("sib")), 4),
+                entry(ev("a/c", 40, None), 5),
             ],
-            head_seq: 4,
+            head_seq: 5,
             clock: 40,
             trim_below: None,
         };
@@ -72,14 +82,23 @@ fn commit_then_read_everything_back_after_reopen() {
         .collect();
     assert_eq!(after, vec!["a/c"]);
     assert_eq!(s.scan_latest(&Path::root(), None, 100).unwrap().len(), 3);
-    let log: Vec<Option<u64>> = s
+    // Every event is in the log, the late one too, marked as such.
+    let log: Vec<(Option<u64>, bool, u64)> = s
         .log_after(1, 100)
         .unwrap()
         .iter()
-        .map(|st| st.seq)
+        .map(|st| (st.seq, st.late, st.event.version.time))
         .collect();
-    assert_eq!(log, vec![Some(2), Some(3), Some(4)]);
-    assert_eq!(s.log_head().unwrap(), LogHead { seq: 4, clock: 40 });
+    assert_eq!(
+        log,
+        vec![
+            (Some(2), false, 20),
+            (Some(3), true, 5),
+            (Some(4), false, 30),
+            (Some(5), false, 40)
+        ]
+    );
+    assert_eq!(s.log_head().unwrap(), LogHead { seq: 5, clock: 40 });
     let old = ev("a", 5, Some("old"));
     assert!(s.contains(&a, &old.version, &old.digest()).unwrap());
 }
@@ -89,7 +108,7 @@ fn commit_records(s: &SledStore, ends: &[u64]) {
     let mut next = 1;
     for &end in ends {
         let entries = (next..=end)
-            .map(|i| entry(ev(&format!("p/{}", i % 3), i, Some("v")), Some(i)))
+            .map(|i| entry(ev(&format!("p/{}", i % 3), i, Some("v")), i))
             .collect();
         s.commit(&Commit {
             entries,
@@ -142,8 +161,8 @@ fn commit_cut_short(s: &SledStore, commit: &Commit, written: usize) -> usize {
 fn a_commit_cut_short_by_a_crash_is_completed_when_the_store_opens() {
     let first = Commit {
         entries: vec![
-            entry(ev("a", 10, Some("x")), Some(1)),
-            entry(ev("b", 11, Some("y")), Some(2)),
+            entry(ev("a", 10, Some("x")), 1),
+            entry(ev("b", 11, Some("y")), 2),
         ],
         head_seq: 2,
         clock: 11,
@@ -153,12 +172,12 @@ fn a_commit_cut_short_by_a_crash_is_completed_when_the_store_opens() {
     // sets and removes of every namespace.
     let second = Commit {
         entries: vec![
-            entry(ev("a", 20, Some("x2")), Some(3)),
-            entry(ev("a", 5, Some("late")), None),
-            entry(ev("c", 30, Some("z")), Some(4)),
-            entry(ev("b", 31, None), Some(5)),
+            entry(ev("a", 20, Some("x2")), 3),
+            late(ev("a", 5, Some("late")), 4),
+            entry(ev("c", 30, Some("z")), 5),
+            entry(ev("b", 31, None), 6),
         ],
-        head_seq: 5,
+        head_seq: 6,
         clock: 31,
         trim_below: Some(3),
     };
@@ -184,7 +203,7 @@ fn a_commit_cut_short_by_a_crash_is_completed_when_the_store_opens() {
         let s = SledStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(contents(&s), expected, "{written} of {all} keys written");
         assert_eq!(s.tree.get(keys::meta(keys::INTENT_META)).unwrap(), None);
-        assert_eq!(s.log_head().unwrap(), LogHead { seq: 5, clock: 31 });
+        assert_eq!(s.log_head().unwrap(), LogHead { seq: 6, clock: 31 });
         assert_eq!(
             history_times(&s, &Path::parse("a").unwrap()),
             vec![5, 10, 20]
@@ -199,7 +218,7 @@ fn a_commit_cut_short_by_a_crash_is_completed_when_the_store_opens() {
 #[test]
 fn a_commit_that_fails_partway_stops_later_commits_and_is_completed_when_reopened() {
     let commit = |seq, path, time, value| Commit {
-        entries: vec![entry(ev(path, time, Some(value)), Some(seq))],
+        entries: vec![entry(ev(path, time, Some(value)), seq)],
         head_seq: seq,
         clock: time,
         trim_below: None,
@@ -257,7 +276,7 @@ fn a_commit_too_big_for_an_intent_is_one_batch_that_retires_the_last_intent() {
     {
         let s = SledStore::open(dir.path(), 1 << 20).unwrap();
         let small = |seq, time, value| Commit {
-            entries: vec![entry(ev("a", time, Some(value)), Some(seq))],
+            entries: vec![entry(ev("a", time, Some(value)), seq)],
             head_seq: seq,
             clock: time,
             trim_below: None,
@@ -341,7 +360,7 @@ fn a_format_1_store_is_upgraded_in_place() {
         for seq in 1..=n {
             let e = ev("old/x", seq * 10, Some("v"));
             let d = e.digest();
-            let record = encode(&e, &d, Some(seq)).unwrap();
+            let record = encode(&e, &d, Some(seq), false).unwrap();
             let hkey = keys::history(&e.path, &e.version, &d);
             tree.insert(keys::latest(e.path.as_str()), record.clone())
                 .unwrap();
@@ -368,7 +387,7 @@ fn a_format_1_store_is_upgraded_in_place() {
         assert!(s.meta("seq").unwrap().is_none());
         // New commits append records after the converted ones.
         s.commit(&Commit {
-            entries: vec![entry(ev("old/y", n * 10 + 1, Some("w")), Some(n + 1))],
+            entries: vec![entry(ev("old/y", n * 10 + 1, Some("w")), n + 1)],
             head_seq: n + 1,
             clock: n * 10 + 1,
             trim_below: Some(n - 1),
@@ -387,10 +406,7 @@ fn a_format_1_store_is_upgraded_in_place() {
         );
         for i in 1..=7 {
             s.commit(&Commit {
-                entries: vec![entry(
-                    ev("old/x", n * 10 + 1 + i, Some("z")),
-                    Some(n + 1 + i),
-                )],
+                entries: vec![entry(ev("old/x", n * 10 + 1 + i, Some("z")), n + 1 + i)],
                 head_seq: n + 1 + i,
                 clock: n * 10 + 1 + i,
                 trim_below: None,
@@ -494,8 +510,8 @@ proptest::proptest! {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path(), 1 << 20).unwrap();
         let paths = [Path::parse("hx").unwrap(), Path::parse("hx/y").unwrap()];
-        /// One path's history: order key -> (event, seq).
-        type PathModel = BTreeMap<Vec<u8>, (Arc<Event>, Option<u64>)>;
+        /// One path's history: order key -> (event, seq, late).
+        type PathModel = BTreeMap<Vec<u8>, (Arc<Event>, u64, bool)>;
         let mut model: Vec<PathModel> = vec![BTreeMap::new(); 2];
         let mut seq = 0;
         let mut commit = Commit::default();
@@ -515,12 +531,9 @@ proptest::proptest! {
                 continue; // the partition answers `existing`
             }
             let newest = model[p].keys().next_back().is_none_or(|top| order > *top);
-            let entry_seq = newest.then(|| {
-                seq += 1;
-                seq
-            });
-            model[p].insert(order, (e.clone(), entry_seq));
-            commit.entries.push(CommitEntry { event: e, digest: d, seq: entry_seq });
+            seq += 1;
+            model[p].insert(order, (e.clone(), seq, !newest));
+            commit.entries.push(CommitEntry { event: e, digest: d, seq, late: !newest });
             if ends {
                 commit.head_seq = seq;
                 s.commit(&std::mem::take(&mut commit)).unwrap();
@@ -528,8 +541,10 @@ proptest::proptest! {
         }
         commit.head_seq = seq;
         s.commit(&commit).unwrap();
-        let version_of = |st: &Stored| (st.event.version.time, st.event.value.clone(), st.seq);
-        let expected_of = |(e, q): &(Arc<Event>, Option<u64>)| (e.version.time, e.value.clone(), *q);
+        let version_of =
+            |st: &Stored| (st.event.version.time, st.event.value.clone(), st.seq, st.late);
+        let expected_of =
+            |(e, q, late): &(Arc<Event>, u64, bool)| (e.version.time, e.value.clone(), Some(*q), *late);
         for (p, path) in paths.iter().enumerate() {
             let all: Vec<_> = model[p].values().map(expected_of).collect();
             let got: Vec<_> = s.history(path, 0, u64::MAX, 10_000).unwrap().iter().map(version_of).collect();
@@ -537,14 +552,14 @@ proptest::proptest! {
             for (from, to, limit) in [(10, 30, 1000), (0, 5, 3), (25, 25, 10), (31, 59, 4)] {
                 let want: Vec<_> = model[p]
                     .values()
-                    .filter(|(e, _)| (from..=to).contains(&e.version.time))
+                    .filter(|(e, _, _)| (from..=to).contains(&e.version.time))
                     .take(limit)
                     .map(expected_of)
                     .collect();
                 let got: Vec<_> = s.history(path, from, to, limit).unwrap().iter().map(version_of).collect();
                 proptest::prop_assert_eq!(got, want, "history({}, {}, {})", from, to, limit);
             }
-            for (e, _) in model[p].values() {
+            for (e, _, _) in model[p].values() {
                 proptest::prop_assert!(s.contains(path, &e.version, &e.digest()).unwrap());
             }
             let absent = Version::new(1000, NodeId::new("n").unwrap());
@@ -555,14 +570,14 @@ proptest::proptest! {
         let mut logged: Vec<_> = model
             .iter()
             .flat_map(|m| m.values())
-            .filter_map(|(e, q)| q.map(|q| (q, e.path.to_string(), e.version.time)))
+            .map(|(e, q, late)| (*q, e.path.to_string(), e.version.time, *late))
             .collect();
         logged.sort();
         let got: Vec<_> = s
             .log_after(0, 10_000)
             .unwrap()
             .iter()
-            .map(|st| (st.seq.unwrap(), st.event.path.to_string(), st.event.version.time))
+            .map(|st| (st.seq.unwrap(), st.event.path.to_string(), st.event.version.time, st.late))
             .collect();
         proptest::prop_assert_eq!(got, logged);
     }
@@ -580,20 +595,20 @@ fn a_commit_that_fails_after_taking_a_cached_latest_value_leaves_no_trace() {
         trim_below: None,
     };
     // x@10 is written, so its latest value is cached.
-    s.commit(&commit(vec![entry(ev("x", 10, Some("a")), Some(1))], 1))
+    s.commit(&commit(vec![entry(ev("x", 10, Some("a")), 1)], 1))
         .unwrap();
     // This commit takes x from the cache, makes x@20 its latest value,
     // then fails on x@15 (not newer than x@20): nothing may be written,
     // and what it built must not be kept.
     let failed = s.commit(&commit(
         vec![
-            entry(ev("x", 20, Some("b")), Some(2)),
-            entry(ev("x", 15, Some("c")), Some(3)),
+            entry(ev("x", 20, Some("b")), 2),
+            entry(ev("x", 15, Some("c")), 3),
         ],
         3,
     ));
     assert!(failed.is_err());
-    s.commit(&commit(vec![entry(ev("x", 30, Some("d")), Some(2))], 2))
+    s.commit(&commit(vec![entry(ev("x", 30, Some("d")), 2)], 2))
         .unwrap();
     assert_eq!(
         history_times(&s, &x),
@@ -615,7 +630,7 @@ fn a_path_written_many_times_keeps_its_history_in_few_keys() {
     let n = 100;
     for i in 1..=n {
         s.commit(&Commit {
-            entries: vec![entry(ev("hot", i, Some("v")), Some(i))],
+            entries: vec![entry(ev("hot", i, Some("v")), i)],
             head_seq: i,
             clock: i,
             trim_below: None,
@@ -632,4 +647,67 @@ fn a_path_written_many_times_keeps_its_history_in_few_keys() {
         history_keys <= (n as usize).div_ceil(pages::OPEN_PAGE_ENTRIES),
         "{history_keys} history keys for {n} events"
     );
+}
+
+#[test]
+fn a_format_3_store_with_an_unlogged_late_event_is_taken_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Path::parse("f3").unwrap();
+    {
+        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        s.commit(&Commit {
+            entries: vec![entry(ev("f3", 20, Some("now")), 1)],
+            head_seq: 1,
+            clock: 20,
+            trim_below: None,
+        })
+        .unwrap();
+        // As format 3 wrote a late event: in history only, no seq, no
+        // `late` flag, no log entry.
+        let old = ev("f3", 10, Some("late"));
+        let d = old.digest();
+        // Format 3's header: the same fields, without `late`.
+        #[derive(serde::Serialize)]
+        struct Header3<'a> {
+            time: u64,
+            node: &'a str,
+            digest: (u64, u64),
+            seq: Option<u64>,
+            deleted: bool,
+            content_type: Option<&'a str>,
+            expires_at: Option<u64>,
+            author: Option<&'a str>,
+        }
+        let header = rmp_serde::to_vec(&Header3 {
+            time: 10,
+            node: "n",
+            digest: (
+                u64::from_be_bytes(d[..8].try_into().unwrap()),
+                u64::from_be_bytes(d[8..].try_into().unwrap()),
+            ),
+            seq: None,
+            deleted: false,
+            content_type: None,
+            expires_at: None,
+            author: None,
+        })
+        .unwrap();
+        let mut record = (header.len() as u16).to_le_bytes().to_vec();
+        record.extend_from_slice(&header);
+        record.extend_from_slice(b"late");
+        s.tree
+            .insert(keys::history(&p, &old.version, &d), record)
+            .unwrap();
+        s.set_meta("format", &3u64.to_be_bytes()).unwrap();
+        s.flush().unwrap();
+    }
+    let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(s.meta("format").unwrap().unwrap(), FORMAT.to_be_bytes());
+    let history = s.history(&p, 0, u64::MAX, 10).unwrap();
+    let read: Vec<(u64, Option<u64>, bool)> = history
+        .iter()
+        .map(|h| (h.event.version.time, h.seq, h.late))
+        .collect();
+    assert_eq!(read, vec![(10, None, false), (20, Some(1), false)]);
+    assert_eq!(seqs(&s.log_after(0, 10).unwrap()), vec![1]);
 }

@@ -4,8 +4,9 @@
 use super::*;
 
 impl SledStore {
-    /// Brings a store to [`FORMAT`]. Format 2 differs only in writing no
-    /// commit intents, so its format is just set. Format 1 kept one log key per seq (a
+    /// Brings a store to [`FORMAT`]. Formats 2 and 3 differ only in what they
+    /// wrote (no commit intents; no log entries for late events), so their
+    /// format is just set. Format 1 kept one log key per seq (a
     /// bare history key) and the head seq and clock under two meta keys;
     /// those are converted. Its one-record history keys already are
     /// one-record pages, except the one holding a path's current record,
@@ -16,9 +17,12 @@ impl SledStore {
     pub(super) fn upgrade(&self) -> Result<(), StoreError> {
         match self.tree.get(keys::meta(keys::FORMAT_META))? {
             Some(v) if v.as_ref() == FORMAT.to_be_bytes() => return Ok(()),
-            Some(v) if v.as_ref() == 2u64.to_be_bytes() => {
+            Some(v) if v.as_ref() == 2u64.to_be_bytes() || v.as_ref() == 3u64.to_be_bytes() => {
                 // Format 2 applied each commit as one `sled::Batch` and
-                // wrote no intents: its data is format 3's.
+                // wrote no intents; format 3 gave a late event (history
+                // only) no seq and no log entry. Their data is format 4's as
+                // it is: a record without the `late` flag reads as not late,
+                // and an old late record keeps `seq: None`.
                 self.tree
                     .insert(keys::meta(keys::FORMAT_META), &FORMAT.to_be_bytes())?;
                 self.db.flush()?;

@@ -29,6 +29,11 @@
 #   storm     PUT latency at a steady rate (500/s, 2 connections), alone and
 #             while 1000 WebSocket subscribers connect and disconnect in a
 #             loop (at 2000 sessions/s, and flat out), then alone again
+#   latency   write -> subscriber latency on one node: one subscriber, writes
+#             at a steady rate (1000/s) on another connection, per-write
+#             p50/p99/max: spread WebSocket (lazy and flush) vs redis
+#             PUBLISH -> SUBSCRIBE, in ROUNDS interleaved rounds; and one
+#             fdatasync's cost on the data directories' filesystem
 #   cluster   propagation across 3 nodes (not built yet: n/a)
 #   embedded  cargo bench embedded -- 'get|set_lazy' (Node::get/set vs sled
 #             get/insert), and RSS after loading 1M keys x 100 B into a Node
@@ -36,12 +41,13 @@
 #
 # Options and environment:
 #   --quick            smoke run: DURATION=3, ROUNDS=1 (get and put run for
-#                      DURATION too), fan-out 1k only, 5 writes
+#                      DURATION too), fan-out 1k only, 5 writes, latency 2000
+#                      writes
 #   --no-build         use the existing binaries
 #   --no-install       do not apt-get missing tools (their rows become n/a)
 #   --only LIST        run only these workloads
 #   DURATION           seconds per load run of h2 (default 10)
-#   ROUNDS             interleaved rounds of get and put (default 3); each
+#   ROUNDS             interleaved rounds of get, put and latency (default 3); each
 #                      row is the median over the rounds
 #   ROUND_DURATION     seconds per load run of get and put, that is per system
 #                      and round (default 6)
@@ -64,6 +70,11 @@
 #   STORM_WRITE_RATE   PUTs per second (default 500)
 #   STORM_CONNECTIONS  writer connections (default 2)
 #   STORM_DURABILITY   spread durability in the storm runs (default flush)
+#   LATENCY_WRITES     measured writes per latency run (default 10000)
+#   LATENCY_WARMUP     writes before them, not counted (default 500)
+#   LATENCY_RATE       writes per second of the latency runs (default 1000)
+#   LATENCY_TIMEOUT    seconds a latency run may take (default 300)
+#   FSYNC_COUNT        fdatasyncs measured per round (default 1000)
 #   CARGO_TARGET_DIR   where cargo builds (default <repo>/target)
 #
 # Everything runs on one machine, so the figures are indicative.
@@ -104,6 +115,9 @@ if [[ $QUICK == 1 ]]; then
     FANOUT_REPEATS=${FANOUT_REPEATS:-5}
     STORM_WRITES=${STORM_WRITES:-500}
     STORM_RATES=${STORM_RATES:-2000}
+    LATENCY_WRITES=${LATENCY_WRITES:-2000}
+    LATENCY_WARMUP=${LATENCY_WARMUP:-200}
+    FSYNC_COUNT=${FSYNC_COUNT:-300}
     CRITERION_ARGS=${CRITERION_ARGS:---warm-up-time 1 --measurement-time 2}
 fi
 DURATION=${DURATION:-10}
@@ -125,6 +139,11 @@ STORM_WRITE_RATE=${STORM_WRITE_RATE:-500}
 STORM_CONNECTIONS=${STORM_CONNECTIONS:-2}
 STORM_DURABILITY=${STORM_DURABILITY:-flush}
 STORM_TIMEOUT=${STORM_TIMEOUT:-300}
+LATENCY_WRITES=${LATENCY_WRITES:-10000}
+LATENCY_WARMUP=${LATENCY_WARMUP:-500}
+LATENCY_RATE=${LATENCY_RATE:-1000}
+LATENCY_TIMEOUT=${LATENCY_TIMEOUT:-300}
+FSYNC_COUNT=${FSYNC_COUNT:-1000}
 CRITERION_ARGS=${CRITERION_ARGS:---warm-up-time 2 --measurement-time 5}
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -141,9 +160,10 @@ source "$ROOT/bench/lib/load.sh"
 # shellcheck source=bench/lib/report.sh
 source "$ROOT/bench/lib/report.sh"
 
-for setting in ROUNDS ROUND_DURATION; do
+for setting in ROUNDS ROUND_DURATION LATENCY_WRITES LATENCY_RATE FSYNC_COUNT; do
     [[ ${!setting} =~ ^[1-9][0-9]*$ ]] || die "$setting must be a positive whole number, not '${!setting}'"
 done
+[[ $LATENCY_WARMUP =~ ^[0-9]+$ ]] || die "LATENCY_WARMUP must be a whole number, not '$LATENCY_WARMUP'"
 
 wants() { [[ $ONLY == all || ,$ONLY, == *,$1,* ]]; }
 
@@ -530,6 +550,115 @@ workload_storm() {
     done
 }
 
+# --- 4c. write -> subscriber latency ------------------------------------------------
+# Each round runs Spread lazy, Redis and Spread flush in turn (a fresh server
+# each), then measures fdatasync on the filesystem of the data directories.
+LAT_W="write -> subscriber latency, 1 subscriber, $LATENCY_RATE writes/s"
+FSYNC_W="fdatasync on the data directories' filesystem"
+
+# spread_latency ROUND MODE, redis_latency ROUND: start the server and run
+# the latency client against it.
+spread_latency() {
+    start_spread "lat-$2" "$2" && run_latency "spread-$2-r$1" spread "$SPREAD_ADDR" "$SPREAD_PID"
+}
+redis_latency() {
+    start_redis lat && run_latency "redis-r$1" redis "127.0.0.1:$REDIS_PORT" "$REDIS_PID"
+}
+
+# latency_round KEY SYSTEM SETTINGS TOOLS RUN [ARGS...]: as one_round, for the
+# latency rows (p50 and p99 compared; the fixed note is the server's CPU per
+# write by thread, from the last round).
+latency_round() {
+    local key=$1 system=$2 settings=$3 tools=$4 why
+    shift 4
+    clear_errors
+    # shellcheck disable=SC2086 # TOOLS is a word list
+    why=$(why_not $tools)
+    [[ -z $why && ! -x $FANOUT_BIN ]] && why="no fan-out client at $FANOUT_BIN"
+    if [[ -n $why ]]; then
+        record_round_na "$key" "$LAT_W" "$system" "$settings" "$why"
+    elif "$@"; then
+        record_round "$key" "$LAT_W" "$system" "$settings" \
+            "$system CPU per write by thread in the last round (µs): $L_CPU" p50_ms,p99_ms
+    else
+        record_round_na "$key" "$LAT_W" "$system" "$settings" "$(na_reason)"
+    fi
+    stop_all
+}
+
+# fsync_round: one fdatasync measurement in $WORK (where the data directories
+# are); appends its figures to FSYNC_JSONS.
+FSYNC_JSONS=()
+fsync_round() {
+    local json
+    [[ -x $FANOUT_BIN ]] || return 1
+    json=$("$FANOUT_BIN" fdatasync "$WORK" --count "$FSYNC_COUNT" --bytes 128 --gap-us 1000 2>"$WORK/fsync.err" |
+        grep '^{' | tail -n 1)
+    if [[ -z $json ]]; then
+        warn "fdatasync probe failed: $(tail -n 1 "$WORK/fsync.err")"
+        return 1
+    fi
+    log "fdatasync: $json"
+    FSYNC_JSONS+=("$json")
+}
+
+# lat_fig SETTINGS FIELD: FIELD of the latency row with SETTINGS (empty if none).
+lat_fig() {
+    jq -rs --arg w "$LAT_W" --arg s "$1" --arg f "$2" \
+        'map(select(.workload == $w and .settings == $s and .status == "ok"))[0][$f] // empty' "$ROWS_FILE"
+}
+
+workload_latency() {
+    local r lazy="lazy (WebSocket /wss, PUT)" flush="flush (WebSocket /wss, PUT)" redis="PUBLISH -> SUBSCRIBE, no persistence"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        log "latency: round $r of $ROUNDS ($LATENCY_WRITES writes at $LATENCY_RATE/s per run)"
+        latency_round spread-lazy spread "$lazy" "" spread_latency "$r" lazy
+        latency_round redis redis "$redis" "redis-server redis-cli" redis_latency "$r"
+        latency_round spread-flush spread "$flush" "" spread_latency "$r" flush
+        fsync_round
+    done
+    add_median_rows "$LAT_W"
+
+    # fdatasync: medians over the rounds, and the goal of the issue: p50 and
+    # p99 with lazy <= Redis; with flush <= Redis + one fdatasync (its p50).
+    local fs fsj note verdict
+    fs=$(df -T "$WORK" 2>/dev/null | awk 'NR == 2 { print $2 " on " $1 }')
+    if ((${#FSYNC_JSONS[@]} == 0)); then
+        add_na "$FSYNC_W" disk "fdatasync" "the probe failed (see the log)"
+        return 0
+    fi
+    fsj=$(printf '%s\n' "${FSYNC_JSONS[@]}" | jq -cs '
+        def median: sort | length as $n | if $n % 2 == 1 then .[($n - 1) / 2] else (.[$n / 2 - 1] + .[$n / 2]) / 2 end;
+        {p50_ms: (map(.p50_ms) | median), p99_ms: (map(.p99_ms) | median),
+         overwrite_p50_ms: (map(.overwrite_p50_ms) | median),
+         rounds: (map("\(.p50_ms) / \(.p99_ms) ms") | join(", "))}')
+    verdict=$(jq -rn --argjson f "$fsj" \
+        --arg lp50 "$(lat_fig "$lazy" p50_ms)" --arg lp99 "$(lat_fig "$lazy" p99_ms)" \
+        --arg fp50 "$(lat_fig "$flush" p50_ms)" --arg fp99 "$(lat_fig "$flush" p99_ms)" \
+        --arg rp50 "$(lat_fig "$redis" p50_ms)" --arg rp99 "$(lat_fig "$redis" p99_ms)" '
+        def num: if . == "" then null else tonumber end;
+        def r3: . * 1000 | round / 1000;
+        def r2: . * 100 | round / 100;
+        def check($a; $b): if $a <= $b then "met" else "NOT met" end;
+        ($lp50 | num) as $lp50 | ($lp99 | num) as $lp99 | ($fp50 | num) as $fp50 | ($fp99 | num) as $fp99
+        | ($rp50 | num) as $rp50 | ($rp99 | num) as $rp99 | $f.p50_ms as $fs
+        | [ (if $lp50 and $rp50 then
+               "goal lazy <= 1.0x Redis: p50 \($lp50) vs \($rp50) ms (\($lp50 / $rp50 | r2)x), "
+               + "p99 \($lp99) vs \($rp99) ms (\($lp99 / $rp99 | r2)x): "
+               + (if $lp50 <= $rp50 and $lp99 <= $rp99 then "met" else "NOT met" end)
+             else empty end),
+            (if $fp50 and $rp50 then
+               "goal flush <= Redis + one fdatasync (\($fs) ms): p50 \($fp50) vs \($rp50 + $fs | r3) ms ("
+               + check($fp50; $rp50 + $fs) + "), p99 \($fp99) vs \($rp99 + $fs | r3) ms (" + check($fp99; $rp99 + $fs) + ")"
+             else empty end) ]
+        | join("; ")')
+    note="rounds (p50 / p99): $(jq -r .rounds <<<"$fsj"); overwrite in place p50 $(jq -r .overwrite_p50_ms <<<"$fsj") ms; $fs"
+    [[ -n $verdict ]] && note+="; $verdict"
+    add_row "$FSYNC_W" disk "128-byte append + fdatasync, 1 per ms, $FSYNC_COUNT per round" "" \
+        "$(jq -r .p50_ms <<<"$fsj")" "$(jq -r .p99_ms <<<"$fsj")" "$note" p50_ms
+    if [[ -n $verdict ]]; then log "latency: ${verdict//; /$'\n'== latency: }"; fi
+}
+
 # --- 5. propagation across nodes ---------------------------------------------------
 # Once `spread serve` can join a cluster: start three nodes here, subscribe on
 # one, write on another, and add a row like the fan-out ones.
@@ -643,7 +772,7 @@ workload_embedded() {
 }
 
 # --- run -------------------------------------------------------------------------
-for workload in get put h2 fanout storm cluster embedded; do
+for workload in get put h2 fanout storm latency cluster embedded; do
     wants "$workload" || continue
     log "--- workload: $workload"
     phase_start
@@ -672,12 +801,13 @@ META=$(jq -n \
     --arg load "get and put: $ROUNDS interleaved rounds x $ROUND_DURATION s per system (ROUNDS x ROUND_DURATION), medians over the rounds; h2: $DURATION s per run; $CONNECTIONS connections, $THREADS client threads, 100-byte values" \
     --arg fanout "sizes: $FANOUT_SIZES; $FANOUT_REPEATS measured writes (+2 warm-up) each; client: $FANOUT_THREADS receiver thread(s) polling every $FANOUT_POLL_US µs during a write + 1 driver thread; spread durability $FANOUT_DURABILITY; floor = one thread writing to N loopback sockets" \
     --arg storm "storm rates (sessions/s, 0 = flat out): $STORM_RATES; $STORM_SUBSCRIBERS WebSocket clients; $STORM_WRITES measured PUTs (+200 warm-up) per phase at $STORM_WRITE_RATE/s over $STORM_CONNECTIONS connections; spread durability $STORM_DURABILITY" \
+    --arg latency "$ROUNDS interleaved rounds (spread lazy, redis, spread flush, then an fdatasync probe); $LATENCY_WRITES measured writes (+$LATENCY_WARMUP warm-up) at $LATENCY_RATE/s, 100-byte values, one subscriber, one writer connection (one write in flight); fdatasync: $FSYNC_COUNT x (128-byte append + fdatasync), 1 per ms" \
     --arg tools "$(version_of wrk -v | cut -d' ' -f1-2); redis $(version_of redis-server --version | grep -o 'v=[0-9.]*'); $(version_of etcd --version); $(version_of nginx -v); $(version_of h2load --version)" \
     --arg limits "open files $NOFILE" \
     --arg loadavg "$LOADAVG_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end" \
     --arg time "${TOTAL}s in all (${PHASES%, })" \
     '{date: $date, commit: $commit, machine: $machine, mode: $mode, load: $load,
-      fanout: $fanout, storm: $storm, tools: $tools, limits: $limits, loadavg: $loadavg, time: $time}')
+      fanout: $fanout, storm: $storm, latency: $latency, tools: $tools, limits: $limits, loadavg: $loadavg, time: $time}')
 write_reports "$BASE" "$META"
 log "total ${TOTAL}s (${PHASES%, })"
 echo "results: ${BASE#"$ROOT"/}.json, ${BASE#"$ROOT"/}.md"

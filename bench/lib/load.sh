@@ -227,3 +227,82 @@ run_storm() {
     fi
     log "$tag: server RSS $S_RSS_BEFORE -> $S_RSS_AFTER KiB (peak $S_RSS_PEAK KiB)"
 }
+
+# task_cpu PID: one line per thread of PID: "TID<tab>NAME<tab>CPU_NS" (CPU
+# time so far, from /proc/PID/task/TID/schedstat).
+task_cpu() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        printf '%s\t%s\t%s\n' "${t##*/}" "$(cat "$t/comm" 2>/dev/null)" \
+            "$(cut -d' ' -f1 "$t/schedstat" 2>/dev/null)"
+    done
+}
+
+# cpu_per_op BEFORE_FILE AFTER_FILE OPS: the CPU the process spent between two
+# task_cpu readings, per operation: "TOTAL<tab>NAME a, NAME b, ..." in µs, by
+# thread name (numbered threads such as sled-io-N summed), largest first.
+cpu_per_op() {
+    awk -F'\t' -v n="$3" '
+        FNR == NR { before[$1] = $3; next }
+        {
+            c = $2; sub(/\|.*/, "", c); sub(/-[0-9]+$/, "", c)
+            if (c == "spread-committe") c = "spread-committer"
+            d = $3 - before[$1]; if (d < 0) d = 0
+            by[c] += d; total += d
+        }
+        END {
+            if (n <= 0) exit
+            printf "%.0f\t", total / n / 1000
+            sep = ""
+            for (k = 0; k < 8; k++) {
+                best = ""; max = -1
+                for (c in by) if (by[c] > max) { max = by[c]; best = c }
+                if (best == "" || max / n / 1000 < 0.5) break
+                printf "%s%s %.0f", sep, best, max / n / 1000; sep = ", "
+                delete by[best]
+            }
+            print ""
+        }' "$1" "$2"
+}
+
+# run_latency TAG SYSTEM ADDR SERVER_PID: the fan-out client's `latency`
+# subcommand (SYSTEM spread or redis at ADDR): one subscriber, LATENCY_WRITES
+# writes (+LATENCY_WARMUP) at LATENCY_RATE/s on another connection. Sets
+# L_JSON (the client's result), R_P50 and R_P99 (delivery latency, ms),
+# R_NOTE (max, p999, ack latency, misses, the server's CPU per write) and
+# L_CPU (that CPU by thread), and the CPU steal over the run (R_STEAL).
+L_JSON= L_CPU=
+run_latency() {
+    local tag=$1 system=$2 addr=$3 server=$4 out err rc=0 cpu0 cpu
+    reset_results
+    L_JSON= L_CPU=
+    out=$WORK/latency-$tag.out
+    err=$WORK/latency-$tag.err
+    local args=(latency "$system" "$addr" --writes "$LATENCY_WRITES" --warmup "$LATENCY_WARMUP"
+        --rate "$LATENCY_RATE" --value-bytes 100)
+    no_other_load
+    log "$tag: fanout ${args[*]}"
+    task_cpu "$server" >"$WORK/latency-$tag.cpu0"
+    cpu0=$(cpu_stat)
+    timeout "$LATENCY_TIMEOUT" "$FANOUT_BIN" "${args[@]}" >"$out" 2>"$err" || rc=$?
+    steal_since "$cpu0"
+    task_cpu "$server" >"$WORK/latency-$tag.cpu1"
+    sed 's/^/   /' "$err" >&2
+    L_JSON=$(grep '^{' "$out" | tail -n 1)
+    if ((rc != 0)) || [[ -z $L_JSON ]]; then
+        LOAD_ERROR="latency client exited $rc: $(tail -n 2 "$err" | tr '\n' ' ' | cut -c1-200)"
+        return 1
+    fi
+    cpu=$(cpu_per_op "$WORK/latency-$tag.cpu0" "$WORK/latency-$tag.cpu1" "$((LATENCY_WRITES + LATENCY_WARMUP))")
+    L_CPU=${cpu#*$'\t'}
+    R_P50=$(jq -r .p50_ms <<<"$L_JSON")
+    R_P99=$(jq -r .p99_ms <<<"$L_JSON")
+    R_NOTE=$(jq -r --arg cpu "${cpu%%$'\t'*}" '
+        "max \(.max_ms), p999 \(.p999_ms), ack p50 \(.ack_p50_ms) / p99 \(.ack_p99_ms) ms, "
+        + "server CPU \($cpu) µs/write"
+        + (if .missed > 0 then ", \(.missed) of \(.writes) missed" else "" end)
+        + (if .late_writes > 0 then ", \(.late_writes) sent late" else "" end)' <<<"$L_JSON")
+    R_NOTE+="; "
+    note_steal
+    log "$tag: $L_JSON; server CPU per write (µs): ${cpu%%$'\t'*} ($L_CPU)"
+}

@@ -73,17 +73,22 @@ MEDIAN_JQ='
   def kilo: if . >= 1000 then (. / 100 | round) as $d | "\($d / 10 | floor).\($d % 10)k"
             else "\(round)" end;
   def firsts: reduce .[] as $x ([]; if any(.[]; . == $x) then . else . + [$x] end);
+  def metric_name: {rps: "req/s", p50_ms: "p50", p99_ms: "p99"}[.] // .;
   # "Spread/peer req/s per round (<spread settings>): a, b, c; median m" for
   # each Spread key of the workload: round i of Spread against round i of the
-  # peer (the two ran minutes apart at most, under the same drift).
+  # peer (the two ran minutes apart at most, under the same drift). Rounds
+  # that measure req/s compare req/s; others (latency) each of their metrics.
   def per_round_ratios($all; $peer):
-    ($all | map(select(.system == "spread") | .key) | firsts)[] as $sk
+    ($peer | map(select(.ok) | .metrics) | .[0] // "rps" | split(",")
+     | if any(.[]; . == "rps") then ["rps"] else . end) as $metrics
+    | ($all | map(select(.system == "spread") | .key) | firsts)[] as $sk
     | ($all | map(select(.key == $sk))) as $sr
+    | $metrics[] as $m
     | [ range(0; [($sr | length), ($peer | length)] | min) as $i
-        | select($sr[$i].ok and $peer[$i].ok and ($sr[$i].rps // 0) > 0 and ($peer[$i].rps // 0) > 0)
-        | $sr[$i].rps / $peer[$i].rps ] as $r
+        | select($sr[$i].ok and $peer[$i].ok and ($sr[$i][$m] // 0) > 0 and ($peer[$i][$m] // 0) > 0)
+        | $sr[$i][$m] / $peer[$i][$m] ] as $r
     | select(($r | length) > 1)
-    | "Spread/peer req/s per round (\($sr[0].settings)): "
+    | "Spread/peer \($m | metric_name) per round (\($sr[0].settings)): "
       + ($r | map(. * 100 | round / 100 | tostring) | join(", "))
       + "; median \($r | median | . * 100 | round / 100)";
   map(select(.workload == $w)) as $all
@@ -97,12 +102,12 @@ MEDIAN_JQ='
       $ok[-1] as $last
       | ($rs | map(
             if .ok then
-              (.rps | kilo)
+              (if .rps != null then (.rps | kilo) else "\(.p50_ms | ms) / \(.p99_ms | ms) ms" end)
               + ([(.steal // empty | "steal \(.)%"), (.own | select(. != ""))]
                  | if length > 0 then " (" + join(", ") + ")" else "" end)
             else "n/a" end) | join(", ")) as $list
       | ["ok", $last.system, $last.settings,
-         ($ok | map(.rps) | median | round | tostring),
+         ($ok | map(.rps // empty) | median | if . == null then "" else round | tostring end),
          ($ok | map(.p50_ms // empty) | median | ms),
          ($ok | map(.p99_ms // empty) | median | ms),
          ([ "rounds: " + $list + (if ($ok | length) > 1 then "; median" else "" end),
@@ -157,7 +162,7 @@ RATIOS_JQ='
 # The cell text of a row: figures rounded, ratios as "req/s 0.85, p50 1.2"
 # (prefixed with the Spread row's tag when the workload has several).
 CELLS_JQ='
-  def names: {rps: "req/s", p50_ms: "p50", rss_kib_per_sub: "RSS/sub"};
+  def names: {rps: "req/s", p50_ms: "p50", p99_ms: "p99", rss_kib_per_sub: "RSS/sub"};
   def f(d): if . == null then "-" else (. * d | round) / d | tostring end;
   def ratio_text:
     if (.ratios | length) == 0 then (if .system == "spread" and .status == "ok" then "(ref)" else "" end)
@@ -210,6 +215,13 @@ write_reports() {
         echo "Storm rows: p50/p99 are the PUT latencies (send to answer) of writers at a"
         echo "steady rate while WebSocket clients connect, read a little and disconnect"
         echo "in a loop; the baseline row is the same writes without the storm."
+        echo "Latency rows: p50/p99 are over the per-write time from just before a write"
+        echo "is sent to the moment one subscriber (its own connection and thread) reads"
+        echo "it, for writes at a steady rate with one in flight; medians over interleaved"
+        echo "rounds (each round: Spread lazy, Redis, Spread flush), each round's p50 / p99"
+        echo "in the note, and Spread/Redis per round on the Redis row. The fdatasync row"
+        echo "is one small append + fdatasync on the filesystem of the data directories,"
+        echo "measured in the same rounds: the unit of the \`flush\` budget."
         echo
         echo "## Server settings"
         echo

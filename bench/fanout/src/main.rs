@@ -14,6 +14,10 @@
 //! - `storm ADDR`: not fan-out but its cost to writers: PUT latency at a
 //!   steady rate, alone and while N WebSocket subscribers connect and
 //!   disconnect in a loop (see [`storm`]); prints one JSON object.
+//! - `latency spread|redis ADDR`: not fan-out but one subscriber: the time
+//!   from a write to its delivery, per write, at a steady rate (see
+//!   [`latency`]); `fdatasync DIR`: one fdatasync's cost on DIR's disk.
+//!   Each prints one JSON object.
 //!
 //! The receiving side is the same for all three ([`recv`]): `--threads`
 //! receiver threads, each a single-threaded tokio runtime, one read loop per
@@ -26,6 +30,7 @@
 //! "last delivery" times.
 
 mod floor;
+mod latency;
 mod recv;
 mod redis;
 mod spread;
@@ -74,6 +79,11 @@ enum Cmd {
     /// Spread: PUT latency at a steady rate, alone, then while N WebSocket
     /// subscribers connect and disconnect in a loop, then alone again.
     Storm(storm::StormArgs),
+    /// Spread or Redis: write -> subscriber latency, one subscriber, writes
+    /// at a steady rate on another connection.
+    Latency(latency::LatencyArgs),
+    /// fdatasync latency on a directory's filesystem.
+    Fdatasync(latency::FsyncArgs),
 }
 
 /// `spread` subcommand.
@@ -190,6 +200,17 @@ fn main() -> anyhow::Result<()> {
             writeln!(std::io::stdout().lock(), "{json}").context("writing the result")?;
             return Ok(());
         }
+        Cmd::Latency(a) => {
+            let json = latency::run(a)?;
+            writeln!(std::io::stdout().lock(), "{json}").context("writing the result")?;
+            // The subscriber thread is still reading: leave without it.
+            std::process::exit(0)
+        }
+        Cmd::Fdatasync(a) => {
+            let json = latency::fdatasync(a)?;
+            writeln!(std::io::stdout().lock(), "{json}").context("writing the result")?;
+            return Ok(());
+        }
     };
     if common.subscribers == 0 || common.repeats == 0 || common.batch == 0 || common.threads == 0 {
         bail!("--subscribers, --repeats, --batch and --threads must be at least 1");
@@ -199,7 +220,9 @@ fn main() -> anyhow::Result<()> {
         Cmd::Spread(a) => spread::run(&a.addr, &a.prefix, &a.common)?,
         Cmd::Redis(a) => redis::run(&a.addr, &a.channel, &a.common)?,
         Cmd::Floor(a) => floor::run(a.message_bytes, &a.common)?,
-        Cmd::FloorServer(_) | Cmd::Storm(_) => unreachable!("handled above"),
+        Cmd::FloorServer(_) | Cmd::Storm(_) | Cmd::Latency(_) | Cmd::Fdatasync(_) => {
+            unreachable!("handled above")
+        }
     };
     let mut json = summary.to_json();
     json["system"] = serde_json::Value::from(system);

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::TcpStream;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use tokio::io::AsyncWriteExt as _;
@@ -31,7 +32,7 @@ pub fn run(addr: &str, channel: &str, common: &Common) -> anyhow::Result<Summary
         })
     })?;
 
-    let mut publisher = Publisher::open(addr, common)?;
+    let mut publisher = Publisher::open(addr, common.timeout())?;
     let pong = publisher.call(&[b"PING"]).context("PING")?;
     if pong != "+PONG" {
         bail!("PING answered {pong:?}");
@@ -49,18 +50,18 @@ pub fn run(addr: &str, channel: &str, common: &Common) -> anyhow::Result<Summary
 }
 
 /// The PUBLISH connection (blocking).
-struct Publisher {
+pub(crate) struct Publisher {
     /// The socket, buffered for reading replies.
     conn: BufReader<TcpStream>,
 }
 
 impl Publisher {
-    /// Connects to `addr` (no Nagle delay).
-    fn open(addr: &str, common: &Common) -> anyhow::Result<Publisher> {
+    /// Connects to `addr` (no Nagle delay; replies awaited up to `timeout`).
+    pub(crate) fn open(addr: &str, timeout: Duration) -> anyhow::Result<Publisher> {
         let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true).context("TCP_NODELAY")?;
         stream
-            .set_read_timeout(Some(common.timeout()))
+            .set_read_timeout(Some(timeout))
             .context("a read timeout")?;
         Ok(Publisher {
             conn: BufReader::new(stream),
@@ -69,7 +70,7 @@ impl Publisher {
 
     /// Sends one command and returns its one-line reply (`+PONG`, `:3`);
     /// an error reply is an error.
-    fn call(&mut self, args: &[&[u8]]) -> anyhow::Result<String> {
+    pub(crate) fn call(&mut self, args: &[&[u8]]) -> anyhow::Result<String> {
         self.conn
             .get_mut()
             .write_all(&encode_command(args))
@@ -87,7 +88,7 @@ impl Publisher {
 }
 
 /// A command as a RESP array of bulk strings.
-fn encode_command(args: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn encode_command(args: &[&[u8]]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
     for arg in args {
         out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());

@@ -41,7 +41,7 @@ pub fn run(addr: &str, prefix: &str, common: &Common) -> anyhow::Result<Summary>
 }
 
 /// `PUT` of a text body to one path, on a keep-alive connection.
-struct Put {
+pub(crate) struct Put {
     /// Server address, HOST:PORT.
     addr: String,
     /// Request path.
@@ -54,7 +54,7 @@ struct Put {
 
 impl Put {
     /// A client for `PUT http://addr/path`; connects on the first send.
-    fn new(addr: &str, path: &str, timeout: Duration) -> Put {
+    pub(crate) fn new(addr: &str, path: &str, timeout: Duration) -> Put {
         Put {
             addr: addr.to_string(),
             path: path.to_string(),
@@ -64,7 +64,7 @@ impl Put {
     }
 
     /// Sends `value`; fails unless the answer is 2xx.
-    fn send(&mut self, value: &[u8]) -> anyhow::Result<()> {
+    pub(crate) fn send(&mut self, value: &[u8]) -> anyhow::Result<()> {
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
             None => {

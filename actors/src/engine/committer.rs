@@ -1,10 +1,11 @@
 //! The committer: the one writer of the store and keeper of the change log.
 //!
 //! Partitions decide *what* to write (LWW, preconditions); the committer
-//! decides *when*: it takes every commit request waiting, assigns each new
-//! latest value the next node-local seq, applies them as one commit (which
+//! decides *when*: it takes every commit request waiting, assigns each
+//! event the next node-local seq, applies them as one commit (which
 //! a crash cannot tear), makes it as durable as configured, and only then
-//! hands the changes to the [`Hub`](crate::engine::hub::Hub) in seq order. One
+//! hands the changes to the [`Hub`](crate::engine::hub::Hub) in seq order,
+//! from its own thread, then answers the writers. One
 //! thread, one commit at a time: seqs are gap-free and streams see changes
 //! in log order, so a resume cursor is an exact position.
 
@@ -14,11 +15,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::Addr;
 use tokio::sync::oneshot;
 
 use crate::config::Durability;
-use crate::engine::hub::{Change, Hub, Publish, PublishGroup};
+use crate::engine::hub::{Change, Hub};
 use crate::engine::partition::{finish, Decided};
 use crate::error::NodeError;
 use crate::model::{Clock, Digest, Event};
@@ -46,10 +46,11 @@ pub(crate) struct WriteDone {
     pub subscribers: usize,
 }
 
-/// A partition's batch. Once durable and fanned out, the hub tells the
-/// partition through `done` whether the batch was committed, then answers
-/// each writer directly (one thread hop less than going back through the
-/// partition). The partition looks at `done` the next time it runs.
+/// A partition's batch. Once durable and fanned out, the committer tells
+/// the partition through `done` whether the batch was committed, then
+/// answers each writer directly (one thread hop less than going back
+/// through the partition). The partition looks at `done` the next time it
+/// runs.
 pub(crate) struct CommitRequest {
     /// The partition that decided it.
     pub partition: u32,
@@ -65,7 +66,7 @@ pub(crate) struct CommitRequest {
 pub(crate) struct Committer {
     pub store: Arc<dyn Store>,
     pub clock: Arc<Clock>,
-    pub hub: Addr<Hub>,
+    pub hub: Arc<Hub>,
     pub incarnation: Arc<str>,
     pub durability: Durability,
     pub batch_interval: Duration,
@@ -263,7 +264,7 @@ impl Committer {
             let detail = e.to_string();
             for request in group {
                 self.failed.insert(request.partition, request.epoch);
-                // The partition before the writers (see the hub's Publish).
+                // The partition before the writers (see `answer`).
                 let _ = request.done.send(false);
                 finish(
                     request.replies,
@@ -294,16 +295,43 @@ impl Committer {
             ));
             e.to_string()
         });
-        let groups = group
-            .into_iter()
-            .zip(changes)
-            .map(|(request, changes)| PublishGroup {
-                changes,
-                replies: request.replies,
-                done: request.done,
-                failure: failure.clone(),
-            })
-            .collect();
-        self.hub.do_send(Publish { groups, head: seq });
+        // Straight into the sessions' mailboxes, from this thread.
+        let reached = self.hub.publish(
+            changes
+                .iter()
+                .flat_map(|items| items.iter().map(|(_, change)| change.as_ref())),
+            seq,
+        );
+        let mut reached = reached.into_iter();
+        for (request, items) in group.into_iter().zip(changes) {
+            let done: Vec<WriteDone> = items
+                .iter()
+                .map(|(seq, _)| WriteDone {
+                    seq: Some(*seq),
+                    subscribers: reached.next().unwrap_or(0),
+                })
+                .collect();
+            let outcome = match &failure {
+                None => Ok(done),
+                Some(detail) => Err(NodeError::Store(StoreError::Failed(detail.clone()))),
+            };
+            self.answer(request.done, request.replies, outcome);
+        }
+    }
+
+    /// Answers the writers of a committed (or failed) batch: the place a
+    /// write's answer is given, once it is as durable as configured and
+    /// handed to local subscribers. The partition is told first, so a
+    /// writer that writes again at once is decided by a partition that
+    /// already knows how this batch ended.
+    fn answer(
+        &self,
+        done: oneshot::Sender<bool>,
+        replies: Vec<Decided>,
+        outcome: Result<Vec<WriteDone>, NodeError>,
+    ) {
+        // Applied (even when not durable): the partition's overlay holds.
+        let _ = done.send(true);
+        finish(replies, outcome);
     }
 }

@@ -1,11 +1,13 @@
 //! The hub: hands committed changes to the subscribers whose prefix covers
-//! them, in change-log order.
+//! them, in change-log order. It only fans out; writers are answered by the
+//! committer (see `committer::Committer::answer`).
 //!
-//! The committer sends it each durable batch in seq order; the hub is one
-//! actor, so every subscriber receives matching changes in seq order and its
-//! last cursor is an exact resume point. Registration is a message too, so a
-//! new subscription gets a clean cut: the head it is told is the last change
-//! it will *not* receive live; everything after it arrives in its mailbox.
+//! The committer calls [`Hub::publish`] with each durable commit, in seq
+//! order, on its own thread: a change goes from the committer straight into
+//! the mailboxes of the sessions that want it, with no thread in between.
+//! Registration takes the same lock, so a new subscription gets a clean cut:
+//! the head it is told is the last change it will *not* receive live;
+//! everything after it arrives in its mailbox.
 //!
 //! Delivery never blocks: a subscriber whose mailbox is full is dropped from
 //! the index and told it lags; it can resume from its last cursor. So a slow
@@ -13,19 +15,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use actix::prelude::*;
 use indexmap::IndexSet;
-use tokio::sync::oneshot;
 
 pub use crate::engine::change::Change;
-use crate::engine::committer::WriteDone;
-use crate::engine::partition::{finish, Decided};
-use crate::error::NodeError;
 use crate::model::Path;
-use crate::store::StoreError;
 
 /// Identifies a subscriber session to the hub.
 pub type SubscriberId = u64;
@@ -43,56 +40,6 @@ pub enum Deliver {
     },
     /// Its mailbox overflowed; it was dropped from the index.
     Lagged,
-}
-
-/// Adds a prefix to a subscriber's interest. Answers the log head at the cut.
-#[derive(Message)]
-#[rtype(result = "u64")]
-pub struct Register {
-    /// The subscriber.
-    pub id: SubscriberId,
-    /// Its mailbox.
-    pub mailbox: Recipient<Deliver>,
-    /// The prefix.
-    pub prefix: Path,
-}
-
-/// Removes one prefix of a subscriber.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Unregister {
-    /// The subscriber.
-    pub id: SubscriberId,
-    /// The prefix.
-    pub prefix: Path,
-}
-
-/// Removes a subscriber entirely.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Leave {
-    /// The subscriber.
-    pub id: SubscriberId,
-}
-
-/// One committed batch of one partition, answered after fan-out.
-pub(crate) struct PublishGroup {
-    /// Per event written, its seq, and the change when it became a latest
-    /// value (`None` for a late, history-only event: no session sees it).
-    pub changes: Vec<(u64, Option<Arc<Change>>)>,
-    pub replies: Vec<Decided>,
-    /// Told `true`: the batch is applied (even when not durable).
-    pub done: oneshot::Sender<bool>,
-    /// Set when the batch is applied but could not be made durable.
-    pub failure: Option<String>,
-}
-
-/// Durable batches from the committer, in seq order.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Publish {
-    pub groups: Vec<PublishGroup>,
-    pub head: u64,
 }
 
 /// Counters the hub keeps for metrics.
@@ -114,57 +61,41 @@ struct Entry {
     last_seq: u64,
 }
 
-/// The fan-out actor of a node.
-pub struct Hub {
+/// Who wants what, and the head published so far.
+struct Index {
     /// Subscribers by prefix. An `IndexSet` iterates like a `Vec` for the
     /// fan-out and removes in O(1), so a session leaving costs the same
     /// whatever the number of sessions on its prefix (a reconnect storm on
-    /// one prefix would otherwise be quadratic on the hub's thread).
-    index: HashMap<Box<str>, IndexSet<SubscriberId>>,
+    /// one prefix would otherwise be quadratic).
+    by_prefix: HashMap<Box<str>, IndexSet<SubscriberId>>,
     subscribers: HashMap<SubscriberId, Entry>,
     head: u64,
-    tick_interval: Duration,
-    stats: Arc<HubStats>,
 }
 
-impl Hub {
-    /// A hub whose log head is `head`, ticking subscribers every `tick_interval`.
-    pub fn new(head: u64, tick_interval: Duration, stats: Arc<HubStats>) -> Hub {
-        stats.head.store(head, Ordering::Relaxed);
-        Hub {
-            index: HashMap::new(),
-            subscribers: HashMap::new(),
-            head,
-            tick_interval,
-            stats,
-        }
-    }
-
+impl Index {
     fn remove(&mut self, id: SubscriberId) -> Option<Entry> {
         let entry = self.subscribers.remove(&id)?;
         for prefix in &entry.prefixes {
             self.unindex(id, prefix.as_str());
         }
-        self.stats
-            .subscribers
-            .store(self.subscribers.len() as u64, Ordering::Relaxed);
         Some(entry)
     }
 
     fn unindex(&mut self, id: SubscriberId, prefix: &str) {
-        if let Some(ids) = self.index.get_mut(prefix) {
+        if let Some(ids) = self.by_prefix.get_mut(prefix) {
             ids.swap_remove(&id);
             if ids.is_empty() {
-                self.index.remove(prefix);
+                self.by_prefix.remove(prefix);
             }
         }
     }
 
-    /// Hands one change to every subscriber that covers it; returns how many.
+    /// Hands one change to every subscriber that covers it; returns how
+    /// many. Subscribers whose mailbox is full or closed go to `dropped`.
     fn fan_out(&mut self, change: &Arc<Change>, dropped: &mut Vec<(SubscriberId, bool)>) -> usize {
         let mut delivered = 0;
         for prefix in change.event.path.ancestors() {
-            let Some(ids) = self.index.get(prefix) else {
+            let Some(ids) = self.by_prefix.get(prefix) else {
                 continue;
             };
             for id in ids {
@@ -186,98 +117,138 @@ impl Hub {
     }
 }
 
-impl Actor for Hub {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.tick_interval, |hub, _| {
-            let head = hub.head;
-            for entry in hub.subscribers.values() {
-                // A full mailbox will be caught by the next change; a tick is
-                // only a hint and can be skipped.
-                let _ = entry.mailbox.try_send(Deliver::Tick { head });
-            }
-        });
-    }
+/// The fan-out of a node, shared by the committer (which publishes) and the
+/// sessions (which register).
+pub struct Hub {
+    index: Mutex<Index>,
+    stats: Arc<HubStats>,
 }
 
-impl Handler<Register> for Hub {
-    type Result = u64;
-    fn handle(&mut self, msg: Register, _: &mut Self::Context) -> u64 {
-        let entry = self.subscribers.entry(msg.id).or_insert_with(|| Entry {
-            mailbox: msg.mailbox,
+impl Hub {
+    /// A hub whose log head is `head`.
+    pub fn new(head: u64, stats: Arc<HubStats>) -> Hub {
+        stats.head.store(head, Ordering::Relaxed);
+        Hub {
+            index: Mutex::new(Index {
+                by_prefix: HashMap::new(),
+                subscribers: HashMap::new(),
+                head,
+            }),
+            stats,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Index> {
+        // A panic while holding it leaves a consistent index (every step
+        // is a whole insert or remove): go on with it.
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count_subscribers(&self, index: &Index) {
+        self.stats
+            .subscribers
+            .store(index.subscribers.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Adds `prefix` to a subscriber's interest; answers the log head at the
+    /// cut: every change after it arrives in `mailbox`.
+    pub fn register(&self, id: SubscriberId, mailbox: Recipient<Deliver>, prefix: &Path) -> u64 {
+        let mut index = self.lock();
+        let entry = index.subscribers.entry(id).or_insert_with(|| Entry {
+            mailbox,
             prefixes: Vec::new(),
             last_seq: 0,
         });
-        if !entry.prefixes.contains(&msg.prefix) {
-            entry.prefixes.push(msg.prefix.clone());
-            self.index
-                .entry(Box::from(msg.prefix.as_str()))
+        if !entry.prefixes.contains(prefix) {
+            entry.prefixes.push(prefix.clone());
+            index
+                .by_prefix
+                .entry(Box::from(prefix.as_str()))
                 .or_default()
-                .insert(msg.id);
+                .insert(id);
         }
-        self.stats
-            .subscribers
-            .store(self.subscribers.len() as u64, Ordering::Relaxed);
-        self.head
+        self.count_subscribers(&index);
+        index.head
     }
-}
 
-impl Handler<Unregister> for Hub {
-    type Result = ();
-    fn handle(&mut self, msg: Unregister, _: &mut Self::Context) {
-        if let Some(entry) = self.subscribers.get_mut(&msg.id) {
-            entry.prefixes.retain(|p| p != &msg.prefix);
-            self.unindex(msg.id, msg.prefix.as_str());
+    /// Removes one prefix of a subscriber.
+    pub fn unregister(&self, id: SubscriberId, prefix: &Path) {
+        let mut index = self.lock();
+        if let Some(entry) = index.subscribers.get_mut(&id) {
+            entry.prefixes.retain(|p| p != prefix);
+            index.unindex(id, prefix.as_str());
         }
     }
-}
 
-impl Handler<Leave> for Hub {
-    type Result = ();
-    fn handle(&mut self, msg: Leave, _: &mut Self::Context) {
-        self.remove(msg.id);
+    /// Removes a subscriber entirely.
+    pub fn leave(&self, id: SubscriberId) {
+        let mut index = self.lock();
+        index.remove(id);
+        self.count_subscribers(&index);
     }
-}
 
-impl Handler<Publish> for Hub {
-    type Result = ();
-    fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
+    /// Hands committed changes, in seq order, to the subscribers that cover
+    /// them; the log head is `head` afterwards. Answers, per change, how
+    /// many subscribers it reached (0 for `None`: a late event).
+    pub(crate) fn publish<'a>(
+        &self,
+        changes: impl IntoIterator<Item = Option<&'a Arc<Change>>>,
+        head: u64,
+    ) -> Vec<usize> {
         let mut dropped = Vec::new();
-        let mut total = 0u64;
-        for group in msg.groups {
-            let mut results = Vec::with_capacity(group.changes.len());
-            for (seq, change) in &group.changes {
-                let subscribers = match change {
-                    Some(change) => self.fan_out(change, &mut dropped),
-                    None => 0,
-                };
-                total += subscribers as u64;
-                results.push(WriteDone {
-                    seq: Some(*seq),
-                    subscribers,
-                });
-            }
-            let answer = match group.failure {
-                None => Ok(results),
-                Some(detail) => Err(NodeError::Store(StoreError::Failed(detail))),
-            };
-            // The partition first, so a writer that writes again at once is
-            // decided by a partition that already knows this batch's end.
-            let _ = group.done.send(true);
-            finish(group.replies, answer);
-        }
-        self.head = msg.head;
-        self.stats.head.store(msg.head, Ordering::Relaxed);
-        self.stats.fanned_out.fetch_add(total, Ordering::Relaxed);
-        for (id, lagging) in dropped {
-            if let Some(entry) = self.remove(id) {
-                if lagging {
-                    // The subscriber counts itself as lagged when it ends.
-                    log::debug!("subscriber {id} lags; dropped from fan-out");
-                    entry.mailbox.do_send(Deliver::Lagged);
+        let mut lagging = Vec::new();
+        let reached: Vec<usize> = {
+            let mut index = self.lock();
+            let reached = changes
+                .into_iter()
+                .map(|change| change.map_or(0, |c| index.fan_out(c, &mut dropped)))
+                .collect();
+            index.head = head;
+            for (id, lags) in dropped {
+                if let Some(entry) = index.remove(id) {
+                    if lags {
+                        lagging.push((id, entry.mailbox));
+                    }
                 }
             }
+            self.count_subscribers(&index);
+            reached
+        };
+        self.stats.head.store(head, Ordering::Relaxed);
+        self.stats
+            .fanned_out
+            .fetch_add(reached.iter().sum::<usize>() as u64, Ordering::Relaxed);
+        for (id, mailbox) in lagging {
+            // The subscriber counts itself as lagged when it ends.
+            log::debug!("subscriber {id} lags; dropped from fan-out");
+            mailbox.do_send(Deliver::Lagged);
         }
+        reached
+    }
+
+    /// Tells every subscriber the log head (a hint for pings; one whose
+    /// mailbox is full is caught by the next change).
+    fn tick(&self) {
+        let index = self.lock();
+        let head = index.head;
+        for entry in index.subscribers.values() {
+            let _ = entry.mailbox.try_send(Deliver::Tick { head });
+        }
+    }
+}
+
+/// Ticks the hub's subscribers every `interval`, on the engine's system.
+pub(crate) struct Ticker {
+    /// The hub.
+    pub hub: Arc<Hub>,
+    /// How often.
+    pub interval: Duration,
+}
+
+impl Actor for Ticker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.interval, |ticker, _| ticker.hub.tick());
     }
 }

@@ -13,7 +13,7 @@ use actix::prelude::*;
 use super::{Inner, Node, NodeStats};
 use crate::config::{Config, Durability};
 use crate::engine::committer::Committer;
-use crate::engine::hub::Hub;
+use crate::engine::hub::{Hub, Ticker};
 use crate::engine::partition::Partition;
 use crate::error::NodeError;
 use crate::model::{Clock, NodeId};
@@ -156,7 +156,8 @@ impl Node {
         let (commit_tx, commit_rx) = mpsc::channel();
         let (started_tx, started_rx) = mpsc::channel();
         let tick = (config.ping_interval / 3).max(std::time::Duration::from_millis(10));
-        let hub_stats = stats.hub.clone();
+        let hub = Arc::new(Hub::new(head, stats.hub.clone()));
+        let ticked = hub.clone();
         let engine_store = store.clone();
         let engine_clock = clock.clone();
         let engine_node = node_id.clone();
@@ -166,7 +167,11 @@ impl Node {
             .spawn(move || {
                 let system = System::new();
                 system.block_on(async move {
-                    let hub = Hub::new(head, tick, hub_stats).start();
+                    Ticker {
+                        hub: ticked,
+                        interval: tick,
+                    }
+                    .start();
                     let writers = Arbiter::new();
                     let sessions = Arbiter::new();
                     let parts = (0..partitions)
@@ -181,12 +186,12 @@ impl Node {
                         })
                         .collect::<Vec<_>>();
                     drop(commit_tx);
-                    let _ = started_tx.send((System::current(), hub, parts, sessions.handle()));
+                    let _ = started_tx.send((System::current(), parts, sessions.handle()));
                 });
                 system.run().ok();
             })
             .map_err(|e| StoreError::Failed(format!("cannot start the engine thread: {e}")))?;
-        let (system, hub, parts, sessions) = started_rx
+        let (system, parts, sessions) = started_rx
             .recv()
             .map_err(|_| StoreError::Failed("the engine did not start".into()))?;
 

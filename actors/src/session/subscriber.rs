@@ -11,9 +11,7 @@ use actix::prelude::*;
 use super::initial::send_initial;
 use super::outbox::{Outbox, PushError};
 use super::StreamItem;
-use crate::engine::hub::{
-    Change, Deliver, Hub, HubStats, Leave, Register, SubscriberId, Unregister,
-};
+use crate::engine::hub::{Change, Deliver, Hub, HubStats, SubscriberId};
 use crate::error::NodeError;
 use crate::model::cursor::Cursor;
 use crate::model::Path;
@@ -42,7 +40,7 @@ pub struct Unsubscribe {
 /// What a subscriber needs of its node.
 pub(crate) struct SessionContext {
     pub store: Arc<dyn Store>,
-    pub hub: Addr<Hub>,
+    pub hub: Arc<Hub>,
     pub incarnation: Arc<str>,
     pub ping_interval: Duration,
     pub max_subscriptions: usize,
@@ -152,21 +150,21 @@ impl Actor for Subscriber {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.ctx.hub.do_send(Leave { id: self.id });
+        self.ctx.hub.leave(self.id);
     }
 }
 
 impl Handler<Subscribe> for Subscriber {
-    type Result = ResponseActFuture<Self, Result<(), NodeError>>;
+    type Result = Result<(), NodeError>;
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) -> Self::Result {
         if self.subscriptions.iter().any(|s| s.prefix == msg.prefix) {
-            return Box::pin(fut::ready(Ok(())));
+            return Ok(());
         }
         if self.subscriptions.len() >= self.ctx.max_subscriptions {
-            return Box::pin(fut::ready(Err(NodeError::TooManySubscriptions(
+            return Err(NodeError::TooManySubscriptions(
                 self.ctx.max_subscriptions,
-            ))));
+            ));
         }
         self.generation += 1;
         let generation = self.generation;
@@ -176,33 +174,30 @@ impl Handler<Subscribe> for Subscriber {
             generation,
             pending: Vec::new(),
         });
-        let register = self.ctx.hub.send(Register {
-            id: self.id,
-            mailbox: ctx.address().recipient(),
-            prefix: msg.prefix.clone(),
-        });
-        Box::pin(register.into_actor(self).map(move |registered, act, ctx| {
-            let head = registered.map_err(|_| NodeError::ShuttingDown)?;
-            let prefix = msg.prefix.clone();
-            let initial = send_initial(
-                act.ctx.clone(),
-                act.outbox.clone(),
-                msg.prefix,
-                msg.since,
-                head,
-            );
-            ctx.spawn(
-                initial
-                    .into_actor(act)
-                    .map(move |sent, act, ctx| match sent {
-                        Ok(()) => act.go_live(generation, head, ctx),
-                        Err(PushError::Closed) => ctx.stop(),
-                        Err(PushError::Full) => act.lag(ctx),
-                        Err(PushError::Failed(detail)) => act.fail(prefix, detail, ctx),
-                    }),
-            );
-            Ok(())
-        }))
+        // The cut: every change after `head` arrives in this mailbox.
+        let head = self
+            .ctx
+            .hub
+            .register(self.id, ctx.address().recipient(), &msg.prefix);
+        let prefix = msg.prefix.clone();
+        let initial = send_initial(
+            self.ctx.clone(),
+            self.outbox.clone(),
+            msg.prefix,
+            msg.since,
+            head,
+        );
+        ctx.spawn(
+            initial
+                .into_actor(self)
+                .map(move |sent, act, ctx| match sent {
+                    Ok(()) => act.go_live(generation, head, ctx),
+                    Err(PushError::Closed) => ctx.stop(),
+                    Err(PushError::Full) => act.lag(ctx),
+                    Err(PushError::Failed(detail)) => act.fail(prefix, detail, ctx),
+                }),
+        );
+        Ok(())
     }
 }
 
@@ -218,10 +213,7 @@ impl Handler<Unsubscribe> for Subscriber {
             return;
         };
         let gone = self.subscriptions.remove(i);
-        self.ctx.hub.do_send(Unregister {
-            id: self.id,
-            prefix: gone.prefix,
-        });
+        self.ctx.hub.unregister(self.id, &gone.prefix);
         self.buffered -= gone.pending.len();
         // Changes it held may be wanted by another subscription.
         for change in gone.pending {

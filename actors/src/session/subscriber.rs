@@ -162,9 +162,7 @@ impl Handler<Subscribe> for Subscriber {
             return Ok(());
         }
         if self.subscriptions.len() >= self.ctx.max_subscriptions {
-            return Err(NodeError::TooManySubscriptions(
-                self.ctx.max_subscriptions,
-            ));
+            return Err(NodeError::TooManySubscriptions(self.ctx.max_subscriptions));
         }
         self.generation += 1;
         let generation = self.generation;

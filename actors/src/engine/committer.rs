@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::config::Durability;
 use crate::engine::hub::{Change, Hub};
-use crate::engine::partition::{finish, Decided};
+use crate::engine::partition::{finish, refuse, Decided};
 use crate::error::NodeError;
 use crate::model::{Clock, Digest, Event};
 use crate::store::{Commit, CommitEntry, Store, StoreError};
@@ -96,29 +96,26 @@ impl Committer {
     /// Runs until every sender is gone, then makes everything durable.
     pub fn run(mut self, requests: Receiver<CommitRequest>) {
         let mut last_flush = Instant::now();
-        // `lazy`: the last seq committed and not yet flushed, if any.
-        let mut unflushed: Option<u64> = None;
+        // `lazy`: something was committed since the last flush.
+        let mut unflushed = false;
         loop {
-            let first = match unflushed {
-                // Wait no longer than the lazy flush is due, so a write
-                // followed by silence is flushed in time too.
-                Some(seq) => {
-                    let due = last_flush + self.lazy_flush_interval;
-                    match requests.recv_timeout(due.saturating_duration_since(Instant::now())) {
-                        Ok(r) => r,
-                        Err(RecvTimeoutError::Timeout) => {
-                            self.lazy_flush(seq);
-                            unflushed = None;
-                            last_flush = Instant::now();
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
+            // `lazy` with something unflushed waits no longer than the flush
+            // is due, so a write followed by silence is flushed in time too.
+            let next = if unflushed {
+                let due = last_flush + self.lazy_flush_interval;
+                requests.recv_timeout(due.saturating_duration_since(Instant::now()))
+            } else {
+                requests.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            };
+            let first = match next {
+                Ok(r) => r,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.lazy_flush();
+                    unflushed = false;
+                    last_flush = Instant::now();
+                    continue;
                 }
-                None => match requests.recv() {
-                    Ok(r) => r,
-                    Err(_) => break,
-                },
+                Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut group = vec![first];
             let mut events = group[0].writes.len();
@@ -152,14 +149,9 @@ impl Committer {
             }
             self.commit_group(group);
             if self.durability == Durability::Lazy && self.broken.is_none() {
-                // (A commit of history-only events moves no seq, but needs
-                // its flush as well.)
-                unflushed = Some(self.head);
-                if let Some(seq) =
-                    unflushed.filter(|_| last_flush.elapsed() >= self.lazy_flush_interval)
-                {
-                    self.lazy_flush(seq);
-                    unflushed = None;
+                unflushed = last_flush.elapsed() < self.lazy_flush_interval;
+                if !unflushed {
+                    self.lazy_flush();
                     last_flush = Instant::now();
                 }
             }
@@ -170,10 +162,10 @@ impl Committer {
         }
     }
 
-    /// `lazy`'s periodic flush of everything up to `seq`.
-    fn lazy_flush(&mut self, seq: u64) {
+    /// `lazy`'s periodic flush of everything committed.
+    fn lazy_flush(&mut self) {
         match self.store.flush() {
-            Ok(()) => self.durable.store(seq, Ordering::Relaxed),
+            Ok(()) => self.durable.store(self.head, Ordering::Relaxed),
             Err(e) => self.break_down(format!("a background flush failed: {e}")),
         }
     }
@@ -186,12 +178,9 @@ impl Committer {
         let mut kept = Vec::with_capacity(group.len());
         for request in group {
             if self.failed.get(&request.partition) == Some(&request.epoch) {
-                let _ = request.done.send(false);
-                finish(
-                    request.replies,
-                    Err(NodeError::Store(StoreError::Failed(
-                        "an earlier write of this partition failed to commit".into(),
-                    ))),
+                fail(
+                    request,
+                    "an earlier write of this partition failed to commit",
                 );
                 continue;
             }
@@ -213,11 +202,7 @@ impl Committer {
         if let Some(reason) = &self.broken {
             let detail = format!("{reason}; writes are refused until the node restarts");
             for request in group {
-                let _ = request.done.send(false);
-                finish(
-                    request.replies,
-                    Err(NodeError::Store(StoreError::Failed(detail.clone()))),
-                );
+                fail(request, &detail);
             }
             return;
         }
@@ -264,12 +249,7 @@ impl Committer {
             let detail = e.to_string();
             for request in group {
                 self.failed.insert(request.partition, request.epoch);
-                // The partition before the writers (see `answer`).
-                let _ = request.done.send(false);
-                finish(
-                    request.replies,
-                    Err(NodeError::Store(StoreError::Failed(detail.clone()))),
-                );
+                fail(request, &detail);
             }
             return;
         }
@@ -311,27 +291,38 @@ impl Committer {
                     subscribers: reached.next().unwrap_or(0),
                 })
                 .collect();
-            let outcome = match &failure {
-                None => Ok(done),
-                Some(detail) => Err(NodeError::Store(StoreError::Failed(detail.clone()))),
-            };
-            self.answer(request.done, request.replies, outcome);
+            self.answer(request.done, request.replies, &done, failure.as_deref());
         }
     }
 
-    /// Answers the writers of a committed (or failed) batch: the place a
-    /// write's answer is given, once it is as durable as configured and
-    /// handed to local subscribers. The partition is told first, so a
-    /// writer that writes again at once is decided by a partition that
-    /// already knows how this batch ended.
+    /// Answers the writers of a committed batch: the place a write's answer
+    /// is given, once it is as durable as configured and handed to local
+    /// subscribers (`failure`: applied, but the flush failed). The partition
+    /// is told first, so a writer that writes again at once is decided by a
+    /// partition that already knows how this batch ended.
     fn answer(
         &self,
         done: oneshot::Sender<bool>,
         replies: Vec<Decided>,
-        outcome: Result<Vec<WriteDone>, NodeError>,
+        written: &[WriteDone],
+        failure: Option<&str>,
     ) {
         // Applied (even when not durable): the partition's overlay holds.
         let _ = done.send(true);
-        finish(replies, outcome);
+        match failure {
+            None => finish(replies, written),
+            Some(detail) => refuse(replies, || store_failure(detail)),
+        }
     }
+}
+
+/// Tells a batch's partition, then its writers, that it was not committed.
+fn fail(request: CommitRequest, detail: &str) {
+    let _ = request.done.send(false);
+    refuse(request.replies, || store_failure(detail));
+}
+
+/// The error a writer gets when its write is not known to be stored.
+fn store_failure(detail: &str) -> NodeError {
+    NodeError::Store(StoreError::Failed(detail.to_string()))
 }

@@ -488,7 +488,7 @@ impl Partition {
                 done,
             };
             if let Err(refused) = self.committer.send(request) {
-                finish(refused.0.replies, Err(NodeError::ShuttingDown));
+                refuse(refused.0.replies, || NodeError::ShuttingDown);
                 self.settle(sent, false);
                 continue;
             }
@@ -566,32 +566,26 @@ fn remember(known: &mut HashMap<Path, Current>, path: Path, current: Current) {
     known.insert(path, current);
 }
 
-/// Answers every writer of a committed batch.
-pub(crate) fn finish(decided: Vec<Decided>, result: Result<Vec<WriteDone>, NodeError>) {
-    match result {
-        Ok(done) => {
-            for d in decided {
-                let answer = d.outcome.map(|mut report| {
-                    if let Some(i) = d.written {
-                        let w = done.get(i).copied().unwrap_or_default();
-                        report.seq = w.seq;
-                        report.subscribers = w.subscribers;
-                    }
-                    report
-                });
-                let _ = d.reply.send(answer);
+/// Answers every writer of a committed batch: `done` tells what became of
+/// each event it wrote.
+pub(crate) fn finish(decided: Vec<Decided>, done: &[WriteDone]) {
+    for d in decided {
+        let answer = d.outcome.map(|mut report| {
+            if let Some(i) = d.written {
+                let w = done.get(i).copied().unwrap_or_default();
+                report.seq = w.seq;
+                report.subscribers = w.subscribers;
             }
-        }
-        Err(e) => {
-            let detail = e.to_string();
-            for d in decided {
-                let _ = d
-                    .reply
-                    .send(Err(NodeError::Store(crate::store::StoreError::Failed(
-                        detail.clone(),
-                    ))));
-            }
-        }
+            report
+        });
+        let _ = d.reply.send(answer);
+    }
+}
+
+/// Answers every writer of a batch that was not committed with `error`.
+pub(crate) fn refuse(decided: Vec<Decided>, error: impl Fn() -> NodeError) {
+    for d in decided {
+        let _ = d.reply.send(Err(error()));
     }
 }
 

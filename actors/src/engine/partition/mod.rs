@@ -68,6 +68,10 @@ pub(crate) const INBOX_WRITES: usize = 4 * MAX_WRITES_PER_BATCH;
 
 struct Queued {
     input: Input,
+    /// Its event's version and digest, when they are known before it is
+    /// decided (a merge, or a write with an explicit time): hashed once,
+    /// when the write is taken from the inbox.
+    fixed: Option<(Version, Digest)>,
     reply: oneshot::Sender<Result<WriteReport, NodeError>>,
 }
 
@@ -261,6 +265,16 @@ impl Partition {
         }
     }
 
+    /// The version and digest of `input`'s event, when they do not depend
+    /// on the moment it is decided.
+    fn fixed_key(&self, input: &Input) -> Option<(Version, Digest)> {
+        let event = match input {
+            Input::Write(w) => &self.event_of(w.path.clone()?, w, w.time?),
+            Input::Merge(e) => e,
+        };
+        Some((event.version.clone(), event.digest()))
+    }
+
     /// Takes writes from the inbox while the queue has room, decides what
     /// can be decided, and tells writers to wake it when it goes idle.
     fn pump(&mut self, ctx: &mut Context<Self>) {
@@ -268,6 +282,7 @@ impl Partition {
             while self.queue.len() < MAX_QUEUED_WRITES {
                 match self.inbox.try_recv() {
                     Ok(apply) => self.queue.push_back(Queued {
+                        fixed: self.fixed_key(&apply.input),
                         input: apply.input,
                         reply: apply.reply,
                     }),
@@ -290,10 +305,12 @@ impl Partition {
     }
 
     /// Decides one write of batch `batch` against the current state of its
-    /// path (the store, overlaid with what batches in flight will write).
+    /// path (the store, overlaid with what batches in flight will write);
+    /// `fixed` is its event's version and digest when already known.
     fn decide_one(
         &mut self,
         input: Input,
+        fixed: Option<(Version, Digest)>,
         batch: u64,
         now: u64,
     ) -> Result<(WriteReport, Option<PendingWrite>), NodeError> {
@@ -337,7 +354,7 @@ impl Partition {
                 })
             }
         }
-        let digest = event.digest();
+        let digest = fixed.map_or_else(|| event.digest(), |(_, digest)| digest);
         // An older event is looked up in history (prefetched, see
         // `reads_for`); a failed look-up fails the write rather than guess.
         let mut lookup_failed = None;
@@ -439,7 +456,7 @@ impl Partition {
             let mut writes = Vec::new();
             let mut decided = Vec::with_capacity(batch.len());
             for q in batch {
-                match self.decide_one(q.input, number, now) {
+                match self.decide_one(q.input, q.fixed, number, now) {
                     Ok((report, pending)) => {
                         let written = pending.map(|p| {
                             if p.latest {

@@ -1,9 +1,11 @@
 //! The store reads a batch needs before it is decided, made on a blocking
 //! thread: the partitions share one thread, which a cold read would hold.
 
+use std::collections::HashMap;
+
 use actix::prelude::*;
 
-use super::{Current, Input, Partition};
+use super::{Current, Partition};
 use crate::model::{Digest, Path, Version};
 use crate::store::Store;
 
@@ -34,36 +36,35 @@ impl Partition {
     /// it is decided, on this thread: the one case left.
     pub(super) fn reads_for(&self, take: usize) -> Vec<Read> {
         let mut reads: Vec<Read> = Vec::new();
+        // Where each path's read is in `reads`.
+        let mut at: HashMap<&Path, usize> = HashMap::new();
         for q in self.queue.iter().take(take) {
             let Some(path) = q.input.path() else { continue };
             let known = self.known_current(path);
-            // The event, when its version is known before it is decided.
-            let event = match &q.input {
-                Input::Write(w) => w.time.map(|t| self.event_of(path.clone(), w, t)),
-                Input::Merge(e) => Some(e.clone()),
-            };
-            let lookup = event.and_then(|event| {
-                let key = (event.version.clone(), event.digest());
+            let lookup = q.fixed.as_ref().and_then(|(version, digest)| {
                 let older = match &known {
-                    Some(Ok(Some(c))) => (&key.0, &key.1) < (&c.version, &c.digest),
+                    Some(Ok(Some(c))) => (version, digest) < (&c.version, &c.digest),
                     Some(_) => false,
                     None => true, // decided once the current event is read
                 };
                 let done = self
                     .looked_up
-                    .contains_key(&(path.clone(), key.0.clone(), key.1));
-                (older && !done).then_some(key)
+                    .contains_key(&(path.clone(), version.clone(), *digest));
+                (older && !done).then(|| (version.clone(), *digest))
             });
             if known.is_some() && lookup.is_none() {
                 continue;
             }
-            match reads.iter_mut().find(|r| &r.path == path) {
-                Some(r) if r.lookup.is_none() => r.lookup = lookup,
+            match at.get(path) {
+                Some(&i) if reads[i].lookup.is_none() => reads[i].lookup = lookup,
                 Some(_) => {}
-                None => reads.push(Read {
-                    path: path.clone(),
-                    lookup,
-                }),
+                None => {
+                    at.insert(path, reads.len());
+                    reads.push(Read {
+                        path: path.clone(),
+                        lookup,
+                    });
+                }
             }
         }
         reads

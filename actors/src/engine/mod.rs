@@ -1,7 +1,7 @@
 //! One node's write path: the [`partition::Partition`] actors decide (stamp,
 //! preconditions, LWW), the committer writes groups of batches to the store
-//! and numbers them in the change log, and the [`hub::Hub`] fans committed
-//! changes out to the sessions in log order.
+//! and numbers them in the change log, fans the committed changes out to the
+//! sessions in log order through the [`hub::Hub`], and answers the writers.
 
 pub mod change;
 pub(crate) mod committer;

@@ -2,8 +2,9 @@
 //! layer drives.
 //!
 //! `Node::open` opens the store, restores the clock and the log head, and
-//! starts the engine on its own threads: an actix system holding the hub, the
-//! partitions and the session actors, plus the committer thread. A `Node` is
+//! starts the engine on its own threads: an actix system holding the
+//! partitions, the session actors and the hub's ticker, plus the committer
+//! thread, which fans out through the hub itself. A `Node` is
 //! cheap to clone and can be used from any thread or async runtime; the
 //! engine stops when the last clone is dropped (or on [`Node::shutdown`]),
 //! after making every acknowledged write durable.
@@ -313,7 +314,7 @@ impl Node {
         let ctx = self.inner.session_ctx.clone();
         // On the caller's arbiter when there is one (an HTTP worker: the
         // session's transport lives there too, so a delivery crosses one
-        // thread, hub to worker), else on the engine's session arbiter.
+        // thread, committer to worker), else on the engine's session arbiter.
         let arbiter = actix::Arbiter::try_current().unwrap_or_else(|| self.inner.sessions.clone());
         let actor =
             Subscriber::start_in_arbiter(&arbiter, move |_| Subscriber::new(id, ctx, outbox));

@@ -1,7 +1,7 @@
 //! Opening a node: identity and layout from the store's metadata, the clock
 //! and the log head restored, and the engine started on its own threads (an
-//! actix system with the hub, the partitions and the session arbiter, and
-//! the committer thread); and stopping it, after the last acknowledged write
+//! actix system with the partitions, the session arbiter and the hub's
+//! ticker, and the committer thread); and stopping it, after the last acknowledged write
 //! is durable.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -35,7 +35,7 @@ use clap::{Args, ValueEnum};
 use memchr::memmem::Finder;
 use tokio::io::AsyncWriteExt as _;
 
-use crate::recv::{Conn, Decoder, Frame};
+use crate::recv::{closed, Conn, Decoder, Frame};
 use crate::redis::{encode_command, Publisher, RespDecoder};
 use crate::spread::Put;
 use crate::stats::{ms, percentile};
@@ -386,17 +386,10 @@ async fn listen<D: Decoder>(
                 }
                 Frame::Ping(payload) => {
                     let pong = decoder.pong(payload);
-                    conn.consume(used);
-                    conn.stream
-                        .write_all(&pong)
-                        .await
-                        .context("answering a ping")?;
+                    conn.answer_ping(used, &pong).await?;
                     continue;
                 }
-                Frame::Close(why) => bail!(
-                    "the server closed the session: {}",
-                    String::from_utf8_lossy(why.get(2..).unwrap_or_default())
-                ),
+                Frame::Close(why) => return Err(closed(why)),
                 Frame::Other => {}
             }
             conn.consume(used);

@@ -389,6 +389,15 @@ impl Conn {
         }
     }
 
+    /// Consumes a ping frame of `used` bytes and sends `pong`, its answer.
+    pub async fn answer_ping(&mut self, used: usize, pong: &[u8]) -> anyhow::Result<()> {
+        self.consume(used);
+        self.stream
+            .write_all(pong)
+            .await
+            .context("answering a ping")
+    }
+
     /// Reads more bytes (moving the unconsumed ones to the front, and
     /// growing the buffer when they fill it). Fails at end of stream.
     pub async fn fill(&mut self) -> anyhow::Result<()> {
@@ -429,6 +438,15 @@ pub enum Frame<'a> {
     Other,
 }
 
+/// The error for a close frame whose payload is `why` (a status code, then
+/// the reason).
+pub fn closed(why: &[u8]) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the server closed the session: {}",
+        String::from_utf8_lossy(why.get(2..).unwrap_or_default())
+    )
+}
+
 /// How a system's stream is cut into frames.
 pub trait Decoder: Send + 'static {
     /// The whole frame at the start of `buf` and its length in bytes;
@@ -464,17 +482,10 @@ pub async fn read_loop<D: Decoder>(
                 }
                 Frame::Ping(payload) => {
                     let pong = decoder.pong(payload);
-                    conn.consume(used);
-                    conn.stream
-                        .write_all(&pong)
-                        .await
-                        .context("answering a ping")?;
+                    conn.answer_ping(used, &pong).await?;
                     continue;
                 }
-                Frame::Close(why) => bail!(
-                    "the server closed the session: {}",
-                    String::from_utf8_lossy(why.get(2..).unwrap_or_default())
-                ),
+                Frame::Close(why) => return Err(closed(why)),
                 Frame::Other => {}
             }
             conn.consume(used);

@@ -31,9 +31,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::Args;
-use tokio::io::AsyncWriteExt as _;
 
-use crate::recv::{Conn, Decoder as _, Frame};
+use crate::recv::{closed, Conn, Decoder as _, Frame};
 use crate::stats::{ms, percentile};
 use crate::ws::{handshake, os_seed, Rng, WsDecoder};
 
@@ -632,17 +631,10 @@ async fn storm_session(addr: &str, path: &str, rng: &mut Rng, plan: Plan) -> any
                 }
                 Frame::Ping(payload) => {
                     let pong = decoder.pong(payload);
-                    conn.consume(used);
-                    conn.stream
-                        .write_all(&pong)
-                        .await
-                        .context("answering a ping")?;
+                    conn.answer_ping(used, &pong).await?;
                     continue;
                 }
-                Frame::Close(why) => bail!(
-                    "the server closed the session: {}",
-                    String::from_utf8_lossy(why.get(2..).unwrap_or_default())
-                ),
+                Frame::Close(why) => return Err(closed(why)),
                 Frame::Other => {}
             }
             conn.consume(used);

@@ -121,7 +121,8 @@ enum Event {
 
 /// The write connection.
 enum Writer {
-    Spread(Put),
+    /// The client, and the path written.
+    Spread(Put, String),
     Redis(Publisher, String),
 }
 
@@ -129,7 +130,7 @@ impl Writer {
     /// Sends one value and waits for its answer (2xx / `:1`).
     fn send(&mut self, value: &[u8]) -> anyhow::Result<()> {
         match self {
-            Writer::Spread(put) => put.send(value),
+            Writer::Spread(put, path) => put.send(path, value),
             Writer::Redis(publisher, channel) => {
                 let reply = publisher
                     .call(&[b"PUBLISH", channel.as_bytes(), value])
@@ -184,9 +185,7 @@ pub fn run(args: &LatencyArgs) -> anyhow::Result<serde_json::Value> {
     }
 
     let mut writer = match args.system {
-        System::Spread => {
-            Writer::Spread(Put::new(&args.addr, &format!("/raw/{prefix}/x"), timeout))
-        }
+        System::Spread => Writer::Spread(Put::new(&args.addr, timeout), format!("/raw/{prefix}/x")),
         System::Redis => Writer::Redis(Publisher::open(&args.addr, timeout)?, prefix.clone()),
     };
     eprintln!(

@@ -36,16 +36,15 @@ pub fn run(addr: &str, prefix: &str, common: &Common) -> anyhow::Result<Summary>
             }
         })
     })?;
-    let mut put = Put::new(addr, &format!("/raw/{prefix}/x"), common.timeout());
-    crate::measure(&mut rx, common, |value| put.send(value))
+    let mut put = Put::new(addr, common.timeout());
+    let path = format!("/raw/{prefix}/x");
+    crate::measure(&mut rx, common, |value| put.send(&path, value))
 }
 
-/// `PUT` of a text body to one path, on a keep-alive connection.
+/// `PUT`s of text bodies on one keep-alive connection.
 pub(crate) struct Put {
     /// Server address, HOST:PORT.
     addr: String,
-    /// Request path.
-    path: String,
     /// Read and write timeout.
     timeout: Duration,
     /// The connection, once open (and while the server keeps it).
@@ -53,18 +52,17 @@ pub(crate) struct Put {
 }
 
 impl Put {
-    /// A client for `PUT http://addr/path`; connects on the first send.
-    pub(crate) fn new(addr: &str, path: &str, timeout: Duration) -> Put {
+    /// A client for `PUT`s to `addr`; connects on the first send.
+    pub(crate) fn new(addr: &str, timeout: Duration) -> Put {
         Put {
             addr: addr.to_string(),
-            path: path.to_string(),
             timeout,
             conn: None,
         }
     }
 
-    /// Sends `value`; fails unless the answer is 2xx.
-    pub(crate) fn send(&mut self, value: &[u8]) -> anyhow::Result<()> {
+    /// Sends `value` to `path`; fails unless the answer is 2xx.
+    pub(crate) fn send(&mut self, path: &str, value: &[u8]) -> anyhow::Result<()> {
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
             None => {
@@ -81,8 +79,7 @@ impl Put {
             }
         };
         let mut request = format!(
-            "PUT {} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
-            self.path,
+            "PUT {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
             self.addr,
             value.len()
         )
@@ -90,12 +87,12 @@ impl Put {
         request.extend_from_slice(value);
         conn.get_mut()
             .write_all(&request)
-            .with_context(|| format!("PUT {}: sending", self.path))?;
-        let answer = read_answer(&mut conn).with_context(|| format!("PUT {}", self.path))?;
+            .with_context(|| format!("PUT {}: sending", path))?;
+        let answer = read_answer(&mut conn).with_context(|| format!("PUT {}", path))?;
         if !(200..300).contains(&answer.status) {
             bail!(
                 "PUT {}: {}: {}",
-                self.path,
+                path,
                 answer.status,
                 String::from_utf8_lossy(&answer.body)
             );

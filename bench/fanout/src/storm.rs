@@ -23,8 +23,6 @@
 //! registration, snapshot read, teardown), not of fanning the writes out to
 //! them (`--storm-prefix <prefix>/live` adds that).
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -33,6 +31,7 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 
 use crate::recv::{closed, Conn, Decoder as _, Frame};
+use crate::spread::Put;
 use crate::stats::{ms, percentile};
 use crate::ws::{handshake, os_seed, Rng, WsDecoder};
 
@@ -305,95 +304,6 @@ impl Latencies {
             "writes_per_s": round1(if secs > 0.0 { n as f64 / secs } else { 0.0 }),
         })
     }
-}
-
-/// `PUT`s of a body on one keep-alive HTTP/1.1 connection.
-struct Put {
-    addr: String,
-    timeout: Duration,
-    conn: Option<BufReader<TcpStream>>,
-}
-
-impl Put {
-    fn new(addr: &str, timeout: Duration) -> Put {
-        Put {
-            addr: addr.to_string(),
-            timeout,
-            conn: None,
-        }
-    }
-
-    /// `PUT path` with `body`; fails unless the answer is 2xx.
-    fn send(&mut self, path: &str, body: &[u8]) -> anyhow::Result<()> {
-        let mut conn = match self.conn.take() {
-            Some(conn) => conn,
-            None => {
-                let stream = TcpStream::connect(&self.addr)
-                    .with_context(|| format!("connecting to {}", self.addr))?;
-                stream.set_nodelay(true).context("TCP_NODELAY")?;
-                stream.set_read_timeout(Some(self.timeout))?;
-                stream.set_write_timeout(Some(self.timeout))?;
-                BufReader::new(stream)
-            }
-        };
-        let mut request = format!(
-            "PUT {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\n\
-             Content-Length: {}\r\n\r\n",
-            self.addr,
-            body.len()
-        )
-        .into_bytes();
-        request.extend_from_slice(body);
-        conn.get_mut()
-            .write_all(&request)
-            .with_context(|| format!("PUT {path}: sending"))?;
-        let mut line = String::new();
-        read_line(&mut conn, &mut line)?;
-        let status: u16 = line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("PUT {path}: a bad status line {line:?}"))?;
-        let (mut length, mut close) = (None, false);
-        loop {
-            read_line(&mut conn, &mut line)?;
-            if line.is_empty() {
-                break;
-            }
-            let Some((name, value)) = line.split_once(':') else {
-                bail!("PUT {path}: a bad header line {line:?}");
-            };
-            let (name, value) = (name.trim(), value.trim());
-            if name.eq_ignore_ascii_case("content-length") {
-                length = Some(value.parse::<usize>().context("a bad Content-Length")?);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                bail!("PUT {path}: a {value} answer (this client reads Content-Length only)");
-            } else if name.eq_ignore_ascii_case("connection") {
-                close = value.eq_ignore_ascii_case("close");
-            }
-        }
-        let mut answer = vec![0; length.unwrap_or(0)];
-        conn.read_exact(&mut answer)
-            .with_context(|| format!("PUT {path}: reading the answer"))?;
-        if !(200..300).contains(&status) {
-            bail!("PUT {path}: {status}: {}", String::from_utf8_lossy(&answer));
-        }
-        if !close && length.is_some() {
-            self.conn = Some(conn);
-        }
-        Ok(())
-    }
-}
-
-/// One line into `line`, without its CRLF; end of stream is an error.
-fn read_line(conn: &mut BufReader<TcpStream>, line: &mut String) -> anyhow::Result<()> {
-    line.clear();
-    if conn.read_line(line).context("reading the answer")? == 0 {
-        bail!("the server closed the connection");
-    }
-    let trimmed = line.trim_end_matches(['\r', '\n']).len();
-    line.truncate(trimmed);
-    Ok(())
 }
 
 /// Counters of the storm, shared by its clients.

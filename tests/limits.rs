@@ -365,59 +365,6 @@ async fn websocket_writes_in_flight_are_bounded_per_session_and_the_socket_stays
     );
 }
 
-/// A WebSocket speaking MessagePack binary frames (`?format=msgpack`).
-struct MsgpackWs {
-    conn: actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
-}
-
-impl MsgpackWs {
-    async fn connect(url: &str) -> MsgpackWs {
-        let (_res, conn) = awc::Client::builder()
-            .disable_timeout()
-            .max_http_version(awc::http::Version::HTTP_11)
-            .finish()
-            .ws(url)
-            .max_frame_size(64 << 20)
-            .connect()
-            .await
-            .unwrap_or_else(|e| panic!("websocket connect to {url}: {e}"));
-        MsgpackWs { conn }
-    }
-
-    async fn send(&mut self, value: &serde_json::Value) {
-        use futures_util::SinkExt;
-        let bytes = rmp_serde::to_vec_named(value).unwrap();
-        self.conn
-            .send(awc::ws::Message::Binary(bytes.into()))
-            .await
-            .expect("websocket send");
-    }
-
-    /// The next frame that is not a ping (stream or WebSocket level).
-    async fn next(&mut self) -> serde_json::Value {
-        use futures_util::{SinkExt, StreamExt};
-        loop {
-            let frame = actix_web::rt::time::timeout(EVENT_DEADLINE, self.conn.next())
-                .await
-                .expect("no websocket frame before the deadline");
-            match frame {
-                Some(Ok(awc::ws::Frame::Binary(b))) => {
-                    let v: serde_json::Value = rmp_serde::from_slice(&b).expect("MessagePack");
-                    if v["type"] != "ping" {
-                        return v;
-                    }
-                }
-                Some(Ok(awc::ws::Frame::Ping(p))) => {
-                    let _ = self.conn.send(awc::ws::Message::Pong(p)).await;
-                }
-                Some(Ok(awc::ws::Frame::Text(t))) => panic!("text frame in msgpack mode: {t:?}"),
-                Some(Ok(_)) => {}
-                other => panic!("websocket closed: {other:?}"),
-            }
-        }
-    }
-}
-
 /// Oversized fields of ops, each with the error it must get.
 fn oversized_ops() -> Vec<(
     serde_json::Value,
@@ -496,15 +443,16 @@ async fn oversized_ids_cursors_and_paths_in_json_ops_are_refused_and_the_socket_
 async fn oversized_ids_cursors_and_paths_in_msgpack_ops_are_refused_and_the_socket_stays_open() {
     let s = Server::start(&[]);
     assert_eq!(put(&s.at("raw", "o/x"), b"here").await.status, 201);
-    let mut ws = MsgpackWs::connect(&s.ws_url("w?format=msgpack")).await;
-    assert_eq!(ws.next().await["type"], "ready");
+    let mut ws = WsClient::connect(&s.ws_url("w?format=msgpack")).await;
+    assert_eq!(ws.next_non_ping().await["type"], "ready");
     for (op, code, id, needle) in oversized_ops() {
-        ws.send(&op).await;
-        let frame = ws.next().await;
+        ws.send_msgpack(&op).await;
+        let frame = ws.next_non_ping().await;
         assert_ws_error(&frame, code, id, needle);
     }
-    ws.send(&json!({"op": "get", "path": "o/x", "id": 9})).await;
-    let reply = ws.next().await;
+    ws.send_msgpack(&json!({"op": "get", "path": "o/x", "id": 9}))
+        .await;
+    let reply = ws.next_non_ping().await;
     assert_eq!(
         (
             reply["type"].as_str(),

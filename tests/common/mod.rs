@@ -375,6 +375,15 @@ impl WsClient {
         self.send_text(&value.to_string()).await;
     }
 
+    /// Sends a value as a MessagePack binary frame (`?format=msgpack`).
+    pub async fn send_msgpack(&mut self, value: &serde_json::Value) {
+        let bytes = rmp_serde::to_vec_named(value).expect("MessagePack");
+        self.conn
+            .send(ws::Message::Binary(bytes.into()))
+            .await
+            .expect("websocket send");
+    }
+
     /// The next data frame (text as JSON; binary as MessagePack turned into
     /// JSON), skipping WebSocket pings. `Err(code)` when the server closes.
     pub async fn next_frame(&mut self) -> Result<serde_json::Value, Option<u16>> {

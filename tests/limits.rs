@@ -461,6 +461,10 @@ async fn oversized_ids_cursors_and_paths_in_msgpack_ops_are_refused_and_the_sock
         ),
         (Some("reply"), Some("here"), Some(9))
     );
+    assert_eq!(
+        ws.text_frames, 0,
+        "a MessagePack session gets binary frames only"
+    );
 }
 
 #[actix_web::test]

@@ -345,6 +345,9 @@ impl SseClient {
 /// A WebSocket client speaking JSON text frames.
 pub struct WsClient {
     conn: actix_codec::Framed<awc::BoxedSocket, ws::Codec>,
+    /// Text data frames received so far (a `?format=msgpack` session must
+    /// get none).
+    pub text_frames: usize,
 }
 
 impl WsClient {
@@ -359,7 +362,10 @@ impl WsClient {
             .connect()
             .await
             .unwrap_or_else(|e| panic!("websocket connect to {url}: {e}"));
-        WsClient { conn }
+        WsClient {
+            conn,
+            text_frames: 0,
+        }
     }
 
     /// Sends a text frame.
@@ -393,6 +399,7 @@ impl WsClient {
                 .expect("no websocket frame before the deadline");
             match frame {
                 Some(Ok(ws::Frame::Text(t))) => {
+                    self.text_frames += 1;
                     return Ok(serde_json::from_slice(&t).expect("text frame is JSON"));
                 }
                 Some(Ok(ws::Frame::Binary(b))) => {

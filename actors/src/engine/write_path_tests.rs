@@ -1,12 +1,15 @@
 //! Tests of the write path under concurrency: pipelined partition batches
 //! must decide on top of the batches still in flight, a batch that fails to
 //! commit must take down every later batch decided on top of it, writes
-//! waiting for a batch slot or for room in a full mailbox go on, and a failed
-//! flush is reported to the writer.
+//! waiting for a batch slot or for room in a full inbox go on, a failed
+//! flush refuses every later write, a slow store read holds up neither other
+//! partitions nor other sessions, and a snapshot the store cannot read ends
+//! its stream with an error.
 //!
 //! Faults are injected by [`FaultyStore`], a real [`SledStore`] whose commit
-//! can be held and then failed, whose reads of one path can be held, and
-//! whose next flush can fail, on demand; nothing else is stubbed.
+//! can be held and then failed, whose reads of one path or scans of one
+//! prefix can be held, whose scans can fail, and whose next flush can fail,
+//! on demand; nothing else is stubbed.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -31,15 +34,15 @@ const DEADLINE: Duration = Duration::from_secs(20);
 type HeldRead = (Path, oneshot::Sender<()>, mpsc::Receiver<()>);
 
 /// A sled store whose next commit can be held until the test decides
-/// whether it fails, which holds the first read of a given path, and whose
-/// next flush can fail.
+/// whether it fails, which holds the first read of a given path or scan of a
+/// given prefix, whose scans can fail, and whose next flush can fail.
 struct FaultyStore {
     inner: SledStore,
     /// For the next commit: tell the test it began, then wait for the
     /// verdict (`true`: fail it).
     hold: Mutex<Option<(oneshot::Sender<()>, mpsc::Receiver<bool>)>>,
-    /// Holds the first read of this path's latest value (and so the thread
-    /// of the partitions) until released.
+    /// Holds the first read of this path's latest value (on the blocking
+    /// thread that reads it for its partition) until released.
     hold_read: Mutex<Option<HeldRead>>,
     /// Fails the next flush.
     fail_flush: std::sync::atomic::AtomicBool,

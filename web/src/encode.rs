@@ -317,3 +317,48 @@ pub mod erased {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spread_actors::Path;
+
+    fn failed() -> StreamItem {
+        StreamItem::Failed {
+            prefix: Path::parse("rooms/1").unwrap(),
+            detail: "disk on fire".into(),
+        }
+    }
+
+    /// The body every client gets as the last event of a stream whose
+    /// snapshot could not be read.
+    fn assert_failure(json: &serde_json::Value) {
+        assert_eq!(json["type"], "error");
+        assert_eq!(json["id"], serde_json::Value::Null);
+        assert_eq!(json["error"], "internal");
+        assert_eq!(json["path"], "rooms/1");
+        assert!(
+            json["detail"].as_str().unwrap().contains("disk on fire"),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn a_failed_snapshot_is_an_sse_error_event_with_data() {
+        let frame = sse_frame(&failed()).expect("a frame, not the end");
+        let text = std::str::from_utf8(&frame).unwrap();
+        let data = text
+            .strip_prefix("event: error\ndata: ")
+            .and_then(|rest| rest.strip_suffix("\n\n"))
+            .unwrap_or_else(|| panic!("an `error` event with a data line: {text:?}"));
+        assert_failure(&serde_json::from_str(data).unwrap());
+    }
+
+    #[test]
+    fn a_failed_snapshot_is_a_websocket_error_frame_in_both_formats() {
+        let json = ws_frame(&failed(), WireFormat::Json).expect("a frame");
+        assert_failure(&serde_json::from_slice(&json).unwrap());
+        let msgpack = ws_frame(&failed(), WireFormat::MsgPack).expect("a frame");
+        assert_failure(&rmp_serde::from_slice(&msgpack).unwrap());
+    }
+}

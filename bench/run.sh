@@ -727,7 +727,7 @@ workload_embedded() {
     else
         label=$keys
     fi
-    w="embedded RSS, $label keys x 100 B"
+    w="embedded RSS and disk, $label keys x 100 B, scattered writes"
     if [[ $BUILD == 1 ]]; then
         log "embedded: cargo build --release -p spread-bench-embedded --bin rss"
         cargo build --release -p spread-bench-embedded --bin rss >"$WORK/rss-build.log" 2>&1 ||
@@ -754,12 +754,14 @@ workload_embedded() {
             extra=$(jq -c '
                 def mib: . / 1024 * 10 | round / 10;
                 {rss_mib: (.rss_kib | mib), rss_after_reads_mib: (.rss_after_reads_kib | mib),
-                 rss_bytes_per_key: .rss_per_key_bytes, rss: .}' <<<"$json")
+                 rss_bytes_per_key: .rss_per_key_bytes, disk_bytes_per_key: .disk_per_key_bytes,
+                 rss: .}' <<<"$json")
             note=$(jq -r '
                 def mib: . / 1024 | round;
                 "RSS \(.rss_open_kib | mib) -> \(.rss_kib | mib) MiB after the load, "
                 + "\(.rss_per_key_bytes | round) B/key; \(.rss_after_reads_kib | mib) MiB after \(.reads) reads; "
-                + "peak \(.hwm_kib | mib) MiB; disk \(.disk_bytes / 1048576 | round) MiB; "
+                + "peak \(.hwm_kib | mib) MiB; disk \(.disk_bytes / 1048576 | round) MiB, "
+                + "\(.disk_per_key_bytes | round) B/key; "
                 + "load \(.load_secs * 10 | round / 10) s (\(.writes_per_sec | round) writes/s)"' <<<"$json")
             [[ -n $R_STEAL ]] && note+="; steal $R_STEAL%"
             add_row "$w" "$mode" "$settings" "" "" "" "$note" rss_mib,rss_after_reads_mib "$extra"

@@ -30,9 +30,28 @@ pub enum NodeError {
     /// The node's configuration is not valid.
     #[error("{0}")]
     BadConfig(String),
+    /// A partition index past the layout's count.
+    #[error("no partition {part}: the layout has {partitions}")]
+    NoPartition {
+        /// The index asked for.
+        part: u16,
+        /// The layout's partition count.
+        partitions: u32,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Too few owners acknowledged a write in time (it is stored where it
+    /// was acked, and may still reach the others).
+    #[error("acked by {acked} of {of} owners, {needed} needed")]
+    Unavailable {
+        /// Owners that acked (this node included).
+        acked: usize,
+        /// Owners the write needed.
+        needed: usize,
+        /// Owners in all.
+        of: usize,
+    },
     /// The node is stopping.
     #[error("the node is shutting down")]
     ShuttingDown,

@@ -24,11 +24,12 @@ pub mod session;
 pub mod store;
 
 pub use config::{Config, Durability};
+pub use engine::acks::WaitFor;
 pub use engine::hub::Change;
 pub use engine::partition::{Input, Precondition, Write, WriteReport, WriteStatus};
 pub use error::NodeError;
 pub use model::cursor::Cursor;
-pub use model::{Event, FieldError, NodeId, Path, PathError, Version};
+pub use model::{Event, FieldError, Layout, NodeId, Path, PathError, Version};
 pub use node::{HistoryRange, Listing, Node, NodeStats, Session};
 pub use session::{SessionStream, StreamItem, Subscribe, Subscriber, Unsubscribe};
-pub use store::Stored;
+pub use store::{LogPage, PartitionDigest, Stored};

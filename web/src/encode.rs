@@ -157,9 +157,9 @@ impl<'a> ReportJson<'a> {
             seq: report.seq,
             propagation: Propagation {
                 subscribers: report.subscribers,
-                peers: 0,
-                acked: 1,
-                of: 1,
+                peers: report.of.saturating_sub(1),
+                acked: report.acked,
+                of: report.of,
             },
         }
     }

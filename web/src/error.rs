@@ -64,6 +64,9 @@ pub enum ApiError {
     /// The node is stopping.
     #[error("the node is shutting down")]
     Unavailable,
+    /// Too few owners acknowledged a write in time.
+    #[error("{0}")]
+    NotEnoughAcks(String),
     /// The store failed.
     #[error("{0}")]
     Internal(String),
@@ -89,7 +92,7 @@ impl ApiError {
             ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::NotImplemented(_) => "not_implemented",
-            ApiError::Unavailable => "unavailable",
+            ApiError::Unavailable | ApiError::NotEnoughAcks(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -154,7 +157,7 @@ impl ResponseError for ApiError {
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::NotEnoughAcks(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -178,6 +181,8 @@ impl From<NodeError> for ApiError {
             NodeError::PreconditionFailed { .. } => ApiError::PreconditionFailed(e.to_string()),
             NodeError::TooManySubscriptions(_) => ApiError::TooManySubscriptions(e.to_string()),
             NodeError::ShuttingDown => ApiError::Unavailable,
+            NodeError::Unavailable { .. } => ApiError::NotEnoughAcks(e.to_string()),
+            NodeError::NoPartition { .. } => ApiError::BadRequest(e.to_string()),
             NodeError::BadConfig(c) => ApiError::Internal(c),
             NodeError::Store(s) => {
                 log::error!("store failure: {s}");

@@ -26,8 +26,6 @@ use crate::store::{Commit, CommitEntry, Store, StoreError};
 
 /// Most events gathered into one batch.
 const MAX_BATCH_EVENTS: usize = 4096;
-/// Most log entries trimmed per batch (keeps each batch short).
-const MAX_TRIM_PER_BATCH: u64 = 4096;
 
 /// One event a partition wants written.
 pub(crate) struct PendingWrite {
@@ -74,9 +72,6 @@ pub(crate) struct Committer {
     pub log_retention: u64,
     /// Last seq assigned.
     pub head: u64,
-    /// Where log trimming has reached (head + 1 when empty): the store may
-    /// still hold older entries of a record that reaches past it.
-    pub log_first: u64,
     /// Per partition, the epoch of its last failed batch: later batches of
     /// that epoch fail too.
     pub failed: HashMap<u32, u64>,
@@ -235,11 +230,10 @@ impl Committer {
         }
         commit.head_seq = seq;
         commit.clock = self.clock.last();
+        // Entries older than the retention may go; the store trims a few
+        // partitions' tails per commit, in bounded steps.
         let kept_from = (seq + 1).saturating_sub(self.log_retention);
-        if kept_from > self.log_first {
-            let below = kept_from.min(self.log_first + MAX_TRIM_PER_BATCH);
-            commit.trim_below = Some(below);
-        }
+        commit.trim_below = (kept_from > 1).then_some(kept_from);
         if let Err(e) = self.store.commit(&commit) {
             // Part of it may be written (the store completes it when it is
             // next opened, and refuses further commits until then): its
@@ -254,9 +248,6 @@ impl Committer {
             return;
         }
         self.head = seq;
-        if let Some(below) = commit.trim_below {
-            self.log_first = below;
-        }
         // Applied and visible: fan out even if the flush fails, so streams
         // agree with the store, but then tell the writers their write is not
         // known to be durable, and refuse every later write: a later fsync

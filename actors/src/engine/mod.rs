@@ -3,6 +3,9 @@
 //! and numbers them in the change log, fans the committed changes out to the
 //! sessions in log order through the [`hub::Hub`], and answers the writers.
 
+pub mod acks;
+#[cfg(test)]
+mod acks_tests;
 pub mod change;
 pub(crate) mod committer;
 pub mod hub;

@@ -23,9 +23,11 @@ use tokio::sync::oneshot;
 use crate::config::{Config, Durability};
 use crate::engine::partition::{Precondition, Write, WriteStatus};
 use crate::error::NodeError;
-use crate::model::{Digest, Path, Version};
+use crate::model::{Digest, Layout, Path, Version};
 use crate::node::{HistoryRange, Node};
-use crate::store::{Commit, LogHead, SledStore, Store, StoreError, Stored};
+use crate::store::{
+    Commit, LogHead, LogPage, PartitionDigest, SledStore, Store, StoreError, Stored,
+};
 
 /// How long a test waits for the engine before it fails.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -55,7 +57,14 @@ struct FaultyStore {
 impl FaultyStore {
     fn open(dir: &std::path::Path) -> FaultyStore {
         FaultyStore {
-            inner: SledStore::open(dir, 16 << 20).unwrap(),
+            // The layout of `config`, which these tests rely on.
+            inner: SledStore::open_with(
+                dir,
+                16 << 20,
+                crate::store::SLED_FLUSH_EVERY,
+                Layout::new(4, 1).unwrap(),
+            )
+            .unwrap(),
             hold: Mutex::new(None),
             hold_read: Mutex::new(None),
             fail_flush: Default::default(),
@@ -101,6 +110,9 @@ fn wait_if_held(slot: &Mutex<Option<HeldRead>>, path: &Path) {
 }
 
 impl Store for FaultyStore {
+    fn layout(&self) -> Layout {
+        self.inner.layout()
+    }
     fn latest(&self, path: &Path) -> Result<Option<Stored>, StoreError> {
         wait_if_held(&self.hold_read, path);
         self.inner.latest(path)
@@ -134,11 +146,37 @@ impl Store for FaultyStore {
     ) -> Result<Vec<Stored>, StoreError> {
         self.inner.history(path, from, to, limit)
     }
-    fn log_after(&self, after: u64, limit: usize) -> Result<Vec<Stored>, StoreError> {
-        self.inner.log_after(after, limit)
+    fn log_read(
+        &self,
+        prefix: &Path,
+        after: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<LogPage, StoreError> {
+        self.inner.log_read(prefix, after, until, limit)
     }
-    fn log_first(&self) -> Result<Option<u64>, StoreError> {
-        self.inner.log_first()
+    fn partition_latest(
+        &self,
+        part: u16,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Stored>, StoreError> {
+        self.inner.partition_latest(part, after, limit)
+    }
+    fn partition_log(
+        &self,
+        part: u16,
+        after: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<LogPage, StoreError> {
+        self.inner.partition_log(part, after, until, limit)
+    }
+    fn partition_digest(&self, part: u16) -> Result<PartitionDigest, StoreError> {
+        self.inner.partition_digest(part)
+    }
+    fn drop_partition(&self, part: u16, head: u64) -> Result<(), StoreError> {
+        self.inner.drop_partition(part, head)
     }
     fn log_head(&self) -> Result<LogHead, StoreError> {
         self.inner.log_head()
@@ -390,9 +428,11 @@ fn a_failed_commit_fails_the_batches_decided_on_top_of_it() {
         );
     });
     node.shutdown();
+    let head = store.log_head().unwrap().seq;
     let seqs: HashSet<u64> = store
-        .log_after(0, 100)
+        .log_read(&Path::root(), 0, head, 100)
         .unwrap()
+        .entries
         .iter()
         .filter_map(|s| s.seq)
         .collect();

@@ -17,11 +17,14 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::config::{Config, Durability};
+use crate::engine::acks::Acks;
 use crate::engine::partition::{Apply, Inbox, Input, Write, WriteReport};
 use crate::error::NodeError;
-use crate::model::{limits, version::wall_micros, Clock, Event, FieldError, NodeId, Path};
+use crate::model::{
+    limits, version::wall_micros, Clock, Event, FieldError, Layout, NodeId, Path, Version,
+};
 use crate::session::{Outbox, SessionContext, SessionStream, Subscribe, Subscriber};
-use crate::store::{Store, Stored};
+use crate::store::{LogPage, PartitionDigest, Store, StoreError, Stored};
 
 mod query;
 mod start;
@@ -44,8 +47,9 @@ struct Inner {
     clock: Arc<Clock>,
     node_id: NodeId,
     incarnation: Arc<str>,
-    shard_depth: usize,
+    layout: Layout,
     partitions: Vec<Inbox>,
+    acks: Acks,
     sessions: ArbiterHandle,
     session_ctx: Arc<SessionContext>,
     next_session: AtomicU64,
@@ -150,12 +154,14 @@ impl Node {
         self.inner.partitions.len()
     }
 
+    /// The partition layout (fixed when the store was created).
+    pub fn layout(&self) -> Layout {
+        self.inner.layout
+    }
+
     /// The partition that owns `path`.
     pub fn partition_of(&self, path: &Path) -> usize {
-        let head = path.head(self.inner.shard_depth);
-        let hash = blake3::hash(head.as_bytes());
-        let n = u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"));
-        (n % self.inner.partitions.len() as u64) as usize
+        usize::from(self.inner.layout.partition_of(path))
     }
 
     /// The actor of partition `index` (tests only).
@@ -199,6 +205,35 @@ impl Node {
     /// Hands a write or a merge to the partition of its path; answers once
     /// it is as durable as configured and handed to local subscribers.
     async fn apply(&self, input: Input) -> Result<WriteReport, NodeError> {
+        let wait = match &input {
+            Input::Write(w) => w.wait,
+            Input::Merge(_) => None,
+        };
+        let report = self.apply_here(input).await?;
+        match wait {
+            Some(wait) => self.inner.acks.wait(report, wait).await,
+            None => Ok(report),
+        }
+    }
+
+    /// Counts an acknowledgement, from another owner, that it holds the
+    /// event `(path, version)` durably: a write waiting for it
+    /// ([`Write::wait`]) is answered once it has heard enough. True if a
+    /// writer was waiting; an acknowledgement that comes before its writer
+    /// waits is kept for a while and counted then.
+    pub fn ack(&self, path: &Path, version: &Version) -> bool {
+        self.inner.acks.ack(path, version)
+    }
+
+    /// Writers waiting for acks, and acks kept for writers to come (tests).
+    #[cfg(test)]
+    pub(crate) fn inner_acks_sizes(&self) -> (usize, usize) {
+        self.inner.acks.sizes()
+    }
+
+    /// The local part of [`Node::apply`]: through the partition and the
+    /// committer.
+    async fn apply_here(&self, input: Input) -> Result<WriteReport, NodeError> {
         let path = input.path().ok_or(crate::model::PathError::Empty)?;
         if path.is_root() {
             return Err(crate::model::PathError::Empty.into());
@@ -297,10 +332,63 @@ impl Node {
     /// The change log after `after`, in seq order, at most `limit` entries:
     /// every event this node's store took, a late one (history only) too, so
     /// whoever merges them in order holds the same latest values and
-    /// histories. Entries trimmed by `--log-retention` are gone: the first
-    /// entry's seq tells whether the log still reaches back to `after + 1`.
+    /// histories. Fails with [`StoreError::Trimmed`] when `--log-retention`
+    /// has trimmed entries after `after`.
     pub fn log_after(&self, after: u64, limit: usize) -> Result<Vec<Stored>, NodeError> {
-        Ok(self.inner.store.log_after(after, limit)?)
+        let until = self.inner.store.log_head()?.seq;
+        let mut out = Vec::new();
+        let mut from = after;
+        while from < until && out.len() < limit {
+            let page = self
+                .inner
+                .store
+                .log_read(&Path::root(), from, until, limit - out.len())?;
+            if page.trimmed {
+                return Err(StoreError::Trimmed { after }.into());
+            }
+            out.extend(page.entries);
+            from = page.through;
+        }
+        Ok(out)
+    }
+
+    /// One step of partition `part`'s change log after `after` (up to the
+    /// last commit): what a peer following that partition reads, without
+    /// reading any other partition. `trimmed` says the log no longer reaches
+    /// back to `after`.
+    pub fn partition_log(&self, part: u16, after: u64, limit: usize) -> Result<LogPage, NodeError> {
+        self.check_partition(part)?;
+        let until = self.inner.store.log_head()?.seq;
+        Ok(self.inner.store.partition_log(part, after, until, limit)?)
+    }
+
+    /// Latest values (tombstones included) of partition `part` in path
+    /// order, after `after`: a snapshot of one partition, read in steps.
+    pub fn partition_latest(
+        &self,
+        part: u16,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Stored>, NodeError> {
+        self.check_partition(part)?;
+        Ok(self.inner.store.partition_latest(part, after, limit)?)
+    }
+
+    /// The content hash of partition `part`: two nodes that hold the same
+    /// events of it (history included) give the same digest.
+    pub fn partition_digest(&self, part: u16) -> Result<PartitionDigest, NodeError> {
+        self.check_partition(part)?;
+        Ok(self.inner.store.partition_digest(part)?)
+    }
+
+    fn check_partition(&self, part: u16) -> Result<(), NodeError> {
+        if u32::from(part) >= self.inner.layout.partitions() {
+            return Err(NodeError::NoPartition {
+                part,
+                partitions: self.inner.layout.partitions(),
+            });
+        }
+        Ok(())
     }
 
     /// Opens a session with no subscription yet (the WebSocket and SSE

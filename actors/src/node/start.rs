@@ -16,7 +16,7 @@ use crate::engine::committer::Committer;
 use crate::engine::hub::{Hub, Ticker};
 use crate::engine::partition::Partition;
 use crate::error::NodeError;
-use crate::model::{Clock, NodeId};
+use crate::model::{Clock, Layout, NodeId};
 use crate::session::SessionContext;
 use crate::store::{SledStore, Store, StoreError};
 
@@ -53,13 +53,6 @@ impl Drop for Engine {
     }
 }
 
-fn meta_u64(store: &dyn Store, name: &str) -> Result<Option<u64>, StoreError> {
-    Ok(store
-        .meta(name)?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-        .map(u64::from_be_bytes))
-}
-
 fn meta_text(store: &dyn Store, name: &str) -> Result<Option<String>, StoreError> {
     Ok(store.meta(name)?.and_then(|v| String::from_utf8(v).ok()))
 }
@@ -80,10 +73,13 @@ impl Node {
             Durability::Lazy => config.lazy_flush_interval,
             Durability::Flush | Durability::Batch => crate::store::SLED_FLUSH_EVERY,
         };
-        let store: Arc<dyn Store> = Arc::new(SledStore::open_flushing_every(
+        let layout = Layout::new(config.partitions, config.shard_depth)
+            .map_err(|e| NodeError::BadConfig(e.to_string()))?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open_with(
             &config.data_dir,
             config.cache_bytes,
             flush_every,
+            layout,
         )?);
         Node::start(config, store)
     }
@@ -123,22 +119,8 @@ impl Node {
                 i
             }
         };
-        let partitions = match meta_u64(&*store, "partitions")? {
-            Some(p) => p as u32,
-            None => {
-                let p = config.partitions.max(1);
-                store.set_meta("partitions", &u64::from(p).to_be_bytes())?;
-                p
-            }
-        };
-        let shard_depth = match meta_u64(&*store, "shard_depth")? {
-            Some(d) => d as usize,
-            None => {
-                let d = config.shard_depth.max(1);
-                store.set_meta("shard_depth", &(d as u64).to_be_bytes())?;
-                d
-            }
-        };
+        let layout = store.layout();
+        let partitions = layout.partitions();
         store.set_meta("durability", config.durability.to_string().as_bytes())?;
         // Marked clean again only by an orderly stop.
         store.remove_meta("clean")?;
@@ -147,7 +129,6 @@ impl Node {
         let log_head = store.log_head()?;
         let head = log_head.seq;
         let clock = Arc::new(Clock::starting_after(log_head.clock));
-        let log_first = store.log_first()?.unwrap_or(head + 1);
         let stats = Arc::new(NodeStats::default());
         // Opening flushed the store: all of it is on disk.
         stats.durable_seq.store(head, Ordering::Relaxed);
@@ -206,7 +187,6 @@ impl Node {
             lazy_flush_interval: config.lazy_flush_interval,
             log_retention: config.log_retention.max(1),
             head,
-            log_first,
             failed: Default::default(),
             broken: None,
             store_failed: stats.store_failed.clone(),
@@ -237,8 +217,9 @@ impl Node {
                 clock,
                 node_id,
                 incarnation,
-                shard_depth,
+                layout,
                 partitions: parts,
+                acks: Default::default(),
                 sessions,
                 session_ctx,
                 next_session: AtomicU64::new(1),

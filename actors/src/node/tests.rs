@@ -79,3 +79,48 @@ fn partition_layout_is_fixed_when_the_store_is_created() {
     assert_eq!(node.partition_of(&a), before, "and its shard depth");
     assert_eq!(node.partition_of(&a), node.partition_of(&b));
 }
+
+#[test]
+fn a_partition_is_read_and_followed_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.partitions = 8;
+    config.shard_depth = 1;
+    let node = Node::open(config).unwrap();
+    assert_eq!(node.layout(), Layout::new(8, 1).unwrap());
+    actix::System::new().block_on(async {
+        for i in 0..40 {
+            node.set(&format!("g{}/k{i}", i % 5), "v").await.unwrap();
+        }
+    });
+    let part = node.partition_of(&Path::parse("g2").unwrap()) as u16;
+    let page = node.partition_log(part, 0, 1000).unwrap();
+    assert!(!page.trimmed);
+    assert!(page
+        .entries
+        .iter()
+        .all(|s| node.partition_of(&s.event.path) == usize::from(part)));
+    assert!(page
+        .entries
+        .iter()
+        .any(|s| s.event.path.as_str() == "g2/k2"));
+    // Resuming after its first entry gives the rest, and nothing else.
+    let first = page.entries[0].seq.unwrap();
+    let rest = node.partition_log(part, first, 1000).unwrap();
+    assert_eq!(rest.entries.len(), page.entries.len() - 1);
+    let latest = node.partition_latest(part, None, 1000).unwrap();
+    assert_eq!(latest.len(), page.entries.len());
+    assert_eq!(
+        node.partition_digest(part).unwrap().events,
+        latest.len() as u64
+    );
+    match node.partition_log(8, 0, 10) {
+        Err(NodeError::NoPartition {
+            part: 8,
+            partitions: 8,
+        }) => {}
+        other => panic!("expected NoPartition, got {other:?}"),
+    }
+    assert_eq!(node.log_after(0, 1000).unwrap().len(), 40);
+    node.shutdown();
+}

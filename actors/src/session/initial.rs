@@ -42,8 +42,9 @@ pub(super) async fn send_initial(
     snapshot(&ctx, &outbox, &prefix).await
 }
 
-/// Replays log entries `(after, head]` under `prefix`. False if the log no
-/// longer reaches back to `after` (or was trimmed while reading).
+/// Replays log entries `(after, head]` under `prefix`, reading only the
+/// partitions the prefix covers. False if the log no longer reaches back to
+/// `after` there (or was trimmed while reading).
 async fn replay(
     ctx: &SessionContext,
     outbox: &Outbox,
@@ -51,35 +52,31 @@ async fn replay(
     after: u64,
     head: u64,
 ) -> Result<bool, PushError> {
-    let mut next = after + 1;
-    while next <= head {
-        let from = next - 1;
-        let read = off_thread(&ctx.store, move |store| store.log_after(from, READ_CHUNK));
-        let entries = match read.await {
-            Ok(entries) => entries,
+    let mut from = after;
+    while from < head {
+        let scope = prefix.clone();
+        let read = off_thread(&ctx.store, move |store| {
+            store.log_read(&scope, from, head, READ_CHUNK)
+        });
+        let page = match read.await {
+            Ok(page) => page,
             Err(e) => {
-                log::error!("replay from {next} failed: {e}");
+                log::error!("replay after {from} failed: {e}");
                 return Ok(false);
             }
         };
-        if entries.is_empty() {
-            return Ok(false);
+        if page.trimmed {
+            return Ok(false); // cannot resume exactly
         }
-        for stored in entries {
-            if next > head {
-                return Ok(true); // later changes come live from the hub
-            }
-            if stored.seq != Some(next) {
-                return Ok(false); // trimmed away: cannot resume exactly
-            }
-            next += 1;
+        for stored in page.entries {
             // A late event (history only) changed no value: not a change
             // for a client, though it takes a seq.
-            if !stored.late && prefix.covers(&stored.event.path) {
+            if !stored.late {
                 let change = to_change(stored, &ctx.incarnation);
                 outbox.push_paced(StreamItem::Update(change)).await?;
             }
         }
+        from = page.through; // later changes come live from the hub
     }
     Ok(true)
 }

@@ -1,33 +1,41 @@
-//! Key layout of the one sled tree that holds a node's data.
+//! Key layout of the one sled tree that holds a node's data (format 5).
 //!
-//! All four logical trees live in one sled tree under a one-byte namespace, so
+//! All logical trees live in one sled tree under a one-byte namespace, so
 //! that the intent a commit writes first (see `intent`) and a `sled::Batch`
 //! for a commit too big for an intent both cover latest + history + log +
-//! meta:
+//! meta. Every data key then names its **partition** (two bytes, big
+//! endian, see `model::layout`), so one partition's latest values, history
+//! and change log are each one contiguous key range: enumerated, streamed,
+//! hashed or dropped without reading any other partition.
 //!
 //! | namespace | key | value |
 //! |---|---|---|
-//! | `l` latest  | path | the current record, or a list: the open page then the current record (see `pages`) |
-//! | `h` history | path `\0` order of the page's last record: time(8, BE) node `\0` digest(16) | a page: a record or a sorted list (see `pages`) |
-//! | `g` log     | first seq(8, BE) | log record: the history keys (without namespace byte) of the commit's consecutive seqs (see `log_record`) |
+//! | `L` latest  | part path | the current record, or a list: the open page then the current record (see `pages`) |
+//! | `H` history | part path `\0` order of the page's last record: time(8, BE) node `\0` digest(16) | a page: a record or a sorted list (see `pages`) |
+//! | `G` log     | part, last seq(8, BE) | a sealed log record of the partition: its entries' seqs and history keys (see `log_record`) |
+//! | `G` log     | part, `ff`×8 | the partition's open log record, rewritten by each commit that touches the partition |
 //! | `m` meta    | name | bytes |
 //!
 //! Meta `head` holds the log head and clock (`LogHead`), `format` the
-//! on-disk format (`FORMAT`), `intent` the last commit's intent; the node keeps its id, incarnation and layout
-//! there too.
+//! on-disk format (`FORMAT`), `intent` the last commit's intent,
+//! `partitions` and `shard_depth` the layout, `trimmed/<part>` the highest
+//! seq trimmed from a partition's log; the node keeps its id and
+//! incarnation there too.
 //!
 //! Paths never contain `\0` (control characters are refused), so a prefix
-//! scan of `h path \0` yields exactly that path's pages, ordered by version
-//! (time, then node id: `\0` ends the node id so `a` sorts before `ab`).
+//! scan of `H part path \0` yields exactly that path's pages, ordered by
+//! version (time, then node id: `\0` ends the node id so `a` sorts before
+//! `ab`). Format 4 had the same keys without the partition, under the
+//! lower-case namespaces of [`v4`].
 
 use crate::model::{Digest, Path, Version};
 
 /// Namespace of the latest value of each path.
-pub const LATEST: u8 = b'l';
+pub const LATEST: u8 = b'L';
 /// Namespace of every event of each path.
-pub const HISTORY: u8 = b'h';
-/// Namespace of the node-local change log.
-pub const LOG: u8 = b'g';
+pub const HISTORY: u8 = b'H';
+/// Namespace of the partitions' change logs.
+pub const LOG: u8 = b'G';
 /// Namespace of node metadata.
 pub const META: u8 = b'm';
 
@@ -37,27 +45,54 @@ pub const HEAD_META: &str = "head";
 pub const FORMAT_META: &str = "format";
 /// Meta name of the last commit's intent (see `intent`).
 pub const INTENT_META: &str = "intent";
+/// Meta name of the partition count.
+pub const PARTITIONS_META: &str = "partitions";
+/// Meta name of the shard depth.
+pub const SHARD_DEPTH_META: &str = "shard_depth";
 
-/// `l path`.
-pub fn latest(path: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + path.len());
-    k.push(LATEST);
+/// The seq in the key of a partition's open log record: after every sealed
+/// one.
+pub const OPEN_LOG_SEQ: u64 = u64::MAX;
+
+/// `ns part`: where a partition's keys of one namespace start.
+pub fn partition_start(ns: u8, part: u16) -> [u8; 3] {
+    let p = part.to_be_bytes();
+    [ns, p[0], p[1]]
+}
+
+/// Just past a partition's keys of one namespace.
+pub fn partition_end(ns: u8, part: u16) -> Vec<u8> {
+    match part.checked_add(1) {
+        Some(next) => partition_start(ns, next).to_vec(),
+        None => vec![ns + 1],
+    }
+}
+
+/// `L part path`.
+pub fn latest(part: u16, path: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(3 + path.len());
+    k.extend_from_slice(&partition_start(LATEST, part));
     k.extend_from_slice(path.as_bytes());
     k
 }
 
-/// `h path \0` — the prefix of all history keys of `path`.
-pub fn history_prefix(path: &Path) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + path.as_str().len());
-    k.push(HISTORY);
+/// The path of a latest key.
+pub fn path_of_latest(key: &[u8]) -> Option<&str> {
+    std::str::from_utf8(key.get(3..)?).ok()
+}
+
+/// `H part path \0` — the prefix of all history keys of `path`.
+pub fn history_prefix(part: u16, path: &Path) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + path.as_str().len());
+    k.extend_from_slice(&partition_start(HISTORY, part));
     k.extend_from_slice(path.as_str().as_bytes());
     k.push(0);
     k
 }
 
-/// The order key of an event: what follows `h path \0` in its history key,
-/// `time(8, BE) node \0 digest(16)`. It sorts like the version, then the
-/// digest.
+/// The order key of an event: what follows `H part path \0` in its history
+/// key, `time(8, BE) node \0 digest(16)`. It sorts like the version, then
+/// the digest.
 pub fn order(version: &Version, digest: &Digest) -> Vec<u8> {
     let node = version.node.as_str().as_bytes();
     let mut k = Vec::with_capacity(8 + node.len() + 1 + digest.len());
@@ -68,35 +103,43 @@ pub fn order(version: &Version, digest: &Digest) -> Vec<u8> {
     k
 }
 
-/// `h path \0 order`.
-pub fn history_at_order(path: &Path, order: &[u8]) -> Vec<u8> {
-    let mut k = history_prefix(path);
+/// `path \0 order`: how a log record names an event (its history key
+/// without namespace and partition).
+pub fn logged(path: &Path, order: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(path.as_str().len() + 1 + order.len());
+    k.extend_from_slice(path.as_str().as_bytes());
+    k.push(0);
     k.extend_from_slice(order);
     k
 }
 
-/// `h path \0 time node \0 digest`.
-pub fn history(path: &Path, version: &Version, digest: &Digest) -> Vec<u8> {
-    history_at_order(path, &order(version, digest))
+/// `H part path \0 time node \0 digest`.
+#[cfg(test)]
+pub fn history(part: u16, path: &Path, version: &Version, digest: &Digest) -> Vec<u8> {
+    let mut k = history_prefix(part, path);
+    k.extend_from_slice(&order(version, digest));
+    k
 }
 
-/// The path and order key of a history key given without its namespace
-/// byte, as log records hold them.
+/// The path and order key of an event as a log record names it (`path \0
+/// order`).
 pub fn split_logged_key(key: &[u8]) -> Option<(&str, &[u8])> {
     let end = key.iter().position(|&b| b == 0)?;
     Some((std::str::from_utf8(&key[..end]).ok()?, &key[end + 1..]))
 }
 
-/// `g seq`.
-pub fn log(seq: u64) -> [u8; 9] {
-    let mut k = [LOG; 9];
-    k[1..].copy_from_slice(&seq.to_be_bytes());
+/// `G part seq`: a sealed record whose last entry has `seq`, or the open
+/// record at [`OPEN_LOG_SEQ`].
+pub fn log(part: u16, seq: u64) -> [u8; 11] {
+    let mut k = [0; 11];
+    k[..3].copy_from_slice(&partition_start(LOG, part));
+    k[3..].copy_from_slice(&seq.to_be_bytes());
     k
 }
 
 /// The seq of a log key.
 pub fn seq_of_log_key(key: &[u8]) -> Option<u64> {
-    let bytes: [u8; 8] = key.strip_prefix(&[LOG])?.try_into().ok()?;
+    let bytes: [u8; 8] = key.get(3..)?.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
 }
 
@@ -105,6 +148,51 @@ pub fn meta(name: &str) -> Vec<u8> {
     let mut k = vec![META];
     k.extend_from_slice(name.as_bytes());
     k
+}
+
+/// Meta name of the highest seq trimmed from partition `part`'s log.
+pub fn trimmed_meta(part: u16) -> String {
+    format!("trimmed/{part}")
+}
+
+/// Keys of format 4 (no partition), read only to upgrade such a store.
+pub mod v4 {
+    use crate::model::{Digest, Path, Version};
+
+    /// Namespace of latest values.
+    pub const LATEST: u8 = b'l';
+    /// Namespace of history pages.
+    pub const HISTORY: u8 = b'h';
+    /// Namespace of the change log (one record per commit, by first seq).
+    pub const LOG: u8 = b'g';
+
+    /// `l path`.
+    #[cfg(test)]
+    pub fn latest(path: &str) -> Vec<u8> {
+        let mut k = vec![LATEST];
+        k.extend_from_slice(path.as_bytes());
+        k
+    }
+
+    /// `h path \0 order`.
+    pub fn history(path: &Path, version: &Version, digest: &Digest) -> Vec<u8> {
+        let mut k = vec![HISTORY];
+        k.extend_from_slice(&super::logged(path, &super::order(version, digest)));
+        k
+    }
+
+    /// `g seq`.
+    pub fn log(seq: u64) -> [u8; 9] {
+        let mut k = [LOG; 9];
+        k[1..].copy_from_slice(&seq.to_be_bytes());
+        k
+    }
+
+    /// The seq of a log key.
+    pub fn seq_of_log_key(key: &[u8]) -> Option<u64> {
+        let bytes: [u8; 8] = key.strip_prefix(&[LOG])?.try_into().ok()?;
+        Some(u64::from_be_bytes(bytes))
+    }
 }
 
 #[cfg(test)]
@@ -116,20 +204,30 @@ mod tests {
     fn history_keys_order_by_version_and_name_their_path() {
         let p = Path::parse("a/b").unwrap();
         let d = [7u8; 16];
-        let k1 = history(&p, &Version::new(5, NodeId::new("a").unwrap()), &d);
-        let k2 = history(&p, &Version::new(5, NodeId::new("ab").unwrap()), &d);
-        let k3 = history(&p, &Version::new(6, NodeId::new("a").unwrap()), &d);
+        let k1 = history(3, &p, &Version::new(5, NodeId::new("a").unwrap()), &d);
+        let k2 = history(3, &p, &Version::new(5, NodeId::new("ab").unwrap()), &d);
+        let k3 = history(3, &p, &Version::new(6, NodeId::new("a").unwrap()), &d);
         assert!(k1 < k2 && k2 < k3);
-        assert!(k1.starts_with(&history_prefix(&p)));
-        let (path, order) = split_logged_key(&k1[1..]).unwrap();
-        assert_eq!((path, order), ("a/b", &k1[5..]));
-        // A path starting with the history namespace letter keeps it.
-        let h = history(
-            &Path::parse("hot").unwrap(),
-            &Version::new(5, NodeId::new("a").unwrap()),
-            &d,
-        );
-        assert_eq!(split_logged_key(&h[1..]).unwrap().0, "hot");
-        assert_eq!(seq_of_log_key(&log(42)), Some(42));
+        assert!(k1.starts_with(&history_prefix(3, &p)));
+        let (path, order) = split_logged_key(&k1[3..]).unwrap();
+        assert_eq!((path, order), ("a/b", &k1[7..]));
+        assert_eq!(seq_of_log_key(&log(9, 42)), Some(42));
+        assert_eq!(path_of_latest(&latest(2, "x/y")), Some("x/y"));
+    }
+
+    #[test]
+    fn a_partition_is_one_key_range_per_namespace() {
+        let p = Path::parse("z").unwrap();
+        for part in [0u16, 1, 255, 256, u16::MAX] {
+            let (start, end) = (partition_start(LATEST, part), partition_end(LATEST, part));
+            let k = latest(part, "z");
+            assert!(start[..] <= k[..] && k[..] < end[..]);
+            let h = history_prefix(part, &p);
+            assert!(partition_start(HISTORY, part)[..] <= h[..]);
+            assert!(h < partition_end(HISTORY, part));
+            let open = log(part, OPEN_LOG_SEQ);
+            assert!(log(part, 7) < open && open[..] < partition_end(LOG, part)[..]);
+        }
+        assert!(partition_end(LATEST, 0) <= latest(1, "")[..].to_vec());
     }
 }

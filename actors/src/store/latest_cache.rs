@@ -60,6 +60,19 @@ impl LatestCache {
         self.entries.insert(key, (items, size));
     }
 
+    /// Forgets every key starting with `prefix` (a dropped partition's).
+    pub fn forget_prefix(&mut self, prefix: &[u8]) {
+        let mut freed = 0;
+        self.entries.retain(|key, (_, size)| {
+            let keep = !key.starts_with(prefix);
+            if !keep {
+                freed += *size;
+            }
+            keep
+        });
+        self.bytes -= freed;
+    }
+
     /// Drops about every fourth entry (in the map's arbitrary order, which
     /// has nothing to do with age or path): room for many new entries, and
     /// a hot set the size of the budget keeps most of its hits.
@@ -113,6 +126,17 @@ mod tests {
         assert_eq!(got, vec![item(1, 10), item(2, 20)]);
         assert!(cache.take(b"la").is_none(), "taken entries are gone");
         assert_eq!(cache.bytes(), 0);
+    }
+
+    #[test]
+    fn forgetting_a_prefix_drops_its_keys_and_bytes_only() {
+        let mut cache = LatestCache::default();
+        cache.put(b"L\x00\x01a".to_vec(), vec![item(1, 10)]);
+        cache.put(b"L\x00\x02a".to_vec(), vec![item(1, 10)]);
+        let one = cache.bytes() / 2;
+        cache.forget_prefix(b"L\x00\x01");
+        assert_eq!((cache.len(), cache.bytes()), (1, one));
+        assert!(cache.take(b"L\x00\x02a").is_some());
     }
 
     #[test]

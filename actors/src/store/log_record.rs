@@ -1,75 +1,101 @@
-//! Records of the node-local change log: one sled value per commit.
+//! Records of a partition's change log.
 //!
-//! A commit gives its new latest values consecutive seqs, so the log stores
-//! them as one record keyed by the first seq (`g first`), naming each event's
-//! history key in seq order: the `i`-th entry has seq `first + i`. One sled
-//! key per commit instead of one per event is what keeps the log cheap on
-//! the write path (every sled insert copies a leaf and later frees it).
+//! Each partition has its own log (see `keys`): a reader of one partition
+//! reads nothing of the others. Every event gets a node-wide seq (clients'
+//! cursors stay `<incarnation>:<seq>` for any prefix), so the entries of one
+//! partition have increasing seqs with gaps where other partitions took
+//! theirs, and each entry carries its seq.
 //!
-//! Layout: the tag byte [`TAG`], then for each entry its length (u32, little
-//! endian) and the history key without its namespace byte. A history key
-//! starts with a path, and paths never start with a control character, so
-//! the tag tells a record from the bare history key that format 1 stored per
-//! seq (see `SledStore::open`).
+//! A commit appends its entries for a partition to the partition's **open
+//! record** (`G part ff…`), rewriting that one key; once the open record
+//! would pass [`SEAL_BYTES`], it is **sealed**: written under `G part
+//! <last seq>` (a new key, so rarely) and the open record starts again. So a
+//! commit that touches many partitions rewrites one small key per partition
+//! instead of inserting one (inserting new sled keys is what costs, see
+//! `pages`). Keying sealed records by their *last* seq makes both
+//! directions one range step: the records holding seqs after `s` start at
+//! `G part s+1`, and those entirely below `t` end before `G part t`.
+//!
+//! Layout: the tag byte [`TAG`], then per entry its seq (u64, little
+//! endian), its length (u32, little endian) and the event's name `path \0
+//! order` (see `keys::logged`). Format 4 kept one node-wide log of records
+//! tagged [`V4_TAG`] without seqs (the `i`-th entry had seq `first + i`);
+//! [`v4_entries`] reads them to upgrade such a store.
 
 use super::StoreError;
 
 /// First byte of every log record.
-pub const TAG: u8 = 0x01;
+pub const TAG: u8 = 0x02;
+/// First byte of a format-4 log record.
+pub const V4_TAG: u8 = 0x01;
+/// An open record that would grow past this many bytes is sealed first.
+pub const SEAL_BYTES: usize = 1024;
 
-/// Builds the log record of one commit.
-#[derive(Debug)]
+/// Appends entries to a log record (a new one, or an open one read back).
+#[derive(Debug, Clone)]
 pub struct LogRecordBuilder {
     bytes: Vec<u8>,
-    first: Option<u64>,
-    next: u64,
+    last: Option<u64>,
 }
 
 impl Default for LogRecordBuilder {
     fn default() -> Self {
         LogRecordBuilder {
             bytes: vec![TAG],
-            first: None,
-            next: 0,
+            last: None,
         }
     }
 }
 
 impl LogRecordBuilder {
-    /// Adds the event with `seq` (the one after the previous entry's) whose
-    /// history key without its namespace byte is `history_key`.
-    pub fn push(&mut self, seq: u64, history_key: &[u8]) -> Result<(), StoreError> {
-        match self.first {
-            None => self.first = Some(seq),
-            Some(_) if seq != self.next => {
-                return Err(StoreError::Failed(format!(
-                    "log seqs of one commit must be consecutive: {seq} after {}",
-                    self.next - 1
-                )))
-            }
-            Some(_) => {}
+    /// Continues the record `raw` (checked whole).
+    pub fn resume(raw: &[u8]) -> Result<LogRecordBuilder, StoreError> {
+        let mut last = None;
+        for entry in entries(raw) {
+            last = Some(entry?.0);
         }
-        self.next = seq + 1;
-        let len = u32::try_from(history_key.len())
-            .map_err(|_| StoreError::Failed("history key too long for the log".into()))?;
+        Ok(LogRecordBuilder {
+            bytes: raw.to_vec(),
+            last,
+        })
+    }
+
+    /// Adds the event with `seq` (above the previous entry's) named `name`
+    /// (`path \0 order`).
+    pub fn push(&mut self, seq: u64, name: &[u8]) -> Result<(), StoreError> {
+        if self.last.is_some_and(|last| seq <= last) {
+            return Err(StoreError::Failed(format!(
+                "log seqs of a partition must increase: {seq} after {}",
+                self.last.unwrap_or(0)
+            )));
+        }
+        let len = u32::try_from(name.len())
+            .map_err(|_| StoreError::Failed("event name too long for the log".into()))?;
+        self.bytes.extend_from_slice(&seq.to_le_bytes());
         self.bytes.extend_from_slice(&len.to_le_bytes());
-        self.bytes.extend_from_slice(history_key);
+        self.bytes.extend_from_slice(name);
+        self.last = Some(seq);
         Ok(())
     }
 
-    /// The first seq and the record, or `None` if nothing was pushed.
-    pub fn finish(self) -> Option<(u64, Vec<u8>)> {
-        self.first.map(|first| (first, self.bytes))
+    /// The seq of the last entry, if any.
+    pub fn last(&self) -> Option<u64> {
+        self.last
+    }
+
+    /// The record's size in bytes.
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The record.
+    pub fn finish(self) -> Vec<u8> {
+        self.bytes
     }
 }
 
-/// True if `raw` is a log record (format 2), false for a format-1 log value.
-pub fn is_record(raw: &[u8]) -> bool {
-    raw.first() == Some(&TAG)
-}
-
-/// The history keys (without namespace byte) named by a log record, in seq
-/// order. A value without the tag yields one error.
+/// The entries of a record: `(seq, name)` in seq order; an error (once) if
+/// the record is malformed.
 pub fn entries(raw: &[u8]) -> Entries<'_> {
     match raw.strip_prefix(&[TAG]) {
         Some(rest) => Entries {
@@ -83,8 +109,7 @@ pub fn entries(raw: &[u8]) -> Entries<'_> {
     }
 }
 
-/// Iterator over the entries of a log record; yields an error (once) if the
-/// record is malformed.
+/// Iterator over the entries of a log record.
 #[derive(Debug)]
 pub struct Entries<'a> {
     /// What is left to read; `None` once done or after an error.
@@ -94,7 +119,7 @@ pub struct Entries<'a> {
 }
 
 impl<'a> Iterator for Entries<'a> {
-    type Item = Result<&'a [u8], StoreError>;
+    type Item = Result<(u64, &'a [u8]), StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if std::mem::take(&mut self.untagged) {
@@ -106,17 +131,42 @@ impl<'a> Iterator for Entries<'a> {
         if rest.is_empty() {
             return None;
         }
-        let Some((len, body)) = rest.split_first_chunk::<4>() else {
-            return Some(Err(StoreError::Corrupt("truncated log record".into())));
+        let truncated = || Some(Err(StoreError::Corrupt("truncated log record".into())));
+        let Some((seq, body)) = rest.split_first_chunk::<8>() else {
+            return truncated();
+        };
+        let Some((len, body)) = body.split_first_chunk::<4>() else {
+            return truncated();
         };
         let len = u32::from_le_bytes(*len) as usize;
         if body.len() < len {
-            return Some(Err(StoreError::Corrupt("truncated log record".into())));
+            return truncated();
         }
-        let (entry, rest) = body.split_at(len);
+        let (name, rest) = body.split_at(len);
         self.rest = Some(rest);
-        Some(Ok(entry))
+        Some(Ok((u64::from_le_bytes(*seq), name)))
     }
+}
+
+/// The entries of a format-4 record (history keys without their namespace
+/// byte, in seq order), or of a format-1 log value (one bare history key).
+pub fn v4_entries(raw: &[u8]) -> Result<Vec<&[u8]>, StoreError> {
+    let Some(mut rest) = raw.strip_prefix(&[V4_TAG]) else {
+        return Ok(vec![raw]);
+    };
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let (len, body) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| StoreError::Corrupt("truncated format-4 log record".into()))?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if body.len() < len {
+            return Err(StoreError::Corrupt("truncated format-4 log record".into()));
+        }
+        out.push(&body[..len]);
+        rest = &body[len..];
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -124,28 +174,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_record_names_its_entries_in_seq_order() {
+    fn a_record_names_its_entries_with_their_seqs() {
         let mut b = LogRecordBuilder::default();
+        assert_eq!(b.last(), None);
         b.push(7, b"a\0one").unwrap();
-        b.push(8, b"").unwrap();
-        b.push(9, b"b/c\0three").unwrap();
-        let (first, raw) = b.finish().unwrap();
-        assert_eq!(first, 7);
-        assert!(is_record(&raw));
-        let got: Vec<&[u8]> = entries(&raw).map(Result::unwrap).collect();
-        assert_eq!(got, vec![&b"a\0one"[..], b"", b"b/c\0three"]);
-        assert!(LogRecordBuilder::default().finish().is_none());
+        b.push(9, b"").unwrap();
+        let mut b = LogRecordBuilder::resume(&b.finish()).unwrap();
+        assert_eq!(b.last(), Some(9));
+        b.push(12, b"b/c\0three").unwrap();
+        let raw = b.finish();
+        let got: Vec<(u64, &[u8])> = entries(&raw).map(Result::unwrap).collect();
+        assert_eq!(
+            got,
+            vec![(7, &b"a\0one"[..]), (9, b""), (12, b"b/c\0three")]
+        );
     }
 
     #[test]
-    fn gaps_and_damage_are_errors_not_panics() {
+    fn disorder_and_damage_are_errors_not_panics() {
         let mut b = LogRecordBuilder::default();
-        b.push(1, b"x").unwrap();
+        b.push(3, b"x").unwrap();
         assert!(b.push(3, b"y").is_err());
+        assert!(b.push(2, b"y").is_err());
 
         let mut b = LogRecordBuilder::default();
         b.push(1, b"abc").unwrap();
-        let (_, raw) = b.finish().unwrap();
+        let raw = b.finish();
         for cut in 2..raw.len() {
             let all: Vec<_> = entries(&raw[..cut]).collect();
             assert!(
@@ -153,8 +207,20 @@ mod tests {
                 "a record cut at {cut} bytes must fail"
             );
         }
-        assert!(!is_record(b"a\0bare history key"));
+        assert!(LogRecordBuilder::resume(&raw[..raw.len() - 1]).is_err());
         let untagged: Vec<_> = entries(b"a\0bare history key").collect();
         assert!(matches!(untagged[..], [Err(_)]));
+    }
+
+    #[test]
+    fn format_4_records_and_format_1_values_are_read_for_the_upgrade() {
+        let mut raw = vec![V4_TAG];
+        for e in [&b"a\0x"[..], b"bc\0y"] {
+            raw.extend_from_slice(&(e.len() as u32).to_le_bytes());
+            raw.extend_from_slice(e);
+        }
+        assert_eq!(v4_entries(&raw).unwrap(), vec![&b"a\0x"[..], b"bc\0y"]);
+        assert!(v4_entries(&raw[..raw.len() - 1]).is_err());
+        assert_eq!(v4_entries(b"p\0bare").unwrap(), vec![&b"p\0bare"[..]]);
     }
 }

@@ -8,10 +8,14 @@
 //!   `intent`). While it runs, readers may see its keys appear one by one,
 //!   in an order that keeps each read consistent: a path's history before
 //!   its latest value, a log record after the events it names.
-//! - Only the committer thread writes (one writer), so log entries appear in
-//!   seq order with no gaps except those made by trimming the log's tail.
+//! - Only the committer thread writes (one writer), so each partition's log
+//!   entries appear in seq order. Seqs are node-wide (clients' cursors name
+//!   one), so a partition's entries skip the seqs other partitions took; a
+//!   read of the log says when trimming took entries it would have returned.
 //!   Every event a commit writes has a log entry, a late one (history only)
 //!   too.
+//! - A partition's data (latest values, history, log) is read, hashed and
+//!   dropped without reading any other partition's (see `keys`).
 //! - Reads never block writes and see every commit that has returned.
 //! - Durability is decided by the caller: [`Store::flush`] makes every commit
 //!   that returned before it durable. The committer calls it per group of
@@ -32,7 +36,7 @@ pub use sled_store::{SledStore, FORMAT, SLED_FLUSH_EVERY};
 
 use std::sync::Arc;
 
-use crate::model::{Digest, Event, Path, Version};
+use crate::model::{Digest, Event, Layout, Path, Version};
 
 /// A storage failure. The node reports it; it never panics on one.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +50,13 @@ pub enum StoreError {
     /// A write failed (the detail names the cause).
     #[error("storage failure: {0}")]
     Failed(String),
+    /// The change log no longer holds every entry after this seq (trimmed
+    /// by retention).
+    #[error("the change log no longer reaches back to seq {after}")]
+    Trimmed {
+        /// The seq asked to read after.
+        after: u64,
+    },
 }
 
 /// One event to write in a commit.
@@ -71,8 +82,9 @@ pub struct Commit {
     pub head_seq: u64,
     /// The clock's high-water mark to persist.
     pub clock: u64,
-    /// Log records whose every entry is below this seq are removed (log
-    /// retention; a record reaching it stays whole).
+    /// Log entries below this seq may be removed (log retention): the store
+    /// trims a few partitions per commit, whole records only, so more may
+    /// stay for a while.
     pub trim_below: Option<u64>,
 }
 
@@ -104,8 +116,35 @@ impl LogHead {
     }
 }
 
+/// One step of reading a change log.
+#[derive(Clone, Debug, Default)]
+pub struct LogPage {
+    /// Entries in seq order.
+    pub entries: Vec<Stored>,
+    /// Every entry in `(after, through]` that the read covers is in
+    /// `entries`; read on from here.
+    pub through: u64,
+    /// The log no longer holds some entry after `after` that the read
+    /// covers (trimmed by retention, or its partition dropped): what it
+    /// returned is not the whole change since `after`.
+    pub trimmed: bool,
+}
+
+/// The content hash of one partition: the same event set gives the same
+/// digest whatever order the events arrived in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionDigest {
+    /// Events held (history included).
+    pub events: u64,
+    /// The sum (mod 2^256, limb-wise) of BLAKE3 of each event's name (`path
+    /// \0 order`).
+    pub hash: [u8; 32],
+}
+
 /// What a node keeps on disk. Implemented by [`SledStore`].
 pub trait Store: Send + Sync + 'static {
+    /// The partition layout (fixed when the store was created).
+    fn layout(&self) -> Layout;
     /// The latest event of `path` (a tombstone too), if any.
     fn latest(&self, path: &Path) -> Result<Option<Stored>, StoreError>;
     /// True if this exact event is in the path's history.
@@ -127,10 +166,41 @@ pub trait Store: Send + Sync + 'static {
         to: u64,
         limit: usize,
     ) -> Result<Vec<Stored>, StoreError>;
-    /// Log entries with `seq > after`, in order, at most `limit`.
-    fn log_after(&self, after: u64, limit: usize) -> Result<Vec<Stored>, StoreError>;
-    /// The oldest seq still in the log, if the log is not empty.
-    fn log_first(&self) -> Result<Option<u64>, StoreError>;
+    /// Log entries of paths under `prefix` with `after < seq <= until`, in
+    /// seq order, at most `limit`; reads only the partitions that may hold
+    /// such paths. `until` must not pass the last commit's head.
+    fn log_read(
+        &self,
+        prefix: &Path,
+        after: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<LogPage, StoreError>;
+    /// Latest events (tombstones included) of partition `part`, in path
+    /// order, starting strictly after `after` when given.
+    fn partition_latest(
+        &self,
+        part: u16,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Stored>, StoreError>;
+    /// Log entries of partition `part` with `after < seq <= until`, in seq
+    /// order, at most `limit`.
+    fn partition_log(
+        &self,
+        part: u16,
+        after: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<LogPage, StoreError>;
+    /// The content hash of partition `part` (reads that partition only).
+    fn partition_digest(&self, part: u16) -> Result<PartitionDigest, StoreError>;
+    /// Removes every latest value, history event and log entry of
+    /// partition `part`; reads of its log after any seq up to `head` then
+    /// say `trimmed`. The caller makes sure no write to the partition is in
+    /// flight. Not atomic: a crash midway leaves part of it, and dropping
+    /// again finishes.
+    fn drop_partition(&self, part: u16, head: u64) -> Result<(), StoreError>;
     /// The log head and clock written by the last commit (zeros for a new
     /// store).
     fn log_head(&self) -> Result<LogHead, StoreError>;

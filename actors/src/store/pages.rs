@@ -7,11 +7,11 @@
 //! key, against 5 µs to overwrite an existing one). So a path's events are
 //! grouped:
 //!
-//! - The **latest key** `l path` holds the current record, preceded by the
+//! - The **latest key** `L part path` holds the current record, preceded by the
 //!   path's *open page*: up to [`OPEN_PAGE_ENTRIES`] superseded records,
 //!   kept while they and the current record fit in [`OPEN_PAGE_BYTES`] (a
 //!   single bigger record stays alone). A write rewrites that one key.
-//! - When the open page is full it is written as a **page** `h path \0
+//! - When the open page is full it is written as a **page** `H part path \0
 //!   <order of its last record>`, and the open page starts again. Pages of
 //!   a path are disjoint and sorted, all below the open page; a page is
 //!   found from any order key with one range step (the first page whose key
@@ -35,7 +35,7 @@ use super::keys;
 use super::latest_cache::LatestCache;
 use super::record::decode;
 use super::StoreError;
-use crate::model::Path;
+use crate::model::{Layout, Path};
 
 /// First bytes of a list value.
 pub const TAG: [u8; 3] = [0xff, 0xff, 0xc1];
@@ -164,22 +164,22 @@ pub fn encode(items: &[Item]) -> Result<IVec, StoreError> {
 /// Where the records of one path live, read from sled.
 pub struct PathView<'a> {
     tree: &'a sled::Tree,
-    /// `h path \0`.
+    /// `H part path \0`.
     prefix: Vec<u8>,
     /// Just past every history key of the path.
     end: Vec<u8>,
 }
 
 impl<'a> PathView<'a> {
-    /// The view of `path` in `tree`.
-    pub fn new(tree: &'a sled::Tree, path: &Path) -> PathView<'a> {
-        let prefix = keys::history_prefix(path);
+    /// The view of `path`, in partition `part`, in `tree`.
+    pub fn new(tree: &'a sled::Tree, part: u16, path: &Path) -> PathView<'a> {
+        let prefix = keys::history_prefix(part, path);
         let mut end = prefix.clone();
         *end.last_mut().expect("terminator") += 1;
         PathView { tree, prefix, end }
     }
 
-    /// `h path \0 order`.
+    /// `H part path \0 order`.
     pub fn page_key(&self, order: &[u8]) -> Vec<u8> {
         let mut k = Vec::with_capacity(self.prefix.len() + order.len());
         k.extend_from_slice(&self.prefix);
@@ -210,10 +210,11 @@ impl<'a> PathView<'a> {
     }
 }
 
-/// The record of `path` with `order`, if the path's pages or its latest
-/// value (`latest`, already read) hold it.
+/// The record of `path` (in partition `part`) with `order`, if the path's
+/// pages or its latest value (`latest`, already read) hold it.
 pub fn find(
     tree: &sled::Tree,
+    part: u16,
     path: &Path,
     order: &[u8],
     latest: Option<IVec>,
@@ -223,7 +224,7 @@ pub fn find(
             return Ok(Some(item.record));
         }
     }
-    let view = PathView::new(tree, path);
+    let view = PathView::new(tree, part, path);
     let Some((_, raw)) = view.page_from(order)? else {
         return Ok(None);
     };
@@ -237,6 +238,7 @@ pub fn find(
 /// may touch the same latest value or page more than once.
 pub struct Overlay<'a> {
     tree: &'a sled::Tree,
+    layout: Layout,
     /// Latest keys as the last commits wrote them (this commit takes from
     /// it; the caller puts back what sled applied).
     cache: &'a mut LatestCache,
@@ -250,17 +252,19 @@ pub type LatestWrites = Vec<(Vec<u8>, Vec<Item>)>;
 /// records of the rewritten latest keys (for the [`LatestCache`], once sled
 /// has applied the writes).
 pub struct Writes {
-    /// In key order: history pages (`h`) before latest values (`l`).
+    /// In key order: history pages (`H`) before latest values (`L`).
     pub values: Vec<(Vec<u8>, IVec)>,
     /// Latest keys and their records.
     pub latest: LatestWrites,
 }
 
 impl<'a> Overlay<'a> {
-    /// An empty overlay on `tree`, reading latest keys from `cache` first.
-    pub fn new(tree: &'a sled::Tree, cache: &'a mut LatestCache) -> Overlay<'a> {
+    /// An empty overlay on `tree` (of `layout`), reading latest keys from
+    /// `cache` first.
+    pub fn new(tree: &'a sled::Tree, layout: Layout, cache: &'a mut LatestCache) -> Overlay<'a> {
         Overlay {
             tree,
+            layout,
             cache,
             keys: BTreeMap::new(),
         }
@@ -287,7 +291,7 @@ impl<'a> Overlay<'a> {
     /// record the path has): the previous one joins the open page, which is
     /// written as a page first if it is full.
     pub fn set_latest(&mut self, path: &Path, item: Item) -> Result<(), StoreError> {
-        let key = keys::latest(path.as_str());
+        let key = keys::latest(self.layout.partition_of(path), path.as_str());
         let mut list = self.take(path, &key)?;
         if list
             .last()
@@ -317,7 +321,8 @@ impl<'a> Overlay<'a> {
         let Some(last) = items.last() else {
             return Ok(());
         };
-        let key = PathView::new(self.tree, path).page_key(&last.order);
+        let key =
+            PathView::new(self.tree, self.layout.partition_of(path), path).page_key(&last.order);
         let mut page = self.keys.remove(&key).unwrap_or_default();
         if page.is_empty() {
             page = items;
@@ -361,7 +366,8 @@ impl<'a> Overlay<'a> {
     /// Adds a record older than the path's latest one to its history
     /// (nothing if that exact record is there already).
     pub fn add_history(&mut self, path: &Path, item: Item) -> Result<(), StoreError> {
-        let view = PathView::new(self.tree, path);
+        let part = self.layout.partition_of(path);
+        let view = PathView::new(self.tree, part, path);
         let wanted = view.page_key(&item.order);
         // The first page at or after the record's order, in this commit or
         // in sled, whichever comes first.
@@ -382,7 +388,7 @@ impl<'a> Overlay<'a> {
             // Above every page: the open page, before the current record (a
             // path without a latest value has no open page).
             None => {
-                let latest = keys::latest(path.as_str());
+                let latest = keys::latest(part, path.as_str());
                 if self.first_order(path, &latest)?.is_some() {
                     latest
                 } else {

@@ -3,11 +3,14 @@
 //! ```text
 //! cargo run --release -p spread-bench-embedded --bin rss -- spread|sled \
 //!     [--keys 1000000] [--value-bytes 100] [--reads 100000] [--in-flight 256] \
-//!     [--cache-mib 256] [--dir DIR]
+//!     [--cache-mib 256] [--order scattered|sequential] [--dir DIR]
 //! ```
 //!
 //! Both modes write the keys `bench/k<i>` (`i` in `0..keys`), each holding a
-//! distinct `value-bytes` value, into a fresh directory (a temp dir, removed
+//! distinct `value-bytes` value, in `--order` (default `scattered`: a fixed
+//! pseudo-random permutation of `0..keys`, so writes land all over the key
+//! space and the partitions, as a real load does; `sequential`: `0, 1, …`),
+//! into a fresh directory (a temp dir, removed
 //! at the end, unless `--dir` names an empty or missing one, which is kept):
 //!
 //! - `spread`: a [`Node`] with `Config::new(dir)` defaults (the defaults
@@ -29,7 +32,8 @@
 //! then what makes the data durable (`Node::shutdown`, which flushes, or
 //! `Db::flush`) and VmRSS after it. VmHWM is the peak over the whole run; disk bytes are the file sizes
 //! under the data dir once durable. One JSON object goes to stdout, progress
-//! to stderr. `rss_per_key_bytes` is `(rss_loaded - rss_open) / keys`.
+//! to stderr. `rss_per_key_bytes` is `(rss_loaded - rss_open) / keys`,
+//! `disk_per_key_bytes` the durable files' size over `keys`.
 //!
 //! The process allocator is mimalloc, as in the `spread` binary; set
 //! `RSS_ALLOC=system` in the environment to measure with the system
@@ -125,6 +129,8 @@ usage: rss spread|sled [--keys N] [--value-bytes N] [--reads N] [--in-flight N]
   --reads N        keys read back after the load (default 100000)
   --in-flight N    spread: writes pending at once (default 256)
   --cache-mib N    sled page cache, MiB (default: Spread's, Config::cache_bytes)
+  --order O        scattered (default: a pseudo-random permutation of the keys)
+                   or sequential (k0, k1, ...)
   --dir DIR        data dir, empty or missing, kept afterwards
                    (default: a temp dir, removed at the end)
   RSS_ALLOC=system in the environment: the system allocator instead of mimalloc";
@@ -144,6 +150,7 @@ struct Args {
     reads: usize,
     in_flight: usize,
     cache_bytes: u64,
+    scattered: bool,
     dir: Option<PathBuf>,
 }
 
@@ -162,6 +169,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         reads: 100_000,
         in_flight: 256,
         cache_bytes: Config::new(PathBuf::new()).cache_bytes,
+        scattered: true,
         dir: None,
     };
     while let Some(flag) = args.next() {
@@ -193,6 +201,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     .ok_or_else(|| format!("--cache-mib: {value} is too large"))?
             }
             "--dir" => parsed.dir = Some(PathBuf::from(value)),
+            "--order" => {
+                parsed.scattered = match value.as_str() {
+                    "scattered" => true,
+                    "sequential" => false,
+                    _ => return Err(format!("--order: '{value}' (scattered or sequential)")),
+                }
+            }
             _ => return Err(format!("unknown option '{name}'")),
         }
     }
@@ -207,6 +222,25 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     }
     parsed.reads = parsed.reads.min(parsed.keys);
     Ok(parsed)
+}
+
+/// The order keys are written in: `0..keys`, or a fixed permutation of it
+/// (`i * step mod keys`, with `step` near `keys` × the golden ratio and
+/// coprime to `keys`).
+fn write_order(keys: usize, scattered: bool) -> impl Iterator<Item = usize> {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let mut step = ((keys as f64 * 0.618_033_988_75) as usize).max(1);
+    while gcd(step, keys) != 1 {
+        step += 1;
+    }
+    let step = if scattered { step } else { 1 };
+    (0..keys).map(move |i| ((i as u128 * step as u128) % keys as u128) as usize)
 }
 
 /// The key of number `i`.
@@ -335,7 +369,7 @@ fn run_spread(args: &Args, dir: &Path) -> Result<Figures, String> {
     let value_bytes = args.value_bytes;
     let node_ref = &node;
     system.block_on(async {
-        let mut writes = futures_util::stream::iter(0..args.keys)
+        let mut writes = futures_util::stream::iter(write_order(args.keys, args.scattered))
             .map(|i| async move {
                 node_ref
                     .set(&key(i), value(i, value_bytes))
@@ -394,10 +428,10 @@ fn run_sled(args: &Args, dir: &Path) -> Result<Figures, String> {
 
     let start = Instant::now();
     let mut progress = Progress::new(args.keys);
-    for i in 0..args.keys {
+    for (n, i) in write_order(args.keys, args.scattered).enumerate() {
         db.insert(key(i).as_bytes(), value(i, args.value_bytes).as_ref())
             .map_err(|e| format!("insert of {} failed: {e}", key(i)))?;
-        progress.done(i + 1);
+        progress.done(n + 1);
     }
     figures.load_secs = start.elapsed().as_secs_f64();
     figures.rss_loaded_kib = rss_kib()?;
@@ -483,6 +517,7 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
         "system": system,
         "allocator": if use_system_alloc() { "system" } else { "mimalloc" },
         "keys": args.keys,
+        "order": if args.scattered { "scattered" } else { "sequential" },
         "value_bytes": args.value_bytes,
         "cache_bytes": args.cache_bytes,
         "load_secs": round(figures.load_secs, 1000.0),
@@ -498,6 +533,7 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
         "hwm_kib": hwm_kib,
         "disk_bytes": disk_bytes,
         "disk_allocated_bytes": disk_allocated_bytes,
+        "disk_per_key_bytes": round(disk_bytes as f64 / keys, 10.0),
     }))
 }
 

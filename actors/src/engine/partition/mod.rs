@@ -387,6 +387,8 @@ impl Partition {
             current: None,
             seq: None,
             subscribers: 0,
+            acked: 1,
+            of: 1,
         };
         let pending = match applied {
             Applied::New { previous } => {

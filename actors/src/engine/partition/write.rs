@@ -62,6 +62,9 @@ pub struct Write {
     pub author: Option<Arc<str>>,
     /// Condition on the current value.
     pub precondition: Precondition,
+    /// Acknowledgements from other owners to wait for once committed here
+    /// (`None`: answer after the local commit).
+    pub wait: Option<crate::engine::acks::WaitFor>,
 }
 
 impl Write {
@@ -114,4 +117,9 @@ pub struct WriteReport {
     pub seq: Option<u64>,
     /// Local subscribers it was handed to.
     pub subscribers: usize,
+    /// Owners that hold it durably: this node, and the others that acked
+    /// (see [`WaitFor`](crate::engine::acks::WaitFor)).
+    pub acked: usize,
+    /// Owners in all.
+    pub of: usize,
 }

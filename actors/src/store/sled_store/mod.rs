@@ -1,9 +1,11 @@
-//! [`Store`] on sled: one tree, namespaced keys (see `keys`), commits that a
-//! crash cannot tear (see `intent`).
+//! [`Store`] on sled: one tree, namespaced keys with the partition in each
+//! (see `keys`), commits that a crash cannot tear (see `intent`), a change
+//! log per partition (see `log_record`).
 
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path as FsPath;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -15,19 +17,21 @@ use super::latest_cache::LatestCache;
 use super::log_record::{self, LogRecordBuilder};
 use super::pages;
 use super::record::{decode, encode, Stored};
-use super::{Commit, LogHead, Store, StoreError};
-use crate::model::{Digest, Path, Version};
+use super::{Commit, LogHead, LogPage, Store, StoreError};
+use crate::model::{Digest, Layout, Path, Version};
 
 mod commit;
+mod log_read;
+mod partition;
 mod upgrade;
 
 /// The on-disk format this build writes and reads (see `keys`).
-pub const FORMAT: u64 = 4;
+pub const FORMAT: u64 = 5;
 
 /// How long [`SledStore::open`] waits for a directory lock held elsewhere.
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);
 
-/// Log keys converted per batch when upgrading a format-1 store.
+/// Keys converted per batch when upgrading an older store.
 const UPGRADE_CHUNK: usize = 4096;
 
 /// A big-endian u64 meta value.
@@ -39,13 +43,27 @@ fn u64_of(raw: &[u8]) -> Option<u64> {
 /// (its default), when nothing else is asked.
 pub const SLED_FLUSH_EVERY: Duration = Duration::from_millis(500);
 
+/// What only commits (one at a time) touch: they read it instead of sled.
+#[derive(Default)]
+struct CommitState {
+    /// Recently written latest keys.
+    latest: LatestCache,
+    /// Open log records of the partitions, as last written.
+    open_logs: HashMap<u16, LogRecordBuilder>,
+    /// The partition whose log tail the next commit trims (round robin).
+    trim_next: u32,
+}
+
 /// The sled-backed store of one node.
 pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
-    /// Recently written latest keys: commits (one at a time) read them from
-    /// here instead of sled.
-    latest_cache: Mutex<LatestCache>,
+    layout: Layout,
+    /// Per partition, the highest seq trimmed from its log (0: none). Raised
+    /// before the records go, so a reader that checks it after reading knows
+    /// whether what it read is whole.
+    trimmed: Vec<AtomicU64>,
+    state: Mutex<CommitState>,
     /// Set when a commit failed after its intent was written: part of it may
     /// be in the tree, and no later commit may build on that (the intent
     /// completes it when the store is next opened).
@@ -56,24 +74,29 @@ pub struct SledStore {
 }
 
 impl SledStore {
+    /// Opens (or creates, with the default layout) the store in `dir`, with
+    /// `cache_bytes` of page cache. See [`SledStore::open_with`].
+    pub fn open(dir: &FsPath, cache_bytes: u64) -> Result<SledStore, StoreError> {
+        SledStore::open_with(dir, cache_bytes, SLED_FLUSH_EVERY, Layout::default())
+    }
+
     /// Opens (or creates) the store in `dir`, with `cache_bytes` of page
-    /// cache. A store written in an older format is upgraded in place first.
+    /// cache. A new store takes `layout`; an existing one keeps its own. A
+    /// store written in an older format is upgraded in place first.
+    ///
+    /// sled's background thread writes and fsyncs its buffers every
+    /// `flush_every` (it also reclaims space in the time between). `lazy`
+    /// durability sets it to its own period, so that what a crash may lose is
+    /// what `--lazy-flush-ms` says.
     ///
     /// sled locks the directory, and when a store of this process was just
     /// dropped its background threads may hold the lock for a moment longer:
     /// a lock held elsewhere is waited for up to [`LOCK_WAIT`].
-    pub fn open(dir: &FsPath, cache_bytes: u64) -> Result<SledStore, StoreError> {
-        SledStore::open_flushing_every(dir, cache_bytes, SLED_FLUSH_EVERY)
-    }
-
-    /// [`SledStore::open`], with sled's background thread writing and
-    /// fsyncing its buffers every `flush_every` (it also reclaims space in
-    /// the time between). `lazy` durability sets it to its own period, so
-    /// that what a crash may lose is what `--lazy-flush-ms` says.
-    pub fn open_flushing_every(
+    pub fn open_with(
         dir: &FsPath,
         cache_bytes: u64,
         flush_every: Duration,
+        layout: Layout,
     ) -> Result<SledStore, StoreError> {
         let config = sled::Config::new()
             .path(dir)
@@ -95,26 +118,105 @@ impl SledStore {
             }
         };
         let tree = db.open_tree("spread")?;
-        let store = SledStore {
+        let layout = Self::stored_layout(&tree, layout)?;
+        let mut store = SledStore {
             db,
             tree,
-            latest_cache: Mutex::default(),
+            layout,
+            trimmed: Vec::new(),
+            state: Mutex::default(),
             torn: AtomicBool::new(false),
             #[cfg(test)]
             key_writes_left: usize::MAX.into(),
         };
-        store.upgrade()?;
+        let format = store.format()?;
+        // An intent names raw keys: complete it in the format it was
+        // written in, before an upgrade moves keys.
         store.finish_intent()?;
+        store.upgrade(format)?;
+        store.trimmed = store.read_trimmed()?;
         Ok(store)
     }
 
-    /// The event a log record entry names, checked against its seq.
-    fn logged_event(&self, seq: u64, history_key: &[u8]) -> Result<Stored, StoreError> {
-        let bad = || StoreError::Corrupt(format!("log entry {seq} has a bad history key"));
-        let (text, order) = keys::split_logged_key(history_key).ok_or_else(bad)?;
+    /// The layout kept in `tree`, or `default`, written there, for a store
+    /// that has none yet.
+    fn stored_layout(tree: &sled::Tree, default: Layout) -> Result<Layout, StoreError> {
+        let read = |name| -> Result<Option<u64>, StoreError> {
+            match tree.get(keys::meta(name))? {
+                None => Ok(None),
+                Some(raw) => u64_of(&raw)
+                    .map(Some)
+                    .ok_or_else(|| StoreError::Corrupt(format!("bad meta value '{name}'"))),
+            }
+        };
+        let (parts, depth) = (read(keys::PARTITIONS_META)?, read(keys::SHARD_DEPTH_META)?);
+        let layout = Layout::new(
+            parts.map_or(default.partitions(), |p| p.min(u64::from(u32::MAX)) as u32),
+            depth.map_or(default.shard_depth(), |d| d.min(usize::MAX as u64) as usize),
+        )
+        .map_err(|e| StoreError::Corrupt(format!("the stored layout: {e}")))?;
+        if parts.is_none() || depth.is_none() {
+            let mut batch = sled::Batch::default();
+            batch.insert(
+                keys::meta(keys::PARTITIONS_META),
+                &u64::from(layout.partitions()).to_be_bytes(),
+            );
+            batch.insert(
+                keys::meta(keys::SHARD_DEPTH_META),
+                &(layout.shard_depth() as u64).to_be_bytes(),
+            );
+            tree.apply_batch(batch)?;
+        }
+        Ok(layout)
+    }
+
+    /// Every partition's trimmed mark, from meta.
+    fn read_trimmed(&self) -> Result<Vec<AtomicU64>, StoreError> {
+        let marks: Vec<AtomicU64> = (0..self.layout.partitions())
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        for item in self.tree.scan_prefix(keys::meta("trimmed/")) {
+            let (key, raw) = item?;
+            let part = std::str::from_utf8(&key[1 + "trimmed/".len()..])
+                .ok()
+                .and_then(|p| p.parse::<usize>().ok());
+            if let (Some(mark), Some(seq)) = (part.and_then(|p| marks.get(p)), u64_of(&raw)) {
+                mark.store(seq, Ordering::Relaxed);
+            }
+        }
+        Ok(marks)
+    }
+
+    /// The partition's trimmed mark.
+    fn trimmed_through(&self, part: u16) -> u64 {
+        self.trimmed
+            .get(usize::from(part))
+            .map_or(0, |m| m.load(Ordering::Acquire))
+    }
+
+    /// Raises the partition's trimmed mark (in memory; the caller writes it
+    /// to meta).
+    fn raise_trimmed(&self, part: u16, seq: u64) {
+        if let Some(mark) = self.trimmed.get(usize::from(part)) {
+            mark.fetch_max(seq, Ordering::AcqRel);
+        }
+    }
+
+    /// The commit state, even after a panic elsewhere held it.
+    fn state(&self) -> std::sync::MutexGuard<'_, CommitState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The event a log entry names (`path \0 order` in partition `part`),
+    /// checked against its seq.
+    fn logged_event(&self, part: u16, seq: u64, name: &[u8]) -> Result<Stored, StoreError> {
+        let bad = || StoreError::Corrupt(format!("log entry {seq} has a bad event name"));
+        let (text, order) = keys::split_logged_key(name).ok_or_else(bad)?;
         let path = Path::parse(text).map_err(|_| bad())?;
-        let latest = self.tree.get(keys::latest(text))?;
-        let record = pages::find(&self.tree, &path, order, latest)?
+        let latest = self.tree.get(keys::latest(part, text))?;
+        let record = pages::find(&self.tree, part, &path, order, latest)?
             .ok_or_else(|| StoreError::Corrupt(format!("log entry {seq} names a missing event")))?;
         let stored = decode(path, record)?;
         if stored.seq != Some(seq) {
@@ -126,8 +228,8 @@ impl SledStore {
     }
 
     fn decode_latest(key: &[u8], raw: IVec) -> Result<Stored, StoreError> {
-        let text = std::str::from_utf8(&key[1..])
-            .map_err(|_| StoreError::Corrupt("latest key is not UTF-8".into()))?;
+        let text = keys::path_of_latest(key)
+            .ok_or_else(|| StoreError::Corrupt("latest key is not UTF-8".into()))?;
         let path = Path::parse(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let record = pages::last_record(&path, raw)?;
         decode(path, record)
@@ -135,17 +237,22 @@ impl SledStore {
 }
 
 impl Store for SledStore {
+    fn layout(&self) -> Layout {
+        self.layout
+    }
+
     fn latest(&self, path: &Path) -> Result<Option<Stored>, StoreError> {
         // The hot read: the key of a short path is built on the stack.
         const SHORT: usize = 128;
+        let part = self.layout.partition_of(path);
         let text = path.as_str().as_bytes();
         let raw = if text.len() < SHORT {
-            let mut key = [0u8; SHORT];
-            key[0] = keys::LATEST;
-            key[1..=text.len()].copy_from_slice(text);
-            self.tree.get(&key[..=text.len()])?
+            let mut key = [0u8; SHORT + 3];
+            key[..3].copy_from_slice(&keys::partition_start(keys::LATEST, part));
+            key[3..3 + text.len()].copy_from_slice(text);
+            self.tree.get(&key[..3 + text.len()])?
         } else {
-            self.tree.get(keys::latest(path.as_str()))?
+            self.tree.get(keys::latest(part, path.as_str()))?
         };
         match raw {
             Some(raw) => decode(path.clone(), pages::last_record(path, raw)?).map(Some),
@@ -159,9 +266,10 @@ impl Store for SledStore {
         version: &Version,
         digest: &Digest,
     ) -> Result<bool, StoreError> {
-        let latest = self.tree.get(keys::latest(path.as_str()))?;
+        let part = self.layout.partition_of(path);
+        let latest = self.tree.get(keys::latest(part, path.as_str()))?;
         let order = keys::order(version, digest);
-        Ok(pages::find(&self.tree, path, &order, latest)?.is_some())
+        Ok(pages::find(&self.tree, part, path, &order, latest)?.is_some())
     }
 
     fn scan_latest(
@@ -176,30 +284,28 @@ impl Store for SledStore {
         }
         // The prefix itself sorts before its children (`p` < `p/...`), but
         // siblings such as `p-x` sort between them: read the prefix alone,
-        // then the range of `p/`.
-        let children = if prefix.is_root() {
-            keys::latest("")
-        } else {
-            keys::latest(&format!("{}/", prefix.as_str()))
-        };
+        // then the range of `p/` in each partition that may hold it.
         if !prefix.is_root() && after.is_none_or(|a| a < prefix.as_str()) {
-            if let Some(raw) = self.tree.get(keys::latest(prefix.as_str()))? {
-                out.push(decode(prefix.clone(), pages::last_record(prefix, raw)?)?);
+            if let Some(stored) = self.latest(prefix)? {
+                out.push(stored);
             }
         }
-        let start = match after {
-            Some(a) if keys::latest(a) >= children => Bound::Excluded(keys::latest(a)),
-            _ => Bound::Included(children.clone()),
+        let children = if prefix.is_root() {
+            String::new()
+        } else {
+            format!("{}/", prefix.as_str())
         };
-        let mut end = children.clone();
-        *end.last_mut().expect("namespace byte") += 1;
-        for item in self.tree.range::<Vec<u8>, _>((start, Bound::Excluded(end))) {
-            if out.len() >= limit {
-                break;
-            }
-            let (key, raw) = item?;
-            out.push(Self::decode_latest(&key, raw)?);
-        }
+        let from = match after {
+            Some(a) if a >= children.as_str() => Bound::Excluded(a),
+            _ => Bound::Included(children.as_str()),
+        };
+        self.merge_latest(
+            self.layout.covering(prefix).iter(),
+            from,
+            &children,
+            limit,
+            &mut out,
+        )?;
         Ok(out)
     }
 
@@ -231,12 +337,13 @@ impl Store for SledStore {
         // page between the two reads, and sled has no snapshots. Pages hold
         // only records below the open page's first one, so records from that
         // order on are taken from the latest value alone.
-        let latest = match self.tree.get(keys::latest(path.as_str()))? {
+        let part = self.layout.partition_of(path);
+        let latest = match self.tree.get(keys::latest(part, path.as_str()))? {
             Some(raw) => pages::items(path, raw)?,
             None => Vec::new(),
         };
         let open_from = latest.first().map(|i| i.order.clone());
-        for page in pages::PathView::new(&self.tree, path).pages_from_time(from) {
+        for page in pages::PathView::new(&self.tree, part, path).pages_from_time(from) {
             let (_, raw) = page?;
             let below_open = pages::items(path, raw)?.into_iter().filter(|i| {
                 open_from
@@ -251,43 +358,51 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn log_after(&self, after: u64, limit: usize) -> Result<Vec<Stored>, StoreError> {
-        let Some(first) = after.checked_add(1) else {
-            return Ok(Vec::new());
-        };
+    fn log_read(
+        &self,
+        prefix: &Path,
+        after: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<LogPage, StoreError> {
+        let filter = (!prefix.is_root()).then_some(prefix);
+        self.read_log(
+            self.layout.covering(prefix).iter(),
+            filter,
+            after,
+            until,
+            limit,
+        )
+    }
+
+    fn partition_latest(
+        &self,
+        part: u16,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Stored>, StoreError> {
         let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
-        }
-        // Start at the record holding `first`: the last one starting at or
-        // before it (or the first one after it, if it was trimmed away).
-        let start = match self.tree.range(keys::log(0)..=keys::log(first)).next_back() {
-            Some(item) => item?.0,
-            None => IVec::from(&keys::log(first)[..]),
-        };
-        for item in self.tree.range(start..IVec::from(&keys::log(u64::MAX)[..])) {
-            let (key, raw) = item?;
-            let record_first = keys::seq_of_log_key(&key)
-                .ok_or_else(|| StoreError::Corrupt("bad log key".into()))?;
-            for (seq, entry) in (record_first..=u64::MAX).zip(log_record::entries(&raw)) {
-                let entry = entry?;
-                if seq < first {
-                    continue;
-                }
-                out.push(self.logged_event(seq, entry)?);
-                if out.len() >= limit {
-                    return Ok(out);
-                }
-            }
-        }
+        let from = after.map_or(Bound::Included(""), Bound::Excluded);
+        self.merge_latest(std::iter::once(part), from, "", limit, &mut out)?;
         Ok(out)
     }
 
-    fn log_first(&self) -> Result<Option<u64>, StoreError> {
-        match self.tree.range(keys::log(0)..keys::log(u64::MAX)).next() {
-            Some(item) => Ok(keys::seq_of_log_key(&item?.0)),
-            None => Ok(None),
-        }
+    fn partition_log(
+        &self,
+        part: u16,
+        after: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<LogPage, StoreError> {
+        self.read_log(std::iter::once(part), None, after, until, limit)
+    }
+
+    fn partition_digest(&self, part: u16) -> Result<super::PartitionDigest, StoreError> {
+        self.digest_partition(part)
+    }
+
+    fn drop_partition(&self, part: u16, head: u64) -> Result<(), StoreError> {
+        self.remove_partition(part, head)
     }
 
     fn log_head(&self) -> Result<LogHead, StoreError> {
@@ -320,15 +435,16 @@ impl Store for SledStore {
             ));
         }
         // Commits come from one thread: the lock is never contended.
-        let mut cache = self
-            .latest_cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (ops, latest) = self.ops_of(commit, &mut cache)?;
-        self.apply(ops)?;
-        for (key, items) in latest {
-            cache.put(key, items);
+        let mut state = self.state();
+        let planned = self.ops_of(commit, &mut state)?;
+        for (part, seq) in &planned.trims {
+            self.raise_trimmed(*part, *seq);
         }
+        self.apply(planned.ops)?;
+        for (key, items) in planned.latest {
+            state.latest.put(key, items);
+        }
+        state.open_logs.extend(planned.open_logs);
         Ok(())
     }
 
@@ -343,4 +459,10 @@ impl Store for SledStore {
 }
 
 #[cfg(test)]
+mod partition_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod upgrade_tests;
+#[cfg(test)]
+use upgrade::MARKS_SET_FOR_TESTS;

@@ -9,7 +9,7 @@ use crate::model::{Event, NodeId};
 use crate::store::pages;
 use crate::store::{CommitEntry, LogHead};
 
-fn ev(path: &str, time: u64, value: Option<&'static str>) -> Arc<Event> {
+pub(super) fn ev(path: &str, time: u64, value: Option<&'static str>) -> Arc<Event> {
     Arc::new(Event {
         path: Path::parse(path).unwrap(),
         version: Version::new(time, NodeId::new("n").unwrap()),
@@ -21,7 +21,7 @@ fn ev(path: &str, time: u64, value: Option<&'static str>) -> Arc<Event> {
 }
 
 /// An event that becomes its path's value, at `seq`.
-fn entry(e: Arc<Event>, seq: u64) -> CommitEntry {
+pub(super) fn entry(e: Arc<Event>, seq: u64) -> CommitEntry {
     CommitEntry {
         digest: e.digest(),
         event: e,
@@ -31,7 +31,7 @@ fn entry(e: Arc<Event>, seq: u64) -> CommitEntry {
 }
 
 /// An event that arrived too late (history only), at `seq`.
-fn late(e: Arc<Event>, seq: u64) -> CommitEntry {
+pub(super) fn late(e: Arc<Event>, seq: u64) -> CommitEntry {
     CommitEntry {
         late: true,
         ..entry(e, seq)
@@ -83,9 +83,7 @@ fn commit_then_read_everything_back_after_reopen() {
     assert_eq!(after, vec!["a/c"]);
     assert_eq!(s.scan_latest(&Path::root(), None, 100).unwrap().len(), 3);
     // Every event is in the log, the late one too, marked as such.
-    let log: Vec<(Option<u64>, bool, u64)> = s
-        .log_after(1, 100)
-        .unwrap()
+    let log: Vec<(Option<u64>, bool, u64)> = log_after(&s, 1, 100)
         .iter()
         .map(|st| (st.seq, st.late, st.event.version.time))
         .collect();
@@ -104,7 +102,7 @@ fn commit_then_read_everything_back_after_reopen() {
 }
 
 /// Commits one record per slice of `ends`: seqs 1..=ends[0], then up to ends[1], …
-fn commit_records(s: &SledStore, ends: &[u64]) {
+pub(super) fn commit_records(s: &SledStore, ends: &[u64]) {
     let mut next = 1;
     for &end in ends {
         let entries = (next..=end)
@@ -122,7 +120,7 @@ fn commit_records(s: &SledStore, ends: &[u64]) {
 }
 
 /// The times of every record in `path`'s history, oldest first.
-fn history_times(s: &SledStore, path: &Path) -> Vec<u64> {
+pub(super) fn history_times(s: &SledStore, path: &Path) -> Vec<u64> {
     s.history(path, 0, u64::MAX, usize::MAX)
         .unwrap()
         .iter()
@@ -130,12 +128,29 @@ fn history_times(s: &SledStore, path: &Path) -> Vec<u64> {
         .collect()
 }
 
-fn seqs(stored: &[Stored]) -> Vec<u64> {
+/// The whole log after `after`, up to `limit` entries (it must not have
+/// been trimmed there).
+pub(super) fn log_after(s: &SledStore, after: u64, limit: usize) -> Vec<Stored> {
+    let until = s.log_head().unwrap().seq;
+    let mut out = Vec::new();
+    let mut from = after;
+    while from < until && out.len() < limit {
+        let page = s
+            .log_read(&Path::root(), from, until, limit - out.len())
+            .unwrap();
+        assert!(!page.trimmed, "the log after {after} was trimmed");
+        out.extend(page.entries);
+        from = page.through;
+    }
+    out
+}
+
+pub(super) fn seqs(stored: &[Stored]) -> Vec<u64> {
     stored.iter().map(|st| st.seq.unwrap()).collect()
 }
 
 /// Every key and value of the store but its commit intent.
-fn contents(s: &SledStore) -> Vec<(IVec, IVec)> {
+pub(super) fn contents(s: &SledStore) -> Vec<(IVec, IVec)> {
     let intent = keys::meta(keys::INTENT_META);
     s.tree
         .iter()
@@ -147,7 +162,7 @@ fn contents(s: &SledStore) -> Vec<(IVec, IVec)> {
 /// Writes `commit`'s intent and only its first `written` keys, as a
 /// crash can leave it: sled recovers a prefix of its log.
 fn commit_cut_short(s: &SledStore, commit: &Commit, written: usize) -> usize {
-    let (ops, _) = s.ops_of(commit, &mut LatestCache::default()).unwrap();
+    let ops = s.ops_of(commit, &mut CommitState::default()).unwrap().ops;
     let intent = intent::encode(&ops).unwrap();
     s.tree
         .insert(keys::meta(keys::INTENT_META), intent)
@@ -298,53 +313,16 @@ fn the_log_reads_from_any_seq_across_records() {
     let dir = tempfile::tempdir().unwrap();
     let s = SledStore::open(dir.path(), 1 << 20).unwrap();
     commit_records(&s, &[3, 4, 9]);
-    assert_eq!(s.log_first().unwrap(), Some(1));
-    assert_eq!(
-        seqs(&s.log_after(0, 100).unwrap()),
-        (1..=9).collect::<Vec<_>>()
-    );
-    assert_eq!(
-        seqs(&s.log_after(1, 100).unwrap()),
-        (2..=9).collect::<Vec<_>>()
-    );
-    assert_eq!(seqs(&s.log_after(3, 2).unwrap()), vec![4, 5]);
-    assert_eq!(seqs(&s.log_after(5, 100).unwrap()), vec![6, 7, 8, 9]);
-    assert!(s.log_after(9, 100).unwrap().is_empty());
-    assert!(s.log_after(u64::MAX, 100).unwrap().is_empty());
-    assert!(s.log_after(0, 0).unwrap().is_empty());
-    let e = &s.log_after(6, 1).unwrap()[0];
+    assert_eq!(seqs(&log_after(&s, 0, 100)), (1..=9).collect::<Vec<_>>());
+    assert_eq!(seqs(&log_after(&s, 1, 100)), (2..=9).collect::<Vec<_>>());
+    assert_eq!(seqs(&log_after(&s, 3, 2)), vec![4, 5]);
+    assert_eq!(seqs(&log_after(&s, 5, 100)), vec![6, 7, 8, 9]);
+    assert!(log_after(&s, 9, 100).is_empty());
+    assert!(log_after(&s, u64::MAX, 100).is_empty());
+    assert!(log_after(&s, 0, 0).is_empty());
+    let e = &log_after(&s, 6, 1)[0];
     assert_eq!((e.event.path.as_str(), e.event.version.time), ("p/1", 7));
     assert_eq!(s.log_head().unwrap(), LogHead { seq: 9, clock: 9 });
-}
-
-#[test]
-fn trimming_drops_whole_records_of_the_log_tail_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SledStore::open(dir.path(), 1 << 20).unwrap();
-    commit_records(&s, &[2, 5, 6, 8]);
-    let trim = |below| {
-        s.commit(&Commit {
-            entries: vec![],
-            head_seq: 8,
-            clock: 8,
-            trim_below: Some(below),
-        })
-        .unwrap()
-    };
-    // The record 3..=5 reaches seq 4: it stays, with seqs 3 and 4 in it.
-    trim(4);
-    assert_eq!(s.log_first().unwrap(), Some(3));
-    assert_eq!(seqs(&s.log_after(0, 10).unwrap()), vec![3, 4, 5, 6, 7, 8]);
-    trim(7);
-    assert_eq!(s.log_first().unwrap(), Some(7));
-    assert_eq!(seqs(&s.log_after(2, 10).unwrap()), vec![7, 8]);
-    let history: usize = (0..3)
-        .map(|i| {
-            let p = Path::parse(&format!("p/{i}")).unwrap();
-            s.history(&p, 0, u64::MAX, 100).unwrap().len()
-        })
-        .sum();
-    assert_eq!(history, 8, "trimming the log keeps every event's history");
 }
 
 #[test]
@@ -361,10 +339,10 @@ fn a_format_1_store_is_upgraded_in_place() {
             let e = ev("old/x", seq * 10, Some("v"));
             let d = e.digest();
             let record = encode(&e, &d, Some(seq), false).unwrap();
-            let hkey = keys::history(&e.path, &e.version, &d);
-            tree.insert(keys::latest(e.path.as_str()), record.clone())
+            let hkey = keys::v4::history(&e.path, &e.version, &d);
+            tree.insert(keys::v4::latest(e.path.as_str()), record.clone())
                 .unwrap();
-            tree.insert(&keys::log(seq)[..], &hkey[1..]).unwrap();
+            tree.insert(&keys::v4::log(seq)[..], &hkey[1..]).unwrap();
             tree.insert(hkey, record).unwrap();
         }
         tree.insert(keys::meta("seq"), &n.to_be_bytes()).unwrap();
@@ -379,10 +357,7 @@ fn a_format_1_store_is_upgraded_in_place() {
             clock: n * 10,
         };
         assert_eq!(s.log_head().unwrap(), head);
-        assert_eq!(
-            seqs(&s.log_after(0, 10_000).unwrap()),
-            (1..=n).collect::<Vec<_>>()
-        );
+        assert_eq!(seqs(&log_after(&s, 0, 10_000)), (1..=n).collect::<Vec<_>>());
         assert_eq!(s.meta("format").unwrap().unwrap(), FORMAT.to_be_bytes());
         assert!(s.meta("seq").unwrap().is_none());
         // New commits append records after the converted ones.
@@ -390,7 +365,7 @@ fn a_format_1_store_is_upgraded_in_place() {
             entries: vec![entry(ev("old/y", n * 10 + 1, Some("w")), n + 1)],
             head_seq: n + 1,
             clock: n * 10 + 1,
-            trim_below: Some(n - 1),
+            trim_below: None,
         })
         .unwrap();
         s.flush().unwrap();
@@ -416,17 +391,17 @@ fn a_format_1_store_is_upgraded_in_place() {
         let mut want: Vec<u64> = (1..=n).map(|i| i * 10).collect();
         want.extend((1..=7).map(|i| n * 10 + 1 + i));
         assert_eq!(history_times(&s, &x), want);
-        assert_eq!(s.log_after(n + 1, 100).unwrap().len(), 7);
+        assert_eq!(log_after(&s, n + 1, 100).len(), 7);
         s.flush().unwrap();
     }
-    // Opened again: format 2 already, nothing is converted twice.
+    // Opened again: nothing is converted twice.
     let s = SledStore::open(dir.path(), 1 << 20).unwrap();
     assert_eq!(s.log_head().unwrap().seq, n + 8);
-    assert_eq!(s.log_first().unwrap(), Some(n - 1));
     assert_eq!(
-        seqs(&s.log_after(0, 20).unwrap()),
+        seqs(&log_after(&s, n - 2, 20)),
         (n - 1..=n + 8).collect::<Vec<_>>()
     );
+    assert_eq!(log_after(&s, 0, 100_000).len() as u64, n + 8);
     let x = Path::parse("old/x").unwrap();
     assert_eq!(s.latest(&x).unwrap().unwrap().seq, Some(n + 8));
 }
@@ -453,35 +428,8 @@ fn a_store_of_an_unknown_format_is_refused() {
         s.flush().unwrap();
     }
     let err = SledStore::open(dir.path(), 1 << 20).err().expect("refused");
-    let unknown = format!("format {} is not {FORMAT}", FORMAT + 1);
+    let unknown = format!("format {} is not one this build reads", FORMAT + 1);
     assert!(err.to_string().contains(&unknown), "{err}");
-}
-
-#[test]
-fn a_format_2_store_is_taken_as_it_is() {
-    let dir = tempfile::tempdir().unwrap();
-    let before = {
-        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
-        commit_records(&s, &[2, 5]);
-        s.tree
-            .remove(keys::meta(keys::INTENT_META))
-            .unwrap()
-            .expect("a commit leaves its intent");
-        s.set_meta("format", &2u64.to_be_bytes()).unwrap();
-        s.flush().unwrap();
-        contents(&s)
-    };
-    let s = SledStore::open(dir.path(), 1 << 20).unwrap();
-    assert_eq!(s.meta("format").unwrap().unwrap(), FORMAT.to_be_bytes());
-    let mut after = contents(&s);
-    after.retain(|(key, _)| key[..] != keys::meta(keys::FORMAT_META)[..]);
-    let mut before = before;
-    before.retain(|(key, _)| key[..] != keys::meta(keys::FORMAT_META)[..]);
-    assert_eq!(after, before);
-    assert_eq!(
-        seqs(&s.log_after(0, 100).unwrap()),
-        (1..=5).collect::<Vec<_>>()
-    );
 }
 
 /// One event of the property test: path index, time, value length, and
@@ -573,9 +521,7 @@ proptest::proptest! {
             .map(|(e, q, late)| (*q, e.path.to_string(), e.version.time, *late))
             .collect();
         logged.sort();
-        let got: Vec<_> = s
-            .log_after(0, 10_000)
-            .unwrap()
+        let got: Vec<_> = log_after(&s, 0, 10_000)
             .iter()
             .map(|st| (st.seq.unwrap(), st.event.path.to_string(), st.event.version.time, st.late))
             .collect();
@@ -642,72 +588,10 @@ fn a_path_written_many_times_keeps_its_history_in_few_keys() {
         s.history(&hot, 0, u64::MAX, 1000).unwrap().len(),
         n as usize
     );
-    let history_keys = s.tree.scan_prefix(keys::history_prefix(&hot)).count();
+    let part = s.layout.partition_of(&hot);
+    let history_keys = s.tree.scan_prefix(keys::history_prefix(part, &hot)).count();
     assert!(
         history_keys <= (n as usize).div_ceil(pages::OPEN_PAGE_ENTRIES),
         "{history_keys} history keys for {n} events"
     );
-}
-
-#[test]
-fn a_format_3_store_with_an_unlogged_late_event_is_taken_as_it_is() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = Path::parse("f3").unwrap();
-    {
-        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
-        s.commit(&Commit {
-            entries: vec![entry(ev("f3", 20, Some("now")), 1)],
-            head_seq: 1,
-            clock: 20,
-            trim_below: None,
-        })
-        .unwrap();
-        // As format 3 wrote a late event: in history only, no seq, no
-        // `late` flag, no log entry.
-        let old = ev("f3", 10, Some("late"));
-        let d = old.digest();
-        // Format 3's header: the same fields, without `late`.
-        #[derive(serde::Serialize)]
-        struct Header3<'a> {
-            time: u64,
-            node: &'a str,
-            digest: (u64, u64),
-            seq: Option<u64>,
-            deleted: bool,
-            content_type: Option<&'a str>,
-            expires_at: Option<u64>,
-            author: Option<&'a str>,
-        }
-        let header = rmp_serde::to_vec(&Header3 {
-            time: 10,
-            node: "n",
-            digest: (
-                u64::from_be_bytes(d[..8].try_into().unwrap()),
-                u64::from_be_bytes(d[8..].try_into().unwrap()),
-            ),
-            seq: None,
-            deleted: false,
-            content_type: None,
-            expires_at: None,
-            author: None,
-        })
-        .unwrap();
-        let mut record = (header.len() as u16).to_le_bytes().to_vec();
-        record.extend_from_slice(&header);
-        record.extend_from_slice(b"late");
-        s.tree
-            .insert(keys::history(&p, &old.version, &d), record)
-            .unwrap();
-        s.set_meta("format", &3u64.to_be_bytes()).unwrap();
-        s.flush().unwrap();
-    }
-    let s = SledStore::open(dir.path(), 1 << 20).unwrap();
-    assert_eq!(s.meta("format").unwrap().unwrap(), FORMAT.to_be_bytes());
-    let history = s.history(&p, 0, u64::MAX, 10).unwrap();
-    let read: Vec<(u64, Option<u64>, bool)> = history
-        .iter()
-        .map(|h| (h.event.version.time, h.seq, h.late))
-        .collect();
-    assert_eq!(read, vec![(10, None, false), (20, Some(1), false)]);
-    assert_eq!(seqs(&s.log_after(0, 10).unwrap()), vec![1]);
 }

@@ -1,0 +1,116 @@
+//! Tests of writes that wait for other owners' acknowledgements after
+//! their local commit (the answer point the cluster's `w` uses).
+
+use std::time::Duration;
+
+use crate::config::{Config, Durability};
+use crate::engine::acks::WaitFor;
+use crate::engine::partition::Write;
+use crate::error::NodeError;
+use crate::model::{NodeId, Path, Version};
+use crate::node::Node;
+
+/// Long enough never to pass in a test that expects the acks.
+const LONG: Duration = Duration::from_secs(30);
+
+fn node(dir: &std::path::Path) -> Node {
+    let mut config = Config::new(dir);
+    config.durability = Durability::Flush;
+    config.node_id = Some("n1".into());
+    Node::open(config).unwrap()
+}
+
+/// A write at `time` (so its version is known before it is answered)
+/// waiting for `acks` acknowledgements.
+fn waiting(path: &Path, time: u64, acks: usize, timeout: Duration) -> Write {
+    let mut w = Write::set(path.clone(), "v");
+    w.time = Some(time);
+    w.wait = Some(WaitFor {
+        acks,
+        of: acks + 1,
+        timeout,
+    });
+    w
+}
+
+fn version(time: u64) -> Version {
+    Version::new(time, NodeId::new("n1").unwrap())
+}
+
+#[test]
+fn a_write_is_answered_once_enough_owners_acked_and_others_go_on_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    let p = Path::parse("rooms/1/a").unwrap();
+    actix::System::new().block_on(async {
+        let writer = {
+            let node = node.clone();
+            let w = waiting(&p, 1_000, 2, LONG);
+            actix::spawn(async move { node.write(w).await })
+        };
+        // Committed locally, but not answered: it waits for two acks.
+        let deadline = std::time::Instant::now() + LONG;
+        while node.get_path(&p).unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "never committed");
+            actix::clock::sleep(Duration::from_millis(2)).await;
+        }
+        // Other writes, to the same partition too, are answered meanwhile.
+        let other = node.set("rooms/1/b", "x").await.unwrap();
+        assert_eq!((other.acked, other.of), (1, 1));
+        assert!(!writer.is_finished(), "answered before any ack");
+        assert!(node.ack(&p, &version(1_000)));
+        actix::clock::sleep(Duration::from_millis(20)).await;
+        assert!(!writer.is_finished(), "answered after one ack of two");
+        assert!(node.ack(&p, &version(1_000)));
+        let report = writer.await.unwrap().unwrap();
+        assert_eq!((report.acked, report.of), (3, 3));
+        assert_eq!(node.inner_acks_sizes(), (0, 0), "nothing left behind");
+    });
+    node.shutdown();
+}
+
+#[test]
+fn too_few_acks_in_time_fail_with_the_real_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    let p = Path::parse("rooms/2/a").unwrap();
+    actix::System::new().block_on(async {
+        // One ack of the two needed comes first (before the writer waits).
+        assert!(!node.ack(&p, &version(2_000)));
+        let failed = node
+            .write(waiting(&p, 2_000, 2, Duration::from_millis(200)))
+            .await;
+        match failed {
+            Err(NodeError::Unavailable { acked, needed, of }) => {
+                assert_eq!((acked, needed, of), (2, 3, 3));
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        // It is stored here all the same (LWW: it may reach the others later).
+        let stored = node.get_path(&p).unwrap().unwrap();
+        assert_eq!(stored.event.version, version(2_000));
+        assert_eq!(node.inner_acks_sizes(), (0, 0));
+    });
+    node.shutdown();
+}
+
+#[test]
+fn acks_that_come_first_are_counted_when_the_writer_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    let p = Path::parse("rooms/3/a").unwrap();
+    actix::System::new().block_on(async {
+        node.ack(&p, &version(3_000));
+        let report = node.write(waiting(&p, 3_000, 1, LONG)).await.unwrap();
+        assert_eq!((report.acked, report.of), (2, 2));
+        // A write that waits for nothing is answered after its commit.
+        let mut w = Write::set(p.clone(), "again");
+        w.wait = Some(WaitFor {
+            acks: 0,
+            of: 1,
+            timeout: LONG,
+        });
+        assert_eq!(node.write(w).await.unwrap().acked, 1);
+    });
+    node.shutdown();
+}

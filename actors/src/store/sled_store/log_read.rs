@@ -1,0 +1,207 @@
+//! Reading the change log: one partition's, or the seq-ordered merge of
+//! several (a prefix shallower than the shard depth covers them all).
+//!
+//! A partition's entries are in its sealed records (`G part <last seq>`)
+//! and then its open record. A commit seals by writing the sealed record
+//! first and then the open record without those entries, so a reader takes
+//! the open record *first* and the sealed ones after: if the seal came
+//! before its read, the sealed record is already there for the scan; if
+//! after, the open record it read still holds the entries. Duplicates are
+//! skipped by seq.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use super::*;
+
+/// Entries looked at per returned entry, at most, before a read of a
+/// narrow prefix returns what it has (and how far it got).
+const EXAMINED_PER_ENTRY: usize = 8;
+
+/// Where one partition's log is being read.
+struct PartitionLog {
+    part: u16,
+    /// The open record, read before the sealed ones; taken once the sealed
+    /// ones are done.
+    open: Option<IVec>,
+    sealed: sled::Iter,
+    /// Entries read and not yet merged: `(seq, name)`.
+    pending: VecDeque<(u64, Vec<u8>)>,
+    /// The highest seq queued.
+    last: u64,
+    until: u64,
+    /// Nothing more to read.
+    done: bool,
+}
+
+impl PartitionLog {
+    fn new(store: &SledStore, part: u16, after: u64, until: u64) -> Result<Self, StoreError> {
+        let open = store.tree.get(keys::log(part, keys::OPEN_LOG_SEQ))?;
+        let from = keys::log(part, after.saturating_add(1));
+        let sealed = store.tree.range(from..keys::log(part, keys::OPEN_LOG_SEQ));
+        Ok(PartitionLog {
+            part,
+            open,
+            sealed,
+            pending: VecDeque::new(),
+            last: after,
+            until,
+            done: false,
+        })
+    }
+
+    /// The next entry, if any.
+    fn next(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        while self.pending.is_empty() && !self.done {
+            let raw = match self.sealed.next() {
+                Some(item) => item?.1,
+                None => {
+                    // Every entry up to `until` was committed before the
+                    // open record was read: it or a sealed record had it.
+                    self.done = true;
+                    match self.open.take() {
+                        Some(open) => open,
+                        None => break,
+                    }
+                }
+            };
+            for entry in log_record::entries(&raw) {
+                let (seq, name) = entry?;
+                if seq > self.until {
+                    self.done = true;
+                    break;
+                }
+                if seq > self.last {
+                    self.last = seq;
+                    self.pending.push_back((seq, name.to_vec()));
+                }
+            }
+        }
+        Ok(self.pending.pop_front())
+    }
+}
+
+impl SledStore {
+    /// Entries of `parts` with `after < seq <= until`, merged in seq order,
+    /// of paths under `filter` when given, at most `limit`.
+    pub(super) fn read_log(
+        &self,
+        parts: impl Iterator<Item = u16>,
+        filter: Option<&Path>,
+        after: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<LogPage, StoreError> {
+        let mut page = LogPage {
+            entries: Vec::new(),
+            through: after,
+            trimmed: false,
+        };
+        let parts: Vec<u16> = parts.collect();
+        if after >= until || limit == 0 {
+            page.through = page.through.max(until.min(after));
+            page.trimmed = self.trimmed_any(&parts, after);
+            return Ok(page);
+        }
+        let mut logs = Vec::with_capacity(parts.len());
+        let mut heads = BinaryHeap::with_capacity(parts.len());
+        for &part in &parts {
+            let mut log = PartitionLog::new(self, part, after, until)?;
+            if let Some((seq, name)) = log.next()? {
+                heads.push(Reverse((seq, logs.len(), name)));
+            }
+            logs.push(log);
+        }
+        let budget = limit.saturating_mul(EXAMINED_PER_ENTRY);
+        let mut examined = 0;
+        let mut exhausted = true;
+        while let Some(Reverse((seq, at, name))) = heads.pop() {
+            if page.entries.len() >= limit || examined >= budget {
+                exhausted = false;
+                break;
+            }
+            examined += 1;
+            page.through = seq;
+            let part = logs[at].part;
+            let wanted = match filter {
+                None => true,
+                Some(prefix) => keys::split_logged_key(&name)
+                    .is_some_and(|(path, _)| crate::model::path::covers(prefix.as_str(), path)),
+            };
+            if wanted {
+                page.entries.push(self.logged_event(part, seq, &name)?);
+            }
+            if let Some((seq, name)) = logs[at].next()? {
+                heads.push(Reverse((seq, at, name)));
+            }
+        }
+        if exhausted {
+            page.through = until;
+        }
+        // After the read: a trim raises the mark before its records go.
+        page.trimmed = self.trimmed_any(&parts, after);
+        Ok(page)
+    }
+
+    /// True if any of `parts` had entries after `after` trimmed away.
+    fn trimmed_any(&self, parts: &[u16], after: u64) -> bool {
+        parts.iter().any(|&p| self.trimmed_through(p) > after)
+    }
+
+    /// Latest events of `parts` whose paths are at or after `from` and start
+    /// with `within`, merged in path order, appended to `out` up to `limit`
+    /// entries in all.
+    pub(super) fn merge_latest(
+        &self,
+        parts: impl Iterator<Item = u16>,
+        from: Bound<&str>,
+        within: &str,
+        limit: usize,
+        out: &mut Vec<Stored>,
+    ) -> Result<(), StoreError> {
+        if out.len() >= limit {
+            return Ok(());
+        }
+        let mut iters = Vec::new();
+        let mut heads = BinaryHeap::new();
+        for part in parts {
+            let start = match from {
+                Bound::Included(p) => Bound::Included(keys::latest(part, p)),
+                Bound::Excluded(p) => Bound::Excluded(keys::latest(part, p)),
+                Bound::Unbounded => Bound::Included(keys::latest(part, "")),
+            };
+            let end = match within {
+                "" => keys::partition_end(keys::LATEST, part),
+                _ => {
+                    // Just past every path starting with `within`.
+                    let mut end = keys::latest(part, within);
+                    *end.last_mut().expect("a non-empty prefix") += 1;
+                    end
+                }
+            };
+            let mut iter = self.tree.range::<Vec<u8>, _>((start, Bound::Excluded(end)));
+            if let Some(item) = iter.next() {
+                let (key, raw) = item?;
+                heads.push(Reverse((
+                    key.subslice(3, key.len() - 3),
+                    iters.len(),
+                    key,
+                    raw,
+                )));
+            }
+            iters.push(iter);
+        }
+        // Ordered by path (the key after namespace and partition).
+        while let Some(Reverse((_, at, key, raw))) = heads.pop() {
+            if out.len() >= limit {
+                break;
+            }
+            out.push(Self::decode_latest(&key, raw)?);
+            if let Some(item) = iters[at].next() {
+                let (key, raw) = item?;
+                heads.push(Reverse((key.subslice(3, key.len() - 3), at, key, raw)));
+            }
+        }
+        Ok(())
+    }
+}

@@ -221,4 +221,25 @@ pub struct ServeArgs {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "SPREAD_WORKERS")]
     pub workers: Option<usize>,
+    /// The cluster secret every node proves it knows (by challenge and MAC; it is never
+    /// sent), at least 16 bytes. Without it the node is a single node: it joins no one and
+    /// accepts no peers.
+    #[arg(long, env = "SPREAD_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// The cluster's id: nodes of another cluster are refused.
+    #[arg(long, env = "SPREAD_CLUSTER_ID", default_value = defaults::CLUSTER_ID)]
+    pub cluster_id: String,
+    /// Nodes to link with at start (`host:port`, repeat or comma-separate; any member will
+    /// do). Needs --cluster-secret.
+    #[arg(long, env = "SPREAD_JOIN", value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// The `host:port` other nodes reach this one at (default: the bound --listen address).
+    #[arg(long, env = "SPREAD_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// A quiet peer link sends a heartbeat this often (ms).
+    #[arg(long, env = "SPREAD_PEER_HEARTBEAT_MS", default_value_t = defaults::PEER_HEARTBEAT_MS)]
+    pub peer_heartbeat_ms: u64,
+    /// A peer link silent this long (ms) is closed and redialed.
+    #[arg(long, env = "SPREAD_PEER_TIMEOUT_MS", default_value_t = defaults::PEER_TIMEOUT_MS)]
+    pub peer_timeout_ms: u64,
 }

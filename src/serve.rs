@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use anyhow::Context;
-use spread_actors::{Config, Node};
+use spread_actors::{ClusterConfig, Config, Node};
 use spread_web::auth::Auth;
 use spread_web::WebConfig;
 
@@ -27,11 +27,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.subscriber_queue_bytes = args.subscriber_queue_bytes;
     config.max_subscriptions_per_session = args.max_subscriptions.max(1);
     config.max_future_skew = Duration::from_secs(args.max_future_skew_secs);
-    let node = Node::open(config)
-        .with_context(|| format!("opening the store in {}", args.data.display()))?;
-
+    // Bound first: a node in a cluster tells its peers the address.
     let listener = listen(&args.listen).with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    config.cluster = cluster_config(&args, addr)?;
+    let node = Node::open(config)
+        .with_context(|| format!("opening the store in {}", args.data.display()))?;
     let mut web = WebConfig {
         max_body_bytes: args.max_body_bytes,
         ws_max_frame_bytes: args.ws_max_frame_bytes,
@@ -87,11 +88,49 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
+        if let Some(cluster) = node.cluster() {
+            for peer in &cluster.config.join {
+                actix_web::rt::spawn(spread_web::dial::dial_forever(
+                    cluster.clone(),
+                    peer.clone(),
+                ));
+            }
+        }
         server.await.context("serving HTTP")
     });
     node.shutdown();
     log::info!("node stopped");
     result
+}
+
+/// The cluster settings of `args` (`None`: a single node), or why they
+/// cannot be used.
+fn cluster_config(
+    args: &ServeArgs,
+    bound: std::net::SocketAddr,
+) -> anyhow::Result<Option<ClusterConfig>> {
+    let Some(secret) = &args.cluster_secret else {
+        if !args.join.is_empty() {
+            anyhow::bail!(
+                "--join needs --cluster-secret: nodes prove they know it before they link"
+            );
+        }
+        log::info!("no --cluster-secret: a single node, which joins no one and accepts no peers");
+        return Ok(None);
+    };
+    let address = args.advertise.clone().unwrap_or_else(|| bound.to_string());
+    let mut cluster = ClusterConfig::new(secret.clone(), address);
+    cluster.id = args.cluster_id.clone();
+    cluster.join = args
+        .join
+        .iter()
+        .filter(|j| !j.is_empty())
+        .cloned()
+        .collect();
+    cluster.heartbeat_interval = Duration::from_millis(args.peer_heartbeat_ms.max(1));
+    cluster.peer_dead_after = Duration::from_millis(args.peer_timeout_ms.max(1));
+    cluster.check().map_err(anyhow::Error::msg)?;
+    Ok(Some(cluster))
 }
 
 /// Connections the kernel queues before `accept` (std's `bind` gives 128,

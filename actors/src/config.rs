@@ -54,6 +54,66 @@ pub mod defaults {
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
     /// `--jwt-leeway-secs`.
     pub const JWT_LEEWAY_SECS: u64 = 30;
+    /// `--cluster-id`.
+    pub const CLUSTER_ID: &str = "spread";
+    /// Least bytes of a `--cluster-secret`.
+    pub const MIN_CLUSTER_SECRET_BYTES: usize = 16;
+    /// `--peer-heartbeat-ms`: a quiet peer link sends a heartbeat this often.
+    pub const PEER_HEARTBEAT_MS: u64 = 1000;
+    /// `--peer-timeout-ms`: a peer link silent this long is closed.
+    pub const PEER_TIMEOUT_MS: u64 = 5000;
+    /// First delay before redialing a peer; it doubles per failed attempt.
+    pub const PEER_REDIAL_MIN_MS: u64 = 100;
+    /// Longest delay between attempts to dial a peer.
+    pub const PEER_REDIAL_MAX_MS: u64 = 5000;
+}
+
+/// How a node takes part in a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// The cluster's id: nodes of other clusters are refused.
+    pub id: String,
+    /// The shared secret each node proves it knows (never sent).
+    pub secret: String,
+    /// Where other nodes reach this one (`host:port`).
+    pub address: String,
+    /// Nodes to dial at start (`host:port`); any member will do.
+    pub join: Vec<String>,
+    /// A quiet link sends a heartbeat this often.
+    pub heartbeat_interval: Duration,
+    /// A link silent this long (or without a handshake) is closed.
+    pub peer_dead_after: Duration,
+}
+
+impl ClusterConfig {
+    /// Defaults for a node reached at `address` that knows `secret`.
+    pub fn new(secret: impl Into<String>, address: impl Into<String>) -> ClusterConfig {
+        ClusterConfig {
+            id: defaults::CLUSTER_ID.to_string(),
+            secret: secret.into(),
+            address: address.into(),
+            join: Vec::new(),
+            heartbeat_interval: Duration::from_millis(defaults::PEER_HEARTBEAT_MS),
+            peer_dead_after: Duration::from_millis(defaults::PEER_TIMEOUT_MS),
+        }
+    }
+
+    /// Why this configuration cannot be used, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.secret.len() < defaults::MIN_CLUSTER_SECRET_BYTES {
+            return Err(format!(
+                "--cluster-secret must be at least {} bytes",
+                defaults::MIN_CLUSTER_SECRET_BYTES
+            ));
+        }
+        if self.id.is_empty() || self.id.len() > 128 || self.id.chars().any(char::is_control) {
+            return Err("--cluster-id must be 1 to 128 characters, none a control".into());
+        }
+        if self.peer_dead_after <= self.heartbeat_interval {
+            return Err("the peer timeout must be longer than the heartbeat interval".into());
+        }
+        Ok(())
+    }
 }
 
 /// When a write counts as durable (and is acknowledged).
@@ -130,6 +190,8 @@ pub struct Config {
     pub max_subscriptions_per_session: usize,
     /// How far ahead of this node's wall clock an explicit write time may be.
     pub max_future_skew: Duration,
+    /// Cluster membership (`None`: a single node, which accepts no peers).
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Config {
@@ -150,6 +212,7 @@ impl Config {
             subscriber_queue_bytes: defaults::SUBSCRIBER_QUEUE_BYTES,
             max_subscriptions_per_session: defaults::MAX_SUBSCRIPTIONS,
             max_future_skew: Duration::from_secs(defaults::MAX_FUTURE_SKEW_SECS),
+            cluster: None,
         }
     }
 }

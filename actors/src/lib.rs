@@ -11,10 +11,13 @@
 //!   upgrade.
 //! - [`model`]: paths, versions and the clock, events and the LWW rule,
 //!   cursors, field limits.
+//! - [`cluster`]: peer links between nodes — frames, the handshake that
+//!   proves the cluster secret, the `Peer` actor per link.
 //! - [`config`] (every default in one place) and [`error`].
 //!
 //! The `spread-web` crate puts HTTP, SSE and WebSocket in front of [`Node`].
 
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -23,7 +26,7 @@ pub mod node;
 pub mod session;
 pub mod store;
 
-pub use config::{Config, Durability};
+pub use config::{ClusterConfig, Config, Durability};
 pub use engine::acks::WaitFor;
 pub use engine::hub::Change;
 pub use engine::partition::{Input, Precondition, Write, WriteReport, WriteStatus};

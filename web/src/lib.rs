@@ -4,11 +4,13 @@
 //! `{"error", "detail"}` with the right status (see [`error::ApiError`]).
 
 pub mod auth;
+pub mod dial;
 pub mod encode;
 pub mod error;
 pub mod listing;
 pub mod metrics;
 pub mod ops;
+pub mod peer;
 pub mod raw;
 pub mod request;
 pub mod socket;
@@ -179,6 +181,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::scope("/sse").default_service(web::to(sse::sse)))
         .service(web::scope("/wss").default_service(web::to(ws::dispatch)))
         .service(web::scope("/rollback").default_service(web::to(not_served)))
+        .service(web::resource("/peer").to(peer::peer))
         .service(web::resource("/healthz").route(web::get().to(healthz)))
         .service(web::resource("/metrics").route(web::get().to(metrics)))
         .default_service(web::to(not_found));

@@ -32,6 +32,11 @@ struct StatusLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirLabel {
+    dir: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabel {
     error: &'static str,
 }
@@ -50,9 +55,17 @@ pub struct Metrics {
     seq: Gauge,
     store_failed: Gauge,
     durable_seq: Gauge,
+    peer_links: Gauge,
+    peer_frames: Family<DirLabel, Counter>,
+    peer_bytes: Family<DirLabel, Counter>,
+    peer_links_opened: Counter,
+    peer_links_refused: Counter,
     /// Last values copied from the node's own counters.
-    copied: Mutex<[u64; 3]>,
+    copied: Mutex<[u64; COPIED]>,
 }
+
+/// Node counters copied into the registry at each render.
+const COPIED: usize = 9;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -75,6 +88,32 @@ impl Metrics {
         let seq = Gauge::default();
         let store_failed = Gauge::default();
         let durable_seq = Gauge::default();
+        let peer_links = Gauge::default();
+        let peer_frames = Family::<DirLabel, Counter>::default();
+        let peer_bytes = Family::<DirLabel, Counter>::default();
+        let peer_links_opened = Counter::default();
+        let peer_links_refused = Counter::default();
+        registry.register("peer_links", "Peer links up", peer_links.clone());
+        registry.register(
+            "peer_frames",
+            "Frames on peer links, by direction (in, out)",
+            peer_frames.clone(),
+        );
+        registry.register(
+            "peer_bytes",
+            "Bytes of frames on peer links, by direction (in, out)",
+            peer_bytes.clone(),
+        );
+        registry.register(
+            "peer_links_opened",
+            "Peer links that came up",
+            peer_links_opened.clone(),
+        );
+        registry.register(
+            "peer_links_refused",
+            "Peer links closed for a reason (refused, garbage, silent)",
+            peer_links_refused.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by route, method and status",
@@ -139,7 +178,12 @@ impl Metrics {
             seq,
             store_failed,
             durable_seq,
-            copied: Mutex::new([0; 3]),
+            peer_links,
+            peer_frames,
+            peer_bytes,
+            peer_links_opened,
+            peer_links_refused,
+            copied: Mutex::new([0; COPIED]),
         }
     }
 
@@ -174,17 +218,40 @@ impl Metrics {
             .set(i64::from(stats.store_failed.load(Ordering::Relaxed)));
         self.durable_seq
             .set(stats.durable_seq.load(Ordering::Relaxed) as i64);
+        let links = node.cluster().map(|c| &c.links);
+        self.peer_links.set(links.map_or(0, |l| l.count()) as i64);
         if let Ok(mut copied) = self.copied.lock() {
-            let now = [
+            let peer =
+                |f: fn(&spread_actors::cluster::LinkStats) -> &std::sync::atomic::AtomicU64| {
+                    links.map_or(0, |l| f(&l.stats).load(Ordering::Relaxed))
+                };
+            let now: [u64; COPIED] = [
                 stats.hub.fanned_out.load(Ordering::Relaxed),
                 stats.hub.lagged.load(Ordering::Relaxed),
                 stats.writes_waited.load(Ordering::Relaxed),
+                peer(|s| &s.frames_in),
+                peer(|s| &s.frames_out),
+                peer(|s| &s.bytes_in),
+                peer(|s| &s.bytes_out),
+                peer(|s| &s.opened),
+                peer(|s| &s.refused),
             ];
-            for ((counter, now), before) in [&self.fanned_out, &self.lagged, &self.writes_waited]
-                .into_iter()
-                .zip(now)
-                .zip(copied.iter())
-            {
+            // Counters share their value with their clones.
+            let dir = |family: &Family<DirLabel, Counter>, dir| {
+                family.get_or_create(&DirLabel { dir }).clone()
+            };
+            let counters: [Counter; COPIED] = [
+                self.fanned_out.clone(),
+                self.lagged.clone(),
+                self.writes_waited.clone(),
+                dir(&self.peer_frames, "in"),
+                dir(&self.peer_frames, "out"),
+                dir(&self.peer_bytes, "in"),
+                dir(&self.peer_bytes, "out"),
+                self.peer_links_opened.clone(),
+                self.peer_links_refused.clone(),
+            ];
+            for ((counter, now), before) in counters.into_iter().zip(now).zip(copied.iter()) {
                 counter.inc_by(now.saturating_sub(*before));
             }
             *copied = now;
@@ -207,6 +274,7 @@ fn route_of(path: &str) -> &'static str {
         "wss" => "wss",
         "healthz" => "healthz",
         "metrics" => "metrics",
+        "peer" => "peer",
         _ => "other",
     }
 }

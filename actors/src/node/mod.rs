@@ -16,6 +16,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use crate::cluster::Cluster;
 use crate::config::{Config, Durability};
 use crate::engine::acks::Acks;
 use crate::engine::partition::{Apply, Inbox, Input, Write, WriteReport};
@@ -50,6 +51,7 @@ struct Inner {
     layout: Layout,
     partitions: Vec<Inbox>,
     acks: Acks,
+    cluster: Option<Arc<Cluster>>,
     sessions: ArbiterHandle,
     session_ctx: Arc<SessionContext>,
     next_session: AtomicU64,
@@ -152,6 +154,12 @@ impl Node {
     /// The number of partitions (fixed when the store was created).
     pub fn partitions(&self) -> usize {
         self.inner.partitions.len()
+    }
+
+    /// This node's side of the cluster (`None`: a single node, which
+    /// accepts no peers).
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.inner.cluster.as_ref()
     }
 
     /// The partition layout (fixed when the store was created).

@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use actix::prelude::*;
 
 use super::{Inner, Node, NodeStats};
+use crate::cluster::Cluster;
 use crate::config::{Config, Durability};
 use crate::engine::committer::Committer;
 use crate::engine::hub::{Hub, Ticker};
@@ -121,6 +122,13 @@ impl Node {
         };
         let layout = store.layout();
         let partitions = layout.partitions();
+        let cluster = match &config.cluster {
+            Some(c) => {
+                c.check().map_err(NodeError::BadConfig)?;
+                Some(Arc::new(Cluster::new(c.clone(), node_id.as_str(), layout)))
+            }
+            None => None,
+        };
         store.set_meta("durability", config.durability.to_string().as_bytes())?;
         // Marked clean again only by an orderly stop.
         store.remove_meta("clean")?;
@@ -220,6 +228,7 @@ impl Node {
                 layout,
                 partitions: parts,
                 acks: Default::default(),
+                cluster,
                 sessions,
                 session_ctx,
                 next_session: AtomicU64::new(1),

@@ -1,0 +1,147 @@
+//! The frames of a peer link: one typed enum, MessagePack on binary
+//! WebSocket frames (API.md: `GET /peer`).
+//!
+//! The protocol version is in the first frame each side sends ([`Hello`]);
+//! a peer of another version is refused with a reason, never misread. A
+//! frame that does not decode, or is over [`MAX_FRAME_BYTES`], closes the
+//! link (see `peer`).
+
+use serde::{Deserialize, Serialize};
+
+/// The version of this protocol; both ends of a link must speak the same.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest frame a link accepts (a batch of events with big values fits).
+pub const MAX_FRAME_BYTES: usize = 32 << 20;
+
+/// Bytes of a handshake nonce.
+pub const NONCE_BYTES: usize = 32;
+
+/// What a node says of itself when a link opens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub protocol: u32,
+    /// The cluster it belongs to (`--cluster-id`).
+    pub cluster: String,
+    /// Its node id.
+    pub node: String,
+    /// Where other nodes reach it (`host:port`).
+    pub address: String,
+    /// Its partition count.
+    pub partitions: u32,
+    /// Its shard depth.
+    pub shard_depth: u32,
+    /// A fresh random challenge: the other side proves it knows the cluster
+    /// secret by a MAC over it (see `handshake`).
+    pub nonce: [u8; NONCE_BYTES],
+}
+
+/// One frame of a peer link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerFrame {
+    /// The first frame each side sends.
+    Hello(Hello),
+    /// The second: the MAC of the other side's challenge under the cluster
+    /// secret.
+    Proof {
+        /// BLAKE3 keyed hash (see `handshake::proof`).
+        mac: [u8; 32],
+    },
+    /// The sender refuses the link, and says why; it closes the link next.
+    Refused {
+        /// Why, for the other side's log.
+        reason: String,
+    },
+    /// Sent when a link is otherwise quiet, so each side knows the other
+    /// is alive.
+    Heartbeat {
+        /// The sender's wall clock, µs.
+        sent_at: u64,
+    },
+}
+
+/// A frame that cannot be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    /// Over [`MAX_FRAME_BYTES`].
+    #[error("a frame of {0} bytes is over the limit of {MAX_FRAME_BYTES}")]
+    TooLarge(usize),
+    /// Not a frame of this protocol.
+    #[error("a frame that does not decode: {0}")]
+    Garbage(String),
+}
+
+impl PeerFrame {
+    /// The frame as MessagePack.
+    pub fn encode(&self) -> Vec<u8> {
+        // Encoding plain data into a Vec cannot fail.
+        rmp_serde::to_vec(self).expect("a peer frame encodes")
+    }
+
+    /// A frame from its MessagePack bytes.
+    pub fn decode(raw: &[u8]) -> Result<PeerFrame, FrameError> {
+        if raw.len() > MAX_FRAME_BYTES {
+            return Err(FrameError::TooLarge(raw.len()));
+        }
+        rmp_serde::from_slice(raw).map_err(|e| FrameError::Garbage(e.to_string()))
+    }
+
+    /// What kind of frame it is, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerFrame::Hello(_) => "hello",
+            PeerFrame::Proof { .. } => "proof",
+            PeerFrame::Refused { .. } => "refused",
+            PeerFrame::Heartbeat { .. } => "heartbeat",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello() -> Hello {
+        Hello {
+            protocol: PROTOCOL_VERSION,
+            cluster: "c".into(),
+            node: "n1".into(),
+            address: "127.0.0.1:1".into(),
+            partitions: 64,
+            shard_depth: 2,
+            nonce: [7; NONCE_BYTES],
+        }
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        for frame in [
+            PeerFrame::Hello(hello()),
+            PeerFrame::Proof { mac: [1; 32] },
+            PeerFrame::Refused {
+                reason: "no".into(),
+            },
+            PeerFrame::Heartbeat { sent_at: 42 },
+        ] {
+            assert_eq!(PeerFrame::decode(&frame.encode()), Ok(frame));
+        }
+    }
+
+    #[test]
+    fn garbage_and_cut_frames_are_errors_not_panics() {
+        let raw = PeerFrame::Hello(hello()).encode();
+        for cut in 0..raw.len() {
+            assert!(PeerFrame::decode(&raw[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(matches!(
+            PeerFrame::decode(b"\xff\x00garbage"),
+            Err(FrameError::Garbage(_))
+        ));
+        let big = vec![0u8; MAX_FRAME_BYTES + 1];
+        assert_eq!(
+            PeerFrame::decode(&big),
+            Err(FrameError::TooLarge(MAX_FRAME_BYTES + 1))
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! The peer links of a node: which are up, to whom, and their counters.
+//!
+//! Two nodes may end up with two links (each dialed the other, or a dialer
+//! reconnected before the old link was noticed dead). Both sides keep the
+//! same one: the link dialed by the node with the smaller id; between two
+//! links of the same dialer, the newer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use actix::prelude::*;
+
+use super::peer::{Peer, Shut};
+
+/// Which side opened a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// This node dialed.
+    Outbound,
+    /// The other node dialed (`GET /peer`).
+    Inbound,
+}
+
+/// One link that is up.
+#[derive(Clone, Debug)]
+pub struct LinkInfo {
+    /// The peer's node id.
+    pub node: String,
+    /// The address it gave.
+    pub address: String,
+    /// Who dialed.
+    pub direction: Direction,
+    /// When it came up.
+    pub since: Instant,
+    /// A number unique to the link on this node.
+    pub id: u64,
+}
+
+/// Counters of all links, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Frames received.
+    pub frames_in: AtomicU64,
+    /// Frames sent.
+    pub frames_out: AtomicU64,
+    /// Bytes received.
+    pub bytes_in: AtomicU64,
+    /// Bytes sent.
+    pub bytes_out: AtomicU64,
+    /// Links that came up.
+    pub opened: AtomicU64,
+    /// Links closed for a reason (refused, garbage, silent, overloaded).
+    pub refused: AtomicU64,
+}
+
+/// The links of a node that are up, by peer node id.
+#[derive(Default)]
+pub struct Links {
+    up: Mutex<HashMap<String, (LinkInfo, Addr<Peer>)>>,
+    next_id: AtomicU64,
+    /// Counters.
+    pub stats: LinkStats,
+}
+
+impl Links {
+    /// A fresh link number.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Registers a link that came up. If one to that node is up already,
+    /// the one to keep stays (see the module doc) and the other is shut:
+    /// false if that is this one.
+    pub fn add(&self, me: &str, info: LinkInfo, peer: Addr<Peer>) -> bool {
+        let mut up = self.up.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((old, old_peer)) = up.get(&info.node) {
+            if !newer_wins(me, old, &info) {
+                return false;
+            }
+            old_peer.do_send(Shut("a newer link to the same node replaces it".into()));
+        }
+        self.stats.opened.fetch_add(1, Ordering::Relaxed);
+        up.insert(info.node.clone(), (info, peer));
+        true
+    }
+
+    /// Forgets link `id` to `node` (no other link to it).
+    pub fn remove(&self, node: &str, id: u64) {
+        let mut up = self.up.lock().unwrap_or_else(|p| p.into_inner());
+        if up.get(node).is_some_and(|(info, _)| info.id == id) {
+            up.remove(node);
+        }
+    }
+
+    /// The links that are up, by node id.
+    pub fn list(&self) -> Vec<LinkInfo> {
+        let up = self.up.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<LinkInfo> = up.values().map(|(info, _)| info.clone()).collect();
+        out.sort_by(|a, b| a.node.cmp(&b.node));
+        out
+    }
+
+    /// How many links are up.
+    pub fn count(&self) -> usize {
+        self.up.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// Whether `new` replaces `old` (two links between the same two nodes).
+fn newer_wins(me: &str, old: &LinkInfo, new: &LinkInfo) -> bool {
+    if old.direction == new.direction {
+        return true;
+    }
+    // The link dialed by the smaller id stays.
+    fn dialer<'a>(me: &'a str, l: &'a LinkInfo) -> &'a str {
+        match l.direction {
+            Direction::Outbound => me,
+            Direction::Inbound => l.node.as_str(),
+        }
+    }
+    dialer(me, new) < dialer(me, old)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(node: &str, direction: Direction, id: u64) -> LinkInfo {
+        LinkInfo {
+            node: node.into(),
+            address: "x:1".into(),
+            direction,
+            since: Instant::now(),
+            id,
+        }
+    }
+
+    #[test]
+    fn both_ends_keep_the_link_dialed_by_the_smaller_id() {
+        // Seen from "a": its own outbound link to "b" wins over b's.
+        let out = info("b", Direction::Outbound, 1);
+        let inb = info("b", Direction::Inbound, 2);
+        assert!(!newer_wins("a", &out, &inb));
+        assert!(newer_wins("a", &inb, &out));
+        // Seen from "b": the inbound link (dialed by "a") wins.
+        let out = info("a", Direction::Outbound, 1);
+        let inb = info("a", Direction::Inbound, 2);
+        assert!(newer_wins("b", &out, &inb));
+        assert!(!newer_wins("b", &inb, &out));
+        // A reconnect by the same dialer replaces the old link.
+        assert!(newer_wins(
+            "a",
+            &info("b", Direction::Outbound, 1),
+            &info("b", Direction::Outbound, 2)
+        ));
+    }
+}

@@ -1,0 +1,261 @@
+//! `Peer`: one link to another node (sdiff's middleman and worker), over a
+//! WebSocket that the web layer owns: it hands the actor each binary frame
+//! ([`FromSocket`]) and writes what the actor asks ([`ToSocket`]). The actor
+//! runs the handshake, sends heartbeats on a quiet link, notices a silent
+//! one, and closes the link with one logged reason — garbage, a refusal, a
+//! frame out of place — never a panic.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+use super::frame::PeerFrame;
+use super::handshake::{Handshake, Progress};
+use super::links::{Direction, LinkInfo};
+use super::Cluster;
+use crate::model::version::wall_micros;
+
+/// What the actor asks of its socket.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum ToSocket {
+    /// Send this binary frame.
+    Frame(Bytes),
+    /// Close the socket, giving this reason.
+    Close(String),
+}
+
+/// A binary frame that arrived on the socket.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct FromSocket(pub Bytes);
+
+/// The socket is gone (closed by the other side, or failed); the reason is
+/// for the log.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SocketClosed(pub String);
+
+/// Close the link, telling the other side why.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Shut(pub String);
+
+/// One peer link.
+pub struct Peer {
+    cluster: Arc<Cluster>,
+    direction: Direction,
+    /// The socket's other end, for logs until the peer has said who it is.
+    remote: String,
+    socket: Recipient<ToSocket>,
+    /// Until the link is up.
+    handshake: Option<Handshake>,
+    /// The first frame to send.
+    hello: Option<PeerFrame>,
+    /// Once up.
+    up: Option<LinkInfo>,
+    last_heard: Instant,
+    last_sent: Instant,
+    closed: bool,
+}
+
+impl Peer {
+    /// A link of `cluster`'s node over `socket`, whose other end is
+    /// `remote`.
+    pub fn new(
+        cluster: Arc<Cluster>,
+        direction: Direction,
+        remote: String,
+        socket: Recipient<ToSocket>,
+    ) -> Peer {
+        let (handshake, hello) = Handshake::start(cluster.identity.clone(), cluster.secret.clone());
+        let now = Instant::now();
+        Peer {
+            cluster,
+            direction,
+            remote,
+            socket,
+            handshake: Some(handshake),
+            hello: Some(hello),
+            up: None,
+            last_heard: now,
+            last_sent: now,
+            closed: false,
+        }
+    }
+
+    /// Who is at the other end, for logs.
+    fn who(&self) -> String {
+        match (&self.up, self.handshake.as_ref().and_then(|h| h.peer())) {
+            (Some(info), _) => format!("'{}' ({})", info.node, info.address),
+            (None, Some(hello)) => format!("'{}' ({})", hello.node, self.remote),
+            (None, None) => self.remote.clone(),
+        }
+    }
+
+    fn send(&mut self, frame: &PeerFrame) {
+        let bytes = Bytes::from(frame.encode());
+        let stats = &self.cluster.links.stats;
+        stats.frames_out.fetch_add(1, Ordering::Relaxed);
+        stats
+            .bytes_out
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.socket.do_send(ToSocket::Frame(bytes));
+        self.last_sent = Instant::now();
+    }
+
+    /// Closes the link for `reason` (told to the other side if `tell`),
+    /// logged once.
+    fn close(&mut self, reason: String, tell: bool, ctx: &mut Context<Self>) {
+        if self.closed {
+            return;
+        }
+        if tell {
+            self.send(&PeerFrame::Refused {
+                reason: reason.clone(),
+            });
+        }
+        self.closed = true;
+        self.cluster
+            .links
+            .stats
+            .refused
+            .fetch_add(1, Ordering::Relaxed);
+        log::warn!("peer link {}: closed: {reason}", self.who());
+        self.socket.do_send(ToSocket::Close(reason));
+        ctx.stop();
+    }
+
+    fn on_frame(&mut self, frame: PeerFrame, ctx: &mut Context<Self>) {
+        if let Some(handshake) = &mut self.handshake {
+            match handshake.on_frame(frame) {
+                Ok(Progress::Continue(Some(answer))) => self.send(&answer),
+                Ok(Progress::Continue(None)) => {}
+                Ok(Progress::Up(hello)) => self.link_up(hello, ctx),
+                Err(refusal) => self.close(refusal.reason, refusal.tell, ctx),
+            }
+            return;
+        }
+        match frame {
+            PeerFrame::Heartbeat { .. } => {}
+            PeerFrame::Refused { reason } => {
+                self.close(format!("refused by the peer: {reason}"), false, ctx)
+            }
+            other @ (PeerFrame::Hello(_) | PeerFrame::Proof { .. }) => self.close(
+                format!("a {} frame after the handshake", other.kind()),
+                true,
+                ctx,
+            ),
+        }
+    }
+
+    fn link_up(&mut self, hello: super::frame::Hello, ctx: &mut Context<Self>) {
+        self.handshake = None;
+        let info = LinkInfo {
+            node: hello.node,
+            address: hello.address,
+            direction: self.direction,
+            since: Instant::now(),
+            id: self.cluster.links.next_id(),
+        };
+        let me = self.cluster.identity.node.clone();
+        if !self.cluster.links.add(&me, info.clone(), ctx.address()) {
+            let reason = format!("a link with node '{}' is up already", info.node);
+            self.up = Some(info);
+            self.close(reason, true, ctx);
+            return;
+        }
+        log::info!(
+            "peer link to '{}' ({}, {}) is up",
+            info.node,
+            info.address,
+            match self.direction {
+                Direction::Outbound => "dialed by this node",
+                Direction::Inbound => "dialed by the peer",
+            }
+        );
+        self.up = Some(info);
+    }
+
+    /// Heartbeats on a quiet link; closes a silent one.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let settings = &self.cluster.config;
+        let silent = self.last_heard.elapsed();
+        if silent > settings.peer_dead_after {
+            let what = if self.up.is_some() {
+                "silent"
+            } else {
+                "no handshake"
+            };
+            self.close(format!("{what} for {} ms", silent.as_millis()), true, ctx);
+            return;
+        }
+        if self.up.is_some() && self.last_sent.elapsed() >= settings.heartbeat_interval {
+            self.send(&PeerFrame::Heartbeat {
+                sent_at: wall_micros(),
+            });
+        }
+    }
+}
+
+impl Actor for Peer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(hello) = self.hello.take() {
+            self.send(&hello);
+        }
+        let every =
+            (self.cluster.config.heartbeat_interval / 2).max(std::time::Duration::from_millis(5));
+        ctx.run_interval(every, |peer, ctx| peer.tick(ctx));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(info) = &self.up {
+            self.cluster.links.remove(&info.node, info.id);
+        }
+    }
+}
+
+impl Handler<FromSocket> for Peer {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromSocket, ctx: &mut Self::Context) {
+        if self.closed {
+            return;
+        }
+        self.last_heard = Instant::now();
+        let stats = &self.cluster.links.stats;
+        stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        stats
+            .bytes_in
+            .fetch_add(msg.0.len() as u64, Ordering::Relaxed);
+        match PeerFrame::decode(&msg.0) {
+            Ok(frame) => self.on_frame(frame, ctx),
+            Err(e) => self.close(e.to_string(), true, ctx),
+        }
+    }
+}
+
+impl Handler<SocketClosed> for Peer {
+    type Result = ();
+
+    fn handle(&mut self, msg: SocketClosed, ctx: &mut Self::Context) {
+        if !self.closed {
+            self.closed = true;
+            log::info!("peer link {}: {}", self.who(), msg.0);
+        }
+        ctx.stop();
+    }
+}
+
+impl Handler<Shut> for Peer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Shut, ctx: &mut Self::Context) {
+        self.close(msg.0, true, ctx);
+    }
+}

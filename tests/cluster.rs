@@ -1,0 +1,189 @@
+//! Peer links between real nodes (child processes on loopback): the
+//! handshake, heartbeats, redialing a node that died, and refusing whoever
+//! cannot prove the cluster secret or does not fit the cluster.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+const SECRET: &str = "a-cluster-secret-for-tests";
+
+/// Fast heartbeats so that a dead link is noticed within a test's deadline.
+const FAST: [&str; 4] = ["--peer-heartbeat-ms", "100", "--peer-timeout-ms", "1000"];
+
+fn node(id: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["--node-id", id, "--cluster-secret", SECRET];
+    args.extend_from_slice(&FAST);
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+async fn links(s: &Server) -> f64 {
+    metric(s, "spread_peer_links").await
+}
+
+#[actix_web::test]
+async fn nodes_that_share_the_secret_link_and_keep_the_link_alive() {
+    let a = node("a", &[]);
+    let b = node("b", &["--join", &a.addr]);
+    wait_for("a link on both nodes", EVENT_DEADLINE, async || {
+        links(&a).await == 1.0 && links(&b).await == 1.0
+    })
+    .await;
+    // Heartbeats flow both ways on the quiet link, which stays up.
+    let heard = metric(&a, "spread_peer_frames_total{dir=\"in\"}").await;
+    wait_for("heartbeats from b", EVENT_DEADLINE, async || {
+        metric(&a, "spread_peer_frames_total{dir=\"in\"}").await >= heard + 10.0
+    })
+    .await;
+    assert_eq!(links(&a).await, 1.0);
+    assert_eq!(links(&b).await, 1.0);
+    assert_eq!(metric(&a, "spread_peer_links_refused_total").await, 0.0);
+    assert!(!a.log().contains("closed"), "{}", a.log());
+}
+
+#[actix_web::test]
+async fn a_node_killed_and_restarted_is_linked_again() {
+    let mut a = node("a", &[]);
+    let b = node("b", &["--join", &a.addr]);
+    wait_for("the first link", EVENT_DEADLINE, async || {
+        links(&b).await == 1.0
+    })
+    .await;
+    a.kill9();
+    wait_for("b to notice a is gone", EVENT_DEADLINE, async || {
+        links(&b).await == 0.0
+    })
+    .await;
+    a.restart();
+    wait_for("b to link with a again", EVENT_DEADLINE, async || {
+        links(&a).await == 1.0 && links(&b).await == 1.0
+    })
+    .await;
+    assert!(metric(&b, "spread_peer_links_opened_total").await >= 2.0);
+}
+
+/// Starts `a`, then `b` joining it with `b_args`; waits until `a` logged
+/// `reason` and `b` logged a closed link; then neither lists a link.
+async fn refused(a_args: &[&str], b_args: &[&str], reason: &str) {
+    let a = Server::start(a_args);
+    let mut args = b_args.to_vec();
+    args.extend_from_slice(&["--join", &a.addr]);
+    let b = Server::start(&args);
+    wait_for(
+        &format!("a refusal naming '{reason}'"),
+        EVENT_DEADLINE,
+        async || a.log().contains(reason) && b.log().contains("closed:"),
+    )
+    .await;
+    assert_eq!(links(&a).await, 0.0, "{}", a.log());
+    assert_eq!(links(&b).await, 0.0, "{}", b.log());
+    assert!(metric(&a, "spread_peer_links_refused_total").await >= 1.0);
+    assert_eq!(metric(&a, "spread_peer_links_opened_total").await, 0.0);
+}
+
+#[actix_web::test]
+async fn a_wrong_secret_another_cluster_or_layout_is_refused_and_never_listed() {
+    refused(
+        &["--node-id", "a", "--cluster-secret", SECRET],
+        &[
+            "--node-id",
+            "b",
+            "--cluster-secret",
+            "another-secret-of-16-bytes",
+        ],
+        "does not prove the cluster secret",
+    )
+    .await;
+    refused(
+        &["--node-id", "a", "--cluster-secret", SECRET],
+        &[
+            "--node-id",
+            "b",
+            "--cluster-secret",
+            SECRET,
+            "--cluster-id",
+            "other",
+        ],
+        "in cluster 'other'",
+    )
+    .await;
+    refused(
+        &["--node-id", "a", "--cluster-secret", SECRET],
+        &[
+            "--node-id",
+            "b",
+            "--cluster-secret",
+            SECRET,
+            "--partitions",
+            "32",
+        ],
+        "has 32 partitions",
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn garbage_on_a_peer_link_closes_that_link_and_the_node_serves_on() {
+    let a = node("a", &[]);
+    for bad in [
+        serde_json::json!("not a frame"),
+        serde_json::json!({"Hello": {"protocol": 1}}),
+    ] {
+        let mut ws = WsClient::connect(&format!("ws://{}/peer", a.addr)).await;
+        ws.send_msgpack(&bad).await;
+        let code = loop {
+            match ws.next_frame().await {
+                Ok(_) => continue, // the node's hello, then its refusal
+                Err(code) => break code,
+            }
+        };
+        assert_eq!(code, Some(1008), "closed as a policy violation");
+    }
+    let mut ws = WsClient::connect(&format!("ws://{}/peer", a.addr)).await;
+    ws.send_text("hello?").await;
+    while ws.next_frame().await.is_ok() {}
+    assert!(
+        a.log().contains("a text frame on a peer link"),
+        "{}",
+        a.log()
+    );
+    // The node serves on.
+    put(&a.at("raw", "still/here"), b"yes").await;
+    assert_eq!(&get(&a.at("raw", "still/here")).await.body[..], b"yes");
+    assert_eq!(links(&a).await, 0.0);
+}
+
+#[actix_web::test]
+async fn a_node_without_the_secret_accepts_no_peers_and_cannot_join() {
+    let single = Server::start(&[]);
+    let answer = get(&format!("{}/peer", single.url)).await;
+    answer.assert_error(403, "forbidden");
+    assert!(answer.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("--cluster-secret"));
+    let out = Command::new(env!("CARGO_BIN_EXE_spread"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--join", &single.addr])
+        .args(["--data", "/nonexistent/never-created"])
+        .output()
+        .expect("run spread serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--join needs --cluster-secret"), "{err}");
+    let short = Command::new(env!("CARGO_BIN_EXE_spread"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster-secret",
+            "short",
+        ])
+        .args(["--data", "/nonexistent/never-created"])
+        .output()
+        .expect("run spread serve");
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 16 bytes"));
+}

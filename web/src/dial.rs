@@ -1,0 +1,170 @@
+//! The client side of peer links: dials a node's `/peer` with awc and keeps
+//! the link, redialing with jittered exponential backoff after a failure or
+//! a close. The protocol is the engine's `Peer` actor, as on the server side
+//! (`peer`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::io::{SinkWrite, WriteHandler};
+use actix::prelude::*;
+use actix_codec::Framed;
+use awc::error::WsProtocolError;
+use awc::ws;
+use awc::BoxedSocket;
+use futures_util::stream::{SplitSink, StreamExt};
+use spread_actors::cluster::backoff::Backoff;
+use spread_actors::cluster::frame::MAX_FRAME_BYTES;
+use spread_actors::cluster::{Cluster, Direction, FromSocket, Peer, Shut, SocketClosed, ToSocket};
+use spread_actors::config::defaults;
+use tokio::sync::oneshot;
+
+use crate::peer::close_reason;
+
+/// A link that stayed up this long starts the backoff over.
+const STABLE_LINK: Duration = Duration::from_secs(10);
+
+/// How long one attempt to connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Keeps a link from this node to the node at `address` (`host:port`),
+/// forever: run it on the actix system of the node (awc's client is not
+/// `Send`). Each failure is logged once per change of reason.
+pub async fn dial_forever(cluster: Arc<Cluster>, address: String) {
+    let mut backoff = Backoff::new(
+        Duration::from_millis(defaults::PEER_REDIAL_MIN_MS),
+        Duration::from_millis(defaults::PEER_REDIAL_MAX_MS),
+    );
+    let mut last_error = String::new();
+    loop {
+        let began = Instant::now();
+        match connect(&cluster, &address).await {
+            Ok(closed) => {
+                last_error.clear();
+                let _ = closed.await;
+            }
+            Err(e) => {
+                if e != last_error {
+                    log::warn!("peer {address}: cannot link: {e} (retrying)");
+                    last_error = e;
+                }
+            }
+        }
+        if began.elapsed() >= STABLE_LINK {
+            backoff.reset();
+        }
+        actix_web::rt::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Opens one link; the receiver fires when it is gone.
+async fn connect(cluster: &Arc<Cluster>, address: &str) -> Result<oneshot::Receiver<()>, String> {
+    let client = awc::Client::builder()
+        .max_http_version(awc::http::Version::HTTP_11)
+        .timeout(CONNECT_TIMEOUT)
+        .finish();
+    let (_, framed) = client
+        .ws(format!("ws://{address}/peer"))
+        .max_frame_size(MAX_FRAME_BYTES)
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let (closed_tx, closed) = oneshot::channel();
+    let (cluster, remote) = (cluster.clone(), address.to_string());
+    WsDialed::create(move |ctx| {
+        let (sink, stream) = framed.split();
+        ctx.add_stream(stream);
+        let peer = Peer::new(
+            cluster,
+            Direction::Outbound,
+            remote,
+            ctx.address().recipient(),
+        );
+        WsDialed {
+            sink: SinkWrite::new(sink, ctx),
+            peer: peer.start(),
+            closed: Some(closed_tx),
+        }
+    });
+    Ok(closed)
+}
+
+type Sink = SplitSink<Framed<BoxedSocket, ws::Codec>, ws::Message>;
+
+/// The socket of one outbound peer link.
+struct WsDialed {
+    sink: SinkWrite<ws::Message, Sink>,
+    peer: Addr<Peer>,
+    closed: Option<oneshot::Sender<()>>,
+}
+
+impl Actor for WsDialed {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.peer.do_send(SocketClosed("the socket closed".into()));
+        if let Some(closed) = self.closed.take() {
+            let _ = closed.send(());
+        }
+    }
+}
+
+impl WriteHandler<WsProtocolError> for WsDialed {}
+
+impl StreamHandler<Result<ws::Frame, WsProtocolError>> for WsDialed {
+    fn handle(&mut self, msg: Result<ws::Frame, WsProtocolError>, ctx: &mut Self::Context) {
+        match msg {
+            Ok(ws::Frame::Binary(bytes)) => self.peer.do_send(FromSocket(bytes)),
+            Ok(ws::Frame::Ping(p)) => {
+                let _ = self.sink.write(ws::Message::Pong(p));
+            }
+            Ok(ws::Frame::Pong(_)) => {}
+            Ok(ws::Frame::Close(reason)) => {
+                let why = reason
+                    .and_then(|r| r.description)
+                    .map_or_else(String::new, |d| format!(": {d}"));
+                self.peer
+                    .do_send(SocketClosed(format!("closed by the peer{why}")));
+                ctx.stop();
+            }
+            Ok(ws::Frame::Text(_)) => self
+                .peer
+                .do_send(Shut("a text frame on a peer link".into())),
+            Ok(ws::Frame::Continuation(_)) => self
+                .peer
+                .do_send(Shut("a fragmented frame on a peer link".into())),
+            Err(e) => {
+                self.peer.do_send(Shut(format!("bad WebSocket data: {e}")));
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<ToSocket> for WsDialed {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToSocket, ctx: &mut Self::Context) {
+        match msg {
+            ToSocket::Frame(bytes) => {
+                if self.sink.write(ws::Message::Binary(bytes)).is_err() {
+                    ctx.stop();
+                }
+            }
+            ToSocket::Close(reason) => {
+                let _ = self.sink.write(ws::Message::Close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Policy,
+                    description: Some(close_reason(&reason)),
+                })));
+                // Stops once the close frame is flushed (`WriteHandler`),
+                // or after a second at most.
+                self.sink.close();
+                ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
+            }
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! Key layout of the one sled tree that holds a node's data (format 5).
+//! Key layout of the one sled tree that holds a node's data (format 6).
 //!
 //! All logical trees live in one sled tree under a one-byte namespace, so
 //! that the intent a commit writes first (see `intent`) and a `sled::Batch`
@@ -12,8 +12,8 @@
 //! |---|---|---|
 //! | `L` latest  | part path | the current record, or a list: the open page then the current record (see `pages`) |
 //! | `H` history | part path `\0` order of the page's last record: time(8, BE) node `\0` digest(16) | a page: a record or a sorted list (see `pages`) |
-//! | `G` log     | part, last seq(8, BE) | a sealed log record of the partition: its entries' seqs and history keys (see `log_record`) |
-//! | `G` log     | part, `ff`×8 | the partition's open log record, rewritten by each commit that touches the partition |
+//! | `G` log     | part, last seq(8, BE) | a log record of the partition: its entries' seqs and event names (see `log_record`) |
+//! | `Q` pending | first seq(8, BE) | a commit's log entries not yet folded into the partitions' logs (see `pending_log`) |
 //! | `m` meta    | name | bytes |
 //!
 //! Meta `head` holds the log head and clock (`LogHead`), `format` the
@@ -36,6 +36,9 @@ pub const LATEST: u8 = b'L';
 pub const HISTORY: u8 = b'H';
 /// Namespace of the partitions' change logs.
 pub const LOG: u8 = b'G';
+/// Namespace of commits' log entries not yet folded into the partitions'
+/// logs.
+pub const PENDING: u8 = b'Q';
 /// Namespace of node metadata.
 pub const META: u8 = b'm';
 
@@ -49,10 +52,6 @@ pub const INTENT_META: &str = "intent";
 pub const PARTITIONS_META: &str = "partitions";
 /// Meta name of the shard depth.
 pub const SHARD_DEPTH_META: &str = "shard_depth";
-
-/// The seq in the key of a partition's open log record: after every sealed
-/// one.
-pub const OPEN_LOG_SEQ: u64 = u64::MAX;
 
 /// `ns part`: where a partition's keys of one namespace start.
 pub fn partition_start(ns: u8, part: u16) -> [u8; 3] {
@@ -128,8 +127,7 @@ pub fn split_logged_key(key: &[u8]) -> Option<(&str, &[u8])> {
     Some((std::str::from_utf8(&key[..end]).ok()?, &key[end + 1..]))
 }
 
-/// `G part seq`: a sealed record whose last entry has `seq`, or the open
-/// record at [`OPEN_LOG_SEQ`].
+/// `G part seq`: the partition's log record whose last entry has `seq`.
 pub fn log(part: u16, seq: u64) -> [u8; 11] {
     let mut k = [0; 11];
     k[..3].copy_from_slice(&partition_start(LOG, part));
@@ -140,6 +138,20 @@ pub fn log(part: u16, seq: u64) -> [u8; 11] {
 /// The seq of a log key.
 pub fn seq_of_log_key(key: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = key.get(3..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// `Q first`: the pending record of the commit whose first entry has
+/// `first`.
+pub fn pending(first: u64) -> [u8; 9] {
+    let mut k = [PENDING; 9];
+    k[1..].copy_from_slice(&first.to_be_bytes());
+    k
+}
+
+/// The first seq of a pending key.
+pub fn seq_of_pending_key(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.strip_prefix(&[PENDING])?.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
 }
 
@@ -212,6 +224,7 @@ mod tests {
         let (path, order) = split_logged_key(&k1[3..]).unwrap();
         assert_eq!((path, order), ("a/b", &k1[7..]));
         assert_eq!(seq_of_log_key(&log(9, 42)), Some(42));
+        assert_eq!(seq_of_pending_key(&pending(42)), Some(42));
         assert_eq!(path_of_latest(&latest(2, "x/y")), Some("x/y"));
     }
 
@@ -225,8 +238,8 @@ mod tests {
             let h = history_prefix(part, &p);
             assert!(partition_start(HISTORY, part)[..] <= h[..]);
             assert!(h < partition_end(HISTORY, part));
-            let open = log(part, OPEN_LOG_SEQ);
-            assert!(log(part, 7) < open && open[..] < partition_end(LOG, part)[..]);
+            let last = log(part, u64::MAX);
+            assert!(log(part, 7) < last && last[..] < partition_end(LOG, part)[..]);
         }
         assert!(partition_end(LATEST, 0) <= latest(1, "")[..].to_vec());
     }

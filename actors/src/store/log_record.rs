@@ -1,4 +1,4 @@
-//! Records of a partition's change log.
+//! Records of the change log.
 //!
 //! Each partition has its own log (see `keys`): a reader of one partition
 //! reads nothing of the others. Every event gets a node-wide seq (clients'
@@ -6,15 +6,16 @@
 //! partition have increasing seqs with gaps where other partitions took
 //! theirs, and each entry carries its seq.
 //!
-//! A commit appends its entries for a partition to the partition's **open
-//! record** (`G part ff…`), rewriting that one key; once the open record
-//! would pass [`SEAL_BYTES`], it is **sealed**: written under `G part
-//! <last seq>` (a new key, so rarely) and the open record starts again. So a
-//! commit that touches many partitions rewrites one small key per partition
-//! instead of inserting one (inserting new sled keys is what costs, see
-//! `pages`). Keying sealed records by their *last* seq makes both
-//! directions one range step: the records holding seqs after `s` start at
-//! `G part s+1`, and those entirely below `t` end before `G part t`.
+//! A commit writes its entries as one *pending* record (`Q <first seq>`),
+//! and the store keeps them in memory by partition; now and then a commit
+//! *folds* them: each partition's pending entries become one record of its
+//! log (`G part <last seq>`) and the pending records go (see
+//! `pending_log`). So a commit inserts one new sled key, as when the log
+//! was one (inserting new sled keys is what costs, see `pages`), and a
+//! partition's log grows by one key per fold. Keying a partition's records
+//! by their *last* seq makes both directions one range step: the records
+//! holding seqs after `s` start at `G part s+1`, and those entirely below
+//! `t` end before `G part t`.
 //!
 //! Layout: the tag byte [`TAG`], then per entry its seq (u64, little
 //! endian), its length (u32, little endian) and the event's name `path \0
@@ -28,10 +29,8 @@ use super::StoreError;
 pub const TAG: u8 = 0x02;
 /// First byte of a format-4 log record.
 pub const V4_TAG: u8 = 0x01;
-/// An open record that would grow past this many bytes is sealed first.
-pub const SEAL_BYTES: usize = 1024;
 
-/// Appends entries to a log record (a new one, or an open one read back).
+/// Builds a log record.
 #[derive(Debug, Clone)]
 pub struct LogRecordBuilder {
     bytes: Vec<u8>,
@@ -48,18 +47,6 @@ impl Default for LogRecordBuilder {
 }
 
 impl LogRecordBuilder {
-    /// Continues the record `raw` (checked whole).
-    pub fn resume(raw: &[u8]) -> Result<LogRecordBuilder, StoreError> {
-        let mut last = None;
-        for entry in entries(raw) {
-            last = Some(entry?.0);
-        }
-        Ok(LogRecordBuilder {
-            bytes: raw.to_vec(),
-            last,
-        })
-    }
-
     /// Adds the event with `seq` (above the previous entry's) named `name`
     /// (`path \0 order`).
     pub fn push(&mut self, seq: u64, name: &[u8]) -> Result<(), StoreError> {
@@ -81,11 +68,6 @@ impl LogRecordBuilder {
     /// The seq of the last entry, if any.
     pub fn last(&self) -> Option<u64> {
         self.last
-    }
-
-    /// The record's size in bytes.
-    pub fn size(&self) -> usize {
-        self.bytes.len()
     }
 
     /// The record.
@@ -179,7 +161,6 @@ mod tests {
         assert_eq!(b.last(), None);
         b.push(7, b"a\0one").unwrap();
         b.push(9, b"").unwrap();
-        let mut b = LogRecordBuilder::resume(&b.finish()).unwrap();
         assert_eq!(b.last(), Some(9));
         b.push(12, b"b/c\0three").unwrap();
         let raw = b.finish();
@@ -207,7 +188,6 @@ mod tests {
                 "a record cut at {cut} bytes must fail"
             );
         }
-        assert!(LogRecordBuilder::resume(&raw[..raw.len() - 1]).is_err());
         let untagged: Vec<_> = entries(b"a\0bare history key").collect();
         assert!(matches!(untagged[..], [Err(_)]));
     }

@@ -1,42 +1,52 @@
 //! Writing a commit: the keys it sets and removes (values, history pages,
-//! the partitions' log records, log trims), its intent, then the keys one
-//! by one (one batch for a commit too big for an intent).
+//! its pending log record or a fold of the pending entries, log trims), its
+//! intent, then the keys one by one (one batch for a commit too big for an
+//! intent).
 
+use super::pending_log::{self, PendingLog};
 use super::*;
 
 /// Most sealed log records one partition's trim removes per commit.
 const MAX_TRIM_RECORDS: usize = 256;
 
-/// What one commit writes, and what the commit state learns once it is
-/// written.
+/// What a commit does to the pending log entries once it is written.
+pub(super) enum LogChange {
+    /// Its entries join them (its pending record has this first seq).
+    Append(u64, Vec<(u16, Vec<pending_log::Entry>)>),
+    /// They were folded into the partitions' logs, its own with them.
+    Fold,
+}
+
+/// What one commit writes, and what the store learns once it is written.
 pub(super) struct Planned {
     /// Keys set and removed, in the order they are written.
     pub ops: Vec<intent::Op>,
     /// Latest keys rewritten, with their records (for the cache).
     pub latest: pages::LatestWrites,
-    /// Open log records rewritten.
-    pub open_logs: Vec<(u16, LogRecordBuilder)>,
+    /// The change to the pending log entries.
+    pub log: Option<LogChange>,
     /// Partitions whose trimmed mark rises, and to what.
     pub trims: Vec<(u16, u64)>,
 }
 
 impl SledStore {
     /// What `commit` writes, in the order it writes it. Reads the latest
-    /// keys and open log records it rewrites from `state` first; changes
-    /// nothing in it.
+    /// keys it rewrites from `state` first, and the pending log entries
+    /// from `pending`; changes neither.
     pub(super) fn ops_of(
         &self,
         commit: &Commit,
         state: &mut CommitState,
+        pending: &PendingLog,
     ) -> Result<Planned, StoreError> {
-        let CommitState {
-            latest,
-            open_logs,
-            trim_next,
-        } = state;
+        let CommitState { latest, trim_next } = state;
         let mut overlay = pages::Overlay::new(&self.tree, self.layout, latest);
-        // Each partition's new log entries, in seq order.
-        let mut logged: std::collections::BTreeMap<u16, Vec<(u64, Vec<u8>)>> = Default::default();
+        // Each partition's new log entries, in seq order; and all of them
+        // in seq order, as the pending record holds them.
+        let mut logged: std::collections::BTreeMap<u16, Vec<pending_log::Entry>> =
+            Default::default();
+        let mut record = LogRecordBuilder::default();
+        let mut bytes = 0;
         for entry in &commit.entries {
             let event = &entry.event;
             let order = keys::order(&event.version, &entry.digest);
@@ -50,62 +60,78 @@ impl SledStore {
             } else {
                 overlay.set_latest(&event.path, item)?;
             }
+            record.push(entry.seq, &name)?;
+            bytes += name.len();
             let part = self.layout.partition_of(&event.path);
-            logged.entry(part).or_default().push((entry.seq, name));
+            logged
+                .entry(part)
+                .or_default()
+                .push((entry.seq, std::sync::Arc::from(name)));
         }
         let writes = overlay.into_writes()?;
         // The order readers rely on while the keys appear one by one: pages
         // (`H`) before latest values (`L`), so a reader that takes a path's
         // latest value first never finds a record in neither (see
-        // `history`); a log record after the events it names; a sealed log
-        // record before the open record that no longer holds its entries
-        // (see `log_read`); a trimmed mark before the records it trims.
-        let mut ops: Vec<intent::Op> =
-            Vec::with_capacity(writes.values.len() + 2 * logged.len() + 2);
+        // `history`); log entries after the events they name; a trimmed
+        // mark before the records it trims.
+        let mut ops: Vec<intent::Op> = Vec::with_capacity(writes.values.len() + 4);
         ops.extend(
             writes
                 .values
                 .into_iter()
                 .map(|(key, value)| (key, Some(value))),
         );
-        let mut new_open = Vec::with_capacity(logged.len());
-        let mut sealed = Vec::new();
-        for (part, entries) in logged {
-            let mut open = match open_logs.get(&part) {
-                Some(open) => open.clone(),
-                None => match self.tree.get(keys::log(part, keys::OPEN_LOG_SEQ))? {
-                    Some(raw) => LogRecordBuilder::resume(&raw)?,
-                    None => LogRecordBuilder::default(),
-                },
-            };
-            let adding: usize = entries.iter().map(|(_, name)| 12 + name.len()).sum();
-            if let Some(last) = open
-                .last()
-                .filter(|_| open.size() + adding > log_record::SEAL_BYTES)
-            {
-                let full = std::mem::take(&mut open);
-                ops.push((keys::log(part, last).to_vec(), Some(full.finish().into())));
-                sealed.push(part);
+        let entries: usize = logged.values().map(Vec::len).sum();
+        let mut folded = Vec::new();
+        let log = if entries == 0 {
+            None
+        } else if pending.full_with(entries, bytes, self.fold_entries)
+            || commit
+                .trim_below
+                .is_some_and(|below| pending.records.first().is_some_and(|&f| f < below))
+        {
+            // (Or the retention wants entries that are still pending: only
+            // the partitions' records are trimmed.)
+            // Fold: every partition's pending entries, then this commit's,
+            // become one record of its log; the pending records go.
+            let mut parts: Vec<u16> = pending.by_part.keys().copied().collect();
+            parts.extend(logged.keys().copied());
+            parts.sort_unstable();
+            parts.dedup();
+            for part in parts {
+                let mut record = LogRecordBuilder::default();
+                let old = pending.by_part.get(&part).into_iter().flatten();
+                let new = logged.get(&part).into_iter().flatten();
+                for (seq, name) in old.chain(new) {
+                    record.push(*seq, name)?;
+                }
+                if let Some(last) = record.last() {
+                    ops.push((keys::log(part, last).to_vec(), Some(record.finish().into())));
+                    folded.push(part);
+                }
             }
-            for (seq, name) in &entries {
-                open.push(*seq, name)?;
-            }
-            ops.push((
-                keys::log(part, keys::OPEN_LOG_SEQ).to_vec(),
-                Some(open.clone().finish().into()),
-            ));
-            new_open.push((part, open));
-        }
+            ops.extend(
+                pending
+                    .records
+                    .iter()
+                    .map(|first| (keys::pending(*first).to_vec(), None)),
+            );
+            Some(LogChange::Fold)
+        } else {
+            let first = commit.entries[0].seq;
+            ops.push((keys::pending(first).to_vec(), Some(record.finish().into())));
+            Some(LogChange::Append(first, logged.into_iter().collect()))
+        };
         let mut trims = Vec::new();
         if let Some(below) = commit.trim_below {
-            // The partitions that just sealed a record, and one more in
-            // turn, so that every partition is trimmed now and then.
+            // The partitions a fold just added to, and one more in turn, so
+            // that every partition is trimmed now and then.
             let turn = (*trim_next % self.layout.partitions()) as u16;
             *trim_next = trim_next.wrapping_add(1);
-            if !sealed.contains(&turn) {
-                sealed.push(turn);
+            if !folded.contains(&turn) {
+                folded.push(turn);
             }
-            for part in sealed {
+            for part in folded {
                 let records = self
                     .tree
                     .range(keys::log(part, 0)..keys::log(part, below))
@@ -134,7 +160,7 @@ impl SledStore {
         Ok(Planned {
             ops,
             latest: writes.latest,
-            open_logs: new_open,
+            log,
             trims,
         })
     }

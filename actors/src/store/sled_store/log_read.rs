@@ -1,17 +1,18 @@
 //! Reading the change log: one partition's, or the seq-ordered merge of
 //! several (a prefix shallower than the shard depth covers them all).
 //!
-//! A partition's entries are in its sealed records (`G part <last seq>`)
-//! and then its open record. A commit seals by writing the sealed record
-//! first and then the open record without those entries, so a reader takes
-//! the open record *first* and the sealed ones after: if the seal came
-//! before its read, the sealed record is already there for the scan; if
-//! after, the open record it read still holds the entries. Duplicates are
-//! skipped by seq.
+//! A partition's entries are in its records (`G part <last seq>`), then
+//! among the pending entries in memory (see `pending_log`). A fold writes
+//! the records first and then clears the pending entries, so a reader takes
+//! the pending entries *first* and the records after: if the fold came
+//! before its read, the records are already there for the scan; if after,
+//! the pending entries it took still hold them. Duplicates are skipped by
+//! seq.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
+use super::pending_log;
 use super::*;
 
 /// Entries looked at per returned entry, at most, before a read of a
@@ -21,9 +22,9 @@ const EXAMINED_PER_ENTRY: usize = 8;
 /// Where one partition's log is being read.
 struct PartitionLog {
     part: u16,
-    /// The open record, read before the sealed ones; taken once the sealed
-    /// ones are done.
-    open: Option<IVec>,
+    /// The pending entries, taken before the records; read once the records
+    /// are done.
+    open: Option<Vec<pending_log::Entry>>,
     sealed: sled::Iter,
     /// Entries read and not yet merged: `(seq, name)`.
     pending: VecDeque<(u64, Vec<u8>)>,
@@ -36,9 +37,9 @@ struct PartitionLog {
 
 impl PartitionLog {
     fn new(store: &SledStore, part: u16, after: u64, until: u64) -> Result<Self, StoreError> {
-        let open = store.tree.get(keys::log(part, keys::OPEN_LOG_SEQ))?;
+        let open = Some(store.pending_read().of(part, after, until));
         let from = keys::log(part, after.saturating_add(1));
-        let sealed = store.tree.range(from..keys::log(part, keys::OPEN_LOG_SEQ));
+        let sealed = store.tree.range(from..=keys::log(part, u64::MAX));
         Ok(PartitionLog {
             part,
             open,
@@ -53,18 +54,19 @@ impl PartitionLog {
     /// The next entry, if any.
     fn next(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         while self.pending.is_empty() && !self.done {
-            let raw = match self.sealed.next() {
-                Some(item) => item?.1,
-                None => {
-                    // Every entry up to `until` was committed before the
-                    // open record was read: it or a sealed record had it.
-                    self.done = true;
-                    match self.open.take() {
-                        Some(open) => open,
-                        None => break,
+            let Some(item) = self.sealed.next() else {
+                // Every entry up to `until` was committed before the pending
+                // entries were taken: they or a record had it.
+                self.done = true;
+                for (seq, name) in self.open.take().unwrap_or_default() {
+                    if seq > self.last {
+                        self.last = seq;
+                        self.pending.push_back((seq, name.to_vec()));
                     }
                 }
+                break;
             };
+            let raw = item?.1;
             for entry in log_record::entries(&raw) {
                 let (seq, name) = entry?;
                 if seq > self.until {

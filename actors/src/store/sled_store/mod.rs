@@ -2,11 +2,10 @@
 //! (see `keys`), commits that a crash cannot tear (see `intent`), a change
 //! log per partition (see `log_record`).
 
-use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path as FsPath;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use sled::IVec;
@@ -23,10 +22,13 @@ use crate::model::{Digest, Layout, Path, Version};
 mod commit;
 mod log_read;
 mod partition;
+mod pending_log;
 mod upgrade;
 
+use pending_log::PendingLog;
+
 /// The on-disk format this build writes and reads (see `keys`).
-pub const FORMAT: u64 = 5;
+pub const FORMAT: u64 = 6;
 
 /// How long [`SledStore::open`] waits for a directory lock held elsewhere.
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);
@@ -48,8 +50,6 @@ pub const SLED_FLUSH_EVERY: Duration = Duration::from_millis(500);
 struct CommitState {
     /// Recently written latest keys.
     latest: LatestCache,
-    /// Open log records of the partitions, as last written.
-    open_logs: HashMap<u16, LogRecordBuilder>,
     /// The partition whose log tail the next commit trims (round robin).
     trim_next: u32,
 }
@@ -64,6 +64,10 @@ pub struct SledStore {
     /// whether what it read is whole.
     trimmed: Vec<AtomicU64>,
     state: Mutex<CommitState>,
+    /// Log entries not yet folded into the partitions' logs.
+    pending: RwLock<PendingLog>,
+    /// Pending entries past which a commit folds (tests make it small).
+    fold_entries: usize,
     /// Set when a commit failed after its intent was written: part of it may
     /// be in the tree, and no later commit may build on that (the intent
     /// completes it when the store is next opened).
@@ -125,6 +129,8 @@ impl SledStore {
             layout,
             trimmed: Vec::new(),
             state: Mutex::default(),
+            pending: RwLock::default(),
+            fold_entries: pending_log::FOLD_ENTRIES,
             torn: AtomicBool::new(false),
             #[cfg(test)]
             key_writes_left: usize::MAX.into(),
@@ -135,6 +141,7 @@ impl SledStore {
         store.finish_intent()?;
         store.upgrade(format)?;
         store.trimmed = store.read_trimmed()?;
+        store.pending = RwLock::new(store.read_pending()?);
         Ok(store)
     }
 
@@ -185,6 +192,14 @@ impl SledStore {
             }
         }
         Ok(marks)
+    }
+
+    /// Folds pending log entries past `n` instead of
+    /// [`pending_log::FOLD_ENTRIES`] (tests: many small records).
+    #[cfg(test)]
+    pub(crate) fn fold_after(mut self, n: usize) -> SledStore {
+        self.fold_entries = n;
+        self
     }
 
     /// The partition's trimmed mark.
@@ -436,7 +451,10 @@ impl Store for SledStore {
         }
         // Commits come from one thread: the lock is never contended.
         let mut state = self.state();
-        let planned = self.ops_of(commit, &mut state)?;
+        let planned = {
+            let pending = self.pending_read();
+            self.ops_of(commit, &mut state, &pending)?
+        };
         for (part, seq) in &planned.trims {
             self.raise_trimmed(*part, *seq);
         }
@@ -444,7 +462,14 @@ impl Store for SledStore {
         for (key, items) in planned.latest {
             state.latest.put(key, items);
         }
-        state.open_logs.extend(planned.open_logs);
+        // After sled has them: a reader takes the pending entries first.
+        match planned.log {
+            Some(commit::LogChange::Append(first, logged)) => {
+                self.pending_write().append(first, &logged)
+            }
+            Some(commit::LogChange::Fold) => self.pending_write().clear(),
+            None => {}
+        }
         Ok(())
     }
 

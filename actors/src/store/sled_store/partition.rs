@@ -48,7 +48,8 @@ impl SledStore {
     }
 
     /// Removes the partition's keys, its log first (with its trimmed mark
-    /// raised to `head` before), then its history and latest values.
+    /// raised to `head` before, so its pending entries are not read back
+    /// when the store opens), then its history and latest values.
     pub(super) fn remove_partition(&self, part: u16, head: u64) -> Result<(), StoreError> {
         self.raise_trimmed(part, head);
         let mark = self.trimmed_through(part);
@@ -56,13 +57,13 @@ impl SledStore {
             keys::meta(&keys::trimmed_meta(part)),
             &mark.to_be_bytes()[..],
         )?;
-        {
-            let mut state = self.state();
-            state.open_logs.remove(&part);
-            state
-                .latest
-                .forget_prefix(&keys::partition_start(keys::LATEST, part));
-        }
+        // No commit meanwhile: the caller keeps writes to this partition
+        // away, and other partitions' commits wait for the drop.
+        let mut state = self.state();
+        self.pending_write().forget(part);
+        state
+            .latest
+            .forget_prefix(&keys::partition_start(keys::LATEST, part));
         for ns in [keys::LOG, keys::HISTORY, keys::LATEST] {
             let start = keys::partition_start(ns, part).to_vec();
             let end = keys::partition_end(ns, part);

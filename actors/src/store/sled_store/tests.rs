@@ -162,7 +162,12 @@ pub(super) fn contents(s: &SledStore) -> Vec<(IVec, IVec)> {
 /// Writes `commit`'s intent and only its first `written` keys, as a
 /// crash can leave it: sled recovers a prefix of its log.
 fn commit_cut_short(s: &SledStore, commit: &Commit, written: usize) -> usize {
-    let ops = s.ops_of(commit, &mut CommitState::default()).unwrap().ops;
+    let ops = {
+        let pending = s.pending_read();
+        s.ops_of(commit, &mut CommitState::default(), &pending)
+            .unwrap()
+            .ops
+    };
     let intent = intent::encode(&ops).unwrap();
     s.tree
         .insert(keys::meta(keys::INTENT_META), intent)

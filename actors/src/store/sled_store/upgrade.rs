@@ -3,7 +3,7 @@
 
 use super::*;
 
-/// Meta flag: the format-5 upgrade has set the partitions' trimmed marks.
+/// Meta flag: the upgrade from format 4 has set the partitions' trimmed marks.
 const MARKS_SET: &str = "upgrade/marks";
 
 /// [`MARKS_SET`], for the tests of an upgrade cut short.
@@ -37,23 +37,50 @@ impl SledStore {
     ///   3 gave a late event (history only) no seq and no log entry; a record
     ///   without the `late` flag reads as not late, and an old late record
     ///   keeps `seq: None`.
-    /// - Format 4 to 5 moves every key under its partition and splits the
+    /// - Format 4 to 6 moves every key under its partition and splits the
     ///   node-wide log into the partitions' logs (see [`Self::partition_keys`]).
+    /// - Format 5 kept each partition's newest log entries in an *open*
+    ///   record under the highest seq; it is keyed by its last seq instead.
     ///
     /// Each step can be repeated, so a crash halfway is harmless, and the
     /// format is set last.
     pub(super) fn upgrade(&self, format: Option<u64>) -> Result<(), StoreError> {
         match format {
             Some(FORMAT) => return Ok(()),
-            Some(_) => {}
-            None => self.upgrade_format_1()?,
+            Some(5) => self.key_open_records_by_last_seq()?,
+            Some(_) => self.partition_keys()?,
+            None => {
+                self.upgrade_format_1()?;
+                self.partition_keys()?;
+            }
         }
-        self.partition_keys()?;
         let mut batch = sled::Batch::default();
         batch.insert(keys::meta(keys::FORMAT_META), &FORMAT.to_be_bytes());
         batch.remove(keys::meta(MARKS_SET));
         self.tree.apply_batch(batch)?;
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// Format 5 to 6: each partition's open log record (`G part ff…`)
+    /// becomes a record like the others, keyed by its last seq.
+    fn key_open_records_by_last_seq(&self) -> Result<(), StoreError> {
+        for part in 0..self.layout.partitions() {
+            let open = keys::log(part as u16, u64::MAX);
+            let Some(raw) = self.tree.get(open)? else {
+                continue;
+            };
+            let mut last = None;
+            for entry in log_record::entries(&raw) {
+                last = Some(entry?.0);
+            }
+            let mut batch = sled::Batch::default();
+            if let Some(last) = last {
+                batch.insert(&keys::log(part as u16, last)[..], raw);
+            }
+            batch.remove(&open[..]);
+            self.tree.apply_batch(batch)?;
+        }
         Ok(())
     }
 
@@ -113,7 +140,7 @@ impl SledStore {
         Ok(())
     }
 
-    /// Format 4 to 5: every latest value and history page moves under its
+    /// Format 4 to 6: every latest value and history page moves under its
     /// partition (`l path` to `L part path`, `h …` to `H part …`), and each
     /// record of the node-wide log is split into sealed records of the
     /// partitions it names. First, every partition's trimmed mark is set to

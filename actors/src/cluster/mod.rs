@@ -6,13 +6,16 @@
 //! - `peer`: the `Peer` actor, one per link (handshake, heartbeats, closing
 //!   with a reason), over a socket the web layer owns;
 //! - `links`: the links that are up, and their counters;
-//! - `backoff`: jittered exponential backoff for dialers.
+//! - `backoff`: jittered exponential backoff for dialers;
+//! - `placement`: the owners of each partition, by rendezvous hashing over
+//!   the live members.
 
 pub mod backoff;
 pub mod frame;
 pub mod handshake;
 pub mod links;
 pub mod peer;
+pub mod placement;
 
 use crate::config::ClusterConfig;
 use crate::model::Layout;

@@ -17,6 +17,11 @@ impl SledStore {
         match self.tree.get(keys::meta(keys::FORMAT_META))? {
             None => Ok(None),
             Some(v) => match u64_of(&v) {
+                Some(5) => Err(StoreError::Failed(
+                    "the store's format 5 was a development format (2026-12-05) that no \
+                     release wrote; this build cannot read it"
+                        .into(),
+                )),
                 Some(f @ 2..=FORMAT) => Ok(Some(f)),
                 _ => Err(StoreError::Failed(format!(
                     "the store's format {} is not one this build reads (2 to {FORMAT}, or 1)",
@@ -39,15 +44,12 @@ impl SledStore {
     ///   keeps `seq: None`.
     /// - Format 4 to 6 moves every key under its partition and splits the
     ///   node-wide log into the partitions' logs (see [`Self::partition_keys`]).
-    /// - Format 5 kept each partition's newest log entries in an *open*
-    ///   record under the highest seq; it is keyed by its last seq instead.
     ///
     /// Each step can be repeated, so a crash halfway is harmless, and the
     /// format is set last.
     pub(super) fn upgrade(&self, format: Option<u64>) -> Result<(), StoreError> {
         match format {
             Some(FORMAT) => return Ok(()),
-            Some(5) => self.key_open_records_by_last_seq()?,
             Some(_) => self.partition_keys()?,
             None => {
                 self.upgrade_format_1()?;
@@ -59,28 +61,6 @@ impl SledStore {
         batch.remove(keys::meta(MARKS_SET));
         self.tree.apply_batch(batch)?;
         self.db.flush()?;
-        Ok(())
-    }
-
-    /// Format 5 to 6: each partition's open log record (`G part ff…`)
-    /// becomes a record like the others, keyed by its last seq.
-    fn key_open_records_by_last_seq(&self) -> Result<(), StoreError> {
-        for part in 0..self.layout.partitions() {
-            let open = keys::log(part as u16, u64::MAX);
-            let Some(raw) = self.tree.get(open)? else {
-                continue;
-            };
-            let mut last = None;
-            for entry in log_record::entries(&raw) {
-                last = Some(entry?.0);
-            }
-            let mut batch = sled::Batch::default();
-            if let Some(last) = last {
-                batch.insert(&keys::log(part as u16, last)[..], raw);
-            }
-            batch.remove(&open[..]);
-            self.tree.apply_batch(batch)?;
-        }
         Ok(())
     }
 

@@ -252,43 +252,13 @@ fn an_upgrade_cut_short_is_finished_when_the_store_opens_again() {
 }
 
 #[test]
-fn a_format_5_store_has_its_open_log_records_keyed_by_their_last_seq() {
+fn a_store_of_the_development_format_5_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = SledStore::open(dir.path(), 1 << 20).unwrap();
-        for (i, (path, time)) in commits().concat().into_iter().enumerate() {
-            let seq = i as u64 + 1;
-            s.commit(&Commit {
-                entries: vec![super::tests::entry(ev(&path, time, Some("v")), seq)],
-                head_seq: seq,
-                clock: time,
-                trim_below: None,
-            })
-            .unwrap();
-        }
-        // As format 5 kept them: each partition's newest entries in one
-        // open record under the highest seq, no pending records.
-        let pending = std::mem::take(&mut *s.pending_write());
-        for (part, entries) in &pending.by_part {
-            let mut record = LogRecordBuilder::default();
-            for (seq, name) in entries {
-                record.push(*seq, name).unwrap();
-            }
-            s.tree
-                .insert(&keys::log(*part, u64::MAX)[..], record.finish())
-                .unwrap();
-        }
-        for first in &pending.records {
-            s.tree.remove(&keys::pending(*first)[..]).unwrap();
-        }
         s.set_meta("format", &5u64.to_be_bytes()).unwrap();
         s.flush().unwrap();
     }
-    let s = SledStore::open(dir.path(), 1 << 20).unwrap();
-    assert_eq!(s.meta("format").unwrap().unwrap(), FORMAT.to_be_bytes());
-    assert_eq!(seqs(&log_after(&s, 0, 1000)), (1..=300).collect::<Vec<_>>());
-    assert_eq!(
-        seqs(&log_after(&s, 250, 1000)),
-        (251..=300).collect::<Vec<_>>()
-    );
+    let err = SledStore::open(dir.path(), 1 << 20).err().expect("refused");
+    assert!(err.to_string().contains("development format"), "{err}");
 }

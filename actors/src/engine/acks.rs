@@ -42,20 +42,25 @@ pub struct WaitFor {
 type Key = (Path, Version);
 
 /// The writers of one event waiting for acknowledgements (a retry of the
-/// same event may wait beside the first).
+/// same event may wait beside the first, for another count).
+#[derive(Default)]
 struct Waiter {
-    needed: usize,
     heard: usize,
+    /// Writers still waiting: the acks each needs, and where to say so.
+    pending: Vec<(usize, oneshot::Sender<usize>)>,
+    /// Writers registered (answered or not), until each one leaves.
     writers: usize,
-    done: Vec<oneshot::Sender<usize>>,
 }
 
 #[derive(Default)]
 struct State {
     waiting: HashMap<Key, Waiter>,
-    /// Acknowledgements of events nobody waits for yet, oldest first.
-    early: HashMap<Key, usize>,
-    early_order: VecDeque<Key>,
+    /// Acknowledgements of events nobody waits for yet, with the
+    /// generation of their entry in `early_order`.
+    early: HashMap<Key, (usize, u64)>,
+    /// Early acknowledgements, oldest first, to bound their number.
+    early_order: VecDeque<(Key, u64)>,
+    generation: u64,
 }
 
 /// The writers waiting for acknowledgements, and acknowledgements waiting
@@ -63,6 +68,26 @@ struct State {
 #[derive(Default)]
 pub(crate) struct Acks {
     state: Mutex<State>,
+}
+
+/// Leaves the waiter of `key` when the writer's future ends, answered,
+/// timed out or dropped (its client went away): nothing stays behind.
+struct Leave<'a> {
+    acks: &'a Acks,
+    key: Key,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        let mut state = self.acks.state();
+        if let Some(waiter) = state.waiting.get_mut(&self.key) {
+            waiter.writers -= 1;
+            waiter.pending.retain(|(_, done)| !done.is_closed());
+            if waiter.writers == 0 {
+                state.waiting.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl Acks {
@@ -79,22 +104,38 @@ impl Acks {
         let mut state = self.state();
         if let Some(waiter) = state.waiting.get_mut(&key) {
             waiter.heard += 1;
-            if waiter.heard >= waiter.needed {
-                for done in waiter.done.drain(..) {
-                    let _ = done.send(waiter.heard);
-                }
+            let heard = waiter.heard;
+            let (ready, still): (Vec<_>, Vec<_>) = std::mem::take(&mut waiter.pending)
+                .into_iter()
+                .partition(|(needed, _)| *needed <= heard);
+            waiter.pending = still;
+            for (_, done) in ready {
+                // A writer gone meanwhile is harmless.
+                let _ = done.send(heard);
             }
             return true;
         }
-        if !state.early.contains_key(&key) {
-            if state.early_order.len() >= MAX_EARLY_ACKS {
-                if let Some(old) = state.early_order.pop_front() {
-                    state.early.remove(&old);
+        let State {
+            early,
+            early_order,
+            generation,
+            ..
+        } = &mut *state;
+        match early.get_mut(&key) {
+            Some((count, _)) => *count += 1,
+            None => {
+                if early_order.len() >= MAX_EARLY_ACKS {
+                    if let Some((old, gen)) = early_order.pop_front() {
+                        if early.get(&old).is_some_and(|(_, g)| *g == gen) {
+                            early.remove(&old);
+                        }
+                    }
                 }
+                *generation += 1;
+                early_order.push_back((key.clone(), *generation));
+                early.insert(key, (1, *generation));
             }
-            state.early_order.push_back(key.clone());
         }
-        *state.early.entry(key).or_default() += 1;
         false
     }
 
@@ -114,50 +155,46 @@ impl Acks {
         let (done, heard) = oneshot::channel();
         {
             let mut state = self.state();
-            let early = state.early.remove(&key).unwrap_or(0);
-            if early >= wait.acks {
-                report.acked += early;
+            let early = state.early.remove(&key).map_or(0, |(count, _)| count);
+            let waiter = state.waiting.entry(key.clone()).or_default();
+            waiter.heard += early;
+            if waiter.heard >= wait.acks {
+                report.acked += waiter.heard;
+                if waiter.writers == 0 {
+                    state.waiting.remove(&key);
+                }
                 return Ok(report);
             }
-            let waiter = state.waiting.entry(key.clone()).or_insert(Waiter {
-                needed: wait.acks,
-                heard: early,
-                writers: 0,
-                done: Vec::new(),
-            });
-            waiter.needed = waiter.needed.min(wait.acks);
             waiter.writers += 1;
-            waiter.done.push(done);
+            waiter.pending.push((wait.acks, done));
         }
-        let outcome = tokio::time::timeout(wait.timeout, heard).await;
-        let heard = {
-            let mut state = self.state();
-            match state.waiting.get_mut(&key) {
-                Some(waiter) => {
-                    let heard = waiter.heard;
-                    waiter.writers -= 1;
-                    if waiter.writers == 0 {
-                        state.waiting.remove(&key);
-                    }
-                    heard
-                }
-                None => 0,
-            }
+        let _leave = Leave {
+            acks: self,
+            key: key.clone(),
         };
-        match outcome {
+        match tokio::time::timeout(wait.timeout, heard).await {
             Ok(Ok(count)) => {
-                report.acked += count.max(heard);
+                report.acked += count;
                 Ok(report)
             }
-            _ => Err(NodeError::Unavailable {
-                acked: report.acked + heard,
-                needed: 1 + wait.acks,
-                of: wait.of,
-            }),
+            _ => {
+                // An ack may have come in since the timer fired.
+                let heard = self.state().waiting.get(&key).map_or(0, |w| w.heard);
+                if heard >= wait.acks {
+                    report.acked += heard;
+                    return Ok(report);
+                }
+                Err(NodeError::Unavailable {
+                    acked: report.acked + heard,
+                    needed: 1 + wait.acks,
+                    of: wait.of,
+                })
+            }
         }
     }
 
-    /// Writers waiting, and acknowledgements kept for writers to come.
+    /// Events with writers waiting, and acknowledgements kept for writers
+    /// to come.
     #[cfg(test)]
     pub fn sizes(&self) -> (usize, usize) {
         let state = self.state();

@@ -114,3 +114,42 @@ fn acks_that_come_first_are_counted_when_the_writer_waits() {
     });
     node.shutdown();
 }
+
+#[test]
+fn a_writer_that_goes_away_leaves_nothing_behind_and_retries_get_their_own_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    let p = Path::parse("rooms/4/a").unwrap();
+    actix::System::new().block_on(async {
+        // A writer whose client goes away while it waits.
+        let gone = {
+            let node = node.clone();
+            let w = waiting(&p, 4_000, 2, LONG);
+            actix::spawn(async move { node.write(w).await })
+        };
+        let deadline = std::time::Instant::now() + LONG;
+        while node.inner_acks_sizes().0 == 0 {
+            assert!(std::time::Instant::now() < deadline, "never waited");
+            actix::clock::sleep(Duration::from_millis(2)).await;
+        }
+        gone.abort();
+        let _ = gone.await;
+        assert_eq!(node.inner_acks_sizes(), (0, 0), "the waiter left with it");
+        // Two acks heard, then a retry of the same event needing two is
+        // answered at once, and one needing three is not answered by them.
+        let v = version(4_000);
+        node.ack(&p, &v);
+        node.ack(&p, &v);
+        let retry = node.write(waiting(&p, 4_000, 2, LONG)).await.unwrap();
+        assert_eq!(retry.acked, 3);
+        let more = node
+            .write(waiting(&p, 4_000, 3, Duration::from_millis(100)))
+            .await;
+        assert!(
+            matches!(more, Err(NodeError::Unavailable { .. })),
+            "{more:?}"
+        );
+        assert_eq!(node.inner_acks_sizes(), (0, 0));
+    });
+    node.shutdown();
+}

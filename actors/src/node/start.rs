@@ -122,6 +122,15 @@ impl Node {
         };
         let layout = store.layout();
         let partitions = layout.partitions();
+        if (config.partitions, config.shard_depth) != (partitions, layout.shard_depth()) {
+            log::warn!(
+                "the store keeps its layout ({partitions} partitions at shard depth {}); \
+                 the configured {} at {} applies to new stores only",
+                layout.shard_depth(),
+                config.partitions,
+                config.shard_depth
+            );
+        }
         let cluster = match &config.cluster {
             Some(c) => {
                 c.check().map_err(NodeError::BadConfig)?;

@@ -122,6 +122,8 @@ impl SledStore {
             }
         };
         let tree = db.open_tree("spread")?;
+        // Refuse a format this build cannot read before writing anything.
+        let format = Self::format_of(&tree)?;
         let layout = Self::stored_layout(&tree, layout)?;
         let mut store = SledStore {
             db,
@@ -135,7 +137,6 @@ impl SledStore {
             #[cfg(test)]
             key_writes_left: usize::MAX.into(),
         };
-        let format = store.format()?;
         // An intent names raw keys: complete it in the format it was
         // written in, before an upgrade moves keys.
         store.finish_intent()?;

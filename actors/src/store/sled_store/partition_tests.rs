@@ -264,6 +264,8 @@ fn dropping_a_partition_leaves_the_others_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let s = small(dir.path());
     let head = write(&s, 0, &scattered(600, 100), 11);
+    // The last commit before the drop writes to the partition dropped.
+    let head = write(&s, head, &[("g3/p0".into(), 10_000)], 1);
     let gone = s.layout.partition_of_str("g3");
     let others: Vec<u16> = (0..4).filter(|&p| p != gone).collect();
     let before: Vec<_> = others
@@ -301,6 +303,12 @@ fn dropping_a_partition_leaves_the_others_untouched() {
         })
         .collect();
     assert_eq!(after, before);
+    // Reopened at once: the last commit's intent does not bring it back.
+    drop(s);
+    let s = small(dir.path());
+    assert!(s.latest(&Path::parse("g3/p0").unwrap()).unwrap().is_none());
+    assert_eq!(s.partition_digest(gone).unwrap().events, 0);
+    assert!(s.partition_log(gone, 0, head, 10).unwrap().trimmed);
     // It takes writes again, and its log from the drop on is whole.
     let head2 = write(&s, head, &[("g3/p0".into(), 1), ("g3/p9".into(), 2)], 2);
     assert_eq!(

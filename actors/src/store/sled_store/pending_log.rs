@@ -19,9 +19,9 @@ use std::sync::Arc;
 use super::*;
 
 /// Pending entries past which a commit folds.
-pub(super) const FOLD_ENTRIES: usize = 4096;
+pub(super) const FOLD_ENTRIES: usize = 16_384;
 /// Bytes of pending event names past which a commit folds.
-pub(super) const FOLD_BYTES: usize = 256 << 10;
+pub(super) const FOLD_BYTES: usize = 1 << 20;
 
 /// One pending entry: its seq and event name (`path \0 order`).
 pub(super) type Entry = (u64, Arc<[u8]>);

@@ -13,8 +13,8 @@ pub(super) const MARKS_SET_FOR_TESTS: &str = MARKS_SET;
 impl SledStore {
     /// The store's format: `None` for a new store or a format-1 one (which
     /// had no format key); an error for one this build cannot read.
-    pub(super) fn format(&self) -> Result<Option<u64>, StoreError> {
-        match self.tree.get(keys::meta(keys::FORMAT_META))? {
+    pub(super) fn format_of(tree: &sled::Tree) -> Result<Option<u64>, StoreError> {
+        match tree.get(keys::meta(keys::FORMAT_META))? {
             None => Ok(None),
             Some(v) => match u64_of(&v) {
                 Some(5) => Err(StoreError::Failed(
@@ -183,7 +183,7 @@ impl SledStore {
                     .ok_or_else(|| StoreError::Corrupt("bad format-4 log key".into()))?;
                 let mut records: std::collections::BTreeMap<u16, LogRecordBuilder> =
                     Default::default();
-                for (seq, name) in (first..).zip(log_record::v4_entries(&raw)?) {
+                for (seq, name) in (first..=u64::MAX).zip(log_record::v4_entries(&raw)?) {
                     let (path, _) = keys::split_logged_key(name).ok_or_else(|| {
                         StoreError::Corrupt(format!("format-4 log entry {seq} is damaged"))
                     })?;

@@ -233,6 +233,10 @@ pub struct ServeArgs {
     /// do). Needs --cluster-secret.
     #[arg(long, env = "SPREAD_JOIN", value_delimiter = ',')]
     pub join: Vec<String>,
+    /// PEM certificates to trust when dialing peers over TLS (`--join https://host:port`):
+    /// the cluster's CA, or the peers' own certificates.
+    #[arg(long, env = "SPREAD_PEER_CA")]
+    pub peer_ca: Option<PathBuf>,
     /// The `host:port` other nodes reach this one at (default: the bound --listen address).
     #[arg(long, env = "SPREAD_ADVERTISE")]
     pub advertise: Option<String>,

@@ -71,6 +71,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             "NO --jwt-key: this node is OPEN to every client that can reach {addr} (reads and writes)"
         ),
     }
+    let peer_tls = match &args.peer_ca {
+        Some(ca) => Some(std::sync::Arc::new(
+            spread_web::tls::peer_client_config(ca).context("loading --peer-ca")?,
+        )),
+        None => None,
+    };
+    if peer_tls.is_none() {
+        if let Some(tls_peer) = args.join.iter().find(|j| spread_web::dial::peer_url(j).1) {
+            anyhow::bail!(
+                "--join {tls_peer} is a TLS peer: give --peer-ca to check its certificate"
+            );
+        }
+    }
     let system = actix_web::rt::System::new();
     let result = system.block_on(async {
         let server = spread_web::server(node.clone(), web, listener, plain)
@@ -93,6 +106,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 actix_web::rt::spawn(spread_web::dial::dial_forever(
                     cluster.clone(),
                     peer.clone(),
+                    peer_tls.clone(),
                 ));
             }
         }
@@ -118,7 +132,14 @@ fn cluster_config(
         log::info!("no --cluster-secret: a single node, which joins no one and accepts no peers");
         return Ok(None);
     };
-    let address = args.advertise.clone().unwrap_or_else(|| bound.to_string());
+    let tls = args.tls_cert.is_some();
+    let address = args.advertise.clone().unwrap_or_else(|| {
+        if tls {
+            format!("https://{bound}")
+        } else {
+            bound.to_string()
+        }
+    });
     let mut cluster = ClusterConfig::new(secret.clone(), address);
     cluster.id = args.cluster_id.clone();
     cluster.join = args

@@ -187,3 +187,76 @@ async fn a_node_without_the_secret_accepts_no_peers_and_cannot_join() {
     assert!(!short.status.success());
     assert!(String::from_utf8_lossy(&short.stderr).contains("at least 16 bytes"));
 }
+
+/// A self-signed certificate for 127.0.0.1, as PEM files in a temp dir.
+struct Cert {
+    dir: tempfile::TempDir,
+}
+
+impl Cert {
+    fn new() -> Cert {
+        let dir = tempfile::tempdir().unwrap();
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), made.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), made.signing_key.serialize_pem()).unwrap();
+        Cert { dir }
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+}
+
+#[actix_web::test]
+async fn peers_link_over_tls_checking_the_certificate() {
+    let cert = Cert::new();
+    let (c, k) = (cert.file("cert.pem"), cert.file("key.pem"));
+    // A serves HTTPS only on its main port (plain HTTP on another, for the
+    // test's metrics).
+    let a = node(
+        "a",
+        &[
+            "--tls-cert",
+            &c,
+            "--tls-key",
+            &k,
+            "--listen-plain",
+            "127.0.0.1:0",
+        ],
+    );
+    let a_plain = a.next_announced();
+    let joined = format!("https://{}", a.addr);
+    let b = node("b", &["--join", &joined, "--peer-ca", &c]);
+    wait_for("a link over TLS", EVENT_DEADLINE, async || {
+        metric_at(&a_plain, "spread_peer_links").await == 1.0 && links(&b).await == 1.0
+    })
+    .await;
+    // A node that trusts another certificate does not link.
+    let other = Cert::new();
+    let stranger = node(
+        "c",
+        &["--join", &joined, "--peer-ca", &other.file("cert.pem")],
+    );
+    wait_for(
+        "c's failed TLS handshake in its log",
+        EVENT_DEADLINE,
+        async || stranger.log().contains("cannot link"),
+    )
+    .await;
+    assert_eq!(links(&stranger).await, 0.0);
+    assert_eq!(metric_at(&a_plain, "spread_peer_links").await, 1.0);
+    // And a TLS peer without --peer-ca is a start-up error.
+    let out = Command::new(env!("CARGO_BIN_EXE_spread"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster-secret",
+            SECRET,
+        ])
+        .args(["--join", &joined, "--data", "/nonexistent/never-created"])
+        .output()
+        .expect("run spread serve");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--peer-ca"));
+}

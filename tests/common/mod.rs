@@ -496,7 +496,12 @@ pub fn raw_request(addr: &str, request: &str) -> String {
 /// A sample's value from the node's `/metrics` (0 when absent), e.g.
 /// `spread_errors_total{error="too_large"}`.
 pub async fn metric(s: &Server, sample: &str) -> f64 {
-    let text = String::from_utf8(get(&format!("{}/metrics", s.url)).await.body.to_vec()).unwrap();
+    metric_at(&s.url, sample).await
+}
+
+/// [`metric`] of the node serving plain HTTP at `base` (`http://host:port`).
+pub async fn metric_at(base: &str, sample: &str) -> f64 {
+    let text = String::from_utf8(get(&format!("{base}/metrics")).await.body.to_vec()).unwrap();
     text.lines()
         .find_map(|l| {
             l.strip_prefix(sample)

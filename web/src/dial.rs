@@ -1,6 +1,7 @@
-//! The client side of peer links: dials a node's `/peer` with awc and keeps
-//! the link, redialing with jittered exponential backoff after a failure or
-//! a close. The protocol is the engine's `Peer` actor, as on the server side
+//! The client side of peer links: dials a node's `/peer` with awc (over
+//! TLS for a peer given as `https://…`, trusting `--peer-ca`) and keeps the
+//! link, redialing with jittered exponential backoff after a failure or a
+//! close. The protocol is the engine's `Peer` actor, as on the server side
 //! (`peer`).
 
 use std::sync::Arc;
@@ -27,10 +28,38 @@ const STABLE_LINK: Duration = Duration::from_secs(10);
 /// How long one attempt to connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Keeps a link from this node to the node at `address` (`host:port`),
+/// Where and how to dial a peer given as `host:port` (plain) or
+/// `https://host:port` / `wss://host:port` (TLS): the WebSocket URL of its
+/// `/peer`, and whether it needs TLS.
+pub fn peer_url(address: &str) -> (String, bool) {
+    for (scheme, tls) in [
+        ("https://", true),
+        ("wss://", true),
+        ("http://", false),
+        ("ws://", false),
+    ] {
+        if let Some(rest) = address.strip_prefix(scheme) {
+            let rest = rest.trim_end_matches('/');
+            let ws = if tls { "wss" } else { "ws" };
+            return (format!("{ws}://{rest}/peer"), tls);
+        }
+    }
+    (
+        format!("ws://{}/peer", address.trim_end_matches('/')),
+        false,
+    )
+}
+
+/// Keeps a link from this node to the node at `address` (see [`peer_url`]),
 /// forever: run it on the actix system of the node (awc's client is not
-/// `Send`). Each failure is logged once per change of reason.
-pub async fn dial_forever(cluster: Arc<Cluster>, address: String) {
+/// `Send`). A TLS peer is dialed with `tls` (its certificate checked
+/// against it); without one it cannot be dialed. Each failure is logged
+/// once per change of reason.
+pub async fn dial_forever(
+    cluster: Arc<Cluster>,
+    address: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) {
     let mut backoff = Backoff::new(
         Duration::from_millis(defaults::PEER_REDIAL_MIN_MS),
         Duration::from_millis(defaults::PEER_REDIAL_MAX_MS),
@@ -38,7 +67,7 @@ pub async fn dial_forever(cluster: Arc<Cluster>, address: String) {
     let mut last_error = String::new();
     loop {
         let began = Instant::now();
-        match connect(&cluster, &address).await {
+        match connect(&cluster, &address, tls.clone()).await {
             Ok(closed) => {
                 last_error.clear();
                 let _ = closed.await;
@@ -58,13 +87,27 @@ pub async fn dial_forever(cluster: Arc<Cluster>, address: String) {
 }
 
 /// Opens one link; the receiver fires when it is gone.
-async fn connect(cluster: &Arc<Cluster>, address: &str) -> Result<oneshot::Receiver<()>, String> {
-    let client = awc::Client::builder()
-        .max_http_version(awc::http::Version::HTTP_11)
-        .timeout(CONNECT_TIMEOUT)
-        .finish();
+async fn connect(
+    cluster: &Arc<Cluster>,
+    address: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<oneshot::Receiver<()>, String> {
+    let (url, needs_tls) = peer_url(address);
+    let client = match (needs_tls, tls) {
+        // Not `max_http_version` here: awc would replace the TLS connector;
+        // the config's ALPN already offers HTTP/1.1 only.
+        (true, Some(config)) => awc::Client::builder()
+            .connector(awc::Connector::new().rustls_0_23(config))
+            .timeout(CONNECT_TIMEOUT)
+            .finish(),
+        (true, None) => return Err("a TLS peer, and no --peer-ca to check it with".into()),
+        (false, _) => awc::Client::builder()
+            .max_http_version(awc::http::Version::HTTP_11)
+            .timeout(CONNECT_TIMEOUT)
+            .finish(),
+    };
     let (_, framed) = client
-        .ws(format!("ws://{address}/peer"))
+        .ws(url)
         .max_frame_size(MAX_FRAME_BYTES)
         .connect()
         .await
@@ -166,5 +209,21 @@ impl Handler<ToSocket> for WsDialed {
                 ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_addresses_give_their_url_and_whether_they_need_tls() {
+        assert_eq!(
+            peer_url("10.0.0.1:8080"),
+            ("ws://10.0.0.1:8080/peer".into(), false)
+        );
+        assert_eq!(peer_url("https://h:1/"), ("wss://h:1/peer".into(), true));
+        assert_eq!(peer_url("wss://h:1"), ("wss://h:1/peer".into(), true));
+        assert_eq!(peer_url("http://h:1"), ("ws://h:1/peer".into(), false));
     }
 }

@@ -1,12 +1,13 @@
 //! TLS for the HTTP surface: a rustls server config from PEM files, on the
 //! ring provider chosen explicitly (two providers linked in would make
 //! rustls panic at `ServerConfig::builder()`). ALPN (`h2`, `http/1.1`) is
-//! added by actix-web when it listens.
+//! added by actix-web when it listens. And the client config of peer links
+//! to nodes that serve TLS.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::ServerConfig;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -45,5 +46,30 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> 
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(chain, key)?;
+    Ok(config)
+}
+
+/// The client config a node dials its TLS peers with: it trusts the
+/// certificates in `ca` (PEM: the cluster's CA, or the peers' self-signed
+/// certificates) and offers HTTP/1.1 only (awc cannot open a WebSocket over
+/// an HTTP/2 connection).
+pub fn peer_client_config(ca: &Path) -> Result<ClientConfig, TlsError> {
+    let name = ca.display().to_string();
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca)
+        .map_err(|e| TlsError::Cert(name.clone(), e.to_string()))?
+    {
+        let cert = cert.map_err(|e| TlsError::Cert(name.clone(), e.to_string()))?;
+        roots.add(cert)?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::Cert(name, "no certificate in the file".into()));
+    }
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

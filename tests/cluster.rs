@@ -5,6 +5,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -142,6 +143,17 @@ async fn garbage_on_a_peer_link_closes_that_link_and_the_node_serves_on() {
         };
         assert_eq!(code, Some(1008), "closed as a policy violation");
     }
+    // A socket that never completes the handshake is closed after the
+    // peer timeout (1 s here), heartbeats or not.
+    let mut silent = WsClient::connect(&format!("ws://{}/peer", a.addr)).await;
+    let code = loop {
+        match silent.next_frame().await {
+            Ok(_) => continue,
+            Err(code) => break code,
+        }
+    };
+    assert_eq!(code, Some(1008));
+    assert!(a.log().contains("no handshake for"), "{}", a.log());
     let mut ws = WsClient::connect(&format!("ws://{}/peer", a.addr)).await;
     ws.send_text("hello?").await;
     while ws.next_frame().await.is_ok() {}
@@ -259,4 +271,37 @@ async fn peers_link_over_tls_checking_the_certificate() {
         .expect("run spread serve");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--peer-ca"));
+}
+
+#[actix_web::test]
+async fn two_dialers_to_one_node_keep_one_link_without_churn() {
+    let a = node("a", &[]);
+    // The same node under two names: the second link is a duplicate, is
+    // refused, and is not redialed while the first is up.
+    let port = a.addr.rsplit(':').next().unwrap();
+    let other_name = format!("localhost:{port}");
+    let b = node("b", &["--join", &a.addr, "--join", &other_name]);
+    wait_for(
+        "one link, and the duplicate refused",
+        EVENT_DEADLINE,
+        async || {
+            links(&b).await == 1.0 && metric(&b, "spread_peer_links_refused_total").await >= 1.0
+        },
+    )
+    .await;
+    let refused = metric(&b, "spread_peer_links_refused_total").await;
+    // Heartbeats flow for more than a redial period (5 s at most).
+    let heard = metric(&b, "spread_peer_frames_total{dir=\"in\"}").await;
+    wait_for("heartbeats at b", Duration::from_secs(15), async || {
+        metric(&b, "spread_peer_frames_total{dir=\"in\"}").await >= heard + 60.0
+    })
+    .await;
+    assert_eq!(links(&b).await, 1.0);
+    assert_eq!(links(&a).await, 1.0);
+    assert_eq!(
+        metric(&b, "spread_peer_links_refused_total").await,
+        refused,
+        "no churn: {}",
+        b.log()
+    );
 }

@@ -109,8 +109,8 @@ impl ClusterConfig {
         if self.id.is_empty() || self.id.len() > 128 || self.id.chars().any(char::is_control) {
             return Err("--cluster-id must be 1 to 128 characters, none a control".into());
         }
-        if self.peer_dead_after <= self.heartbeat_interval {
-            return Err("the peer timeout must be longer than the heartbeat interval".into());
+        if self.peer_dead_after < self.heartbeat_interval * 3 {
+            return Err("the peer timeout must be at least 3 times the heartbeat interval".into());
         }
         Ok(())
     }

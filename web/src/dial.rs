@@ -5,7 +5,7 @@
 //! (`peer`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::io::{SinkWrite, WriteHandler};
 use actix::prelude::*;
@@ -16,7 +16,9 @@ use awc::BoxedSocket;
 use futures_util::stream::{SplitSink, StreamExt};
 use spread_actors::cluster::backoff::Backoff;
 use spread_actors::cluster::frame::MAX_FRAME_BYTES;
-use spread_actors::cluster::{Cluster, Direction, FromSocket, Peer, Shut, SocketClosed, ToSocket};
+use spread_actors::cluster::{
+    Cluster, Direction, FromSocket, LinkReport, Peer, Shut, SocketClosed, ToSocket,
+};
 use spread_actors::config::defaults;
 use tokio::sync::oneshot;
 
@@ -65,9 +67,10 @@ pub async fn dial_forever(
         Duration::from_millis(defaults::PEER_REDIAL_MAX_MS),
     );
     let mut last_error = String::new();
+    let wait_while_up = Duration::from_millis(defaults::PEER_REDIAL_MAX_MS);
     loop {
-        let began = Instant::now();
-        match connect(&cluster, &address, tls.clone()).await {
+        let report = Arc::new(LinkReport::default());
+        match connect(&cluster, &address, tls.clone(), report.clone()).await {
             Ok(closed) => {
                 last_error.clear();
                 let _ = closed.await;
@@ -79,8 +82,16 @@ pub async fn dial_forever(
                 }
             }
         }
-        if began.elapsed() >= STABLE_LINK {
+        if report.up_for().is_some_and(|up| up >= STABLE_LINK) {
             backoff.reset();
+        }
+        // That node has a link with this one already (it dialed too, or an
+        // older link of this dialer is not yet known dead): wait for it to
+        // go rather than dial in vain.
+        if let Some(node) = report.node() {
+            while cluster.links.is_up(&node) {
+                actix_web::rt::time::sleep(wait_while_up).await;
+            }
         }
         actix_web::rt::time::sleep(backoff.next_delay()).await;
     }
@@ -91,6 +102,7 @@ async fn connect(
     cluster: &Arc<Cluster>,
     address: &str,
     tls: Option<Arc<rustls::ClientConfig>>,
+    report: Arc<LinkReport>,
 ) -> Result<oneshot::Receiver<()>, String> {
     let (url, needs_tls) = peer_url(address);
     let client = match (needs_tls, tls) {
@@ -122,7 +134,8 @@ async fn connect(
             Direction::Outbound,
             remote,
             ctx.address().recipient(),
-        );
+        )
+        .reporting(report);
         WsDialed {
             sink: SinkWrite::new(sink, ctx),
             peer: peer.start(),

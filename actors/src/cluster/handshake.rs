@@ -1,14 +1,21 @@
 //! The handshake of a peer link: who each side is, and proof that both know
 //! the cluster secret, which never crosses the wire.
 //!
-//! Both sides send a [`Hello`] at once, with a fresh random nonce. On the
-//! other's `Hello`, a side checks that it speaks the same protocol, belongs
-//! to the same cluster and has the same partition layout, then answers a
-//! [`PeerFrame::Proof`]: the BLAKE3 keyed hash, under a key derived from the
-//! secret, of the other's nonce and both node ids. On the other's proof it
-//! checks the MAC of its own nonce; then the link is up. A replayed proof is
-//! worthless (the nonce is new per link), and the MAC names who proves to
-//! whom, so it cannot be reflected back.
+//! Both sides send a [`Hello`] at once, with a fresh random nonce; each
+//! checks the other's (same protocol, cluster and partition layout, not
+//! itself, fields of sane size). Then the side that dialed proves first: a
+//! [`PeerFrame::Proof`], the BLAKE3 keyed hash, under a key derived from the
+//! secret, of the acceptor's nonce, both node ids, the cluster and its role.
+//! The acceptor checks it and only then proves in turn, over the dialer's
+//! nonce; the dialer checks that, and the link is up at both ends.
+//!
+//! So a node never proves anything to a socket that has not proved first,
+//! except as a dialer, to an address it chose (its `--join` list): nobody
+//! can collect MACs by connecting, nor relay one node's proof to another (a
+//! proof names who proves to whom and in which role, and covers a nonce
+//! fresh per link). Frames after the handshake are not authenticated one by
+//! one: between nodes on a network that is not trusted, peer links run
+//! over TLS (`--join https://…`).
 
 use crate::model::Layout;
 
@@ -55,14 +62,45 @@ pub fn proof(
     prover: &str,
     verifier: &str,
     cluster: &str,
+    role: Role,
 ) -> [u8; 32] {
     let mut h = blake3::Hasher::new_keyed(&secret.0);
     h.update(challenge);
-    for part in [prover, verifier, cluster] {
+    let role = match role {
+        Role::Dialer => "dialer",
+        Role::Acceptor => "acceptor",
+    };
+    for part in [prover, verifier, cluster, role] {
         h.update(&(part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
     *h.finalize().as_bytes()
+}
+
+/// Which side of a link a node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// It dialed: it proves first.
+    Dialer,
+    /// It accepted (`GET /peer`): it proves once the dialer has.
+    Acceptor,
+}
+
+/// Longest node id, cluster id and address a `Hello` may carry.
+const MAX_HELLO_FIELD: usize = 256;
+
+/// `text` cut to `max` bytes and with control characters escaped, to be
+/// logged or sent back safely.
+pub fn sanitized(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out: String = text[..end].escape_debug().collect();
+    if end < text.len() {
+        out.push('…');
+    }
+    out
 }
 
 /// Why a handshake failed.
@@ -85,21 +123,22 @@ impl Refusal {
 pub enum Progress {
     /// Not done yet; send this frame, if any.
     Continue(Option<PeerFrame>),
-    /// The link is up, with this peer.
-    Up(Hello),
+    /// The link is up, with this peer; send this frame first, if any.
+    Up(Hello, Option<PeerFrame>),
 }
 
 /// One side of a handshake.
 pub struct Handshake {
     me: Identity,
     secret: Secret,
+    role: Role,
     nonce: [u8; NONCE_BYTES],
     peer: Option<Hello>,
 }
 
 impl Handshake {
-    /// A handshake of `me`, and the `Hello` to send first.
-    pub fn start(me: Identity, secret: Secret) -> (Handshake, PeerFrame) {
+    /// A handshake of `me` in `role`, and the `Hello` to send first.
+    pub fn start(me: Identity, secret: Secret, role: Role) -> (Handshake, PeerFrame) {
         let nonce: [u8; NONCE_BYTES] = rand::random();
         let hello = PeerFrame::Hello(Hello {
             protocol: PROTOCOL_VERSION,
@@ -113,6 +152,7 @@ impl Handshake {
         let handshake = Handshake {
             me,
             secret,
+            role,
             nonce,
             peer: None,
         };
@@ -124,6 +164,19 @@ impl Handshake {
         self.peer.as_ref()
     }
 
+    /// The MAC this node sends: over the peer's nonce, in its own role.
+    fn my_proof(&self, peer: &Hello) -> PeerFrame {
+        let mac = proof(
+            &self.secret,
+            &peer.nonce,
+            &self.me.node,
+            &peer.node,
+            &self.me.cluster,
+            self.role,
+        );
+        PeerFrame::Proof { mac }
+    }
+
     /// Takes the next frame of the other side.
     pub fn on_frame(&mut self, frame: PeerFrame) -> Result<Progress, Refusal> {
         match frame {
@@ -132,19 +185,18 @@ impl Handshake {
                     return Err(Refusal::tell("a second hello".into()));
                 }
                 self.check(&hello)?;
-                let mac = proof(
-                    &self.secret,
-                    &hello.nonce,
-                    &self.me.node,
-                    &hello.node,
-                    &self.me.cluster,
-                );
+                // The dialer proves first; the acceptor waits for it.
+                let answer = (self.role == Role::Dialer).then(|| self.my_proof(&hello));
                 self.peer = Some(hello);
-                Ok(Progress::Continue(Some(PeerFrame::Proof { mac })))
+                Ok(Progress::Continue(answer))
             }
             PeerFrame::Proof { mac } => {
                 let Some(peer) = &self.peer else {
                     return Err(Refusal::tell("a proof before the hello".into()));
+                };
+                let theirs = match self.role {
+                    Role::Dialer => Role::Acceptor,
+                    Role::Acceptor => Role::Dialer,
                 };
                 let expected = proof(
                     &self.secret,
@@ -152,22 +204,22 @@ impl Handshake {
                     &peer.node,
                     &self.me.node,
                     &self.me.cluster,
+                    theirs,
                 );
                 // blake3's Hash compares in constant time.
                 if blake3::Hash::from(expected) != blake3::Hash::from(mac) {
                     return Err(Refusal::tell(format!(
                         "node '{}' does not prove the cluster secret (wrong --cluster-secret?)",
-                        peer.node
+                        sanitized(&peer.node, MAX_HELLO_FIELD)
                     )));
                 }
-                Ok(Progress::Up(peer.clone()))
+                let answer = (self.role == Role::Acceptor).then(|| self.my_proof(peer));
+                Ok(Progress::Up(peer.clone(), answer))
             }
             PeerFrame::Refused { reason } => Err(Refusal {
-                reason: format!("refused by the peer: {reason}"),
+                reason: format!("refused by the peer: {}", sanitized(&reason, 512)),
                 tell: false,
             }),
-            PeerFrame::Heartbeat { .. } => Ok(Progress::Continue(None)),
-            #[allow(unreachable_patterns)]
             other => Err(Refusal::tell(format!(
                 "a {} frame before the handshake",
                 other.kind()
@@ -177,6 +229,17 @@ impl Handshake {
 
     /// Refuses a peer this node cannot link with.
     fn check(&self, hello: &Hello) -> Result<(), Refusal> {
+        for (what, field) in [
+            ("node id", &hello.node),
+            ("cluster id", &hello.cluster),
+            ("address", &hello.address),
+        ] {
+            if field.len() > MAX_HELLO_FIELD || field.chars().any(char::is_control) {
+                return Err(Refusal::tell(format!(
+                    "a hello whose {what} is over {MAX_HELLO_FIELD} bytes or has control characters"
+                )));
+            }
+        }
         if hello.protocol != PROTOCOL_VERSION {
             return Err(Refusal::tell(format!(
                 "node '{}' speaks peer protocol {}, this node {PROTOCOL_VERSION}",
@@ -212,6 +275,7 @@ impl Handshake {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
 
     fn identity(node: &str, cluster: &str, partitions: u32) -> Identity {
         Identity {
@@ -222,32 +286,51 @@ mod tests {
         }
     }
 
-    /// Runs a handshake between `a` and `b` to its end on both sides.
+    /// Runs a handshake between dialer `a` and acceptor `b`, delivering
+    /// frames in order both ways, to its end on both sides: each side's
+    /// peer, or why it stopped.
     fn link(
         a: (Identity, &str),
         b: (Identity, &str),
-    ) -> (Result<Hello, Refusal>, Result<Hello, Refusal>) {
-        let (mut ha, hello_a) = Handshake::start(a.0, Secret::new(a.1));
-        let (mut hb, hello_b) = Handshake::start(b.0, Secret::new(b.1));
-        // Each side takes the other's hello, then the other's answer.
-        let step = |h: &mut Handshake, f: PeerFrame| h.on_frame(f);
-        let a1 = step(&mut ha, hello_b);
-        let b1 = step(&mut hb, hello_a);
-        let finish = |h: &mut Handshake, answer: Result<Progress, Refusal>| match answer {
-            Ok(Progress::Continue(Some(frame))) => match h.on_frame(frame) {
-                Ok(Progress::Up(peer)) => Ok(peer),
-                Ok(other) => panic!("unexpected {other:?}"),
-                Err(r) => Err(r),
-            },
-            Err(r) => Err(Refusal {
-                reason: format!("refused by the peer: {}", r.reason),
-                tell: false,
-            }),
-            Ok(other) => panic!("unexpected {other:?}"),
-        };
-        let a_done = finish(&mut ha, b1);
-        let b_done = finish(&mut hb, a1);
-        (a_done, b_done)
+    ) -> (Result<Hello, String>, Result<Hello, String>) {
+        let (ha, hello_a) = Handshake::start(a.0, Secret::new(a.1), Role::Dialer);
+        let (hb, hello_b) = Handshake::start(b.0, Secret::new(b.1), Role::Acceptor);
+        let mut sides = [ha, hb];
+        let mut inbox: [VecDeque<PeerFrame>; 2] =
+            [VecDeque::from([hello_b]), VecDeque::from([hello_a])];
+        let mut done: [Option<Result<Hello, String>>; 2] = [None, None];
+        while done.iter().any(Option::is_none) {
+            let mut moved = false;
+            for i in 0..2 {
+                if done[i].is_some() {
+                    continue;
+                }
+                let Some(frame) = inbox[i].pop_front() else {
+                    continue;
+                };
+                moved = true;
+                let out = match sides[i].on_frame(frame) {
+                    Ok(Progress::Continue(out)) => out,
+                    Ok(Progress::Up(peer, out)) => {
+                        done[i] = Some(Ok(peer));
+                        out
+                    }
+                    Err(r) => {
+                        done[i] = Some(Err(r.reason.clone()));
+                        r.tell.then_some(PeerFrame::Refused { reason: r.reason })
+                    }
+                };
+                if let Some(frame) = out {
+                    inbox[1 - i].push_back(frame);
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        let [a, b] = done;
+        let stuck = || Err("stuck".to_string());
+        (a.unwrap_or_else(stuck), b.unwrap_or_else(stuck))
     }
 
     #[test]
@@ -266,33 +349,78 @@ mod tests {
             (identity("a", "c", 64), "s3cret"),
             (identity("b", "c", 64), "other"),
         );
-        assert!(a.unwrap_err().reason.contains("cluster secret"));
-        assert!(b.unwrap_err().reason.contains("cluster secret"));
-        let (a, _) = link((identity("a", "c", 64), "s"), (identity("b", "d", 64), "s"));
-        assert!(a
-            .unwrap_err()
-            .reason
-            .contains("in cluster 'c', this node in 'd'"));
+        assert!(b.unwrap_err().contains("does not prove the cluster secret"));
+        assert!(a.unwrap_err().contains("refused by the peer"));
+        let (a, b) = link((identity("a", "c", 64), "s"), (identity("b", "d", 64), "s"));
+        assert!(a.unwrap_err().contains("in cluster 'd', this node in 'c'"));
+        assert!(b.unwrap_err().contains("in cluster 'c', this node in 'd'"));
         let (a, _) = link((identity("a", "c", 64), "s"), (identity("b", "c", 32), "s"));
         assert!(a
             .unwrap_err()
-            .reason
-            .contains("64 partitions at shard depth 2, this node 32"));
+            .contains("has 32 partitions at shard depth 2, this node 64"));
         let (a, _) = link((identity("a", "c", 64), "s"), (identity("a", "c", 64), "s"));
-        assert!(a.unwrap_err().reason.contains("itself"));
+        assert!(a.unwrap_err().contains("itself"));
     }
 
     #[test]
-    fn a_proof_is_bound_to_its_challenge_and_direction() {
+    fn an_acceptor_proves_nothing_to_a_dialer_that_has_not_proved() {
+        let secret = Secret::new("s");
+        let (mut acceptor, _) = Handshake::start(identity("b", "c", 64), secret, Role::Acceptor);
+        // A stranger's hello gets no proof back.
+        let (_, stranger_hello) =
+            Handshake::start(identity("a", "c", 64), Secret::new("guess"), Role::Dialer);
+        assert_eq!(
+            acceptor.on_frame(stranger_hello),
+            Ok(Progress::Continue(None))
+        );
+        // A heartbeat cannot stand in for the handshake.
+        assert!(acceptor
+            .on_frame(PeerFrame::Heartbeat { sent_at: 1 })
+            .is_err());
+    }
+
+    #[test]
+    fn a_proof_is_bound_to_its_challenge_direction_and_role() {
         let secret = Secret::new("s");
         let nonce = [1; NONCE_BYTES];
-        let p = proof(&secret, &nonce, "a", "b", "c");
-        assert_ne!(p, proof(&secret, &[2; NONCE_BYTES], "a", "b", "c"));
-        assert_ne!(p, proof(&secret, &nonce, "b", "a", "c"), "not reflectable");
-        assert_ne!(p, proof(&Secret::new("t"), &nonce, "a", "b", "c"));
-        // Out of order frames are refused.
-        let (mut h, _) = Handshake::start(identity("a", "c", 64), secret);
+        let p = proof(&secret, &nonce, "a", "b", "c", Role::Dialer);
+        assert_ne!(
+            p,
+            proof(&secret, &[2; NONCE_BYTES], "a", "b", "c", Role::Dialer)
+        );
+        assert_ne!(
+            p,
+            proof(&secret, &nonce, "b", "a", "c", Role::Dialer),
+            "not reflectable"
+        );
+        assert_ne!(
+            p,
+            proof(&secret, &nonce, "a", "b", "c", Role::Acceptor),
+            "nor relayable"
+        );
+        assert_ne!(
+            p,
+            proof(&Secret::new("t"), &nonce, "a", "b", "c", Role::Dialer)
+        );
+        let (mut h, _) = Handshake::start(identity("a", "c", 64), secret, Role::Acceptor);
         let early = h.on_frame(PeerFrame::Proof { mac: p });
         assert!(early.unwrap_err().reason.contains("before the hello"));
+    }
+
+    #[test]
+    fn hello_fields_are_bounded_and_logged_safely() {
+        let (mut h, _) = Handshake::start(identity("a", "c", 64), Secret::new("s"), Role::Acceptor);
+        let (_, hello) = Handshake::start(identity("b", "c", 64), Secret::new("s"), Role::Dialer);
+        let PeerFrame::Hello(mut hello) = hello else {
+            unreachable!()
+        };
+        hello.node = "x\ny".into();
+        assert!(h
+            .on_frame(PeerFrame::Hello(hello))
+            .unwrap_err()
+            .reason
+            .contains("control"));
+        assert_eq!(sanitized("a\nb", 10), "a\\nb");
+        assert_eq!(sanitized("abcdef", 3), "abc…");
     }
 }

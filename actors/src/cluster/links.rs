@@ -3,7 +3,8 @@
 //! Two nodes may end up with two links (each dialed the other, or a dialer
 //! reconnected before the old link was noticed dead). Both sides keep the
 //! same one: the link dialed by the node with the smaller id; between two
-//! links of the same dialer, the newer.
+//! links of the same dialer, the older (a dead one times out, and the
+//! dialer whose link was refused waits until then, see `LinkReport`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +37,39 @@ pub struct LinkInfo {
     pub since: Instant,
     /// A number unique to the link on this node.
     pub id: u64,
+}
+
+/// What a dialer learns of one link it opened: whom it reached, and when
+/// the link came up.
+#[derive(Debug, Default)]
+pub struct LinkReport {
+    node: Mutex<Option<String>>,
+    up_at: Mutex<Option<Instant>>,
+}
+
+impl LinkReport {
+    /// The node the link reached (once it said who it is).
+    pub fn node(&self) -> Option<String> {
+        self.node.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// How long the link has been (or was, until now) up.
+    pub fn up_for(&self) -> Option<std::time::Duration> {
+        self.up_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed())
+    }
+
+    /// Records the node reached.
+    pub fn reached(&self, node: &str) {
+        *self.node.lock().unwrap_or_else(|p| p.into_inner()) = Some(node.to_string());
+    }
+
+    /// Records that the link came up.
+    pub fn came_up(&self) {
+        *self.up_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
 }
 
 /// Counters of all links, for `/metrics`.
@@ -102,6 +136,14 @@ impl Links {
         out
     }
 
+    /// True if a link to `node` is up.
+    pub fn is_up(&self, node: &str) -> bool {
+        self.up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(node)
+    }
+
     /// How many links are up.
     pub fn count(&self) -> usize {
         self.up.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -111,7 +153,7 @@ impl Links {
 /// Whether `new` replaces `old` (two links between the same two nodes).
 fn newer_wins(me: &str, old: &LinkInfo, new: &LinkInfo) -> bool {
     if old.direction == new.direction {
-        return true;
+        return false;
     }
     // The link dialed by the smaller id stays.
     fn dialer<'a>(me: &'a str, l: &'a LinkInfo) -> &'a str {

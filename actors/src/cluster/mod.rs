@@ -21,7 +21,7 @@ use crate::config::ClusterConfig;
 use crate::model::Layout;
 
 pub use handshake::{Identity, Secret};
-pub use links::{Direction, LinkInfo, LinkStats, Links};
+pub use links::{Direction, LinkInfo, LinkReport, LinkStats, Links};
 pub use peer::{FromSocket, Peer, Shut, SocketClosed, ToSocket};
 
 /// This node's side of the cluster: who it is, the secret, its links.

@@ -13,8 +13,8 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use super::frame::PeerFrame;
-use super::handshake::{Handshake, Progress};
-use super::links::{Direction, LinkInfo};
+use super::handshake::{sanitized, Handshake, Progress, Role};
+use super::links::{Direction, LinkInfo, LinkReport};
 use super::Cluster;
 use crate::model::version::wall_micros;
 
@@ -57,6 +57,9 @@ pub struct Peer {
     hello: Option<PeerFrame>,
     /// Once up.
     up: Option<LinkInfo>,
+    /// Told whom the link reached and when it came up (a dialer's).
+    report: Option<Arc<LinkReport>>,
+    started: Instant,
     last_heard: Instant,
     last_sent: Instant,
     closed: bool,
@@ -71,7 +74,12 @@ impl Peer {
         remote: String,
         socket: Recipient<ToSocket>,
     ) -> Peer {
-        let (handshake, hello) = Handshake::start(cluster.identity.clone(), cluster.secret.clone());
+        let role = match direction {
+            Direction::Outbound => Role::Dialer,
+            Direction::Inbound => Role::Acceptor,
+        };
+        let (handshake, hello) =
+            Handshake::start(cluster.identity.clone(), cluster.secret.clone(), role);
         let now = Instant::now();
         Peer {
             cluster,
@@ -81,17 +89,25 @@ impl Peer {
             handshake: Some(handshake),
             hello: Some(hello),
             up: None,
+            report: None,
+            started: now,
             last_heard: now,
             last_sent: now,
             closed: false,
         }
     }
 
+    /// Reports to `report` whom the link reaches and when it comes up.
+    pub fn reporting(mut self, report: Arc<LinkReport>) -> Peer {
+        self.report = Some(report);
+        self
+    }
+
     /// Who is at the other end, for logs.
     fn who(&self) -> String {
         match (&self.up, self.handshake.as_ref().and_then(|h| h.peer())) {
-            (Some(info), _) => format!("'{}' ({})", info.node, info.address),
-            (None, Some(hello)) => format!("'{}' ({})", hello.node, self.remote),
+            (Some(info), _) => format!("'{}' ({})", info.node, sanitized(&info.address, 256)),
+            (None, Some(hello)) => format!("'{}' ({})", sanitized(&hello.node, 256), self.remote),
             (None, None) => self.remote.clone(),
         }
     }
@@ -134,16 +150,23 @@ impl Peer {
             match handshake.on_frame(frame) {
                 Ok(Progress::Continue(Some(answer))) => self.send(&answer),
                 Ok(Progress::Continue(None)) => {}
-                Ok(Progress::Up(hello)) => self.link_up(hello, ctx),
+                Ok(Progress::Up(hello, answer)) => {
+                    if let Some(answer) = answer {
+                        self.send(&answer);
+                    }
+                    self.link_up(hello, ctx)
+                }
                 Err(refusal) => self.close(refusal.reason, refusal.tell, ctx),
             }
             return;
         }
         match frame {
             PeerFrame::Heartbeat { .. } => {}
-            PeerFrame::Refused { reason } => {
-                self.close(format!("refused by the peer: {reason}"), false, ctx)
-            }
+            PeerFrame::Refused { reason } => self.close(
+                format!("refused by the peer: {}", sanitized(&reason, 512)),
+                false,
+                ctx,
+            ),
             other @ (PeerFrame::Hello(_) | PeerFrame::Proof { .. }) => self.close(
                 format!("a {} frame after the handshake", other.kind()),
                 true,
@@ -154,6 +177,9 @@ impl Peer {
 
     fn link_up(&mut self, hello: super::frame::Hello, ctx: &mut Context<Self>) {
         self.handshake = None;
+        if let Some(report) = &self.report {
+            report.reached(&hello.node);
+        }
         let info = LinkInfo {
             node: hello.node,
             address: hello.address,
@@ -167,6 +193,9 @@ impl Peer {
             self.up = Some(info);
             self.close(reason, true, ctx);
             return;
+        }
+        if let Some(report) = &self.report {
+            report.came_up();
         }
         log::info!(
             "peer link to '{}' ({}, {}) is up",
@@ -183,14 +212,15 @@ impl Peer {
     /// Heartbeats on a quiet link; closes a silent one.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let settings = &self.cluster.config;
-        let silent = self.last_heard.elapsed();
-        if silent > settings.peer_dead_after {
-            let what = if self.up.is_some() {
-                "silent"
-            } else {
-                "no handshake"
-            };
-            self.close(format!("{what} for {} ms", silent.as_millis()), true, ctx);
+        // Until the link is up, the time counts from its start: frames that
+        // do not complete the handshake do not keep it open.
+        let (what, since) = match self.up {
+            Some(_) => ("silent", self.last_heard),
+            None => ("no handshake", self.started),
+        };
+        let waited = since.elapsed();
+        if waited > settings.peer_dead_after {
+            self.close(format!("{what} for {} ms", waited.as_millis()), true, ctx);
             return;
         }
         if self.up.is_some() && self.last_sent.elapsed() >= settings.heartbeat_interval {

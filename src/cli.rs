@@ -84,6 +84,12 @@ pub enum Command {
         /// The path.
         path: String,
     },
+    /// Print the cluster as the node sees it: its members and their state, and
+    /// each partition's owners (JSON).
+    Cluster {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// Where the client verbs talk to.

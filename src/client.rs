@@ -169,6 +169,15 @@ pub async fn history(client: ClientArgs, path: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `spread cluster`: the node's view of the cluster, as JSON.
+pub async fn cluster(client: ClientArgs) -> anyhow::Result<()> {
+    let base = client.server.trim_end_matches('/');
+    let req = http(&client).get(format!("{base}/cluster"));
+    let view = json_of(&success(exchange(req, None, "cluster").await?)?)?;
+    println!("{}", serde_json::to_string_pretty(&view)?);
+    Ok(())
+}
+
 /// `spread watch`: one JSON line per event, `{"event": <kind>, "id", "data"}`.
 pub async fn watch(
     client: ClientArgs,

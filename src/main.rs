@@ -61,6 +61,7 @@ fn main() {
                     count,
                 } => client::watch(client, prefix, since, count).await,
                 Command::History { client, path } => client::history(client, path).await,
+                Command::Cluster { client } => client::cluster(client).await,
                 Command::Token(args) => client::token(args),
                 Command::Serve(_) => unreachable!("handled above"),
             }

@@ -101,15 +101,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
-        if let Some(cluster) = node.cluster() {
-            for peer in &cluster.config.join {
-                actix_web::rt::spawn(spread_web::dial::dial_forever(
-                    cluster.clone(),
-                    peer.clone(),
-                    peer_tls.clone(),
-                ));
-            }
-        }
+        // Membership dials the --join nodes, then every member it learns of.
+        spread_web::cluster::start(&node, peer_tls.clone());
         server.await.context("serving HTTP")
     });
     node.shutdown();

@@ -305,3 +305,77 @@ async fn two_dialers_to_one_node_keep_one_link_without_churn() {
         b.log()
     );
 }
+
+/// The members node `s` lists in `GET /cluster`, as (node, state).
+async fn members(s: &Server) -> Vec<(String, String)> {
+    let answer = get(&format!("{}/cluster", s.url)).await;
+    assert_eq!(answer.status, 200);
+    let mut out: Vec<(String, String)> = answer.json()["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["node"].as_str().unwrap().to_string(),
+                m["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn all(states: &[(&str, &str)]) -> Vec<(String, String)> {
+    states
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .collect()
+}
+
+#[actix_web::test]
+async fn members_learn_of_each_other_see_a_dead_one_and_its_return() {
+    let a = node("a", &[]);
+    let b = node("b", &["--join", &a.addr]);
+    // c knows only b; a learns of c by gossip, and links with it.
+    let mut c = node("c", &["--join", &b.addr]);
+    let everyone = all(&[("a", "alive"), ("b", "alive"), ("c", "alive")]);
+    for s in [&a, &b, &c] {
+        wait_for("three members alive", EVENT_DEADLINE, async || {
+            members(s).await == everyone
+        })
+        .await;
+    }
+    wait_for("a linked with c", EVENT_DEADLINE, async || {
+        links(&a).await == 2.0
+    })
+    .await;
+    let owners = get(&format!("{}/cluster", a.url)).await.json()["partitions"][0]["owners"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(owners, 3, "each partition has three owners");
+    // `spread cluster` prints the same view.
+    let cli = Command::new(env!("CARGO_BIN_EXE_spread"))
+        .args(["cluster", "--server", &a.url])
+        .output()
+        .expect("run spread cluster");
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    let printed: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(printed["members"].as_array().unwrap().len(), 3);
+    assert_eq!(printed["node"], "a");
+    c.kill9();
+    let without_c = all(&[("a", "alive"), ("b", "alive"), ("c", "dead")]);
+    for s in [&a, &b] {
+        wait_for("c dead", EVENT_DEADLINE, async || {
+            members(s).await == without_c
+        })
+        .await;
+    }
+    c.restart();
+    for s in [&a, &b, &c] {
+        wait_for("c back, under its id", EVENT_DEADLINE, async || {
+            members(s).await == everyone
+        })
+        .await;
+    }
+}

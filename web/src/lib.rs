@@ -4,6 +4,7 @@
 //! `{"error", "detail"}` with the right status (see [`error::ApiError`]).
 
 pub mod auth;
+pub mod cluster;
 pub mod dial;
 pub mod encode;
 pub mod error;
@@ -182,6 +183,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::scope("/wss").default_service(web::to(ws::dispatch)))
         .service(web::scope("/rollback").default_service(web::to(not_served)))
         .service(web::resource("/peer").to(peer::peer))
+        .service(web::resource("/cluster").route(web::get().to(cluster::cluster)))
         .service(web::resource("/healthz").route(web::get().to(healthz)))
         .service(web::resource("/metrics").route(web::get().to(metrics)))
         .default_service(web::to(not_found));

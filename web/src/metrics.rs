@@ -275,6 +275,7 @@ fn route_of(path: &str) -> &'static str {
         "healthz" => "healthz",
         "metrics" => "metrics",
         "peer" => "peer",
+        "cluster" => "cluster",
         _ => "other",
     }
 }

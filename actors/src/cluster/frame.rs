@@ -32,6 +32,8 @@ pub struct Hello {
     pub partitions: u32,
     /// Its shard depth.
     pub shard_depth: u32,
+    /// Its membership bump (see `membership`).
+    pub bump: u16,
     /// A fresh random challenge: the other side proves it knows the cluster
     /// secret by a MAC over it (see `handshake`).
     pub nonce: [u8; NONCE_BYTES],
@@ -58,6 +60,11 @@ pub enum PeerFrame {
     Heartbeat {
         /// The sender's wall clock, µs.
         sent_at: u64,
+    },
+    /// Membership: a SWIM message (see `membership`).
+    Gossip {
+        /// foca's bytes.
+        data: Vec<u8>,
     },
 }
 
@@ -94,6 +101,7 @@ impl PeerFrame {
             PeerFrame::Proof { .. } => "proof",
             PeerFrame::Refused { .. } => "refused",
             PeerFrame::Heartbeat { .. } => "heartbeat",
+            PeerFrame::Gossip { .. } => "gossip",
         }
     }
 }
@@ -110,6 +118,7 @@ mod tests {
             address: "127.0.0.1:1".into(),
             partitions: 64,
             shard_depth: 2,
+            bump: 3,
             nonce: [7; NONCE_BYTES],
         }
     }
@@ -123,6 +132,7 @@ mod tests {
                 reason: "no".into(),
             },
             PeerFrame::Heartbeat { sent_at: 42 },
+            PeerFrame::Gossip { data: vec![1, 2] },
         ] {
             assert_eq!(PeerFrame::decode(&frame.encode()), Ok(frame));
         }

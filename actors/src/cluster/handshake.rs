@@ -52,6 +52,8 @@ pub struct Identity {
     pub address: String,
     /// Its partition layout.
     pub layout: Layout,
+    /// Its membership bump (see `membership`).
+    pub bump: u16,
 }
 
 /// The MAC by which `prover` shows `verifier` that it knows the secret,
@@ -147,6 +149,7 @@ impl Handshake {
             address: me.address.clone(),
             partitions: me.layout.partitions(),
             shard_depth: me.layout.shard_depth() as u32,
+            bump: me.bump,
             nonce,
         });
         let handshake = Handshake {
@@ -283,6 +286,7 @@ mod tests {
             node: node.into(),
             address: format!("{node}:1"),
             layout: Layout::new(partitions, 2).unwrap(),
+            bump: 0,
         }
     }
 

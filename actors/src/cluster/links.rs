@@ -136,6 +136,15 @@ impl Links {
         out
     }
 
+    /// The `Peer` of the link to `node`, if one is up.
+    pub fn peer(&self, node: &str) -> Option<Addr<Peer>> {
+        self.up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .map(|(_, peer)| peer.clone())
+    }
+
     /// True if a link to `node` is up.
     pub fn is_up(&self, node: &str) -> bool {
         self.up
@@ -191,8 +200,8 @@ mod tests {
         let inb = info("a", Direction::Inbound, 2);
         assert!(newer_wins("b", &out, &inb));
         assert!(!newer_wins("b", &inb, &out));
-        // A reconnect by the same dialer replaces the old link.
-        assert!(newer_wins(
+        // A second link of the same dialer waits for the first to go.
+        assert!(!newer_wins(
             "a",
             &info("b", Direction::Outbound, 1),
             &info("b", Direction::Outbound, 2)

@@ -39,6 +39,11 @@ pub struct FromSocket(pub Bytes);
 #[rtype(result = "()")]
 pub struct SocketClosed(pub String);
 
+/// Send a membership message on the link (see `membership`).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SendGossip(pub Vec<u8>);
+
 /// Close the link, telling the other side why.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -162,6 +167,11 @@ impl Peer {
         }
         match frame {
             PeerFrame::Heartbeat { .. } => {}
+            PeerFrame::Gossip { data } => {
+                if let Some(membership) = self.cluster.membership.get() {
+                    membership.do_send(super::membership::GossipIn(data));
+                }
+            }
             PeerFrame::Refused { reason } => self.close(
                 format!("refused by the peer: {}", sanitized(&reason, 512)),
                 false,
@@ -177,6 +187,11 @@ impl Peer {
 
     fn link_up(&mut self, hello: super::frame::Hello, ctx: &mut Context<Self>) {
         self.handshake = None;
+        let member = super::membership::Member {
+            node: hello.node.clone(),
+            address: hello.address.clone(),
+            bump: hello.bump,
+        };
         if let Some(report) = &self.report {
             report.reached(&hello.node);
         }
@@ -196,6 +211,9 @@ impl Peer {
         }
         if let Some(report) = &self.report {
             report.came_up();
+        }
+        if let Some(membership) = self.cluster.membership.get() {
+            membership.do_send(super::membership::LinkedWith(member));
         }
         log::info!(
             "peer link to '{}' ({}, {}) is up",
@@ -279,6 +297,16 @@ impl Handler<SocketClosed> for Peer {
             log::info!("peer link {}: {}", self.who(), msg.0);
         }
         ctx.stop();
+    }
+}
+
+impl Handler<SendGossip> for Peer {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendGossip, _: &mut Self::Context) {
+        if self.up.is_some() && !self.closed {
+            self.send(&PeerFrame::Gossip { data: msg.0 });
+        }
     }
 }
 

@@ -134,7 +134,17 @@ impl Node {
         let cluster = match &config.cluster {
             Some(c) => {
                 c.check().map_err(NodeError::BadConfig)?;
-                Some(Arc::new(Cluster::new(c.clone(), node_id.as_str(), layout)))
+                // A new life at each start: the node rejoins under its id.
+                let bump = meta_text(&*store, "member_bump")?
+                    .and_then(|b| b.parse::<u16>().ok())
+                    .map_or(0, |b| b.wrapping_add(1));
+                store.set_meta("member_bump", bump.to_string().as_bytes())?;
+                Some(Arc::new(Cluster::new(
+                    c.clone(),
+                    node_id.as_str(),
+                    layout,
+                    bump,
+                )))
             }
             None => None,
         };

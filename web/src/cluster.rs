@@ -1,0 +1,87 @@
+//! The cluster from the web side: starting membership and the dialer it
+//! uses, and `GET /cluster` (this node, the members with their state, each
+//! partition's owners).
+
+use std::sync::{Arc, Weak};
+
+use actix::Actor;
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use spread_actors::cluster::membership::{MemberView, Membership};
+use spread_actors::cluster::placement::Placement;
+use spread_actors::Node;
+
+use crate::AppState;
+
+/// Owners per partition until `--replication` is configurable.
+pub const REPLICATION: usize = 3;
+
+/// Starts the membership of `node` (if it is in a cluster) on the current
+/// actix system, with a dialer that keeps a link to every member it learns
+/// of (over TLS with `tls` for `https://` addresses).
+pub fn start(node: &Node, tls: Option<Arc<rustls::ClientConfig>>) {
+    let Some(cluster) = node.cluster() else {
+        return;
+    };
+    let weak: Weak<_> = Arc::downgrade(cluster);
+    let _ = cluster.dialer.set(Box::new(move |address| {
+        if let Some(cluster) = weak.upgrade() {
+            actix_web::rt::spawn(crate::dial::dial_forever(cluster, address, tls.clone()));
+        }
+    }));
+    Membership::new(cluster.clone(), cluster.identity.bump).start();
+}
+
+#[derive(Serialize)]
+struct ClusterJson<'a> {
+    node: &'a str,
+    cluster: Option<&'a str>,
+    address: Option<&'a str>,
+    members: Vec<MemberView>,
+    replication: usize,
+    partitions: Vec<PartitionJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct PartitionJson<'a> {
+    partition: u16,
+    owners: Vec<&'a str>,
+}
+
+/// `GET /cluster`.
+pub async fn cluster(state: web::Data<AppState>) -> HttpResponse {
+    let node = &state.node;
+    let me = node.node_id().to_string();
+    let mut members = vec![MemberView {
+        node: me.clone(),
+        address: node
+            .cluster()
+            .map_or_else(String::new, |c| c.identity.address.clone()),
+        state: "alive",
+    }];
+    if let Some(c) = node.cluster() {
+        members.extend(c.members().into_values().filter(|m| m.node != me));
+    }
+    let live: Vec<String> = members
+        .iter()
+        .filter(|m| m.state != "dead")
+        .map(|m| m.node.clone())
+        .collect();
+    let layout = node.layout();
+    let placement = Placement::new(&live, layout.partitions(), REPLICATION);
+    let partitions = (0..layout.partitions())
+        .map(|p| PartitionJson {
+            partition: p as u16,
+            owners: placement.owners(p as u16).collect(),
+        })
+        .collect();
+    let body = ClusterJson {
+        node: &me,
+        cluster: node.cluster().map(|c| c.identity.cluster.as_str()),
+        address: node.cluster().map(|c| c.identity.address.as_str()),
+        members,
+        replication: placement.replication(),
+        partitions,
+    };
+    HttpResponse::Ok().json(body)
+}

@@ -359,7 +359,11 @@ async fn members_learn_of_each_other_see_a_dead_one_and_its_return() {
         .args(["cluster", "--server", &a.url])
         .output()
         .expect("run spread cluster");
-    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
     let printed: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
     assert_eq!(printed["members"].as_array().unwrap().len(), 3);
     assert_eq!(printed["node"], "a");

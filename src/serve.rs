@@ -34,6 +34,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let node = Node::open(config)
         .with_context(|| format!("opening the store in {}", args.data.display()))?;
     let mut web = WebConfig {
+        // Signals are handled below: a node leaves its cluster before it
+        // stops serving.
+        handle_signals: false,
         max_body_bytes: args.max_body_bytes,
         ws_max_frame_bytes: args.ws_max_frame_bytes,
         ws_max_writes_in_flight: args.ws_max_writes_in_flight.max(1),
@@ -103,11 +106,40 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = std::io::stdout().flush();
         // Membership dials the --join nodes, then every member it learns of.
         spread_web::cluster::start(&node, peer_tls.clone());
+        actix_web::rt::spawn(stop_on_signal(node.clone(), server.handle()));
         server.await.context("serving HTTP")
     });
     node.shutdown();
     log::info!("node stopped");
     result
+}
+
+/// Waits for SIGINT or SIGTERM, then leaves the cluster (the other members
+/// mark this node dead at once instead of after their timeout) and stops
+/// the HTTP server gracefully.
+async fn stop_on_signal(node: Node, server: actix_web::dev::ServerHandle) {
+    use actix_web::rt::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        log::error!("cannot listen for SIGTERM / SIGINT; stop the node with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => log::info!("SIGTERM: stopping"),
+        _ = int.recv() => log::info!("SIGINT: stopping"),
+    }
+    if let Some(membership) = node.cluster().and_then(|c| c.membership.get()) {
+        let _ = membership
+            .send(spread_actors::cluster::membership::Leave)
+            .await;
+        // The farewell is in the links' buffers; give them a moment to
+        // write it before the server closes them.
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
+        log::info!("left the cluster");
+    }
+    server.stop(true).await;
 }
 
 /// The cluster settings of `args` (`None`: a single node), or why they

@@ -383,3 +383,27 @@ async fn members_learn_of_each_other_see_a_dead_one_and_its_return() {
         .await;
     }
 }
+
+#[actix_web::test]
+async fn a_node_stopped_with_sigterm_leaves_and_is_marked_dead_at_once() {
+    // Default timings: without the farewell, a probe (1 s) and then three
+    // periods of suspicion (3 s) would pass before `dead`.
+    let args = |id: &'static str| vec!["--node-id", id, "--cluster-secret", SECRET];
+    let a = Server::start(&args("a"));
+    let mut join = args("b");
+    join.extend_from_slice(&["--join", &a.addr]);
+    let mut b = Server::start(&join);
+    let both = all(&[("a", "alive"), ("b", "alive")]);
+    wait_for("both alive", EVENT_DEADLINE, async || {
+        members(&a).await == both
+    })
+    .await;
+    b.terminate();
+    let left = all(&[("a", "alive"), ("b", "dead")]);
+    wait_for(
+        "b dead well before a failure detector would say so",
+        Duration::from_millis(2500),
+        async || members(&a).await == left,
+    )
+    .await;
+}

@@ -61,6 +61,9 @@ pub struct WebConfig {
     pub request_timeout: Duration,
     /// How long a stop waits for open requests.
     pub shutdown_timeout: Duration,
+    /// Stop on SIGINT / SIGTERM by itself (off when the caller handles
+    /// them, e.g. to leave the cluster first).
+    pub handle_signals: bool,
 }
 
 impl Default for WebConfig {
@@ -78,6 +81,7 @@ impl Default for WebConfig {
             max_connections: defaults::MAX_CONNECTIONS,
             request_timeout: Duration::from_millis(defaults::REQUEST_TIMEOUT_MS),
             shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),
+            handle_signals: true,
         }
     }
 }
@@ -229,6 +233,7 @@ pub fn server(
     let max_connections = config.max_connections;
     let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let request_timeout = config.request_timeout;
+    let handle_signals = config.handle_signals;
     let state = web::Data::new(AppState {
         node,
         config,
@@ -258,6 +263,11 @@ pub fn server(
     })
     .client_request_timeout(request_timeout)
     .shutdown_timeout(shutdown.as_secs());
+    let server = if handle_signals {
+        server
+    } else {
+        server.disable_signals()
+    };
     let server = match tls {
         Some(tls) => server.listen_rustls_0_23(listener, tls)?,
         None => server.listen(listener)?,

@@ -407,3 +407,104 @@ async fn a_node_stopped_with_sigterm_leaves_and_is_marked_dead_at_once() {
     )
     .await;
 }
+
+/// Each node's partition count in `/cluster` as `s` sees it, and the owner
+/// set of every partition.
+async fn ownership(s: &Server) -> (std::collections::BTreeMap<String, usize>, Vec<Vec<String>>) {
+    let view = get(&format!("{}/cluster", s.url)).await.json();
+    let mut load = std::collections::BTreeMap::new();
+    let mut owners = Vec::new();
+    for p in view["partitions"].as_array().unwrap() {
+        let mut set: Vec<String> = p["owners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_str().unwrap().to_string())
+            .collect();
+        for o in &set {
+            *load.entry(o.clone()).or_insert(0) += 1;
+        }
+        set.sort();
+        owners.push(set);
+    }
+    (load, owners)
+}
+
+#[actix_web::test]
+async fn sixteen_nodes_converge_share_partitions_evenly_and_a_17th_moves_few() {
+    // Small footprint: one worker, a small cache; 1,024 partitions (64
+    // cannot balance 16 nodes).
+    let small = [
+        "--workers",
+        "1",
+        "--cache-mb",
+        "8",
+        "--partitions",
+        "1024",
+        "--peer-heartbeat-ms",
+        "200",
+        "--peer-timeout-ms",
+        "2000",
+    ];
+    let ids: Vec<String> = (1..=17).map(|i| format!("node-{i:02}")).collect();
+    let start = |i: usize, join: Option<&str>| {
+        let mut args = vec!["--node-id", ids[i].as_str(), "--cluster-secret", SECRET];
+        args.extend_from_slice(&small);
+        if let Some(j) = join {
+            args.extend_from_slice(&["--join", j]);
+        }
+        Server::start(&args)
+    };
+    let first = start(0, None);
+    let seed = first.addr.clone();
+    let mut nodes = vec![first];
+    let began = std::time::Instant::now();
+    for i in 1..16 {
+        nodes.push(start(i, Some(&seed)));
+    }
+    let sixteen: Vec<(String, String)> = ids[..16]
+        .iter()
+        .map(|n| (n.clone(), "alive".to_string()))
+        .collect();
+    for s in &nodes {
+        wait_for(
+            "16 members alive everywhere",
+            Duration::from_secs(30),
+            async || members(s).await == sixteen,
+        )
+        .await;
+    }
+    println!("16 nodes started and converged in {:?}", began.elapsed());
+    let (load, before) = ownership(&nodes[5]).await;
+    let mean = 1024.0 * 3.0 / 16.0;
+    println!("partitions per node: {load:?} (mean {mean})");
+    assert_eq!(load.len(), 16);
+    let max = *load.values().max().unwrap() as f64;
+    assert!(max <= 1.25 * mean, "max {max} over 1.25 x {mean}");
+    // All nodes agree on the owners.
+    assert_eq!(ownership(&nodes[11]).await.1, before);
+    // A 17th node joins: only the partitions it takes change owners.
+    nodes.push(start(16, Some(&nodes[7].addr)));
+    let seventeen: Vec<(String, String)> = ids
+        .iter()
+        .map(|n| (n.clone(), "alive".to_string()))
+        .collect();
+    for s in &nodes {
+        wait_for(
+            "17 members alive everywhere",
+            Duration::from_secs(30),
+            async || members(s).await == seventeen,
+        )
+        .await;
+    }
+    let after = ownership(&nodes[2]).await.1;
+    let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+    let bound = 1.2 * 3.0 / 17.0 * 1024.0;
+    println!("a 17th node moved the owners of {moved} of 1024 partitions (bound {bound:.0})");
+    assert!(moved as f64 <= bound, "{moved} moved, bound {bound}");
+    assert!(after
+        .iter()
+        .zip(&before)
+        .filter(|(a, b)| a != b)
+        .all(|(a, _)| a.contains(&ids[16])));
+}

@@ -34,7 +34,9 @@
 #             p50/p99/max: spread WebSocket (lazy and flush) vs redis
 #             PUBLISH -> SUBSCRIBE, in ROUNDS interleaved rounds; and one
 #             fdatasync's cost on the data directories' filesystem
-#   cluster   propagation across 3 nodes (not built yet: n/a)
+#   cluster   membership of 16 nodes: time to converge, and to declare a
+#             node killed with SIGKILL dead (propagation across nodes: n/a
+#             until replication is built)
 #   embedded  cargo bench embedded -- 'get|set_lazy' (Node::get/set vs sled
 #             get/insert), and RSS after loading 1M keys x 100 B into a Node
 #             and into raw sled (the rss binary of bench/embedded)
@@ -662,8 +664,65 @@ workload_latency() {
 # --- 5. propagation across nodes ---------------------------------------------------
 # Once `spread serve` can join a cluster: start three nodes here, subscribe on
 # one, write on another, and add a row like the fan-out ones.
+# Membership of 16 nodes at the default timings (heartbeat 1 s, peer timeout
+# 5 s), small footprint each: nodes 2..16 join node 1; the time from the last
+# start until every node lists 16 alive members, then the time from a SIGKILL
+# until every other node lists that node dead. Goals: <= 2 s and <= 5 s.
+CLUSTER_NODES=${CLUSTER_NODES:-16}
+cluster_urls() { local a; for a in "$@"; do printf 'http://%s/cluster\n' "$a"; done; }
+cluster_all_alive() { # N ADDR...: true if every node lists N members alive (one curl for all)
+    local n=$1
+    shift
+    [[ $(curl -fsS $(cluster_urls "$@") 2>/dev/null |
+        jq -s --argjson n "$n" 'length > 0 and all(.[]; ([.members[] | select(.state == "alive")] | length) == $n)' 2>/dev/null) == true ]]
+}
+cluster_all_dead() { # NODE ADDR...: true if every node lists NODE dead
+    local node=$1
+    shift
+    [[ $(curl -fsS $(cluster_urls "$@") 2>/dev/null |
+        jq -s --arg n "$node" --argjson k "$#" 'length == $k and all(.[]; any(.members[]; .node == $n and .state == "dead"))' 2>/dev/null) == true ]]
+}
+now_ms() { date +%s%3N; }
 workload_cluster() {
-    add_na "propagation across 3 nodes" spread "3 nodes" "clustering not built yet"
+    add_na "propagation across 3 nodes" spread "3 nodes" "replication not built yet (membership is: see the membership row)"
+    local w="membership, $CLUSTER_NODES nodes" n=$CLUSTER_NODES i addrs=() pids=() t0 conv dead pid
+    local secret=bench-cluster-secret-0123456789
+    local small=(--workers 1 --cache-mb 8 --partitions 1024 --cluster-secret "$secret")
+    for ((i = 1; i <= n; i++)); do
+        local join=()
+        ((i > 1)) && join=(--join "${addrs[0]}")
+        if ! start_spread "cluster-$i" lazy --node-id "n$i" "${small[@]}" "${join[@]}"; then
+            add_na "$w" spread "$n nodes" "$(na_reason)"
+            for pid in "${pids[@]}"; do stop_pid "$pid" 2; done
+            return 0
+        fi
+        addrs+=("$SPREAD_ADDR")
+        pids+=("$SPREAD_PID")
+    done
+    t0=$(now_ms)
+    conv=
+    while (($(now_ms) - t0 < 60000)); do
+        cluster_all_alive "$n" "${addrs[@]}" && { conv=$(($(now_ms) - t0)); break; }
+        sleep 0.05
+    done
+    if [[ -z $conv ]]; then
+        add_na "$w" spread "$n nodes" "membership did not converge within 60 s"
+    else
+        kill -9 "${pids[$((n - 1))]}" 2>/dev/null
+        t0=$(now_ms)
+        dead=
+        while (($(now_ms) - t0 < 60000)); do
+            cluster_all_dead "n$n" "${addrs[@]:0:n-1}" && { dead=$(($(now_ms) - t0)); break; }
+            sleep 0.05
+        done
+        local c_s d_s
+        c_s=$(awk -v m="$conv" 'BEGIN { printf "%.2f", m / 1000 }')
+        d_s=$(awk -v m="${dead:-60000}" 'BEGIN { printf "%.2f", m / 1000 }')
+        add_row "$w" spread "$n nodes, default timings (heartbeat 1 s, peer timeout 5 s), 1 worker, 8 MiB cache each" "" "" "" \
+            "converged ${c_s} s after the last node started (goal <= 2 s: $(awk -v c="$conv" 'BEGIN { print (c <= 2000 ? "met" : "NOT met") }')); a node killed with SIGKILL was dead for every other node after ${d_s} s$([[ -z $dead ]] && echo ' (not within 60 s)') (goal <= 5 s: $(awk -v d="${dead:-60000}" 'BEGIN { print (d <= 5000 ? "met" : "NOT met") }'))" \
+            "" "{\"converge_ms\": $conv, \"dead_ms\": ${dead:-null}}"
+    fi
+    for pid in "${pids[@]}"; do stop_pid "$pid" 2; done
 }
 
 # --- 6. embedded library -----------------------------------------------------------

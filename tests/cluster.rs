@@ -442,9 +442,9 @@ async fn sixteen_nodes_converge_share_partitions_evenly_and_a_17th_moves_few() {
         "--partitions",
         "1024",
         "--peer-heartbeat-ms",
-        "200",
+        "500",
         "--peer-timeout-ms",
-        "2000",
+        "5000",
     ];
     let ids: Vec<String> = (1..=17).map(|i| format!("node-{i:02}")).collect();
     let start = |i: usize, join: Option<&str>| {

@@ -246,6 +246,10 @@ pub struct ServeArgs {
     /// The `host:port` other nodes reach this one at (default: the bound --listen address).
     #[arg(long, env = "SPREAD_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Owners of each partition: the top ones by rendezvous hashing over the live members
+    /// (capped by their number).
+    #[arg(long, env = "SPREAD_REPLICATION", default_value_t = defaults::REPLICATION)]
+    pub replication: usize,
     /// A quiet peer link sends a heartbeat this often (ms).
     #[arg(long, env = "SPREAD_PEER_HEARTBEAT_MS", default_value_t = defaults::PEER_HEARTBEAT_MS)]
     pub peer_heartbeat_ms: u64,

@@ -175,6 +175,7 @@ fn cluster_config(
         .collect();
     cluster.heartbeat_interval = Duration::from_millis(args.peer_heartbeat_ms.max(1));
     cluster.peer_dead_after = Duration::from_millis(args.peer_timeout_ms.max(1));
+    cluster.replication = args.replication;
     cluster.check().map_err(anyhow::Error::msg)?;
     Ok(Some(cluster))
 }

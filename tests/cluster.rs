@@ -354,6 +354,11 @@ async fn members_learn_of_each_other_see_a_dead_one_and_its_return() {
         .unwrap()
         .len();
     assert_eq!(owners, 3, "each partition has three owners");
+    assert_eq!(
+        get(&format!("{}/cluster", b.url)).await.json()["replication"],
+        3,
+        "--replication 3 by default"
+    );
     // `spread cluster` prints the same view.
     let cli = Command::new(env!("CARGO_BIN_EXE_spread"))
         .args(["cluster", "--server", &a.url])

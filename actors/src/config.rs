@@ -56,6 +56,8 @@ pub mod defaults {
     pub const JWT_LEEWAY_SECS: u64 = 30;
     /// `--cluster-id`.
     pub const CLUSTER_ID: &str = "spread";
+    /// `--replication`: owners per partition.
+    pub const REPLICATION: usize = 3;
     /// Least bytes of a `--cluster-secret`.
     pub const MIN_CLUSTER_SECRET_BYTES: usize = 16;
     /// `--peer-heartbeat-ms`: a quiet peer link sends a heartbeat this often.
@@ -83,6 +85,8 @@ pub struct ClusterConfig {
     pub heartbeat_interval: Duration,
     /// A link silent this long (or without a handshake) is closed.
     pub peer_dead_after: Duration,
+    /// Owners per partition (capped by the live members).
+    pub replication: usize,
 }
 
 impl ClusterConfig {
@@ -95,6 +99,7 @@ impl ClusterConfig {
             join: Vec::new(),
             heartbeat_interval: Duration::from_millis(defaults::PEER_HEARTBEAT_MS),
             peer_dead_after: Duration::from_millis(defaults::PEER_TIMEOUT_MS),
+            replication: defaults::REPLICATION,
         }
     }
 
@@ -108,6 +113,9 @@ impl ClusterConfig {
         }
         if self.id.is_empty() || self.id.len() > 128 || self.id.chars().any(char::is_control) {
             return Err("--cluster-id must be 1 to 128 characters, none a control".into());
+        }
+        if self.replication == 0 {
+            return Err("--replication must be at least 1".into());
         }
         if self.peer_dead_after < self.heartbeat_interval * 3 {
             return Err("the peer timeout must be at least 3 times the heartbeat interval".into());

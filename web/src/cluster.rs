@@ -13,9 +13,6 @@ use spread_actors::Node;
 
 use crate::AppState;
 
-/// Owners per partition until `--replication` is configurable.
-pub const REPLICATION: usize = 3;
-
 /// Starts the membership of `node` (if it is in a cluster) on the current
 /// actix system, with a dialer that keeps a link to every member it learns
 /// of (over TLS with `tls` for `https://` addresses).
@@ -68,7 +65,8 @@ pub async fn cluster(state: web::Data<AppState>) -> HttpResponse {
         .map(|m| m.node.clone())
         .collect();
     let layout = node.layout();
-    let placement = Placement::new(&live, layout.partitions(), REPLICATION);
+    let replication = node.cluster().map_or(1, |c| c.config.replication);
+    let placement = Placement::new(&live, layout.partitions(), replication);
     let partitions = (0..layout.partitions())
         .map(|p| PartitionJson {
             partition: p as u16,

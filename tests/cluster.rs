@@ -372,6 +372,8 @@ async fn members_learn_of_each_other_see_a_dead_one_and_its_return() {
     let printed: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
     assert_eq!(printed["members"].as_array().unwrap().len(), 3);
     assert_eq!(printed["node"], "a");
+    assert_eq!(metric(&a, "spread_members{state=\"alive\"}").await, 2.0);
+    assert!(metric(&a, "spread_membership_changes_total").await >= 2.0);
     c.kill9();
     let without_c = all(&[("a", "alive"), ("b", "alive"), ("c", "dead")]);
     for s in [&a, &b] {

@@ -37,6 +37,11 @@ struct DirLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabel {
     error: &'static str,
 }
@@ -60,12 +65,14 @@ pub struct Metrics {
     peer_bytes: Family<DirLabel, Counter>,
     peer_links_opened: Counter,
     peer_links_refused: Counter,
+    membership_changes: Counter,
+    members: Family<StateLabel, Gauge>,
     /// Last values copied from the node's own counters.
     copied: Mutex<[u64; COPIED]>,
 }
 
 /// Node counters copied into the registry at each render.
-const COPIED: usize = 9;
+const COPIED: usize = 10;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -93,6 +100,18 @@ impl Metrics {
         let peer_bytes = Family::<DirLabel, Counter>::default();
         let peer_links_opened = Counter::default();
         let peer_links_refused = Counter::default();
+        let membership_changes = Counter::default();
+        let members = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "membership_changes",
+            "Membership changes seen (a member up, dead or back)",
+            membership_changes.clone(),
+        );
+        registry.register(
+            "members",
+            "Other members by state (alive, suspect, dead)",
+            members.clone(),
+        );
         registry.register("peer_links", "Peer links up", peer_links.clone());
         registry.register(
             "peer_frames",
@@ -183,6 +202,8 @@ impl Metrics {
             peer_bytes,
             peer_links_opened,
             peer_links_refused,
+            membership_changes,
+            members,
             copied: Mutex::new([0; COPIED]),
         }
     }
@@ -220,6 +241,15 @@ impl Metrics {
             .set(stats.durable_seq.load(Ordering::Relaxed) as i64);
         let links = node.cluster().map(|c| &c.links);
         self.peer_links.set(links.map_or(0, |l| l.count()) as i64);
+        if let Some(cluster) = node.cluster() {
+            let members = cluster.members();
+            for state in ["alive", "suspect", "dead"] {
+                let n = members.values().filter(|m| m.state == state).count();
+                self.members
+                    .get_or_create(&StateLabel { state })
+                    .set(n as i64);
+            }
+        }
         if let Ok(mut copied) = self.copied.lock() {
             let peer =
                 |f: fn(&spread_actors::cluster::LinkStats) -> &std::sync::atomic::AtomicU64| {
@@ -235,6 +265,7 @@ impl Metrics {
                 peer(|s| &s.bytes_out),
                 peer(|s| &s.opened),
                 peer(|s| &s.refused),
+                peer(|s| &s.membership_changes),
             ];
             // Counters share their value with their clones.
             let dir = |family: &Family<DirLabel, Counter>, dir| {
@@ -250,6 +281,7 @@ impl Metrics {
                 dir(&self.peer_bytes, "out"),
                 self.peer_links_opened.clone(),
                 self.peer_links_refused.clone(),
+                self.membership_changes.clone(),
             ];
             for ((counter, now), before) in counters.into_iter().zip(now).zip(copied.iter()) {
                 counter.inc_by(now.saturating_sub(*before));

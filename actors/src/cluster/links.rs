@@ -87,6 +87,8 @@ pub struct LinkStats {
     pub opened: AtomicU64,
     /// Links closed for a reason (refused, garbage, silent, overloaded).
     pub refused: AtomicU64,
+    /// Membership changes seen (a member up, dead, or back).
+    pub membership_changes: AtomicU64,
 }
 
 /// The links of a node that are up, by peer node id.

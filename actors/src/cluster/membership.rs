@@ -169,8 +169,14 @@ impl Membership {
                 _ => {}
             }
         }
+        if changed {
+            self.cluster
+                .links
+                .stats
+                .membership_changes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         // Suspicion changes no notification: publish the view every time.
-        let _ = changed;
         self.publish();
     }
 

@@ -437,6 +437,21 @@ async fn ownership(s: &Server) -> (std::collections::BTreeMap<String, usize>, Ve
     (load, owners)
 }
 
+/// Waits until every node of `nodes` lists exactly `ids` as alive members.
+async fn all_alive(nodes: &[Server], ids: &[String]) {
+    let want: Vec<(String, String)> = ids
+        .iter()
+        .map(|n| (n.clone(), "alive".to_string()))
+        .collect();
+    for s in nodes {
+        let what = format!("{} members alive everywhere", ids.len());
+        wait_for(&what, Duration::from_secs(30), async || {
+            members(s).await == want
+        })
+        .await;
+    }
+}
+
 #[actix_web::test]
 async fn sixteen_nodes_converge_share_partitions_evenly_and_a_17th_moves_few() {
     // Small footprint: one worker, a small cache; 1,024 partitions (64
@@ -469,18 +484,7 @@ async fn sixteen_nodes_converge_share_partitions_evenly_and_a_17th_moves_few() {
     for i in 1..16 {
         nodes.push(start(i, Some(&seed)));
     }
-    let sixteen: Vec<(String, String)> = ids[..16]
-        .iter()
-        .map(|n| (n.clone(), "alive".to_string()))
-        .collect();
-    for s in &nodes {
-        wait_for(
-            "16 members alive everywhere",
-            Duration::from_secs(30),
-            async || members(s).await == sixteen,
-        )
-        .await;
-    }
+    all_alive(&nodes, &ids[..16]).await;
     println!("16 nodes started and converged in {:?}", began.elapsed());
     let (load, before) = ownership(&nodes[5]).await;
     let mean = 1024.0 * 3.0 / 16.0;
@@ -492,18 +496,7 @@ async fn sixteen_nodes_converge_share_partitions_evenly_and_a_17th_moves_few() {
     assert_eq!(ownership(&nodes[11]).await.1, before);
     // A 17th node joins: only the partitions it takes change owners.
     nodes.push(start(16, Some(&nodes[7].addr)));
-    let seventeen: Vec<(String, String)> = ids
-        .iter()
-        .map(|n| (n.clone(), "alive".to_string()))
-        .collect();
-    for s in &nodes {
-        wait_for(
-            "17 members alive everywhere",
-            Duration::from_secs(30),
-            async || members(s).await == seventeen,
-        )
-        .await;
-    }
+    all_alive(&nodes, &ids).await;
     let after = ownership(&nodes[2]).await.1;
     let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
     let bound = 1.2 * 3.0 / 17.0 * 1024.0;

@@ -37,23 +37,40 @@ fn version(time: u64) -> Version {
     Version::new(time, NodeId::new("n1").unwrap())
 }
 
+/// Starts `w` as a task of its own (it is sent at once), and waits until
+/// `ready` holds, within [`LONG`].
+async fn spawn_until(
+    node: &Node,
+    w: Write,
+    what: &str,
+    ready: impl Fn() -> bool,
+) -> tokio::task::JoinHandle<Result<crate::engine::partition::WriteReport, NodeError>> {
+    let task = {
+        let node = node.clone();
+        actix::spawn(async move { node.write(w).await })
+    };
+    let deadline = std::time::Instant::now() + LONG;
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        actix::clock::sleep(Duration::from_millis(2)).await;
+    }
+    task
+}
+
 #[test]
 fn a_write_is_answered_once_enough_owners_acked_and_others_go_on_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
     let node = node(dir.path());
     let p = Path::parse("rooms/1/a").unwrap();
     actix::System::new().block_on(async {
-        let writer = {
-            let node = node.clone();
-            let w = waiting(&p, 1_000, 2, LONG);
-            actix::spawn(async move { node.write(w).await })
-        };
         // Committed locally, but not answered: it waits for two acks.
-        let deadline = std::time::Instant::now() + LONG;
-        while node.get_path(&p).unwrap().is_none() {
-            assert!(std::time::Instant::now() < deadline, "never committed");
-            actix::clock::sleep(Duration::from_millis(2)).await;
-        }
+        let writer = spawn_until(
+            &node,
+            waiting(&p, 1_000, 2, LONG),
+            "never committed",
+            || node.get_path(&p).unwrap().is_some(),
+        )
+        .await;
         // Other writes, to the same partition too, are answered meanwhile.
         let other = node.set("rooms/1/b", "x").await.unwrap();
         assert_eq!((other.acked, other.of), (1, 1));
@@ -122,16 +139,10 @@ fn a_writer_that_goes_away_leaves_nothing_behind_and_retries_get_their_own_count
     let p = Path::parse("rooms/4/a").unwrap();
     actix::System::new().block_on(async {
         // A writer whose client goes away while it waits.
-        let gone = {
-            let node = node.clone();
-            let w = waiting(&p, 4_000, 2, LONG);
-            actix::spawn(async move { node.write(w).await })
-        };
-        let deadline = std::time::Instant::now() + LONG;
-        while node.inner_acks_sizes().0 == 0 {
-            assert!(std::time::Instant::now() < deadline, "never waited");
-            actix::clock::sleep(Duration::from_millis(2)).await;
-        }
+        let gone = spawn_until(&node, waiting(&p, 4_000, 2, LONG), "never waited", || {
+            node.inner_acks_sizes().0 > 0
+        })
+        .await;
         gone.abort();
         let _ = gone.await;
         assert_eq!(node.inner_acks_sizes(), (0, 0), "the waiter left with it");

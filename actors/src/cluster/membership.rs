@@ -146,16 +146,16 @@ impl Membership {
                 this.drain(ctx);
             });
         }
-        let mut changed = false;
+        let mut changes = 0;
         while let Some(note) = self.runtime.to_notify() {
             match note {
                 OwnedNotification::MemberUp(m) => {
                     log::info!("member '{}' ({}) is up", m.node, m.address);
-                    changed = true;
+                    changes += 1;
                 }
                 OwnedNotification::MemberDown(m) => {
                     log::warn!("member '{}' ({}) is dead", m.node, m.address);
-                    changed = true;
+                    changes += 1;
                 }
                 OwnedNotification::Rename(old, new) => {
                     log::info!(
@@ -164,18 +164,16 @@ impl Membership {
                         old.bump,
                         new.bump
                     );
-                    changed = true;
+                    changes += 1;
                 }
                 _ => {}
             }
         }
-        if changed {
-            self.cluster
-                .links
-                .stats
-                .membership_changes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        self.cluster
+            .links
+            .stats
+            .membership_changes
+            .fetch_add(changes, std::sync::atomic::Ordering::Relaxed);
         // Suspicion changes no notification: publish the view every time.
         self.publish();
     }

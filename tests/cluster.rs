@@ -126,6 +126,16 @@ async fn a_wrong_secret_another_cluster_or_layout_is_refused_and_never_listed() 
     .await;
 }
 
+/// The close code of a `/peer` socket, past the frames the node sends first
+/// (its hello, then its refusal).
+async fn close_code(ws: &mut WsClient) -> Option<u16> {
+    loop {
+        if let Err(code) = ws.next_frame().await {
+            return code;
+        }
+    }
+}
+
 #[actix_web::test]
 async fn garbage_on_a_peer_link_closes_that_link_and_the_node_serves_on() {
     let a = node("a", &[]);
@@ -135,28 +145,17 @@ async fn garbage_on_a_peer_link_closes_that_link_and_the_node_serves_on() {
     ] {
         let mut ws = WsClient::connect(&format!("ws://{}/peer", a.addr)).await;
         ws.send_msgpack(&bad).await;
-        let code = loop {
-            match ws.next_frame().await {
-                Ok(_) => continue, // the node's hello, then its refusal
-                Err(code) => break code,
-            }
-        };
+        let code = close_code(&mut ws).await;
         assert_eq!(code, Some(1008), "closed as a policy violation");
     }
     // A socket that never completes the handshake is closed after the
     // peer timeout (1 s here), heartbeats or not.
     let mut silent = WsClient::connect(&format!("ws://{}/peer", a.addr)).await;
-    let code = loop {
-        match silent.next_frame().await {
-            Ok(_) => continue,
-            Err(code) => break code,
-        }
-    };
-    assert_eq!(code, Some(1008));
+    assert_eq!(close_code(&mut silent).await, Some(1008));
     assert!(a.log().contains("no handshake for"), "{}", a.log());
     let mut ws = WsClient::connect(&format!("ws://{}/peer", a.addr)).await;
     ws.send_text("hello?").await;
-    while ws.next_frame().await.is_ok() {}
+    assert_eq!(close_code(&mut ws).await, Some(1008));
     assert!(
         a.log().contains("a text frame on a peer link"),
         "{}",
@@ -271,6 +270,25 @@ async fn peers_link_over_tls_checking_the_certificate() {
         .expect("run spread serve");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--peer-ca"));
+    // And a --peer-ca that holds no certificate is one too.
+    let out = Command::new(env!("CARGO_BIN_EXE_spread"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster-secret",
+            SECRET,
+        ])
+        .args(["--join", &joined, "--peer-ca", &cert.file("key.pem")])
+        .args(["--data", "/nonexistent/never-created"])
+        .output()
+        .expect("run spread serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("loading --peer-ca") && err.contains("no certificate"),
+        "{err}"
+    );
 }
 
 #[actix_web::test]

@@ -224,3 +224,32 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_config_that_cannot_work_says_why() {
+        let ok = ClusterConfig::new("a-secret-of-sixteen-bytes", "h:1");
+        assert_eq!(ok.check(), Ok(()));
+        let short = ClusterConfig::new("short", "h:1");
+        assert!(short.check().unwrap_err().contains("at least 16 bytes"));
+        let id = ClusterConfig {
+            id: "bad\nid".into(),
+            ..ok.clone()
+        };
+        assert!(id.check().unwrap_err().contains("--cluster-id"));
+        let none = ClusterConfig {
+            replication: 0,
+            ..ok.clone()
+        };
+        assert!(none.check().unwrap_err().contains("--replication"));
+        let flappy = ClusterConfig {
+            heartbeat_interval: Duration::from_millis(1000),
+            peer_dead_after: Duration::from_millis(2000),
+            ..ok
+        };
+        assert!(flappy.check().unwrap_err().contains("3 times"));
+    }
+}

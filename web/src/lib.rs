@@ -1,5 +1,6 @@
 //! Spread's HTTP surface on actix-web: `/raw` reads and writes, `/list`,
 //! `/history`, Server-Sent Events at `/sse`, WebSocket sessions at `/wss`,
+//! peer links at `/peer` (and `dial`, their client side), `/cluster`,
 //! `/healthz` and Prometheus `/metrics`. Every error is a JSON body
 //! `{"error", "detail"}` with the right status (see [`error::ApiError`]).
 

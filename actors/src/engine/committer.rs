@@ -286,9 +286,10 @@ impl Committer {
         }
     }
 
-    /// Answers the writers of a committed batch: the place a write's answer
-    /// is given, once it is as durable as configured and handed to local
-    /// subscribers (`failure`: applied, but the flush failed). The partition
+    /// Answers the writers of a committed batch with their local outcome,
+    /// once it is as durable as configured and handed to local subscribers
+    /// (`failure`: applied, but the flush failed); a write that waits for
+    /// other owners' acks then waits in `Acks` (see `Node::write`). The partition
     /// is told first, so a writer that writes again at once is decided by a
     /// partition that already knows how this batch ended.
     fn answer(

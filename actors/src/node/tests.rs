@@ -124,3 +124,25 @@ fn a_partition_is_read_and_followed_on_its_own() {
     assert_eq!(node.log_after(0, 1000).unwrap().len(), 40);
     node.shutdown();
 }
+
+#[test]
+fn a_log_read_past_the_retention_fails_instead_of_leaving_a_hole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.log_retention = 5;
+    config.partitions = 4;
+    config.shard_depth = 1;
+    let node = Node::open(config).unwrap();
+    actix::System::new().block_on(async {
+        for i in 0..60 {
+            node.set(&format!("g{}/k", i % 4), "v").await.unwrap();
+        }
+    });
+    match node.log_after(0, 1000) {
+        Err(NodeError::Store(StoreError::Trimmed { after: 0 })) => {}
+        other => panic!("expected Trimmed, got {other:?}"),
+    }
+    let head = node.head_seq();
+    assert_eq!(node.log_after(head - 1, 10).unwrap().len(), 1);
+    node.shutdown();
+}

@@ -101,7 +101,6 @@ impl SledStore {
         };
         let parts: Vec<u16> = parts.collect();
         if after >= until || limit == 0 {
-            page.through = page.through.max(until.min(after));
             page.trimmed = self.trimmed_any(&parts, after);
             return Ok(page);
         }

@@ -45,6 +45,24 @@ fn u64_of(raw: &[u8]) -> Option<u64> {
 /// (its default), when nothing else is asked.
 pub const SLED_FLUSH_EVERY: Duration = Duration::from_millis(500);
 
+/// Opens the sled database of `config`, waiting up to [`LOCK_WAIT`] for a
+/// directory lock held elsewhere: when a database of this process was just
+/// dropped, its background threads may hold the lock for a moment longer.
+pub(super) fn open_waiting(config: &sled::Config) -> Result<sled::Db, StoreError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// What only commits (one at a time) touch: they read it instead of sled.
 #[derive(Default)]
 struct CommitState {
@@ -109,18 +127,7 @@ impl SledStore {
                 flush_every.as_millis().clamp(1, u64::MAX as u128) as u64
             ))
             .mode(sled::Mode::HighThroughput);
-        let deadline = Instant::now() + LOCK_WAIT;
-        let db = loop {
-            match config.open() {
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && Instant::now() < deadline =>
-                {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                other => break other?,
-            }
-        };
+        let db = open_waiting(&config)?;
         let tree = db.open_tree("spread")?;
         // Refuse a format this build cannot read before writing anything.
         let format = Self::format_of(&tree)?;
@@ -490,5 +497,3 @@ mod partition_tests;
 mod tests;
 #[cfg(test)]
 mod upgrade_tests;
-#[cfg(test)]
-use upgrade::MARKS_SET_FOR_TESTS;

@@ -283,7 +283,7 @@ fn a_store_whose_intent_cannot_be_read_is_refused_and_left_as_it_is() {
     let err = SledStore::open(dir.path(), 1 << 20).err().expect("refused");
     assert!(err.to_string().contains("bad commit intent"), "{err}");
     // Nothing was replayed or removed: the intent is still there to look at.
-    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let db = open_waiting(&sled::Config::new().path(dir.path())).unwrap();
     let tree = db.open_tree("spread").unwrap();
     let intent = tree.get(keys::meta(keys::INTENT_META)).unwrap();
     assert_eq!(intent.as_deref(), Some(&b"\x07garbage"[..]));
@@ -338,7 +338,7 @@ fn a_format_1_store_is_upgraded_in_place() {
     {
         // Format 1, written by hand: one log key per seq holding the bare
         // history key, and the head in meta `seq` and `clock`.
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let db = open_waiting(&sled::Config::new().path(dir.path())).unwrap();
         let tree = db.open_tree("spread").unwrap();
         for seq in 1..=n {
             let e = ev("old/x", seq * 10, Some("v"));
@@ -415,7 +415,7 @@ fn a_format_1_store_is_upgraded_in_place() {
 fn a_format_1_store_without_its_clock_is_refused_not_reset() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let db = open_waiting(&sled::Config::new().path(dir.path())).unwrap();
         let tree = db.open_tree("spread").unwrap();
         tree.insert(keys::meta("seq"), &7u64.to_be_bytes()).unwrap();
         db.flush().unwrap();

@@ -4,11 +4,7 @@
 use super::*;
 
 /// Meta flag: the upgrade from format 4 has set the partitions' trimmed marks.
-const MARKS_SET: &str = "upgrade/marks";
-
-/// [`MARKS_SET`], for the tests of an upgrade cut short.
-#[cfg(test)]
-pub(super) const MARKS_SET_FOR_TESTS: &str = MARKS_SET;
+pub(super) const MARKS_SET: &str = "upgrade/marks";
 
 impl SledStore {
     /// The store's format: `None` for a new store or a format-1 one (which

@@ -19,7 +19,7 @@ fn write_v4(
     kept_from: u64,
     layout: Option<(u64, u64)>,
 ) -> BTreeMap<String, Vec<(u64, u64)>> {
-    let db = sled::Config::new().path(dir).open().unwrap();
+    let db = open_waiting(&sled::Config::new().path(dir)).unwrap();
     let tree = db.open_tree("spread").unwrap();
     // path -> [(time, seq)]
     let mut paths: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
@@ -169,7 +169,7 @@ fn a_format_3_store_with_an_unlogged_late_event_is_taken_as_it_is() {
     {
         // As format 3 wrote a late event: in history only, no seq, no
         // `late` flag, no log entry.
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let db = open_waiting(&sled::Config::new().path(dir.path())).unwrap();
         let tree = db.open_tree("spread").unwrap();
         let old: std::sync::Arc<Event> = ev("f3", 10, Some("late"));
         let d = old.digest();
@@ -224,10 +224,10 @@ fn an_upgrade_cut_short_is_finished_when_the_store_opens_again() {
     {
         // As a crash could leave it: the marks set and part of the keys
         // moved (each chunk is one batch), the format not yet set.
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let db = open_waiting(&sled::Config::new().path(dir.path())).unwrap();
         let tree = db.open_tree("spread").unwrap();
         let layout = Layout::default();
-        tree.insert(keys::meta(MARKS_SET_FOR_TESTS), &[1u8][..])
+        tree.insert(keys::meta(upgrade::MARKS_SET), &[1u8][..])
             .unwrap();
         let some: Vec<_> = tree
             .scan_prefix([keys::v4::LATEST])

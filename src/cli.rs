@@ -256,4 +256,7 @@ pub struct ServeArgs {
     /// A peer link silent this long (ms) is closed and redialed.
     #[arg(long, env = "SPREAD_PEER_TIMEOUT_MS", default_value_t = defaults::PEER_TIMEOUT_MS)]
     pub peer_timeout_ms: u64,
+    /// How long a write waits (ms) for the owners its `?w=` needs before answering 503.
+    #[arg(long, env = "SPREAD_ACK_TIMEOUT_MS", default_value_t = defaults::ACK_TIMEOUT_MS)]
+    pub ack_timeout_ms: u64,
 }

@@ -324,25 +324,6 @@ async fn two_dialers_to_one_node_keep_one_link_without_churn() {
     );
 }
 
-/// The members node `s` lists in `GET /cluster`, as (node, state).
-async fn members(s: &Server) -> Vec<(String, String)> {
-    let answer = get(&format!("{}/cluster", s.url)).await;
-    assert_eq!(answer.status, 200);
-    let mut out: Vec<(String, String)> = answer.json()["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["node"].as_str().unwrap().to_string(),
-                m["state"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 fn all(states: &[(&str, &str)]) -> Vec<(String, String)> {
     states
         .iter()
@@ -453,21 +434,6 @@ async fn ownership(s: &Server) -> (std::collections::BTreeMap<String, usize>, Ve
         owners.push(set);
     }
     (load, owners)
-}
-
-/// Waits until every node of `nodes` lists exactly `ids` as alive members.
-async fn all_alive(nodes: &[Server], ids: &[String]) {
-    let want: Vec<(String, String)> = ids
-        .iter()
-        .map(|n| (n.clone(), "alive".to_string()))
-        .collect();
-    for s in nodes {
-        let what = format!("{} members alive everywhere", ids.len());
-        wait_for(&what, Duration::from_secs(30), async || {
-            members(s).await == want
-        })
-        .await;
-    }
 }
 
 #[actix_web::test]

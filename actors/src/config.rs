@@ -68,6 +68,8 @@ pub mod defaults {
     pub const PEER_REDIAL_MIN_MS: u64 = 100;
     /// Longest delay between attempts to dial a peer.
     pub const PEER_REDIAL_MAX_MS: u64 = 5000;
+    /// How long a write waits for other owners' acknowledgements (ms).
+    pub const ACK_TIMEOUT_MS: u64 = 5000;
 }
 
 /// How a node takes part in a cluster.
@@ -87,6 +89,8 @@ pub struct ClusterConfig {
     pub peer_dead_after: Duration,
     /// Owners per partition (capped by the live members).
     pub replication: usize,
+    /// How long a write waits for the owners its `w` needs.
+    pub ack_timeout: Duration,
 }
 
 impl ClusterConfig {
@@ -100,6 +104,7 @@ impl ClusterConfig {
             heartbeat_interval: Duration::from_millis(defaults::PEER_HEARTBEAT_MS),
             peer_dead_after: Duration::from_millis(defaults::PEER_TIMEOUT_MS),
             replication: defaults::REPLICATION,
+            ack_timeout: Duration::from_millis(defaults::ACK_TIMEOUT_MS),
         }
     }
 

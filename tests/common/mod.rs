@@ -510,3 +510,37 @@ pub async fn metric_at(base: &str, sample: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// The members node `s` lists in `GET /cluster`, as (node, state).
+pub async fn members(s: &Server) -> Vec<(String, String)> {
+    let answer = get(&format!("{}/cluster", s.url)).await;
+    assert_eq!(answer.status, 200);
+    let mut out: Vec<(String, String)> = answer.json()["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["node"].as_str().unwrap().to_string(),
+                m["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Waits until every node of `nodes` lists exactly `ids` as alive members.
+pub async fn all_alive(nodes: &[Server], ids: &[String]) {
+    let want: Vec<(String, String)> = ids
+        .iter()
+        .map(|n| (n.clone(), "alive".to_string()))
+        .collect();
+    for s in nodes {
+        let what = format!("{} members alive everywhere", ids.len());
+        wait_for(&what, Duration::from_secs(30), async || {
+            members(s).await == want
+        })
+        .await;
+    }
+}

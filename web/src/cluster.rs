@@ -9,6 +9,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use spread_actors::cluster::membership::{MemberView, Membership};
 use spread_actors::cluster::placement::Placement;
+use spread_actors::cluster::replicator::Replicator;
 use spread_actors::Node;
 
 use crate::AppState;
@@ -27,6 +28,7 @@ pub fn start(node: &Node, tls: Option<Arc<rustls::ClientConfig>>) {
         }
     }));
     Membership::new(cluster.clone(), cluster.identity.bump).start();
+    Replicator::new(node.clone(), cluster.clone()).start();
 }
 
 #[derive(Serialize)]

@@ -157,7 +157,7 @@ impl<'a> ReportJson<'a> {
             seq: report.seq,
             propagation: Propagation {
                 subscribers: report.subscribers,
-                peers: report.of.saturating_sub(1),
+                peers: report.peers,
                 acked: report.acked,
                 of: report.of,
             },

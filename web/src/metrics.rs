@@ -42,6 +42,11 @@ struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabel {
+    role: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabel {
     error: &'static str,
 }
@@ -67,12 +72,16 @@ pub struct Metrics {
     peer_links_refused: Counter,
     membership_changes: Counter,
     members: Family<StateLabel, Gauge>,
+    replication_events: Family<DirLabel, Counter>,
+    forwarded_writes: Family<DirLabel, Counter>,
+    replication_streams: Family<RoleLabel, Gauge>,
+    replication_lag: Gauge,
     /// Last values copied from the node's own counters.
     copied: Mutex<[u64; COPIED]>,
 }
 
 /// Node counters copied into the registry at each render.
-const COPIED: usize = 10;
+const COPIED: usize = 14;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -102,6 +111,30 @@ impl Metrics {
         let peer_links_refused = Counter::default();
         let membership_changes = Counter::default();
         let members = Family::<StateLabel, Gauge>::default();
+        let replication_events = Family::<DirLabel, Counter>::default();
+        let forwarded_writes = Family::<DirLabel, Counter>::default();
+        let replication_streams = Family::<RoleLabel, Gauge>::default();
+        let replication_lag = Gauge::default();
+        registry.register(
+            "replication_events",
+            "Events streamed to co-owners (out) and merged from them (in)",
+            replication_events.clone(),
+        );
+        registry.register(
+            "forwarded_writes",
+            "Writes forwarded to an owner (out) and coordinated here for another node (in)",
+            forwarded_writes.clone(),
+        );
+        registry.register(
+            "replication_streams",
+            "Partition streams served to co-owners and followed from them, by role",
+            replication_streams.clone(),
+        );
+        registry.register(
+            "replication_lag_entries",
+            "The most change-log entries any served partition stream is behind this node's log",
+            replication_lag.clone(),
+        );
         registry.register(
             "membership_changes",
             "Membership changes seen (a member up, dead or back)",
@@ -204,6 +237,10 @@ impl Metrics {
             peer_links_refused,
             membership_changes,
             members,
+            replication_events,
+            forwarded_writes,
+            replication_streams,
+            replication_lag,
             copied: Mutex::new([0; COPIED]),
         }
     }
@@ -249,6 +286,17 @@ impl Metrics {
                     .get_or_create(&StateLabel { state })
                     .set(n as i64);
             }
+            let stats = &cluster.links.stats;
+            for (role, n) in [
+                ("serving", &stats.streams_served),
+                ("following", &stats.streams_followed),
+            ] {
+                self.replication_streams
+                    .get_or_create(&RoleLabel { role })
+                    .set(n.load(Ordering::Relaxed) as i64);
+            }
+            self.replication_lag
+                .set(stats.lag_max.load(Ordering::Relaxed) as i64);
         }
         if let Ok(mut copied) = self.copied.lock() {
             let peer =
@@ -266,6 +314,10 @@ impl Metrics {
                 peer(|s| &s.opened),
                 peer(|s| &s.refused),
                 peer(|s| &s.membership_changes),
+                peer(|s| &s.events_sent),
+                peer(|s| &s.events_merged),
+                peer(|s| &s.writes_forwarded),
+                peer(|s| &s.writes_coordinated_for_peers),
             ];
             // Counters share their value with their clones.
             let dir = |family: &Family<DirLabel, Counter>, dir| {
@@ -282,6 +334,10 @@ impl Metrics {
                 self.peer_links_opened.clone(),
                 self.peer_links_refused.clone(),
                 self.membership_changes.clone(),
+                dir(&self.replication_events, "out"),
+                dir(&self.replication_events, "in"),
+                dir(&self.forwarded_writes, "out"),
+                dir(&self.forwarded_writes, "in"),
             ];
             for ((counter, now), before) in counters.into_iter().zip(now).zip(copied.iter()) {
                 counter.inc_by(now.saturating_sub(*before));

@@ -109,11 +109,12 @@ pub async fn delete(
 /// Options every write takes from headers and query.
 fn write_options(req: &HttpRequest) -> Result<Write, ApiError> {
     let q = query(req)?;
-    if let Some(w) = q.get("w") {
-        if !matches!(w.as_str(), "1" | "quorum" | "all") {
-            return Err(ApiError::BadRequest("?w must be 1, quorum or all".into()));
-        }
-    }
+    let w = match q.get("w") {
+        Some(w) => w
+            .parse()
+            .map_err(|_| ApiError::BadRequest("?w must be 1, quorum or all".into()))?,
+        None => Default::default(),
+    };
     let ttl_secs = query_u64(&q, "ttl")?;
     if let Some(ttl) = ttl_secs {
         check_ttl(ttl).map_err(|e| ApiError::BadRequest(format!("?{e}")))?;
@@ -122,6 +123,7 @@ fn write_options(req: &HttpRequest) -> Result<Write, ApiError> {
         time: explicit_time(req.headers())?,
         ttl_secs,
         precondition: precondition(req.headers())?,
+        w,
         ..Write::default()
     })
 }

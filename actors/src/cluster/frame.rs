@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::wire::{WireError, WireEvent, WireReport, WireWrite};
+
 /// The version of this protocol; both ends of a link must speak the same.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -34,6 +36,9 @@ pub struct Hello {
     pub shard_depth: u32,
     /// Its membership bump (see `membership`).
     pub bump: u16,
+    /// The id of its store's change log: a follower's cursor names it, and
+    /// one of another incarnation is never resumed (see `replicator`).
+    pub incarnation: String,
     /// A fresh random challenge: the other side proves it knows the cluster
     /// secret by a MAC over it (see `handshake`).
     pub nonce: [u8; NONCE_BYTES],
@@ -65,6 +70,67 @@ pub enum PeerFrame {
     Gossip {
         /// foca's bytes.
         data: Vec<u8>,
+    },
+    /// Replication: stream these partitions' changes to the sender, each
+    /// from its cursor (`None`: from a snapshot).
+    Follow {
+        /// The partitions, and the seq in the receiver's log after which to
+        /// start.
+        parts: Vec<(u16, Option<u64>)>,
+    },
+    /// Replication: stop streaming these partitions to the sender.
+    Unfollow {
+        /// The partitions.
+        parts: Vec<u16>,
+    },
+    /// Replication: the cursor asked for cannot be honoured; a snapshot of
+    /// the partition follows, then its log after `head`.
+    Reset {
+        /// The partition.
+        part: u16,
+        /// Where the log resumes once the snapshot is sent.
+        head: u64,
+    },
+    /// Replication: a page of a partition's snapshot (latest events,
+    /// tombstones included).
+    Snapshot {
+        /// The partition.
+        part: u16,
+        /// The events.
+        events: Vec<WireEvent>,
+        /// The last page.
+        done: bool,
+    },
+    /// Replication: entries of a partition's change log, in seq order.
+    Events {
+        /// The partition.
+        part: u16,
+        /// The stream of the partition is complete up to this seq.
+        through: u64,
+        /// Live changes (not read back from the log): acknowledged always.
+        live: bool,
+        /// The entries (seq, event).
+        events: Vec<(u64, WireEvent)>,
+    },
+    /// Replication: the sender holds these events of the receiver's (path,
+    /// version time; the version's node is the receiver) durably.
+    Ack {
+        /// The events.
+        events: Vec<(String, u64)>,
+    },
+    /// A client's write for the receiver to coordinate.
+    Forward {
+        /// Names the answer.
+        id: u64,
+        /// The write.
+        write: WireWrite,
+    },
+    /// The answer to a `Forward`.
+    Forwarded {
+        /// The `Forward`'s id.
+        id: u64,
+        /// Its outcome.
+        answer: Result<WireReport, WireError>,
     },
 }
 
@@ -102,6 +168,14 @@ impl PeerFrame {
             PeerFrame::Refused { .. } => "refused",
             PeerFrame::Heartbeat { .. } => "heartbeat",
             PeerFrame::Gossip { .. } => "gossip",
+            PeerFrame::Follow { .. } => "follow",
+            PeerFrame::Unfollow { .. } => "unfollow",
+            PeerFrame::Reset { .. } => "reset",
+            PeerFrame::Snapshot { .. } => "snapshot",
+            PeerFrame::Events { .. } => "events",
+            PeerFrame::Ack { .. } => "ack",
+            PeerFrame::Forward { .. } => "forward",
+            PeerFrame::Forwarded { .. } => "forwarded",
         }
     }
 }
@@ -119,6 +193,7 @@ mod tests {
             partitions: 64,
             shard_depth: 2,
             bump: 3,
+            incarnation: "i1".into(),
             nonce: [7; NONCE_BYTES],
         }
     }
@@ -133,6 +208,16 @@ mod tests {
             },
             PeerFrame::Heartbeat { sent_at: 42 },
             PeerFrame::Gossip { data: vec![1, 2] },
+            PeerFrame::Follow {
+                parts: vec![(1, None), (2, Some(9))],
+            },
+            PeerFrame::Ack {
+                events: vec![("a/b".into(), 5)],
+            },
+            PeerFrame::Forwarded {
+                id: 3,
+                answer: Err(super::super::wire::WireError::Invalid("no".into())),
+            },
         ] {
             assert_eq!(PeerFrame::decode(&frame.encode()), Ok(frame));
         }

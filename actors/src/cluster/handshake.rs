@@ -54,6 +54,8 @@ pub struct Identity {
     pub layout: Layout,
     /// Its membership bump (see `membership`).
     pub bump: u16,
+    /// Its store's log incarnation.
+    pub incarnation: String,
 }
 
 /// The MAC by which `prover` shows `verifier` that it knows the secret,
@@ -150,6 +152,7 @@ impl Handshake {
             partitions: me.layout.partitions(),
             shard_depth: me.layout.shard_depth() as u32,
             bump: me.bump,
+            incarnation: me.incarnation.clone(),
             nonce,
         });
         let handshake = Handshake {
@@ -287,6 +290,7 @@ mod tests {
             address: format!("{node}:1"),
             layout: Layout::new(partitions, 2).unwrap(),
             bump: 0,
+            incarnation: "i".into(),
         }
     }
 

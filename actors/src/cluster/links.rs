@@ -37,6 +37,8 @@ pub struct LinkInfo {
     pub since: Instant,
     /// A number unique to the link on this node.
     pub id: u64,
+    /// The peer's log incarnation (see `replicator`).
+    pub incarnation: String,
 }
 
 /// What a dialer learns of one link it opened: whom it reached, and when
@@ -89,6 +91,20 @@ pub struct LinkStats {
     pub refused: AtomicU64,
     /// Membership changes seen (a member up, dead, or back).
     pub membership_changes: AtomicU64,
+    /// Replication: events sent to followers.
+    pub events_sent: AtomicU64,
+    /// Replication: events received from the owners followed and merged.
+    pub events_merged: AtomicU64,
+    /// Writes this node forwarded to an owner.
+    pub writes_forwarded: AtomicU64,
+    /// Writes other nodes forwarded here.
+    pub writes_coordinated_for_peers: AtomicU64,
+    /// Partition streams served to followers now.
+    pub streams_served: AtomicU64,
+    /// Partition streams followed now.
+    pub streams_followed: AtomicU64,
+    /// The most entries any served stream is behind this node's log.
+    pub lag_max: AtomicU64,
 }
 
 /// The links of a node that are up, by peer node id.
@@ -147,6 +163,15 @@ impl Links {
             .map(|(_, peer)| peer.clone())
     }
 
+    /// The link to `node` (its number and `Peer`), if one is up.
+    pub fn link(&self, node: &str) -> Option<(u64, Addr<Peer>)> {
+        self.up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .map(|(info, peer)| (info.id, peer.clone()))
+    }
+
     /// True if a link to `node` is up.
     pub fn is_up(&self, node: &str) -> bool {
         self.up
@@ -187,6 +212,7 @@ mod tests {
             direction,
             since: Instant::now(),
             id,
+            incarnation: "i".into(),
         }
     }
 

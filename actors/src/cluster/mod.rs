@@ -10,7 +10,11 @@
 //!   dead;
 //! - `backoff`: jittered exponential backoff for dialers;
 //! - `placement`: the owners of each partition, by rendezvous hashing over
-//!   the live members.
+//!   the live members;
+//! - `wire`: events, forwarded writes and their answers on a link;
+//! - `replicator`: owners following each other's partition logs (streams
+//!   served and followed, acks, forwarded writes);
+//! - `route`: where a client's write is coordinated, and what it waits for.
 
 pub mod backoff;
 pub mod frame;
@@ -19,9 +23,13 @@ pub mod links;
 pub mod membership;
 pub mod peer;
 pub mod placement;
+pub mod replicator;
+pub mod route;
+pub mod wire;
 
-use std::collections::BTreeMap;
-use std::sync::{Mutex, OnceLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use actix::Addr;
 
@@ -51,13 +59,30 @@ pub struct Cluster {
     pub dialer: OnceLock<Dialer>,
     /// The membership actor, once started.
     pub membership: OnceLock<Addr<membership::Membership>>,
+    /// The replicator, once started.
+    pub replicator: OnceLock<Addr<replicator::Replicator>>,
     members: Mutex<BTreeMap<String, membership::MemberView>>,
+    placement: Mutex<Arc<placement::Placement>>,
+    forwards: Mutex<HashMap<u64, Forward>>,
+    next_forward: AtomicU64,
+}
+
+/// A write forwarded to another node, waiting for its answer.
+struct Forward {
+    node: String,
+    answer: tokio::sync::oneshot::Sender<Result<wire::WireReport, wire::WireError>>,
 }
 
 impl Cluster {
     /// The cluster side of node `node` with `layout`, in its `bump`-th life
     /// (raised at each start: see `membership`).
-    pub fn new(config: ClusterConfig, node: &str, layout: Layout, bump: u16) -> Cluster {
+    pub fn new(
+        config: ClusterConfig,
+        node: &str,
+        layout: Layout,
+        bump: u16,
+        incarnation: &str,
+    ) -> Cluster {
         Cluster {
             identity: Identity {
                 cluster: config.id.clone(),
@@ -65,14 +90,88 @@ impl Cluster {
                 address: config.address.clone(),
                 layout,
                 bump,
+                incarnation: incarnation.to_string(),
             },
             secret: Secret::new(&config.secret),
             links: Links::default(),
             config,
             dialer: OnceLock::new(),
             membership: OnceLock::new(),
+            replicator: OnceLock::new(),
             members: Mutex::default(),
+            placement: Mutex::new(Arc::new(placement::Placement::new(
+                &[node.to_string()],
+                layout.partitions(),
+                1,
+            ))),
+            forwards: Mutex::default(),
+            next_forward: AtomicU64::new(1),
         }
+    }
+
+    /// The owners of every partition over the live members (this node and
+    /// every member not dead), as of the last membership change.
+    pub fn placement(&self) -> Arc<placement::Placement> {
+        self.placement
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Registers a write forwarded to `node`: its id, and where its answer
+    /// arrives (see [`Cluster::answer_forward`]).
+    pub fn expect_forward(
+        &self,
+        node: &str,
+    ) -> (
+        u64,
+        tokio::sync::oneshot::Receiver<Result<wire::WireReport, wire::WireError>>,
+    ) {
+        let id = self.next_forward.fetch_add(1, Ordering::Relaxed);
+        let (answer, rx) = tokio::sync::oneshot::channel();
+        self.forwards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id,
+                Forward {
+                    node: node.to_string(),
+                    answer,
+                },
+            );
+        (id, rx)
+    }
+
+    /// Hands the answer of forwarded write `id` to its writer (from `node`
+    /// only: another node cannot answer it).
+    pub fn answer_forward(
+        &self,
+        node: &str,
+        id: u64,
+        answer: Result<wire::WireReport, wire::WireError>,
+    ) {
+        let mut forwards = self.forwards.lock().unwrap_or_else(|p| p.into_inner());
+        if forwards.get(&id).is_some_and(|f| f.node == node) {
+            if let Some(f) = forwards.remove(&id) {
+                let _ = f.answer.send(answer);
+            }
+        }
+    }
+
+    /// Forgets forwarded write `id` (its writer gave up).
+    pub fn forget_forward(&self, id: u64) {
+        self.forwards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    /// Fails every write forwarded to `node` (its link went down).
+    pub fn fail_forwards(&self, node: &str) {
+        self.forwards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, f| f.node != node);
     }
 
     /// The members this node knows of, by node id (itself not included).
@@ -85,6 +184,24 @@ impl Cluster {
 
     /// Replaces the member list (the membership actor does).
     pub fn set_members(&self, members: BTreeMap<String, membership::MemberView>) {
+        let mut live: Vec<String> = members
+            .values()
+            .filter(|m| m.state != "dead")
+            .map(|m| m.node.clone())
+            .collect();
+        live.push(self.identity.node.clone());
+        live.sort();
+        live.dedup();
         *self.members.lock().unwrap_or_else(|p| p.into_inner()) = members;
+        let mut placement = self.placement.lock().unwrap_or_else(|p| p.into_inner());
+        if placement.members() != live.as_slice()
+            || placement.replication() != self.config.replication.min(live.len())
+        {
+            *placement = Arc::new(placement::Placement::new(
+                &live,
+                self.identity.layout.partitions(),
+                self.config.replication,
+            ));
+        }
     }
 }

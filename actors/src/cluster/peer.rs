@@ -44,6 +44,12 @@ pub struct SocketClosed(pub String);
 #[rtype(result = "()")]
 pub struct SendGossip(pub Vec<u8>);
 
+/// Send a frame on the link (see `replicator`); dropped if the link is
+/// not up.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SendFrame(pub PeerFrame);
+
 /// Close the link, telling the other side why.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -172,6 +178,26 @@ impl Peer {
                     membership.do_send(super::membership::GossipIn(data));
                 }
             }
+            PeerFrame::Forwarded { id, answer } => {
+                if let Some(info) = &self.up {
+                    self.cluster.answer_forward(&info.node, id, answer);
+                }
+            }
+            frame @ (PeerFrame::Follow { .. }
+            | PeerFrame::Unfollow { .. }
+            | PeerFrame::Reset { .. }
+            | PeerFrame::Snapshot { .. }
+            | PeerFrame::Events { .. }
+            | PeerFrame::Ack { .. }
+            | PeerFrame::Forward { .. }) => {
+                if let (Some(info), Some(replicator)) = (&self.up, self.cluster.replicator.get()) {
+                    replicator.do_send(super::replicator::FromPeer {
+                        node: info.node.clone(),
+                        link: info.id,
+                        frame,
+                    });
+                }
+            }
             PeerFrame::Refused { reason } => self.close(
                 format!("refused by the peer: {}", sanitized(&reason, 512)),
                 false,
@@ -201,6 +227,7 @@ impl Peer {
             direction: self.direction,
             since: Instant::now(),
             id: self.cluster.links.next_id(),
+            incarnation: hello.incarnation,
         };
         let me = self.cluster.identity.node.clone();
         if !self.cluster.links.add(&me, info.clone(), ctx.address()) {
@@ -214,6 +241,12 @@ impl Peer {
         }
         if let Some(membership) = self.cluster.membership.get() {
             membership.do_send(super::membership::LinkedWith(member));
+        }
+        if let Some(replicator) = self.cluster.replicator.get() {
+            replicator.do_send(super::replicator::LinkUp {
+                node: info.node.clone(),
+                link: info.id,
+            });
         }
         log::info!(
             "peer link to '{}' ({}, {}) is up",
@@ -264,6 +297,15 @@ impl Actor for Peer {
     fn stopped(&mut self, _: &mut Self::Context) {
         if let Some(info) = &self.up {
             self.cluster.links.remove(&info.node, info.id);
+            if !self.cluster.links.is_up(&info.node) {
+                self.cluster.fail_forwards(&info.node);
+            }
+            if let Some(replicator) = self.cluster.replicator.get() {
+                replicator.do_send(super::replicator::LinkDown {
+                    node: info.node.clone(),
+                    link: info.id,
+                });
+            }
         }
     }
 }
@@ -306,6 +348,16 @@ impl Handler<SendGossip> for Peer {
     fn handle(&mut self, msg: SendGossip, _: &mut Self::Context) {
         if self.up.is_some() && !self.closed {
             self.send(&PeerFrame::Gossip { data: msg.0 });
+        }
+    }
+}
+
+impl Handler<SendFrame> for Peer {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendFrame, _: &mut Self::Context) {
+        if self.up.is_some() && !self.closed {
+            self.send(&msg.0);
         }
     }
 }

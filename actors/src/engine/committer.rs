@@ -65,6 +65,8 @@ pub(crate) struct Committer {
     pub store: Arc<dyn Store>,
     pub clock: Arc<Clock>,
     pub hub: Arc<Hub>,
+    /// Every commit's events, for the cluster's replicator.
+    pub tap: Arc<crate::engine::tap::Tap>,
     pub incarnation: Arc<str>,
     pub durability: Durability,
     pub batch_interval: Duration,
@@ -273,6 +275,18 @@ impl Committer {
                 .flat_map(|items| items.iter().map(|(_, change)| change.as_ref())),
             seq,
         );
+        if self.tap.attached() {
+            let entries = group
+                .iter()
+                .flat_map(|request| {
+                    let part = request.partition as u16;
+                    request.writes.iter().map(move |w| (part, w.event.clone()))
+                })
+                .zip(commit.entries.iter().map(|e| e.seq))
+                .map(|((part, event), seq)| (seq, part, event))
+                .collect();
+            self.tap.send(entries);
+        }
         let mut reached = reached.into_iter();
         for (request, items) in group.into_iter().zip(changes) {
             let done: Vec<WriteDone> = items

@@ -10,5 +10,6 @@ pub mod change;
 pub(crate) mod committer;
 pub mod hub;
 pub mod partition;
+pub mod tap;
 #[cfg(test)]
 mod write_path_tests;

@@ -51,6 +51,7 @@ struct Inner {
     layout: Layout,
     partitions: Vec<Inbox>,
     acks: Acks,
+    tap: Arc<crate::engine::tap::Tap>,
     cluster: Option<Arc<Cluster>>,
     sessions: ArbiterHandle,
     session_ctx: Arc<SessionContext>,
@@ -192,6 +193,16 @@ impl Node {
         if let Some(ttl) = write.ttl_secs {
             limits::check_ttl(ttl)?;
         }
+        match &self.inner.cluster {
+            Some(cluster) => crate::cluster::route::write(self, cluster, write).await,
+            None => self.apply(Input::Write(write)).await,
+        }
+    }
+
+    /// Applies a write here, as its coordinator: stamped by this node, then
+    /// waiting for what [`Write::wait`] says (the cluster's `route` decides
+    /// that).
+    pub(crate) async fn write_here(&self, write: Write) -> Result<WriteReport, NodeError> {
         self.apply(Input::Write(write)).await
     }
 
@@ -358,6 +369,41 @@ impl Node {
             from = page.through;
         }
         Ok(out)
+    }
+
+    /// The last seq the store has committed (readable now).
+    pub fn log_head(&self) -> Result<u64, NodeError> {
+        Ok(self.inner.store.log_head()?.seq)
+    }
+
+    /// Where every commit's events are handed as they land (the cluster's
+    /// replicator attaches to it).
+    pub fn tap(&self) -> &crate::engine::tap::Tap {
+        &self.inner.tap
+    }
+
+    /// A value this node keeps about itself (e.g. a replication cursor).
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, NodeError> {
+        Ok(self.inner.store.meta(name)?)
+    }
+
+    /// Sets a value this node keeps about itself (durable with the next
+    /// flush).
+    pub fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), NodeError> {
+        Ok(self.inner.store.set_meta(name, value)?)
+    }
+
+    /// Partition `part`'s change log in `(after, until]`, one step of at
+    /// most `limit` entries.
+    pub fn partition_log_until(
+        &self,
+        part: u16,
+        after: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<LogPage, NodeError> {
+        self.check_partition(part)?;
+        Ok(self.inner.store.partition_log(part, after, until, limit)?)
     }
 
     /// One step of partition `part`'s change log after `after` (up to the

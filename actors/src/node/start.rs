@@ -144,6 +144,7 @@ impl Node {
                     node_id.as_str(),
                     layout,
                     bump,
+                    &incarnation,
                 )))
             }
             None => None,
@@ -204,10 +205,12 @@ impl Node {
             .map_err(|_| StoreError::Failed("the engine did not start".into()))?;
 
         let incarnation: Arc<str> = Arc::from(incarnation);
+        let tap = Arc::new(crate::engine::tap::Tap::default());
         let committer = Committer {
             store: store.clone(),
             clock: clock.clone(),
             hub: hub.clone(),
+            tap: tap.clone(),
             incarnation: incarnation.clone(),
             durability: config.durability,
             batch_interval: config.batch_interval,
@@ -247,6 +250,7 @@ impl Node {
                 layout,
                 partitions: parts,
                 acks: Default::default(),
+                tap,
                 cluster,
                 sessions,
                 session_ctx,

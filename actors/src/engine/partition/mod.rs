@@ -387,6 +387,7 @@ impl Partition {
             current: None,
             seq: None,
             subscribers: 0,
+            peers: 0,
             acked: 1,
             of: 1,
         };

@@ -65,6 +65,10 @@ pub struct Write {
     /// Acknowledgements from other owners to wait for once committed here
     /// (`None`: answer after the local commit).
     pub wait: Option<crate::engine::acks::WaitFor>,
+    /// Owners that must hold it before it is answered (in a cluster).
+    pub w: crate::cluster::wire::WriteQuorum,
+    /// Forwarded by another node: coordinate it here, never forward again.
+    pub forwarded: bool,
 }
 
 impl Write {
@@ -117,6 +121,8 @@ pub struct WriteReport {
     pub seq: Option<u64>,
     /// Local subscribers it was handed to.
     pub subscribers: usize,
+    /// Other nodes it was sent to (owners and watchers).
+    pub peers: usize,
     /// Owners that hold it durably: this node, and the others that acked
     /// (see [`WaitFor`](crate::engine::acks::WaitFor)).
     pub acked: usize,

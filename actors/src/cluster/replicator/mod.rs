@@ -1,0 +1,385 @@
+//! `Replicator`: replication is a subscription. The owners of a partition
+//! follow each other's logs of it, with cursors like a client's: each node
+//! serves its co-owners a stream of every event its partitions take
+//! (`serving`), and follows theirs, merging what arrives by the LWW rule
+//! and acknowledging it (`following`). A write's coordinator counts those
+//! acknowledgements to answer `?w=`. A link that comes back resumes from
+//! the cursors; one that cannot be resumed (another incarnation of the
+//! peer's log, or a log trimmed past the cursor) starts from a snapshot.
+//!
+//! It also coordinates the writes other nodes forward here (see `route`).
+//!
+//! Which partitions a pair of nodes share is placement's answer over the
+//! live members, checked on every link change and a few times a second,
+//! so a membership change moves streams with the owners.
+
+mod following;
+mod serving;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use self::following::{Following, Step};
+use self::serving::Serving;
+use super::frame::PeerFrame;
+use super::peer::{SendFrame, Shut};
+use super::wire::{WireError, WireReport};
+use super::Cluster;
+use crate::engine::tap::Committed;
+use crate::model::{version::wall_micros, Event, Path, Version};
+use crate::Node;
+
+/// Pages a turn of catching up reads before other messages are handled.
+const PAGES_PER_TURN: usize = 8;
+
+/// Commits the tap may hold for the replicator before marking one lost.
+const TAP_MAILBOX: usize = 4096;
+
+/// A replication or forwarding frame from `node` over link `link`.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct FromPeer {
+    /// The peer.
+    pub node: String,
+    /// The link's number.
+    pub link: u64,
+    /// The frame.
+    pub frame: PeerFrame,
+}
+
+/// A link came up.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct LinkUp {
+    /// The peer.
+    pub node: String,
+    /// The link's number.
+    pub link: u64,
+}
+
+/// A link went down.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct LinkDown {
+    /// The peer.
+    pub node: String,
+    /// The link's number.
+    pub link: u64,
+}
+
+/// Read a few more pages for streams catching up.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Pump;
+
+/// The replication of one node.
+pub struct Replicator {
+    node: Node,
+    cluster: Arc<Cluster>,
+    serving: Serving,
+    following: Following,
+    pumping: bool,
+}
+
+impl Replicator {
+    /// The replicator of `node` (which is in a cluster).
+    pub fn new(node: Node, cluster: Arc<Cluster>) -> Replicator {
+        Replicator {
+            node,
+            cluster,
+            serving: Serving::default(),
+            following: Following::default(),
+            pumping: false,
+        }
+    }
+
+    /// Follows, from each linked member, the partitions this node and it
+    /// both own; stops following the others.
+    fn refresh(&mut self) {
+        let placement = self.cluster.placement();
+        let me = self.cluster.identity.node.clone();
+        let partitions = self.node.layout().partitions() as u16;
+        for link in self.cluster.links.list() {
+            let desired: BTreeSet<u16> = if placement.members().contains(&link.node) {
+                (0..partitions)
+                    .filter(|&p| placement.owns(&me, p) && placement.owns(&link.node, p))
+                    .collect()
+            } else {
+                BTreeSet::new()
+            };
+            let diff =
+                self.following
+                    .diff(&self.node, &link.node, link.id, &link.incarnation, &desired);
+            let following::Changes { start, stop } = match diff {
+                Ok(d) => d,
+                Err(e) => {
+                    log::error!("replication from '{}': {e}", link.node);
+                    continue;
+                }
+            };
+            let Some((id, peer)) = self.cluster.links.link(&link.node) else {
+                continue;
+            };
+            if id != link.id {
+                continue;
+            }
+            if !start.is_empty() {
+                log::debug!("following {} partitions of '{}'", start.len(), link.node);
+                peer.do_send(SendFrame(PeerFrame::Follow { parts: start }));
+            }
+            if !stop.is_empty() {
+                peer.do_send(SendFrame(PeerFrame::Unfollow { parts: stop }));
+            }
+        }
+    }
+
+    fn pump_soon(&mut self, ctx: &mut Context<Self>) {
+        if !self.pumping && self.serving.has_work() {
+            self.pumping = true;
+            ctx.notify(Pump);
+        }
+    }
+
+    /// Merges the next batch of frames from `peer`, if one is waiting and
+    /// none is merging.
+    fn merge_next(&mut self, peer: String, ctx: &mut Context<Self>) {
+        let Some((link, frames)) = self.following.take_batch(&peer) else {
+            return;
+        };
+        let steps: Vec<Step> = frames.iter().filter_map(Step::of).collect();
+        let node = self.node.clone();
+        // Catch-up frames are acknowledged only for recent events: a writer
+        // may be waiting for those, never for old ones.
+        let recent_after =
+            wall_micros().saturating_sub(2 * self.cluster.config.ack_timeout.as_micros() as u64);
+        let from = peer.clone();
+        let cluster = self.cluster.clone();
+        let work = async move {
+            let merged_count = &cluster.links.stats.events_merged;
+            let mut events = Vec::new();
+            for frame in frames {
+                let (wire, live) = match frame {
+                    PeerFrame::Snapshot { events, .. } => (events, false),
+                    PeerFrame::Events { events, live, .. } => {
+                        (events.into_iter().map(|(_, e)| e).collect(), live)
+                    }
+                    _ => continue,
+                };
+                for w in wire {
+                    events.push((Event::try_from(w)?, live));
+                }
+            }
+            let merged = futures_util::future::join_all(
+                events.iter().map(|(event, _)| node.merge(event.clone())),
+            )
+            .await;
+            merged_count.fetch_add(events.len() as u64, Ordering::Relaxed);
+            let mut acks = Vec::new();
+            for ((event, live), result) in events.into_iter().zip(merged) {
+                result.map_err(|e| format!("merging {}: {e}", event.path))?;
+                if event.version.node.as_str() == from
+                    && (live || event.version.time > recent_after)
+                {
+                    acks.push((event.path.as_str().to_string(), event.version.time));
+                }
+            }
+            Ok::<_, String>(acks)
+        };
+        ctx.spawn(work.into_actor(self).map(move |result, this, ctx| {
+            match result {
+                Ok(acks) => {
+                    this.following.merged(&peer, link, &steps);
+                    if !acks.is_empty() {
+                        if let Some((id, p)) = this.cluster.links.link(&peer) {
+                            if id == link {
+                                p.do_send(SendFrame(PeerFrame::Ack { events: acks }));
+                            }
+                        }
+                    }
+                }
+                Err(why) => {
+                    log::warn!("replication from '{peer}': {why}");
+                    this.following.failed(&peer, link);
+                    if let Some((id, p)) = this.cluster.links.link(&peer) {
+                        if id == link {
+                            p.do_send(Shut(format!("replication failed: {why}")));
+                        }
+                    }
+                }
+            }
+            this.merge_next(peer, ctx);
+        }));
+    }
+
+    /// Coordinates a write forwarded by `from` and answers it.
+    fn forwarded(
+        &mut self,
+        from: String,
+        link: u64,
+        id: u64,
+        write: super::wire::WireWrite,
+        ctx: &mut Context<Self>,
+    ) {
+        let node = self.node.clone();
+        let cluster = self.cluster.clone();
+        cluster
+            .links
+            .stats
+            .writes_coordinated_for_peers
+            .fetch_add(1, Ordering::Relaxed);
+        let work = async move {
+            let answer = match write.into_write() {
+                Ok(write) => node
+                    .write(write)
+                    .await
+                    .map(|r| WireReport::from(&r))
+                    .map_err(|e| WireError::from(&e)),
+                Err(why) => Err(WireError::Invalid(why)),
+            };
+            if let Some((now, peer)) = cluster.links.link(&from) {
+                if now == link {
+                    peer.do_send(SendFrame(PeerFrame::Forwarded { id, answer }));
+                }
+            }
+        };
+        ctx.spawn(work.into_actor(self));
+    }
+
+    /// A frame of a stream this node follows: merged in its turn.
+    fn stream_frame(&mut self, node: String, link: u64, frame: PeerFrame, ctx: &mut Context<Self>) {
+        if self.following.enqueue(&node, link, frame) {
+            self.merge_next(node, ctx);
+        }
+    }
+
+    fn publish_stats(&self) {
+        let stats = &self.cluster.links.stats;
+        stats
+            .streams_served
+            .store(self.serving.streams() as u64, Ordering::Relaxed);
+        stats
+            .streams_followed
+            .store(self.following.streams() as u64, Ordering::Relaxed);
+        if let Ok(head) = self.node.log_head() {
+            stats
+                .lag_max
+                .store(self.serving.lag(head), Ordering::Relaxed);
+        }
+    }
+
+    fn acked(&self, events: Vec<(String, u64)>) {
+        let me = self.node.node_id().clone();
+        for (path, time) in events {
+            if let Ok(path) = Path::parse_key(&path) {
+                self.node.ack(&path, &Version::new(time, me.clone()));
+            }
+        }
+    }
+}
+
+impl Actor for Replicator {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(TAP_MAILBOX);
+        let _ = self.cluster.replicator.set(ctx.address());
+        self.node.tap().attach(ctx.address().recipient());
+        let every = (self.cluster.config.heartbeat_interval / 2).max(Duration::from_millis(20));
+        ctx.run_interval(every, |this, ctx| {
+            if this.node.tap().take_lost() {
+                this.serving.lost_commits();
+            }
+            this.refresh();
+            this.pump_soon(ctx);
+            this.publish_stats();
+        });
+        ctx.run_interval(Duration::from_secs(1), |this, _| {
+            if let Err(e) = this.following.save_dirty(&this.node) {
+                log::error!("saving replication cursors: {e}");
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        let _ = self.following.save_dirty(&self.node);
+    }
+}
+
+impl Handler<Committed> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, msg: Committed, ctx: &mut Self::Context) {
+        if self.node.tap().take_lost() {
+            self.serving.lost_commits();
+            self.pump_soon(ctx);
+        }
+        self.serving
+            .on_commit(&msg.entries, &self.cluster.links.stats.events_sent);
+    }
+}
+
+impl Handler<Pump> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, _: Pump, ctx: &mut Self::Context) {
+        self.pumping = false;
+        let sent = &self.cluster.links.stats.events_sent;
+        if let Err(e) = self.serving.pump(&self.node, PAGES_PER_TURN, sent) {
+            log::error!("replication: reading the log: {e}");
+            return;
+        }
+        self.pump_soon(ctx);
+    }
+}
+
+impl Handler<LinkUp> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, _: LinkUp, _: &mut Self::Context) {
+        self.refresh();
+    }
+}
+
+impl Handler<LinkDown> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, msg: LinkDown, _: &mut Self::Context) {
+        self.serving.drop_link(&msg.node, msg.link);
+        if let Err(e) = self.following.drop_link(&self.node, &msg.node, msg.link) {
+            log::error!("saving replication cursors: {e}");
+        }
+    }
+}
+
+impl Handler<FromPeer> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromPeer, ctx: &mut Self::Context) {
+        let FromPeer { node, link, frame } = msg;
+        match frame {
+            PeerFrame::Follow { parts } => {
+                let Some((id, peer)) = self.cluster.links.link(&node) else {
+                    return;
+                };
+                if id != link {
+                    return;
+                }
+                if let Err(e) = self.serving.follow(&self.node, &node, link, peer, parts) {
+                    log::error!("replication to '{node}': {e}");
+                }
+                self.pump_soon(ctx);
+            }
+            PeerFrame::Unfollow { parts } => self.serving.unfollow(&node, link, &parts),
+            PeerFrame::Ack { events } => self.acked(events),
+            PeerFrame::Forward { id, write } => self.forwarded(node, link, id, write, ctx),
+            frame @ (PeerFrame::Reset { .. }
+            | PeerFrame::Snapshot { .. }
+            | PeerFrame::Events { .. }) => self.stream_frame(node, link, frame, ctx),
+            _ => {}
+        }
+    }
+}

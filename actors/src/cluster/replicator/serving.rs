@@ -1,0 +1,297 @@
+//! The streams a node serves: for each follower (a co-owner), each
+//! partition it follows, from a snapshot, from its cursor in this node's
+//! log, then live from the tap.
+//!
+//! A stream catching up reads the store in pages, a few per turn, so one
+//! follower far behind never stalls the others or the live streams. It
+//! turns live when a page reaches the log head read at that turn: every
+//! commit at or below that head is in the store, and every one after it
+//! arrives from the tap later (a commit is in the store before it is on
+//! the tap), so nothing falls between the two and nothing is sent twice.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use actix::Addr;
+
+use crate::cluster::frame::PeerFrame;
+use crate::cluster::peer::{Peer, SendFrame};
+use crate::cluster::wire::WireEvent;
+use crate::error::NodeError;
+use crate::model::Event;
+use crate::Node;
+
+/// Entries per page read from the store.
+const PAGE_ENTRIES: usize = 256;
+
+/// Value bytes after which a frame of events is sent and another begun.
+const FRAME_BYTES: usize = 1 << 20;
+
+/// Where one partition's stream to one follower stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Stream {
+    /// Sending the latest events; then the log after `head`.
+    Snapshot { head: u64, after: Option<String> },
+    /// Reading the log from the store, after `sent`.
+    CatchUp { sent: u64 },
+    /// Sending each commit from the tap; everything up to `sent` is sent.
+    Live { sent: u64 },
+}
+
+struct Follower {
+    link: u64,
+    peer: Addr<Peer>,
+    parts: HashMap<u16, Stream>,
+}
+
+/// The streams served, by follower node id.
+#[derive(Default)]
+pub(super) struct Serving {
+    followers: HashMap<String, Follower>,
+    /// Streams with pages to read, in turn.
+    work: VecDeque<(String, u16)>,
+}
+
+/// Sends `part`'s entries to `peer` in frames of bounded size.
+fn send_events(
+    peer: &Addr<Peer>,
+    part: u16,
+    through: u64,
+    live: bool,
+    events: Vec<(u64, WireEvent)>,
+    sent: &AtomicU64,
+) {
+    sent.fetch_add(events.len() as u64, Ordering::Relaxed);
+    let mut frame = Vec::new();
+    let mut bytes = 0;
+    let total = events.len();
+    for (i, (seq, event)) in events.into_iter().enumerate() {
+        bytes += event.value.as_ref().map_or(0, |v| v.len()) + event.path.len() + 64;
+        frame.push((seq, event));
+        if bytes >= FRAME_BYTES && i + 1 < total {
+            let upto = frame.last().map_or(through, |(s, _)| *s);
+            peer.do_send(SendFrame(PeerFrame::Events {
+                part,
+                through: upto,
+                live,
+                events: std::mem::take(&mut frame),
+            }));
+            bytes = 0;
+        }
+    }
+    peer.do_send(SendFrame(PeerFrame::Events {
+        part,
+        through,
+        live,
+        events: frame,
+    }));
+}
+
+impl Serving {
+    /// `node` follows `parts` (each from its cursor, or from a snapshot)
+    /// over link `link`.
+    pub fn follow(
+        &mut self,
+        local: &Node,
+        node: &str,
+        link: u64,
+        peer: Addr<Peer>,
+        parts: Vec<(u16, Option<u64>)>,
+    ) -> Result<(), NodeError> {
+        let follower = self.follower(node, link, peer);
+        let mut queued = Vec::with_capacity(parts.len());
+        for (part, after) in parts {
+            if u32::from(part) >= local.layout().partitions() {
+                continue;
+            }
+            let stream = match after {
+                Some(sent) => Stream::CatchUp { sent },
+                None => reset(local, &follower.peer, part)?,
+            };
+            follower.parts.insert(part, stream);
+            queued.push((node.to_string(), part));
+        }
+        self.work.extend(queued);
+        Ok(())
+    }
+
+    fn follower(&mut self, node: &str, link: u64, peer: Addr<Peer>) -> &mut Follower {
+        let follower = self
+            .followers
+            .entry(node.to_string())
+            .or_insert_with(|| Follower {
+                link,
+                peer: peer.clone(),
+                parts: HashMap::new(),
+            });
+        if follower.link != link {
+            // A new link: what the old one streamed is the follower's to ask again.
+            *follower = Follower {
+                link,
+                peer,
+                parts: HashMap::new(),
+            };
+        }
+        follower
+    }
+
+    /// `node` no longer follows `parts`.
+    pub fn unfollow(&mut self, node: &str, link: u64, parts: &[u16]) {
+        if let Some(f) = self.followers.get_mut(node).filter(|f| f.link == link) {
+            for part in parts {
+                f.parts.remove(part);
+            }
+        }
+    }
+
+    /// Link `link` to `node` is gone: its streams end.
+    pub fn drop_link(&mut self, node: &str, link: u64) {
+        if self.followers.get(node).is_some_and(|f| f.link == link) {
+            self.followers.remove(node);
+        }
+    }
+
+    /// Streams served now.
+    pub fn streams(&self) -> usize {
+        self.followers.values().map(|f| f.parts.len()).sum()
+    }
+
+    /// The most entries of this node's log (up to `head`) a stream has not
+    /// been sent yet (a stream sending a snapshot counts as all of it).
+    pub fn lag(&self, head: u64) -> u64 {
+        self.followers
+            .values()
+            .flat_map(|f| f.parts.values())
+            .map(|s| match s {
+                Stream::Snapshot { .. } => head,
+                Stream::CatchUp { sent } | Stream::Live { sent } => head.saturating_sub(*sent),
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// A commit was not handed over by the tap: every live stream reads
+    /// the store again from where it is.
+    pub fn lost_commits(&mut self) {
+        for (node, f) in &mut self.followers {
+            for (part, stream) in &mut f.parts {
+                if let Stream::Live { sent } = *stream {
+                    *stream = Stream::CatchUp { sent };
+                    self.work.push_back((node.clone(), *part));
+                }
+            }
+        }
+    }
+
+    /// Sends one commit's events to the live streams that want them (a
+    /// follower is not sent the events it made itself).
+    pub fn on_commit(&mut self, entries: &[(u64, u16, Arc<Event>)], counter: &AtomicU64) {
+        for (node, f) in &mut self.followers {
+            let mut out: BTreeMap<u16, (u64, Vec<(u64, WireEvent)>)> = BTreeMap::new();
+            for (seq, part, event) in entries {
+                let Some(Stream::Live { sent }) = f.parts.get_mut(part) else {
+                    continue;
+                };
+                if *seq <= *sent {
+                    continue;
+                }
+                *sent = *seq;
+                let slot = out.entry(*part).or_default();
+                slot.0 = *seq;
+                if event.version.node.as_str() != node.as_str() {
+                    slot.1.push((*seq, WireEvent::from(&**event)));
+                }
+            }
+            for (part, (through, events)) in out {
+                send_events(&f.peer, part, through, true, events, counter);
+            }
+        }
+    }
+
+    /// True if streams have pages to read.
+    pub fn has_work(&self) -> bool {
+        !self.work.is_empty()
+    }
+
+    /// Reads and sends up to `turns` pages, one per stream in turn.
+    pub fn pump(
+        &mut self,
+        local: &Node,
+        turns: usize,
+        counter: &AtomicU64,
+    ) -> Result<(), NodeError> {
+        for _ in 0..turns {
+            let Some((node, part)) = self.work.pop_front() else {
+                return Ok(());
+            };
+            let Some(f) = self.followers.get_mut(&node) else {
+                continue;
+            };
+            let Some(stream) = f.parts.get(&part).cloned() else {
+                continue;
+            };
+            let next = match stream {
+                Stream::Live { .. } => continue,
+                Stream::Snapshot { head, after } => {
+                    let page = local.partition_latest(part, after.as_deref(), PAGE_ENTRIES)?;
+                    let done = page.len() < PAGE_ENTRIES;
+                    let last = page.last().map(|s| s.event.path.as_str().to_string());
+                    counter.fetch_add(page.len() as u64, Ordering::Relaxed);
+                    f.peer.do_send(SendFrame(PeerFrame::Snapshot {
+                        part,
+                        events: page.iter().map(|s| WireEvent::from(&s.event)).collect(),
+                        done,
+                    }));
+                    if done {
+                        Stream::CatchUp { sent: head }
+                    } else {
+                        Stream::Snapshot { head, after: last }
+                    }
+                }
+                Stream::CatchUp { sent } => {
+                    let head = local.log_head()?;
+                    if sent > head {
+                        // The follower is ahead of this log: it cannot be a
+                        // position here.
+                        reset(local, &f.peer, part)?
+                    } else {
+                        let page = local.partition_log_until(part, sent, head, PAGE_ENTRIES)?;
+                        if page.trimmed {
+                            reset(local, &f.peer, part)?
+                        } else {
+                            let events = page
+                                .entries
+                                .iter()
+                                .filter(|s| s.event.version.node.as_str() != node.as_str())
+                                .map(|s| (s.seq.unwrap_or(0), WireEvent::from(&s.event)))
+                                .collect::<Vec<_>>();
+                            if page.through > sent || !events.is_empty() {
+                                send_events(&f.peer, part, page.through, false, events, counter);
+                            }
+                            if page.through >= head {
+                                Stream::Live { sent: head }
+                            } else {
+                                Stream::CatchUp { sent: page.through }
+                            }
+                        }
+                    }
+                }
+            };
+            let more = !matches!(next, Stream::Live { .. });
+            f.parts.insert(part, next);
+            if more {
+                self.work.push_back((node, part));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts a stream over: tells the follower a snapshot comes, then the
+/// log after the head read now.
+fn reset(local: &Node, peer: &Addr<Peer>, part: u16) -> Result<Stream, NodeError> {
+    let head = local.log_head()?;
+    peer.do_send(SendFrame(PeerFrame::Reset { part, head }));
+    Ok(Stream::Snapshot { head, after: None })
+}

@@ -1,0 +1,226 @@
+//! Replication between real nodes (child processes on loopback): a write at
+//! any node reaches every owner, `?w=` counts real acknowledgements, a node
+//! that owns nothing forwards, and an owner killed with SIGKILL catches up
+//! on what it missed when it comes back.
+
+mod common;
+
+use common::*;
+
+const SECRET: &str = "a-cluster-secret-for-tests";
+
+/// Fast heartbeats so that a dead node is noticed within a test's deadline.
+const FAST: [&str; 6] = [
+    "--peer-heartbeat-ms",
+    "100",
+    "--peer-timeout-ms",
+    "1000",
+    "--ack-timeout-ms",
+    "2000",
+];
+
+fn node(id: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["--node-id", id, "--cluster-secret", SECRET];
+    args.extend_from_slice(&FAST);
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// Three nodes, every one an owner of everything, all alive.
+async fn three() -> Vec<Server> {
+    let a = node("a", &[]);
+    let b = node("b", &["--join", &a.addr]);
+    let c = node("c", &["--join", &a.addr]);
+    let nodes = vec![a, b, c];
+    all_alive(&nodes, &ids(&["a", "b", "c"])).await;
+    linked(&nodes).await;
+    nodes
+}
+
+/// Waits until every node has a link to every other.
+async fn linked(nodes: &[Server]) {
+    let others = (nodes.len() - 1) as f64;
+    for s in nodes {
+        wait_for("links to every other node", EVENT_DEADLINE, async || {
+            metric(s, "spread_peer_links").await == others
+        })
+        .await;
+    }
+}
+
+fn ids(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// Waits until `s` holds `body` at `path` in its own store.
+async fn holds(s: &Server, path: &str, body: &str) {
+    let url = format!("{}/raw/{path}?local=true", s.url);
+    wait_for(
+        &format!("{path} = {body} at {}", s.addr),
+        EVENT_DEADLINE,
+        async || {
+            let r = get(&url).await;
+            r.status == 200 && r.body == body.as_bytes()
+        },
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn a_write_at_any_node_is_acked_by_a_quorum_and_read_at_every_node() {
+    let nodes = three().await;
+    for (i, s) in nodes.iter().enumerate() {
+        let r = put(
+            &format!("{}/raw/rooms/{i}/topic", s.url),
+            format!("v{i}").as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        let report = r.json();
+        assert_eq!(report["propagation"]["of"], 3, "{report}");
+        assert!(
+            report["propagation"]["acked"].as_u64().unwrap() >= 2,
+            "{report}"
+        );
+        assert_eq!(report["propagation"]["peers"], 2, "{report}");
+    }
+    for s in &nodes {
+        for i in 0..3 {
+            holds(s, &format!("rooms/{i}/topic"), &format!("v{i}")).await;
+        }
+    }
+    // w=all: every owner acked before the answer.
+    let r = put(&format!("{}/raw/rooms/x?w=all", nodes[1].url), b"all").await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["propagation"]["acked"], 3);
+    put(&format!("{}/raw/rooms/x?w=2", nodes[1].url), b"x")
+        .await
+        .assert_error(400, "bad_request");
+    for s in &nodes {
+        assert!(metric(s, "spread_replication_events_total{dir=\"out\"}").await >= 2.0);
+        assert!(metric(s, "spread_replication_events_total{dir=\"in\"}").await >= 2.0);
+        assert_eq!(
+            metric(s, "spread_replication_streams{role=\"following\"}").await,
+            128.0,
+            "64 partitions from each of 2 co-owners"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn an_owner_killed_leaves_quorum_writes_working_and_catches_up_when_back() {
+    let mut nodes = three().await;
+    for i in 0..20 {
+        let r = put(&format!("{}/raw/k/{i}", nodes[0].url), b"before").await;
+        assert_eq!(r.status, 201);
+    }
+    for i in 0..20 {
+        holds(&nodes[2], &format!("k/{i}"), "before").await;
+    }
+    nodes[2].kill9();
+    // Quorum: a and b hold every write while c is gone.
+    for i in 0..50 {
+        let r = put(&format!("{}/raw/k/{i}", nodes[i % 2].url), b"while-down").await;
+        assert!(
+            r.status == 200 || r.status == 201,
+            "{}: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(r.json()["propagation"]["acked"].as_u64().unwrap() >= 2);
+    }
+    // All: c cannot ack.
+    let r = put(&format!("{}/raw/k/all?w=all", nodes[0].url), b"x").await;
+    r.assert_error(503, "unavailable");
+    let detail = r.json()["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains("acked by 2 of 3"), "{detail}");
+    nodes[2].restart();
+    all_alive(&nodes, &ids(&["a", "b", "c"])).await;
+    // Back under its id, c has every write it missed (from the cursors it
+    // kept), and takes part in w=all again.
+    for i in 0..50 {
+        holds(&nodes[2], &format!("k/{i}"), "while-down").await;
+    }
+    holds(&nodes[2], "k/all", "x").await;
+    let r = put(&format!("{}/raw/k/after?w=all", nodes[0].url), b"y").await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+}
+
+#[actix_web::test]
+async fn concurrent_writes_to_one_path_at_three_nodes_converge_to_one_version() {
+    let nodes = three().await;
+    let mut writes = Vec::new();
+    for i in 0..30 {
+        let url = format!("{}/raw/contended/path", nodes[i % 3].url);
+        writes.push(async move { put(&url, format!("w{i}").as_bytes()).await });
+    }
+    for r in futures_util::future::join_all(writes).await {
+        assert!(r.status < 500, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let mut versions = Vec::new();
+    for s in &nodes {
+        let url = format!("{}/history/contended/path?local=true&values=false", s.url);
+        wait_for("all 30 events everywhere", EVENT_DEADLINE, async || {
+            get(&url).await.json()["events"].as_array().unwrap().len() == 30
+        })
+        .await;
+        let r = get(&format!("{}/raw/contended/path?local=true", s.url)).await;
+        versions.push((r.header("etag").unwrap(), r.body));
+    }
+    assert!(versions.windows(2).all(|w| w[0] == w[1]), "{versions:?}");
+}
+
+#[actix_web::test]
+async fn a_node_that_owns_nothing_forwards_writes_to_an_owner() {
+    // Replication 1 over two nodes: each partition has one owner, so half
+    // the paths are owned by the other node.
+    let a = node("a", &["--replication", "1"]);
+    let b = node("b", &["--replication", "1", "--join", &a.addr]);
+    let nodes = vec![a, b];
+    all_alive(&nodes, &ids(&["a", "b"])).await;
+    linked(&nodes).await;
+    let mut forwarded = Vec::new();
+    for i in 0..40 {
+        let path = format!("spread/{i}/x");
+        let r = put(&format!("{}/raw/{path}", nodes[0].url), b"v").await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        let report = r.json();
+        assert_eq!(report["propagation"]["of"], 1);
+        // The version names the node that coordinated the write.
+        let version = report["version"].as_str().unwrap().to_string();
+        if version.ends_with(".b") {
+            holds(&nodes[1], &path, "v").await;
+            forwarded.push(path);
+        }
+    }
+    assert!(
+        forwarded.len() > 5,
+        "some paths are owned by b: {forwarded:?}"
+    );
+    // A conditional write is decided by the owner, wherever it arrives: a
+    // create-only write of a path b holds fails at a with b's answer.
+    let create = |url: String| {
+        send(
+            http().put(url).insert_header(("If-None-Match", "*")),
+            Some(b"again"),
+        )
+    };
+    let r = create(format!("{}/raw/{}", nodes[0].url, forwarded[0])).await;
+    r.assert_error(412, "precondition_failed");
+    let r = create(format!("{}/raw/spread/new/x", nodes[0].url)).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = create(format!("{}/raw/spread/new/x", nodes[1].url)).await;
+    r.assert_error(412, "precondition_failed");
+    // Once b is dead, a owns every partition and coordinates the write.
+    let mut nodes = nodes;
+    nodes[1].kill9();
+    wait_for("b dead", EVENT_DEADLINE, async || {
+        members(&nodes[0])
+            .await
+            .contains(&("b".to_string(), "dead".to_string()))
+    })
+    .await;
+    let r = put(&format!("{}/raw/{}", nodes[0].url, forwarded[0]), b"moved").await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.json()["version"].as_str().unwrap().ends_with(".a"));
+}

@@ -7,7 +7,9 @@
 //! out). A write that asks for more ([`WaitFor`]) then waits here for that
 //! many acknowledgements of its event — `(path, version)` — from other
 //! owners ([`Node::ack`]), or until its timeout, when it fails with
-//! [`NodeError::Unavailable`] naming how many acked. An acknowledgement may
+//! [`NodeError::Unavailable`] naming how many acked. Each owner counts once,
+//! however often it acknowledges (a stream resent after a reconnect is
+//! merged and acknowledged again). An acknowledgement may
 //! arrive before the writer starts waiting (a peer can be faster than the
 //! local commit's answer): it is kept for a while and counted then.
 //!
@@ -45,7 +47,8 @@ type Key = (Path, Version);
 /// same event may wait beside the first, for another count).
 #[derive(Default)]
 struct Waiter {
-    heard: usize,
+    /// The owners heard from.
+    heard: Vec<Box<str>>,
     /// Writers still waiting: the acks each needs, and where to say so.
     pending: Vec<(usize, oneshot::Sender<usize>)>,
     /// Writers registered (answered or not), until each one leaves.
@@ -57,7 +60,7 @@ struct State {
     waiting: HashMap<Key, Waiter>,
     /// Acknowledgements of events nobody waits for yet, with the
     /// generation of their entry in `early_order`.
-    early: HashMap<Key, (usize, u64)>,
+    early: HashMap<Key, (Vec<Box<str>>, u64)>,
     /// Early acknowledgements, oldest first, to bound their number.
     early_order: VecDeque<(Key, u64)>,
     generation: u64,
@@ -68,6 +71,15 @@ struct State {
 #[derive(Default)]
 pub(crate) struct Acks {
     state: Mutex<State>,
+}
+
+/// Adds `from` to the owners heard from; false if it was heard already.
+fn hear(heard: &mut Vec<Box<str>>, from: &str) -> bool {
+    if heard.iter().any(|h| &**h == from) {
+        return false;
+    }
+    heard.push(Box::from(from));
+    true
 }
 
 /// Leaves the waiter of `key` when the writer's future ends, answered,
@@ -97,14 +109,16 @@ impl Acks {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Counts one acknowledgement of the event `(path, version)`; true if
-    /// a writer was waiting for it.
-    pub fn ack(&self, path: &Path, version: &Version) -> bool {
+    /// Counts owner `from`'s acknowledgement of the event `(path,
+    /// version)` (once per owner); true if a writer was waiting for it.
+    pub fn ack(&self, path: &Path, version: &Version, from: &str) -> bool {
         let key = (path.clone(), version.clone());
         let mut state = self.state();
         if let Some(waiter) = state.waiting.get_mut(&key) {
-            waiter.heard += 1;
-            let heard = waiter.heard;
+            if !hear(&mut waiter.heard, from) {
+                return true;
+            }
+            let heard = waiter.heard.len();
             let (ready, still): (Vec<_>, Vec<_>) = std::mem::take(&mut waiter.pending)
                 .into_iter()
                 .partition(|(needed, _)| *needed <= heard);
@@ -122,7 +136,9 @@ impl Acks {
             ..
         } = &mut *state;
         match early.get_mut(&key) {
-            Some((count, _)) => *count += 1,
+            Some((heard, _)) => {
+                hear(heard, from);
+            }
             None => {
                 if early_order.len() >= MAX_EARLY_ACKS {
                     if let Some((old, gen)) = early_order.pop_front() {
@@ -133,7 +149,7 @@ impl Acks {
                 }
                 *generation += 1;
                 early_order.push_back((key.clone(), *generation));
-                early.insert(key, (1, *generation));
+                early.insert(key, (vec![Box::from(from)], *generation));
             }
         }
         false
@@ -155,11 +171,13 @@ impl Acks {
         let (done, heard) = oneshot::channel();
         {
             let mut state = self.state();
-            let early = state.early.remove(&key).map_or(0, |(count, _)| count);
+            let early = state.early.remove(&key).map(|(heard, _)| heard);
             let waiter = state.waiting.entry(key.clone()).or_default();
-            waiter.heard += early;
-            if waiter.heard >= wait.acks {
-                report.acked += waiter.heard;
+            for from in early.into_iter().flatten() {
+                hear(&mut waiter.heard, &from);
+            }
+            if waiter.heard.len() >= wait.acks {
+                report.acked += waiter.heard.len();
                 if waiter.writers == 0 {
                     state.waiting.remove(&key);
                 }
@@ -179,7 +197,7 @@ impl Acks {
             }
             _ => {
                 // An ack may have come in since the timer fired.
-                let heard = self.state().waiting.get(&key).map_or(0, |w| w.heard);
+                let heard = self.state().waiting.get(&key).map_or(0, |w| w.heard.len());
                 if heard >= wait.acks {
                     report.acked += heard;
                     return Ok(report);

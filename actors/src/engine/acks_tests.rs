@@ -75,10 +75,12 @@ fn a_write_is_answered_once_enough_owners_acked_and_others_go_on_meanwhile() {
         let other = node.set("rooms/1/b", "x").await.unwrap();
         assert_eq!((other.acked, other.of), (1, 1));
         assert!(!writer.is_finished(), "answered before any ack");
-        assert!(node.ack(&p, &version(1_000)));
+        assert!(node.ack(&p, &version(1_000), "b"));
+        // The same owner again (a stream resent) still counts once.
+        assert!(node.ack(&p, &version(1_000), "b"));
         actix::clock::sleep(Duration::from_millis(20)).await;
         assert!(!writer.is_finished(), "answered after one ack of two");
-        assert!(node.ack(&p, &version(1_000)));
+        assert!(node.ack(&p, &version(1_000), "c"));
         let report = writer.await.unwrap().unwrap();
         assert_eq!((report.acked, report.of), (3, 3));
         assert_eq!(node.inner_acks_sizes(), (0, 0), "nothing left behind");
@@ -93,7 +95,8 @@ fn too_few_acks_in_time_fail_with_the_real_counts() {
     let p = Path::parse("rooms/2/a").unwrap();
     actix::System::new().block_on(async {
         // One ack of the two needed comes first (before the writer waits).
-        assert!(!node.ack(&p, &version(2_000)));
+        assert!(!node.ack(&p, &version(2_000), "b"));
+        assert!(!node.ack(&p, &version(2_000), "b"));
         let failed = node
             .write(waiting(&p, 2_000, 2, Duration::from_millis(200)))
             .await;
@@ -117,7 +120,7 @@ fn acks_that_come_first_are_counted_when_the_writer_waits() {
     let node = node(dir.path());
     let p = Path::parse("rooms/3/a").unwrap();
     actix::System::new().block_on(async {
-        node.ack(&p, &version(3_000));
+        node.ack(&p, &version(3_000), "b");
         let report = node.write(waiting(&p, 3_000, 1, LONG)).await.unwrap();
         assert_eq!((report.acked, report.of), (2, 2));
         // A write that waits for nothing is answered after its commit.
@@ -149,8 +152,8 @@ fn a_writer_that_goes_away_leaves_nothing_behind_and_retries_get_their_own_count
         // Two acks heard, then a retry of the same event needing two is
         // answered at once, and one needing three is not answered by them.
         let v = version(4_000);
-        node.ack(&p, &v);
-        node.ack(&p, &v);
+        node.ack(&p, &v, "b");
+        node.ack(&p, &v, "c");
         let retry = node.write(waiting(&p, 4_000, 2, LONG)).await.unwrap();
         assert_eq!(retry.acked, 3);
         let more = node

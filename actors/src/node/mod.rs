@@ -235,13 +235,13 @@ impl Node {
         }
     }
 
-    /// Counts an acknowledgement, from another owner, that it holds the
+    /// Counts an acknowledgement, from owner `from`, that it holds the
     /// event `(path, version)` durably: a write waiting for it
-    /// ([`Write::wait`]) is answered once it has heard enough. True if a
-    /// writer was waiting; an acknowledgement that comes before its writer
-    /// waits is kept for a while and counted then.
-    pub fn ack(&self, path: &Path, version: &Version) -> bool {
-        self.inner.acks.ack(path, version)
+    /// ([`Write::wait`]) is answered once it has heard enough owners (each
+    /// counts once). True if a writer was waiting; an acknowledgement that
+    /// comes before its writer waits is kept for a while and counted then.
+    pub fn ack(&self, path: &Path, version: &Version, from: &str) -> bool {
+        self.inner.acks.ack(path, version, from)
     }
 
     /// Writers waiting for acks, and acks kept for writers to come (tests).

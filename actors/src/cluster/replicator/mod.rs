@@ -271,11 +271,11 @@ impl Replicator {
         }
     }
 
-    fn acked(&self, events: Vec<(String, u64)>) {
+    fn acked(&self, from: &str, events: Vec<(String, u64)>) {
         let me = self.node.node_id().clone();
         for (path, time) in events {
             if let Ok(path) = Path::parse_key(&path) {
-                self.node.ack(&path, &Version::new(time, me.clone()));
+                self.node.ack(&path, &Version::new(time, me.clone()), from);
             }
         }
     }
@@ -374,7 +374,7 @@ impl Handler<FromPeer> for Replicator {
                 self.pump_soon(ctx);
             }
             PeerFrame::Unfollow { parts } => self.serving.unfollow(&node, link, &parts),
-            PeerFrame::Ack { events } => self.acked(events),
+            PeerFrame::Ack { events } => self.acked(&node, events),
             PeerFrame::Forward { id, write } => self.forwarded(node, link, id, write, ctx),
             frame @ (PeerFrame::Reset { .. }
             | PeerFrame::Snapshot { .. }

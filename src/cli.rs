@@ -259,4 +259,8 @@ pub struct ServeArgs {
     /// How long a write waits (ms) for the owners its `?w=` needs before answering 503.
     #[arg(long, env = "SPREAD_ACK_TIMEOUT_MS", default_value_t = defaults::ACK_TIMEOUT_MS)]
     pub ack_timeout_ms: u64,
+    /// Serve `PUT /cluster/faults` to cut this node's links to chosen nodes: for fault tests
+    /// only (whoever reaches it can partition the node).
+    #[arg(long, hide = true)]
+    pub fault_injection: bool,
 }

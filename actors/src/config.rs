@@ -91,6 +91,9 @@ pub struct ClusterConfig {
     pub replication: usize,
     /// How long a write waits for the owners its `w` needs.
     pub ack_timeout: Duration,
+    /// Serve `PUT /cluster/faults`, which cuts links to chosen nodes (for
+    /// fault tests only: anyone who can reach it can partition the node).
+    pub fault_injection: bool,
 }
 
 impl ClusterConfig {
@@ -105,6 +108,7 @@ impl ClusterConfig {
             peer_dead_after: Duration::from_millis(defaults::PEER_TIMEOUT_MS),
             replication: defaults::REPLICATION,
             ack_timeout: Duration::from_millis(defaults::ACK_TIMEOUT_MS),
+            fault_injection: false,
         }
     }
 

@@ -12,6 +12,7 @@ use spread_actors::cluster::placement::Placement;
 use spread_actors::cluster::replicator::Replicator;
 use spread_actors::Node;
 
+use crate::error::ApiError;
 use crate::AppState;
 
 /// Starts the membership of `node` (if it is in a cluster) on the current
@@ -29,6 +30,27 @@ pub fn start(node: &Node, tls: Option<Arc<rustls::ClientConfig>>) {
     }));
     Membership::new(cluster.clone(), cluster.identity.bump).start();
     Replicator::new(node.clone(), cluster.clone()).start();
+}
+
+/// `PUT /cluster/faults` with `{"cut": ["<node>", …]}`: cuts this node's
+/// links to those nodes until the next call (an empty list heals them).
+/// Served only with `--fault-injection` (tests of faults); `404` otherwise.
+pub async fn faults(
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let Some(cluster) = state.node.cluster().filter(|c| c.config.fault_injection) else {
+        return Err(ApiError::NotFound("/cluster/faults".into()));
+    };
+    #[derive(serde::Deserialize)]
+    struct Faults {
+        cut: Vec<String>,
+    }
+    let faults: Faults = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("expected {{\"cut\": [node ids]}}: {e}")))?;
+    log::warn!("fault switch: links to {:?} cut", faults.cut);
+    cluster.cut_links(faults.cut);
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[derive(Serialize)]

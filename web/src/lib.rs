@@ -189,6 +189,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::scope("/rollback").default_service(web::to(not_served)))
         .service(web::resource("/peer").to(peer::peer))
         .service(web::resource("/cluster").route(web::get().to(cluster::cluster)))
+        .service(web::resource("/cluster/faults").route(web::put().to(cluster::faults)))
         .service(web::resource("/healthz").route(web::get().to(healthz)))
         .service(web::resource("/metrics").route(web::get().to(metrics)))
         .default_service(web::to(not_found));

@@ -59,6 +59,9 @@ pub struct Cluster {
     pub dialer: OnceLock<Dialer>,
     /// The membership actor, once started.
     pub membership: OnceLock<Addr<membership::Membership>>,
+    /// Nodes whose links the fault switch cuts (see
+    /// `ClusterConfig::fault_injection`).
+    faults: Mutex<std::collections::HashSet<String>>,
     /// The replicator, once started.
     pub replicator: OnceLock<Addr<replicator::Replicator>>,
     members: Mutex<BTreeMap<String, membership::MemberView>>,
@@ -98,6 +101,7 @@ impl Cluster {
             dialer: OnceLock::new(),
             membership: OnceLock::new(),
             replicator: OnceLock::new(),
+            faults: Mutex::default(),
             members: Mutex::default(),
             placement: Mutex::new(Arc::new(placement::Placement::new(
                 &[node.to_string()],
@@ -107,6 +111,26 @@ impl Cluster {
             forwards: Mutex::default(),
             next_forward: AtomicU64::new(1),
         }
+    }
+
+    /// Cuts this node's links to `nodes` (and lets every other link be):
+    /// the fault switch of tests.
+    pub fn cut_links(&self, nodes: impl IntoIterator<Item = String>) {
+        let cut: std::collections::HashSet<String> = nodes.into_iter().collect();
+        for node in &cut {
+            if let Some(peer) = self.links.peer(node) {
+                peer.do_send(peer::Shut("cut by the fault switch".into()));
+            }
+        }
+        *self.faults.lock().unwrap_or_else(|p| p.into_inner()) = cut;
+    }
+
+    /// True if the fault switch cuts links to `node`.
+    pub fn is_cut(&self, node: &str) -> bool {
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(node)
     }
 
     /// The owners of every partition over the live members (this node and

@@ -230,6 +230,11 @@ impl Peer {
             incarnation: hello.incarnation,
         };
         let me = self.cluster.identity.node.clone();
+        if self.cluster.is_cut(&info.node) {
+            self.up = None;
+            self.close("cut by the fault switch".into(), true, ctx);
+            return;
+        }
         if !self.cluster.links.add(&me, info.clone(), ctx.address()) {
             let reason = format!("a link with node '{}' is up already", info.node);
             self.up = Some(info);

@@ -15,6 +15,9 @@ pub enum NodeError {
     /// A field of a write is out of bounds (too long, bad characters).
     #[error(transparent)]
     BadField(#[from] FieldError),
+    /// A request another node refused as invalid (its reason).
+    #[error("{0}")]
+    Invalid(String),
     /// A resume cursor is malformed.
     #[error("cursor must look like \"<incarnation>:<seq>\"")]
     BadCursor,

@@ -29,7 +29,11 @@ pub fn start(node: &Node, tls: Option<Arc<rustls::ClientConfig>>) {
         }
     }));
     Membership::new(cluster.clone(), cluster.identity.bump).start();
-    Replicator::new(node.clone(), cluster.clone()).start();
+    // On its own thread: its store reads (catching a peer up) must not
+    // delay membership's probes or the HTTP workers.
+    let (node, cluster) = (node.clone(), cluster.clone());
+    let arbiter = actix::Arbiter::new();
+    Replicator::start_in_arbiter(&arbiter.handle(), move |_| Replicator::new(node, cluster));
 }
 
 /// `PUT /cluster/faults` with `{"cut": ["<node>", …]}`: cuts this node's

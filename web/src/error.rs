@@ -177,6 +177,7 @@ impl From<NodeError> for ApiError {
             NodeError::BadPath(p) => ApiError::BadPath(p.to_string()),
             NodeError::BadTime(t) => ApiError::BadTime(t),
             NodeError::BadCursor => ApiError::BadRequest(e.to_string()),
+            NodeError::Invalid(why) => ApiError::BadRequest(why),
             NodeError::BadField(f) => ApiError::BadRequest(f.to_string()),
             NodeError::PreconditionFailed { .. } => ApiError::PreconditionFailed(e.to_string()),
             NodeError::TooManySubscriptions(_) => ApiError::TooManySubscriptions(e.to_string()),

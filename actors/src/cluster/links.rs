@@ -95,6 +95,9 @@ pub struct LinkStats {
     pub events_sent: AtomicU64,
     /// Replication: events received from the owners followed and merged.
     pub events_merged: AtomicU64,
+    /// Replication: events received that this node could not take (left
+    /// out of the stream, logged).
+    pub events_refused: AtomicU64,
     /// Writes this node forwarded to an owner.
     pub writes_forwarded: AtomicU64,
     /// Writes other nodes forwarded here.

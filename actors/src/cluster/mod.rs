@@ -73,6 +73,8 @@ pub struct Cluster {
 /// A write forwarded to another node, waiting for its answer.
 struct Forward {
     node: String,
+    /// The link it was sent on.
+    link: u64,
     answer: tokio::sync::oneshot::Sender<Result<wire::WireReport, wire::WireError>>,
 }
 
@@ -142,11 +144,12 @@ impl Cluster {
             .clone()
     }
 
-    /// Registers a write forwarded to `node`: its id, and where its answer
-    /// arrives (see [`Cluster::answer_forward`]).
+    /// Registers a write forwarded to `node` over link `link`: its id, and
+    /// where its answer arrives (see [`Cluster::answer_forward`]).
     pub fn expect_forward(
         &self,
         node: &str,
+        link: u64,
     ) -> (
         u64,
         tokio::sync::oneshot::Receiver<Result<wire::WireReport, wire::WireError>>,
@@ -160,6 +163,7 @@ impl Cluster {
                 id,
                 Forward {
                     node: node.to_string(),
+                    link,
                     answer,
                 },
             );
@@ -190,12 +194,13 @@ impl Cluster {
             .remove(&id);
     }
 
-    /// Fails every write forwarded to `node` (its link went down).
-    pub fn fail_forwards(&self, node: &str) {
+    /// Fails every write forwarded over link `link` (it went down: a new
+    /// link to the same node would never carry their answers).
+    pub fn fail_forwards(&self, link: u64) {
         self.forwards
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, f| f.node != node);
+            .retain(|_, f| f.link != link);
     }
 
     /// The members this node knows of, by node id (itself not included).

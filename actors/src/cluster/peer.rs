@@ -302,9 +302,7 @@ impl Actor for Peer {
     fn stopped(&mut self, _: &mut Self::Context) {
         if let Some(info) = &self.up {
             self.cluster.links.remove(&info.node, info.id);
-            if !self.cluster.links.is_up(&info.node) {
-                self.cluster.fail_forwards(&info.node);
-            }
+            self.cluster.fail_forwards(info.id);
             if let Some(replicator) = self.cluster.replicator.get() {
                 replicator.do_send(super::replicator::LinkDown {
                     node: info.node.clone(),

@@ -55,9 +55,9 @@ pub async fn write(
         } else {
             &owners[..]
         };
-        let Some((to, peer)) = candidates
+        let Some((to, link, peer)) = candidates
             .iter()
-            .find_map(|o| cluster.links.peer(o).map(|p| (*o, p)))
+            .find_map(|o| cluster.links.link(o).map(|(id, p)| (*o, id, p)))
         else {
             return Err(NodeError::Unavailable {
                 acked: 0,
@@ -65,7 +65,7 @@ pub async fn write(
                 of,
             });
         };
-        return forward(cluster, to, peer, write, needed, of).await;
+        return forward(cluster, (to, link, peer), write, needed, of).await;
     }
     // The other owners reachable now: the write is streamed to each.
     let reachable = owners
@@ -98,14 +98,13 @@ pub async fn write(
 /// Hands `write` to owner `to` over its link and waits for its answer.
 async fn forward(
     cluster: &Arc<Cluster>,
-    to: &str,
-    peer: Addr<Peer>,
+    (to, link, peer): (&str, u64, Addr<Peer>),
     write: Write,
     needed: usize,
     of: usize,
 ) -> Result<WriteReport, NodeError> {
     let path = write.path.clone().ok_or(PathError::Empty)?;
-    let (id, answer) = cluster.expect_forward(to);
+    let (id, answer) = cluster.expect_forward(to, link);
     cluster
         .links
         .stats

@@ -276,8 +276,12 @@ pub enum WireError {
         /// Owners in all.
         of: usize,
     },
+    /// Its explicit time is not valid there (a client error).
+    BadTime(String),
     /// The write is not valid (a client error).
     Invalid(String),
+    /// The owner is stopping.
+    ShuttingDown,
     /// The owner failed it.
     Failed(String),
 }
@@ -293,10 +297,12 @@ impl From<&NodeError> for WireError {
                 needed: *needed,
                 of: *of,
             },
+            NodeError::BadTime(why) => WireError::BadTime(why.clone()),
             NodeError::BadPath(_)
-            | NodeError::BadTime(_)
             | NodeError::BadField(_)
-            | NodeError::BadCursor => WireError::Invalid(e.to_string()),
+            | NodeError::BadCursor
+            | NodeError::Invalid(_) => WireError::Invalid(e.to_string()),
+            NodeError::ShuttingDown => WireError::ShuttingDown,
             other => WireError::Failed(other.to_string()),
         }
     }
@@ -311,7 +317,9 @@ impl From<WireError> for NodeError {
             WireError::Unavailable { acked, needed, of } => {
                 NodeError::Unavailable { acked, needed, of }
             }
-            WireError::Invalid(why) => NodeError::BadTime(why),
+            WireError::BadTime(why) => NodeError::BadTime(why),
+            WireError::Invalid(why) => NodeError::Invalid(why),
+            WireError::ShuttingDown => NodeError::ShuttingDown,
             WireError::Failed(why) => {
                 NodeError::Store(StoreError::Failed(format!("at the owner: {why}")))
             }

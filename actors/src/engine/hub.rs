@@ -214,7 +214,7 @@ impl Hub {
             self.count_subscribers(&index);
             reached
         };
-        self.stats.head.store(head, Ordering::Relaxed);
+        self.stats.head.store(head, Ordering::Release);
         self.stats
             .fanned_out
             .fetch_add(reached.iter().sum::<usize>() as u64, Ordering::Relaxed);

@@ -139,7 +139,7 @@ impl Node {
 
     /// The last seq published to subscribers.
     pub fn head_seq(&self) -> u64 {
-        self.inner.stats.hub.head.load(Ordering::Relaxed)
+        self.inner.stats.hub.head.load(Ordering::Acquire)
     }
 
     /// Bytes the store takes on disk.
@@ -371,9 +371,13 @@ impl Node {
         Ok(out)
     }
 
-    /// The last seq the store has committed (readable now).
-    pub fn log_head(&self) -> Result<u64, NodeError> {
-        Ok(self.inner.store.log_head()?.seq)
+    /// The last seq whose commit is complete: every entry up to it can be
+    /// read from the store now. (The store's own head is written inside a
+    /// commit, a moment before that commit's log entries can be read; this
+    /// one is published after the commit returns, and before the commit is
+    /// handed to the tap.)
+    pub fn log_head(&self) -> u64 {
+        self.head_seq()
     }
 
     /// Where every commit's events are handed as they land (the cluster's

@@ -21,6 +21,9 @@ fn cursor_key(peer: &str, part: u16) -> String {
 
 #[derive(Debug, Default)]
 struct Cursor {
+    /// Which following of the partition this is: a step of an earlier one
+    /// (a stream stopped and started again) moves nothing.
+    generation: u64,
     /// Everything up to here in the peer's log is merged (`None`: nothing
     /// known; follow from a snapshot).
     seq: Option<u64>,
@@ -30,8 +33,11 @@ struct Cursor {
     dirty: bool,
 }
 
+/// Most events merged in one batch (the rest waits for the next).
+const MAX_BATCH_EVENTS: usize = 4096;
+
 /// What a frame does to cursors once merged.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(super) enum Step {
     Reset { part: u16, head: u64 },
     SnapshotDone { part: u16 },
@@ -39,8 +45,16 @@ pub(super) enum Step {
 }
 
 impl Step {
+    fn part(&self) -> u16 {
+        match *self {
+            Step::Reset { part, .. } | Step::SnapshotDone { part } | Step::Through { part, .. } => {
+                part
+            }
+        }
+    }
+
     /// What `frame` does to cursors, if anything.
-    pub fn of(frame: &PeerFrame) -> Option<Step> {
+    fn of(frame: &PeerFrame) -> Option<Step> {
         match frame {
             PeerFrame::Reset { part, head } => Some(Step::Reset {
                 part: *part,
@@ -69,14 +83,35 @@ struct Followed {
     link: u64,
     incarnation: String,
     parts: HashMap<u16, Cursor>,
-    queue: Vec<PeerFrame>,
+    queue: std::collections::VecDeque<PeerFrame>,
     busy: bool,
+    /// A batch failed: nothing more is taken from this link (it is being
+    /// closed), so no cursor moves past what was not merged.
+    broken: bool,
+}
+
+/// Frames to merge, and what they do to cursors (with the generation of
+/// the cursor each step is for).
+pub(super) struct Batch {
+    pub link: u64,
+    pub frames: Vec<PeerFrame>,
+    pub steps: Vec<(Step, u64)>,
+}
+
+/// Events a frame carries.
+fn events_in(frame: &PeerFrame) -> usize {
+    match frame {
+        PeerFrame::Snapshot { events, .. } => events.len(),
+        PeerFrame::Events { events, .. } => events.len(),
+        _ => 0,
+    }
 }
 
 /// The streams followed, by peer node id.
 #[derive(Default)]
 pub(super) struct Following {
     peers: HashMap<String, Followed>,
+    generations: u64,
 }
 
 impl Following {
@@ -102,8 +137,9 @@ impl Following {
                 link,
                 incarnation: incarnation.to_string(),
                 parts: HashMap::new(),
-                queue: Vec::new(),
+                queue: Default::default(),
                 busy: false,
+                broken: false,
             });
         let mut start = Vec::new();
         for &part in desired {
@@ -117,9 +153,11 @@ impl Following {
                     let (inc, seq) = text.rsplit_once(':')?;
                     (inc == incarnation).then(|| seq.parse::<u64>().ok())?
                 });
+            self.generations += 1;
             followed.parts.insert(
                 part,
                 Cursor {
+                    generation: self.generations,
                     seq: saved,
                     ..Cursor::default()
                 },
@@ -165,32 +203,65 @@ impl Following {
     /// Queues a frame of `peer`'s stream (over `link`); false if that is
     /// not the link followed.
     pub fn enqueue(&mut self, peer: &str, link: u64, frame: PeerFrame) -> bool {
-        match self.peers.get_mut(peer).filter(|f| f.link == link) {
+        match self
+            .peers
+            .get_mut(peer)
+            .filter(|f| f.link == link && !f.broken)
+        {
             Some(f) => {
-                f.queue.push(frame);
+                f.queue.push_back(frame);
                 true
             }
             None => false,
         }
     }
 
-    /// The frames to merge next from `peer`, unless a batch is merging.
-    pub fn take_batch(&mut self, peer: &str) -> Option<(u64, Vec<PeerFrame>)> {
+    /// The frames to merge next from `peer` (at most about
+    /// [`MAX_BATCH_EVENTS`] events), unless a batch is merging.
+    pub fn take_batch(&mut self, peer: &str) -> Option<Batch> {
         let f = self.peers.get_mut(peer)?;
-        if f.busy || f.queue.is_empty() {
+        if f.busy || f.broken || f.queue.is_empty() {
             return None;
         }
         f.busy = true;
-        Some((f.link, std::mem::take(&mut f.queue)))
+        let mut frames = Vec::new();
+        let mut events = 0;
+        while let Some(frame) = f.queue.front() {
+            let n = events_in(frame);
+            if !frames.is_empty() && events + n > MAX_BATCH_EVENTS {
+                break;
+            }
+            events += n;
+            frames.extend(f.queue.pop_front());
+        }
+        let steps = frames
+            .iter()
+            .filter_map(Step::of)
+            .filter_map(|step| {
+                let generation = f.parts.get(&step.part())?.generation;
+                Some((step, generation))
+            })
+            .collect();
+        Some(Batch {
+            link: f.link,
+            frames,
+            steps,
+        })
     }
 
     /// A batch from `peer` over `link` is merged: its steps move cursors.
-    pub fn merged(&mut self, peer: &str, link: u64, steps: &[Step]) {
+    pub fn merged(&mut self, peer: &str, link: u64, steps: &[(Step, u64)]) {
         let Some(f) = self.peers.get_mut(peer).filter(|f| f.link == link) else {
             return;
         };
         f.busy = false;
-        for step in steps {
+        for (step, generation) in steps {
+            if f.parts
+                .get(&step.part())
+                .is_none_or(|c| c.generation != *generation)
+            {
+                continue;
+            }
             match *step {
                 Step::Reset { part, head } => {
                     if let Some(c) = f.parts.get_mut(&part) {
@@ -222,6 +293,7 @@ impl Following {
     pub fn failed(&mut self, peer: &str, link: u64) {
         if let Some(f) = self.peers.get_mut(peer).filter(|f| f.link == link) {
             f.busy = false;
+            f.broken = true;
             f.queue.clear();
         }
     }
@@ -254,4 +326,147 @@ fn save(
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Following `peer` over link 1, partitions 0 and 1 with cursor 10.
+    fn following() -> Following {
+        let mut f = Following::default();
+        let mut parts = HashMap::new();
+        for part in [0u16, 1] {
+            f.generations += 1;
+            parts.insert(
+                part,
+                Cursor {
+                    generation: f.generations,
+                    seq: Some(10),
+                    ..Cursor::default()
+                },
+            );
+        }
+        f.peers.insert(
+            "p".into(),
+            Followed {
+                link: 1,
+                incarnation: "i".into(),
+                parts,
+                queue: Default::default(),
+                busy: false,
+                broken: false,
+            },
+        );
+        f
+    }
+
+    fn events(part: u16, through: u64) -> PeerFrame {
+        PeerFrame::Events {
+            part,
+            through,
+            live: true,
+            events: Vec::new(),
+        }
+    }
+
+    fn seq(f: &Following, part: u16) -> Option<u64> {
+        f.peers["p"].parts[&part].seq
+    }
+
+    #[test]
+    fn cursors_move_only_when_merged_and_reset_waits_for_the_whole_snapshot() {
+        let mut f = following();
+        assert!(f.enqueue("p", 1, events(0, 12)));
+        assert!(!f.enqueue("p", 2, events(0, 99)), "another link's frame");
+        let batch = f.take_batch("p").unwrap();
+        assert!(f.take_batch("p").is_none(), "one batch at a time");
+        assert_eq!(seq(&f, 0), Some(10), "not merged yet");
+        f.merged("p", 1, &batch.steps);
+        assert_eq!(seq(&f, 0), Some(12));
+        // A reset: events after it do not move the cursor until the
+        // snapshot is whole; then the cursor is the reset's head.
+        for frame in [
+            PeerFrame::Reset { part: 1, head: 50 },
+            PeerFrame::Snapshot {
+                part: 1,
+                events: Vec::new(),
+                done: false,
+            },
+            PeerFrame::Snapshot {
+                part: 1,
+                events: Vec::new(),
+                done: true,
+            },
+            events(1, 60),
+        ] {
+            f.enqueue("p", 1, frame);
+        }
+        let batch = f.take_batch("p").unwrap();
+        // Steps: the reset, the snapshot's end, the events after it.
+        assert_eq!(batch.steps.len(), 3);
+        f.merged("p", 1, &batch.steps[..1]);
+        assert_eq!(seq(&f, 1), Some(10), "snapshot not done");
+        f.merged("p", 1, &batch.steps[1..]);
+        assert_eq!(seq(&f, 1), Some(60));
+    }
+
+    #[test]
+    fn a_failed_batch_stops_the_link_and_steps_of_an_old_following_move_nothing() {
+        let mut f = following();
+        f.enqueue("p", 1, events(0, 20));
+        let batch = f.take_batch("p").unwrap();
+        f.failed("p", 1);
+        // Frames still arriving on the failing link are not taken, so no
+        // cursor moves past what failed.
+        assert!(!f.enqueue("p", 1, events(0, 30)));
+        assert!(f.take_batch("p").is_none());
+        assert_eq!(seq(&f, 0), Some(10));
+
+        let mut f = following();
+        f.enqueue("p", 1, PeerFrame::Reset { part: 0, head: 99 });
+        let stale = f.take_batch("p").unwrap();
+        // Partition 0 is stopped and followed again meanwhile.
+        f.generations += 1;
+        let generation = f.generations;
+        f.peers.get_mut("p").unwrap().parts.insert(
+            0,
+            Cursor {
+                generation,
+                seq: Some(10),
+                ..Cursor::default()
+            },
+        );
+        f.merged("p", 1, &stale.steps);
+        f.enqueue("p", 1, events(0, 15));
+        let batch = f.take_batch("p").unwrap();
+        f.merged("p", 1, &batch.steps);
+        assert_eq!(seq(&f, 0), Some(15), "the old stream's reset is ignored");
+    }
+
+    #[test]
+    fn a_batch_holds_a_bounded_number_of_events() {
+        let mut f = following();
+        let big = |n: usize| PeerFrame::Snapshot {
+            part: 0,
+            events: vec![
+                crate::cluster::wire::WireEvent {
+                    path: "a".into(),
+                    time: 1,
+                    node: "p".into(),
+                    value: None,
+                    content_type: None,
+                    expires_at: None,
+                    author: None,
+                };
+                n
+            ],
+            done: false,
+        };
+        f.enqueue("p", 1, big(3000));
+        f.enqueue("p", 1, big(3000));
+        assert_eq!(f.take_batch("p").unwrap().frames.len(), 1);
+        f.merged("p", 1, &[]);
+        assert_eq!(f.take_batch("p").unwrap().frames.len(), 1);
+    }
 }

@@ -23,13 +23,14 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use self::following::{Following, Step};
+use self::following::Following;
 use self::serving::Serving;
 use super::frame::PeerFrame;
 use super::peer::{SendFrame, Shut};
 use super::wire::{WireError, WireReport};
 use super::Cluster;
 use crate::engine::tap::Committed;
+use crate::error::NodeError;
 use crate::model::{version::wall_micros, Event, Path, Version};
 use crate::Node;
 
@@ -102,10 +103,11 @@ impl Replicator {
     fn refresh(&mut self) {
         let placement = self.cluster.placement();
         let me = self.cluster.identity.node.clone();
-        let partitions = self.node.layout().partitions() as u16;
+        let partitions = self.node.layout().partitions();
         for link in self.cluster.links.list() {
             let desired: BTreeSet<u16> = if placement.members().contains(&link.node) {
                 (0..partitions)
+                    .map(|p| p as u16)
                     .filter(|&p| placement.owns(&me, p) && placement.owns(&link.node, p))
                     .collect()
             } else {
@@ -147,10 +149,14 @@ impl Replicator {
     /// Merges the next batch of frames from `peer`, if one is waiting and
     /// none is merging.
     fn merge_next(&mut self, peer: String, ctx: &mut Context<Self>) {
-        let Some((link, frames)) = self.following.take_batch(&peer) else {
+        let Some(following::Batch {
+            link,
+            frames,
+            steps,
+        }) = self.following.take_batch(&peer)
+        else {
             return;
         };
-        let steps: Vec<Step> = frames.iter().filter_map(Step::of).collect();
         let node = self.node.clone();
         // Catch-up frames are acknowledged only for recent events: a writer
         // may be waiting for those, never for old ones.
@@ -160,6 +166,7 @@ impl Replicator {
         let cluster = self.cluster.clone();
         let work = async move {
             let merged_count = &cluster.links.stats.events_merged;
+            let skipped = &cluster.links.stats.events_refused;
             let mut events = Vec::new();
             for frame in frames {
                 let (wire, live) = match frame {
@@ -170,7 +177,16 @@ impl Replicator {
                     _ => continue,
                 };
                 for w in wire {
-                    events.push((Event::try_from(w)?, live));
+                    match Event::try_from(w) {
+                        Ok(event) => events.push((event, live)),
+                        // One bad event must not stop the stream for good
+                        // (it would come again on every reconnect): it is
+                        // left out, and said so.
+                        Err(why) => {
+                            skipped.fetch_add(1, Ordering::Relaxed);
+                            log::warn!("replication from '{from}': an event left out: {why}");
+                        }
+                    }
                 }
             }
             let merged = futures_util::future::join_all(
@@ -180,7 +196,18 @@ impl Replicator {
             merged_count.fetch_add(events.len() as u64, Ordering::Relaxed);
             let mut acks = Vec::new();
             for ((event, live), result) in events.into_iter().zip(merged) {
-                result.map_err(|e| format!("merging {}: {e}", event.path))?;
+                match result {
+                    Ok(_) => {}
+                    Err(
+                        e
+                        @ (NodeError::BadField(_) | NodeError::BadPath(_) | NodeError::BadTime(_)),
+                    ) => {
+                        skipped.fetch_add(1, Ordering::Relaxed);
+                        log::warn!("replication from '{from}': {} left out: {e}", event.path);
+                        continue;
+                    }
+                    Err(e) => return Err(format!("merging {}: {e}", event.path)),
+                }
                 if event.version.node.as_str() == from
                     && (live || event.version.time > recent_after)
                 {
@@ -219,7 +246,6 @@ impl Replicator {
     fn forwarded(
         &mut self,
         from: String,
-        link: u64,
         id: u64,
         write: super::wire::WireWrite,
         ctx: &mut Context<Self>,
@@ -240,10 +266,11 @@ impl Replicator {
                     .map_err(|e| WireError::from(&e)),
                 Err(why) => Err(WireError::Invalid(why)),
             };
-            if let Some((now, peer)) = cluster.links.link(&from) {
-                if now == link {
-                    peer.do_send(SendFrame(PeerFrame::Forwarded { id, answer }));
-                }
+            // Over the link up now: a link that replaced the one the write
+            // came on carries the answer too (the writer waits for it by
+            // node and id).
+            if let Some(peer) = cluster.links.peer(&from) {
+                peer.do_send(SendFrame(PeerFrame::Forwarded { id, answer }));
             }
         };
         ctx.spawn(work.into_actor(self));
@@ -264,18 +291,22 @@ impl Replicator {
         stats
             .streams_followed
             .store(self.following.streams() as u64, Ordering::Relaxed);
-        if let Ok(head) = self.node.log_head() {
-            stats
-                .lag_max
-                .store(self.serving.lag(head), Ordering::Relaxed);
-        }
+        stats
+            .lag_max
+            .store(self.serving.lag(self.node.log_head()), Ordering::Relaxed);
     }
 
+    /// Counts acknowledgements from `from`, for the partitions it owns (an
+    /// acknowledgement of a node that placement does not make an owner
+    /// counts for nothing).
     fn acked(&self, from: &str, events: Vec<(String, u64)>) {
         let me = self.node.node_id().clone();
+        let placement = self.cluster.placement();
         for (path, time) in events {
             if let Ok(path) = Path::parse_key(&path) {
-                self.node.ack(&path, &Version::new(time, me.clone()), from);
+                if placement.owns(from, self.node.partition_of(&path) as u16) {
+                    self.node.ack(&path, &Version::new(time, me.clone()), from);
+                }
             }
         }
     }
@@ -329,6 +360,8 @@ impl Handler<Pump> for Replicator {
         self.pumping = false;
         let sent = &self.cluster.links.stats.events_sent;
         if let Err(e) = self.serving.pump(&self.node, PAGES_PER_TURN, sent) {
+            // The stream stays queued: the next turn (at the next tick, not
+            // at once, so a failing store is not read in a loop) tries again.
             log::error!("replication: reading the log: {e}");
             return;
         }
@@ -368,14 +401,12 @@ impl Handler<FromPeer> for Replicator {
                 if id != link {
                     return;
                 }
-                if let Err(e) = self.serving.follow(&self.node, &node, link, peer, parts) {
-                    log::error!("replication to '{node}': {e}");
-                }
+                self.serving.follow(&self.node, &node, link, peer, parts);
                 self.pump_soon(ctx);
             }
             PeerFrame::Unfollow { parts } => self.serving.unfollow(&node, link, &parts),
             PeerFrame::Ack { events } => self.acked(&node, events),
-            PeerFrame::Forward { id, write } => self.forwarded(node, link, id, write, ctx),
+            PeerFrame::Forward { id, write } => self.forwarded(node, id, write, ctx),
             frame @ (PeerFrame::Reset { .. }
             | PeerFrame::Snapshot { .. }
             | PeerFrame::Events { .. }) => self.stream_frame(node, link, frame, ctx),

@@ -98,7 +98,7 @@ impl Serving {
         link: u64,
         peer: Addr<Peer>,
         parts: Vec<(u16, Option<u64>)>,
-    ) -> Result<(), NodeError> {
+    ) {
         let follower = self.follower(node, link, peer);
         let mut queued = Vec::with_capacity(parts.len());
         for (part, after) in parts {
@@ -107,13 +107,12 @@ impl Serving {
             }
             let stream = match after {
                 Some(sent) => Stream::CatchUp { sent },
-                None => reset(local, &follower.peer, part)?,
+                None => reset(local, &follower.peer, part),
             };
             follower.parts.insert(part, stream);
             queued.push((node.to_string(), part));
         }
         self.work.extend(queued);
-        Ok(())
     }
 
     fn follower(&mut self, node: &str, link: u64, peer: Addr<Peer>) -> &mut Follower {
@@ -231,52 +230,15 @@ impl Serving {
             let Some(stream) = f.parts.get(&part).cloned() else {
                 continue;
             };
-            let next = match stream {
-                Stream::Live { .. } => continue,
-                Stream::Snapshot { head, after } => {
-                    let page = local.partition_latest(part, after.as_deref(), PAGE_ENTRIES)?;
-                    let done = page.len() < PAGE_ENTRIES;
-                    let last = page.last().map(|s| s.event.path.as_str().to_string());
-                    counter.fetch_add(page.len() as u64, Ordering::Relaxed);
-                    f.peer.do_send(SendFrame(PeerFrame::Snapshot {
-                        part,
-                        events: page.iter().map(|s| WireEvent::from(&s.event)).collect(),
-                        done,
-                    }));
-                    if done {
-                        Stream::CatchUp { sent: head }
-                    } else {
-                        Stream::Snapshot { head, after: last }
-                    }
+            let next = match self.step(local, &node, part, stream, counter) {
+                Ok(next) => next,
+                Err(e) => {
+                    self.work.push_back((node, part));
+                    return Err(e);
                 }
-                Stream::CatchUp { sent } => {
-                    let head = local.log_head()?;
-                    if sent > head {
-                        // The follower is ahead of this log: it cannot be a
-                        // position here.
-                        reset(local, &f.peer, part)?
-                    } else {
-                        let page = local.partition_log_until(part, sent, head, PAGE_ENTRIES)?;
-                        if page.trimmed {
-                            reset(local, &f.peer, part)?
-                        } else {
-                            let events = page
-                                .entries
-                                .iter()
-                                .filter(|s| s.event.version.node.as_str() != node.as_str())
-                                .map(|s| (s.seq.unwrap_or(0), WireEvent::from(&s.event)))
-                                .collect::<Vec<_>>();
-                            if page.through > sent || !events.is_empty() {
-                                send_events(&f.peer, part, page.through, false, events, counter);
-                            }
-                            if page.through >= head {
-                                Stream::Live { sent: head }
-                            } else {
-                                Stream::CatchUp { sent: page.through }
-                            }
-                        }
-                    }
-                }
+            };
+            let Some(f) = self.followers.get_mut(&node) else {
+                continue;
             };
             let more = !matches!(next, Stream::Live { .. });
             f.parts.insert(part, next);
@@ -286,12 +248,89 @@ impl Serving {
         }
         Ok(())
     }
+
+    /// One page of a stream that is not live: where it stands next.
+    fn step(
+        &mut self,
+        local: &Node,
+        node: &str,
+        part: u16,
+        stream: Stream,
+        counter: &AtomicU64,
+    ) -> Result<Stream, NodeError> {
+        let Some(f) = self.followers.get_mut(node) else {
+            return Ok(stream);
+        };
+        Ok(match stream {
+            Stream::Live { sent } => Stream::Live { sent },
+            Stream::Snapshot { head, after } => {
+                let page = local.partition_latest(part, after.as_deref(), PAGE_ENTRIES)?;
+                let done = page.len() < PAGE_ENTRIES;
+                let last = page.last().map(|s| s.event.path.as_str().to_string());
+                counter.fetch_add(page.len() as u64, Ordering::Relaxed);
+                send_snapshot(&f.peer, part, &page, done);
+                if done {
+                    Stream::CatchUp { sent: head }
+                } else {
+                    Stream::Snapshot { head, after: last }
+                }
+            }
+            Stream::CatchUp { sent } => {
+                let head = local.log_head();
+                if sent > head {
+                    // The follower is ahead of this log: it cannot be a
+                    // position here.
+                    reset(local, &f.peer, part)
+                } else {
+                    let page = local.partition_log_until(part, sent, head, PAGE_ENTRIES)?;
+                    if page.trimmed {
+                        reset(local, &f.peer, part)
+                    } else {
+                        let events = page
+                            .entries
+                            .iter()
+                            .filter(|s| s.event.version.node.as_str() != node)
+                            .map(|s| (s.seq.unwrap_or(0), WireEvent::from(&s.event)))
+                            .collect::<Vec<_>>();
+                        if page.through > sent || !events.is_empty() {
+                            send_events(&f.peer, part, page.through, false, events, counter);
+                        }
+                        if page.through >= head {
+                            Stream::Live { sent: head }
+                        } else {
+                            Stream::CatchUp { sent: page.through }
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Sends a page of `part`'s snapshot to `peer` in frames of bounded size
+/// (`done` on the last one, if this is the last page).
+fn send_snapshot(peer: &Addr<Peer>, part: u16, page: &[crate::store::Stored], done: bool) {
+    let mut events = Vec::new();
+    let mut bytes = 0;
+    for s in page {
+        bytes += s.event.value.as_ref().map_or(0, |v| v.len()) + s.event.path.as_str().len() + 64;
+        events.push(WireEvent::from(&s.event));
+        if bytes >= FRAME_BYTES {
+            peer.do_send(SendFrame(PeerFrame::Snapshot {
+                part,
+                events: std::mem::take(&mut events),
+                done: false,
+            }));
+            bytes = 0;
+        }
+    }
+    peer.do_send(SendFrame(PeerFrame::Snapshot { part, events, done }));
 }
 
 /// Starts a stream over: tells the follower a snapshot comes, then the
 /// log after the head read now.
-fn reset(local: &Node, peer: &Addr<Peer>, part: u16) -> Result<Stream, NodeError> {
-    let head = local.log_head()?;
+fn reset(local: &Node, peer: &Addr<Peer>, part: u16) -> Stream {
+    let head = local.log_head();
     peer.do_send(SendFrame(PeerFrame::Reset { part, head }));
-    Ok(Stream::Snapshot { head, after: None })
+    Stream::Snapshot { head, after: None }
 }

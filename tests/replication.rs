@@ -224,3 +224,70 @@ async fn a_node_that_owns_nothing_forwards_writes_to_an_owner() {
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     assert!(r.json()["version"].as_str().unwrap().ends_with(".a"));
 }
+
+#[actix_web::test]
+async fn a_node_that_owns_nothing_under_a_watched_prefix_keeps_a_local_copy() {
+    // Five nodes, two owners per partition: most nodes own nothing of a
+    // given prefix (with three nodes and three owners every node owns all).
+    // Pings often, so a closed stream is noticed soon.
+    let small = ["--replication", "2", "--ping-interval-ms", "200"];
+    let a = node("a", &small);
+    let mut nodes = vec![a];
+    for id in ["b", "c", "d", "e"] {
+        let mut args = small.to_vec();
+        args.extend_from_slice(&["--join", &nodes[0].addr]);
+        let joined = node(id, &args);
+        nodes.push(joined);
+    }
+    let names = ids(&["a", "b", "c", "d", "e"]);
+    all_alive(&nodes, &names).await;
+    linked(&nodes).await;
+    // A prefix whose partition neither e nor a owns: e watches it, a takes
+    // the write (and forwards it to an owner).
+    let layout = spread_actors::Layout::new(64, 2).unwrap();
+    let view = get(&format!("{}/cluster", nodes[0].url)).await.json();
+    let owners_of = |prefix: &str| -> Vec<String> {
+        let part = layout.partition_of(&spread_actors::Path::parse_key(prefix).unwrap());
+        view["partitions"][usize::from(part)]["owners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_str().unwrap().to_string())
+            .collect()
+    };
+    let prefix = (0..1000)
+        .map(|i| format!("rooms/{i}"))
+        .find(|p| {
+            let owners = owners_of(p);
+            !owners.contains(&"e".to_string()) && !owners.contains(&"a".to_string())
+        })
+        .expect("a prefix owned by neither a nor e");
+    // Something written before the watch: it comes in e's copy too.
+    let r = put(&format!("{}/raw/{prefix}/old", nodes[1].url), b"before").await;
+    assert!(r.status == 201, "{}", String::from_utf8_lossy(&r.body));
+    let mut sse = SseClient::open(&format!("{}/sse/{prefix}", nodes[4].url), None).await;
+    sse.until_ready().await;
+    wait_for("the watch at an owner", EVENT_DEADLINE, async || {
+        metric(&nodes[4], "spread_replication_streams{role=\"watching\"}").await == 1.0
+    })
+    .await;
+    holds(&nodes[4], &format!("{prefix}/old"), "before").await;
+    let r = put(&format!("{}/raw/{prefix}/topic", nodes[0].url), b"hello").await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    // e's subscriber gets the write made at a, and e answers it locally.
+    loop {
+        let event = sse.next_non_ping().await;
+        if event.data["path"] == format!("{prefix}/topic") {
+            assert_eq!(event.data["value"], "hello", "{:?}", event.data);
+            break;
+        }
+    }
+    holds(&nodes[4], &format!("{prefix}/topic"), "hello").await;
+    // The last subscriber gone, the watch ends (the copy stays).
+    drop(sse);
+    wait_for("the watch ended", EVENT_DEADLINE, async || {
+        metric(&nodes[4], "spread_replication_streams{role=\"watching\"}").await == 0.0
+    })
+    .await;
+    holds(&nodes[4], &format!("{prefix}/topic"), "hello").await;
+}

@@ -127,7 +127,7 @@ impl Metrics {
         );
         registry.register(
             "replication_streams",
-            "Partition streams served to co-owners and followed from them, by role",
+            "Partition streams served to co-owners and followed from them, and prefix watches asked of owners and served to watchers, by role",
             replication_streams.clone(),
         );
         registry.register(
@@ -290,6 +290,8 @@ impl Metrics {
             for (role, n) in [
                 ("serving", &stats.streams_served),
                 ("following", &stats.streams_followed),
+                ("watching", &stats.watches_asked),
+                ("watched", &stats.watches_served),
             ] {
                 self.replication_streams
                     .get_or_create(&RoleLabel { role })

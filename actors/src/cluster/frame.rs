@@ -118,6 +118,29 @@ pub enum PeerFrame {
         /// The events.
         events: Vec<(String, u64)>,
     },
+    /// Interest: stream the latest values under `prefix` to the sender (a
+    /// snapshot, then every change), which keeps a copy for its clients.
+    Watch {
+        /// The prefix.
+        prefix: String,
+    },
+    /// Interest: stop streaming `prefix` to the sender.
+    Unwatch {
+        /// The prefix.
+        prefix: String,
+    },
+    /// Interest: values under a watched prefix.
+    Watched {
+        /// The prefix watched.
+        prefix: String,
+        /// The events.
+        events: Vec<WireEvent>,
+    },
+    /// Interest: the stream of `prefix` ended (the watcher may ask again).
+    WatchEnded {
+        /// The prefix.
+        prefix: String,
+    },
     /// A client's write for the receiver to coordinate.
     Forward {
         /// Names the answer.
@@ -174,6 +197,10 @@ impl PeerFrame {
             PeerFrame::Snapshot { .. } => "snapshot",
             PeerFrame::Events { .. } => "events",
             PeerFrame::Ack { .. } => "ack",
+            PeerFrame::Watch { .. } => "watch",
+            PeerFrame::Unwatch { .. } => "unwatch",
+            PeerFrame::Watched { .. } => "watched",
+            PeerFrame::WatchEnded { .. } => "watch-ended",
             PeerFrame::Forward { .. } => "forward",
             PeerFrame::Forwarded { .. } => "forwarded",
         }

@@ -106,6 +106,10 @@ pub struct LinkStats {
     pub streams_served: AtomicU64,
     /// Partition streams followed now.
     pub streams_followed: AtomicU64,
+    /// Watches this node asked owners for (prefixes its clients watch).
+    pub watches_asked: AtomicU64,
+    /// Watches this node serves to other nodes.
+    pub watches_served: AtomicU64,
     /// The most entries any served stream is behind this node's log.
     pub lag_max: AtomicU64,
 }

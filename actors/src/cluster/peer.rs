@@ -189,6 +189,10 @@ impl Peer {
             | PeerFrame::Snapshot { .. }
             | PeerFrame::Events { .. }
             | PeerFrame::Ack { .. }
+            | PeerFrame::Watch { .. }
+            | PeerFrame::Unwatch { .. }
+            | PeerFrame::Watched { .. }
+            | PeerFrame::WatchEnded { .. }
             | PeerFrame::Forward { .. }) => {
                 if let (Some(info), Some(replicator)) = (&self.up, self.cluster.replicator.get()) {
                     replicator.do_send(super::replicator::FromPeer {

@@ -449,9 +449,25 @@ impl Node {
         Ok(())
     }
 
+    /// The prefixes this node's clients watch.
+    pub fn interest(&self) -> &crate::session::interest::Interest {
+        &self.inner.session_ctx.interest
+    }
+
+    /// Opens a session for a peer that watches a prefix here: like
+    /// [`Node::open_session`], but its subscriptions are not this node's
+    /// interest.
+    pub fn open_peer_session(&self) -> Session {
+        self.session(false)
+    }
+
     /// Opens a session with no subscription yet (the WebSocket and SSE
     /// endpoints use this; add prefixes with [`Subscribe`]).
     pub fn open_session(&self) -> Session {
+        self.session(true)
+    }
+
+    fn session(&self, counts_interest: bool) -> Session {
         let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
         let (outbox, stream) = Outbox::new(
             self.inner.config.subscriber_queue_items,
@@ -462,8 +478,14 @@ impl Node {
         // session's transport lives there too, so a delivery crosses one
         // thread, committer to worker), else on the engine's session arbiter.
         let arbiter = actix::Arbiter::try_current().unwrap_or_else(|| self.inner.sessions.clone());
-        let actor =
-            Subscriber::start_in_arbiter(&arbiter, move |_| Subscriber::new(id, ctx, outbox));
+        let actor = Subscriber::start_in_arbiter(&arbiter, move |_| {
+            let subscriber = Subscriber::new(id, ctx, outbox);
+            if counts_interest {
+                subscriber
+            } else {
+                subscriber.for_peer()
+            }
+        });
         Session { actor, stream }
     }
 

@@ -235,6 +235,7 @@ impl Node {
             max_subscriptions: config.max_subscriptions_per_session,
             max_buffered: config.subscriber_queue_items,
             stats: stats.hub.clone(),
+            interest: Default::default(),
         });
         log::info!(
             "node {node_id} open: {} (incarnation {incarnation}, seq {head}, {partitions} partitions, durability {})",

@@ -15,6 +15,7 @@
 //! cursor. A client that stops reading costs the node at most that bound.
 
 mod initial;
+pub mod interest;
 mod item;
 mod outbox;
 mod subscriber;

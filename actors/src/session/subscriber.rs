@@ -46,6 +46,8 @@ pub(crate) struct SessionContext {
     pub max_subscriptions: usize,
     pub max_buffered: usize,
     pub stats: Arc<HubStats>,
+    /// The prefixes this node's clients watch.
+    pub interest: Arc<super::interest::Interest>,
 }
 
 struct Subscription {
@@ -65,6 +67,9 @@ pub struct Subscriber {
     generation: u64,
     buffered: usize,
     last_sent: Instant,
+    /// Its subscriptions count as this node's interest (a client's do; a
+    /// peer's watch, served here, does not).
+    counts_interest: bool,
 }
 
 impl Subscriber {
@@ -77,7 +82,15 @@ impl Subscriber {
             generation: 0,
             buffered: 0,
             last_sent: Instant::now(),
+            counts_interest: true,
         }
+    }
+
+    /// A session whose subscriptions are not this node's interest (a
+    /// peer's watch served here).
+    pub(crate) fn for_peer(mut self) -> Subscriber {
+        self.counts_interest = false;
+        self
     }
 
     fn push_live(&mut self, item: StreamItem, ctx: &mut Context<Self>) {
@@ -151,6 +164,11 @@ impl Actor for Subscriber {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.ctx.hub.leave(self.id);
+        if self.counts_interest {
+            for s in &self.subscriptions {
+                self.ctx.interest.remove(&s.prefix);
+            }
+        }
     }
 }
 
@@ -172,6 +190,9 @@ impl Handler<Subscribe> for Subscriber {
             generation,
             pending: Vec::new(),
         });
+        if self.counts_interest {
+            self.ctx.interest.add(&msg.prefix);
+        }
         // The cut: every change after `head` arrives in this mailbox.
         let head = self
             .ctx
@@ -212,6 +233,9 @@ impl Handler<Unsubscribe> for Subscriber {
         };
         let gone = self.subscriptions.remove(i);
         self.ctx.hub.unregister(self.id, &gone.prefix);
+        if self.counts_interest {
+            self.ctx.interest.remove(&gone.prefix);
+        }
         self.buffered -= gone.pending.len();
         // Changes it held may be wanted by another subscription.
         for change in gone.pending {

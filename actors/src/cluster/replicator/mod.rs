@@ -15,6 +15,7 @@
 
 mod following;
 mod serving;
+mod watching;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -25,6 +26,7 @@ use actix::prelude::*;
 
 use self::following::Following;
 use self::serving::Serving;
+use self::watching::{Served, Watches};
 use super::frame::PeerFrame;
 use super::peer::{SendFrame, Shut};
 use super::wire::{WireError, WireReport};
@@ -32,6 +34,8 @@ use super::Cluster;
 use crate::engine::tap::Committed;
 use crate::error::NodeError;
 use crate::model::{version::wall_micros, Event, Path, Version};
+use crate::session::interest::InterestChanged;
+use crate::session::{StreamItem, Subscribe};
 use crate::Node;
 
 /// Pages a turn of catching up reads before other messages are handled.
@@ -83,6 +87,9 @@ pub struct Replicator {
     cluster: Arc<Cluster>,
     serving: Serving,
     following: Following,
+    watches: Watches,
+    served: Served,
+    next_watch: u64,
     pumping: bool,
 }
 
@@ -94,6 +101,9 @@ impl Replicator {
             cluster,
             serving: Serving::default(),
             following: Following::default(),
+            watches: Watches::default(),
+            served: Served::default(),
+            next_watch: 0,
             pumping: false,
         }
     }
@@ -137,6 +147,137 @@ impl Replicator {
                 peer.do_send(SendFrame(PeerFrame::Unfollow { parts: stop }));
             }
         }
+    }
+
+    /// Watches at owners what this node's clients watch and it does not
+    /// own; stops the watches nobody needs.
+    fn refresh_watches(&mut self) {
+        let placement = self.cluster.placement();
+        let watched = self.node.interest().watched();
+        let changes = self
+            .watches
+            .refresh(&self.cluster, self.node.layout(), &placement, &watched);
+        for (owner, prefix) in changes.watch {
+            if let Some(peer) = self.cluster.links.peer(&owner) {
+                log::debug!("watching '{prefix}' at '{owner}'");
+                peer.do_send(SendFrame(PeerFrame::Watch {
+                    prefix: prefix.as_str().to_string(),
+                }));
+            }
+        }
+        for (owner, prefix) in changes.unwatch {
+            if let Some(peer) = self.cluster.links.peer(&owner) {
+                peer.do_send(SendFrame(PeerFrame::Unwatch {
+                    prefix: prefix.as_str().to_string(),
+                }));
+            }
+        }
+    }
+
+    /// Serves `node`'s watch of `prefix` over link `link`: a session of this
+    /// node subscribed to it, streamed as `Watched` frames.
+    fn serve_watch(&mut self, node: String, link: u64, prefix: Path, ctx: &mut Context<Self>) {
+        let key = (node.clone(), prefix.clone());
+        if self.served.streams.get(&key).is_some_and(|s| s.0 == link) {
+            return;
+        }
+        if let Some((_, handle, _)) = self.served.streams.remove(&key) {
+            ctx.cancel_future(handle);
+        }
+        let session = self.node.open_peer_session();
+        session.actor.do_send(Subscribe {
+            prefix: prefix.clone(),
+            since: None,
+        });
+        let cluster = self.cluster.clone();
+        let (from, name) = (node.clone(), prefix.as_str().to_string());
+        let stream = session.stream;
+        self.next_watch += 1;
+        let id = self.next_watch;
+        let work = async move {
+            use futures_util::StreamExt;
+            let mut chunks = stream.ready_chunks(256);
+            let peer = || {
+                cluster
+                    .links
+                    .link(&from)
+                    .filter(|(now, _)| *now == link)
+                    .map(|(_, p)| p)
+            };
+            while let Some(items) = chunks.next().await {
+                let mut events = Vec::new();
+                let mut end = false;
+                for item in items {
+                    match item {
+                        StreamItem::Snapshot(c) | StreamItem::Update(c) => {
+                            events.push(super::wire::WireEvent::from(&*c.event))
+                        }
+                        StreamItem::Lagged | StreamItem::Failed { .. } => end = true,
+                        _ => {}
+                    }
+                }
+                let Some(peer) = peer() else {
+                    return;
+                };
+                cluster
+                    .links
+                    .stats
+                    .events_sent
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
+                if !events.is_empty() {
+                    peer.do_send(SendFrame(PeerFrame::Watched {
+                        prefix: name.clone(),
+                        events,
+                    }));
+                }
+                if end {
+                    break;
+                }
+            }
+            if let Some(peer) = peer() {
+                peer.do_send(SendFrame(PeerFrame::WatchEnded { prefix: name }));
+            }
+        };
+        let handle = ctx.spawn(work.into_actor(self).map(move |_, this, _| {
+            if this.served.streams.get(&key).is_some_and(|s| s.2 == id) {
+                this.served.streams.remove(&key);
+            }
+        }));
+        self.served
+            .streams
+            .insert((node, prefix), (link, handle, id));
+    }
+
+    /// Keeps what a watched owner streams, for this node's clients.
+    fn keep_watched(
+        &mut self,
+        from: String,
+        events: Vec<super::wire::WireEvent>,
+        ctx: &mut Context<Self>,
+    ) {
+        let node = self.node.clone();
+        let cluster = self.cluster.clone();
+        let work = async move {
+            let mut merges = Vec::new();
+            for wire in events {
+                match Event::try_from(wire) {
+                    Ok(event) => merges.push(node.merge(event)),
+                    Err(why) => log::warn!("a watched event from '{from}' left out: {why}"),
+                }
+            }
+            let n = merges.len() as u64;
+            for result in futures_util::future::join_all(merges).await {
+                if let Err(e) = result {
+                    log::warn!("keeping a watched event from '{from}': {e}");
+                }
+            }
+            cluster
+                .links
+                .stats
+                .events_merged
+                .fetch_add(n, Ordering::Relaxed);
+        };
+        ctx.spawn(work.into_actor(self));
     }
 
     fn pump_soon(&mut self, ctx: &mut Context<Self>) {
@@ -292,6 +433,12 @@ impl Replicator {
             .streams_followed
             .store(self.following.streams() as u64, Ordering::Relaxed);
         stats
+            .watches_asked
+            .store(self.watches.count() as u64, Ordering::Relaxed);
+        stats
+            .watches_served
+            .store(self.served.streams.len() as u64, Ordering::Relaxed);
+        stats
             .lag_max
             .store(self.serving.lag(self.node.log_head()), Ordering::Relaxed);
     }
@@ -319,12 +466,14 @@ impl Actor for Replicator {
         ctx.set_mailbox_capacity(TAP_MAILBOX);
         let _ = self.cluster.replicator.set(ctx.address());
         self.node.tap().attach(ctx.address().recipient());
+        self.node.interest().attach(ctx.address().recipient());
         let every = (self.cluster.config.heartbeat_interval / 2).max(Duration::from_millis(20));
         ctx.run_interval(every, |this, ctx| {
             if this.node.tap().take_lost() {
                 this.serving.lost_commits();
             }
             this.refresh();
+            this.refresh_watches();
             this.pump_soon(ctx);
             this.publish_stats();
         });
@@ -350,6 +499,14 @@ impl Handler<Committed> for Replicator {
         }
         self.serving
             .on_commit(&msg.entries, &self.cluster.links.stats.events_sent);
+    }
+}
+
+impl Handler<InterestChanged> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, _: InterestChanged, _: &mut Self::Context) {
+        self.refresh_watches();
     }
 }
 
@@ -380,8 +537,20 @@ impl Handler<LinkUp> for Replicator {
 impl Handler<LinkDown> for Replicator {
     type Result = ();
 
-    fn handle(&mut self, msg: LinkDown, _: &mut Self::Context) {
+    fn handle(&mut self, msg: LinkDown, ctx: &mut Self::Context) {
         self.serving.drop_link(&msg.node, msg.link);
+        let gone: Vec<_> = self
+            .served
+            .streams
+            .iter()
+            .filter(|((node, _), s)| *node == msg.node && s.0 == msg.link)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            if let Some((_, handle, _)) = self.served.streams.remove(&key) {
+                ctx.cancel_future(handle);
+            }
+        }
         if let Err(e) = self.following.drop_link(&self.node, &msg.node, msg.link) {
             log::error!("saving replication cursors: {e}");
         }
@@ -407,6 +576,23 @@ impl Handler<FromPeer> for Replicator {
             PeerFrame::Unfollow { parts } => self.serving.unfollow(&node, link, &parts),
             PeerFrame::Ack { events } => self.acked(&node, events),
             PeerFrame::Forward { id, write } => self.forwarded(node, id, write, ctx),
+            PeerFrame::Watch { prefix } => match Path::parse(&prefix) {
+                Ok(prefix) => self.serve_watch(node, link, prefix, ctx),
+                Err(e) => log::warn!("a watch from '{node}' of a bad prefix: {e}"),
+            },
+            PeerFrame::Unwatch { prefix } => {
+                if let Ok(prefix) = Path::parse(&prefix) {
+                    if let Some((_, handle, _)) = self.served.streams.remove(&(node, prefix)) {
+                        ctx.cancel_future(handle);
+                    }
+                }
+            }
+            PeerFrame::Watched { events, .. } => self.keep_watched(node, events, ctx),
+            PeerFrame::WatchEnded { prefix } => {
+                if let Ok(prefix) = Path::parse(&prefix) {
+                    self.watches.ended(&node, &prefix);
+                }
+            }
             frame @ (PeerFrame::Reset { .. }
             | PeerFrame::Snapshot { .. }
             | PeerFrame::Events { .. }) => self.stream_frame(node, link, frame, ctx),

@@ -55,6 +55,9 @@ pub enum NodeError {
         /// Owners in all.
         of: usize,
     },
+    /// No owner of the path could be reached to answer a read.
+    #[error("no owner of {0} is reachable")]
+    NoOwner(String),
     /// The node is stopping.
     #[error("the node is shutting down")]
     ShuttingDown,

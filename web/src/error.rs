@@ -182,7 +182,9 @@ impl From<NodeError> for ApiError {
             NodeError::PreconditionFailed { .. } => ApiError::PreconditionFailed(e.to_string()),
             NodeError::TooManySubscriptions(_) => ApiError::TooManySubscriptions(e.to_string()),
             NodeError::ShuttingDown => ApiError::Unavailable,
-            NodeError::Unavailable { .. } => ApiError::NotEnoughAcks(e.to_string()),
+            NodeError::Unavailable { .. } | NodeError::NoOwner(_) => {
+                ApiError::NotEnoughAcks(e.to_string())
+            }
             NodeError::NoPartition { .. } => ApiError::BadRequest(e.to_string()),
             NodeError::BadConfig(c) => ApiError::Internal(c),
             NodeError::Store(s) => {

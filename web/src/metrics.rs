@@ -74,6 +74,7 @@ pub struct Metrics {
     members: Family<StateLabel, Gauge>,
     replication_events: Family<DirLabel, Counter>,
     forwarded_writes: Family<DirLabel, Counter>,
+    forwarded_reads: Counter,
     replication_streams: Family<RoleLabel, Gauge>,
     replication_lag: Gauge,
     /// Last values copied from the node's own counters.
@@ -81,7 +82,7 @@ pub struct Metrics {
 }
 
 /// Node counters copied into the registry at each render.
-const COPIED: usize = 14;
+const COPIED: usize = 15;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -113,6 +114,12 @@ impl Metrics {
         let members = Family::<StateLabel, Gauge>::default();
         let replication_events = Family::<DirLabel, Counter>::default();
         let forwarded_writes = Family::<DirLabel, Counter>::default();
+        let forwarded_reads = Counter::default();
+        registry.register(
+            "forwarded_reads",
+            "Reads of paths this node neither owns nor watches, answered by an owner",
+            forwarded_reads.clone(),
+        );
         let replication_streams = Family::<RoleLabel, Gauge>::default();
         let replication_lag = Gauge::default();
         registry.register(
@@ -239,6 +246,7 @@ impl Metrics {
             members,
             replication_events,
             forwarded_writes,
+            forwarded_reads,
             replication_streams,
             replication_lag,
             copied: Mutex::new([0; COPIED]),
@@ -320,6 +328,7 @@ impl Metrics {
                 peer(|s| &s.events_merged),
                 peer(|s| &s.writes_forwarded),
                 peer(|s| &s.writes_coordinated_for_peers),
+                peer(|s| &s.reads_forwarded),
             ];
             // Counters share their value with their clones.
             let dir = |family: &Family<DirLabel, Counter>, dir| {
@@ -340,6 +349,7 @@ impl Metrics {
                 dir(&self.replication_events, "in"),
                 dir(&self.forwarded_writes, "out"),
                 dir(&self.forwarded_writes, "in"),
+                self.forwarded_reads.clone(),
             ];
             for ((counter, now), before) in counters.into_iter().zip(now).zip(copied.iter()) {
                 counter.inc_by(now.saturating_sub(*before));

@@ -39,6 +39,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let path = key_after(&req, ROUTE)?;
     identity.require_read(&path)?;
+    let mut local = false;
     if !req.query_string().is_empty() {
         let q = query(&req)?;
         if q.contains_key("at") {
@@ -46,13 +47,22 @@ pub async fn get(
                 "reading at a past time (?at=) is not served yet".into(),
             ));
         }
+        local = match q.get("local").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => return Err(ApiError::BadRequest("?local must be true or false".into())),
+        };
     }
     check_condition_headers(req.headers())?;
-    let stored = state
-        .node
-        .get_path(&path)?
-        .ok_or_else(|| ApiError::NotFound(path.to_string()))?;
-    let event = stored.event;
+    // In a cluster, a path this node neither owns nor watches is read at an
+    // owner, unless `?local=true`.
+    let event = match state.node.cluster() {
+        Some(cluster) if !local => {
+            spread_actors::cluster::route::read(&state.node, cluster, &path).await?
+        }
+        _ => state.node.get_path(&path)?.map(|s| s.event),
+    }
+    .ok_or_else(|| ApiError::NotFound(path.to_string()))?;
     let etag = format!("\"{}\"", event.version);
     if none_match_hits(req.headers(), &etag) {
         return Ok(HttpResponse::NotModified()

@@ -141,6 +141,20 @@ pub enum PeerFrame {
         /// The prefix.
         prefix: String,
     },
+    /// A client's read of a path the sender neither owns nor watches.
+    Read {
+        /// Names the answer.
+        id: u64,
+        /// The path.
+        path: String,
+    },
+    /// The answer to a `Read`: the live value, if any.
+    ReadAnswer {
+        /// The `Read`'s id.
+        id: u64,
+        /// The value's event, or why there is none.
+        answer: Result<Option<WireEvent>, WireError>,
+    },
     /// A client's write for the receiver to coordinate.
     Forward {
         /// Names the answer.
@@ -201,6 +215,8 @@ impl PeerFrame {
             PeerFrame::Unwatch { .. } => "unwatch",
             PeerFrame::Watched { .. } => "watched",
             PeerFrame::WatchEnded { .. } => "watch-ended",
+            PeerFrame::Read { .. } => "read",
+            PeerFrame::ReadAnswer { .. } => "read-answer",
             PeerFrame::Forward { .. } => "forward",
             PeerFrame::Forwarded { .. } => "forwarded",
         }

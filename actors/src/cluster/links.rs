@@ -100,6 +100,8 @@ pub struct LinkStats {
     pub events_refused: AtomicU64,
     /// Writes this node forwarded to an owner.
     pub writes_forwarded: AtomicU64,
+    /// Reads this node forwarded to an owner.
+    pub reads_forwarded: AtomicU64,
     /// Writes other nodes forwarded here.
     pub writes_coordinated_for_peers: AtomicU64,
     /// Partition streams served to followers now.

@@ -75,7 +75,16 @@ struct Forward {
     node: String,
     /// The link it was sent on.
     link: u64,
-    answer: tokio::sync::oneshot::Sender<Result<wire::WireReport, wire::WireError>>,
+    answer: tokio::sync::oneshot::Sender<Answer>,
+}
+
+/// The answer to a forwarded request.
+#[derive(Debug)]
+pub enum Answer {
+    /// To a forwarded write.
+    Write(Result<wire::WireReport, wire::WireError>),
+    /// To a forwarded read.
+    Read(Result<Option<wire::WireEvent>, wire::WireError>),
 }
 
 impl Cluster {
@@ -144,16 +153,13 @@ impl Cluster {
             .clone()
     }
 
-    /// Registers a write forwarded to `node` over link `link`: its id, and
+    /// Registers a request (a write or a read) forwarded to `node` over link `link`: its id, and
     /// where its answer arrives (see [`Cluster::answer_forward`]).
     pub fn expect_forward(
         &self,
         node: &str,
         link: u64,
-    ) -> (
-        u64,
-        tokio::sync::oneshot::Receiver<Result<wire::WireReport, wire::WireError>>,
-    ) {
+    ) -> (u64, tokio::sync::oneshot::Receiver<Answer>) {
         let id = self.next_forward.fetch_add(1, Ordering::Relaxed);
         let (answer, rx) = tokio::sync::oneshot::channel();
         self.forwards
@@ -172,12 +178,7 @@ impl Cluster {
 
     /// Hands the answer of forwarded write `id` to its writer (from `node`
     /// only: another node cannot answer it).
-    pub fn answer_forward(
-        &self,
-        node: &str,
-        id: u64,
-        answer: Result<wire::WireReport, wire::WireError>,
-    ) {
+    pub fn answer_forward(&self, node: &str, id: u64, answer: Answer) {
         let mut forwards = self.forwards.lock().unwrap_or_else(|p| p.into_inner());
         if forwards.get(&id).is_some_and(|f| f.node == node) {
             if let Some(f) = forwards.remove(&id) {

@@ -180,7 +180,14 @@ impl Peer {
             }
             PeerFrame::Forwarded { id, answer } => {
                 if let Some(info) = &self.up {
-                    self.cluster.answer_forward(&info.node, id, answer);
+                    self.cluster
+                        .answer_forward(&info.node, id, super::Answer::Write(answer));
+                }
+            }
+            PeerFrame::ReadAnswer { id, answer } => {
+                if let Some(info) = &self.up {
+                    self.cluster
+                        .answer_forward(&info.node, id, super::Answer::Read(answer));
                 }
             }
             frame @ (PeerFrame::Follow { .. }
@@ -193,6 +200,7 @@ impl Peer {
             | PeerFrame::Unwatch { .. }
             | PeerFrame::Watched { .. }
             | PeerFrame::WatchEnded { .. }
+            | PeerFrame::Read { .. }
             | PeerFrame::Forward { .. }) => {
                 if let (Some(info), Some(replicator)) = (&self.up, self.cluster.replicator.get()) {
                     replicator.do_send(super::replicator::FromPeer {

@@ -22,11 +22,11 @@ use actix::Addr;
 use super::frame::PeerFrame;
 use super::peer::{Peer, SendFrame};
 use super::wire::WireWrite;
-use super::Cluster;
+use super::{Answer, Cluster};
 use crate::engine::acks::WaitFor;
 use crate::engine::partition::{Precondition, Write, WriteReport};
 use crate::error::NodeError;
-use crate::model::PathError;
+use crate::model::{Event, Path, PathError};
 use crate::Node;
 
 /// Routes `write` (see the module doc).
@@ -110,13 +110,6 @@ async fn forward(
         .stats
         .writes_forwarded
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    // Forgets the forward if the writer goes away first.
-    struct Forget<'a>(&'a Cluster, u64);
-    impl Drop for Forget<'_> {
-        fn drop(&mut self) {
-            self.0.forget_forward(self.1);
-        }
-    }
     let _forget = Forget(cluster, id);
     peer.do_send(SendFrame(PeerFrame::Forward {
         id,
@@ -130,12 +123,61 @@ async fn forward(
         of,
     };
     match tokio::time::timeout(deadline, answer).await {
-        Ok(Ok(Ok(report))) => report.into_report(path).map_err(|why| {
+        Ok(Ok(Answer::Write(Ok(report)))) => report.into_report(path).map_err(|why| {
             log::warn!("node '{to}' answered a forwarded write with a bad report: {why}");
             unavailable
         }),
-        Ok(Ok(Err(e))) => Err(e.into()),
-        // The link went down, or no answer in time.
-        Ok(Err(_)) | Err(_) => Err(unavailable),
+        Ok(Ok(Answer::Write(Err(e)))) => Err(e.into()),
+        // The link went down, no answer in time, or not an answer to a write.
+        _ => Err(unavailable),
+    }
+}
+
+/// Reads the live value of `path`: here if this node owns its partition or
+/// its clients watch it (a local copy), else at the first owner it has a
+/// link to.
+pub async fn read(
+    node: &Node,
+    cluster: &Arc<Cluster>,
+    path: &Path,
+) -> Result<Option<Event>, NodeError> {
+    let part = node.partition_of(path) as u16;
+    let placement = cluster.placement();
+    if placement.owns(&cluster.identity.node, part) || node.interest().covers(path) {
+        return Ok(node.get_path(path)?.map(|s| s.event));
+    }
+    let no_owner = || NodeError::NoOwner(path.to_string());
+    let (to, link, peer) = placement
+        .owners(part)
+        .find_map(|o| cluster.links.link(o).map(|(id, p)| (o.to_string(), id, p)))
+        .ok_or_else(no_owner)?;
+    let (id, answer) = cluster.expect_forward(&to, link);
+    let _forget = Forget(cluster, id);
+    cluster
+        .links
+        .stats
+        .reads_forwarded
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    peer.do_send(SendFrame(PeerFrame::Read {
+        id,
+        path: path.as_str().to_string(),
+    }));
+    let deadline = cluster.config.peer_dead_after;
+    match tokio::time::timeout(deadline, answer).await {
+        Ok(Ok(Answer::Read(Ok(event)))) => event.map(Event::try_from).transpose().map_err(|why| {
+            log::warn!("node '{to}' answered a read with a bad event: {why}");
+            no_owner()
+        }),
+        Ok(Ok(Answer::Read(Err(e)))) => Err(e.into()),
+        _ => Err(no_owner()),
+    }
+}
+
+/// Forgets a forwarded request when its waiter ends (answered or gone).
+struct Forget<'a>(&'a Cluster, u64);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.forget_forward(self.1);
     }
 }

@@ -81,6 +81,13 @@ impl Interest {
         }
     }
 
+    /// True if a prefix watched here covers `path` (so this node keeps a
+    /// copy of it).
+    pub fn covers(&self, path: &Path) -> bool {
+        let counts = self.counts();
+        !counts.is_empty() && counts.keys().any(|p| p.covers(path))
+    }
+
     /// The prefixes watched now.
     pub fn watched(&self) -> Vec<Path> {
         let mut out: Vec<Path> = self.counts().keys().cloned().collect();

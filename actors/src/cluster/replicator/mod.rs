@@ -576,6 +576,19 @@ impl Handler<FromPeer> for Replicator {
             PeerFrame::Unfollow { parts } => self.serving.unfollow(&node, link, &parts),
             PeerFrame::Ack { events } => self.acked(&node, events),
             PeerFrame::Forward { id, write } => self.forwarded(node, id, write, ctx),
+            PeerFrame::Read { id, path } => {
+                let answer = match Path::parse_key(&path) {
+                    Ok(path) => self
+                        .node
+                        .get_path(&path)
+                        .map(|s| s.map(|s| super::wire::WireEvent::from(&s.event)))
+                        .map_err(|e| WireError::from(&e)),
+                    Err(e) => Err(WireError::Invalid(e.to_string())),
+                };
+                if let Some(peer) = self.cluster.links.peer(&node) {
+                    peer.do_send(SendFrame(PeerFrame::ReadAnswer { id, answer }));
+                }
+            }
             PeerFrame::Watch { prefix } => match Path::parse(&prefix) {
                 Ok(prefix) => self.serve_watch(node, link, prefix, ctx),
                 Err(e) => log::warn!("a watch from '{node}' of a bad prefix: {e}"),

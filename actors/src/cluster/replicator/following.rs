@@ -416,6 +416,7 @@ mod tests {
         let mut f = following();
         f.enqueue("p", 1, events(0, 20));
         let batch = f.take_batch("p").unwrap();
+        assert_eq!(batch.frames.len(), 1);
         f.failed("p", 1);
         // Frames still arriving on the failing link are not taken, so no
         // cursor moves past what failed.

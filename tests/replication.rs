@@ -291,3 +291,79 @@ async fn a_node_that_owns_nothing_under_a_watched_prefix_keeps_a_local_copy() {
     .await;
     holds(&nodes[4], &format!("{prefix}/topic"), "hello").await;
 }
+
+#[actix_web::test]
+async fn a_fourth_node_takes_partitions_and_a_polled_path_never_vanishes_or_goes_back() {
+    let mut nodes = three().await;
+    // Paths spread over the partitions, all held by the three owners.
+    for i in 0..100 {
+        let r = put(
+            &format!("{}/raw/moving/{i}/x", nodes[i % 3].url),
+            format!("v{i}").as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    }
+    for s in &nodes {
+        for i in 0..100 {
+            holds(s, &format!("moving/{i}/x"), &format!("v{i}")).await;
+        }
+    }
+    // Readers poll every path at a, and at d from when it knows another
+    // member (alone, it would rightly take itself for the whole cluster),
+    // while d joins and takes its share.
+    let d = node("d", &["--join", &nodes[1].addr]);
+    let done = std::rc::Rc::new(std::cell::Cell::new(false));
+    let poll = |url: String| {
+        let flag = done.clone();
+        actix_web::rt::spawn(async move {
+            let mut reads = 0;
+            while !flag.get() {
+                for i in 0..100 {
+                    let r = get(&format!("{url}/raw/moving/{i}/x")).await;
+                    assert_eq!(
+                        (r.status, String::from_utf8_lossy(&r.body).to_string()),
+                        (200, format!("v{i}")),
+                        "moving/{i}/x at {url} while d joins"
+                    );
+                    reads += 1;
+                }
+            }
+            reads
+        })
+    };
+    let at_a = poll(nodes[0].url.clone());
+    wait_for("d knows another member", EVENT_DEADLINE, async || {
+        members(&d)
+            .await
+            .iter()
+            .any(|(n, s)| n != "d" && s == "alive")
+    })
+    .await;
+    let at_d = poll(d.url.clone());
+    nodes.push(d);
+    all_alive(&nodes, &ids(&["a", "b", "c", "d"])).await;
+    linked(&nodes).await;
+    // d owns about three quarters of the partitions, holds their paths and
+    // serves them (from its own store once caught up).
+    let layout = spread_actors::Layout::new(64, 2).unwrap();
+    let view = get(&format!("{}/cluster", nodes[3].url)).await.json();
+    let mut owned = 0;
+    for i in 0..100 {
+        let path = format!("moving/{i}/x");
+        let part = layout.partition_of(&spread_actors::Path::parse_key(&path).unwrap());
+        let owners = view["partitions"][usize::from(part)]["owners"].to_string();
+        if owners.contains("\"d\"") {
+            owned += 1;
+            holds(&nodes[3], &path, &format!("v{i}")).await;
+        }
+        let r = get(&format!("{}/raw/{path}", nodes[3].url)).await;
+        assert_eq!((r.status, &r.body[..]), (200, format!("v{i}").as_bytes()));
+    }
+    assert!(owned > 30, "d owns a share: {owned}");
+    done.set(true);
+    for reader in [at_a, at_d] {
+        let reads = reader.await.unwrap();
+        assert!(reads >= 100, "each reader read while d joined: {reads}");
+    }
+}

@@ -62,6 +62,8 @@ pub struct Cluster {
     /// Nodes whose links the fault switch cuts (see
     /// `ClusterConfig::fault_injection`).
     faults: Mutex<std::collections::HashSet<String>>,
+    /// Partitions whose stream from a co-owner has caught up here.
+    caught_up: Mutex<Arc<std::collections::HashSet<u16>>>,
     /// The replicator, once started.
     pub replicator: OnceLock<Addr<replicator::Replicator>>,
     members: Mutex<BTreeMap<String, membership::MemberView>>,
@@ -113,6 +115,7 @@ impl Cluster {
             membership: OnceLock::new(),
             replicator: OnceLock::new(),
             faults: Mutex::default(),
+            caught_up: Mutex::default(),
             members: Mutex::default(),
             placement: Mutex::new(Arc::new(placement::Placement::new(
                 &[node.to_string()],
@@ -122,6 +125,27 @@ impl Cluster {
             forwards: Mutex::default(),
             next_forward: AtomicU64::new(1),
         }
+    }
+
+    /// Sets the partitions whose stream from a co-owner has caught up
+    /// (the replicator does).
+    pub fn set_caught_up(&self, parts: std::collections::HashSet<u16>) {
+        *self.caught_up.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(parts);
+    }
+
+    /// True if this node answers reads of partition `part` as an owner:
+    /// it owns it, and either owns it alone or has caught up with a
+    /// co-owner's log of it (a new owner does not count for reads until
+    /// then, so a path never seems to vanish or go back while it moves).
+    pub fn serves_reads(&self, placement: &placement::Placement, part: u16) -> bool {
+        let me = self.identity.node.as_str();
+        placement.owns(me, part)
+            && (placement.owners(part).count() == 1
+                || self
+                    .caught_up
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&part))
     }
 
     /// Cuts this node's links to `nodes` (and lets every other link be):

@@ -143,15 +143,39 @@ pub async fn read(
 ) -> Result<Option<Event>, NodeError> {
     let part = node.partition_of(path) as u16;
     let placement = cluster.placement();
-    if placement.owns(&cluster.identity.node, part) || node.interest().covers(path) {
-        return Ok(node.get_path(path)?.map(|s| s.event));
+    let local = || Ok(node.get_path(path)?.map(|s| s.event));
+    if cluster.serves_reads(&placement, part) || node.interest().covers(path) {
+        return local();
     }
+    let me = cluster.identity.node.as_str();
+    let mut last = NodeError::NoOwner(path.to_string());
+    for owner in placement.owners(part).filter(|o| *o != me) {
+        let Some((link, peer)) = cluster.links.link(owner) else {
+            continue;
+        };
+        match read_at(cluster, owner, link, peer, path).await {
+            Err(e @ NodeError::NoOwner(_)) => last = e,
+            answer => return answer,
+        }
+    }
+    // No other owner could answer: an owner still catching up answers
+    // with what it holds rather than not at all.
+    if placement.owns(me, part) {
+        return local();
+    }
+    Err(last)
+}
+
+/// Reads `path` at owner `to` over its link.
+async fn read_at(
+    cluster: &Arc<Cluster>,
+    to: &str,
+    link: u64,
+    peer: Addr<Peer>,
+    path: &Path,
+) -> Result<Option<Event>, NodeError> {
     let no_owner = || NodeError::NoOwner(path.to_string());
-    let (to, link, peer) = placement
-        .owners(part)
-        .find_map(|o| cluster.links.link(o).map(|(id, p)| (o.to_string(), id, p)))
-        .ok_or_else(no_owner)?;
-    let (id, answer) = cluster.expect_forward(&to, link);
+    let (id, answer) = cluster.expect_forward(to, link);
     let _forget = Forget(cluster, id);
     cluster
         .links

@@ -282,6 +282,8 @@ pub enum WireError {
     Invalid(String),
     /// The owner is stopping.
     ShuttingDown,
+    /// The node asked is an owner that has not caught up yet: ask another.
+    NotReady,
     /// The owner failed it.
     Failed(String),
 }
@@ -320,6 +322,7 @@ impl From<WireError> for NodeError {
             WireError::BadTime(why) => NodeError::BadTime(why),
             WireError::Invalid(why) => NodeError::Invalid(why),
             WireError::ShuttingDown => NodeError::ShuttingDown,
+            WireError::NotReady => NodeError::NoOwner("the path (its owner is catching up)".into()),
             WireError::Failed(why) => {
                 NodeError::Store(StoreError::Failed(format!("at the owner: {why}")))
             }

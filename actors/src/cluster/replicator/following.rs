@@ -31,6 +31,8 @@ struct Cursor {
     resetting: Option<u64>,
     /// Moved since it was last saved.
     dirty: bool,
+    /// The stream caught up with the peer's log once (it is live).
+    live: bool,
 }
 
 /// Most events merged in one batch (the rest waits for the next).
@@ -41,7 +43,7 @@ const MAX_BATCH_EVENTS: usize = 4096;
 pub(super) enum Step {
     Reset { part: u16, head: u64 },
     SnapshotDone { part: u16 },
-    Through { part: u16, seq: u64 },
+    Through { part: u16, seq: u64, live: bool },
 }
 
 impl Step {
@@ -63,9 +65,15 @@ impl Step {
             PeerFrame::Snapshot {
                 part, done: true, ..
             } => Some(Step::SnapshotDone { part: *part }),
-            PeerFrame::Events { part, through, .. } => Some(Step::Through {
+            PeerFrame::Events {
+                part,
+                through,
+                live,
+                ..
+            } => Some(Step::Through {
                 part: *part,
                 seq: *through,
+                live: *live,
             }),
             _ => None,
         }
@@ -178,6 +186,17 @@ impl Following {
         Ok(Changes { start, stop })
     }
 
+    /// Partitions whose stream from some co-owner has caught up: this node
+    /// holds what that owner held when the stream turned live.
+    pub fn caught_up(&self) -> std::collections::HashSet<u16> {
+        self.peers
+            .values()
+            .flat_map(|f| f.parts.iter())
+            .filter(|(_, c)| c.live)
+            .map(|(part, _)| *part)
+            .collect()
+    }
+
     /// Partitions followed now.
     pub fn streams(&self) -> usize {
         self.peers.values().map(|f| f.parts.len()).sum()
@@ -276,8 +295,10 @@ impl Following {
                         }
                     }
                 }
-                Step::Through { part, seq } => {
+                Step::Through { part, seq, live } => {
                     if let Some(c) = f.parts.get_mut(&part) {
+                        // A live frame comes only after the stream caught up.
+                        c.live |= live && c.resetting.is_none();
                         if c.resetting.is_none() && c.seq.is_none_or(|s| s < seq) {
                             c.seq = Some(seq);
                             c.dirty = true;

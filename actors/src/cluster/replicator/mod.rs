@@ -361,6 +361,7 @@ impl Replicator {
             match result {
                 Ok(acks) => {
                     this.following.merged(&peer, link, &steps);
+                    this.cluster.set_caught_up(this.following.caught_up());
                     if !acks.is_empty() {
                         if let Some((id, p)) = this.cluster.links.link(&peer) {
                             if id == link {
@@ -425,6 +426,7 @@ impl Replicator {
     }
 
     fn publish_stats(&self) {
+        self.cluster.set_caught_up(self.following.caught_up());
         let stats = &self.cluster.links.stats;
         stats
             .streams_served
@@ -577,7 +579,17 @@ impl Handler<FromPeer> for Replicator {
             PeerFrame::Ack { events } => self.acked(&node, events),
             PeerFrame::Forward { id, write } => self.forwarded(node, id, write, ctx),
             PeerFrame::Read { id, path } => {
+                let placement = self.cluster.placement();
                 let answer = match Path::parse_key(&path) {
+                    Ok(path)
+                        if {
+                            let part = self.node.partition_of(&path) as u16;
+                            placement.owns(&self.cluster.identity.node, part)
+                                && !self.cluster.serves_reads(&placement, part)
+                        } =>
+                    {
+                        Err(WireError::NotReady)
+                    }
                     Ok(path) => self
                         .node
                         .get_path(&path)

@@ -296,6 +296,9 @@ impl Serving {
                             send_events(&f.peer, part, page.through, false, events, counter);
                         }
                         if page.through >= head {
+                            // Caught up: said with a live frame, so the
+                            // follower knows it holds the partition now.
+                            send_events(&f.peer, part, head, true, Vec::new(), counter);
                             Stream::Live { sent: head }
                         } else {
                             Stream::CatchUp { sent: page.through }

@@ -69,6 +69,8 @@ async fn holds(s: &Server, path: &str, body: &str) {
 #[actix_web::test]
 async fn a_write_at_any_node_is_acked_by_a_quorum_and_read_at_every_node() {
     let nodes = three().await;
+    let mut sse = SseClient::open(&format!("{}/sse/rooms", nodes[2].url), None).await;
+    sse.until_ready().await;
     for (i, s) in nodes.iter().enumerate() {
         let r = put(
             &format!("{}/raw/rooms/{i}/topic", s.url),
@@ -88,6 +90,13 @@ async fn a_write_at_any_node_is_acked_by_a_quorum_and_read_at_every_node() {
         for i in 0..3 {
             holds(s, &format!("rooms/{i}/topic"), &format!("v{i}")).await;
         }
+    }
+    // A subscriber at c saw the writes made at a and b as updates.
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 3 {
+        let e = sse.next_non_ping().await;
+        assert_eq!(e.event, "update", "{e:?}");
+        seen.insert(e.data["path"].as_str().unwrap().to_string());
     }
     // w=all: every owner acked before the answer.
     let r = put(&format!("{}/raw/rooms/x?w=all", nodes[1].url), b"all").await;

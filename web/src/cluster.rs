@@ -87,14 +87,17 @@ pub async fn cluster(state: web::Data<AppState>) -> HttpResponse {
     if let Some(c) = node.cluster() {
         members.extend(c.members().into_values().filter(|m| m.node != me));
     }
-    let live: Vec<String> = members
-        .iter()
-        .filter(|m| m.state != "dead")
-        .map(|m| m.node.clone())
-        .collect();
     let layout = node.layout();
-    let replication = node.cluster().map_or(1, |c| c.config.replication);
-    let placement = Placement::new(&live, layout.partitions(), replication);
+    // The placement this node routes by (computed once per membership
+    // change); a single node owns everything.
+    let placement = match node.cluster() {
+        Some(c) => c.placement(),
+        None => Arc::new(Placement::new(
+            std::slice::from_ref(&me),
+            layout.partitions(),
+            1,
+        )),
+    };
     let partitions = (0..layout.partitions())
         .map(|p| PartitionJson {
             partition: p as u16,

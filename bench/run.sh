@@ -577,13 +577,14 @@ latency_round() {
     # shellcheck disable=SC2086 # TOOLS is a word list
     why=$(why_not $tools)
     [[ -z $why && ! -x $FANOUT_BIN ]] && why="no fan-out client at $FANOUT_BIN"
+    local w=${ROUND_W:-$LAT_W}
     if [[ -n $why ]]; then
-        record_round_na "$key" "$LAT_W" "$system" "$settings" "$why"
+        record_round_na "$key" "$w" "$system" "$settings" "$why"
     elif "$@"; then
-        record_round "$key" "$LAT_W" "$system" "$settings" \
+        record_round "$key" "$w" "$system" "$settings" \
             "$system CPU per write by thread in the last round (µs): $L_CPU" p50_ms,p99_ms
     else
-        record_round_na "$key" "$LAT_W" "$system" "$settings" "$(na_reason)"
+        record_round_na "$key" "$w" "$system" "$settings" "$(na_reason)"
     fi
     stop_all
 }
@@ -662,8 +663,27 @@ workload_latency() {
 }
 
 # --- 5. propagation across nodes ---------------------------------------------------
-# Once `spread serve` can join a cluster: start three nodes here, subscribe on
-# one, write on another, and add a row like the fan-out ones.
+# Three Spread nodes (replication 3, lazy): writes at A, one WebSocket
+# subscriber at C, with the latency client; interleaved with Redis pub/sub on
+# one node. The reference, a 3-server NATS cluster, needs a NATS
+# client in the fan-out client: not built yet (its row says so).
+PROP_W="propagation: write at node A -> subscriber at node C, 1 subscriber, $LATENCY_RATE writes/s"
+spread_propagation() { # ROUND
+    local secret=bench-cluster-secret-0123456789 a pa addrs=() i t0
+    for i in a b c; do
+        local join=()
+        [[ -n ${a:-} ]] && join=(--join "$a")
+        start_spread "prop-$i" lazy --node-id "p$i" --cluster-secret "$secret" "${join[@]}" || return 1
+        addrs+=("$SPREAD_ADDR")
+        [[ $i == a ]] && { a=$SPREAD_ADDR; pa=$SPREAD_PID; }
+    done
+    t0=$(now_ms)
+    until cluster_all_alive 3 "${addrs[@]}"; do
+        (($(now_ms) - t0 < 30000)) || { LOAD_ERROR="the three nodes did not converge in 30 s"; return 1; }
+        sleep 0.05
+    done
+    run_latency "prop-r$1" spread "$a" "$pa" "${addrs[2]}"
+}
 # Membership of 16 nodes at the default timings (heartbeat 1 s, peer timeout
 # 5 s), small footprint each: nodes 2..16 join node 1; the time from the last
 # start until every node lists 16 alive members, then the time from a SIGKILL
@@ -684,7 +704,13 @@ cluster_all_dead() { # NODE ADDR...: true if every node lists NODE dead
 }
 now_ms() { date +%s%3N; }
 workload_cluster() {
-    add_na "propagation across 3 nodes" spread "3 nodes" "replication not built yet (membership is: see the membership row)"
+    local r
+    for ((r = 1; r <= ROUNDS; r++)); do
+        ROUND_W=$PROP_W latency_round prop-spread spread "3 nodes, replication 3, lazy (WebSocket /wss at C, PUT at A)" "" spread_propagation "$r"
+        ROUND_W=$PROP_W latency_round prop-redis redis "PUBLISH -> SUBSCRIBE, one node, no persistence" "redis-server redis-cli" redis_latency "$r"
+    done
+    add_median_rows "$PROP_W"
+    add_na "$PROP_W" nats "3-server cluster (routes), publish at one, subscribe at another" "not measured yet: the fan-out client speaks no NATS (goal: p99 <= 1.0x NATS)"
     local w="membership, $CLUSTER_NODES nodes" n=$CLUSTER_NODES i addrs=() pids=() t0 conv dead pid
     local secret=bench-cluster-secret-0123456789
     local small=(--workers 1 --cache-mb 8 --partitions 1024 --cluster-secret "$secret")

@@ -265,7 +265,8 @@ cpu_per_op() {
         }' "$1" "$2"
 }
 
-# run_latency TAG SYSTEM ADDR SERVER_PID: the fan-out client's `latency`
+# run_latency TAG SYSTEM ADDR SERVER_PID [SUB_ADDR]: the fan-out client's `latency`
+# (subscribing at SUB_ADDR when given: another node of a cluster)
 # subcommand (SYSTEM spread or redis at ADDR): one subscriber, LATENCY_WRITES
 # writes (+LATENCY_WARMUP) at LATENCY_RATE/s on another connection. Sets
 # L_JSON (the client's result), R_P50 and R_P99 (delivery latency, ms),
@@ -280,6 +281,7 @@ run_latency() {
     err=$WORK/latency-$tag.err
     local args=(latency "$system" "$addr" --writes "$LATENCY_WRITES" --warmup "$LATENCY_WARMUP"
         --rate "$LATENCY_RATE" --value-bytes 100)
+    [[ -n ${5:-} ]] && args+=(--sub-addr "$5")
     no_other_load
     log "$tag: fanout ${args[*]}"
     task_cpu "$server" >"$WORK/latency-$tag.cpu0"

@@ -67,6 +67,10 @@ pub struct LatencyArgs {
     pub system: System,
     /// Server address, HOST:PORT.
     pub addr: String,
+    /// Subscribe at this address instead (HOST:PORT; Spread: another node of
+    /// the cluster, to measure propagation between nodes).
+    #[arg(long)]
+    pub sub_addr: Option<String>,
     /// Spread: the subscription prefix (writes go to <prefix>/x); Redis:
     /// the channel.
     #[arg(long, default_value = "lat")]
@@ -160,8 +164,8 @@ pub fn run(args: &LatencyArgs) -> anyhow::Result<serde_json::Value> {
     // The subscriber, on its own thread.
     let (tx, events) = mpsc::channel();
     {
-        let (system, addr, prefix, tag) =
-            (args.system, args.addr.clone(), prefix.clone(), tag.clone());
+        let addr = args.sub_addr.clone().unwrap_or_else(|| args.addr.clone());
+        let (system, prefix, tag) = (args.system, prefix.clone(), tag.clone());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()

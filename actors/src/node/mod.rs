@@ -354,7 +354,7 @@ impl Node {
     /// histories. Fails with [`StoreError::Trimmed`] when `--log-retention`
     /// has trimmed entries after `after`.
     pub fn log_after(&self, after: u64, limit: usize) -> Result<Vec<Stored>, NodeError> {
-        let until = self.inner.store.log_head()?.seq;
+        let until = self.log_head();
         let mut out = Vec::new();
         let mut from = after;
         while from < until && out.len() < limit {
@@ -415,9 +415,7 @@ impl Node {
     /// reading any other partition. `trimmed` says the log no longer reaches
     /// back to `after`.
     pub fn partition_log(&self, part: u16, after: u64, limit: usize) -> Result<LogPage, NodeError> {
-        self.check_partition(part)?;
-        let until = self.inner.store.log_head()?.seq;
-        Ok(self.inner.store.partition_log(part, after, until, limit)?)
+        self.partition_log_until(part, after, self.log_head(), limit)
     }
 
     /// Latest values (tombstones included) of partition `part` in path

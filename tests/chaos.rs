@@ -113,6 +113,12 @@ async fn acked_writes_survive_kills_and_cut_links_at_every_owner() {
         nodes.push(Server::start(&args));
     }
     all_alive(&nodes, &ids).await;
+    send(
+        http().put(format!("{}/cluster/faults", nodes[0].url)),
+        Some(b"[]"),
+    )
+    .await
+    .assert_error(400, "bad_request");
     let urls: Vec<String> = nodes.iter().map(|s| s.url.clone()).collect();
 
     // Writers: unique paths (each acked value must be found), and a few

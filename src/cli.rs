@@ -259,6 +259,10 @@ pub struct ServeArgs {
     /// How long a write waits (ms) for the owners its `?w=` needs before answering 503.
     #[arg(long, env = "SPREAD_ACK_TIMEOUT_MS", default_value_t = defaults::ACK_TIMEOUT_MS)]
     pub ack_timeout_ms: u64,
+    /// Bytes that may wait to be sent on one peer link; a peer that falls
+    /// further behind is disconnected and resumes from its cursors.
+    #[arg(long, env = "SPREAD_PEER_SEND_QUEUE_BYTES", default_value_t = defaults::PEER_SEND_QUEUE_BYTES)]
+    pub peer_send_queue_bytes: usize,
     /// Serve `PUT /cluster/faults` to cut this node's links to chosen nodes: for fault tests
     /// only (whoever reaches it can partition the node).
     #[arg(long, hide = true)]

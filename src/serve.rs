@@ -177,6 +177,7 @@ fn cluster_config(
     cluster.peer_dead_after = Duration::from_millis(args.peer_timeout_ms.max(1));
     cluster.replication = args.replication;
     cluster.ack_timeout = Duration::from_millis(args.ack_timeout_ms.max(1));
+    cluster.send_queue_bytes = args.peer_send_queue_bytes;
     cluster.fault_injection = args.fault_injection;
     cluster.check().map_err(anyhow::Error::msg)?;
     Ok(Some(cluster))

@@ -376,3 +376,95 @@ async fn a_fourth_node_takes_partitions_and_a_polled_path_never_vanishes_or_goes
         assert!(reads >= 100, "each reader read while d joined: {reads}");
     }
 }
+
+/// Stops (`SIGSTOP`) or resumes (`SIGCONT`) a node's process.
+fn signal(s: &Server, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &s.pid().to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill {sig} {}", s.pid());
+}
+
+#[actix_web::test]
+async fn a_peer_that_stops_reading_is_disconnected_then_resumes_from_its_cursor() {
+    // Silence is not what closes the link here: only the full send queue.
+    let slow = [
+        "--peer-heartbeat-ms",
+        "1000",
+        "--peer-timeout-ms",
+        "60000",
+        "--replication",
+        "2",
+        "--peer-send-queue-bytes",
+        "1048576",
+    ];
+    let a = Server::start(&[&["--node-id", "a", "--cluster-secret", SECRET][..], &slow].concat());
+    let b = Server::start(
+        &[
+            &[
+                "--node-id",
+                "b",
+                "--cluster-secret",
+                SECRET,
+                "--join",
+                &a.addr,
+            ][..],
+            &slow,
+        ]
+        .concat(),
+    );
+    let nodes = vec![a, b];
+    all_alive(&nodes, &ids(&["a", "b"])).await;
+    linked(&nodes).await;
+    let r = put(&format!("{}/raw/big/first?w=all", nodes[0].url), b"x").await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+
+    // b stops reading; a goes on taking writes (w=1: its own ack) far
+    // past what the kernel's socket buffers and the queue can hold.
+    signal(&nodes[1], "-STOP");
+    let value = vec![b'v'; 64 << 10];
+    let mut written = 0;
+    wait_for(
+        "a link closed as overloaded",
+        EVENT_DEADLINE * 3,
+        async || {
+            for _ in 0..16 {
+                let url = format!("{}/raw/big/{written}?w=1", nodes[0].url);
+                let r = put(&url, &value).await;
+                assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+                written += 1;
+            }
+            metric(&nodes[0], "spread_peer_links_overloaded_total").await >= 1.0
+        },
+    )
+    .await;
+    // a's own clients never noticed.
+    let r = get(&format!("{}/raw/big/first", nodes[0].url)).await;
+    assert_eq!(r.status, 200);
+
+    // b resumes, redials, and gets everything it missed.
+    signal(&nodes[1], "-CONT");
+    let last = written - 1;
+    let url = format!("{}/raw/big/{last}?local=true", nodes[1].url);
+    // Both sides may have declared the other dead meanwhile: rejoining and
+    // redialing (backoff up to 5 s) come first.
+    wait_for(
+        "b caught up after its link was cut",
+        EVENT_DEADLINE * 6,
+        async || {
+            let r = get(&url).await;
+            r.status == 200 && r.body.len() == value.len()
+        },
+    )
+    .await;
+    // Paths spread over partitions, each stream resumed on its own.
+    for i in 0..written {
+        let url = format!("{}/raw/big/{i}?local=true", nodes[1].url);
+        wait_for(&format!("big/{i} at b"), EVENT_DEADLINE, async || {
+            get(&url).await.status == 200
+        })
+        .await;
+    }
+}

@@ -70,7 +70,14 @@ pub mod defaults {
     pub const PEER_REDIAL_MAX_MS: u64 = 5000;
     /// How long a write waits for other owners' acknowledgements (ms).
     pub const ACK_TIMEOUT_MS: u64 = 5000;
+    /// `--peer-send-queue-bytes`: what may wait to be sent on one peer
+    /// link before the link is closed as overloaded.
+    pub const PEER_SEND_QUEUE_BYTES: usize = 64 << 20;
 }
+
+/// Least `--peer-send-queue-bytes`: room for the largest frames a link
+/// sends of its own (a `Follow` naming every partition) and a few events.
+pub const MIN_SEND_QUEUE_BYTES: usize = 1 << 20;
 
 /// How a node takes part in a cluster.
 #[derive(Clone, Debug)]
@@ -91,6 +98,9 @@ pub struct ClusterConfig {
     pub replication: usize,
     /// How long a write waits for the owners its `w` needs.
     pub ack_timeout: Duration,
+    /// Bytes that may wait to be sent on one peer link; past that the
+    /// link is closed as overloaded (and resumes when redialed).
+    pub send_queue_bytes: usize,
     /// Serve `PUT /cluster/faults`, which cuts links to chosen nodes (for
     /// fault tests only: anyone who can reach it can partition the node).
     pub fault_injection: bool,
@@ -108,6 +118,7 @@ impl ClusterConfig {
             peer_dead_after: Duration::from_millis(defaults::PEER_TIMEOUT_MS),
             replication: defaults::REPLICATION,
             ack_timeout: Duration::from_millis(defaults::ACK_TIMEOUT_MS),
+            send_queue_bytes: defaults::PEER_SEND_QUEUE_BYTES,
             fault_injection: false,
         }
     }
@@ -125,6 +136,12 @@ impl ClusterConfig {
         }
         if self.replication == 0 {
             return Err("--replication must be at least 1".into());
+        }
+        // A link's own frames (a `Follow` of every partition) must fit.
+        if self.send_queue_bytes < MIN_SEND_QUEUE_BYTES {
+            return Err(format!(
+                "--peer-send-queue-bytes must be at least {MIN_SEND_QUEUE_BYTES}"
+            ));
         }
         if self.peer_dead_after < self.heartbeat_interval * 3 {
             return Err("the peer timeout must be at least 3 times the heartbeat interval".into());

@@ -7,17 +7,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::io::{SinkWrite, WriteHandler};
 use actix::prelude::*;
 use actix_codec::Framed;
 use awc::error::WsProtocolError;
 use awc::ws;
 use awc::BoxedSocket;
+use futures_util::future::{select, FutureExt};
 use futures_util::stream::{SplitSink, StreamExt};
+use futures_util::SinkExt;
 use spread_actors::cluster::backoff::Backoff;
 use spread_actors::cluster::frame::MAX_FRAME_BYTES;
 use spread_actors::cluster::{
-    Cluster, Direction, FromSocket, LinkReport, Peer, Shut, SocketClosed, ToSocket,
+    Cluster, Direction, FromSocket, LinkReport, Outgoing, Peer, SendQueue, SendStream, Shut,
+    SocketClosed,
 };
 use spread_actors::config::defaults;
 use tokio::sync::oneshot;
@@ -29,6 +31,9 @@ const STABLE_LINK: Duration = Duration::from_secs(10);
 
 /// How long one attempt to connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a closing link may take to send what it has queued.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Where and how to dial a peer given as `host:port` (plain) or
 /// `https://host:port` / `wss://host:port` (TLS): the WebSocket URL of its
@@ -129,15 +134,16 @@ async fn connect(
     WsDialed::create(move |ctx| {
         let (sink, stream) = framed.split();
         ctx.add_stream(stream);
-        let peer = Peer::new(
-            cluster,
-            Direction::Outbound,
-            remote,
-            ctx.address().recipient(),
-        )
-        .reporting(report);
+        let (out, outgoing) = SendQueue::new(cluster.config.send_queue_bytes);
+        let grace = out
+            .closing()
+            .then(|_| actix_web::rt::time::sleep(CLOSE_GRACE));
+        let writing = write_queue(sink, outgoing);
+        let both = select(Box::pin(writing), Box::pin(grace));
+        ctx.spawn(actix::fut::wrap_future::<_, WsDialed>(both).map(|_, _, ctx| ctx.stop()));
+        let peer = Peer::new(cluster, Direction::Outbound, remote, out.clone()).reporting(report);
         WsDialed {
-            sink: SinkWrite::new(sink, ctx),
+            out,
             peer: peer.start(),
             closed: Some(closed_tx),
         }
@@ -147,9 +153,47 @@ async fn connect(
 
 type Sink = SplitSink<Framed<BoxedSocket, ws::Codec>, ws::Message>;
 
-/// The socket of one outbound peer link.
+/// Writes what the link's queue holds, taking the next frame only when the
+/// socket has room for it (so a slow peer fills the queue, not memory), and
+/// flushing whenever nothing more is ready. Ends after the close, or when
+/// the socket fails.
+async fn write_queue(mut sink: Sink, mut outgoing: SendStream) {
+    fn message(item: Outgoing) -> (ws::Message, bool) {
+        match item {
+            Outgoing::Frame(bytes) => (ws::Message::Binary(bytes), false),
+            Outgoing::Pong(payload) => (ws::Message::Pong(payload), false),
+            Outgoing::Close(reason) => (
+                ws::Message::Close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Policy,
+                    description: Some(close_reason(&reason)),
+                })),
+                true,
+            ),
+        }
+    }
+    while let Some(item) = outgoing.next().await {
+        let mut next = Some(item);
+        while let Some(item) = next.take() {
+            let (msg, last) = message(item);
+            if sink.feed(msg).await.is_err() {
+                return;
+            }
+            if last {
+                let _ = sink.close().await;
+                return;
+            }
+            next = outgoing.next().now_or_never().flatten();
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The socket of one outbound peer link (its reading half; the writing
+/// half is `write_queue`).
 struct WsDialed {
-    sink: SinkWrite<ws::Message, Sink>,
+    out: SendQueue,
     peer: Addr<Peer>,
     closed: Option<oneshot::Sender<()>>,
 }
@@ -165,15 +209,11 @@ impl Actor for WsDialed {
     }
 }
 
-impl WriteHandler<WsProtocolError> for WsDialed {}
-
 impl StreamHandler<Result<ws::Frame, WsProtocolError>> for WsDialed {
     fn handle(&mut self, msg: Result<ws::Frame, WsProtocolError>, ctx: &mut Self::Context) {
         match msg {
             Ok(ws::Frame::Binary(bytes)) => self.peer.do_send(FromSocket(bytes)),
-            Ok(ws::Frame::Ping(p)) => {
-                let _ = self.sink.write(ws::Message::Pong(p));
-            }
+            Ok(ws::Frame::Ping(p)) => self.out.pong(p),
             Ok(ws::Frame::Pong(_)) => {}
             Ok(ws::Frame::Close(reason)) => {
                 let why = reason
@@ -198,30 +238,6 @@ impl StreamHandler<Result<ws::Frame, WsProtocolError>> for WsDialed {
 
     fn finished(&mut self, ctx: &mut Self::Context) {
         ctx.stop();
-    }
-}
-
-impl Handler<ToSocket> for WsDialed {
-    type Result = ();
-
-    fn handle(&mut self, msg: ToSocket, ctx: &mut Self::Context) {
-        match msg {
-            ToSocket::Frame(bytes) => {
-                if self.sink.write(ws::Message::Binary(bytes)).is_err() {
-                    ctx.stop();
-                }
-            }
-            ToSocket::Close(reason) => {
-                let _ = self.sink.write(ws::Message::Close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Policy,
-                    description: Some(close_reason(&reason)),
-                })));
-                // Stops once the close frame is flushed (`WriteHandler`),
-                // or after a second at most.
-                self.sink.close();
-                ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
-            }
-        }
     }
 }
 

@@ -70,6 +70,7 @@ pub struct Metrics {
     peer_bytes: Family<DirLabel, Counter>,
     peer_links_opened: Counter,
     peer_links_refused: Counter,
+    peer_links_overloaded: Counter,
     membership_changes: Counter,
     members: Family<StateLabel, Gauge>,
     replication_events: Family<DirLabel, Counter>,
@@ -82,7 +83,7 @@ pub struct Metrics {
 }
 
 /// Node counters copied into the registry at each render.
-const COPIED: usize = 15;
+const COPIED: usize = 16;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -110,6 +111,7 @@ impl Metrics {
         let peer_bytes = Family::<DirLabel, Counter>::default();
         let peer_links_opened = Counter::default();
         let peer_links_refused = Counter::default();
+        let peer_links_overloaded = Counter::default();
         let membership_changes = Counter::default();
         let members = Family::<StateLabel, Gauge>::default();
         let replication_events = Family::<DirLabel, Counter>::default();
@@ -170,8 +172,13 @@ impl Metrics {
         );
         registry.register(
             "peer_links_refused",
-            "Peer links closed for a reason (refused, garbage, silent)",
+            "Peer links closed for a reason (refused, garbage, silent, overloaded)",
             peer_links_refused.clone(),
+        );
+        registry.register(
+            "peer_links_overloaded",
+            "Peer links closed because the peer fell behind (its send queue was full)",
+            peer_links_overloaded.clone(),
         );
         registry.register(
             "http_requests",
@@ -242,6 +249,7 @@ impl Metrics {
             peer_bytes,
             peer_links_opened,
             peer_links_refused,
+            peer_links_overloaded,
             membership_changes,
             members,
             replication_events,
@@ -323,6 +331,7 @@ impl Metrics {
                 peer(|s| &s.bytes_out),
                 peer(|s| &s.opened),
                 peer(|s| &s.refused),
+                peer(|s| &s.overloaded),
                 peer(|s| &s.membership_changes),
                 peer(|s| &s.events_sent),
                 peer(|s| &s.events_merged),
@@ -344,6 +353,7 @@ impl Metrics {
                 dir(&self.peer_bytes, "out"),
                 self.peer_links_opened.clone(),
                 self.peer_links_refused.clone(),
+                self.peer_links_overloaded.clone(),
                 self.membership_changes.clone(),
                 dir(&self.replication_events, "out"),
                 dir(&self.replication_events, "in"),

@@ -12,7 +12,9 @@ use actix::prelude::*;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use spread_actors::cluster::frame::MAX_FRAME_BYTES;
-use spread_actors::cluster::{Cluster, Direction, FromSocket, Peer, Shut, SocketClosed, ToSocket};
+use spread_actors::cluster::{
+    Cluster, Direction, FromSocket, Outgoing, Peer, SendQueue, Shut, SocketClosed,
+};
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -85,8 +87,11 @@ impl Actor for WsPeer {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         if let Some(cluster) = self.cluster.take() {
-            let socket = ctx.address().recipient();
-            let peer = Peer::new(cluster, Direction::Inbound, self.remote.clone(), socket);
+            // Pulled as the connection takes the bytes: actix polls this
+            // actor for more only while its write buffer has room.
+            let (out, stream) = SendQueue::new(cluster.config.send_queue_bytes);
+            ctx.add_stream(stream);
+            let peer = Peer::new(cluster, Direction::Inbound, self.remote.clone(), out);
             self.peer = Some(peer.start());
         }
     }
@@ -126,13 +131,12 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsPeer {
     }
 }
 
-impl Handler<ToSocket> for WsPeer {
-    type Result = ();
-
-    fn handle(&mut self, msg: ToSocket, ctx: &mut Self::Context) {
+impl StreamHandler<Outgoing> for WsPeer {
+    fn handle(&mut self, msg: Outgoing, ctx: &mut Self::Context) {
         match msg {
-            ToSocket::Frame(bytes) => ctx.binary(bytes),
-            ToSocket::Close(reason) => {
+            Outgoing::Frame(bytes) => ctx.binary(bytes),
+            Outgoing::Pong(payload) => ctx.pong(&payload),
+            Outgoing::Close(reason) => {
                 ctx.close(Some(ws::CloseReason {
                     code: ws::CloseCode::Policy,
                     description: Some(close_reason(&reason)),
@@ -141,6 +145,9 @@ impl Handler<ToSocket> for WsPeer {
             }
         }
     }
+
+    // The queue outlives the `Peer` only until both ends are dropped.
+    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use super::peer::{Peer, Shut};
+use super::sendq::SendGauge;
 
 /// Which side opened a link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub struct LinkInfo {
     pub id: u64,
     /// The peer's log incarnation (see `replicator`).
     pub incarnation: String,
+    /// What waits in the link's send queue.
+    pub queue: SendGauge,
 }
 
 /// What a dialer learns of one link it opened: whom it reached, and when
@@ -89,6 +92,9 @@ pub struct LinkStats {
     pub opened: AtomicU64,
     /// Links closed for a reason (refused, garbage, silent, overloaded).
     pub refused: AtomicU64,
+    /// Links closed because the peer could not take frames as fast as
+    /// they came (their send queue was full).
+    pub overloaded: AtomicU64,
     /// Membership changes seen (a member up, dead, or back).
     pub membership_changes: AtomicU64,
     /// Replication: events sent to followers.
@@ -181,6 +187,15 @@ impl Links {
             .map(|(info, peer)| (info.id, peer.clone()))
     }
 
+    /// The send queue of the link to `node`, if one is up.
+    pub fn queue(&self, node: &str) -> Option<SendGauge> {
+        self.up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .map(|(info, _)| info.queue.clone())
+    }
+
     /// True if a link to `node` is up.
     pub fn is_up(&self, node: &str) -> bool {
         self.up
@@ -222,6 +237,7 @@ mod tests {
             since: Instant::now(),
             id,
             incarnation: "i".into(),
+            queue: SendGauge::default(),
         }
     }
 

@@ -25,6 +25,7 @@ pub mod peer;
 pub mod placement;
 pub mod replicator;
 pub mod route;
+pub mod sendq;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,7 +39,8 @@ use crate::model::Layout;
 
 pub use handshake::{Identity, Secret};
 pub use links::{Direction, LinkInfo, LinkReport, LinkStats, Links};
-pub use peer::{FromSocket, Peer, Shut, SocketClosed, ToSocket};
+pub use peer::{FromSocket, Peer, Shut, SocketClosed};
+pub use sendq::{Outgoing, SendGauge, SendQueue, SendStream};
 
 /// Asks the web layer to keep a link to an address (see `web::dial`).
 pub type Dialer = Box<dyn Fn(String) + Send + Sync>;

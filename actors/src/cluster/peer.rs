@@ -4,6 +4,11 @@
 //! runs the handshake, sends heartbeats on a quiet link, notices a silent
 //! one, and closes the link with one logged reason — garbage, a refusal, a
 //! frame out of place — never a panic.
+//!
+//! What it sends goes through the link's bounded [`SendQueue`]: a peer
+//! that cannot take frames as fast as they come fills it, and the link is
+//! closed as overloaded (the other side redials and resumes from its
+//! cursors) instead of buffering without bound.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,18 +20,9 @@ use bytes::Bytes;
 use super::frame::PeerFrame;
 use super::handshake::{sanitized, Handshake, Progress, Role};
 use super::links::{Direction, LinkInfo, LinkReport};
+use super::sendq::SendQueue;
 use super::Cluster;
 use crate::model::version::wall_micros;
-
-/// What the actor asks of its socket.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub enum ToSocket {
-    /// Send this binary frame.
-    Frame(Bytes),
-    /// Close the socket, giving this reason.
-    Close(String),
-}
 
 /// A binary frame that arrived on the socket.
 #[derive(Message, Debug)]
@@ -50,6 +46,17 @@ pub struct SendGossip(pub Vec<u8>);
 #[rtype(result = "()")]
 pub struct SendFrame(pub PeerFrame);
 
+/// Send a frame handed over with [`SendGauge::hand`](super::sendq::SendGauge::hand)`(weight)` (see
+/// `replicator`): counted as waiting until queued.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SendPaced {
+    /// The frame.
+    pub frame: PeerFrame,
+    /// What was handed for it.
+    pub weight: usize,
+}
+
 /// Close the link, telling the other side why.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -61,7 +68,7 @@ pub struct Peer {
     direction: Direction,
     /// The socket's other end, for logs until the peer has said who it is.
     remote: String,
-    socket: Recipient<ToSocket>,
+    out: SendQueue,
     /// Until the link is up.
     handshake: Option<Handshake>,
     /// The first frame to send.
@@ -77,13 +84,13 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// A link of `cluster`'s node over `socket`, whose other end is
-    /// `remote`.
+    /// A link of `cluster`'s node whose other end is `remote`, sending
+    /// through `out` (the socket reads the queue's other end).
     pub fn new(
         cluster: Arc<Cluster>,
         direction: Direction,
         remote: String,
-        socket: Recipient<ToSocket>,
+        out: SendQueue,
     ) -> Peer {
         let role = match direction {
             Direction::Outbound => Role::Dialer,
@@ -96,7 +103,7 @@ impl Peer {
             cluster,
             direction,
             remote,
-            socket,
+            out,
             handshake: Some(handshake),
             hello: Some(hello),
             up: None,
@@ -123,15 +130,37 @@ impl Peer {
         }
     }
 
-    fn send(&mut self, frame: &PeerFrame) {
+    /// Queues `frame`; closes the link if the queue is full.
+    fn send(&mut self, frame: &PeerFrame, ctx: &mut Context<Self>) {
+        if self.closed {
+            return;
+        }
         let bytes = Bytes::from(frame.encode());
-        let stats = &self.cluster.links.stats;
-        stats.frames_out.fetch_add(1, Ordering::Relaxed);
-        stats
-            .bytes_out
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        self.socket.do_send(ToSocket::Frame(bytes));
-        self.last_sent = Instant::now();
+        let len = bytes.len() as u64;
+        match self.out.push(bytes) {
+            Ok(()) => {
+                let stats = &self.cluster.links.stats;
+                stats.frames_out.fetch_add(1, Ordering::Relaxed);
+                stats.bytes_out.fetch_add(len, Ordering::Relaxed);
+                self.last_sent = Instant::now();
+            }
+            Err(full) => {
+                self.cluster
+                    .links
+                    .stats
+                    .overloaded
+                    .fetch_add(1, Ordering::Relaxed);
+                self.close(
+                    format!(
+                        "the peer cannot keep up: {} bytes wait to be sent to it \
+                         (--peer-send-queue-bytes)",
+                        full.queued
+                    ),
+                    true,
+                    ctx,
+                );
+            }
+        }
     }
 
     /// Closes the link for `reason` (told to the other side if `tell`),
@@ -141,9 +170,10 @@ impl Peer {
             return;
         }
         if tell {
-            self.send(&PeerFrame::Refused {
+            let refusal = PeerFrame::Refused {
                 reason: reason.clone(),
-            });
+            };
+            self.out.push_last(Bytes::from(refusal.encode()));
         }
         self.closed = true;
         self.cluster
@@ -152,20 +182,22 @@ impl Peer {
             .refused
             .fetch_add(1, Ordering::Relaxed);
         log::warn!("peer link {}: closed: {reason}", self.who());
-        self.socket.do_send(ToSocket::Close(reason));
+        self.out.close(reason);
         ctx.stop();
     }
 
     fn on_frame(&mut self, frame: PeerFrame, ctx: &mut Context<Self>) {
         if let Some(handshake) = &mut self.handshake {
             match handshake.on_frame(frame) {
-                Ok(Progress::Continue(Some(answer))) => self.send(&answer),
+                Ok(Progress::Continue(Some(answer))) => self.send(&answer, ctx),
                 Ok(Progress::Continue(None)) => {}
                 Ok(Progress::Up(hello, answer)) => {
                     if let Some(answer) = answer {
-                        self.send(&answer);
+                        self.send(&answer, ctx);
                     }
-                    self.link_up(hello, ctx)
+                    if !self.closed {
+                        self.link_up(hello, ctx)
+                    }
                 }
                 Err(refusal) => self.close(refusal.reason, refusal.tell, ctx),
             }
@@ -240,6 +272,7 @@ impl Peer {
             since: Instant::now(),
             id: self.cluster.links.next_id(),
             incarnation: hello.incarnation,
+            queue: self.out.gauge(),
         };
         let me = self.cluster.identity.node.clone();
         if self.cluster.is_cut(&info.node) {
@@ -292,9 +325,12 @@ impl Peer {
             return;
         }
         if self.up.is_some() && self.last_sent.elapsed() >= settings.heartbeat_interval {
-            self.send(&PeerFrame::Heartbeat {
-                sent_at: wall_micros(),
-            });
+            self.send(
+                &PeerFrame::Heartbeat {
+                    sent_at: wall_micros(),
+                },
+                ctx,
+            );
         }
     }
 }
@@ -304,7 +340,7 @@ impl Actor for Peer {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         if let Some(hello) = self.hello.take() {
-            self.send(&hello);
+            self.send(&hello, ctx);
         }
         let every =
             (self.cluster.config.heartbeat_interval / 2).max(std::time::Duration::from_millis(5));
@@ -360,9 +396,9 @@ impl Handler<SocketClosed> for Peer {
 impl Handler<SendGossip> for Peer {
     type Result = ();
 
-    fn handle(&mut self, msg: SendGossip, _: &mut Self::Context) {
+    fn handle(&mut self, msg: SendGossip, ctx: &mut Self::Context) {
         if self.up.is_some() && !self.closed {
-            self.send(&PeerFrame::Gossip { data: msg.0 });
+            self.send(&PeerFrame::Gossip { data: msg.0 }, ctx);
         }
     }
 }
@@ -370,9 +406,20 @@ impl Handler<SendGossip> for Peer {
 impl Handler<SendFrame> for Peer {
     type Result = ();
 
-    fn handle(&mut self, msg: SendFrame, _: &mut Self::Context) {
+    fn handle(&mut self, msg: SendFrame, ctx: &mut Self::Context) {
         if self.up.is_some() && !self.closed {
-            self.send(&msg.0);
+            self.send(&msg.0, ctx);
+        }
+    }
+}
+
+impl Handler<SendPaced> for Peer {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendPaced, ctx: &mut Self::Context) {
+        self.out.gauge().taken(msg.weight);
+        if self.up.is_some() && !self.closed {
+            self.send(&msg.frame, ctx);
         }
     }
 }

@@ -41,6 +41,9 @@ use crate::Node;
 /// Pages a turn of catching up reads before other messages are handled.
 const PAGES_PER_TURN: usize = 8;
 
+/// How long catching up waits for a full link before it looks again.
+const LINK_WAIT: Duration = Duration::from_millis(10);
+
 /// Commits the tap may hold for the replicator before marking one lost.
 const TAP_MAILBOX: usize = 4096;
 
@@ -518,13 +521,27 @@ impl Handler<Pump> for Replicator {
     fn handle(&mut self, _: Pump, ctx: &mut Self::Context) {
         self.pumping = false;
         let sent = &self.cluster.links.stats.events_sent;
-        if let Err(e) = self.serving.pump(&self.node, PAGES_PER_TURN, sent) {
-            // The stream stays queued: the next turn (at the next tick, not
-            // at once, so a failing store is not read in a loop) tries again.
-            log::error!("replication: reading the log: {e}");
-            return;
+        // A stream waits while its link holds more than a quarter of
+        // what the link may queue.
+        let high_water = self.cluster.config.send_queue_bytes / 4;
+        match self
+            .serving
+            .pump(&self.node, PAGES_PER_TURN, high_water, sent)
+        {
+            Ok(true) => self.pump_soon(ctx),
+            Ok(false) if self.serving.has_work() => {
+                // Every stream with pages waits for its link to drain.
+                self.pumping = true;
+                ctx.notify_later(Pump, LINK_WAIT);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                // The stream stays queued: the next turn (at the next tick,
+                // not at once, so a failing store is not read in a loop)
+                // tries again.
+                log::error!("replication: reading the log: {e}");
+            }
         }
-        self.pump_soon(ctx);
     }
 }
 
@@ -569,10 +586,14 @@ impl Handler<FromPeer> for Replicator {
                 let Some((id, peer)) = self.cluster.links.link(&node) else {
                     return;
                 };
+                let Some(queue) = self.cluster.links.queue(&node) else {
+                    return;
+                };
                 if id != link {
                     return;
                 }
-                self.serving.follow(&self.node, &node, link, peer, parts);
+                self.serving
+                    .follow(&self.node, &node, link, (peer, queue), parts);
                 self.pump_soon(ctx);
             }
             PeerFrame::Unfollow { parts } => self.serving.unfollow(&node, link, &parts),

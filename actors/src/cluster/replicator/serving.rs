@@ -16,7 +16,8 @@ use std::sync::Arc;
 use actix::Addr;
 
 use crate::cluster::frame::PeerFrame;
-use crate::cluster::peer::{Peer, SendFrame};
+use crate::cluster::peer::{Peer, SendPaced};
+use crate::cluster::sendq::SendGauge;
 use crate::cluster::wire::WireEvent;
 use crate::error::NodeError;
 use crate::model::Event;
@@ -42,6 +43,8 @@ enum Stream {
 struct Follower {
     link: u64,
     peer: Addr<Peer>,
+    /// What waits in the link's send queue.
+    queue: SendGauge,
     parts: HashMap<u16, Stream>,
 }
 
@@ -53,9 +56,18 @@ pub(super) struct Serving {
     work: VecDeque<(String, u16)>,
 }
 
-/// Sends `part`'s entries to `peer` in frames of bounded size.
+impl Follower {
+    /// Hands `frame` (about `weight` bytes) to the link, counted in its
+    /// gauge until queued.
+    fn send(&self, frame: PeerFrame, weight: usize) {
+        self.queue.hand(weight);
+        self.peer.do_send(SendPaced { frame, weight });
+    }
+}
+
+/// Sends `part`'s entries to `f` in frames of bounded size.
 fn send_events(
-    peer: &Addr<Peer>,
+    f: &Follower,
     part: u16,
     through: u64,
     live: bool,
@@ -71,21 +83,28 @@ fn send_events(
         frame.push((seq, event));
         if bytes >= FRAME_BYTES && i + 1 < total {
             let upto = frame.last().map_or(through, |(s, _)| *s);
-            peer.do_send(SendFrame(PeerFrame::Events {
-                part,
-                through: upto,
-                live,
-                events: std::mem::take(&mut frame),
-            }));
+            let events = std::mem::take(&mut frame);
+            f.send(
+                PeerFrame::Events {
+                    part,
+                    through: upto,
+                    live,
+                    events,
+                },
+                bytes,
+            );
             bytes = 0;
         }
     }
-    peer.do_send(SendFrame(PeerFrame::Events {
-        part,
-        through,
-        live,
-        events: frame,
-    }));
+    f.send(
+        PeerFrame::Events {
+            part,
+            through,
+            live,
+            events: frame,
+        },
+        bytes + 64,
+    );
 }
 
 impl Serving {
@@ -96,10 +115,10 @@ impl Serving {
         local: &Node,
         node: &str,
         link: u64,
-        peer: Addr<Peer>,
+        (peer, queue): (Addr<Peer>, SendGauge),
         parts: Vec<(u16, Option<u64>)>,
     ) {
-        let follower = self.follower(node, link, peer);
+        let follower = self.follower(node, link, peer, queue);
         let mut queued = Vec::with_capacity(parts.len());
         for (part, after) in parts {
             if u32::from(part) >= local.layout().partitions() {
@@ -107,7 +126,7 @@ impl Serving {
             }
             let stream = match after {
                 Some(sent) => Stream::CatchUp { sent },
-                None => reset(local, &follower.peer, part),
+                None => reset(local, follower, part),
             };
             follower.parts.insert(part, stream);
             queued.push((node.to_string(), part));
@@ -115,13 +134,20 @@ impl Serving {
         self.work.extend(queued);
     }
 
-    fn follower(&mut self, node: &str, link: u64, peer: Addr<Peer>) -> &mut Follower {
+    fn follower(
+        &mut self,
+        node: &str,
+        link: u64,
+        peer: Addr<Peer>,
+        queue: SendGauge,
+    ) -> &mut Follower {
         let follower = self
             .followers
             .entry(node.to_string())
             .or_insert_with(|| Follower {
                 link,
                 peer: peer.clone(),
+                queue: queue.clone(),
                 parts: HashMap::new(),
             });
         if follower.link != link {
@@ -129,6 +155,7 @@ impl Serving {
             *follower = Follower {
                 link,
                 peer,
+                queue,
                 parts: HashMap::new(),
             };
         }
@@ -203,7 +230,7 @@ impl Serving {
                 }
             }
             for (part, (through, events)) in out {
-                send_events(&f.peer, part, through, true, events, counter);
+                send_events(f, part, through, true, events, counter);
             }
         }
     }
@@ -213,16 +240,28 @@ impl Serving {
         !self.work.is_empty()
     }
 
-    /// Reads and sends up to `turns` pages, one per stream in turn.
+    /// Reads and sends up to `turns` pages, one per stream in turn, of
+    /// streams whose link's send queue holds at most `high_water` bytes.
+    /// True if a page was sent (false: every stream with work waits for
+    /// its link).
     pub fn pump(
         &mut self,
         local: &Node,
         turns: usize,
+        high_water: usize,
         counter: &AtomicU64,
-    ) -> Result<(), NodeError> {
+    ) -> Result<bool, NodeError> {
+        let mut sent = false;
+        let mut waiting = 0;
+        // Bytes handed to each follower's `Peer` this turn (its gauge counts
+        // them only once the `Peer` has queued them).
+        let mut handed: HashMap<String, usize> = HashMap::new();
         for _ in 0..turns {
+            if waiting >= self.work.len() {
+                break;
+            }
             let Some((node, part)) = self.work.pop_front() else {
-                return Ok(());
+                break;
             };
             let Some(f) = self.followers.get_mut(&node) else {
                 continue;
@@ -230,8 +269,19 @@ impl Serving {
             let Some(stream) = f.parts.get(&part).cloned() else {
                 continue;
             };
-            let next = match self.step(local, &node, part, stream, counter) {
-                Ok(next) => next,
+            let before = handed.get(&node).copied().unwrap_or(0);
+            if f.queue.queued() + before > high_water {
+                self.work.push_back((node, part));
+                waiting += 1;
+                continue;
+            }
+            sent = true;
+            let budget = high_water.max(1) - before.min(high_water);
+            let next = match self.step(local, &node, part, stream, budget, counter) {
+                Ok((next, bytes)) => {
+                    *handed.entry(node.clone()).or_default() += bytes;
+                    next
+                }
                 Err(e) => {
                     self.work.push_back((node, part));
                     return Err(e);
@@ -246,29 +296,37 @@ impl Serving {
                 self.work.push_back((node, part));
             }
         }
-        Ok(())
+        Ok(sent)
     }
 
-    /// One page of a stream that is not live: where it stands next.
+    /// One page of a stream that is not live, of about `budget` bytes
+    /// at most (one entry at least): where it stands next, and the bytes
+    /// sent.
     fn step(
         &mut self,
         local: &Node,
         node: &str,
         part: u16,
         stream: Stream,
+        budget: usize,
         counter: &AtomicU64,
-    ) -> Result<Stream, NodeError> {
+    ) -> Result<(Stream, usize), NodeError> {
         let Some(f) = self.followers.get_mut(node) else {
-            return Ok(stream);
+            return Ok((stream, 0));
         };
-        Ok(match stream {
+        let mut bytes = 0;
+        let next = match stream {
             Stream::Live { sent } => Stream::Live { sent },
             Stream::Snapshot { head, after } => {
-                let page = local.partition_latest(part, after.as_deref(), PAGE_ENTRIES)?;
-                let done = page.len() < PAGE_ENTRIES;
+                let mut page = local.partition_latest(part, after.as_deref(), PAGE_ENTRIES)?;
+                let full = page.len();
+                let (keep, weight) = within(&page, budget);
+                page.truncate(keep);
+                bytes = weight;
+                let done = full < PAGE_ENTRIES && keep == full;
                 let last = page.last().map(|s| s.event.path.as_str().to_string());
                 counter.fetch_add(page.len() as u64, Ordering::Relaxed);
-                send_snapshot(&f.peer, part, &page, done);
+                send_snapshot(f, part, &page, done);
                 if done {
                     Stream::CatchUp { sent: head }
                 } else {
@@ -280,11 +338,18 @@ impl Serving {
                 if sent > head {
                     // The follower is ahead of this log: it cannot be a
                     // position here.
-                    reset(local, &f.peer, part)
+                    reset(local, f, part)
                 } else {
-                    let page = local.partition_log_until(part, sent, head, PAGE_ENTRIES)?;
+                    let mut page = local.partition_log_until(part, sent, head, PAGE_ENTRIES)?;
+                    let (keep, weight) = within(&page.entries, budget);
+                    if keep < page.entries.len() {
+                        // The rest of the page waits for the next step.
+                        page.through = page.entries[keep - 1].seq.unwrap_or(sent).max(sent);
+                        page.entries.truncate(keep);
+                    }
+                    bytes = weight;
                     if page.trimmed {
-                        reset(local, &f.peer, part)
+                        reset(local, f, part)
                     } else {
                         let events = page
                             .entries
@@ -293,12 +358,12 @@ impl Serving {
                             .map(|s| (s.seq.unwrap_or(0), WireEvent::from(&s.event)))
                             .collect::<Vec<_>>();
                         if page.through > sent || !events.is_empty() {
-                            send_events(&f.peer, part, page.through, false, events, counter);
+                            send_events(f, part, page.through, false, events, counter);
                         }
                         if page.through >= head {
                             // Caught up: said with a live frame, so the
                             // follower knows it holds the partition now.
-                            send_events(&f.peer, part, head, true, Vec::new(), counter);
+                            send_events(f, part, head, true, Vec::new(), counter);
                             Stream::Live { sent: head }
                         } else {
                             Stream::CatchUp { sent: page.through }
@@ -306,34 +371,58 @@ impl Serving {
                     }
                 }
             }
-        })
+        };
+        Ok((next, bytes))
     }
 }
 
-/// Sends a page of `part`'s snapshot to `peer` in frames of bounded size
+/// The weight of an entry on the wire, about.
+fn weight(s: &crate::store::Stored) -> usize {
+    s.event.value.as_ref().map_or(0, |v| v.len()) + s.event.path.as_str().len() + 64
+}
+
+/// How many of `page`'s first entries fit in `budget` bytes (one at
+/// least), and their weight.
+fn within(page: &[crate::store::Stored], budget: usize) -> (usize, usize) {
+    let mut total = 0;
+    for (i, s) in page.iter().enumerate() {
+        let w = weight(s);
+        if i > 0 && total + w > budget {
+            return (i, total);
+        }
+        total += w;
+    }
+    (page.len(), total)
+}
+
+/// Sends a page of `part`'s snapshot to `f` in frames of bounded size
 /// (`done` on the last one, if this is the last page).
-fn send_snapshot(peer: &Addr<Peer>, part: u16, page: &[crate::store::Stored], done: bool) {
+fn send_snapshot(f: &Follower, part: u16, page: &[crate::store::Stored], done: bool) {
     let mut events = Vec::new();
     let mut bytes = 0;
     for s in page {
-        bytes += s.event.value.as_ref().map_or(0, |v| v.len()) + s.event.path.as_str().len() + 64;
+        bytes += weight(s);
         events.push(WireEvent::from(&s.event));
         if bytes >= FRAME_BYTES {
-            peer.do_send(SendFrame(PeerFrame::Snapshot {
-                part,
-                events: std::mem::take(&mut events),
-                done: false,
-            }));
+            let events = std::mem::take(&mut events);
+            f.send(
+                PeerFrame::Snapshot {
+                    part,
+                    events,
+                    done: false,
+                },
+                bytes,
+            );
             bytes = 0;
         }
     }
-    peer.do_send(SendFrame(PeerFrame::Snapshot { part, events, done }));
+    f.send(PeerFrame::Snapshot { part, events, done }, bytes + 64);
 }
 
 /// Starts a stream over: tells the follower a snapshot comes, then the
 /// log after the head read now.
-fn reset(local: &Node, peer: &Addr<Peer>, part: u16) -> Stream {
+fn reset(local: &Node, f: &Follower, part: u16) -> Stream {
     let head = local.log_head();
-    peer.do_send(SendFrame(PeerFrame::Reset { part, head }));
+    f.send(PeerFrame::Reset { part, head }, 64);
     Stream::Snapshot { head, after: None }
 }

@@ -1,0 +1,231 @@
+//! The bounded queue between a `Peer` and its socket: the `Peer` pushes
+//! frames ([`SendQueue`]), the socket pulls them as a stream
+//! ([`SendStream`]) only as fast as it can write them. Frames stay in
+//! order, a close travels behind the frames before it, and a peer that
+//! cannot keep up fills the queue's byte budget: the push fails and the
+//! `Peer` closes the link (the other side resumes from its cursors) rather
+//! than buffer without bound.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::sync::{mpsc, Notify};
+
+/// What the socket is asked to do, in order.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// Send this binary frame.
+    Frame(Bytes),
+    /// Answer a WebSocket ping.
+    Pong(Bytes),
+    /// Close the socket, giving this reason.
+    Close(String),
+}
+
+/// How many bytes a link's queue holds now (shared by both ends; the
+/// replicator reads it to pace catch-up streams), counting frames handed to
+/// the `Peer` and not yet queued by it.
+#[derive(Clone, Debug, Default)]
+pub struct SendGauge(Arc<Counts>);
+
+#[derive(Debug, Default)]
+struct Counts {
+    /// In the queue.
+    queued: AtomicUsize,
+    /// Handed to the `Peer`, on their way to the queue.
+    handed: AtomicUsize,
+}
+
+impl SendGauge {
+    /// Bytes queued or on their way, not yet taken by the socket.
+    pub fn queued(&self) -> usize {
+        self.0.queued.load(Ordering::Acquire) + self.0.handed.load(Ordering::Acquire)
+    }
+
+    /// About `bytes` more are handed to the `Peer` to send.
+    pub fn hand(&self, bytes: usize) {
+        self.0.handed.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// The `Peer` took what was handed with [`SendGauge::hand`].
+    pub fn taken(&self, bytes: usize) {
+        let _ = self
+            .0
+            .handed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                Some(q.saturating_sub(bytes))
+            });
+    }
+
+    fn in_queue(&self) -> &AtomicUsize {
+        &self.0.queued
+    }
+}
+
+/// The queue is full: the bytes it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflow {
+    /// Bytes queued when the push failed.
+    pub queued: usize,
+}
+
+/// The `Peer`'s end of a link's queue.
+#[derive(Clone)]
+pub struct SendQueue {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    gauge: SendGauge,
+    max_bytes: usize,
+    closing: Arc<Notify>,
+}
+
+/// The socket's end: a stream of what to write, in order.
+pub struct SendStream {
+    rx: mpsc::UnboundedReceiver<Outgoing>,
+    gauge: SendGauge,
+}
+
+fn weight(item: &Outgoing) -> usize {
+    match item {
+        Outgoing::Frame(b) | Outgoing::Pong(b) => b.len(),
+        Outgoing::Close(r) => r.len(),
+    }
+}
+
+impl SendQueue {
+    /// A queue of about `max_bytes` (one frame larger than that still goes
+    /// through an empty queue).
+    pub fn new(max_bytes: usize) -> (SendQueue, SendStream) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let gauge = SendGauge::default();
+        let queue = SendQueue {
+            tx,
+            gauge: gauge.clone(),
+            max_bytes: max_bytes.max(1),
+            closing: Arc::new(Notify::new()),
+        };
+        (queue, SendStream { rx, gauge })
+    }
+
+    /// The queue's gauge.
+    pub fn gauge(&self) -> SendGauge {
+        self.gauge.clone()
+    }
+
+    fn put(&self, item: Outgoing) {
+        let w = weight(&item);
+        self.gauge.in_queue().fetch_add(w, Ordering::AcqRel);
+        if self.tx.send(item).is_err() {
+            // The socket is gone; nothing will take it out.
+            self.gauge.in_queue().fetch_sub(w, Ordering::AcqRel);
+        }
+    }
+
+    /// Queues a frame, or fails if that would pass the budget.
+    pub fn push(&self, frame: Bytes) -> Result<(), Overflow> {
+        let queued = self.gauge.in_queue().load(Ordering::Acquire);
+        if queued > 0 && queued + frame.len() > self.max_bytes {
+            return Err(Overflow { queued });
+        }
+        self.put(Outgoing::Frame(frame));
+        Ok(())
+    }
+
+    /// Queues a frame past the budget: the last ones of a link (its
+    /// refusal), which are small and end it.
+    pub fn push_last(&self, frame: Bytes) {
+        self.put(Outgoing::Frame(frame));
+    }
+
+    /// Queues a pong, dropped if the queue is full (the next ping gets one).
+    pub fn pong(&self, payload: Bytes) {
+        if self.gauge.in_queue().load(Ordering::Acquire) + payload.len() <= self.max_bytes {
+            self.put(Outgoing::Pong(payload));
+        }
+    }
+
+    /// Queues the close, behind the frames before it, and tells the socket
+    /// it may give up writing those after a grace period
+    /// ([`SendQueue::closing`]).
+    pub fn close(&self, reason: String) {
+        self.put(Outgoing::Close(reason));
+        self.closing.notify_one();
+    }
+
+    /// Resolves once [`SendQueue::close`] was called.
+    pub fn closing(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let closing = self.closing.clone();
+        async move { closing.notified().await }
+    }
+}
+
+impl Stream for SendStream {
+    type Item = Outgoing;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Outgoing>> {
+        let polled = self.rx.poll_recv(cx);
+        if let Poll::Ready(Some(item)) = &polled {
+            let w = weight(item);
+            let _ = self
+                .gauge
+                .in_queue()
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                    Some(q.saturating_sub(w))
+                });
+        }
+        polled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn frame(n: usize) -> Bytes {
+        Bytes::from(vec![7u8; n])
+    }
+
+    #[test]
+    fn a_full_queue_refuses_until_the_socket_takes_frames() {
+        actix::System::new().block_on(full_queue());
+    }
+
+    async fn full_queue() {
+        let (q, mut s) = SendQueue::new(100);
+        // One frame bigger than the budget goes through an empty queue.
+        q.push(frame(150)).unwrap();
+        assert_eq!(q.push(frame(1)), Err(Overflow { queued: 150 }));
+        assert!(matches!(s.next().await, Some(Outgoing::Frame(b)) if b.len() == 150));
+        assert_eq!(q.gauge().queued(), 0);
+        q.push(frame(60)).unwrap();
+        q.push(frame(40)).unwrap();
+        assert_eq!(q.push(frame(1)), Err(Overflow { queued: 100 }));
+        // The refusal and the close still go, behind the frames, in order.
+        q.push_last(frame(3));
+        q.close("bye".into());
+        let mut sizes = Vec::new();
+        for _ in 0..3 {
+            match s.next().await {
+                Some(Outgoing::Frame(b)) => sizes.push(b.len()),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(sizes, [60, 40, 3]);
+        assert!(matches!(s.next().await, Some(Outgoing::Close(r)) if r == "bye"));
+        assert_eq!(q.gauge().queued(), 0);
+    }
+
+    #[test]
+    fn pongs_are_dropped_when_full_and_a_gone_socket_counts_nothing() {
+        let (q, s) = SendQueue::new(10);
+        q.push(frame(10)).unwrap();
+        q.pong(frame(2));
+        assert_eq!(q.gauge().queued(), 10);
+        drop(s);
+        q.push_last(frame(5));
+        assert_eq!(q.gauge().queued(), 10);
+    }
+}

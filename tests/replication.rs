@@ -396,27 +396,26 @@ async fn a_peer_that_stops_reading_is_disconnected_then_resumes_from_its_cursor(
         "--peer-timeout-ms",
         "60000",
         "--replication",
-        "2",
+        "3",
         "--peer-send-queue-bytes",
         "1048576",
     ];
-    let a = Server::start(&[&["--node-id", "a", "--cluster-secret", SECRET][..], &slow].concat());
-    let b = Server::start(
-        &[
-            &[
-                "--node-id",
-                "b",
-                "--cluster-secret",
-                SECRET,
-                "--join",
-                &a.addr,
-            ][..],
-            &slow,
-        ]
-        .concat(),
-    );
-    let nodes = vec![a, b];
-    all_alive(&nodes, &ids(&["a", "b"])).await;
+    let start = |id: &str, join: Option<&str>| {
+        let mut args = vec!["--node-id", id, "--cluster-secret", SECRET];
+        if let Some(addr) = join {
+            args.extend(["--join", addr]);
+        }
+        args.extend_from_slice(&slow);
+        Server::start(&args)
+    };
+    let a = start("a", None);
+    let b = start("b", Some(&a.addr));
+    // A third member keeps the membership whole while a and b, each
+    // cut off from the other, declare each other dead: its gossip tells b
+    // so, and b rejoins (two members alone can stay apart, see README).
+    let c = start("c", Some(&a.addr));
+    let nodes = vec![a, b, c];
+    all_alive(&nodes, &ids(&["a", "b", "c"])).await;
     linked(&nodes).await;
     let r = put(&format!("{}/raw/big/first?w=all", nodes[0].url), b"x").await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
@@ -448,11 +447,11 @@ async fn a_peer_that_stops_reading_is_disconnected_then_resumes_from_its_cursor(
     signal(&nodes[1], "-CONT");
     let last = written - 1;
     let url = format!("{}/raw/big/{last}?local=true", nodes[1].url);
-    // Both sides may have declared the other dead meanwhile: rejoining and
+    // a and b may have declared each other dead meanwhile: rejoining and
     // redialing (backoff up to 5 s) come first.
     wait_for(
         "b caught up after its link was cut",
-        EVENT_DEADLINE * 6,
+        EVENT_DEADLINE * 3,
         async || {
             let r = get(&url).await;
             r.status == 200 && r.body.len() == value.len()

@@ -1,11 +1,11 @@
 //! `Peer`: one link to another node (sdiff's middleman and worker), over a
 //! WebSocket that the web layer owns: it hands the actor each binary frame
-//! ([`FromSocket`]) and writes what the actor asks ([`ToSocket`]). The actor
+//! ([`FromSocket`]) and writes what the actor queues ([`SendQueue`]). The actor
 //! runs the handshake, sends heartbeats on a quiet link, notices a silent
 //! one, and closes the link with one logged reason — garbage, a refusal, a
 //! frame out of place — never a panic.
 //!
-//! What it sends goes through the link's bounded [`SendQueue`]: a peer
+//! The queue is bounded: a peer
 //! that cannot take frames as fast as they come fills it, and the link is
 //! closed as overloaded (the other side redials and resumes from its
 //! cursors) instead of buffering without bound.

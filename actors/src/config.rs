@@ -274,8 +274,16 @@ mod tests {
         let flappy = ClusterConfig {
             heartbeat_interval: Duration::from_millis(1000),
             peer_dead_after: Duration::from_millis(2000),
-            ..ok
+            ..ok.clone()
         };
         assert!(flappy.check().unwrap_err().contains("3 times"));
+        let tiny_queue = ClusterConfig {
+            send_queue_bytes: MIN_SEND_QUEUE_BYTES - 1,
+            ..ok
+        };
+        assert!(tiny_queue
+            .check()
+            .unwrap_err()
+            .contains("--peer-send-queue-bytes"));
     }
 }

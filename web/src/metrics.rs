@@ -119,7 +119,7 @@ impl Metrics {
         let forwarded_reads = Counter::default();
         registry.register(
             "forwarded_reads",
-            "Reads of paths this node neither owns nor watches, answered by an owner",
+            "Reads of paths this node neither owns nor watches, sent to an owner (one per owner tried)",
             forwarded_reads.clone(),
         );
         let replication_streams = Family::<RoleLabel, Gauge>::default();

@@ -10,7 +10,7 @@ use crate::encode::{to_json, ReportJson};
 use crate::error::ApiError;
 use crate::request::{
     body, check_condition_headers, content_type, explicit_time, key_after, none_match_hits,
-    precondition, query, query_u64,
+    precondition, query, query_bool, query_u64,
 };
 use crate::AppState;
 
@@ -47,11 +47,7 @@ pub async fn get(
                 "reading at a past time (?at=) is not served yet".into(),
             ));
         }
-        local = match q.get("local").map(String::as_str) {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(_) => return Err(ApiError::BadRequest("?local must be true or false".into())),
-        };
+        local = query_bool(&q, "local")?.unwrap_or(false);
     }
     check_condition_headers(req.headers())?;
     // In a cluster, a path this node neither owns nor watches is read at an

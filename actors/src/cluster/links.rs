@@ -187,13 +187,13 @@ impl Links {
             .map(|(info, peer)| (info.id, peer.clone()))
     }
 
-    /// The send queue of the link to `node`, if one is up.
-    pub fn queue(&self, node: &str) -> Option<SendGauge> {
+    /// The link to `node` with its send queue's gauge, if one is up.
+    pub fn link_and_queue(&self, node: &str) -> Option<(u64, Addr<Peer>, SendGauge)> {
         self.up
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(node)
-            .map(|(info, _)| info.queue.clone())
+            .map(|(info, peer)| (info.id, peer.clone(), info.queue.clone()))
     }
 
     /// True if a link to `node` is up.

@@ -284,7 +284,10 @@ impl Following {
             match *step {
                 Step::Reset { part, head } => {
                     if let Some(c) = f.parts.get_mut(&part) {
+                        // Not caught up until the snapshot and the log
+                        // after it have come.
                         c.resetting = Some(head);
+                        c.live = false;
                     }
                 }
                 Step::SnapshotDone { part } => {

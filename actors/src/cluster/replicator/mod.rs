@@ -411,9 +411,10 @@ impl Replicator {
                     .map_err(|e| WireError::from(&e)),
                 Err(why) => Err(WireError::Invalid(why)),
             };
-            // Over the link up now: a link that replaced the one the write
-            // came on carries the answer too (the writer waits for it by
-            // node and id).
+            // Over the link up now. If the write's own link went down
+            // meanwhile, the writer has already answered its client (a
+            // link going down fails the forwards it carried) and drops
+            // this answer.
             if let Some(peer) = cluster.links.peer(&from) {
                 peer.do_send(SendFrame(PeerFrame::Forwarded { id, answer }));
             }
@@ -583,10 +584,7 @@ impl Handler<FromPeer> for Replicator {
         let FromPeer { node, link, frame } = msg;
         match frame {
             PeerFrame::Follow { parts } => {
-                let Some((id, peer)) = self.cluster.links.link(&node) else {
-                    return;
-                };
-                let Some(queue) = self.cluster.links.queue(&node) else {
+                let Some((id, peer, queue)) = self.cluster.links.link_and_queue(&node) else {
                     return;
                 };
                 if id != link {

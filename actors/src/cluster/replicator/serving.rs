@@ -79,7 +79,7 @@ fn send_events(
     let mut bytes = 0;
     let total = events.len();
     for (i, (seq, event)) in events.into_iter().enumerate() {
-        bytes += event.value.as_ref().map_or(0, |v| v.len()) + event.path.len() + 64;
+        bytes += wire_weight(&event.path, event.value.as_deref());
         frame.push((seq, event));
         if bytes >= FRAME_BYTES && i + 1 < total {
             let upto = frame.last().map_or(through, |(s, _)| *s);
@@ -103,7 +103,7 @@ fn send_events(
             live,
             events: frame,
         },
-        bytes + 64,
+        bytes + FRAME_OVERHEAD,
     );
 }
 
@@ -253,9 +253,6 @@ impl Serving {
     ) -> Result<bool, NodeError> {
         let mut sent = false;
         let mut waiting = 0;
-        // Bytes handed to each follower's `Peer` this turn (its gauge counts
-        // them only once the `Peer` has queued them).
-        let mut handed: HashMap<String, usize> = HashMap::new();
         for _ in 0..turns {
             if waiting >= self.work.len() {
                 break;
@@ -269,19 +266,17 @@ impl Serving {
             let Some(stream) = f.parts.get(&part).cloned() else {
                 continue;
             };
-            let before = handed.get(&node).copied().unwrap_or(0);
-            if f.queue.queued() + before > high_water {
+            // The gauge counts what `Follower::send` handed over already.
+            let queued = f.queue.queued();
+            if queued > high_water {
                 self.work.push_back((node, part));
                 waiting += 1;
                 continue;
             }
             sent = true;
-            let budget = high_water.max(1) - before.min(high_water);
+            let budget = (high_water - queued).max(1);
             let next = match self.step(local, &node, part, stream, budget, counter) {
-                Ok((next, bytes)) => {
-                    *handed.entry(node.clone()).or_default() += bytes;
-                    next
-                }
+                Ok(next) => next,
                 Err(e) => {
                     self.work.push_back((node, part));
                     return Err(e);
@@ -300,8 +295,7 @@ impl Serving {
     }
 
     /// One page of a stream that is not live, of about `budget` bytes
-    /// at most (one entry at least): where it stands next, and the bytes
-    /// sent.
+    /// at most (one entry at least): where it stands next.
     fn step(
         &mut self,
         local: &Node,
@@ -310,89 +304,89 @@ impl Serving {
         stream: Stream,
         budget: usize,
         counter: &AtomicU64,
-    ) -> Result<(Stream, usize), NodeError> {
+    ) -> Result<Stream, NodeError> {
         let Some(f) = self.followers.get_mut(node) else {
-            return Ok((stream, 0));
+            return Ok(stream);
         };
-        let mut bytes = 0;
-        let next = match stream {
-            Stream::Live { sent } => Stream::Live { sent },
+        match stream {
+            Stream::Live { sent } => Ok(Stream::Live { sent }),
             Stream::Snapshot { head, after } => {
                 let mut page = local.partition_latest(part, after.as_deref(), PAGE_ENTRIES)?;
                 let full = page.len();
-                let (keep, weight) = within(&page, budget);
-                page.truncate(keep);
-                bytes = weight;
-                let done = full < PAGE_ENTRIES && keep == full;
+                page.truncate(within(&page, budget));
+                let done = full < PAGE_ENTRIES && page.len() == full;
                 let last = page.last().map(|s| s.event.path.as_str().to_string());
                 counter.fetch_add(page.len() as u64, Ordering::Relaxed);
                 send_snapshot(f, part, &page, done);
-                if done {
+                Ok(if done {
                     Stream::CatchUp { sent: head }
                 } else {
                     Stream::Snapshot { head, after: last }
-                }
+                })
             }
             Stream::CatchUp { sent } => {
                 let head = local.log_head();
                 if sent > head {
                     // The follower is ahead of this log: it cannot be a
                     // position here.
-                    reset(local, f, part)
-                } else {
-                    let mut page = local.partition_log_until(part, sent, head, PAGE_ENTRIES)?;
-                    let (keep, weight) = within(&page.entries, budget);
-                    if keep < page.entries.len() {
-                        // The rest of the page waits for the next step.
-                        page.through = page.entries[keep - 1].seq.unwrap_or(sent).max(sent);
-                        page.entries.truncate(keep);
-                    }
-                    bytes = weight;
-                    if page.trimmed {
-                        reset(local, f, part)
-                    } else {
-                        let events = page
-                            .entries
-                            .iter()
-                            .filter(|s| s.event.version.node.as_str() != node)
-                            .map(|s| (s.seq.unwrap_or(0), WireEvent::from(&s.event)))
-                            .collect::<Vec<_>>();
-                        if page.through > sent || !events.is_empty() {
-                            send_events(f, part, page.through, false, events, counter);
-                        }
-                        if page.through >= head {
-                            // Caught up: said with a live frame, so the
-                            // follower knows it holds the partition now.
-                            send_events(f, part, head, true, Vec::new(), counter);
-                            Stream::Live { sent: head }
-                        } else {
-                            Stream::CatchUp { sent: page.through }
-                        }
-                    }
+                    return Ok(reset(local, f, part));
                 }
+                let mut page = local.partition_log_until(part, sent, head, PAGE_ENTRIES)?;
+                if page.trimmed {
+                    return Ok(reset(local, f, part));
+                }
+                let keep = within(&page.entries, budget);
+                if keep < page.entries.len() {
+                    // The rest of the page waits for the next step.
+                    page.through = page.entries[keep - 1].seq.unwrap_or(sent).max(sent);
+                    page.entries.truncate(keep);
+                }
+                let events = page
+                    .entries
+                    .iter()
+                    .filter(|s| s.event.version.node.as_str() != node)
+                    .map(|s| (s.seq.unwrap_or(0), WireEvent::from(&s.event)))
+                    .collect::<Vec<_>>();
+                if page.through > sent || !events.is_empty() {
+                    send_events(f, part, page.through, false, events, counter);
+                }
+                if page.through < head {
+                    return Ok(Stream::CatchUp { sent: page.through });
+                }
+                // Caught up: said with a live frame, so the follower knows
+                // it holds the partition now.
+                send_events(f, part, head, true, Vec::new(), counter);
+                Ok(Stream::Live { sent: head })
             }
-        };
-        Ok((next, bytes))
+        }
     }
 }
 
-/// The weight of an entry on the wire, about.
+/// What a frame or an event costs on the wire beyond its path and value,
+/// about.
+const FRAME_OVERHEAD: usize = 64;
+
+/// The weight of an event on the wire, about.
+fn wire_weight(path: &str, value: Option<&[u8]>) -> usize {
+    path.len() + value.map_or(0, <[u8]>::len) + FRAME_OVERHEAD
+}
+
+/// The weight of a stored entry on the wire, about.
 fn weight(s: &crate::store::Stored) -> usize {
-    s.event.value.as_ref().map_or(0, |v| v.len()) + s.event.path.as_str().len() + 64
+    wire_weight(s.event.path.as_str(), s.event.value.as_deref())
 }
 
 /// How many of `page`'s first entries fit in `budget` bytes (one at
-/// least), and their weight.
-fn within(page: &[crate::store::Stored], budget: usize) -> (usize, usize) {
+/// least).
+fn within(page: &[crate::store::Stored], budget: usize) -> usize {
     let mut total = 0;
     for (i, s) in page.iter().enumerate() {
-        let w = weight(s);
-        if i > 0 && total + w > budget {
-            return (i, total);
+        total += weight(s);
+        if i > 0 && total > budget {
+            return i;
         }
-        total += w;
     }
-    (page.len(), total)
+    page.len()
 }
 
 /// Sends a page of `part`'s snapshot to `f` in frames of bounded size
@@ -416,13 +410,16 @@ fn send_snapshot(f: &Follower, part: u16, page: &[crate::store::Stored], done: b
             bytes = 0;
         }
     }
-    f.send(PeerFrame::Snapshot { part, events, done }, bytes + 64);
+    f.send(
+        PeerFrame::Snapshot { part, events, done },
+        bytes + FRAME_OVERHEAD,
+    );
 }
 
 /// Starts a stream over: tells the follower a snapshot comes, then the
 /// log after the head read now.
 fn reset(local: &Node, f: &Follower, part: u16) -> Stream {
     let head = local.log_head();
-    f.send(PeerFrame::Reset { part, head }, 64);
+    f.send(PeerFrame::Reset { part, head }, FRAME_OVERHEAD);
     Stream::Snapshot { head, after: None }
 }

@@ -34,7 +34,7 @@ impl Rng {
     }
 }
 
-/// A write that never panics: `Some(body)` if the write was acked.
+/// A write that never panics: its status, or `None` if no answer came.
 async fn try_put(url: &str, body: &str) -> Option<u16> {
     let res = http()
         .put(url)
@@ -98,13 +98,8 @@ async fn acked_writes_survive_kills_and_cut_links_at_every_owner() {
             "1",
             "--cache-mb",
             "16",
-            "--peer-heartbeat-ms",
-            "100",
-            "--peer-timeout-ms",
-            "1000",
-            "--ack-timeout-ms",
-            "2000",
         ];
+        args.extend_from_slice(&FAST_PEERS);
         let joins: Vec<String> = nodes.iter().map(|s| s.addr.clone()).collect();
         let joins = joins.join(",");
         if i > 0 {
@@ -167,8 +162,10 @@ async fn acked_writes_survive_kills_and_cut_links_at_every_owner() {
             cut(&nodes[other], &[]).await;
         }
         faults += 1;
-        // One fault at a time: the cluster is whole again before the next.
+        // One fault at a time: the cluster is whole again before the next
+        // (every member alive, and every link back, so streams resume).
         all_alive(&nodes, &ids).await;
+        linked(&nodes).await;
     }
     *stop.borrow_mut() = true;
     let mut written = 0;

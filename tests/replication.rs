@@ -9,19 +9,9 @@ use common::*;
 
 const SECRET: &str = "a-cluster-secret-for-tests";
 
-/// Fast heartbeats so that a dead node is noticed within a test's deadline.
-const FAST: [&str; 6] = [
-    "--peer-heartbeat-ms",
-    "100",
-    "--peer-timeout-ms",
-    "1000",
-    "--ack-timeout-ms",
-    "2000",
-];
-
 fn node(id: &str, extra: &[&str]) -> Server {
     let mut args = vec!["--node-id", id, "--cluster-secret", SECRET];
-    args.extend_from_slice(&FAST);
+    args.extend_from_slice(&FAST_PEERS);
     args.extend_from_slice(extra);
     Server::start(&args)
 }
@@ -35,17 +25,6 @@ async fn three() -> Vec<Server> {
     all_alive(&nodes, &ids(&["a", "b", "c"])).await;
     linked(&nodes).await;
     nodes
-}
-
-/// Waits until every node has a link to every other.
-async fn linked(nodes: &[Server]) {
-    let others = (nodes.len() - 1) as f64;
-    for s in nodes {
-        wait_for("links to every other node", EVENT_DEADLINE, async || {
-            metric(s, "spread_peer_links").await == others
-        })
-        .await;
-    }
 }
 
 fn ids(names: &[&str]) -> Vec<String> {
@@ -220,6 +199,26 @@ async fn a_node_that_owns_nothing_forwards_writes_to_an_owner() {
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let r = create(format!("{}/raw/spread/new/x", nodes[1].url)).await;
     r.assert_error(412, "precondition_failed");
+    // A read of a path a neither owns nor watches is answered by b; with
+    // `?local=true` a answers from its own store, where it is not.
+    let owned_by_b = format!("{}/raw/{}", nodes[0].url, forwarded[1]);
+    let before = metric(&nodes[0], "spread_forwarded_reads_total").await;
+    let r = get(&owned_by_b).await;
+    assert_eq!((r.status, r.body.as_ref()), (200, &b"v"[..]));
+    assert!(metric(&nodes[0], "spread_forwarded_reads_total").await > before);
+    get(&format!("{owned_by_b}?local=true"))
+        .await
+        .assert_error(404, "not_found");
+    get(&format!("{owned_by_b}?local=maybe"))
+        .await
+        .assert_error(400, "bad_request");
+    // The fault switch is not served without --fault-injection.
+    send(
+        http().put(format!("{}/cluster/faults", nodes[0].url)),
+        Some(br#"{"cut": ["b"]}"#),
+    )
+    .await
+    .assert_error(404, "not_found");
     // Once b is dead, a owns every partition and coordinates the write.
     let mut nodes = nodes;
     nodes[1].kill9();

@@ -15,6 +15,17 @@ use awc::ws;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 
+/// Peer settings for cluster tests: fast heartbeats, so that a dead node
+/// is noticed within a test's deadline, and a short wait for acks.
+pub const FAST_PEERS: [&str; 6] = [
+    "--peer-heartbeat-ms",
+    "100",
+    "--peer-timeout-ms",
+    "1000",
+    "--ack-timeout-ms",
+    "2000",
+];
+
 /// How long a server may take to start.
 pub const START_DEADLINE: Duration = Duration::from_secs(30);
 /// How long a test waits for any expected event.
@@ -540,6 +551,17 @@ pub async fn all_alive(nodes: &[Server], ids: &[String]) {
         let what = format!("{} members alive everywhere", ids.len());
         wait_for(&what, Duration::from_secs(30), async || {
             members(s).await == want
+        })
+        .await;
+    }
+}
+
+/// Waits until every node has a link to every other.
+pub async fn linked(nodes: &[Server]) {
+    let others = (nodes.len() - 1) as f64;
+    for s in nodes {
+        wait_for("links to every other node", EVENT_DEADLINE, async || {
+            metric(s, "spread_peer_links").await == others
         })
         .await;
     }

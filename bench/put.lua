@@ -2,6 +2,8 @@
 -- Used by bench/http.sh and bench/run.sh; run as
 -- `wrk -s bench/put.lua http://HOST:PORT`. The 10k requests are formatted
 -- once per thread, so the client spends its time sending, not formatting.
+-- An argument after `--` is appended to every path as a query string, e.g.
+-- `wrk -s bench/put.lua http://HOST:PORT -- w=1` writes /raw/bench/k7?w=1.
 
 wrk.method = "PUT"
 wrk.body = string.rep("v", 100)
@@ -20,8 +22,10 @@ local requests = {}
 
 function init(args)
   math.randomseed(os.time() * 1000 + (thread_id or 0))
+  local query = ""
+  if args[1] and args[1] ~= "" then query = "?" .. args[1] end
   for i = 1, 10000 do
-    requests[i] = wrk.format(nil, "/raw/bench/k" .. i)
+    requests[i] = wrk.format(nil, "/raw/bench/k" .. i .. query)
   end
 end
 

@@ -34,9 +34,12 @@
 #             p50/p99/max: spread WebSocket (lazy and flush) vs redis
 #             PUBLISH -> SUBSCRIBE, in ROUNDS interleaved rounds; and one
 #             fdatasync's cost on the data directories' filesystem
-#   cluster   membership of 16 nodes: time to converge, and to declare a
-#             node killed with SIGKILL dead (propagation across nodes: n/a
-#             until replication is built)
+#   cluster   propagation (write at node A -> WebSocket subscriber at node
+#             C, 3 nodes) vs redis pub/sub; replicated durable PUTs (3 nodes,
+#             w=quorum and w=1) vs a 3-member etcd cluster; a forwarded GET
+#             (2 nodes, replication 1) vs the same GET at the owner;
+#             membership of 16 nodes: time to converge, and to declare a
+#             node killed with SIGKILL dead
 #   embedded  cargo bench embedded -- 'get|set_lazy' (Node::get/set vs sled
 #             get/insert), and RSS after loading 1M keys x 100 B into a Node
 #             and into raw sled (the rss binary of bench/embedded)
@@ -669,40 +672,93 @@ workload_latency() {
 # client in the fan-out client: not built yet (its row says so).
 PROP_W="propagation: write at node A -> subscriber at node C, 1 subscriber, $LATENCY_RATE writes/s"
 spread_propagation() { # ROUND
-    local secret=bench-cluster-secret-0123456789 a pa addrs=() i t0
-    for i in a b c; do
-        local join=()
-        [[ -n ${a:-} ]] && join=(--join "$a")
-        start_spread "prop-$i" lazy --node-id "p$i" --cluster-secret "$secret" "${join[@]}" || return 1
-        addrs+=("$SPREAD_ADDR")
-        [[ $i == a ]] && { a=$SPREAD_ADDR; pa=$SPREAD_PID; }
-    done
+    start_spread_cluster prop 3 lazy || return 1
+    run_latency "prop-r$1" spread "${CLUSTER_ADDRS[0]}" "${CLUSTER_PIDS[0]}" "${CLUSTER_ADDRS[2]}"
+}
+
+# Replicated durable writes: three Spread nodes (replication 3, flush: a
+# write is acked once w owners have it on disk) loaded at node A with
+# bench/put.lua, w=quorum and w=1, against a 3-member etcd cluster on this
+# box (its leader's JSON gateway; raft commits after a majority's WAL fsync).
+REPL_W="replicated PUT 100 B to 10k keys, 3 nodes, durable ack"
+spread_replicated_put() { # ROUND W
+    start_spread_cluster "repl-$2-" 3 flush &&
+        spread_wait_writable "${CLUSTER_ADDRS[0]}" &&
+        run_wrk "spread-repl-$2-r$1" "http://${CLUSTER_ADDRS[0]}" -s "$ROOT/bench/put.lua" -- "w=$2"
+}
+# spread_wait_writable ADDR: a w=all write at ADDR succeeds (every owner is
+# linked and takes writes), within 30 s.
+spread_wait_writable() {
+    local t0
     t0=$(now_ms)
-    until cluster_all_alive 3 "${addrs[@]}"; do
-        (($(now_ms) - t0 < 30000)) || { LOAD_ERROR="the three nodes did not converge in 30 s"; return 1; }
+    until printf 'x' | curl -fsS -o /dev/null -X PUT --data-binary @- "http://$1/raw/bench/ready?w=all" 2>/dev/null; do
+        (($(now_ms) - t0 < 30000)) || {
+            LOAD_ERROR="a w=all write at $1 did not succeed within 30 s"
+            return 1
+        }
         sleep 0.05
     done
-    run_latency "prop-r$1" spread "$a" "$pa" "${addrs[2]}"
 }
+etcd_cluster_put_load() { # ROUND
+    start_etcd_cluster &&
+        run_wrk "etcd3-put-r$1" "http://127.0.0.1:$ETCD_PORT" -s "$ROOT/bench/lua/etcd-put.lua"
+}
+
+# Forwarded read: two nodes, replication 1, so a key has one owner and the
+# other node owns nothing of it; the same GET at the owner and at the other
+# node (which forwards it over the peer link): the cost of one hop.
+FWD_W="GET one 100-byte key, 2 nodes, replication 1"
+FWD_OWNER= FWD_OTHER=
+spread_forward_setup() {
+    local a b
+    start_spread_cluster fwd 2 flush --replication 1 && spread_wait_writable "${CLUSTER_ADDRS[0]}" || return 1
+    printf '%s' "$VALUE" | curl -fsS -o /dev/null -X PUT --data-binary @- "http://${CLUSTER_ADDRS[0]}/raw/bench/hot?w=all" || {
+        LOAD_ERROR="the hot key could not be written"
+        return 1
+    }
+    a=$(curl -s -o /dev/null -w '%{http_code}' "http://${CLUSTER_ADDRS[0]}/raw/bench/hot?local=true")
+    b=$(curl -s -o /dev/null -w '%{http_code}' "http://${CLUSTER_ADDRS[1]}/raw/bench/hot?local=true")
+    case "$a$b" in
+    200404) FWD_OWNER=${CLUSTER_ADDRS[0]} FWD_OTHER=${CLUSTER_ADDRS[1]} ;;
+    404200) FWD_OWNER=${CLUSTER_ADDRS[1]} FWD_OTHER=${CLUSTER_ADDRS[0]} ;;
+    *)
+        LOAD_ERROR="?local=true reads answered $a and $b: not one owner and one other"
+        return 1
+        ;;
+    esac
+    [[ $(curl -fsS "http://$FWD_OTHER/raw/bench/hot") == "$VALUE" ]] || {
+        LOAD_ERROR="the forwarded read did not return the value"
+        return 1
+    }
+}
+# fwd_round ROUND: both reads on the same pair of nodes, owner first.
+fwd_round() {
+    local r=$1 settings
+    clear_errors
+    if ! spread_forward_setup; then
+        record_round_na fwd-owner "$FWD_W" spread "at the owner" "$(na_reason)"
+        record_round_na fwd-other "$FWD_W" spread "at the other node (forwarded: one hop)" "$(na_reason)"
+        stop_all
+        return 0
+    fi
+    for settings in owner other; do
+        local url="http://$FWD_OWNER/raw/bench/hot" label="at the owner"
+        [[ $settings == other ]] && url="http://$FWD_OTHER/raw/bench/hot" label="at the other node (forwarded: one hop)"
+        clear_errors
+        if run_wrk "fwd-$settings-r$r" "$url"; then
+            record_round "fwd-$settings" "$FWD_W" spread "$label" "GET /raw/bench/hot, wrk" rps,p50_ms
+        else
+            record_round_na "fwd-$settings" "$FWD_W" spread "$label" "$(na_reason)"
+        fi
+    done
+    stop_all
+}
+
 # Membership of 16 nodes at the default timings (heartbeat 1 s, peer timeout
 # 5 s), small footprint each: nodes 2..16 join node 1; the time from the last
 # start until every node lists 16 alive members, then the time from a SIGKILL
 # until every other node lists that node dead. Goals: <= 2 s and <= 5 s.
 CLUSTER_NODES=${CLUSTER_NODES:-16}
-cluster_urls() { local a; for a in "$@"; do printf 'http://%s/cluster\n' "$a"; done; }
-cluster_all_alive() { # N ADDR...: true if every node lists N members alive (one curl for all)
-    local n=$1
-    shift
-    [[ $(curl -fsS $(cluster_urls "$@") 2>/dev/null |
-        jq -s --argjson n "$n" 'length > 0 and all(.[]; ([.members[] | select(.state == "alive")] | length) == $n)' 2>/dev/null) == true ]]
-}
-cluster_all_dead() { # NODE ADDR...: true if every node lists NODE dead
-    local node=$1
-    shift
-    [[ $(curl -fsS $(cluster_urls "$@") 2>/dev/null |
-        jq -s --arg n "$node" --argjson k "$#" 'length == $k and all(.[]; any(.members[]; .node == $n and .state == "dead"))' 2>/dev/null) == true ]]
-}
-now_ms() { date +%s%3N; }
 workload_cluster() {
     local r
     for ((r = 1; r <= ROUNDS; r++)); do
@@ -710,6 +766,22 @@ workload_cluster() {
         ROUND_W=$PROP_W latency_round prop-redis redis "PUBLISH -> SUBSCRIBE, one node, no persistence" "redis-server redis-cli" redis_latency "$r"
     done
     add_median_rows "$PROP_W"
+    local DURATION=$ROUND_DURATION # seen by run_wrk
+    for ((r = 1; r <= ROUNDS; r++)); do
+        round_log "replicated put" "$r"
+        one_round spread-repl-quorum "$REPL_W" spread "w=quorum, flush (PUT at node A, wrk)" "" "wrk" \
+            spread_replicated_put "$r" quorum
+        one_round spread-repl-1 "$REPL_W" spread "w=1, flush (PUT at node A, wrk)" "" "wrk" \
+            spread_replicated_put "$r" 1
+        one_round etcd3 "$REPL_W" etcd "3 members, POST /v3/kv/put at the leader (JSON gateway, WAL fsync), wrk" "" \
+            "wrk etcd" etcd_cluster_put_load "$r"
+    done
+    add_median_rows "$REPL_W"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        round_log "forwarded read" "$r"
+        fwd_round "$r"
+    done
+    add_median_rows "$FWD_W"
     add_na "$PROP_W" nats "3-server cluster (routes), publish at one, subscribe at another" "not measured yet: the fan-out client speaks no NATS (goal: p99 <= 1.0x NATS)"
     local w="membership, $CLUSTER_NODES nodes" n=$CLUSTER_NODES i addrs=() pids=() t0 conv dead pid
     local secret=bench-cluster-secret-0123456789

@@ -270,16 +270,23 @@ async fn a_node_that_owns_nothing_under_a_watched_prefix_keeps_a_local_copy() {
             !owners.contains(&"e".to_string()) && !owners.contains(&"a".to_string())
         })
         .expect("a prefix owned by neither a nor e");
-    // Something written before the watch: it comes in e's copy too.
+    // Written before the watch: e's client gets it in its snapshot (e's
+    // copy is complete before the snapshot is read), and e then answers
+    // it from its copy.
     let r = put(&format!("{}/raw/{prefix}/old", nodes[1].url), b"before").await;
     assert!(r.status == 201, "{}", String::from_utf8_lossy(&r.body));
     let mut sse = SseClient::open(&format!("{}/sse/{prefix}", nodes[4].url), None).await;
-    sse.until_ready().await;
+    let mut snapshot = sse.until_ready().await;
+    snapshot.pop(); // the `ready` event
+    let paths: Vec<_> = snapshot.iter().map(|e| e.data["path"].clone()).collect();
+    assert_eq!(paths, vec![format!("{prefix}/old")], "{snapshot:?}");
+    assert_eq!(snapshot[0].data["value"], "before");
+    let r = get(&format!("{}/raw/{prefix}/old?local=true", nodes[4].url)).await;
+    assert_eq!(r.status, 200, "e answers from its copy once it is complete");
     wait_for("the watch at an owner", EVENT_DEADLINE, async || {
         metric(&nodes[4], "spread_replication_streams{role=\"watching\"}").await == 1.0
     })
     .await;
-    holds(&nodes[4], &format!("{prefix}/old"), "before").await;
     let r = put(&format!("{}/raw/{prefix}/topic", nodes[0].url), b"hello").await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     // e's subscriber gets the write made at a, and e answers it locally.
@@ -298,6 +305,84 @@ async fn a_node_that_owns_nothing_under_a_watched_prefix_keeps_a_local_copy() {
     })
     .await;
     holds(&nodes[4], &format!("{prefix}/topic"), "hello").await;
+}
+
+#[actix_web::test]
+async fn a_subscription_to_a_prefix_over_every_partition_starts_with_the_whole_state() {
+    // Five nodes, two owners per partition; "lobby" is shallower than the
+    // shard depth, so it covers every partition, held by different owners:
+    // e watches it at several owners, each for its own partitions.
+    let small = ["--replication", "2"];
+    let a = node("a", &small);
+    let mut nodes = vec![a];
+    for id in ["b", "c", "d", "e"] {
+        let mut args = small.to_vec();
+        args.extend_from_slice(&["--join", &nodes[0].addr]);
+        let joined = node(id, &args);
+        nodes.push(joined);
+    }
+    all_alive(&nodes, &ids(&["a", "b", "c", "d", "e"])).await;
+    linked(&nodes).await;
+    let mut written = std::collections::BTreeMap::new();
+    for i in 0..40 {
+        let path = format!("lobby/{i}/topic");
+        let body = format!("v{i}");
+        // Right after the cluster forms, an owner may not follow its
+        // co-owner yet, and a quorum write then answers 503: try again.
+        let url = format!("{}/raw/{path}", nodes[i % 4].url);
+        wait_for(
+            &format!("a quorum write of {path}"),
+            EVENT_DEADLINE,
+            async || {
+                let r = put(&url, body.as_bytes()).await;
+                assert!(
+                    r.status == 201 || r.status == 200 || r.status == 503,
+                    "{}",
+                    String::from_utf8_lossy(&r.body)
+                );
+                r.status != 503
+            },
+        )
+        .await;
+        written.insert(path, body);
+    }
+    let mut ws = WsClient::connect(&nodes[4].ws_url("lobby")).await;
+    let mut snapshot = ws.until_ready().await;
+    snapshot.pop(); // the `ready` frame
+    let got: std::collections::BTreeMap<String, String> = snapshot
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_string(),
+                f["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(got, written, "the snapshot at e is the whole state");
+    assert_eq!(
+        snapshot.len(),
+        written.len(),
+        "each value once: {snapshot:?}"
+    );
+    wait_for("e watching several owners", EVENT_DEADLINE, async || {
+        metric(&nodes[4], "spread_replication_streams{role=\"watching\"}").await >= 2.0
+    })
+    .await;
+    // And e answers every path from its copy.
+    for (path, body) in &written {
+        let r = get(&format!("{}/raw/{path}?local=true", nodes[4].url)).await;
+        assert_eq!((r.status, &r.body[..]), (200, body.as_bytes()), "{path}");
+    }
+    // A write after the snapshot comes as an update.
+    let r = put(&format!("{}/raw/lobby/9/topic", nodes[0].url), b"later").await;
+    assert_eq!(r.status, 200, "an overwrite");
+    loop {
+        let f = ws.next_non_ping().await;
+        if f["path"] == "lobby/9/topic" {
+            assert_eq!(f["value"], "later", "{f}");
+            break;
+        }
+    }
 }
 
 #[actix_web::test]

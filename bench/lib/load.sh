@@ -30,17 +30,29 @@ steal_since() {
 # note_steal: appends "steal N%" to R_NOTE (nothing if R_STEAL is unknown).
 note_steal() { if [[ -n $R_STEAL ]]; then R_NOTE+="steal $R_STEAL%; "; fi; }
 
-# run_wrk TAG URL [wrk args...]: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency.
-# Non-2xx answers, socket errors and the CPU steal go to R_NOTE.
+# run_wrk TAG URL [wrk args...] [-- script args...]: wrk -t$THREADS
+# -c$CONNECTIONS -d$DURATION --latency (the script's arguments go after the
+# URL, where wrk wants them). Non-2xx answers, socket errors and the CPU
+# steal go to R_NOTE.
 run_wrk() {
-    local tag=$1 url=$2 out cpu0 rc=0
+    local tag=$1 url=$2 out cpu0 rc=0 a script_args=() wrk_args=()
     shift 2
+    while (($#)); do
+        a=$1
+        shift
+        if [[ $a == -- ]]; then
+            script_args=(-- "$@")
+            break
+        fi
+        wrk_args+=("$a")
+    done
+    set -- "${wrk_args[@]}"
     reset_results
     out=$WORK/wrk-$tag.txt
     no_other_load
-    log "$tag: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency $* $url"
+    log "$tag: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency $* $url ${script_args[*]}"
     cpu0=$(cpu_stat)
-    timeout $((DURATION + 60)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url" >"$out" 2>&1 || rc=$?
+    timeout $((DURATION + 60)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url" "${script_args[@]}" >"$out" 2>&1 || rc=$?
     steal_since "$cpu0"
     if ((rc != 0)); then
         LOAD_ERROR="wrk failed: $(tail -n 2 "$out" | tr '\n' ' ')"

@@ -84,6 +84,51 @@ start_spread() {
     log "spread ($tag, $mode) pid $SPREAD_PID on $SPREAD_ADDR"
 }
 
+# start_spread_cluster TAG N DURABILITY [extra serve args...]: N nodes (ids
+# TAG1..TAGN) joined to the first, with a shared cluster secret; returns once
+# every node lists N members alive (30 s at most). Sets CLUSTER_ADDRS and
+# CLUSTER_PIDS (first node first).
+CLUSTER_ADDRS=() CLUSTER_PIDS=()
+start_spread_cluster() {
+    local tag=$1 n=$2 mode=$3 i t0
+    shift 3
+    CLUSTER_ADDRS=() CLUSTER_PIDS=()
+    for ((i = 1; i <= n; i++)); do
+        local join=()
+        ((i > 1)) && join=(--join "${CLUSTER_ADDRS[0]}")
+        start_spread "$tag$i" "$mode" --node-id "$tag$i" --cluster-secret bench-cluster-secret-0123456789 \
+            "$@" "${join[@]}" || return 1
+        CLUSTER_ADDRS+=("$SPREAD_ADDR")
+        CLUSTER_PIDS+=("$SPREAD_PID")
+    done
+    t0=$(now_ms)
+    until cluster_all_alive "$n" "${CLUSTER_ADDRS[@]}"; do
+        (($(now_ms) - t0 < 30000)) || {
+            START_ERROR="the $n nodes of $tag did not converge in 30 s"
+            return 1
+        }
+        sleep 0.05
+    done
+}
+
+now_ms() { date +%s%3N; }
+# cluster_urls ADDR...: the /cluster URL of each node.
+cluster_urls() { local a; for a in "$@"; do printf 'http://%s/cluster\n' "$a"; done; }
+# cluster_all_alive N ADDR...: true if every node lists N members alive (one curl for all).
+cluster_all_alive() {
+    local n=$1
+    shift
+    [[ $(curl -fsS $(cluster_urls "$@") 2>/dev/null |
+        jq -s --argjson n "$n" 'length > 0 and all(.[]; ([.members[] | select(.state == "alive")] | length) == $n)' 2>/dev/null) == true ]]
+}
+# cluster_all_dead NODE ADDR...: true if every node lists NODE dead.
+cluster_all_dead() {
+    local node=$1
+    shift
+    [[ $(curl -fsS $(cluster_urls "$@") 2>/dev/null |
+        jq -s --arg n "$node" --argjson k "$#" 'length == $k and all(.[]; any(.members[]; .node == $n and .state == "dead"))' 2>/dev/null) == true ]]
+}
+
 # --- nginx ---------------------------------------------------------------------
 NGINX_PID= NGINX_PORT= NGINX_TLS_PORT=
 
@@ -206,6 +251,61 @@ start_etcd_once() {
         "etcd ${args[*]//$WORK/\$TMP}
 # defaults kept: WAL fsync before every ack (no --unsafe-no-fsync), GOMAXPROCS = $(nproc)"
     log "etcd pid $ETCD_PID on 127.0.0.1:$ETCD_PORT"
+}
+
+# start_etcd_cluster: three etcd members on this box (default durability),
+# each with its own data directory; ETCD_PORT is the leader's client port
+# (the member that takes writes without a hop: etcd's best case).
+start_etcd_cluster() { start_retrying start_etcd_cluster_once; }
+start_etcd_cluster_once() {
+    local i p ports=() initial= out args pid leader
+    for ((i = 0; i < 6; i++)); do
+        p=$(free_port) || {
+            START_ERROR="etcd cluster: no free port"
+            return 1
+        }
+        ports+=("$p")
+    done
+    if (($(printf '%s\n' "${ports[@]}" | sort -u | wc -l) != 6)); then
+        START_ERROR="etcd cluster: free_port gave one port twice" PORT_TAKEN=1
+        return 1
+    fi
+    for i in 0 1 2; do initial+="${initial:+,}e$i=http://127.0.0.1:${ports[i * 2 + 1]}"; done
+    ETCD_PIDS=()
+    for i in 0 1 2; do
+        rm -rf "$WORK/etcd-e$i"
+        mkdir -p "$WORK/etcd-e$i"
+        out=$WORK/etcd-e$i.log
+        args=(--name "e$i" --data-dir "$WORK/etcd-e$i"
+            --listen-client-urls "http://127.0.0.1:${ports[i * 2]}"
+            --advertise-client-urls "http://127.0.0.1:${ports[i * 2]}"
+            --listen-peer-urls "http://127.0.0.1:${ports[i * 2 + 1]}"
+            --initial-advertise-peer-urls "http://127.0.0.1:${ports[i * 2 + 1]}"
+            --initial-cluster "$initial" --initial-cluster-state new
+            --initial-cluster-token bench --logger zap --log-level warn)
+        etcd "${args[@]}" >"$out" 2>&1 &
+        pid=$!
+        track "$pid"
+        ETCD_PIDS+=("$pid")
+    done
+    for i in 0 1 2; do
+        wait_until "$START_DEADLINE" "${ETCD_PIDS[i]}" curl -fsS -o /dev/null "http://127.0.0.1:${ports[i * 2]}/health" ||
+            fail_start "etcd member e$i" "$WORK/etcd-e$i.log" || return 1
+    done
+    ETCD_PORT=
+    for i in 0 1 2; do
+        leader=$(curl -fsS -X POST "http://127.0.0.1:${ports[i * 2]}/v3/maintenance/status" -d '{}' |
+            jq -r 'if .header.member_id == .leader then "yes" else "no" end' 2>/dev/null)
+        [[ $leader == yes ]] && ETCD_PORT=${ports[i * 2]}
+    done
+    if [[ -z $ETCD_PORT ]]; then
+        START_ERROR="etcd cluster: no member says it leads"
+        return 1
+    fi
+    settings_note etcd-cluster "etcd $(etcd --version | awk '/etcd Version/ { print $3 }') (3 members on this box, JSON gateway at the leader)" \
+        "etcd ${args[*]//$WORK/\$TMP}   # and e0, e1 alike
+# defaults kept: WAL fsync before every ack, GOMAXPROCS = $(nproc)"
+    log "etcd cluster pids ${ETCD_PIDS[*]}; leader's client port $ETCD_PORT"
 }
 
 # etcd_put KEY VALUE: one write through the JSON gateway.

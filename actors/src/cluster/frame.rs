@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::wire::{WireError, WireEvent, WireReport, WireWrite};
 
 /// The version of this protocol; both ends of a link must speak the same.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// (2: `Watch` names the partitions it wants, and `WatchReady` marks the
+/// end of a watch's snapshot.)
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame a link accepts (a batch of events with big values fits).
 pub const MAX_FRAME_BYTES: usize = 32 << 20;
@@ -118,11 +120,16 @@ pub enum PeerFrame {
         /// The events.
         events: Vec<(String, u64)>,
     },
-    /// Interest: stream the latest values under `prefix` to the sender (a
-    /// snapshot, then every change), which keeps a copy for its clients.
+    /// Interest: stream the latest values under `prefix` in partitions
+    /// `parts` to the sender (a snapshot, `WatchReady`, then every change),
+    /// which keeps a copy for its clients. A new `Watch` of the same prefix
+    /// replaces the last (a fresh snapshot of the new partitions).
     Watch {
         /// The prefix.
         prefix: String,
+        /// The partitions wanted from this owner (the watcher asks each
+        /// partition of one owner only).
+        parts: Vec<u16>,
     },
     /// Interest: stop streaming `prefix` to the sender.
     Unwatch {
@@ -135,6 +142,15 @@ pub enum PeerFrame {
         prefix: String,
         /// The events.
         events: Vec<WireEvent>,
+    },
+    /// Interest: the snapshot of `prefix` is out, and the sender is caught
+    /// up on the partitions watched: what came before is a complete copy,
+    /// what follows is live.
+    WatchReady {
+        /// The prefix.
+        prefix: String,
+        /// The partitions of the `Watch` this answers.
+        parts: Vec<u16>,
     },
     /// Interest: the stream of `prefix` ended (the watcher may ask again).
     WatchEnded {
@@ -214,6 +230,7 @@ impl PeerFrame {
             PeerFrame::Watch { .. } => "watch",
             PeerFrame::Unwatch { .. } => "unwatch",
             PeerFrame::Watched { .. } => "watched",
+            PeerFrame::WatchReady { .. } => "watch-ready",
             PeerFrame::WatchEnded { .. } => "watch-ended",
             PeerFrame::Read { .. } => "read",
             PeerFrame::ReadAnswer { .. } => "read-answer",
@@ -256,6 +273,14 @@ mod tests {
             },
             PeerFrame::Ack {
                 events: vec![("a/b".into(), 5)],
+            },
+            PeerFrame::Watch {
+                prefix: "rooms".into(),
+                parts: vec![3, 9],
+            },
+            PeerFrame::WatchReady {
+                prefix: "rooms".into(),
+                parts: vec![3, 9],
             },
             PeerFrame::Forwarded {
                 id: 3,

@@ -231,6 +231,7 @@ impl Peer {
             | PeerFrame::Watch { .. }
             | PeerFrame::Unwatch { .. }
             | PeerFrame::Watched { .. }
+            | PeerFrame::WatchReady { .. }
             | PeerFrame::WatchEnded { .. }
             | PeerFrame::Read { .. }
             | PeerFrame::Forward { .. }) => {

@@ -144,7 +144,7 @@ pub async fn read(
     let part = node.partition_of(path) as u16;
     let placement = cluster.placement();
     let local = || Ok(node.get_path(path)?.map(|s| s.event));
-    if cluster.serves_reads(&placement, part) || node.interest().covers(path) {
+    if cluster.serves_reads(&placement, part) || node.interest().serves(path) {
         return local();
     }
     let me = cluster.identity.node.as_str();

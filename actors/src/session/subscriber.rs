@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::initial::send_initial;
+use super::interest::Readiness;
 use super::outbox::{Outbox, PushError};
 use super::StreamItem;
 use crate::engine::hub::{Change, Deliver, Hub, HubStats, SubscriberId};
@@ -190,20 +191,63 @@ impl Handler<Subscribe> for Subscriber {
             generation,
             pending: Vec::new(),
         });
-        if self.counts_interest {
-            self.ctx.interest.add(&msg.prefix);
+        let readiness = if self.counts_interest {
+            self.ctx.interest.add(&msg.prefix)
+        } else {
+            Readiness::Now
+        };
+        match readiness {
+            Readiness::Now => self.start(generation, msg.prefix, msg.since, ctx),
+            // In a cluster, the snapshot waits for this node's copy of the
+            // prefix to be complete (or the deadline: then it is what the
+            // node holds, and the rest comes as updates).
+            Readiness::Wait(ready, deadline) => {
+                let Subscribe { prefix, since } = msg;
+                ctx.spawn(tokio::time::timeout(deadline, ready).into_actor(self).map(
+                    move |waited, act, ctx| {
+                        if waited.is_err() {
+                            log::info!(
+                                "session {}: the copy of '{prefix}' is not complete after \
+                                     {deadline:?}; its snapshot is what this node holds",
+                                act.id
+                            );
+                        }
+                        act.start(generation, prefix, since, ctx);
+                    },
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Subscriber {
+    /// Registers subscription `generation` (if it still exists) with the
+    /// hub and sends its snapshot or replay.
+    fn start(
+        &mut self,
+        generation: u64,
+        prefix: Path,
+        since: Option<String>,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self
+            .subscriptions
+            .iter()
+            .any(|s| s.generation == generation)
+        {
+            return;
         }
         // The cut: every change after `head` arrives in this mailbox.
         let head = self
             .ctx
             .hub
-            .register(self.id, ctx.address().recipient(), &msg.prefix);
-        let prefix = msg.prefix.clone();
+            .register(self.id, ctx.address().recipient(), &prefix);
         let initial = send_initial(
             self.ctx.clone(),
             self.outbox.clone(),
-            msg.prefix,
-            msg.since,
+            prefix.clone(),
+            since,
             head,
         );
         ctx.spawn(
@@ -216,7 +260,6 @@ impl Handler<Subscribe> for Subscriber {
                     Err(PushError::Failed(detail)) => act.fail(prefix, detail, ctx),
                 }),
         );
-        Ok(())
     }
 }
 

@@ -15,9 +15,10 @@
 
 mod following;
 mod serving;
+mod watch_stream;
 mod watching;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,8 @@ use actix::prelude::*;
 
 use self::following::Following;
 use self::serving::Serving;
-use self::watching::{Served, Watches};
+use self::watch_stream::WatchStream;
+use self::watching::{Serve, Served, Watches};
 use super::frame::PeerFrame;
 use super::peer::{SendFrame, Shut};
 use super::wire::{WireError, WireReport};
@@ -35,7 +37,7 @@ use crate::engine::tap::Committed;
 use crate::error::NodeError;
 use crate::model::{version::wall_micros, Event, Path, Version};
 use crate::session::interest::InterestChanged;
-use crate::session::{StreamItem, Subscribe};
+use crate::session::Subscribe;
 use crate::Node;
 
 /// Pages a turn of catching up reads before other messages are handled.
@@ -79,6 +81,21 @@ pub struct LinkDown {
     pub link: u64,
 }
 
+/// What a watched owner sent, kept in the order it came.
+enum WatchedItem {
+    /// Values to keep.
+    Events(Vec<super::wire::WireEvent>),
+    /// The owner's snapshot of these partitions is out.
+    Ready(Vec<u16>),
+}
+
+/// The frames of watches from one owner, kept one at a time.
+#[derive(Default)]
+struct WatchedQueue {
+    items: VecDeque<(u64, Path, WatchedItem)>,
+    keeping: bool,
+}
+
 /// Read a few more pages for streams catching up.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -92,6 +109,8 @@ pub struct Replicator {
     following: Following,
     watches: Watches,
     served: Served,
+    /// By owner, what its watches sent that is still to be kept.
+    watched: HashMap<String, WatchedQueue>,
     next_watch: u64,
     pumping: bool,
 }
@@ -106,6 +125,7 @@ impl Replicator {
             following: Following::default(),
             watches: Watches::default(),
             served: Served::default(),
+            watched: HashMap::new(),
             next_watch: 0,
             pumping: false,
         }
@@ -153,19 +173,31 @@ impl Replicator {
     }
 
     /// Watches at owners what this node's clients watch and it does not
-    /// own; stops the watches nobody needs.
+    /// own; stops the watches nobody needs; marks the prefixes whose copy
+    /// is complete ready.
     fn refresh_watches(&mut self) {
         let placement = self.cluster.placement();
-        let watched = self.node.interest().watched();
+        let interest = self.node.interest();
+        let watched = interest.watched();
         let changes = self
             .watches
             .refresh(&self.cluster, self.node.layout(), &placement, &watched);
-        for (owner, prefix) in changes.watch {
+        for (owner, prefix, parts) in changes.watch {
             if let Some(peer) = self.cluster.links.peer(&owner) {
-                log::debug!("watching '{prefix}' at '{owner}'");
+                log::debug!(
+                    "watching '{prefix}' at '{owner}' ({} partitions)",
+                    parts.len()
+                );
                 peer.do_send(SendFrame(PeerFrame::Watch {
                     prefix: prefix.as_str().to_string(),
+                    parts,
                 }));
+            }
+        }
+        for prefix in changes.complete {
+            if !interest.is_ready(&prefix) {
+                log::debug!("the copy of '{prefix}' is complete");
+                interest.set_ready(&prefix);
             }
         }
         for (owner, prefix) in changes.unwatch {
@@ -177,110 +209,150 @@ impl Replicator {
         }
     }
 
-    /// Serves `node`'s watch of `prefix` over link `link`: a session of this
-    /// node subscribed to it, streamed as `Watched` frames.
-    fn serve_watch(&mut self, node: String, link: u64, prefix: Path, ctx: &mut Context<Self>) {
-        let key = (node.clone(), prefix.clone());
-        if self.served.streams.get(&key).is_some_and(|s| s.0 == link) {
+    /// Serves `node`'s watch of `prefix` in partitions `parts` over link
+    /// `link`: a session of this node subscribed to it, streamed as
+    /// `Watched` frames (see `watch_stream`). A watch of the same prefix
+    /// over the same link and of the same partitions is already served.
+    fn serve_watch(
+        &mut self,
+        (node, link): (String, u64),
+        prefix: Path,
+        mut parts: Vec<u16>,
+        ctx: &mut Context<Self>,
+    ) {
+        parts.sort_unstable();
+        parts.dedup();
+        let partitions = self.node.layout().partitions();
+        if parts.iter().any(|&p| usize::from(p) >= partitions as usize) {
+            log::warn!("a watch from '{node}' of '{prefix}' names a partition this layout lacks");
             return;
         }
-        if let Some((_, handle, _)) = self.served.streams.remove(&key) {
-            ctx.cancel_future(handle);
+        let key = (node.clone(), prefix.clone());
+        if self
+            .served
+            .streams
+            .get(&key)
+            .is_some_and(|s| s.link == link && s.parts == parts)
+        {
+            return;
+        }
+        if let Some(old) = self.served.streams.remove(&key) {
+            ctx.cancel_future(old.task);
         }
         let session = self.node.open_peer_session();
         session.actor.do_send(Subscribe {
             prefix: prefix.clone(),
             since: None,
         });
-        let cluster = self.cluster.clone();
-        let (from, name) = (node.clone(), prefix.as_str().to_string());
-        let stream = session.stream;
         self.next_watch += 1;
         let id = self.next_watch;
-        let work = async move {
-            use futures_util::StreamExt;
-            let mut chunks = stream.ready_chunks(256);
-            let peer = || {
-                cluster
-                    .links
-                    .link(&from)
-                    .filter(|(now, _)| *now == link)
-                    .map(|(_, p)| p)
-            };
-            while let Some(items) = chunks.next().await {
-                let mut events = Vec::new();
-                let mut end = false;
-                for item in items {
-                    match item {
-                        StreamItem::Snapshot(c) | StreamItem::Update(c) => {
-                            events.push(super::wire::WireEvent::from(&*c.event))
-                        }
-                        StreamItem::Lagged | StreamItem::Failed { .. } => end = true,
-                        _ => {}
-                    }
-                }
-                let Some(peer) = peer() else {
-                    return;
-                };
-                cluster
-                    .links
-                    .stats
-                    .events_sent
-                    .fetch_add(events.len() as u64, Ordering::Relaxed);
-                if !events.is_empty() {
-                    peer.do_send(SendFrame(PeerFrame::Watched {
-                        prefix: name.clone(),
-                        events,
-                    }));
-                }
-                if end {
-                    break;
-                }
-            }
-            if let Some(peer) = peer() {
-                peer.do_send(SendFrame(PeerFrame::WatchEnded { prefix: name }));
-            }
-        };
-        let handle = ctx.spawn(work.into_actor(self).map(move |_, this, _| {
-            if this.served.streams.get(&key).is_some_and(|s| s.2 == id) {
+        let work = WatchStream {
+            node: self.node.clone(),
+            cluster: self.cluster.clone(),
+            to: node.clone(),
+            link,
+            prefix: prefix.as_str().to_string(),
+            parts: parts.clone(),
+            high_water: self.cluster.config.send_queue_bytes / 4,
+        }
+        .run(session.stream);
+        let task = ctx.spawn(work.into_actor(self).map(move |_, this, _| {
+            if this.served.streams.get(&key).is_some_and(|s| s.id == id) {
                 this.served.streams.remove(&key);
             }
         }));
-        self.served
-            .streams
-            .insert((node, prefix), (link, handle, id));
+        self.served.streams.insert(
+            (node, prefix),
+            Serve {
+                link,
+                parts,
+                task,
+                id,
+            },
+        );
     }
 
-    /// Keeps what a watched owner streams, for this node's clients.
-    fn keep_watched(
+    /// Queues what a watched owner sent over `link`, if this node asked it
+    /// for `prefix` there (anything else is dropped), and keeps it in turn.
+    fn watched_from(
         &mut self,
-        from: String,
-        events: Vec<super::wire::WireEvent>,
+        (from, link): (String, u64),
+        prefix: &str,
+        item: WatchedItem,
         ctx: &mut Context<Self>,
     ) {
-        let node = self.node.clone();
-        let cluster = self.cluster.clone();
-        let work = async move {
-            let mut merges = Vec::new();
-            for wire in events {
-                match Event::try_from(wire) {
-                    Ok(event) => merges.push(node.merge(event)),
-                    Err(why) => log::warn!("a watched event from '{from}' left out: {why}"),
-                }
+        let prefix = match Path::parse(prefix) {
+            Ok(p) if self.watches.asked(&from, link, &p) => p,
+            Ok(p) => {
+                log::debug!("'{from}' sent '{p}', which this node did not ask it to watch");
+                return;
             }
-            let n = merges.len() as u64;
-            for result in futures_util::future::join_all(merges).await {
-                if let Err(e) = result {
-                    log::warn!("keeping a watched event from '{from}': {e}");
-                }
+            Err(e) => {
+                log::warn!("'{from}' sent a watch of a bad prefix: {e}");
+                return;
             }
-            cluster
-                .links
-                .stats
-                .events_merged
-                .fetch_add(n, Ordering::Relaxed);
         };
-        ctx.spawn(work.into_actor(self));
+        let queue = self.watched.entry(from.clone()).or_default();
+        queue.items.push_back((link, prefix, item));
+        if !queue.keeping {
+            self.keep_watched(from, ctx);
+        }
+    }
+
+    /// Keeps the next of what `from`'s watches sent: values are merged
+    /// into this node's store (through its partitions, so its clients get
+    /// them as changes), and a `WatchReady` counts only once what came
+    /// before it is kept.
+    fn keep_watched(&mut self, from: String, ctx: &mut Context<Self>) {
+        loop {
+            let Some(queue) = self.watched.get_mut(&from) else {
+                return;
+            };
+            let Some((link, prefix, item)) = queue.items.pop_front() else {
+                queue.keeping = false;
+                self.watched.remove(&from);
+                return;
+            };
+            queue.keeping = true;
+            match item {
+                WatchedItem::Ready(parts) => {
+                    self.watches.ready(&from, link, &prefix, &parts);
+                    self.refresh_watches();
+                }
+                WatchedItem::Events(events) => {
+                    let node = self.node.clone();
+                    let cluster = self.cluster.clone();
+                    let who = from.clone();
+                    let work = async move {
+                        let mut merges = Vec::new();
+                        for wire in events {
+                            match Event::try_from(wire) {
+                                Ok(event) => merges.push(node.merge(event)),
+                                Err(why) => {
+                                    log::warn!("a watched event from '{who}' left out: {why}")
+                                }
+                            }
+                        }
+                        let n = merges.len() as u64;
+                        for result in futures_util::future::join_all(merges).await {
+                            if let Err(e) = result {
+                                log::warn!("keeping a watched event from '{who}': {e}");
+                            }
+                        }
+                        cluster
+                            .links
+                            .stats
+                            .events_merged
+                            .fetch_add(n, Ordering::Relaxed);
+                    };
+                    ctx.spawn(
+                        work.into_actor(self)
+                            .map(move |(), this, ctx| this.keep_watched(from, ctx)),
+                    );
+                    return;
+                }
+            }
+        }
     }
 
     fn pump_soon(&mut self, ctx: &mut Context<Self>) {
@@ -472,7 +544,11 @@ impl Actor for Replicator {
         ctx.set_mailbox_capacity(TAP_MAILBOX);
         let _ = self.cluster.replicator.set(ctx.address());
         self.node.tap().attach(ctx.address().recipient());
-        self.node.interest().attach(ctx.address().recipient());
+        // A client's snapshot waits this long at most for the copy of its
+        // prefix (as a write waits for its owners).
+        self.node
+            .interest()
+            .attach(ctx.address().recipient(), self.cluster.config.ack_timeout);
         let every = (self.cluster.config.heartbeat_interval / 2).max(Duration::from_millis(20));
         ctx.run_interval(every, |this, ctx| {
             if this.node.tap().take_lost() {
@@ -563,12 +639,12 @@ impl Handler<LinkDown> for Replicator {
             .served
             .streams
             .iter()
-            .filter(|((node, _), s)| *node == msg.node && s.0 == msg.link)
+            .filter(|((node, _), s)| *node == msg.node && s.link == msg.link)
             .map(|(k, _)| k.clone())
             .collect();
         for key in gone {
-            if let Some((_, handle, _)) = self.served.streams.remove(&key) {
-                ctx.cancel_future(handle);
+            if let Some(old) = self.served.streams.remove(&key) {
+                ctx.cancel_future(old.task);
             }
         }
         if let Err(e) = self.following.drop_link(&self.node, &msg.node, msg.link) {
@@ -620,18 +696,23 @@ impl Handler<FromPeer> for Replicator {
                     peer.do_send(SendFrame(PeerFrame::ReadAnswer { id, answer }));
                 }
             }
-            PeerFrame::Watch { prefix } => match Path::parse(&prefix) {
-                Ok(prefix) => self.serve_watch(node, link, prefix, ctx),
+            PeerFrame::Watch { prefix, parts } => match Path::parse(&prefix) {
+                Ok(prefix) => self.serve_watch((node, link), prefix, parts, ctx),
                 Err(e) => log::warn!("a watch from '{node}' of a bad prefix: {e}"),
             },
             PeerFrame::Unwatch { prefix } => {
                 if let Ok(prefix) = Path::parse(&prefix) {
-                    if let Some((_, handle, _)) = self.served.streams.remove(&(node, prefix)) {
-                        ctx.cancel_future(handle);
+                    if let Some(old) = self.served.streams.remove(&(node, prefix)) {
+                        ctx.cancel_future(old.task);
                     }
                 }
             }
-            PeerFrame::Watched { events, .. } => self.keep_watched(node, events, ctx),
+            PeerFrame::Watched { prefix, events } => {
+                self.watched_from((node, link), &prefix, WatchedItem::Events(events), ctx)
+            }
+            PeerFrame::WatchReady { prefix, parts } => {
+                self.watched_from((node, link), &prefix, WatchedItem::Ready(parts), ctx)
+            }
             PeerFrame::WatchEnded { prefix } => {
                 if let Ok(prefix) = Path::parse(&prefix) {
                     self.watches.ended(&node, &prefix);

@@ -27,7 +27,7 @@ use crate::Node;
 const PAGE_ENTRIES: usize = 256;
 
 /// Value bytes after which a frame of events is sent and another begun.
-const FRAME_BYTES: usize = 1 << 20;
+pub(super) const FRAME_BYTES: usize = 1 << 20;
 
 /// Where one partition's stream to one follower stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -364,10 +364,10 @@ impl Serving {
 
 /// What a frame or an event costs on the wire beyond its path and value,
 /// about.
-const FRAME_OVERHEAD: usize = 64;
+pub(super) const FRAME_OVERHEAD: usize = 64;
 
 /// The weight of an event on the wire, about.
-fn wire_weight(path: &str, value: Option<&[u8]>) -> usize {
+pub(super) fn wire_weight(path: &str, value: Option<&[u8]>) -> usize {
     path.len() + value.map_or(0, <[u8]>::len) + FRAME_OVERHEAD
 }
 

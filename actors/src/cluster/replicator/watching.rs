@@ -4,10 +4,14 @@
 //!
 //! The watcher picks, for each partition the prefix covers and it does not
 //! own, the first owner it has a link to, and asks each owner picked once
-//! (`Watch`). The owner serves the watch as a client subscription of its
-//! own (a snapshot, then every change), which is how replication and
-//! client streams share one mechanism. Watches follow links and placement:
-//! checked at each change of interest and a few times a second.
+//! for the partitions it was picked for (`Watch`), so each partition comes
+//! from one owner. The owner serves the watch as a client subscription of
+//! its own (a snapshot, `WatchReady`, then every change), which is how
+//! replication and client streams share one mechanism. The copy of a
+//! prefix is complete, and the interest in it marked ready, once every
+//! partition it covers is owned here (and caught up) or its owner's
+//! snapshot has been kept. Watches follow links and placement: checked at
+//! each change of interest and a few times a second.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -17,20 +21,32 @@ use crate::cluster::placement::Placement;
 use crate::cluster::Cluster;
 use crate::model::{Layout, Path};
 
-/// The watches this node asked for: by prefix, the owners asked and over
-/// which link.
-#[derive(Default)]
-pub(super) struct Watches {
-    asked: HashMap<Path, HashMap<String, u64>>,
+/// One owner asked for a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Asked {
+    /// The link the watch was asked over.
+    link: u64,
+    /// The partitions asked of this owner.
+    parts: Vec<u16>,
+    /// Its snapshot of them has been kept.
+    ready: bool,
 }
 
-/// What to ask and to stop asking.
+/// The watches this node asked for: by prefix, the owners asked.
+#[derive(Default)]
+pub(super) struct Watches {
+    asked: HashMap<Path, HashMap<String, Asked>>,
+}
+
+/// What to ask and to stop asking, and which copies are complete.
 #[derive(Default, Debug)]
 pub(super) struct WatchChanges {
-    /// (owner, prefix) to watch.
-    pub watch: Vec<(String, Path)>,
+    /// (owner, prefix, partitions) to watch.
+    pub watch: Vec<(String, Path, Vec<u16>)>,
     /// (owner, prefix) to stop watching.
     pub unwatch: Vec<(String, Path)>,
+    /// Prefixes whose copy here is complete.
+    pub complete: Vec<Path>,
 }
 
 impl Watches {
@@ -56,30 +72,31 @@ impl Watches {
             keep
         });
         for prefix in watched {
-            let mut desired: HashMap<String, u64> = HashMap::new();
+            let asked = self.asked.entry(prefix.clone()).or_default();
+            let mut complete = true;
+            let mut desired: HashMap<String, (u64, Vec<u16>)> = HashMap::new();
             for part in layout.covering(prefix).iter() {
                 if placement.owns(me, part) {
+                    complete &= cluster.serves_reads(placement, part);
                     continue;
                 }
-                let asked = self.asked.get(prefix);
-                // Keep an owner already asked while its link lasts.
+                // Keep the owner already asked for this partition while its
+                // link lasts.
                 let kept = placement.owners(part).find_map(|o| {
-                    let link = *asked?.get(o)?;
-                    (cluster.links.link(o)?.0 == link).then(|| (o.to_string(), link))
+                    let a = asked.get(o)?;
+                    let (link, _) = cluster.links.link(o)?;
+                    (link == a.link && a.parts.contains(&part)).then(|| (o.to_string(), link))
                 });
                 let chosen = kept.or_else(|| {
                     placement
                         .owners(part)
                         .find_map(|o| cluster.links.link(o).map(|(id, _)| (o.to_string(), id)))
                 });
-                if let Some((owner, link)) = chosen {
-                    desired.insert(owner, link);
-                }
-            }
-            let asked = self.asked.entry(prefix.clone()).or_default();
-            for (owner, link) in &desired {
-                if asked.get(owner) != Some(link) {
-                    changes.watch.push((owner.clone(), prefix.clone()));
+                match chosen {
+                    Some((owner, link)) => {
+                        desired.entry(owner).or_insert((link, vec![])).1.push(part)
+                    }
+                    None => complete = false,
                 }
             }
             for owner in asked.keys() {
@@ -87,9 +104,50 @@ impl Watches {
                     changes.unwatch.push((owner.clone(), prefix.clone()));
                 }
             }
-            *asked = desired;
+            asked.retain(|owner, _| desired.contains_key(owner));
+            for (owner, (link, parts)) in desired {
+                let same = asked
+                    .get(&owner)
+                    .is_some_and(|a| a.link == link && a.parts == parts);
+                if !same {
+                    changes
+                        .watch
+                        .push((owner.clone(), prefix.clone(), parts.clone()));
+                    asked.insert(
+                        owner,
+                        Asked {
+                            link,
+                            parts,
+                            ready: false,
+                        },
+                    );
+                }
+            }
+            if complete && asked.values().all(|a| a.ready) {
+                changes.complete.push(prefix.clone());
+            }
         }
         changes
+    }
+
+    /// True if this node asked `owner` over `link` for `prefix` (what else
+    /// arrives is not kept).
+    pub fn asked(&self, owner: &str, link: u64, prefix: &Path) -> bool {
+        self.asked
+            .get(prefix)
+            .and_then(|owners| owners.get(owner))
+            .is_some_and(|a| a.link == link)
+    }
+
+    /// `owner`'s snapshot of `parts` under `prefix`, sent over `link`, has
+    /// been kept. (A readiness of an earlier watch, of other partitions or
+    /// over another link, counts for nothing.)
+    pub fn ready(&mut self, owner: &str, link: u64, prefix: &Path, parts: &[u16]) {
+        if let Some(a) = self.asked.get_mut(prefix).and_then(|o| o.get_mut(owner)) {
+            if a.link == link && a.parts == parts {
+                a.ready = true;
+            }
+        }
     }
 
     /// `owner` ended its stream of `prefix`: ask again at the next refresh.
@@ -105,10 +163,21 @@ impl Watches {
     }
 }
 
-/// The watches this node serves: by (watcher, prefix), the link and the
-/// task streaming it.
+/// A watch this node serves.
+pub(super) struct Serve {
+    /// The link it is served over.
+    pub link: u64,
+    /// The partitions asked for.
+    pub parts: Vec<u16>,
+    /// The task streaming it.
+    pub task: SpawnHandle,
+    /// A number naming this serving of it.
+    pub id: u64,
+}
+
+/// The watches this node serves: by (watcher, prefix).
 #[derive(Default)]
 pub(super) struct Served {
-    /// (link, task, a number naming this serving of it).
-    pub streams: HashMap<(String, Path), (u64, SpawnHandle, u64)>,
+    /// The watches.
+    pub streams: HashMap<(String, Path), Serve>,
 }

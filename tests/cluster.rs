@@ -492,3 +492,42 @@ async fn sixteen_nodes_converge_share_partitions_evenly_and_a_17th_moves_few() {
         .filter(|(a, b)| a != b)
         .all(|(a, _)| a.contains(&ids[16])));
 }
+
+/// Cuts `s`'s links to `nodes` (none: heals them), by the fault switch.
+async fn cut(s: &Server, nodes: &[&str]) {
+    let r = send(
+        http().put(format!("{}/cluster/faults", s.url)),
+        Some(serde_json::json!({ "cut": nodes }).to_string().as_bytes()),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+}
+
+#[actix_web::test]
+async fn two_nodes_that_declared_each_other_dead_find_each_other_again() {
+    // Cut apart longer than the suspicion, a and b each declare the other
+    // dead. When the link comes back, each holds the other dead, and SWIM
+    // sends nothing to a dead member: without a third member to gossip
+    // through, they must still find each other.
+    let a = node("a", &["--fault-injection"]);
+    let b = node("b", &["--fault-injection", "--join", &a.addr]);
+    let nodes = [a, b];
+    let both = ["a".to_string(), "b".to_string()];
+    all_alive(&nodes, &both).await;
+    for round in 0..3 {
+        cut(&nodes[0], &["b"]).await;
+        cut(&nodes[1], &["a"]).await;
+        for (s, other) in [(&nodes[0], "b"), (&nodes[1], "a")] {
+            let what = format!("{} holds {other} dead (round {round})", s.addr);
+            wait_for(&what, EVENT_DEADLINE, async || {
+                members(s)
+                    .await
+                    .contains(&(other.to_string(), "dead".to_string()))
+            })
+            .await;
+        }
+        cut(&nodes[0], &[]).await;
+        cut(&nodes[1], &[]).await;
+        all_alive(&nodes, &both).await;
+    }
+}

@@ -461,16 +461,6 @@ async fn a_fourth_node_takes_partitions_and_a_polled_path_never_vanishes_or_goes
     }
 }
 
-/// Stops (`SIGSTOP`) or resumes (`SIGCONT`) a node's process.
-fn signal(s: &Server, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &s.pid().to_string()])
-        .status()
-        .expect("kill runs")
-        .success();
-    assert!(ok, "kill {sig} {}", s.pid());
-}
-
 #[actix_web::test]
 async fn a_peer_that_stops_reading_is_disconnected_then_resumes_from_its_cursor() {
     // Silence is not what closes the link here: only the full send queue.
@@ -506,7 +496,7 @@ async fn a_peer_that_stops_reading_is_disconnected_then_resumes_from_its_cursor(
 
     // b stops reading; a goes on taking writes (w=1: its own ack) far
     // past what the kernel's socket buffers and the queue can hold.
-    signal(&nodes[1], "-STOP");
+    nodes[1].signal("-STOP");
     let value = vec![b'v'; 64 << 10];
     let mut written = 0;
     wait_for(
@@ -528,7 +518,7 @@ async fn a_peer_that_stops_reading_is_disconnected_then_resumes_from_its_cursor(
     assert_eq!(r.status, 200);
 
     // b resumes, redials, and gets everything it missed.
-    signal(&nodes[1], "-CONT");
+    nodes[1].signal("-CONT");
     let last = written - 1;
     let url = format!("{}/raw/big/{last}?local=true", nodes[1].url);
     // a and b may have declared each other dead meanwhile: rejoining and

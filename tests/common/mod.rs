@@ -119,6 +119,16 @@ impl Server {
         }
     }
 
+    /// Sends the process a signal (`kill -STOP`, `-CONT`, …).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill {sig} {}", self.pid());
+    }
+
     /// Starts the node again on the same data directory and port.
     pub fn restart(&mut self) {
         self.kill9();

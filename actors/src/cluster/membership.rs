@@ -9,8 +9,16 @@
 //! its old identity. A node that learns of a member it has no link with
 //! dials it. A node stopping on SIGTERM leaves the cluster, so the others
 //! mark it dead at once.
+//!
+//! SWIM sends nothing to a member it holds dead, so two nodes that
+//! declared each other dead (both paused, or cut apart, longer than the
+//! suspicion) would stay apart while their link is up. So a node announces
+//! itself to every linked peer it does not see alive, twice per peer
+//! timeout, and to every linked peer when it rejoins under a new bump: the
+//! peer that holds it dead answers that it is (foca's `TurnUndead`), the
+//! node rejoins under a higher bump, and the next announce is heard.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,6 +97,9 @@ pub struct Membership {
     runtime: AccumulatingRuntime<Member>,
     /// Addresses handed to the dialer already.
     dialed: HashSet<String>,
+    /// By node id, the identity each linked peer gave when its link came
+    /// up.
+    linked: HashMap<String, Member>,
 }
 
 /// SWIM settings from the link settings: probe twice per heartbeat, expect
@@ -127,6 +138,7 @@ impl Membership {
             swim,
             runtime: AccumulatingRuntime::new(),
             dialed: HashSet::new(),
+            linked: HashMap::new(),
         }
     }
 
@@ -147,6 +159,7 @@ impl Membership {
             });
         }
         let mut changes = 0;
+        let mut rejoined = false;
         while let Some(note) = self.runtime.to_notify() {
             match note {
                 OwnedNotification::MemberUp(m) => {
@@ -166,6 +179,10 @@ impl Membership {
                     );
                     changes += 1;
                 }
+                OwnedNotification::Rejoin(me) => {
+                    log::warn!("this node was declared dead; it rejoins (bump {})", me.bump);
+                    rejoined = true;
+                }
                 _ => {}
             }
         }
@@ -176,6 +193,40 @@ impl Membership {
             .fetch_add(changes, std::sync::atomic::Ordering::Relaxed);
         // Suspicion changes no notification: publish the view every time.
         self.publish();
+        if rejoined {
+            self.announce_to_linked(false, ctx);
+        }
+    }
+
+    /// Announces this node to the linked peers (`only_unseen`: those SWIM
+    /// does not list alive or suspect).
+    fn announce_to_linked(&mut self, only_unseen: bool, ctx: &mut Context<Self>) {
+        let seen: HashSet<String> = if only_unseen {
+            self.swim
+                .iter_membership_state()
+                .filter(|m| m.state() != foca::State::Down)
+                .map(|m| m.id().node.clone())
+                .collect()
+        } else {
+            HashSet::new()
+        };
+        let to: Vec<Member> = self
+            .cluster
+            .links
+            .list()
+            .into_iter()
+            .filter(|l| !seen.contains(&l.node))
+            .filter_map(|l| self.linked.get(&l.node).cloned())
+            .collect();
+        if to.is_empty() {
+            return;
+        }
+        for member in to {
+            if let Err(e) = self.swim.announce(member, &mut self.runtime) {
+                log::debug!("membership: announce: {e}");
+            }
+        }
+        self.drain(ctx);
     }
 
     /// Hands `address` to the dialer, once.
@@ -224,6 +275,9 @@ impl Actor for Membership {
             log::debug!("membership: {e}");
         }
         self.drain(ctx);
+        ctx.run_interval(self.cluster.config.peer_dead_after / 2, |this, ctx| {
+            this.announce_to_linked(true, ctx)
+        });
     }
 }
 
@@ -243,6 +297,7 @@ impl Handler<LinkedWith> for Membership {
 
     fn handle(&mut self, msg: LinkedWith, ctx: &mut Self::Context) {
         self.dialed.insert(msg.0.address.clone());
+        self.linked.insert(msg.0.node.clone(), msg.0.clone());
         if let Err(e) = self.swim.announce(msg.0, &mut self.runtime) {
             log::debug!("membership: announce: {e}");
         }

@@ -148,14 +148,19 @@ pub async fn read(
         return local();
     }
     let me = cluster.identity.node.as_str();
+    // Each other owner in turn until one answers: one that is catching up,
+    // shutting down, failing or silent does not end the read.
     let mut last = NodeError::NoOwner(path.to_string());
     for owner in placement.owners(part).filter(|o| *o != me) {
         let Some((link, peer)) = cluster.links.link(owner) else {
             continue;
         };
         match read_at(cluster, owner, link, peer, path).await {
-            Err(e @ NodeError::NoOwner(_)) => last = e,
-            answer => return answer,
+            Ok(answer) => return Ok(answer),
+            Err(e) => {
+                log::debug!("reading {path} at '{owner}': {e}");
+                last = e;
+            }
         }
     }
     // No other owner could answer: an owner still catching up answers
@@ -163,7 +168,12 @@ pub async fn read(
     if placement.owns(me, part) {
         return local();
     }
-    Err(last)
+    Err(match last {
+        // "Not ready" from the owners asked: no owner could answer.
+        NodeError::ShuttingDown => NodeError::NoOwner(path.to_string()),
+        NodeError::NoOwner(_) => NodeError::NoOwner(path.to_string()),
+        other => other,
+    })
 }
 
 /// Reads `path` at owner `to` over its link.

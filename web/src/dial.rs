@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_codec::Framed;
+use actix_service::ServiceExt;
+use actix_tls::connect::{Connection as TcpConnection, ConnectorService};
+use actix_web::http::Uri;
+use actix_web::rt::net::TcpStream;
 use awc::error::WsProtocolError;
 use awc::ws;
 use awc::BoxedSocket;
@@ -110,15 +114,25 @@ async fn connect(
     report: Arc<LinkReport>,
 ) -> Result<oneshot::Receiver<()>, String> {
     let (url, needs_tls) = peer_url(address);
+    // TCP without Nagle's algorithm: a link's frames are small and answered
+    // (acknowledgements), and a small write held back until the last one is
+    // ACKed waits out the other side's delayed ACK (40 ms).
+    let tcp = awc::Connector::new().connector(ConnectorService::default().map(
+        |c: TcpConnection<Uri, TcpStream>| {
+            let _ = c.io_ref().set_nodelay(true);
+            c
+        },
+    ));
     let client = match (needs_tls, tls) {
         // Not `max_http_version` here: awc would replace the TLS connector;
         // the config's ALPN already offers HTTP/1.1 only.
         (true, Some(config)) => awc::Client::builder()
-            .connector(awc::Connector::new().rustls_0_23(config))
+            .connector(tcp.rustls_0_23(config))
             .timeout(CONNECT_TIMEOUT)
             .finish(),
         (true, None) => return Err("a TLS peer, and no --peer-ca to check it with".into()),
         (false, _) => awc::Client::builder()
+            .connector(tcp)
             .max_http_version(awc::http::Version::HTTP_11)
             .timeout(CONNECT_TIMEOUT)
             .finish(),

@@ -660,3 +660,74 @@ async fn a_history_of_big_values_is_sent_as_it_is_read_not_built_whole_first() {
     let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
     assert_eq!(json["events"].as_array().unwrap().len(), 48);
 }
+
+#[actix_web::test]
+async fn digest_answers_the_merkle_hash_of_a_prefix_and_its_children() {
+    let s = Server::start(&[]);
+    for (path, body) in [
+        ("rooms/1/a", "x"),
+        ("rooms/2/b", "y"),
+        ("rooms/2/c", "z1"),
+        ("rooms/2/c", "z2"),
+    ] {
+        let r = put(&s.at("raw", path), body.as_bytes()).await;
+        assert!(
+            r.status == 201 || r.status == 200,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    // The trees fold commits in the background: every event shows soon.
+    let url = s.at("digest", "rooms");
+    wait_for(
+        "the digest counts every event",
+        EVENT_DEADLINE,
+        async || get(&url).await.json()["items"] == 4,
+    )
+    .await;
+    // Depth 1 by default.
+    let d = get(&url).await.json();
+    assert_eq!(d["prefix"], "rooms");
+    assert_eq!(d["hash"].as_str().unwrap().len(), 64, "{d}");
+    let children = d["children"].as_array().unwrap();
+    let counts: Vec<_> = children
+        .iter()
+        .map(|c| (c["segment"].as_str().unwrap(), c["items"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(counts, [("1", 1), ("2", 3)], "history included: {d}");
+    assert!(children[0].get("children").is_none(), "one level: {d}");
+    // A child read alone has the hash its parent listed.
+    let alone = get(&format!("{}?depth=0&local=true", s.at("digest", "rooms/2")))
+        .await
+        .json();
+    assert_eq!(alone["hash"], children[1]["hash"]);
+    assert!(alone.get("children").is_none(), "depth 0 lists no children");
+    let deep = get(&format!("{url}?depth=2")).await.json();
+    assert_eq!(deep["children"][1]["children"][1]["segment"], "c");
+    assert_eq!(deep["children"][1]["children"][1]["items"], 2);
+    // The root covers everything; a prefix with nothing under it is empty.
+    assert_eq!(get(&s.at("digest", "")).await.json()["items"], 4);
+    let empty = get(&s.at("digest", "nothing/here")).await.json();
+    assert_eq!(empty["items"], 0);
+    assert_eq!(empty["hash"], "0".repeat(64));
+    assert_eq!(empty["children"], serde_json::json!([]));
+    // /cluster shows each partition's root; they add up to every event.
+    let cluster = get(&format!("{}/cluster", s.url)).await.json();
+    let events: u64 = cluster["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["events"].as_u64().unwrap())
+        .sum();
+    assert_eq!(events, 4);
+    // Bad input: a clear 400.
+    get(&format!("{}?depth=9", s.at("digest", "rooms")))
+        .await
+        .assert_error(400, "bad_request");
+    get(&format!("{}?depth=deep", s.at("digest", "rooms")))
+        .await
+        .assert_error(400, "bad_request");
+    get(&format!("{}?local=maybe", s.at("digest", "rooms")))
+        .await
+        .assert_error(400, "bad_request");
+}

@@ -11,6 +11,8 @@
 //!   upgrade.
 //! - [`model`]: paths, versions and the clock, events and the LWW rule,
 //!   cursors, field limits.
+//! - [`merkle`]: a merkle tree per partition over its events, folded from
+//!   the change log in the background, and the diff of two trees.
 //! - [`cluster`]: peer links between nodes — frames, the handshake that
 //!   proves the cluster secret, the `Peer` actor per link.
 //! - [`config`] (every default in one place) and [`error`].
@@ -21,6 +23,7 @@ pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod merkle;
 pub mod model;
 pub mod node;
 pub mod session;
@@ -33,6 +36,6 @@ pub use engine::partition::{Input, Precondition, Write, WriteReport, WriteStatus
 pub use error::NodeError;
 pub use model::cursor::Cursor;
 pub use model::{Event, FieldError, Layout, NodeId, Path, PathError, Version};
-pub use node::{HistoryRange, Listing, Node, NodeStats, Session};
+pub use node::{HistoryRange, Listing, Node, NodeStats, PrefixDigest, Session};
 pub use session::{SessionStream, StreamItem, Subscribe, Subscriber, Unsubscribe};
 pub use store::{LogPage, PartitionDigest, Stored};

@@ -71,6 +71,10 @@ struct ClusterJson<'a> {
 struct PartitionJson<'a> {
     partition: u16,
     owners: Vec<&'a str>,
+    /// The merkle root of what this node holds of it (see `/digest`).
+    root: Option<String>,
+    /// The events this node holds of it.
+    events: Option<u64>,
 }
 
 /// `GET /cluster`.
@@ -99,9 +103,14 @@ pub async fn cluster(state: web::Data<AppState>) -> HttpResponse {
         )),
     };
     let partitions = (0..layout.partitions())
-        .map(|p| PartitionJson {
-            partition: p as u16,
-            owners: placement.owners(p as u16).collect(),
+        .map(|p| {
+            let root = node.partition_root(p as u16).ok();
+            PartitionJson {
+                partition: p as u16,
+                owners: placement.owners(p as u16).collect(),
+                root: root.map(|r| r.hex()),
+                events: root.map(|r| r.count),
+            }
         })
         .collect();
     let body = ClusterJson {

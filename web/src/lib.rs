@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod dial;
+pub mod digest;
 pub mod encode;
 pub mod error;
 pub mod listing;
@@ -184,6 +185,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::scope("/raw").default_service(web::to(raw::dispatch)))
         .service(web::scope("/list").default_service(web::to(listing::list)))
         .service(web::scope("/history").default_service(web::to(listing::history)))
+        .service(web::scope("/digest").default_service(web::to(digest::digest)))
         .service(web::scope("/sse").default_service(web::to(sse::sse)))
         .service(web::scope("/wss").default_service(web::to(ws::dispatch)))
         .service(web::scope("/rollback").default_service(web::to(not_served)))

@@ -63,6 +63,9 @@ pub(crate) struct CommitRequest {
 /// The committer's settings and state.
 pub(crate) struct Committer {
     pub store: Arc<dyn Store>,
+    /// Tells the merkle trees' folder what to fold, and how far the log
+    /// may be trimmed.
+    pub marks: Arc<crate::merkle::maintain::Marks>,
     pub clock: Arc<Clock>,
     pub hub: Arc<Hub>,
     /// Every commit's events, for the cluster's replicator.
@@ -232,10 +235,19 @@ impl Committer {
         }
         commit.head_seq = seq;
         commit.clock = self.clock.last();
-        // Entries older than the retention may go; the store trims a few
-        // partitions' tails per commit, in bounded steps.
-        let kept_from = (seq + 1).saturating_sub(self.log_retention);
+        // Entries older than the retention may go, once the merkle trees
+        // have them; the store trims a few partitions' tails per commit, in
+        // bounded steps.
+        let kept_from = (seq + 1)
+            .saturating_sub(self.log_retention)
+            .min(self.marks.safe_trim());
         commit.trim_below = (kept_from > 1).then_some(kept_from);
+        // The trees' folder learns of the entries before they are written.
+        let layout = self.store.layout();
+        for entry in &commit.entries {
+            self.marks
+                .mark(layout.partition_of(&entry.event.path), entry.seq);
+        }
         if let Err(e) = self.store.commit(&commit) {
             // Part of it may be written (the store completes it when it is
             // next opened, and refuses further commits until then): its
@@ -250,6 +262,7 @@ impl Committer {
             return;
         }
         self.head = seq;
+        self.marks.committed();
         // Applied and visible: fan out even if the flush fails, so streams
         // agree with the store, but then tell the writers their write is not
         // known to be durable, and refuse every later write: a later fsync

@@ -175,6 +175,40 @@ impl Store for FaultyStore {
     fn partition_digest(&self, part: u16) -> Result<PartitionDigest, StoreError> {
         self.inner.partition_digest(part)
     }
+    fn partition_log_names(
+        &self,
+        part: u16,
+        after: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<crate::store::NamePage, StoreError> {
+        self.inner.partition_log_names(part, after, until, limit)
+    }
+    fn partition_event_names(
+        &self,
+        part: u16,
+        visit: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.partition_event_names(part, visit)
+    }
+    fn merkle_get(&self, part: u16, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.merkle_get(part, key)
+    }
+    fn merkle_range(
+        &self,
+        part: u16,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<crate::store::KeyValues, StoreError> {
+        self.inner.merkle_range(part, from, to, limit)
+    }
+    fn merkle_apply(&self, part: u16, ops: crate::store::KeyOps) -> Result<(), StoreError> {
+        self.inner.merkle_apply(part, ops)
+    }
+    fn merkle_clear(&self, part: u16) -> Result<(), StoreError> {
+        self.inner.merkle_clear(part)
+    }
     fn drop_partition(&self, part: u16, head: u64) -> Result<(), StoreError> {
         self.inner.drop_partition(part, head)
     }

@@ -31,7 +31,7 @@ mod query;
 mod start;
 mod stats;
 
-pub use query::{HistoryRange, Listing, LIST_SCAN_SLACK};
+pub use query::{HistoryRange, Listing, PrefixDigest, DIGEST_MAX_CHILDREN, LIST_SCAN_SLACK};
 use start::Engine;
 pub use stats::NodeStats;
 
@@ -57,6 +57,8 @@ struct Inner {
     session_ctx: Arc<SessionContext>,
     next_session: AtomicU64,
     stats: Arc<NodeStats>,
+    /// What the committer and the merkle trees' folder tell each other.
+    marks: Arc<crate::merkle::maintain::Marks>,
     config: Config,
     engine: Mutex<Option<Engine>>,
 }
@@ -435,6 +437,82 @@ impl Node {
     pub fn partition_digest(&self, part: u16) -> Result<PartitionDigest, NodeError> {
         self.check_partition(part)?;
         Ok(self.inner.store.partition_digest(part)?)
+    }
+
+    /// The merkle digest of everything under `prefix` (history included),
+    /// with its children's to `depth` levels: two nodes that hold the same
+    /// events under a prefix give the same digest. Read from the merkle
+    /// trees, which fold commits in the background: a digest trails the
+    /// last writes by a few milliseconds.
+    pub fn digest(&self, prefix: &Path, depth: usize) -> Result<PrefixDigest, NodeError> {
+        let mut budget = DIGEST_MAX_CHILDREN;
+        self.digest_within(prefix, depth, &mut budget)
+    }
+
+    /// [`Node::digest`], listing at most `budget` children in all.
+    fn digest_within(
+        &self,
+        prefix: &Path,
+        depth: usize,
+        budget: &mut usize,
+    ) -> Result<PrefixDigest, NodeError> {
+        let parts: Vec<u16> = self.layout().covering(prefix).iter().collect();
+        let store = self.inner.store.as_ref();
+        let tree = crate::merkle::Tree::new(store);
+        let mut fingerprint = crate::merkle::Fingerprint::EMPTY;
+        for &part in &parts {
+            fingerprint.add(&tree.node(part, prefix.as_str())?.subtree);
+        }
+        let mut digest = PrefixDigest {
+            prefix: prefix.as_str().to_string(),
+            fingerprint,
+            children: Vec::new(),
+            truncated: false,
+        };
+        if depth == 0 {
+            return Ok(digest);
+        }
+        // The children over the partitions the prefix spans, by segment.
+        let mut children: std::collections::BTreeMap<String, crate::merkle::Fingerprint> =
+            std::collections::BTreeMap::new();
+        let unbounded = std::ops::Bound::Unbounded;
+        for &part in &parts {
+            for (seg, fp) in
+                tree.children(part, prefix.as_str(), unbounded, unbounded, *budget + 1)?
+            {
+                children.entry(seg).or_default().add(&fp);
+            }
+        }
+        for seg in children.into_keys() {
+            if *budget == 0 {
+                digest.truncated = true;
+                break;
+            }
+            *budget -= 1;
+            let child = if prefix.as_str().is_empty() {
+                Path::parse(&seg)
+            } else {
+                Path::parse(&format!("{}/{seg}", prefix.as_str()))
+            }
+            .map_err(|e| StoreError::Corrupt(format!("a merkle segment: {e}")))?;
+            let grandchild = self.digest_within(&child, depth - 1, budget)?;
+            digest.truncated |= grandchild.truncated;
+            digest.children.push(grandchild);
+        }
+        Ok(digest)
+    }
+
+    /// The marks of the merkle trees' folder (tests pause it).
+    #[cfg(test)]
+    pub(crate) fn merkle_marks(&self) -> Arc<crate::merkle::maintain::Marks> {
+        self.inner.marks.clone()
+    }
+
+    /// The merkle root of partition `part` (every event it holds).
+    pub fn partition_root(&self, part: u16) -> Result<crate::merkle::Fingerprint, NodeError> {
+        self.check_partition(part)?;
+        let store = self.inner.store.as_ref();
+        Ok(crate::merkle::Tree::new(store).node(part, "")?.subtree)
     }
 
     fn check_partition(&self, part: u16) -> Result<(), NodeError> {

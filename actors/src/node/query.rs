@@ -1,6 +1,7 @@
-//! What a read of many entries asks for and gets back: a [`HistoryRange`]
-//! and a [`Listing`] page.
+//! What a read of many entries asks for and gets back: a [`HistoryRange`],
+//! a [`Listing`] page, a [`PrefixDigest`].
 
+use crate::merkle::Fingerprint;
 use crate::store::Stored;
 
 /// A time range of history: `from <= time <= to`, at most `limit` events.
@@ -36,4 +37,23 @@ pub struct Listing {
     /// The path after which the next page starts; `None` when there is no
     /// more.
     pub next: Option<String>,
+}
+
+/// Children (at every depth) a [`PrefixDigest`] lists at most.
+pub const DIGEST_MAX_CHILDREN: usize = 10_000;
+
+/// The merkle digest of everything under a prefix (see
+/// [`Node::digest`](crate::Node::digest)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrefixDigest {
+    /// The prefix.
+    pub prefix: String,
+    /// Every event at or below it, history included.
+    pub fingerprint: Fingerprint,
+    /// Its children's digests, in order, as deep as asked (empty when not
+    /// asked).
+    pub children: Vec<PrefixDigest>,
+    /// More children than [`DIGEST_MAX_CHILDREN`] in all: the lists stop
+    /// there.
+    pub truncated: bool,
 }

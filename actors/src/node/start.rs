@@ -17,6 +17,7 @@ use crate::engine::committer::Committer;
 use crate::engine::hub::{Hub, Ticker};
 use crate::engine::partition::Partition;
 use crate::error::NodeError;
+use crate::merkle::maintain::{rebuild_all, Folder, Marks};
 use crate::model::{Clock, Layout, NodeId};
 use crate::session::SessionContext;
 use crate::store::{SledStore, Store, StoreError};
@@ -25,6 +26,8 @@ pub(super) struct Engine {
     system: System,
     thread: Option<JoinHandle<()>>,
     committer: Option<JoinHandle<()>>,
+    /// The thread folding commits into the merkle trees, and its marks.
+    folder: Option<(JoinHandle<()>, Arc<Marks>)>,
     store: Arc<dyn Store>,
 }
 
@@ -36,6 +39,11 @@ impl Engine {
         }
         // The partitions held the committer's senders: it drains and flushes.
         if let Some(t) = self.committer.take() {
+            let _ = t.join();
+        }
+        // After the last commit: the trees fold it before the clean mark.
+        if let Some((t, marks)) = self.folder.take() {
+            marks.stop();
             let _ = t.join();
         }
         if let Err(e) = self
@@ -149,6 +157,15 @@ impl Node {
             }
             None => None,
         };
+        // Anti-entropy's trees: rebuilt from history once if the store does
+        // not say they are complete (a store of an earlier build).
+        let started = std::time::Instant::now();
+        if rebuild_all(&*store)? {
+            log::info!(
+                "merkle trees of {partitions} partitions built from history in {:?}",
+                started.elapsed()
+            );
+        }
         store.set_meta("durability", config.durability.to_string().as_bytes())?;
         // Marked clean again only by an orderly stop.
         store.remove_meta("clean")?;
@@ -206,8 +223,15 @@ impl Node {
 
         let incarnation: Arc<str> = Arc::from(incarnation);
         let tap = Arc::new(crate::engine::tap::Tap::default());
+        let marks = Arc::new(Marks::new(partitions as usize));
+        let folder = Folder::new(store.clone(), marks.clone())?;
+        let folder = std::thread::Builder::new()
+            .name("spread-merkle".into())
+            .spawn(move || folder.run())
+            .map_err(|e| StoreError::Failed(format!("cannot start the merkle thread: {e}")))?;
         let committer = Committer {
             store: store.clone(),
+            marks: marks.clone(),
             clock: clock.clone(),
             hub: hub.clone(),
             tap: tap.clone(),
@@ -257,11 +281,13 @@ impl Node {
                 session_ctx,
                 next_session: AtomicU64::new(1),
                 stats,
+                marks: marks.clone(),
                 config,
                 engine: Mutex::new(Some(Engine {
                     system,
                     thread: Some(thread),
                     committer: Some(committer),
+                    folder: Some((folder, marks)),
                     store,
                 })),
             }),

@@ -15,6 +15,7 @@
 //! | `G` log     | part, last seq(8, BE) | a log record of the partition: its entries' seqs and event names (see `log_record`) |
 //! | `Q` pending | first seq(8, BE) | a commit's log entries not yet folded into the partitions' logs (see `pending_log`) |
 //! | `m` meta    | name | bytes |
+//! | `M` merkle  | part key | the partition's merkle tree (see `merkle::tree`) |
 //!
 //! Meta `head` holds the log head and clock (`LogHead`), `format` the
 //! on-disk format (`FORMAT`), `intent` the last commit's intent,
@@ -41,6 +42,9 @@ pub const LOG: u8 = b'G';
 pub const PENDING: u8 = b'Q';
 /// Namespace of node metadata.
 pub const META: u8 = b'm';
+/// Namespace of the partitions' merkle trees (their own layout: see
+/// `merkle::tree`).
+pub const MERKLE: u8 = b'M';
 
 /// Meta name of the log head and clock, rewritten by every commit.
 pub const HEAD_META: &str = "head";
@@ -65,6 +69,14 @@ pub fn partition_end(ns: u8, part: u16) -> Vec<u8> {
         Some(next) => partition_start(ns, next).to_vec(),
         None => vec![ns + 1],
     }
+}
+
+/// `M part key`.
+pub fn merkle(part: u16, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(3 + key.len());
+    k.extend_from_slice(&partition_start(MERKLE, part));
+    k.extend_from_slice(key);
+    k
 }
 
 /// `L part path`.

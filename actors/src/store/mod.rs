@@ -141,6 +141,22 @@ pub struct PartitionDigest {
     pub hash: [u8; 32],
 }
 
+/// Keys and values, in key order.
+pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
+/// Keys to set (`Some`) or remove (`None`).
+pub type KeyOps = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// One step of reading a partition's change log by event names only.
+#[derive(Clone, Debug, Default)]
+pub struct NamePage {
+    /// `(seq, name)` in seq order; a name is `path \0 order` (see `keys`).
+    pub names: Vec<(u64, Vec<u8>)>,
+    /// Every entry up to here was returned; read on from here.
+    pub through: u64,
+    /// The log no longer holds some entry after `after` (trimmed).
+    pub trimmed: bool,
+}
+
 /// What a node keeps on disk. Implemented by [`SledStore`].
 pub trait Store: Send + Sync + 'static {
     /// The partition layout (fixed when the store was created).
@@ -195,6 +211,39 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<LogPage, StoreError>;
     /// The content hash of partition `part` (reads that partition only).
     fn partition_digest(&self, part: u16) -> Result<PartitionDigest, StoreError>;
+    /// The names of partition `part`'s log entries with `after < seq <=
+    /// until`, at most `limit` (no event is read).
+    fn partition_log_names(
+        &self,
+        part: u16,
+        after: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<NamePage, StoreError>;
+    /// Calls `visit` with the name of every event partition `part` holds
+    /// (history included), until it answers false. Exact while no commit
+    /// writes to the partition.
+    fn partition_event_names(
+        &self,
+        part: u16,
+        visit: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<(), StoreError>;
+    /// The value at `key` in partition `part`'s merkle key space.
+    fn merkle_get(&self, part: u16, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Up to `limit` entries of partition `part`'s merkle key space with
+    /// `from <= key < to`, in key order.
+    fn merkle_range(
+        &self,
+        part: u16,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<KeyValues, StoreError>;
+    /// Sets (`Some`) or removes (`None`) keys of partition `part`'s merkle
+    /// key space, atomically.
+    fn merkle_apply(&self, part: u16, ops: KeyOps) -> Result<(), StoreError>;
+    /// Removes partition `part`'s merkle key space (not atomic).
+    fn merkle_clear(&self, part: u16) -> Result<(), StoreError>;
     /// Removes every latest value, history event and log entry of
     /// partition `part`; reads of its log after any seq up to `head` then
     /// say `trimmed`. The caller makes sure no write to the partition is in

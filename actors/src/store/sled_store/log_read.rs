@@ -144,6 +144,40 @@ impl SledStore {
         Ok(page)
     }
 
+    /// The names of partition `part`'s log entries in `(after, until]`
+    /// (see `Store::partition_log_names`).
+    pub(super) fn log_names(
+        &self,
+        part: u16,
+        after: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<crate::store::NamePage, StoreError> {
+        let mut page = crate::store::NamePage {
+            names: Vec::new(),
+            through: after,
+            trimmed: false,
+        };
+        if after < until && limit > 0 {
+            let mut log = PartitionLog::new(self, part, after, until)?;
+            let mut exhausted = true;
+            while let Some((seq, name)) = log.next()? {
+                page.through = seq;
+                page.names.push((seq, name));
+                if page.names.len() >= limit {
+                    exhausted = false;
+                    break;
+                }
+            }
+            if exhausted {
+                page.through = until;
+            }
+        }
+        // After the read: a trim raises the mark before its records go.
+        page.trimmed = self.trimmed_any(&[part], after);
+        Ok(page)
+    }
+
     /// True if any of `parts` had entries after `after` trimmed away.
     fn trimmed_any(&self, parts: &[u16], after: u64) -> bool {
         parts.iter().any(|&p| self.trimmed_through(p) > after)

@@ -16,7 +16,7 @@ use super::latest_cache::LatestCache;
 use super::log_record::{self, LogRecordBuilder};
 use super::pages;
 use super::record::{decode, encode, Stored};
-use super::{Commit, LogHead, LogPage, Store, StoreError};
+use super::{Commit, KeyOps, KeyValues, LogHead, LogPage, Store, StoreError};
 use crate::model::{Digest, Layout, Path, Version};
 
 mod commit;
@@ -422,6 +422,61 @@ impl Store for SledStore {
 
     fn partition_digest(&self, part: u16) -> Result<super::PartitionDigest, StoreError> {
         self.digest_partition(part)
+    }
+
+    fn partition_log_names(
+        &self,
+        part: u16,
+        after: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<super::NamePage, StoreError> {
+        self.log_names(part, after, until, limit)
+    }
+
+    fn partition_event_names(
+        &self,
+        part: u16,
+        visit: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        self.event_names(part, visit)
+    }
+
+    fn merkle_get(&self, part: u16, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(keys::merkle(part, key))?.map(|v| v.to_vec()))
+    }
+
+    fn merkle_range(
+        &self,
+        part: u16,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<KeyValues, StoreError> {
+        let skip = keys::partition_start(keys::MERKLE, part).len();
+        self.tree
+            .range(keys::merkle(part, from)..keys::merkle(part, to))
+            .take(limit)
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((k[skip..].to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn merkle_apply(&self, part: u16, ops: KeyOps) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in ops {
+            match value {
+                Some(v) => batch.insert(keys::merkle(part, &key), v),
+                None => batch.remove(keys::merkle(part, &key)),
+            }
+        }
+        Ok(self.tree.apply_batch(batch)?)
+    }
+
+    fn merkle_clear(&self, part: u16) -> Result<(), StoreError> {
+        self.clear_range(keys::MERKLE, part)
     }
 
     fn drop_partition(&self, part: u16, head: u64) -> Result<(), StoreError> {

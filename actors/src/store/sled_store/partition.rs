@@ -14,44 +14,15 @@ impl SledStore {
     /// counted twice or not at all (the merkle tree of anti-entropy will
     /// not have this limit).
     pub(super) fn digest_partition(&self, part: u16) -> Result<PartitionDigest, StoreError> {
-        let mut sum = [0u64; 4];
-        let mut events = 0u64;
-        let mut add = |name: &[u8]| {
-            let hash = blake3::hash(name);
-            let mut carry = 0u64;
-            for (limb, chunk) in sum.iter_mut().zip(hash.as_bytes().chunks_exact(8)) {
-                let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-                let (s1, c1) = limb.overflowing_add(word);
-                let (s2, c2) = s1.overflowing_add(carry);
-                *limb = s2;
-                carry = u64::from(c1) + u64::from(c2);
-            }
-            events += 1;
-        };
-        for ns in [keys::HISTORY, keys::LATEST] {
-            let range = keys::partition_start(ns, part).to_vec()..keys::partition_end(ns, part);
-            for item in self.tree.range(range) {
-                let (key, raw) = item?;
-                let path_text = match ns {
-                    keys::LATEST => keys::path_of_latest(&key),
-                    _ => key
-                        .get(3..)
-                        .and_then(keys::split_logged_key)
-                        .map(|(p, _)| p),
-                }
-                .ok_or_else(|| StoreError::Corrupt("a key without its path".into()))?;
-                let path =
-                    Path::parse(path_text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                for item in pages::items(&path, raw)? {
-                    add(&keys::logged(&path, &item.order));
-                }
-            }
-        }
-        let mut hash = [0u8; 32];
-        for (out, limb) in hash.chunks_exact_mut(8).zip(sum) {
-            out.copy_from_slice(&limb.to_le_bytes());
-        }
-        Ok(PartitionDigest { events, hash })
+        let mut fp = crate::merkle::Fingerprint::EMPTY;
+        self.event_names(part, &mut |name| {
+            fp.add(&crate::merkle::Fingerprint::of(name));
+            true
+        })?;
+        Ok(PartitionDigest {
+            events: fp.count,
+            hash: fp.hash(),
+        })
     }
 
     /// Removes the partition's keys, its log first (with its trimmed mark
@@ -82,23 +53,66 @@ impl SledStore {
             .latest
             .forget_prefix(&keys::partition_start(keys::LATEST, part));
         for ns in [keys::LOG, keys::HISTORY, keys::LATEST] {
-            let start = keys::partition_start(ns, part).to_vec();
-            let end = keys::partition_end(ns, part);
-            loop {
-                let batch_keys = self
-                    .tree
-                    .range(start.clone()..end.clone())
-                    .keys()
-                    .take(DROP_CHUNK)
-                    .collect::<Result<Vec<_>, _>>()?;
-                if batch_keys.is_empty() {
-                    break;
+            self.clear_range(ns, part)?;
+        }
+        // The tree goes last, and an empty one is folded through `head`
+        // (the partition holds nothing, so nothing is missing from it).
+        self.clear_range(keys::MERKLE, part)?;
+        self.tree.insert(
+            keys::merkle(part, crate::merkle::tree::CURSOR),
+            &head.to_be_bytes(),
+        )?;
+        Ok(())
+    }
+
+    /// Removes partition `part`'s keys of namespace `ns`, in batches.
+    pub(super) fn clear_range(&self, ns: u8, part: u16) -> Result<(), StoreError> {
+        let start = keys::partition_start(ns, part).to_vec();
+        let end = keys::partition_end(ns, part);
+        loop {
+            let batch_keys = self
+                .tree
+                .range(start.clone()..end.clone())
+                .keys()
+                .take(DROP_CHUNK)
+                .collect::<Result<Vec<_>, _>>()?;
+            if batch_keys.is_empty() {
+                return Ok(());
+            }
+            let mut batch = sled::Batch::default();
+            for key in batch_keys {
+                batch.remove(key);
+            }
+            self.tree.apply_batch(batch)?;
+        }
+    }
+
+    /// Calls `visit` with the name of every event of the partition (see
+    /// `Store::partition_event_names`).
+    pub(super) fn event_names(
+        &self,
+        part: u16,
+        visit: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        for ns in [keys::HISTORY, keys::LATEST] {
+            let range = keys::partition_start(ns, part).to_vec()..keys::partition_end(ns, part);
+            for item in self.tree.range(range) {
+                let (key, raw) = item?;
+                let path_text = match ns {
+                    keys::LATEST => keys::path_of_latest(&key),
+                    _ => key
+                        .get(3..)
+                        .and_then(keys::split_logged_key)
+                        .map(|(p, _)| p),
                 }
-                let mut batch = sled::Batch::default();
-                for key in batch_keys {
-                    batch.remove(key);
+                .ok_or_else(|| StoreError::Corrupt("a key without its path".into()))?;
+                let path =
+                    Path::parse(path_text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                for item in pages::items(&path, raw)? {
+                    if !visit(&keys::logged(&path, &item.order)) {
+                        return Ok(());
+                    }
                 }
-                self.tree.apply_batch(batch)?;
             }
         }
         Ok(())

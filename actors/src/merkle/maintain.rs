@@ -1,0 +1,258 @@
+//! Keeping the trees up to date: a background thread folds each
+//! partition's change log into its tree (every event that enters the store
+//! has a log entry, so the log is the tree's to-do list, and the tree's
+//! cursor says how far it got). Writers pay one atomic per event: the
+//! committer marks a partition's highest seq before its commit is written
+//! ([`Marks`]).
+//!
+//! The log must not be trimmed past what the trees folded: the committer
+//! asks [`Marks::safe_trim`], which a fold pass raises as it goes. So after a
+//! crash a tree resumes from its cursor (folded events and the cursor move
+//! in one atomic write), and no start-up scan is needed. A store whose
+//! trees are not known complete (made by a build without them, or whose
+//! log was trimmed past a cursor) has them rebuilt from history when it is
+//! opened ([`rebuild_all`]), before any write.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use super::tree::{NodeStore, Tree};
+use crate::store::{KeyOps, KeyValues, Store, StoreError};
+
+/// Meta name: `complete` when every partition's tree holds every event
+/// through its cursor.
+pub const TREES_META: &str = "merkle";
+/// The value of [`TREES_META`] for complete trees.
+const COMPLETE: &[u8] = b"complete";
+
+/// Names folded per write of a tree.
+const FOLD_CHUNK: usize = 4096;
+
+/// How long the folder sleeps when nothing is marked.
+const IDLE: Duration = Duration::from_millis(200);
+
+/// What the committer tells the folder, and the folder the committer.
+pub struct Marks {
+    /// Per partition, the highest seq a commit gave it (set before the
+    /// commit is written).
+    marked: Vec<AtomicU64>,
+    /// Log entries below this seq are folded in every tree.
+    safe: AtomicU64,
+    wake: (Mutex<bool>, Condvar),
+    stop: AtomicBool,
+    /// Tests hold the folder still.
+    #[cfg(test)]
+    paused: AtomicBool,
+}
+
+impl Marks {
+    /// Marks for `partitions` partitions.
+    pub fn new(partitions: usize) -> Marks {
+        Marks {
+            marked: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            safe: AtomicU64::new(0),
+            wake: (Mutex::new(false), Condvar::new()),
+            stop: AtomicBool::new(false),
+            #[cfg(test)]
+            paused: AtomicBool::new(false),
+        }
+    }
+
+    /// Holds the folder still (`true`) or lets it go on.
+    #[cfg(test)]
+    pub(crate) fn pause(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+        self.committed();
+    }
+
+    /// Partition `part` takes an event with `seq` in the next commit (call
+    /// before the commit is written).
+    pub fn mark(&self, part: u16, seq: u64) {
+        if let Some(m) = self.marked.get(usize::from(part)) {
+            m.fetch_max(seq, Ordering::Release);
+        }
+    }
+
+    /// A commit was written: fold it soon.
+    pub fn committed(&self) {
+        let (flag, cv) = &self.wake;
+        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_one();
+    }
+
+    /// Log entries below this seq may be trimmed: every tree has them.
+    pub fn safe_trim(&self) -> u64 {
+        self.safe.load(Ordering::Acquire)
+    }
+
+    /// Ends the folder's thread after its pass.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.committed();
+    }
+
+    fn wait(&self) -> bool {
+        let (flag, cv) = &self.wake;
+        let mut woken = flag.lock().unwrap_or_else(|p| p.into_inner());
+        if !*woken {
+            woken = cv
+                .wait_timeout(woken, IDLE)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *woken = false;
+        !self.stop.load(Ordering::Acquire)
+    }
+}
+
+/// Folds the partitions' logs into their trees.
+pub struct Folder {
+    store: Arc<dyn Store>,
+    marks: Arc<Marks>,
+    /// Per partition, the seq its tree is folded through.
+    cursors: Vec<u64>,
+}
+
+impl Folder {
+    /// The folder of `store`'s trees (which [`rebuild_all`] made complete).
+    pub fn new(store: Arc<dyn Store>, marks: Arc<Marks>) -> Result<Folder, StoreError> {
+        let partitions = store.layout().partitions();
+        let tree = Tree::new(store.as_ref());
+        let cursors = (0..partitions)
+            .map(|p| tree.cursor(p as u16).map(Option::unwrap_or_default))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Folder {
+            store,
+            marks,
+            cursors,
+        })
+    }
+
+    /// One pass: folds every marked partition through the log head, then
+    /// raises the safe trim point. Answers the events folded.
+    pub fn pass(&mut self) -> Result<usize, StoreError> {
+        #[cfg(test)]
+        if self.marks.paused.load(Ordering::Acquire) {
+            return Ok(0);
+        }
+        let head = self.store.log_head()?.seq;
+        let mut folded = 0;
+        let mut safe = head;
+        for part in 0..self.cursors.len() {
+            let marked = self.marks.marked[part].load(Ordering::Acquire);
+            if marked > self.cursors[part] {
+                folded += self.fold(part as u16, head)?;
+            }
+            // A partition marked past its cursor still has entries to fold
+            // (its commit may not be in `head` yet); one that is not has
+            // every entry through `head` in its tree (marks come first).
+            if self.marks.marked[part].load(Ordering::Acquire) > self.cursors[part] {
+                safe = safe.min(self.cursors[part]);
+            }
+        }
+        self.marks.safe.store(safe + 1, Ordering::Release);
+        Ok(folded)
+    }
+
+    /// Folds partition `part`'s log from its cursor through `head`.
+    fn fold(&mut self, part: u16, head: u64) -> Result<usize, StoreError> {
+        let store = self.store.clone();
+        let tree = Tree::new(store.as_ref());
+        let mut folded = 0;
+        loop {
+            let after = self.cursors[usize::from(part)];
+            if after >= head {
+                return Ok(folded);
+            }
+            let page = self
+                .store
+                .partition_log_names(part, after, head, FOLD_CHUNK)?;
+            if page.trimmed {
+                // Never expected (trims wait for the trees): say so, and
+                // have the trees rebuilt when the store is next opened.
+                self.store.remove_meta(TREES_META)?;
+                return Err(StoreError::Failed(format!(
+                    "partition {part}'s log was trimmed past its merkle tree (seq {after}); \
+                     the trees are rebuilt when the node restarts"
+                )));
+            }
+            let names: Vec<&[u8]> = page.names.iter().map(|(_, n)| n.as_slice()).collect();
+            tree.add(part, &names, page.through)?;
+            folded += names.len();
+            self.cursors[usize::from(part)] = page.through;
+        }
+    }
+
+    /// Runs passes until [`Marks::stop`], on the calling thread.
+    pub fn run(mut self) {
+        let marks = self.marks.clone();
+        loop {
+            if let Err(e) = self.pass() {
+                log::error!("merkle trees: {e}");
+            }
+            if !marks.wait() {
+                // A last pass, so a clean stop leaves nothing to fold.
+                if let Err(e) = self.pass() {
+                    log::error!("merkle trees: {e}");
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Makes every partition's tree complete if the store does not say they
+/// are: each is cleared and rebuilt from the partition's history, with its
+/// cursor at the log head. Call before any write (when the store opens).
+pub fn rebuild_all(store: &dyn Store) -> Result<bool, StoreError> {
+    if store.meta(TREES_META)?.as_deref() == Some(COMPLETE) {
+        return Ok(false);
+    }
+    let head = store.log_head()?.seq;
+    let partitions = store.layout().partitions();
+    let tree = Tree::new(store);
+    for part in 0..partitions as u16 {
+        store.merkle_clear(part)?;
+        let mut chunk: Vec<Vec<u8>> = Vec::with_capacity(FOLD_CHUNK);
+        let mut failed = None;
+        store.partition_event_names(part, &mut |name| {
+            chunk.push(name.to_vec());
+            if chunk.len() >= FOLD_CHUNK {
+                if let Err(e) = tree.add(part, &chunk, head) {
+                    failed = Some(e);
+                    return false;
+                }
+                chunk.clear();
+            }
+            true
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        tree.add(part, &chunk, head)?;
+    }
+    store.set_meta(TREES_META, COMPLETE)?;
+    store.flush()?;
+    Ok(true)
+}
+
+impl<S: Store + ?Sized> NodeStore for S {
+    fn get(&self, part: u16, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.merkle_get(part, key)
+    }
+
+    fn range(
+        &self,
+        part: u16,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<KeyValues, StoreError> {
+        self.merkle_range(part, from, to, limit)
+    }
+
+    fn apply(&self, part: u16, ops: KeyOps) -> Result<(), StoreError> {
+        self.merkle_apply(part, ops)
+    }
+}

@@ -1,0 +1,183 @@
+//! The trees kept by a running node: folded from its commits (writes,
+//! overwrites, deletes and late merges), they agree with a full scan of each
+//! partition; they survive a restart without a rebuild, are rebuilt once for
+//! a store that lacks them, and the log is never trimmed past them.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::config::{Config, Durability};
+use crate::merkle::maintain::TREES_META;
+use crate::model::{Event, Layout, NodeId, Path, Version};
+use crate::store::{SledStore, Store};
+use crate::Node;
+
+fn open(dir: &std::path::Path, retention: u64) -> Node {
+    let mut config = Config::new(dir);
+    config.node_id = Some("m1".into());
+    config.durability = Durability::Lazy;
+    config.partitions = 8;
+    config.log_retention = retention;
+    Node::open(config).unwrap()
+}
+
+/// Waits until every partition's root agrees with a full scan of it.
+fn settled(node: &Node) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let agree = (0..node.partitions() as u16).all(|p| {
+            let scan = node.partition_digest(p).unwrap();
+            let root = node.partition_root(p).unwrap();
+            root.hash() == scan.hash && root.count == scan.events
+        });
+        if agree {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the trees never agreed with a scan"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Writes, overwrites, deletes and a late foreign event over 300 paths.
+fn write_some(node: &Node, round: u32) {
+    actix::System::new().block_on(async {
+        for i in 0..300 {
+            node.set(
+                &format!("rooms/{}/k{}", i % 17, i % 120),
+                format!("v{round}-{i}"),
+            )
+            .await
+            .unwrap();
+        }
+        for i in 0..20 {
+            node.delete(&format!("rooms/{}/k{}", i % 17, i))
+                .await
+                .unwrap();
+        }
+        // Older than what the path holds: history only (a late event).
+        let late = Event {
+            path: Path::parse_key("rooms/1/k1").unwrap(),
+            version: Version::new(1 + u64::from(round), NodeId::new("far").unwrap()),
+            value: Some(Bytes::from_static(b"late")),
+            content_type: None,
+            expires_at: None,
+            author: None,
+        };
+        node.merge(late).await.unwrap();
+    });
+}
+
+#[test]
+fn the_trees_follow_commits_and_survive_a_restart_without_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path(), 1_000_000);
+    write_some(&node, 1);
+    settled(&node);
+    let all = node.digest(&Path::root(), 0).unwrap();
+    let total: u64 = (0..8)
+        .map(|p| node.partition_digest(p).unwrap().events)
+        .sum();
+    assert_eq!(
+        all.fingerprint.count, total,
+        "the root of roots counts every event"
+    );
+    node.shutdown();
+    drop(node);
+
+    let node = open(dir.path(), 1_000_000);
+    settled(&node);
+    assert_eq!(
+        node.digest(&Path::root(), 0).unwrap(),
+        all,
+        "the same after a restart"
+    );
+    write_some(&node, 2);
+    settled(&node);
+    node.shutdown();
+}
+
+#[test]
+fn a_store_without_trees_has_them_built_when_it_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path(), 1_000_000);
+    write_some(&node, 1);
+    settled(&node);
+    let before = node.digest(&Path::root(), 2).unwrap();
+    node.shutdown();
+    drop(node);
+    // As a store of an earlier build: no trees, not marked complete.
+    {
+        let store = SledStore::open_with(
+            dir.path(),
+            8 << 20,
+            Duration::from_millis(100),
+            Layout::new(8, 2).unwrap(),
+        )
+        .unwrap();
+        for p in 0..8 {
+            store.merkle_clear(p).unwrap();
+        }
+        store.remove_meta(TREES_META).unwrap();
+        store.flush().unwrap();
+    }
+
+    let node = open(dir.path(), 1_000_000);
+    // Built before the node serves: no wait.
+    assert_eq!(node.digest(&Path::root(), 2).unwrap(), before);
+    settled(&node);
+    node.shutdown();
+}
+
+#[test]
+fn the_log_is_not_trimmed_past_the_trees() {
+    let dir = tempfile::tempdir().unwrap();
+    // A tiny retention: the log would be trimmed long before the trees,
+    // held still, fold it.
+    let node = open(dir.path(), 5);
+    write_some(&node, 0);
+    settled(&node);
+    let marks = node.merkle_marks();
+    marks.pause(true);
+    for round in 1..3 {
+        write_some(&node, round);
+    }
+    // Had the log been trimmed past the trees meanwhile, they could not
+    // catch up (and would never agree with a scan).
+    marks.pause(false);
+    settled(&node);
+    // Trimming goes on once they caught up.
+    let part = node.partition_of(&Path::parse("rooms/3").unwrap()) as u16;
+    write_some(&node, 3);
+    settled(&node);
+    assert!(
+        node.partition_log(part, 0, 10).unwrap().trimmed,
+        "the log of a busy partition is trimmed once the trees have it"
+    );
+    node.shutdown();
+}
+
+#[test]
+fn a_prefix_digest_sums_its_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path(), 1_000_000);
+    write_some(&node, 1);
+    settled(&node);
+    let rooms = node.digest(&Path::parse("rooms").unwrap(), 1).unwrap();
+    assert_eq!(rooms.children.len(), 17);
+    let mut sum = crate::merkle::Fingerprint::EMPTY;
+    for child in &rooms.children {
+        sum.add(&child.fingerprint);
+        // A child read alone agrees with the listing.
+        let alone = node
+            .digest(&Path::parse(&child.prefix).unwrap(), 0)
+            .unwrap();
+        assert_eq!(alone.fingerprint, child.fingerprint);
+    }
+    assert_eq!(sum, rooms.fingerprint);
+    assert!(!rooms.truncated);
+    node.shutdown();
+}

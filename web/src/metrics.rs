@@ -65,6 +65,7 @@ pub struct Metrics {
     seq: Gauge,
     store_failed: Gauge,
     durable_seq: Gauge,
+    merkle_unfolded: Gauge,
     peer_links: Gauge,
     peer_frames: Family<DirLabel, Counter>,
     peer_bytes: Family<DirLabel, Counter>,
@@ -106,6 +107,7 @@ impl Metrics {
         let seq = Gauge::default();
         let store_failed = Gauge::default();
         let durable_seq = Gauge::default();
+        let merkle_unfolded = Gauge::default();
         let peer_links = Gauge::default();
         let peer_frames = Family::<DirLabel, Counter>::default();
         let peer_bytes = Family::<DirLabel, Counter>::default();
@@ -227,6 +229,11 @@ impl Metrics {
             durable_seq.clone(),
         );
         registry.register(
+            "merkle_unfolded_entries",
+            "Change-log entries committed and not yet folded into the merkle trees",
+            merkle_unfolded.clone(),
+        );
+        registry.register(
             "store_failed",
             "1 once a flush failed: writes are refused until the node restarts",
             store_failed.clone(),
@@ -244,6 +251,7 @@ impl Metrics {
             seq,
             store_failed,
             durable_seq,
+            merkle_unfolded,
             peer_links,
             peer_frames,
             peer_bytes,
@@ -292,6 +300,7 @@ impl Metrics {
             .set(i64::from(stats.store_failed.load(Ordering::Relaxed)));
         self.durable_seq
             .set(stats.durable_seq.load(Ordering::Relaxed) as i64);
+        self.merkle_unfolded.set(node.merkle_unfolded() as i64);
         let links = node.cluster().map(|c| &c.links);
         self.peer_links.set(links.map_or(0, |l| l.count()) as i64);
         if let Some(cluster) = node.cluster() {

@@ -262,7 +262,7 @@ impl Committer {
             return;
         }
         self.head = seq;
-        self.marks.committed();
+        self.marks.committed(seq);
         // Applied and visible: fan out even if the flush fails, so streams
         // agree with the store, but then tell the writers their write is not
         // known to be durable, and refuse every later write: a later fsync

@@ -39,6 +39,9 @@ pub struct Marks {
     marked: Vec<AtomicU64>,
     /// Log entries below this seq are folded in every tree.
     safe: AtomicU64,
+    /// The head of the last commit that returned (the store's own head is
+    /// written before a commit's entries can all be read).
+    head: AtomicU64,
     wake: (Mutex<bool>, Condvar),
     stop: AtomicBool,
     /// Tests hold the folder still.
@@ -47,11 +50,13 @@ pub struct Marks {
 }
 
 impl Marks {
-    /// Marks for `partitions` partitions.
-    pub fn new(partitions: usize) -> Marks {
+    /// Marks for `partitions` partitions of a store whose log ends at
+    /// `head`.
+    pub fn new(partitions: usize, head: u64) -> Marks {
         Marks {
             marked: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             safe: AtomicU64::new(0),
+            head: AtomicU64::new(head),
             wake: (Mutex::new(false), Condvar::new()),
             stop: AtomicBool::new(false),
             #[cfg(test)]
@@ -63,7 +68,7 @@ impl Marks {
     #[cfg(test)]
     pub(crate) fn pause(&self, paused: bool) {
         self.paused.store(paused, Ordering::Release);
-        self.committed();
+        self.wake();
     }
 
     /// Partition `part` takes an event with `seq` in the next commit (call
@@ -74,8 +79,13 @@ impl Marks {
         }
     }
 
-    /// A commit was written: fold it soon.
-    pub fn committed(&self) {
+    /// A commit through `head` returned: fold it soon.
+    pub fn committed(&self, head: u64) {
+        self.head.fetch_max(head, Ordering::Release);
+        self.wake();
+    }
+
+    fn wake(&self) {
         let (flag, cv) = &self.wake;
         *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
         cv.notify_one();
@@ -89,7 +99,7 @@ impl Marks {
     /// Ends the folder's thread after its pass.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
-        self.committed();
+        self.wake();
     }
 
     fn wait(&self) -> bool {
@@ -136,7 +146,7 @@ impl Folder {
         if self.marks.paused.load(Ordering::Acquire) {
             return Ok(0);
         }
-        let head = self.store.log_head()?.seq;
+        let head = self.marks.head.load(Ordering::Acquire);
         let mut folded = 0;
         let mut safe = head;
         for part in 0..self.cursors.len() {

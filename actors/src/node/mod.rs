@@ -502,6 +502,12 @@ impl Node {
         Ok(digest)
     }
 
+    /// Change-log entries committed and not yet folded into the merkle
+    /// trees (at most; 0 when they have caught up).
+    pub fn merkle_unfolded(&self) -> u64 {
+        (self.head_seq() + 1).saturating_sub(self.inner.marks.safe_trim().max(1))
+    }
+
     /// The marks of the merkle trees' folder (tests pause it).
     #[cfg(test)]
     pub(crate) fn merkle_marks(&self) -> Arc<crate::merkle::maintain::Marks> {

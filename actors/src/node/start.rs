@@ -223,7 +223,7 @@ impl Node {
 
         let incarnation: Arc<str> = Arc::from(incarnation);
         let tap = Arc::new(crate::engine::tap::Tap::default());
-        let marks = Arc::new(Marks::new(partitions as usize));
+        let marks = Arc::new(Marks::new(partitions as usize, head));
         let folder = Folder::new(store.clone(), marks.clone())?;
         let folder = std::thread::Builder::new()
             .name("spread-merkle".into())

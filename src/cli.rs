@@ -90,6 +90,16 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Compare the node's merkle trees under PREFIX (default: everything it
+    /// holds) with the other owners' now and exchange what either side
+    /// lacks; print what each session did (JSON).
+    Repair {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The prefix.
+        #[arg(default_value = "")]
+        prefix: String,
+    },
 }
 
 /// Where the client verbs talk to.
@@ -263,6 +273,10 @@ pub struct ServeArgs {
     /// further behind is disconnected and resumes from its cursors.
     #[arg(long, env = "SPREAD_PEER_SEND_QUEUE_BYTES", default_value_t = defaults::PEER_SEND_QUEUE_BYTES)]
     pub peer_send_queue_bytes: usize,
+    /// Seconds between two anti-entropy sweeps with each co-owner (jittered by ±20%; 0: only
+    /// when a link comes up and on `spread repair`).
+    #[arg(long, env = "SPREAD_ANTI_ENTROPY_INTERVAL", default_value_t = defaults::ANTI_ENTROPY_INTERVAL_SECS)]
+    pub anti_entropy_interval: u64,
     /// Serve `PUT /cluster/faults` to cut this node's links to chosen nodes: for fault tests
     /// only (whoever reaches it can partition the node).
     #[arg(long, hide = true)]

@@ -178,6 +178,14 @@ pub async fn cluster(client: ClientArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `spread repair`: anti-entropy under a prefix now; what each session did.
+pub async fn repair(client: ClientArgs, prefix: String) -> anyhow::Result<()> {
+    let req = http(&client).post(url(&client, "repair", &prefix));
+    let report = json_of(&success(exchange(req, None, "repair").await?)?)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
 /// `spread watch`: one JSON line per event, `{"event": <kind>, "id", "data"}`.
 pub async fn watch(
     client: ClientArgs,

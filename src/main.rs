@@ -62,6 +62,7 @@ fn main() {
                 } => client::watch(client, prefix, since, count).await,
                 Command::History { client, path } => client::history(client, path).await,
                 Command::Cluster { client } => client::cluster(client).await,
+                Command::Repair { client, prefix } => client::repair(client, prefix).await,
                 Command::Token(args) => client::token(args),
                 Command::Serve(_) => unreachable!("handled above"),
             }

@@ -178,6 +178,7 @@ fn cluster_config(
     cluster.replication = args.replication;
     cluster.ack_timeout = Duration::from_millis(args.ack_timeout_ms.max(1));
     cluster.send_queue_bytes = args.peer_send_queue_bytes;
+    cluster.anti_entropy_interval = std::time::Duration::from_secs(args.anti_entropy_interval);
     cluster.fault_injection = args.fault_injection;
     cluster.check().map_err(anyhow::Error::msg)?;
     Ok(Some(cluster))

@@ -73,6 +73,8 @@ pub mod defaults {
     /// `--peer-send-queue-bytes`: what may wait to be sent on one peer
     /// link before the link is closed as overloaded.
     pub const PEER_SEND_QUEUE_BYTES: usize = 64 << 20;
+    /// Seconds between two anti-entropy sweeps with a co-owner (jittered).
+    pub const ANTI_ENTROPY_INTERVAL_SECS: u64 = 300;
 }
 
 /// Least `--peer-send-queue-bytes`: room for the largest frames a link
@@ -101,6 +103,10 @@ pub struct ClusterConfig {
     /// Bytes that may wait to be sent on one peer link; past that the
     /// link is closed as overloaded (and resumes when redialed).
     pub send_queue_bytes: usize,
+    /// How often (about: jittered by ±20%) this node compares its merkle
+    /// trees with each co-owner's; zero: only when a link comes up and on
+    /// demand.
+    pub anti_entropy_interval: Duration,
     /// Serve `PUT /cluster/faults`, which cuts links to chosen nodes (for
     /// fault tests only: anyone who can reach it can partition the node).
     pub fault_injection: bool,
@@ -119,6 +125,7 @@ impl ClusterConfig {
             replication: defaults::REPLICATION,
             ack_timeout: Duration::from_millis(defaults::ACK_TIMEOUT_MS),
             send_queue_bytes: defaults::PEER_SEND_QUEUE_BYTES,
+            anti_entropy_interval: Duration::from_secs(defaults::ANTI_ENTROPY_INTERVAL_SECS),
             fault_injection: false,
         }
     }

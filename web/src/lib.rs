@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod ops;
 pub mod peer;
 pub mod raw;
+pub mod repair;
 pub mod request;
 pub mod socket;
 pub mod sse;
@@ -186,6 +187,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::scope("/list").default_service(web::to(listing::list)))
         .service(web::scope("/history").default_service(web::to(listing::history)))
         .service(web::scope("/digest").default_service(web::to(digest::digest)))
+        .service(web::scope("/repair").default_service(web::to(repair::repair)))
         .service(web::scope("/sse").default_service(web::to(sse::sse)))
         .service(web::scope("/wss").default_service(web::to(ws::dispatch)))
         .service(web::scope("/rollback").default_service(web::to(not_served)))

@@ -37,6 +37,11 @@ struct DirLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
 }
@@ -77,6 +82,13 @@ pub struct Metrics {
     replication_events: Family<DirLabel, Counter>,
     forwarded_writes: Family<DirLabel, Counter>,
     forwarded_reads: Counter,
+    ae_sessions: Family<ResultLabel, Counter>,
+    ae_running: Gauge,
+    ae_partitions: Counter,
+    ae_questions: Counter,
+    ae_bytes: Family<DirLabel, Counter>,
+    ae_events: Family<DirLabel, Counter>,
+    ae_millis: Counter,
     replication_streams: Family<RoleLabel, Gauge>,
     replication_lag: Gauge,
     /// Last values copied from the node's own counters.
@@ -84,7 +96,7 @@ pub struct Metrics {
 }
 
 /// Node counters copied into the registry at each render.
-const COPIED: usize = 16;
+const COPIED: usize = 25;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -119,6 +131,48 @@ impl Metrics {
         let replication_events = Family::<DirLabel, Counter>::default();
         let forwarded_writes = Family::<DirLabel, Counter>::default();
         let forwarded_reads = Counter::default();
+        let ae_sessions = Family::<ResultLabel, Counter>::default();
+        let ae_running = Gauge::default();
+        let ae_partitions = Counter::default();
+        let ae_questions = Counter::default();
+        let ae_bytes = Family::<DirLabel, Counter>::default();
+        let ae_events = Family::<DirLabel, Counter>::default();
+        let ae_millis = Counter::default();
+        registry.register(
+            "antientropy_sessions",
+            "Anti-entropy sessions with a peer, by result (ok, failed)",
+            ae_sessions.clone(),
+        );
+        registry.register(
+            "antientropy_sessions_running",
+            "Anti-entropy sessions running now",
+            ae_running.clone(),
+        );
+        registry.register(
+            "antientropy_partitions_walked",
+            "Partitions whose merkle trees were walked (their roots differed)",
+            ae_partitions.clone(),
+        );
+        registry.register(
+            "antientropy_questions",
+            "Questions anti-entropy asked peers (each one round trip)",
+            ae_questions.clone(),
+        );
+        registry.register(
+            "antientropy_bytes",
+            "Bytes of tree items and events anti-entropy received (in) and events it sent (out)",
+            ae_bytes.clone(),
+        );
+        registry.register(
+            "antientropy_events",
+            "Events anti-entropy merged here (in) and sent to peers (out)",
+            ae_events.clone(),
+        );
+        registry.register(
+            "antientropy_session_milliseconds",
+            "Time spent in anti-entropy sessions",
+            ae_millis.clone(),
+        );
         registry.register(
             "forwarded_reads",
             "Reads of paths this node neither owns nor watches, sent to an owner (one per owner tried)",
@@ -263,6 +317,13 @@ impl Metrics {
             replication_events,
             forwarded_writes,
             forwarded_reads,
+            ae_sessions,
+            ae_running,
+            ae_partitions,
+            ae_questions,
+            ae_bytes,
+            ae_events,
+            ae_millis,
             replication_streams,
             replication_lag,
             copied: Mutex::new([0; COPIED]),
@@ -303,6 +364,8 @@ impl Metrics {
         self.merkle_unfolded.set(node.merkle_unfolded() as i64);
         let links = node.cluster().map(|c| &c.links);
         self.peer_links.set(links.map_or(0, |l| l.count()) as i64);
+        self.ae_running
+            .set(node.cluster().map_or(0, |c| c.differs.running()) as i64);
         if let Some(cluster) = node.cluster() {
             let members = cluster.members();
             for state in ["alive", "suspect", "dead"] {
@@ -330,6 +393,12 @@ impl Metrics {
                 |f: fn(&spread_actors::cluster::LinkStats) -> &std::sync::atomic::AtomicU64| {
                     links.map_or(0, |l| f(&l.stats).load(Ordering::Relaxed))
                 };
+            let ae = |f: fn(
+                &spread_actors::cluster::differ::DiffStats,
+            ) -> &std::sync::atomic::AtomicU64| {
+                node.cluster()
+                    .map_or(0, |c| f(&c.differs.stats).load(Ordering::Relaxed))
+            };
             let now: [u64; COPIED] = [
                 stats.hub.fanned_out.load(Ordering::Relaxed),
                 stats.hub.lagged.load(Ordering::Relaxed),
@@ -347,10 +416,24 @@ impl Metrics {
                 peer(|s| &s.writes_forwarded),
                 peer(|s| &s.writes_coordinated_for_peers),
                 peer(|s| &s.reads_forwarded),
+                ae(|s| &s.sessions_ok),
+                ae(|s| &s.sessions_failed),
+                ae(|s| &s.partitions_walked),
+                ae(|s| &s.questions),
+                ae(|s| &s.bytes_in),
+                ae(|s| &s.bytes_out),
+                ae(|s| &s.events_received),
+                ae(|s| &s.events_sent),
+                ae(|s| &s.millis),
             ];
-            // Counters share their value with their clones.
+            // Counters share their value with their clones. (Each lookup in
+            // its own call: a family's read guard held over the next
+            // lookup's insert would deadlock.)
             let dir = |family: &Family<DirLabel, Counter>, dir| {
                 family.get_or_create(&DirLabel { dir }).clone()
+            };
+            let result = |family: &Family<ResultLabel, Counter>, result| {
+                family.get_or_create(&ResultLabel { result }).clone()
             };
             let counters: [Counter; COPIED] = [
                 self.fanned_out.clone(),
@@ -369,6 +452,15 @@ impl Metrics {
                 dir(&self.forwarded_writes, "out"),
                 dir(&self.forwarded_writes, "in"),
                 self.forwarded_reads.clone(),
+                result(&self.ae_sessions, "ok"),
+                result(&self.ae_sessions, "failed"),
+                self.ae_partitions.clone(),
+                self.ae_questions.clone(),
+                dir(&self.ae_bytes, "in"),
+                dir(&self.ae_bytes, "out"),
+                dir(&self.ae_events, "in"),
+                dir(&self.ae_events, "out"),
+                self.ae_millis.clone(),
             ];
             for ((counter, now), before) in counters.into_iter().zip(now).zip(copied.iter()) {
                 counter.inc_by(now.saturating_sub(*before));
@@ -395,6 +487,8 @@ fn route_of(path: &str) -> &'static str {
         "metrics" => "metrics",
         "peer" => "peer",
         "cluster" => "cluster",
+        "digest" => "digest",
+        "repair" => "repair",
         _ => "other",
     }
 }

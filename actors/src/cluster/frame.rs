@@ -8,11 +8,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::differ::question::{DiffQuestion, DiffReply};
 use super::wire::{WireError, WireEvent, WireReport, WireWrite};
 
 /// The version of this protocol; both ends of a link must speak the same.
 /// (2: `Watch` names the partitions it wants, and `WatchReady` marks the
-/// end of a watch's snapshot.)
+/// end of a watch's snapshot; `DiffAsk`, `DiffAnswer` and `DiffEvents`
+/// carry anti-entropy. No release spoke 2 without them.)
 pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame a link accepts (a batch of events with big values fits).
@@ -157,6 +159,32 @@ pub enum PeerFrame {
         /// The prefix.
         prefix: String,
     },
+    /// Anti-entropy: a question of the sender's diff session `session`
+    /// about partition `part` (see `differ`).
+    DiffAsk {
+        /// Names the session.
+        session: u64,
+        /// The partition.
+        part: u16,
+        /// The question.
+        question: DiffQuestion,
+    },
+    /// Anti-entropy: the answer to the receiver's last question of
+    /// session `session`.
+    DiffAnswer {
+        /// Names the session.
+        session: u64,
+        /// The answer.
+        answer: Result<DiffReply, WireError>,
+    },
+    /// Anti-entropy: events the sender holds and the receiver lacks,
+    /// found by session `session`: merged by the LWW rule.
+    DiffEvents {
+        /// Names the session.
+        session: u64,
+        /// The events.
+        events: Vec<WireEvent>,
+    },
     /// A client's read of a path the sender neither owns nor watches.
     Read {
         /// Names the answer.
@@ -231,6 +259,9 @@ impl PeerFrame {
             PeerFrame::Unwatch { .. } => "unwatch",
             PeerFrame::Watched { .. } => "watched",
             PeerFrame::WatchReady { .. } => "watch-ready",
+            PeerFrame::DiffAsk { .. } => "diff-ask",
+            PeerFrame::DiffAnswer { .. } => "diff-answer",
+            PeerFrame::DiffEvents { .. } => "diff-events",
             PeerFrame::WatchEnded { .. } => "watch-ended",
             PeerFrame::Read { .. } => "read",
             PeerFrame::ReadAnswer { .. } => "read-answer",
@@ -281,6 +312,27 @@ mod tests {
             PeerFrame::WatchReady {
                 prefix: "rooms".into(),
                 parts: vec![3, 9],
+            },
+            PeerFrame::DiffAsk {
+                session: 4,
+                part: 2,
+                question: DiffQuestion::RangeSums {
+                    prefix: "a".into(),
+                    bounds: vec![None, Some("m".into()), None],
+                },
+            },
+            PeerFrame::DiffAnswer {
+                session: 4,
+                answer: Ok(DiffReply::Node(
+                    super::super::differ::question::WireFp {
+                        hash: [9; 32],
+                        count: 3,
+                    },
+                    super::super::differ::question::WireFp {
+                        hash: [0; 32],
+                        count: 0,
+                    },
+                )),
             },
             PeerFrame::Forwarded {
                 id: 3,

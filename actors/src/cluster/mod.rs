@@ -14,9 +14,11 @@
 //! - `wire`: events, forwarded writes and their answers on a link;
 //! - `replicator`: owners following each other's partition logs (streams
 //!   served and followed, acks, forwarded writes);
-//! - `route`: where a client's write is coordinated, and what it waits for.
+//! - `route`: where a client's write is coordinated, and what it waits for;
+//! - `differ`: anti-entropy sessions comparing merkle trees with a peer.
 
 pub mod backoff;
+pub mod differ;
 pub mod frame;
 pub mod handshake;
 pub mod links;
@@ -68,6 +70,8 @@ pub struct Cluster {
     caught_up: Mutex<Arc<std::collections::HashSet<u16>>>,
     /// The replicator, once started.
     pub replicator: OnceLock<Addr<replicator::Replicator>>,
+    /// Anti-entropy sessions running, and their counters.
+    pub differs: differ::Differs,
     members: Mutex<BTreeMap<String, membership::MemberView>>,
     placement: Mutex<Arc<placement::Placement>>,
     forwards: Mutex<HashMap<u64, Forward>>,
@@ -116,6 +120,7 @@ impl Cluster {
             dialer: OnceLock::new(),
             membership: OnceLock::new(),
             replicator: OnceLock::new(),
+            differs: differ::Differs::default(),
             faults: Mutex::default(),
             caught_up: Mutex::default(),
             members: Mutex::default(),

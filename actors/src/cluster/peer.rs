@@ -233,6 +233,9 @@ impl Peer {
             | PeerFrame::Watched { .. }
             | PeerFrame::WatchReady { .. }
             | PeerFrame::WatchEnded { .. }
+            | PeerFrame::DiffAsk { .. }
+            | PeerFrame::DiffAnswer { .. }
+            | PeerFrame::DiffEvents { .. }
             | PeerFrame::Read { .. }
             | PeerFrame::Forward { .. }) => {
                 if let (Some(info), Some(replicator)) = (&self.up, self.cluster.replicator.get()) {

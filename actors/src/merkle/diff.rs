@@ -45,6 +45,22 @@ pub trait Side {
     ) -> Result<Vec<(String, Fingerprint)>, StoreError>;
     /// The names (`path \0 order`) of the events of `path` itself.
     fn events(&self, part: u16, path: &str) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// The sum of the children of `prefix` and how many they are, in each
+    /// range between consecutive `bounds` (`None`: unbounded; each range
+    /// includes its lower bound and excludes its upper).
+    fn range_sums(
+        &self,
+        part: u16,
+        prefix: &str,
+        bounds: &[Option<String>],
+    ) -> Result<Vec<(Fingerprint, usize)>, StoreError> {
+        let mut out = Vec::with_capacity(bounds.len().saturating_sub(1));
+        for pair in bounds.windows(2) {
+            let children = self.children(part, prefix, bounds_of(pair), usize::MAX)?;
+            out.push((sum(&children), children.len()));
+        }
+        Ok(out)
+    }
 }
 
 /// What a walk found, and what it cost.
@@ -115,6 +131,16 @@ fn sum(items: &[(String, Fingerprint)]) -> Fingerprint {
     fp
 }
 
+/// The range between two bounds (the lower included, the upper excluded).
+pub fn bounds_of(pair: &[Option<String>]) -> (Bound<&str>, Bound<&str>) {
+    (
+        pair[0].as_deref().map_or(Bound::Unbounded, Bound::Included),
+        pair.get(1)
+            .and_then(|b| b.as_deref())
+            .map_or(Bound::Unbounded, Bound::Excluded),
+    )
+}
+
 /// Compares the children of `prefix` with a segment in `[lo, hi)`
 /// (`None`: unbounded).
 fn walk_range(
@@ -125,53 +151,54 @@ fn walk_range(
     (lo, hi): (Option<&str>, Option<&str>),
     walk: &mut Walk,
 ) -> Result<(), StoreError> {
-    let range = (
-        lo.map_or(Bound::Unbounded, Bound::Included),
-        hi.map_or(Bound::Unbounded, Bound::Excluded),
-    );
-    // The left side reads its range whole (a local read); the right side
-    // answers a fingerprint, or its children when few.
+    let bounds = [lo.map(str::to_string), hi.map(str::to_string)];
+    let range = bounds_of(&bounds);
+    // The left side reads its range whole (a local read).
     let mine = left.children(part, prefix, range, usize::MAX)?;
-    let theirs_few = right.children(part, prefix, range, SMALL_RANGE + 1)?;
-    walk.questions += 1;
-    if theirs_few.len() <= SMALL_RANGE || mine.len() <= SMALL_RANGE {
-        let theirs = if theirs_few.len() <= SMALL_RANGE {
-            theirs_few
-        } else {
-            right.children(part, prefix, range, usize::MAX)?
-        };
-        walk.bytes += theirs
-            .iter()
-            .map(|(s, _)| s.len() + ENCODED_BYTES)
-            .sum::<usize>();
+    if mine.len() <= SMALL_RANGE {
+        // Few here: the other side's children of the range, item by item.
+        let theirs = right.children(part, prefix, range, usize::MAX)?;
+        walk.questions += 1;
+        walk.bytes += items_bytes(&theirs);
         return walk_items(left, right, part, prefix, &mine, &theirs, walk);
     }
-    let theirs = right.children(part, prefix, range, usize::MAX)?;
-    walk.bytes += ENCODED_BYTES;
-    if sum(&mine) == sum(&theirs) {
-        return Ok(());
-    }
-    // Cut at the left side's children, evenly by count.
+    // Many here: the other side's sums of ranges cut evenly at this side's
+    // children, and only the ranges that differ are looked into.
     let step = mine.len().div_ceil(FANOUT);
-    let mut bounds: Vec<Option<&str>> = vec![lo];
-    bounds.extend(
+    let mut cuts: Vec<Option<String>> = vec![bounds[0].clone()];
+    cuts.extend(
         mine.iter()
             .skip(step)
             .step_by(step)
-            .map(|(s, _)| Some(s.as_str())),
+            .map(|(s, _)| Some(s.clone())),
     );
-    bounds.push(hi);
-    for pair in bounds.windows(2) {
-        let (a, b) = (pair[0], pair[1]);
+    cuts.push(bounds[1].clone());
+    let theirs = right.range_sums(part, prefix, &cuts)?;
+    walk.questions += 1;
+    walk.bytes +=
+        theirs.len() * (ENCODED_BYTES + 4) + cuts.iter().flatten().map(String::len).sum::<usize>();
+    for (pair, (their_sum, their_count)) in cuts.windows(2).zip(theirs) {
+        let (a, b) = (pair[0].as_deref(), pair[1].as_deref());
         let within = |s: &str| a.is_none_or(|a| s >= a) && b.is_none_or(|b| s < b);
         let m: Vec<_> = mine.iter().filter(|(s, _)| within(s)).cloned().collect();
-        let t: Vec<_> = theirs.iter().filter(|(s, _)| within(s)).cloned().collect();
-        walk.bytes += ENCODED_BYTES + a.map_or(0, str::len);
-        if sum(&m) != sum(&t) {
+        if sum(&m) == their_sum {
+            continue;
+        }
+        if their_count <= SMALL_RANGE {
+            let t = right.children(part, prefix, bounds_of(pair), usize::MAX)?;
+            walk.questions += 1;
+            walk.bytes += items_bytes(&t);
+            walk_items(left, right, part, prefix, &m, &t, walk)?;
+        } else {
             walk_range(left, right, part, prefix, (a, b), walk)?;
         }
     }
     Ok(())
+}
+
+/// What a list of children weighs on a link.
+fn items_bytes(items: &[(String, Fingerprint)]) -> usize {
+    items.iter().map(|(s, _)| s.len() + ENCODED_BYTES).sum()
 }
 
 /// Compares two lists of children item by item, and walks those that

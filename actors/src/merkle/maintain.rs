@@ -132,6 +132,15 @@ impl Folder {
         let cursors = (0..partitions)
             .map(|p| tree.cursor(p as u16).map(Option::unwrap_or_default))
             .collect::<Result<Vec<_>, _>>()?;
+        // What the last run committed and did not fold (a crash, or a stop
+        // mid-pass) is folded first: every tree behind the head looks at its
+        // log once.
+        let head = marks.head.load(Ordering::Acquire);
+        for (part, &cursor) in cursors.iter().enumerate() {
+            if cursor < head {
+                marks.mark(part as u16, head);
+            }
+        }
         Ok(Folder {
             store,
             marks,

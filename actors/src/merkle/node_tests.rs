@@ -197,3 +197,20 @@ fn a_prefix_digest_sums_its_children() {
     assert!(!rooms.truncated);
     node.shutdown();
 }
+
+#[test]
+fn what_was_committed_and_not_folded_before_a_stop_is_folded_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path(), 1_000_000);
+    write_some(&node, 0);
+    settled(&node);
+    // Held still, then stopped: the last writes are in the log only (as
+    // after a crash between a commit and its fold).
+    node.merkle_marks().pause(true);
+    write_some(&node, 1);
+    node.shutdown();
+    drop(node);
+    let node = open(dir.path(), 1_000_000);
+    settled(&node);
+    node.shutdown();
+}

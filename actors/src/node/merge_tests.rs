@@ -202,3 +202,29 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+#[test]
+fn the_same_late_event_merged_twice_at_once_enters_history_and_the_log_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_in(dir.path(), "n1");
+    actix::System::new().block_on(async {
+        node.merge(foreign("a/b", 2000, Some("new"))).await.unwrap();
+        // Two copies of an older event arrive together (a peer's push and
+        // this node's own fetch of it, say): both are decided before either
+        // is committed.
+        let late = foreign("a/b", 1000, Some("old"));
+        let (x, y) = futures_util::future::join(node.merge(late.clone()), node.merge(late)).await;
+        let mut statuses = vec![x.unwrap().status, y.unwrap().status];
+        statuses.sort_by_key(|s| format!("{s:?}"));
+        assert_eq!(statuses, vec![WriteStatus::Existing, WriteStatus::TooLate]);
+    });
+    let logged: Vec<_> = node
+        .log_after(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.event.version.time)
+        .collect();
+    assert_eq!(logged, vec![2000, 1000], "one log entry per event");
+    assert_eq!(held(&node, "a/b").0.len(), 2);
+    node.shutdown();
+}

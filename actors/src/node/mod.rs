@@ -144,6 +144,55 @@ impl Node {
         self.inner.stats.hub.head.load(Ordering::Acquire)
     }
 
+    /// The store (anti-entropy reads its trees).
+    pub(crate) fn store(&self) -> Arc<dyn Store> {
+        self.inner.store.clone()
+    }
+
+    /// The names of `path`'s events (history included), oldest first.
+    pub fn event_names(&self, path: &Path) -> Result<Vec<Vec<u8>>, NodeError> {
+        let all = HistoryRange {
+            from: 0,
+            to: u64::MAX,
+            limit: usize::MAX,
+        };
+        Ok(self
+            .history_of(path, all)?
+            .iter()
+            .map(|s| crate::store::event_name(path, &s.event.version, &s.digest))
+            .collect())
+    }
+
+    /// The events this node holds among those named `names` (`path \0
+    /// order`); names it does not hold, or that do not parse, are skipped.
+    pub fn events_named(&self, names: &[Vec<u8>]) -> Result<Vec<Stored>, NodeError> {
+        let mut by_path: std::collections::BTreeMap<&str, std::collections::HashSet<&[u8]>> =
+            std::collections::BTreeMap::new();
+        for name in names {
+            if let Ok(path) = crate::merkle::tree::path_of(name) {
+                by_path.entry(path).or_default().insert(name.as_slice());
+            }
+        }
+        let mut out = Vec::new();
+        for (path, wanted) in by_path {
+            let Ok(path) = Path::parse_key(path) else {
+                continue;
+            };
+            let all = HistoryRange {
+                from: 0,
+                to: u64::MAX,
+                limit: usize::MAX,
+            };
+            for stored in self.history_of(&path, all)? {
+                let name = crate::store::event_name(&path, &stored.event.version, &stored.digest);
+                if wanted.contains(name.as_slice()) {
+                    out.push(stored);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Bytes the store takes on disk.
     pub fn store_size(&self) -> u64 {
         self.inner.store.size_on_disk()
@@ -512,6 +561,25 @@ impl Node {
     #[cfg(test)]
     pub(crate) fn merkle_marks(&self) -> Arc<crate::merkle::maintain::Marks> {
         self.inner.marks.clone()
+    }
+
+    /// Compares this node's merkle trees under `prefix` with the other
+    /// owners' (or, for a prefix its clients watch, with the owners'), and
+    /// exchanges what either side lacks: one report per peer. A single
+    /// node has no one to compare with (no reports).
+    pub async fn repair(
+        &self,
+        prefix: &Path,
+    ) -> Result<Vec<crate::cluster::differ::DiffReport>, NodeError> {
+        let Some(replicator) = self.cluster().and_then(|c| c.replicator.get().cloned()) else {
+            return Ok(Vec::new());
+        };
+        replicator
+            .send(crate::cluster::replicator::Repair {
+                prefix: prefix.clone(),
+            })
+            .await
+            .map_err(|_| NodeError::ShuttingDown)
     }
 
     /// The merkle root of partition `part` (every event it holds).

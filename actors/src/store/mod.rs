@@ -141,6 +141,12 @@ pub struct PartitionDigest {
     pub hash: [u8; 32],
 }
 
+/// The name of an event, as logs and merkle trees know it: `path \0 time
+/// node \0 digest`.
+pub fn event_name(path: &Path, version: &Version, digest: &Digest) -> Vec<u8> {
+    keys::logged(path, &keys::order(version, digest))
+}
+
 /// Keys and values, in key order.
 pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
 /// Keys to set (`Some`) or remove (`None`).

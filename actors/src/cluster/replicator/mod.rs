@@ -18,10 +18,11 @@ mod serving;
 mod watch_stream;
 mod watching;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 use actix::prelude::*;
 
@@ -29,6 +30,7 @@ use self::following::Following;
 use self::serving::Serving;
 use self::watch_stream::WatchStream;
 use self::watching::{Serve, Served, Watches};
+use super::differ::{question, shared_parts, DiffReport, Differ};
 use super::frame::PeerFrame;
 use super::peer::{SendFrame, Shut};
 use super::wire::{WireError, WireReport};
@@ -96,6 +98,28 @@ struct WatchedQueue {
     keeping: bool,
 }
 
+/// Compare merkle trees with the owners of what `prefix` covers now, and
+/// repair what differs; answers each session's report.
+#[derive(Message)]
+#[rtype(result = "Vec<DiffReport>")]
+pub struct Repair {
+    /// The prefix (the root: everything this node holds).
+    pub prefix: Path,
+}
+
+/// A sweep with a peer ended (`None`: its session was dropped).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SweepDone {
+    peer: String,
+    report: Option<DiffReport>,
+}
+
+/// Sweeps that follow one that exchanged events, before the interval
+/// applies again: the trees are compared again soon until they agree (or
+/// writes keep them apart).
+const FOLLOW_UP_SWEEPS: u32 = 3;
+
 /// Read a few more pages for streams catching up.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -111,6 +135,12 @@ pub struct Replicator {
     served: Served,
     /// By owner, what its watches sent that is still to be kept.
     watched: HashMap<String, WatchedQueue>,
+    /// By peer, when the next anti-entropy sweep with it is due.
+    sweep_due: HashMap<String, Instant>,
+    /// Peers a sweep runs with now.
+    sweeping: HashSet<String>,
+    /// By peer, follow-up sweeps (or retries) made in a row.
+    sweep_streak: HashMap<String, u32>,
     next_watch: u64,
     pumping: bool,
 }
@@ -126,6 +156,9 @@ impl Replicator {
             watches: Watches::default(),
             served: Served::default(),
             watched: HashMap::new(),
+            sweep_due: HashMap::new(),
+            sweeping: HashSet::new(),
+            sweep_streak: HashMap::new(),
             next_watch: 0,
             pumping: false,
         }
@@ -355,6 +388,123 @@ impl Replicator {
         }
     }
 
+    /// The next periodic sweep's time: the interval, ±20%.
+    fn next_sweep(&self) -> Option<Instant> {
+        let every = self.cluster.config.anti_entropy_interval;
+        if every.is_zero() {
+            return None;
+        }
+        let jitter = 0.8 + 0.4 * rand::random::<f64>();
+        Some(Instant::now() + every.mul_f64(jitter))
+    }
+
+    /// Starts the anti-entropy sweeps that are due: with each linked
+    /// co-owner, over the partitions both own.
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        let placement = self.cluster.placement();
+        let me = self.cluster.identity.node.clone();
+        let partitions = self.node.layout().partitions() as usize;
+        let now = Instant::now();
+        for link in self.cluster.links.list() {
+            if self.sweeping.contains(&link.node) {
+                continue;
+            }
+            let due = match self.sweep_due.get(&link.node) {
+                Some(due) => *due,
+                None => match self.next_sweep() {
+                    Some(next) => {
+                        self.sweep_due.insert(link.node.clone(), next);
+                        continue;
+                    }
+                    None => continue,
+                },
+            };
+            if due > now {
+                continue;
+            }
+            self.sweep_due.remove(&link.node);
+            let parts = shared_parts(&placement, &me, &link.node, partitions);
+            if parts.is_empty() {
+                if let Some(next) = self.next_sweep() {
+                    self.sweep_due.insert(link.node.clone(), next);
+                }
+                continue;
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.sweeping.insert(link.node.clone());
+            Differ::new(
+                self.node.clone(),
+                self.cluster.clone(),
+                (link.node.clone(), link.id),
+                parts,
+                String::new(),
+                Some(tx),
+            )
+            .start();
+            let peer = link.node.clone();
+            ctx.spawn(
+                async move { rx.await.ok() }
+                    .into_actor(self)
+                    .map(move |report, _, ctx| ctx.notify(SweepDone { peer, report })),
+            );
+        }
+    }
+
+    /// Answers a peer's diff question (read on a blocking thread).
+    fn answer_diff(
+        &mut self,
+        (from, link): (String, u64),
+        (session, part, q): (u64, u16, question::DiffQuestion),
+        ctx: &mut Context<Self>,
+    ) {
+        let node = self.node.clone();
+        let cluster = self.cluster.clone();
+        let work = async move {
+            let answer = tokio::task::spawn_blocking(move || question::answer(&node, part, q))
+                .await
+                .unwrap_or_else(|e| Err(WireError::Failed(format!("answering: {e}"))));
+            if let Some((id, peer)) = cluster.links.link(&from) {
+                if id == link {
+                    peer.do_send(SendFrame(PeerFrame::DiffAnswer { session, answer }));
+                }
+            }
+        };
+        ctx.spawn(work.into_actor(self));
+    }
+
+    /// Merges the events a peer's diff session found this node lacked.
+    fn diff_events(
+        &mut self,
+        from: String,
+        events: Vec<super::wire::WireEvent>,
+        ctx: &mut Context<Self>,
+    ) {
+        let node = self.node.clone();
+        let cluster = self.cluster.clone();
+        let work = async move {
+            let mut merges = Vec::new();
+            for wire in events {
+                match Event::try_from(wire) {
+                    Ok(event) => merges.push(node.merge(event)),
+                    Err(why) => log::warn!("anti-entropy from '{from}': an event left out: {why}"),
+                }
+            }
+            let mut merged = 0u64;
+            for result in futures_util::future::join_all(merges).await {
+                match result {
+                    Ok(_) => merged += 1,
+                    Err(e) => log::warn!("anti-entropy from '{from}': {e}"),
+                }
+            }
+            cluster
+                .differs
+                .stats
+                .events_received
+                .fetch_add(merged, Ordering::Relaxed);
+        };
+        ctx.spawn(work.into_actor(self));
+    }
+
     fn pump_soon(&mut self, ctx: &mut Context<Self>) {
         if !self.pumping && self.serving.has_work() {
             self.pumping = true;
@@ -558,6 +708,7 @@ impl Actor for Replicator {
             this.refresh_watches();
             this.pump_soon(ctx);
             this.publish_stats();
+            this.sweep(ctx);
         });
         ctx.run_interval(Duration::from_secs(1), |this, _| {
             if let Err(e) = this.following.save_dirty(&this.node) {
@@ -625,8 +776,96 @@ impl Handler<Pump> for Replicator {
 impl Handler<LinkUp> for Replicator {
     type Result = ();
 
-    fn handle(&mut self, _: LinkUp, _: &mut Self::Context) {
+    fn handle(&mut self, msg: LinkUp, _: &mut Self::Context) {
         self.refresh();
+        // A link that comes back may have missed what its cursors cannot
+        // give (a trimmed log, writes on both sides while apart): compare
+        // trees soon, once the streams have had a moment to catch up.
+        let soon = Instant::now() + self.cluster.config.heartbeat_interval * 2;
+        self.sweep_due.insert(msg.node, soon);
+    }
+}
+
+impl Handler<SweepDone> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, msg: SweepDone, _: &mut Self::Context) {
+        self.sweeping.remove(&msg.peer);
+        if self.sweep_due.contains_key(&msg.peer) {
+            return; // A link came back meanwhile: that sweep is set.
+        }
+        // A sweep that failed, or that exchanged events (writes may have
+        // landed meanwhile), is followed by another soon, a few times in a
+        // row; then the interval applies.
+        let again = match &msg.report {
+            None => true,
+            Some(r) => r.failed.is_some() || r.received > 0 || r.sent > 0,
+        };
+        let streak = self.sweep_streak.entry(msg.peer.clone()).or_default();
+        let soon = if again && *streak < FOLLOW_UP_SWEEPS {
+            *streak += 1;
+            Some(Instant::now() + self.cluster.config.heartbeat_interval * (2 << *streak))
+        } else {
+            *streak = 0;
+            None
+        };
+        if let Some(next) = soon.or_else(|| self.next_sweep()) {
+            self.sweep_due.insert(msg.peer, next);
+        }
+    }
+}
+
+impl Handler<Repair> for Replicator {
+    type Result = ResponseFuture<Vec<DiffReport>>;
+
+    fn handle(&mut self, msg: Repair, _: &mut Self::Context) -> Self::Result {
+        let placement = self.cluster.placement();
+        let me = self.cluster.identity.node.clone();
+        // The partitions the prefix covers, by the linked owners to ask:
+        // those this node owns, and the others only when its clients watch
+        // the prefix (a copy of a part of a partition is not repaired into
+        // a whole one).
+        let watched = self
+            .node
+            .interest()
+            .watched()
+            .iter()
+            .any(|w| w.covers(&msg.prefix));
+        let mut by_peer: BTreeMap<(String, u64), Vec<u16>> = BTreeMap::new();
+        for part in self.node.layout().covering(&msg.prefix).iter() {
+            if !watched && !placement.owns(&me, part) {
+                continue;
+            }
+            for owner in placement.owners(part).filter(|o| *o != me) {
+                if let Some((link, _)) = self.cluster.links.link(owner) {
+                    by_peer
+                        .entry((owner.to_string(), link))
+                        .or_default()
+                        .push(part);
+                }
+            }
+        }
+        let mut waits = Vec::new();
+        for (peer, parts) in by_peer {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            Differ::new(
+                self.node.clone(),
+                self.cluster.clone(),
+                peer,
+                parts,
+                msg.prefix.as_str().to_string(),
+                Some(tx),
+            )
+            .start();
+            waits.push(rx);
+        }
+        Box::pin(async move {
+            futures_util::future::join_all(waits)
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
+        })
     }
 }
 
@@ -718,6 +957,15 @@ impl Handler<FromPeer> for Replicator {
                     self.watches.ended(&node, &prefix);
                 }
             }
+            PeerFrame::DiffAsk {
+                session,
+                part,
+                question,
+            } => self.answer_diff((node, link), (session, part, question), ctx),
+            PeerFrame::DiffAnswer { session, answer } => {
+                self.cluster.differs.answered(&node, session, answer)
+            }
+            PeerFrame::DiffEvents { events, .. } => self.diff_events(node, events, ctx),
             frame @ (PeerFrame::Reset { .. }
             | PeerFrame::Snapshot { .. }
             | PeerFrame::Events { .. }) => self.stream_frame(node, link, frame, ctx),

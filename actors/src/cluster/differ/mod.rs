@@ -1,0 +1,485 @@
+//! `Differ`: one anti-entropy session with one peer over some partitions
+//! (sdiff's differ). It compares the partitions' merkle roots with the
+//! peer's in one question, walks the trees of those that differ (only
+//! where they differ, see `merkle::diff`), then exchanges what each side
+//! lacks: the events only the peer holds are fetched and merged here, those
+//! only this node holds are sent and merged there. Every merge is by the
+//! LWW rule, so the order does not matter and a stale event never reverts
+//! a newer write made while the session ran (it joins history as a late
+//! event): sdiff's rule of dropping keys written during the diff from its
+//! replay holds by construction.
+//!
+//! The walk asks one question at a time over the link (`DiffAsk` /
+//! `DiffAnswer` frames, in order with the live stream) from a blocking
+//! thread; the actor routes each answer to it. A session whose link goes
+//! down ends at once and leaves nothing half done: what it merged is
+//! merged, and the next session starts over from the roots.
+
+pub mod question;
+pub mod sides;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use self::question::{DiffQuestion, DiffReply, FETCH_PAGE};
+use self::sides::{LocalSide, RemoteSide};
+use super::frame::PeerFrame;
+use super::peer::SendFrame;
+use super::wire::{WireError, WireEvent};
+use super::Cluster;
+use crate::merkle::{diff, Fingerprint, Tree};
+use crate::model::Event;
+use crate::Node;
+
+/// How long a question waits for its answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Value bytes per `DiffEvents` frame, about.
+const EVENTS_FRAME_BYTES: usize = 1 << 20;
+
+/// Partitions whose roots one question asks.
+const ROOTS_PER_QUESTION: usize = 1024;
+
+/// Anti-entropy counters of a node (`/metrics`).
+#[derive(Default, Debug)]
+pub struct DiffStats {
+    /// Sessions that ended well.
+    pub sessions_ok: AtomicU64,
+    /// Sessions that failed (link down, no answer, a store error).
+    pub sessions_failed: AtomicU64,
+    /// Partitions whose trees were walked (their roots differed).
+    pub partitions_walked: AtomicU64,
+    /// Questions asked (each a round trip).
+    pub questions: AtomicU64,
+    /// Tree items (fingerprints, segments, names) compared, in bytes
+    /// received from the peer.
+    pub bytes_in: AtomicU64,
+    /// Bytes of events sent to peers.
+    pub bytes_out: AtomicU64,
+    /// Events sent to peers.
+    pub events_sent: AtomicU64,
+    /// Events fetched from peers and merged here.
+    pub events_received: AtomicU64,
+    /// Time spent in sessions, ms.
+    pub millis: AtomicU64,
+}
+
+/// The sessions of a node, by number (answers are routed by it).
+#[derive(Default)]
+pub struct Differs {
+    sessions: Mutex<HashMap<u64, (String, Addr<Differ>)>>,
+    next: AtomicU64,
+    /// Counters.
+    pub stats: DiffStats,
+}
+
+impl Differs {
+    /// Hands an answer from `peer` to its session, if it runs.
+    pub fn answered(&self, peer: &str, session: u64, answer: Result<DiffReply, WireError>) {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((with, addr)) = sessions.get(&session) {
+            if with == peer {
+                addr.do_send(Answered(answer));
+            }
+        }
+    }
+
+    /// Sessions running now.
+    pub fn running(&self) -> usize {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+}
+
+/// What a session did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiffReport {
+    /// The peer.
+    pub peer: String,
+    /// Partitions compared by root.
+    pub partitions: usize,
+    /// Partitions whose roots differed (walked).
+    pub walked: usize,
+    /// Questions asked.
+    pub questions: usize,
+    /// Events fetched from the peer and merged here.
+    pub received: usize,
+    /// Events sent to the peer.
+    pub sent: usize,
+    /// Why it failed, if it did.
+    pub failed: Option<String>,
+}
+
+/// An answer to the session's question.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Answered(Result<DiffReply, WireError>);
+
+/// What the walk found, read and fetched.
+struct Found {
+    report: DiffReport,
+    /// Events only the peer held, fetched.
+    theirs: Vec<WireEvent>,
+    /// Events only this node held, to send.
+    mine: Vec<WireEvent>,
+}
+
+/// The channel on which the walk waits for its answer, if it waits.
+type Waiting = Arc<Mutex<Option<SyncSender<Result<DiffReply, WireError>>>>>;
+
+/// One session.
+pub struct Differ {
+    node: Node,
+    cluster: Arc<Cluster>,
+    peer: String,
+    link: u64,
+    parts: Vec<u16>,
+    prefix: String,
+    session: u64,
+    /// Where the walk waits for the answer to its question.
+    waiting: Waiting,
+    started: Instant,
+    done: Option<oneshot::Sender<DiffReport>>,
+    report: DiffReport,
+}
+
+impl Differ {
+    /// A session with `peer` over link `link`, comparing `parts` under
+    /// `prefix` (`""`: the whole partitions); `done` hears its report.
+    pub fn new(
+        node: Node,
+        cluster: Arc<Cluster>,
+        (peer, link): (String, u64),
+        parts: Vec<u16>,
+        prefix: String,
+        done: Option<oneshot::Sender<DiffReport>>,
+    ) -> Differ {
+        let session = cluster.differs.next.fetch_add(1, Ordering::Relaxed) + 1;
+        Differ {
+            node,
+            cluster,
+            report: DiffReport {
+                peer: peer.clone(),
+                ..DiffReport::default()
+            },
+            peer,
+            link,
+            parts,
+            prefix,
+            session,
+            waiting: Arc::default(),
+            started: Instant::now(),
+            done,
+        }
+    }
+
+    /// How the walk asks the peer a question and waits for the answer.
+    fn asker(&self) -> sides::Ask {
+        let cluster = self.cluster.clone();
+        let (peer, link, session) = (self.peer.clone(), self.link, self.session);
+        let waiting = self.waiting.clone();
+        Box::new(move |part, question| {
+            let (tx, rx) = sync_channel(1);
+            *waiting.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+            let Some((id, addr)) = cluster.links.link(&peer) else {
+                return Err("the link went down".into());
+            };
+            if id != link {
+                return Err("the link went down".into());
+            }
+            cluster
+                .differs
+                .stats
+                .questions
+                .fetch_add(1, Ordering::Relaxed);
+            addr.do_send(SendFrame(PeerFrame::DiffAsk {
+                session,
+                part,
+                question,
+            }));
+            match rx.recv_timeout(ANSWER_TIMEOUT) {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(e)) => Err(format!("it refused: {e:?}")),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    Err(format!("no answer within {ANSWER_TIMEOUT:?}"))
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    Err("the session ended".into())
+                }
+            }
+        })
+    }
+
+    /// The walk, on a blocking thread: roots, trees, then the events.
+    fn find(
+        node: Node,
+        remote: RemoteSide,
+        parts: Vec<u16>,
+        prefix: String,
+        mut report: DiffReport,
+    ) -> Result<Found, String> {
+        let local = LocalSide { node: node.clone() };
+        let store = node.store();
+        let tree = Tree::new(store.as_ref());
+        // Which partitions differ: one question per many roots.
+        let mut differing = Vec::new();
+        for chunk in parts.chunks(ROOTS_PER_QUESTION) {
+            let first = chunk[0];
+            let roots = if prefix.is_empty() {
+                match remote
+                    .ask(
+                        first,
+                        DiffQuestion::Roots {
+                            parts: chunk.to_vec(),
+                        },
+                    )
+                    .map_err(|e| e.to_string())?
+                {
+                    DiffReply::Roots(r) if r.len() == chunk.len() => r,
+                    other => return Err(format!("the peer answered out of turn: {other:?}")),
+                }
+            } else {
+                Vec::new()
+            };
+            report.questions += usize::from(prefix.is_empty());
+            for (i, &part) in chunk.iter().enumerate() {
+                report.partitions += 1;
+                let same = match roots.get(i) {
+                    Some(theirs) => {
+                        let mine = tree.node(part, "").map_err(|e| e.to_string())?.subtree;
+                        mine == Fingerprint::from(*theirs)
+                    }
+                    None => false,
+                };
+                if !same {
+                    differing.push(part);
+                }
+            }
+        }
+        let mut only_mine: Vec<Vec<u8>> = Vec::new();
+        let mut theirs = Vec::new();
+        for part in differing {
+            let walk = diff(&local, &remote, part, &prefix).map_err(|e| e.to_string())?;
+            report.walked += 1;
+            report.questions += walk.questions;
+            only_mine.extend(walk.only_left);
+            let mut wanted: Vec<Vec<u8>> = walk.only_right;
+            wanted.sort();
+            wanted.dedup();
+            for names in wanted.chunks(FETCH_PAGE) {
+                report.questions += 1;
+                match remote
+                    .ask(
+                        part,
+                        DiffQuestion::Fetch {
+                            names: names.to_vec(),
+                        },
+                    )
+                    .map_err(|e| e.to_string())?
+                {
+                    DiffReply::Events(events) => theirs.extend(events),
+                    other => return Err(format!("the peer answered out of turn: {other:?}")),
+                }
+            }
+        }
+        let mine = node
+            .events_named(&only_mine)
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|s| WireEvent::from(&s.event))
+            .collect();
+        Ok(Found {
+            report,
+            theirs,
+            mine,
+        })
+    }
+
+    fn finish(&mut self, failed: Option<String>, ctx: &mut Context<Self>) {
+        let stats = &self.cluster.differs.stats;
+        match &failed {
+            None => stats.sessions_ok.fetch_add(1, Ordering::Relaxed),
+            Some(why) => {
+                log::warn!("anti-entropy with '{}': {why}", self.peer);
+                stats.sessions_failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        stats
+            .millis
+            .fetch_add(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.report.failed = failed;
+        ctx.stop();
+    }
+
+    /// Sends `events` to the peer, in frames of bounded size.
+    fn send(&self, events: Vec<WireEvent>) -> Result<(), String> {
+        let Some((id, addr)) = self.cluster.links.link(&self.peer) else {
+            return Err("the link went down".into());
+        };
+        if id != self.link {
+            return Err("the link went down".into());
+        }
+        let stats = &self.cluster.differs.stats;
+        let mut frame = Vec::new();
+        let mut bytes = 0;
+        let total = events.len();
+        for (i, event) in events.into_iter().enumerate() {
+            bytes += event.path.len() + event.value.as_ref().map_or(0, |v| v.len()) + 64;
+            frame.push(event);
+            if bytes >= EVENTS_FRAME_BYTES || i + 1 == total {
+                stats.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+                stats
+                    .events_sent
+                    .fetch_add(frame.len() as u64, Ordering::Relaxed);
+                addr.do_send(SendFrame(PeerFrame::DiffEvents {
+                    session: self.session,
+                    events: std::mem::take(&mut frame),
+                }));
+                bytes = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Actor for Differ {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.cluster
+            .differs
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.session, (self.peer.clone(), ctx.address()));
+        let remote = RemoteSide { ask: self.asker() };
+        let (node, parts, prefix) = (self.node.clone(), self.parts.clone(), self.prefix.clone());
+        let report = self.report.clone();
+        let walk =
+            tokio::task::spawn_blocking(move || Differ::find(node, remote, parts, prefix, report));
+        ctx.spawn(walk.into_actor(self).then(|found, this, _| {
+            let node = this.node.clone();
+            async move {
+                let found = match found {
+                    Ok(Ok(found)) => found,
+                    Ok(Err(why)) => return Err(why),
+                    Err(e) => return Err(format!("the walk failed: {e}")),
+                };
+                // What only the peer held is merged here.
+                let mut merged = 0;
+                let merges = found.theirs.iter().cloned().filter_map(|w| {
+                    Event::try_from(w)
+                        .map_err(|why| log::warn!("anti-entropy: an event left out: {why}"))
+                        .ok()
+                        .map(|e| node.merge(e))
+                });
+                for result in futures_util::future::join_all(merges).await {
+                    match result {
+                        Ok(_) => merged += 1,
+                        Err(e) => log::warn!("anti-entropy: merging an event: {e}"),
+                    }
+                }
+                Ok((found, merged))
+            }
+            .into_actor(this)
+            .map(|outcome, this, ctx| match outcome {
+                Err(why) => this.finish(Some(why), ctx),
+                Ok((found, merged)) => {
+                    let stats = &this.cluster.differs.stats;
+                    stats
+                        .events_received
+                        .fetch_add(merged as u64, Ordering::Relaxed);
+                    stats
+                        .partitions_walked
+                        .fetch_add(found.report.walked as u64, Ordering::Relaxed);
+                    this.report = found.report;
+                    this.report.received = merged;
+                    this.report.sent = found.mine.len();
+                    // What only this node held goes to the peer.
+                    let sent = this.send(found.mine);
+                    this.finish(sent.err(), ctx);
+                }
+            })
+        }));
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        // The walk, if it still waits, hears the session ended.
+        *self.waiting.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Running::Stop
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.cluster
+            .differs
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.session);
+        if self.report.failed.is_none() && self.report.partitions == 0 && !self.parts.is_empty() {
+            self.report.failed = Some("the session ended early".into());
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.send(self.report.clone());
+        }
+    }
+}
+
+impl Handler<Answered> for Differ {
+    type Result = ();
+
+    fn handle(&mut self, msg: Answered, _: &mut Self::Context) {
+        let stats = &self.cluster.differs.stats;
+        if let Ok(reply) = &msg.0 {
+            stats
+                .bytes_in
+                .fetch_add(reply_bytes(reply) as u64, Ordering::Relaxed);
+        }
+        if let Some(tx) = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = tx.send(msg.0);
+        }
+    }
+}
+
+/// What an answer weighs, about.
+fn reply_bytes(reply: &DiffReply) -> usize {
+    const FP: usize = 40;
+    match reply {
+        DiffReply::Roots(r) => r.len() * FP,
+        DiffReply::Node(..) => 2 * FP,
+        DiffReply::Children(c) => c.iter().map(|(s, _)| s.len() + FP).sum(),
+        DiffReply::RangeSums(r) => r.len() * (FP + 8),
+        DiffReply::Names(n) => n.iter().map(Vec::len).sum(),
+        DiffReply::Events(e) => e
+            .iter()
+            .map(|e| e.path.len() + e.value.as_ref().map_or(0, |v| v.len()) + 64)
+            .sum(),
+    }
+}
+
+/// The partitions `me` and `peer` both own under `placement`.
+pub fn shared_parts(
+    placement: &super::placement::Placement,
+    me: &str,
+    peer: &str,
+    partitions: usize,
+) -> Vec<u16> {
+    (0..partitions as u16)
+        .filter(|&p| placement.owns(me, p) && placement.owns(peer, p))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}

@@ -1,0 +1,204 @@
+//! What a diff session asks the other side, and what it answers: the
+//! questions of a merkle walk (`merkle::diff::Side`) and the fetch of the
+//! events found missing, answered from the answering node's own trees and
+//! store.
+
+use std::ops::Bound;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::wire::{WireError, WireEvent};
+use crate::merkle::diff::bounds_of;
+use crate::merkle::{Fingerprint, Node as TreeNode, Tree};
+use crate::model::Path;
+use crate::Node;
+
+/// Children answered per question at most (a wide prefix is read in pages,
+/// so no answer outgrows a frame).
+pub const CHILDREN_PAGE: usize = 4096;
+
+/// Events fetched per question at most.
+pub const FETCH_PAGE: usize = 256;
+
+/// A fingerprint on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireFp {
+    /// The sum of the events' hashes.
+    pub hash: [u8; 32],
+    /// How many events.
+    pub count: u64,
+}
+
+impl From<&Fingerprint> for WireFp {
+    fn from(fp: &Fingerprint) -> WireFp {
+        WireFp {
+            hash: fp.hash(),
+            count: fp.count,
+        }
+    }
+}
+
+impl From<WireFp> for Fingerprint {
+    fn from(w: WireFp) -> Fingerprint {
+        let mut raw = [0u8; 40];
+        raw[..32].copy_from_slice(&w.hash);
+        raw[32..].copy_from_slice(&w.count.to_le_bytes());
+        Fingerprint::decode(&raw).unwrap_or_default()
+    }
+}
+
+/// A question of a diff session about one partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiffQuestion {
+    /// The roots of these partitions (which sessions are worth running).
+    Roots {
+        /// The partitions.
+        parts: Vec<u16>,
+    },
+    /// The node of a prefix.
+    Node {
+        /// The prefix.
+        prefix: String,
+    },
+    /// Children of a prefix with a segment at or after `from` (after it,
+    /// when `after`) and before `to`, at most `limit` (and
+    /// [`CHILDREN_PAGE`]).
+    Children {
+        /// The prefix.
+        prefix: String,
+        /// The lower bound.
+        from: Option<String>,
+        /// `from` itself excluded.
+        after: bool,
+        /// The upper bound (excluded).
+        to: Option<String>,
+        /// Most children wanted.
+        limit: u32,
+    },
+    /// Sums and counts of the children in the ranges between bounds.
+    RangeSums {
+        /// The prefix.
+        prefix: String,
+        /// The bounds (`None`: unbounded).
+        bounds: Vec<Option<String>>,
+    },
+    /// The names of the events of a path.
+    Events {
+        /// The path.
+        path: String,
+    },
+    /// The events with these names (`path \0 order`).
+    Fetch {
+        /// The names, at most [`FETCH_PAGE`].
+        names: Vec<Vec<u8>>,
+    },
+}
+
+/// An answer to a [`DiffQuestion`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiffReply {
+    /// The roots, in the order asked.
+    Roots(Vec<WireFp>),
+    /// A node: subtree, own events.
+    Node(WireFp, WireFp),
+    /// Children: segment, subtree.
+    Children(Vec<(String, WireFp)>),
+    /// Per range: sum, count of children.
+    RangeSums(Vec<(WireFp, u64)>),
+    /// Event names.
+    Names(Vec<Vec<u8>>),
+    /// Events (those of the names asked that this node holds).
+    Events(Vec<WireEvent>),
+}
+
+/// Answers `question` about partition `part` from `node`'s trees and store.
+pub fn answer(node: &Node, part: u16, question: DiffQuestion) -> Result<DiffReply, WireError> {
+    let failed = |e: crate::store::StoreError| WireError::Failed(e.to_string());
+    if usize::from(part) >= node.partitions() {
+        return Err(WireError::Invalid(format!("no partition {part}")));
+    }
+    let store = node.store();
+    let tree = Tree::new(store.as_ref());
+    match question {
+        DiffQuestion::Roots { parts } => {
+            let mut roots = Vec::with_capacity(parts.len());
+            for p in parts {
+                if usize::from(p) >= node.partitions() {
+                    return Err(WireError::Invalid(format!("no partition {p}")));
+                }
+                roots.push(WireFp::from(&tree.node(p, "").map_err(failed)?.subtree));
+            }
+            Ok(DiffReply::Roots(roots))
+        }
+        DiffQuestion::Node { prefix } => {
+            let TreeNode { subtree, own } = tree.node(part, &prefix).map_err(failed)?;
+            Ok(DiffReply::Node(WireFp::from(&subtree), WireFp::from(&own)))
+        }
+        DiffQuestion::Children {
+            prefix,
+            from,
+            after,
+            to,
+            limit,
+        } => {
+            let lower = match (&from, after) {
+                (None, _) => Bound::Unbounded,
+                (Some(f), false) => Bound::Included(f.as_str()),
+                (Some(f), true) => Bound::Excluded(f.as_str()),
+            };
+            let upper = to.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+            let limit = (limit as usize).min(CHILDREN_PAGE);
+            let children = tree
+                .children(part, &prefix, lower, upper, limit)
+                .map_err(failed)?;
+            Ok(DiffReply::Children(
+                children
+                    .iter()
+                    .map(|(s, fp)| (s.clone(), WireFp::from(fp)))
+                    .collect(),
+            ))
+        }
+        DiffQuestion::RangeSums { prefix, bounds } => {
+            let mut sums = Vec::with_capacity(bounds.len().saturating_sub(1));
+            for pair in bounds.windows(2) {
+                let (lower, upper) = bounds_of(pair);
+                let (mut sum, mut count) = (Fingerprint::EMPTY, 0u64);
+                // In pages: a range may hold a million children.
+                let mut last: Option<String> = None;
+                loop {
+                    let from = last.as_deref().map_or(lower, Bound::Excluded);
+                    let page = tree
+                        .children(part, &prefix, from, upper, CHILDREN_PAGE)
+                        .map_err(failed)?;
+                    for (_, fp) in &page {
+                        sum.add(fp);
+                    }
+                    count += page.len() as u64;
+                    if page.len() < CHILDREN_PAGE {
+                        break;
+                    }
+                    last = page.last().map(|(seg, _)| seg.clone());
+                }
+                sums.push((WireFp::from(&sum), count));
+            }
+            Ok(DiffReply::RangeSums(sums))
+        }
+        DiffQuestion::Events { path } => {
+            let path = Path::parse_key(&path).map_err(|e| WireError::Invalid(e.to_string()))?;
+            Ok(DiffReply::Names(
+                node.event_names(&path).map_err(|e| WireError::from(&e))?,
+            ))
+        }
+        DiffQuestion::Fetch { names } => {
+            if names.len() > FETCH_PAGE {
+                return Err(WireError::Invalid(format!(
+                    "at most {FETCH_PAGE} events per fetch"
+                )));
+            }
+            let events = node.events_named(&names).map_err(|e| WireError::from(&e))?;
+            Ok(DiffReply::Events(
+                events.iter().map(|s| WireEvent::from(&s.event)).collect(),
+            ))
+        }
+    }
+}

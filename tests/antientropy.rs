@@ -1,0 +1,260 @@
+//! Anti-entropy between real nodes (child processes on loopback): two
+//! owners cut apart, both taking writes, with a log retention too short for
+//! cursors to help, converge once the link is back — latest values,
+//! histories and merkle digests — while writes go on; and an explicit
+//! repair of an owner that was down exchanges far less than the data.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use futures_util::future::join_all;
+
+const SECRET: &str = "a-cluster-secret-for-tests";
+
+fn node(id: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--node-id",
+        id,
+        "--cluster-secret",
+        SECRET,
+        "--replication",
+        "2",
+        "--fault-injection",
+    ];
+    args.extend_from_slice(&FAST_PEERS);
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+async fn cut(s: &Server, nodes: &[&str]) {
+    let r = send(
+        http().put(format!("{}/cluster/faults", s.url)),
+        Some(serde_json::json!({ "cut": nodes }).to_string().as_bytes()),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+}
+
+/// The root digest of `s` (hash, items).
+async fn root(s: &Server) -> (String, u64) {
+    let d = get(&format!("{}?depth=0", s.at("digest", ""))).await.json();
+    (
+        d["hash"].as_str().unwrap().to_string(),
+        d["items"].as_u64().unwrap(),
+    )
+}
+
+/// Waits until both nodes have the same root digest; past the deadline,
+/// shows their digests, anti-entropy metrics and warnings.
+async fn converge(nodes: &[Server], when: &str) {
+    let deadline = std::time::Instant::now() + EVENT_DEADLINE * 3;
+    while root(&nodes[0]).await != root(&nodes[1]).await {
+        if std::time::Instant::now() > deadline {
+            for s in nodes {
+                let d = get(&format!("{}?depth=1", s.at("digest", ""))).await.json();
+                eprintln!("{}: {d}", s.addr);
+                let m = get(&format!("{}/metrics", s.url)).await;
+                for line in String::from_utf8_lossy(&m.body).lines() {
+                    if line.starts_with("spread_antientropy") || line.starts_with("spread_merkle") {
+                        eprintln!("  {line}");
+                    }
+                }
+                for line in s
+                    .log()
+                    .lines()
+                    .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                {
+                    eprintln!("  {line}");
+                }
+            }
+            panic!("the digests never met {when}");
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes `body` at `path` on `s` with `w=1` (the other owner may be cut
+/// off), asserting it was taken.
+async fn write(s: &Server, path: String, body: String) {
+    let r = put(&format!("{}?w=1", s.at("raw", &path)), body.as_bytes()).await;
+    assert!(
+        r.status == 200 || r.status == 201,
+        "{path}: {} {}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
+}
+
+/// Every path's latest (version, value) and full history (versions) at `s`.
+async fn state(s: &Server, paths: &[String]) -> BTreeMap<String, (String, String, String)> {
+    let mut out = BTreeMap::new();
+    for p in paths {
+        let r = get(&format!("{}?local=true", s.at("raw", p))).await;
+        assert_eq!(r.status, 200, "{p} at {}", s.addr);
+        let history = get(&format!("{}?values=false&limit=10000", s.at("history", p)))
+            .await
+            .json();
+        let versions: Vec<String> = history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["version"].as_str().unwrap().to_string())
+            .collect();
+        out.insert(
+            p.clone(),
+            (
+                r.header("etag").unwrap_or_default(),
+                String::from_utf8_lossy(&r.body).to_string(),
+                versions.join(","),
+            ),
+        );
+    }
+    out
+}
+
+#[actix_web::test]
+async fn owners_cut_apart_converge_in_values_histories_and_digests_while_writes_go_on() {
+    // A 50-entry log: after the cut, neither side's cursor can be honoured.
+    let a = node("a", &["--log-retention", "50"]);
+    let b = node("b", &["--log-retention", "50", "--join", &a.addr]);
+    let nodes = [a, b];
+    all_alive(&nodes, &["a".to_string(), "b".to_string()]).await;
+    linked(&nodes).await;
+    cut(&nodes[0], &["b"]).await;
+    cut(&nodes[1], &["a"]).await;
+    // 1,000 writes on each side, 300 paths written on both.
+    let paths: Vec<String> = (0..300).map(|i| format!("ae/{}/k{}", i % 40, i)).collect();
+    for (side, s) in nodes.iter().enumerate() {
+        for chunk in (0..1000).collect::<Vec<_>>().chunks(50) {
+            join_all(
+                chunk
+                    .iter()
+                    .map(|i| write(s, paths[i % 300].clone(), format!("side{side}-{i}"))),
+            )
+            .await;
+        }
+    }
+    assert_ne!(
+        root(&nodes[0]).await,
+        root(&nodes[1]).await,
+        "apart, they differ"
+    );
+    // Heal, and write on while the trees are compared (the first sweep
+    // starts two heartbeats after the link is back).
+    cut(&nodes[0], &[]).await;
+    cut(&nodes[1], &[]).await;
+    let mut live = Vec::new();
+    let writes = 200;
+    for i in 0..writes {
+        let path = format!("live/{}", i % 20);
+        write(&nodes[i % 2], path.clone(), format!("live-{i}")).await;
+        live.push(path);
+    }
+    converge(&nodes, "after the heal").await;
+    let i = writes;
+    // Equal digests: equal values, versions and histories, path by path.
+    let mut all = paths.clone();
+    live.sort();
+    live.dedup();
+    all.extend(live.iter().cloned());
+    wait_for("equal states", EVENT_DEADLINE, async || {
+        state(&nodes[0], &all).await == state(&nodes[1], &all).await
+    })
+    .await;
+    // The last live writes stand (none was reverted by the repair).
+    let (last_a, last_b) = (state(&nodes[0], &live).await, state(&nodes[1], &live).await);
+    assert_eq!(last_a, last_b);
+    for (path, (_, value, _)) in &last_a {
+        let n: usize = path.trim_start_matches("live/").parse().unwrap();
+        let newest = (0..i).filter(|j| j % 20 == n).max().unwrap();
+        assert_eq!(value, &format!("live-{newest}"), "{path}");
+    }
+    // Every path's history holds both sides' writes.
+    let items = root(&nodes[0]).await.1;
+    assert_eq!(
+        items,
+        2000 + writes as u64,
+        "every event once, history included"
+    );
+    assert!(
+        metric(
+            &nodes[0],
+            "spread_antientropy_sessions_total{result=\"ok\"}"
+        )
+        .await
+            + metric(
+                &nodes[1],
+                "spread_antientropy_sessions_total{result=\"ok\"}"
+            )
+            .await
+            >= 1.0
+    );
+}
+
+#[actix_web::test]
+async fn a_repair_of_an_owner_that_was_down_exchanges_far_less_than_the_data() {
+    let a = node("a", &["--anti-entropy-interval", "0"]);
+    let b = node("b", &["--anti-entropy-interval", "0", "--join", &a.addr]);
+    let mut nodes = [a, b];
+    all_alive(&nodes, &["a".to_string(), "b".to_string()]).await;
+    linked(&nodes).await;
+    // 2 MB both hold.
+    let value = "v".repeat(1000);
+    for chunk in (0..2000).collect::<Vec<_>>().chunks(50) {
+        join_all(chunk.iter().map(|i| {
+            let (s, value) = (&nodes[0], &value);
+            async move {
+                let r = put(
+                    &format!("{}?w=all", s.at("raw", &format!("big/{}/k{i}", i % 50))),
+                    value.as_bytes(),
+                )
+                .await;
+                assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+            }
+        }))
+        .await;
+    }
+    wait_for("equal digests", EVENT_DEADLINE, async || {
+        root(&nodes[0]).await == root(&nodes[1]).await
+    })
+    .await;
+    // b goes down; a takes 20 more writes; b comes back.
+    nodes[1].kill9();
+    for i in 0..20 {
+        write(&nodes[0], format!("big/{}/new{i}", i % 50), format!("n{i}")).await;
+    }
+    nodes[1].restart();
+    all_alive(&nodes, &["a".to_string(), "b".to_string()]).await;
+    // An explicit repair from b: whatever the streams have not brought yet
+    // comes now, and the two agree.
+    let r = send(http().post(format!("{}/repair/", nodes[1].url)), None).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let report = r.json();
+    let sessions = report["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{report}");
+    assert!(sessions[0].get("failed").is_none(), "{report}");
+    converge(&nodes, "after the repair").await;
+    let bytes: f64 = [&nodes[0], &nodes[1]]
+        .iter()
+        .map(|s| async move {
+            metric(s, "spread_antientropy_bytes_total{dir=\"in\"}").await
+                + metric(s, "spread_antientropy_bytes_total{dir=\"out\"}").await
+        })
+        .collect::<futures_util::future::JoinAll<_>>()
+        .await
+        .into_iter()
+        .sum();
+    assert!(
+        bytes < 200_000.0,
+        "anti-entropy moved {bytes} bytes of 2 MB"
+    );
+    // A repair of a prefix, and a wrong method.
+    let r = send(http().post(format!("{}/repair/big/7", nodes[0].url)), None).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["prefix"], "big/7");
+    get(&format!("{}/repair/big", nodes[0].url))
+        .await
+        .assert_error(405, "method_not_allowed");
+}

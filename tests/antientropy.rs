@@ -258,3 +258,56 @@ async fn a_repair_of_an_owner_that_was_down_exchanges_far_less_than_the_data() {
         .await
         .assert_error(405, "method_not_allowed");
 }
+
+#[actix_web::test]
+async fn a_session_cut_in_the_middle_succeeds_on_the_next_try() {
+    let a = node("a", &["--log-retention", "50"]);
+    let b = node("b", &["--log-retention", "50", "--join", &a.addr]);
+    let nodes = [a, b];
+    all_alive(&nodes, &["a".to_string(), "b".to_string()]).await;
+    linked(&nodes).await;
+    cut(&nodes[0], &["b"]).await;
+    cut(&nodes[1], &["a"]).await;
+    // Enough differences for a session to take many questions.
+    for (side, s) in nodes.iter().enumerate() {
+        for chunk in (0..1500).collect::<Vec<_>>().chunks(50) {
+            join_all(
+                chunk
+                    .iter()
+                    .map(|i| write(s, format!("cut/{side}/{}/k{i}", i % 97), format!("v{i}"))),
+            )
+            .await;
+        }
+    }
+    cut(&nodes[0], &[]).await;
+    cut(&nodes[1], &[]).await;
+    // The sweep that follows the heal is cut while it asks.
+    let questions = async |s: &Server| metric(s, "spread_antientropy_questions_total").await;
+    wait_for("a session under way", EVENT_DEADLINE, async || {
+        questions(&nodes[0]).await + questions(&nodes[1]).await >= 20.0
+    })
+    .await;
+    cut(&nodes[0], &["b"]).await;
+    cut(&nodes[1], &["a"]).await;
+    let failed =
+        async |s: &Server| metric(s, "spread_antientropy_sessions_total{result=\"failed\"}").await;
+    wait_for("the session failed", EVENT_DEADLINE, async || {
+        failed(&nodes[0]).await + failed(&nodes[1]).await >= 1.0
+    })
+    .await;
+    // The node whose session failed, and its good sessions so far.
+    let who = if failed(&nodes[0]).await >= 1.0 { 0 } else { 1 };
+    let ok = async |s: &Server| metric(s, "spread_antientropy_sessions_total{result=\"ok\"}").await;
+    let ok_before = ok(&nodes[who]).await;
+    // Healed again: its next session succeeds, and the two agree.
+    cut(&nodes[0], &[]).await;
+    cut(&nodes[1], &[]).await;
+    wait_for(
+        "a good session after the failed one",
+        EVENT_DEADLINE,
+        async || ok(&nodes[who]).await > ok_before,
+    )
+    .await;
+    converge(&nodes, "after the second heal").await;
+    assert_eq!(root(&nodes[0]).await.1, 3000);
+}

@@ -5,6 +5,13 @@
 //! committer marks a partition's highest seq before its commit is written
 //! ([`Marks`]).
 //!
+//! A pass that folded something is followed by the next one half a second
+//! later at the soonest, so that under load one pass folds many commits
+//! and the nodes they share are written once for all of them (measured:
+//! folding after every commit cost durable PUTs 4.7× their throughput,
+//! every 100 ms about 20%, every 500 ms about 6%); a digest trails the
+//! writes by that much.
+//!
 //! The log must not be trimmed past what the trees folded: the committer
 //! asks [`Marks::safe_trim`], which a fold pass raises as it goes. So after a
 //! crash a tree resumes from its cursor (folded events and the cursor move
@@ -28,6 +35,9 @@ const COMPLETE: &[u8] = b"complete";
 
 /// Names folded per write of a tree.
 const FOLD_CHUNK: usize = 4096;
+
+/// The least time between two passes that fold something.
+const FOLD_EVERY: Duration = Duration::from_millis(500);
 
 /// How long the folder sleeps when nothing is marked.
 const IDLE: Duration = Duration::from_millis(200);
@@ -100,6 +110,23 @@ impl Marks {
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
         self.wake();
+    }
+
+    /// Waits `period`, or less if the folder is stopped meanwhile.
+    fn rest(&self, period: Duration) {
+        let deadline = std::time::Instant::now() + period;
+        let (flag, cv) = &self.wake;
+        let mut woken = flag.lock().unwrap_or_else(|p| p.into_inner());
+        while !self.stop.load(Ordering::Acquire) {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            woken = cv
+                .wait_timeout(woken, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 
     fn wait(&self) -> bool {
@@ -207,8 +234,14 @@ impl Folder {
     pub fn run(mut self) {
         let marks = self.marks.clone();
         loop {
-            if let Err(e) = self.pass() {
-                log::error!("merkle trees: {e}");
+            match self.pass() {
+                // A pass that folded something is followed by the next one
+                // [`FOLD_EVERY`] later at the soonest: under load a pass
+                // folds many commits at once, and the nodes they share (the
+                // root, the prefixes) are written once for all of them.
+                Ok(n) if n > 0 => marks.rest(FOLD_EVERY),
+                Ok(_) => {}
+                Err(e) => log::error!("merkle trees: {e}"),
             }
             if !marks.wait() {
                 // A last pass, so a clean stop leaves nothing to fold.

@@ -90,6 +90,16 @@ impl Differs {
         }
     }
 
+    /// The link to `peer` went down: its sessions end (failed).
+    pub fn link_down(&self, peer: &str) {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        for (with, addr) in sessions.values() {
+            if with == peer {
+                addr.do_send(LinkGone);
+            }
+        }
+    }
+
     /// Sessions running now.
     pub fn running(&self) -> usize {
         self.sessions
@@ -123,6 +133,11 @@ pub struct DiffReport {
 #[rtype(result = "()")]
 struct Answered(Result<DiffReply, WireError>);
 
+/// The session's link went down.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LinkGone;
+
 /// What the walk found, read and fetched.
 struct Found {
     report: DiffReport,
@@ -149,6 +164,7 @@ pub struct Differ {
     started: Instant,
     done: Option<oneshot::Sender<DiffReport>>,
     report: DiffReport,
+    finished: bool,
 }
 
 impl Differ {
@@ -178,6 +194,7 @@ impl Differ {
             waiting: Arc::default(),
             started: Instant::now(),
             done,
+            finished: false,
         }
     }
 
@@ -304,6 +321,10 @@ impl Differ {
     }
 
     fn finish(&mut self, failed: Option<String>, ctx: &mut Context<Self>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
         let stats = &self.cluster.differs.stats;
         match &failed {
             None => stats.sessions_ok.fetch_add(1, Ordering::Relaxed),
@@ -430,6 +451,14 @@ impl Actor for Differ {
         if let Some(done) = self.done.take() {
             let _ = done.send(self.report.clone());
         }
+    }
+}
+
+impl Handler<LinkGone> for Differ {
+    type Result = ();
+
+    fn handle(&mut self, _: LinkGone, ctx: &mut Self::Context) {
+        self.finish(Some("the link went down".into()), ctx);
     }
 }
 

@@ -874,6 +874,7 @@ impl Handler<LinkDown> for Replicator {
 
     fn handle(&mut self, msg: LinkDown, ctx: &mut Self::Context) {
         self.serving.drop_link(&msg.node, msg.link);
+        self.cluster.differs.link_down(&msg.node);
         let gone: Vec<_> = self
             .served
             .streams

@@ -112,6 +112,15 @@ async fn a_cursor_that_cannot_be_honoured_gets_reset_and_a_fresh_snapshot() {
     for i in 0..20 {
         write(&s, &format!("t/{}", i % 3), &i.to_string()).await;
     }
+    // The log is trimmed only behind the merkle trees, which fold in the
+    // background: once they hold every entry, a commit trims the log.
+    wait_for("the trees folded every entry", EVENT_DEADLINE, async || {
+        metric(&s, "spread_merkle_unfolded_entries").await == 0.0
+    })
+    .await;
+    for i in 20..23 {
+        write(&s, &format!("t/{}", i % 3), &i.to_string()).await;
+    }
     for cursor in [ready.id.as_str(), "another-store:1", "garbage"] {
         let mut resumed = SseClient::open(&s.at("sse", "t"), Some(cursor)).await;
         let got = resumed.until_ready().await;

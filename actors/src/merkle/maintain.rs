@@ -188,7 +188,12 @@ impl Folder {
         for part in 0..self.cursors.len() {
             let marked = self.marks.marked[part].load(Ordering::Acquire);
             if marked > self.cursors[part] {
-                folded += self.fold(part as u16, head)?;
+                // One partition failing does not hold the others back; its
+                // cursor holds the safe trim point below.
+                match self.fold(part as u16, head) {
+                    Ok(n) => folded += n,
+                    Err(e) => log::error!("merkle tree of partition {part}: {e}"),
+                }
             }
             // A partition marked past its cursor still has entries to fold
             // (its commit may not be in `head` yet); one that is not has

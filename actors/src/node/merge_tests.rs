@@ -228,3 +228,27 @@ fn the_same_late_event_merged_twice_at_once_enters_history_and_the_log_once() {
     assert_eq!(held(&node, "a/b").0.len(), 2);
     node.shutdown();
 }
+
+#[test]
+fn an_event_overtaken_in_its_own_batch_and_merged_again_enters_the_log_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_in(dir.path(), "n1");
+    actix::System::new().block_on(async {
+        // A history [E, N] fetched here while the peer pushes the same
+        // [E, N]: E is decided new, N overtakes it, then E comes again.
+        let e = foreign("a/c", 1000, Some("e"));
+        let n = foreign("a/c", 2000, Some("n"));
+        let merges = [e.clone(), n.clone(), e, n].map(|x| node.merge(x));
+        for r in futures_util::future::join_all(merges).await {
+            r.unwrap();
+        }
+    });
+    let logged: Vec<_> = node
+        .log_after(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.event.version.time)
+        .collect();
+    assert_eq!(logged, vec![1000, 2000], "one log entry per event");
+    node.shutdown();
+}

@@ -491,8 +491,8 @@ impl Node {
     /// The merkle digest of everything under `prefix` (history included),
     /// with its children's to `depth` levels: two nodes that hold the same
     /// events under a prefix give the same digest. Read from the merkle
-    /// trees, which fold commits in the background: a digest trails the
-    /// last writes by a few milliseconds.
+    /// trees, which fold commits in the background: under load a digest
+    /// trails the last writes by up to about half a second.
     pub fn digest(&self, prefix: &Path, depth: usize) -> Result<PrefixDigest, NodeError> {
         let mut budget = DIGEST_MAX_CHILDREN;
         self.digest_within(prefix, depth, &mut budget)

@@ -138,13 +138,12 @@ struct Answered(Result<DiffReply, WireError>);
 #[rtype(result = "()")]
 struct LinkGone;
 
-/// What the walk found, read and fetched.
-struct Found {
-    report: DiffReport,
-    /// Events only the peer held, fetched.
-    theirs: Vec<WireEvent>,
-    /// Events only this node held, to send.
-    mine: Vec<WireEvent>,
+/// What the walk does with the events it finds, from its blocking thread.
+struct Push {
+    /// Merges events fetched from the peer here; answers how many merged.
+    merge: Box<dyn Fn(Vec<WireEvent>) -> usize + Send>,
+    /// Sends events the peer lacks, waiting for room on the link.
+    send: Box<dyn Fn(Vec<WireEvent>) -> Result<(), String> + Send>,
 }
 
 /// The channel on which the walk waits for its answer, if it waits.
@@ -238,11 +237,11 @@ impl Differ {
     /// The walk, on a blocking thread: roots, trees, then the events.
     fn find(
         node: Node,
-        remote: RemoteSide,
+        (remote, push): (RemoteSide, Push),
         parts: Vec<u16>,
         prefix: String,
         mut report: DiffReport,
-    ) -> Result<Found, String> {
+    ) -> Result<DiffReport, String> {
         let local = LocalSide { node: node.clone() };
         let store = node.store();
         let tree = Tree::new(store.as_ref());
@@ -281,43 +280,43 @@ impl Differ {
                 }
             }
         }
-        let mut only_mine: Vec<Vec<u8>> = Vec::new();
-        let mut theirs = Vec::new();
+        // A partition at a time: what it lacks is fetched and merged, what
+        // the peer lacks is sent, before the next is walked (a session holds
+        // one partition's differences, a page at a time).
         for part in differing {
             let walk = diff(&local, &remote, part, &prefix).map_err(|e| e.to_string())?;
             report.walked += 1;
             report.questions += walk.questions;
-            only_mine.extend(walk.only_left);
             let mut wanted: Vec<Vec<u8>> = walk.only_right;
             wanted.sort();
             wanted.dedup();
-            for names in wanted.chunks(FETCH_PAGE) {
+            let mut at = 0;
+            while at < wanted.len() {
+                let names = wanted[at..(at + FETCH_PAGE).min(wanted.len())].to_vec();
                 report.questions += 1;
                 match remote
-                    .ask(
-                        part,
-                        DiffQuestion::Fetch {
-                            names: names.to_vec(),
-                        },
-                    )
+                    .ask(part, DiffQuestion::Fetch { names })
                     .map_err(|e| e.to_string())?
                 {
-                    DiffReply::Events(events) => theirs.extend(events),
+                    DiffReply::Events { events, answered } => {
+                        at += (answered as usize).max(1);
+                        report.received += (push.merge)(events);
+                    }
                     other => return Err(format!("the peer answered out of turn: {other:?}")),
                 }
             }
+            for names in walk.only_left.chunks(FETCH_PAGE) {
+                let mine: Vec<WireEvent> = node
+                    .events_named(names)
+                    .map_err(|e| e.to_string())?
+                    .iter()
+                    .map(|s| WireEvent::from(&s.event))
+                    .collect();
+                report.sent += mine.len();
+                (push.send)(mine)?;
+            }
         }
-        let mine = node
-            .events_named(&only_mine)
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|s| WireEvent::from(&s.event))
-            .collect();
-        Ok(Found {
-            report,
-            theirs,
-            mine,
-        })
+        Ok(report)
     }
 
     fn finish(&mut self, failed: Option<String>, ctx: &mut Context<Self>) {
@@ -340,34 +339,81 @@ impl Differ {
         ctx.stop();
     }
 
-    /// Sends `events` to the peer, in frames of bounded size.
-    fn send(&self, events: Vec<WireEvent>) -> Result<(), String> {
-        let Some((id, addr)) = self.cluster.links.link(&self.peer) else {
-            return Err("the link went down".into());
-        };
-        if id != self.link {
-            return Err("the link went down".into());
-        }
-        let stats = &self.cluster.differs.stats;
-        let mut frame = Vec::new();
-        let mut bytes = 0;
-        let total = events.len();
-        for (i, event) in events.into_iter().enumerate() {
-            bytes += event.path.len() + event.value.as_ref().map_or(0, |v| v.len()) + 64;
-            frame.push(event);
-            if bytes >= EVENTS_FRAME_BYTES || i + 1 == total {
-                stats.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
-                stats
-                    .events_sent
-                    .fetch_add(frame.len() as u64, Ordering::Relaxed);
-                addr.do_send(SendFrame(PeerFrame::DiffEvents {
-                    session: self.session,
-                    events: std::mem::take(&mut frame),
-                }));
+    /// How the walk merges and sends events: merges through this node's
+    /// partitions (driven from the walk's thread), sends in frames of
+    /// bounded size, each once the link holds under a quarter of its
+    /// queue.
+    fn pusher(&self) -> Push {
+        let (node, handle) = (self.node.clone(), tokio::runtime::Handle::current());
+        let cluster = self.cluster.clone();
+        let merge = Box::new(move |events: Vec<WireEvent>| {
+            let merges = events.into_iter().filter_map(|w| {
+                Event::try_from(w)
+                    .map_err(|why| log::warn!("anti-entropy: an event left out: {why}"))
+                    .ok()
+                    .map(|e| node.merge(e))
+            });
+            let merges: Vec<_> = merges.collect();
+            let results = handle.block_on(futures_util::future::join_all(merges));
+            let mut merged = 0;
+            for r in results {
+                match r {
+                    // An event that was here already moved nothing.
+                    Ok(r) if r.status == crate::WriteStatus::Existing => {}
+                    Ok(_) => merged += 1,
+                    Err(e) => log::warn!("anti-entropy: merging an event: {e}"),
+                }
+            }
+            cluster
+                .differs
+                .stats
+                .events_received
+                .fetch_add(merged as u64, Ordering::Relaxed);
+            merged
+        });
+        let cluster = self.cluster.clone();
+        let (peer, link, session) = (self.peer.clone(), self.link, self.session);
+        let send = Box::new(move |events: Vec<WireEvent>| {
+            let high_water = cluster.config.send_queue_bytes / 4;
+            let stats = &cluster.differs.stats;
+            let mut frame = Vec::new();
+            let mut bytes = 0;
+            let total = events.len();
+            for (i, event) in events.into_iter().enumerate() {
+                bytes += event.path.len() + event.value.as_ref().map_or(0, |v| v.len()) + 64;
+                frame.push(event);
+                if bytes < EVENTS_FRAME_BYTES && i + 1 < total {
+                    continue;
+                }
+                loop {
+                    let Some((id, addr, queue)) = cluster.links.link_and_queue(&peer) else {
+                        return Err("the link went down".to_string());
+                    };
+                    if id != link {
+                        return Err("the link went down".to_string());
+                    }
+                    if queue.queued() <= high_water {
+                        queue.hand(bytes);
+                        stats.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+                        stats
+                            .events_sent
+                            .fetch_add(frame.len() as u64, Ordering::Relaxed);
+                        addr.do_send(super::peer::SendPaced {
+                            frame: PeerFrame::DiffEvents {
+                                session,
+                                events: std::mem::take(&mut frame),
+                            },
+                            weight: bytes,
+                        });
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 bytes = 0;
             }
-        }
-        Ok(())
+            Ok(())
+        });
+        Push { merge, send }
     }
 }
 
@@ -382,53 +428,24 @@ impl Actor for Differ {
             .unwrap_or_else(|p| p.into_inner())
             .insert(self.session, (self.peer.clone(), ctx.address()));
         let remote = RemoteSide { ask: self.asker() };
+        let push = self.pusher();
         let (node, parts, prefix) = (self.node.clone(), self.parts.clone(), self.prefix.clone());
         let report = self.report.clone();
-        let walk =
-            tokio::task::spawn_blocking(move || Differ::find(node, remote, parts, prefix, report));
-        ctx.spawn(walk.into_actor(self).then(|found, this, _| {
-            let node = this.node.clone();
-            async move {
-                let found = match found {
-                    Ok(Ok(found)) => found,
-                    Ok(Err(why)) => return Err(why),
-                    Err(e) => return Err(format!("the walk failed: {e}")),
-                };
-                // What only the peer held is merged here.
-                let mut merged = 0;
-                let merges = found.theirs.iter().cloned().filter_map(|w| {
-                    Event::try_from(w)
-                        .map_err(|why| log::warn!("anti-entropy: an event left out: {why}"))
-                        .ok()
-                        .map(|e| node.merge(e))
-                });
-                for result in futures_util::future::join_all(merges).await {
-                    match result {
-                        Ok(_) => merged += 1,
-                        Err(e) => log::warn!("anti-entropy: merging an event: {e}"),
-                    }
-                }
-                Ok((found, merged))
+        let walk = tokio::task::spawn_blocking(move || {
+            Differ::find(node, (remote, push), parts, prefix, report)
+        });
+        ctx.spawn(walk.into_actor(self).map(|found, this, ctx| match found {
+            Ok(Ok(report)) => {
+                this.cluster
+                    .differs
+                    .stats
+                    .partitions_walked
+                    .fetch_add(report.walked as u64, Ordering::Relaxed);
+                this.report = report;
+                this.finish(None, ctx);
             }
-            .into_actor(this)
-            .map(|outcome, this, ctx| match outcome {
-                Err(why) => this.finish(Some(why), ctx),
-                Ok((found, merged)) => {
-                    let stats = &this.cluster.differs.stats;
-                    stats
-                        .events_received
-                        .fetch_add(merged as u64, Ordering::Relaxed);
-                    stats
-                        .partitions_walked
-                        .fetch_add(found.report.walked as u64, Ordering::Relaxed);
-                    this.report = found.report;
-                    this.report.received = merged;
-                    this.report.sent = found.mine.len();
-                    // What only this node held goes to the peer.
-                    let sent = this.send(found.mine);
-                    this.finish(sent.err(), ctx);
-                }
-            })
+            Ok(Err(why)) => this.finish(Some(why), ctx),
+            Err(e) => this.finish(Some(format!("the walk failed: {e}")), ctx),
         }));
     }
 
@@ -492,7 +509,7 @@ fn reply_bytes(reply: &DiffReply) -> usize {
         DiffReply::Children(c) => c.iter().map(|(s, _)| s.len() + FP).sum(),
         DiffReply::RangeSums(r) => r.len() * (FP + 8),
         DiffReply::Names(n) => n.iter().map(Vec::len).sum(),
-        DiffReply::Events(e) => e
+        DiffReply::Events { events: e, .. } => e
             .iter()
             .map(|e| e.path.len() + e.value.as_ref().map_or(0, |v| v.len()) + 64)
             .sum(),

@@ -20,6 +20,10 @@ pub const CHILDREN_PAGE: usize = 4096;
 /// Events fetched per question at most.
 pub const FETCH_PAGE: usize = 256;
 
+/// Value bytes an answer to a fetch carries at most (one event at least):
+/// an answer stays well under a frame's limit whatever the values weigh.
+pub const FETCH_BYTES: usize = 4 << 20;
+
 /// A fingerprint on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireFp {
@@ -107,8 +111,14 @@ pub enum DiffReply {
     RangeSums(Vec<(WireFp, u64)>),
     /// Event names.
     Names(Vec<Vec<u8>>),
-    /// Events (those of the names asked that this node holds).
-    Events(Vec<WireEvent>),
+    /// The events of the first `answered` names asked (those this node
+    /// holds), cut at [`FETCH_BYTES`]: ask again for the rest.
+    Events {
+        /// The events.
+        events: Vec<WireEvent>,
+        /// How many of the names asked this answers.
+        answered: u32,
+    },
 }
 
 /// Answers `question` about partition `part` from `node`'s trees and store.
@@ -195,10 +205,23 @@ pub fn answer(node: &Node, part: u16, question: DiffQuestion) -> Result<DiffRepl
                     "at most {FETCH_PAGE} events per fetch"
                 )));
             }
-            let events = node.events_named(&names).map_err(|e| WireError::from(&e))?;
-            Ok(DiffReply::Events(
-                events.iter().map(|s| WireEvent::from(&s.event)).collect(),
-            ))
+            let mut events = Vec::new();
+            let mut bytes = 0;
+            let mut answered = 0u32;
+            for name in &names {
+                if bytes >= FETCH_BYTES {
+                    break;
+                }
+                for s in node
+                    .events_named(std::slice::from_ref(name))
+                    .map_err(|e| WireError::from(&e))?
+                {
+                    bytes += s.event.value.as_ref().map_or(0, |v| v.len()) + 64;
+                    events.push(WireEvent::from(&s.event));
+                }
+                answered += 1;
+            }
+            Ok(DiffReply::Events { events, answered })
         }
     }
 }

@@ -492,6 +492,7 @@ impl Replicator {
             let mut merged = 0u64;
             for result in futures_util::future::join_all(merges).await {
                 match result {
+                    Ok(r) if r.status == crate::WriteStatus::Existing => {}
                     Ok(_) => merged += 1,
                     Err(e) => log::warn!("anti-entropy from '{from}': {e}"),
                 }
@@ -781,8 +782,11 @@ impl Handler<LinkUp> for Replicator {
         // A link that comes back may have missed what its cursors cannot
         // give (a trimmed log, writes on both sides while apart): compare
         // trees soon, once the streams have had a moment to catch up.
-        let soon = Instant::now() + self.cluster.config.heartbeat_interval * 2;
-        self.sweep_due.insert(msg.node, soon);
+        // One side of each pair starts it (a session repairs both ways).
+        if self.cluster.identity.node < msg.node {
+            let soon = Instant::now() + self.cluster.config.heartbeat_interval * 2;
+            self.sweep_due.insert(msg.node, soon);
+        }
     }
 }
 

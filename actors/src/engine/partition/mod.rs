@@ -125,8 +125,8 @@ struct InFlight {
     /// The paths whose `pending` entry this batch set: settling looks at
     /// these, not at every pending path.
     paths: Vec<Path>,
-    /// The late events (history only) this batch writes.
-    late: Vec<EventKey>,
+    /// The events this batch writes.
+    events: Vec<EventKey>,
 }
 
 /// An event as history knows it: path, version, content digest.
@@ -166,15 +166,16 @@ pub struct Partition {
     loading: bool,
     /// Latest values decided by batches still in flight, by path.
     pending: HashMap<Path, Pending>,
-    /// Late events (history only) decided by batches still in flight, and
-    /// their batch: the same event merged again before its batch is
-    /// committed is `existing`, not a second log entry.
-    pending_late: HashMap<EventKey, u64>,
-    /// Late events committed lately: a history look-up prefetched before
-    /// their batch settled says they are not there yet. Bounded by
+    /// Events decided by batches still in flight, and their batch: the
+    /// same event merged again before its batch is committed (a peer's push
+    /// and this node's fetch of it) is `existing`, not a second log entry —
+    /// also when a newer value overtook it meanwhile.
+    pending_events: HashMap<EventKey, u64>,
+    /// Events committed lately: a history look-up prefetched before their
+    /// batch settled says they are not there yet. Bounded by
     /// [`MAX_KNOWN_PATHS`] (emptied when full, but never while a prefetch
-    /// is out).
-    late_known: std::collections::HashSet<EventKey>,
+    /// is out or its answers wait to be used).
+    recent_events: std::collections::HashSet<EventKey>,
     /// Committed current events of recently written or read paths: only
     /// this partition writes its paths' latest values, so what it committed
     /// is what the store holds, and a hot path is decided without a store
@@ -223,8 +224,8 @@ impl Partition {
             looked_up: HashMap::new(),
             loading: false,
             pending: HashMap::new(),
-            pending_late: HashMap::new(),
-            late_known: Default::default(),
+            pending_events: HashMap::new(),
+            recent_events: Default::default(),
             known: HashMap::new(),
             in_flight: Vec::with_capacity(MAX_BATCHES_IN_FLIGHT),
             next_batch: 0,
@@ -375,15 +376,15 @@ impl Partition {
         // `reads_for`); a failed look-up fails the write rather than guess.
         let mut lookup_failed = None;
         let looked_up = &self.looked_up;
-        let pending_late = &self.pending_late;
-        let late_known = &self.late_known;
+        let pending_events = &self.pending_events;
+        let recent_events = &self.recent_events;
         let store = &self.store;
         let applied = decide(
             current.as_ref().map(|c| (&c.version, &c.digest)),
             (&event.version, &digest),
             || {
                 let key = (path.clone(), event.version.clone(), digest);
-                if pending_late.contains_key(&key) || late_known.contains(&key) {
+                if pending_events.contains_key(&key) || recent_events.contains(&key) {
                     return true;
                 }
                 let known = match looked_up.get(&key) {
@@ -415,6 +416,8 @@ impl Partition {
         let pending = match applied {
             Applied::New { previous } => {
                 report.previous = previous;
+                self.pending_events
+                    .insert((path.clone(), event.version.clone(), digest), batch);
                 // The pending entry stands for the path until its batch is
                 // done; what was known may be overtaken by any batch in flight.
                 self.known.remove(&path);
@@ -440,7 +443,7 @@ impl Partition {
                 report.status = WriteStatus::TooLate;
                 report.created = false;
                 report.current = Some(current);
-                self.pending_late
+                self.pending_events
                     .insert((path.clone(), event.version.clone(), digest), batch);
                 Some(PendingWrite {
                     event: Arc::new(event),
@@ -477,7 +480,7 @@ impl Partition {
                 batch: number,
                 epoch: self.epoch,
                 paths: Vec::new(),
-                late: Vec::new(),
+                events: Vec::new(),
             };
             let now = wall_micros();
             let mut writes = Vec::new();
@@ -488,13 +491,12 @@ impl Partition {
                         let written = pending.map(|p| {
                             if p.latest {
                                 sent.paths.push(p.event.path.clone());
-                            } else {
-                                sent.late.push((
-                                    p.event.path.clone(),
-                                    p.event.version.clone(),
-                                    p.digest,
-                                ));
                             }
+                            sent.events.push((
+                                p.event.path.clone(),
+                                p.event.version.clone(),
+                                p.digest,
+                            ));
                             writes.push(p);
                             writes.len() - 1
                         });
@@ -603,19 +605,22 @@ impl Partition {
             }
             // In history now: the store answers for them, except to a
             // look-up prefetched before now.
-            if self.late_known.len() >= MAX_KNOWN_PATHS && !self.loading {
-                self.late_known.clear();
+            if self.recent_events.len() >= MAX_KNOWN_PATHS
+                && !self.loading
+                && self.looked_up.is_empty()
+            {
+                self.recent_events.clear();
             }
-            for key in sent.late {
-                if self.pending_late.get(&key) == Some(&sent.batch) {
-                    self.pending_late.remove(&key);
+            for key in sent.events {
+                if self.pending_events.get(&key) == Some(&sent.batch) {
+                    self.pending_events.remove(&key);
                 }
-                self.late_known.insert(key);
+                self.recent_events.insert(key);
             }
         } else if sent.epoch == self.epoch {
             self.pending.clear();
-            self.pending_late.clear();
-            self.late_known.clear();
+            self.pending_events.clear();
+            self.recent_events.clear();
             self.epoch += 1;
         }
     }

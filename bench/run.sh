@@ -40,6 +40,9 @@
 #             (2 nodes, replication 1) vs the same GET at the owner;
 #             membership of 16 nodes: time to converge, and to declare a
 #             node killed with SIGKILL dead
+#   antientropy  k differing events among N (two embedded nodes, the merkle
+#             walk): bytes against the minimum, questions, time, trees' bytes
+#             per key (the antientropy binary of bench/embedded)
 #   embedded  cargo bench embedded -- 'get|set_lazy' (Node::get/set vs sled
 #             get/insert), and RSS after loading 1M keys x 100 B into a Node
 #             and into raw sled (the rss binary of bench/embedded)
@@ -931,7 +934,39 @@ workload_embedded() {
 }
 
 # --- run -------------------------------------------------------------------------
-for workload in get put h2 fanout storm latency cluster embedded; do
+# --- 7. anti-entropy --------------------------------------------------------------
+# The antientropy binary of bench/embedded: two embedded nodes in one
+# process hold N events of 100 B, one of them k more; the walk of their
+# merkle trees finds them. Per (N, k): bytes the walk's answers and the
+# missing events weigh against the minimum (the k events alone), questions
+# (round trips), the walk's time (no network), the trees' bytes per key.
+# Goal (issue 20): <= 3x the minimum bytes, and under 1 s for 1M / 100.
+# AE_N and AE_K override the sizes (default 10000,100000,1000000 and
+# 1,100,10000; --quick: 10000 and 1,100).
+workload_antientropy() {
+    local bin=$TARGET_DIR/release/antientropy line w="anti-entropy: k differing events among N"
+    local ns=${AE_N:-$([[ $QUICK == 1 ]] && echo 10000 || echo 10000,100000,1000000)}
+    local ks=${AE_K:-$([[ $QUICK == 1 ]] && echo 1,100 || echo 1,100,10000)}
+    if [[ $BUILD == 1 ]]; then
+        log "antientropy: cargo build --release -p spread-bench-embedded --bin antientropy"
+        cargo build --release -p spread-bench-embedded --bin antientropy >"$WORK/ae-build.log" 2>&1 ||
+            warn "cargo build of the antientropy binary failed"
+    fi
+    if [[ ! -x $bin ]]; then
+        add_na "$w" spread "merkle walk" "no antientropy binary at $bin"
+        return 0
+    fi
+    log "antientropy: N in $ns, k in $ks"
+    while IFS= read -r line; do
+        [[ $line == "{"* ]] || continue
+        log "antientropy: $line"
+        add_row "$w" spread "$(jq -r '"N=\(.n), k=\(.k)"' <<<"$line")" "" "" "" \
+            "$(jq -r '"\(.bytes) bytes for \(.minimum_bytes) of events (\(.ratio)x the minimum; goal <= 3x), \(.questions) questions, walk \(.walk_ms) ms (no network), trees \(.tree_bytes_per_key) B/key, load \(.load_s) s"' <<<"$line")" \
+            "" "$line"
+    done < <(timeout 3600 "$bin" --n "$ns" --k "$ks" 2>"$WORK/ae.err")
+}
+
+for workload in get put h2 fanout storm latency cluster embedded antientropy; do
     wants "$workload" || continue
     log "--- workload: $workload"
     phase_start

@@ -582,6 +582,22 @@ impl Node {
             .map_err(|_| NodeError::ShuttingDown)
     }
 
+    /// Bytes (keys and values) the merkle trees take in the store: what
+    /// anti-entropy costs per key, before the store's own overhead.
+    pub fn merkle_bytes(&self) -> Result<u64, NodeError> {
+        let mut total = 0u64;
+        for part in 0..self.partitions() as u16 {
+            for (k, v) in self
+                .inner
+                .store
+                .merkle_range(part, &[], &[0xff], usize::MAX)?
+            {
+                total += (k.len() + v.len()) as u64;
+            }
+        }
+        Ok(total)
+    }
+
     /// The merkle root of partition `part` (every event it holds).
     pub fn partition_root(&self, part: u16) -> Result<crate::merkle::Fingerprint, NodeError> {
         self.check_partition(part)?;

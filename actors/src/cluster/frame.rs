@@ -325,11 +325,11 @@ mod tests {
                 session: 4,
                 answer: Ok(DiffReply::Node(
                     super::super::differ::question::WireFp {
-                        hash: [9; 32],
+                        hash: [9; 16],
                         count: 3,
                     },
                     super::super::differ::question::WireFp {
-                        hash: [0; 32],
+                        hash: [0; 16],
                         count: 0,
                     },
                 )),

@@ -20,7 +20,7 @@
 use std::collections::BTreeSet;
 use std::ops::Bound;
 
-use super::fingerprint::{Fingerprint, ENCODED_BYTES};
+use super::fingerprint::{Fingerprint, WIRE_BYTES as ENCODED_BYTES};
 use super::tree::Node;
 use crate::store::StoreError;
 

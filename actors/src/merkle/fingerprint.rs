@@ -11,6 +11,10 @@ use std::fmt;
 /// Bytes of an encoded fingerprint: the sum, then the count.
 pub const ENCODED_BYTES: usize = 40;
 
+/// Bytes of a fingerprint on a peer link: the low 128 bits of the sum and
+/// the count (see [`Fingerprint::truncated`]).
+pub const WIRE_BYTES: usize = 24;
+
 /// A set of events, hashed.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Fingerprint {
@@ -35,6 +39,17 @@ impl Fingerprint {
             *limb = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
         }
         Fingerprint { sum, count: 1 }
+    }
+
+    /// The same set with the sum taken mod 2^128: what crosses a link (a
+    /// sum's low bits depend on the low bits of its terms only, so two sides
+    /// that truncate compare sums of sums as well as sums; 128 bits still
+    /// tell honest replicas apart).
+    pub fn truncated(&self) -> Fingerprint {
+        Fingerprint {
+            sum: [self.sum[0], self.sum[1], 0, 0],
+            count: self.count,
+        }
     }
 
     /// True for the empty set.

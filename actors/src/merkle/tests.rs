@@ -228,7 +228,7 @@ fn equal_trees_cost_one_question() {
         walk,
         Walk {
             questions: 1,
-            bytes: 80,
+            bytes: 48,
             ..Walk::default()
         }
     );

@@ -110,7 +110,7 @@ fn main() {
             // those that differ.
             let parts = a.partitions() as u16;
             let mut questions = 1;
-            let mut bytes = usize::from(parts) * 40;
+            let mut bytes = usize::from(parts) * spread_actors::merkle::fingerprint::WIRE_BYTES;
             let mut found = 0;
             for part in 0..parts {
                 if a.partition_root(part).unwrap() == b.partition_root(part).unwrap() {

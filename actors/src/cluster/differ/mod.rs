@@ -271,7 +271,7 @@ impl Differ {
                 let same = match roots.get(i) {
                     Some(theirs) => {
                         let mine = tree.node(part, "").map_err(|e| e.to_string())?.subtree;
-                        mine == Fingerprint::from(*theirs)
+                        mine.truncated() == Fingerprint::from(*theirs)
                     }
                     None => false,
                 };
@@ -502,7 +502,7 @@ impl Handler<Answered> for Differ {
 
 /// What an answer weighs, about.
 fn reply_bytes(reply: &DiffReply) -> usize {
-    const FP: usize = 40;
+    const FP: usize = crate::merkle::fingerprint::WIRE_BYTES;
     match reply {
         DiffReply::Roots(r) => r.len() * FP,
         DiffReply::Node(..) => 2 * FP,

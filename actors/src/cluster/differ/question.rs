@@ -24,19 +24,22 @@ pub const FETCH_PAGE: usize = 256;
 /// an answer stays well under a frame's limit whatever the values weigh.
 pub const FETCH_BYTES: usize = 4 << 20;
 
-/// A fingerprint on the wire.
+/// A fingerprint on the wire: its sum mod 2^128 (see
+/// `Fingerprint::truncated`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireFp {
-    /// The sum of the events' hashes.
-    pub hash: [u8; 32],
+    /// The low 128 bits of the sum of the events' hashes.
+    pub hash: [u8; 16],
     /// How many events.
     pub count: u64,
 }
 
 impl From<&Fingerprint> for WireFp {
     fn from(fp: &Fingerprint) -> WireFp {
+        let mut hash = [0u8; 16];
+        hash.copy_from_slice(&fp.hash()[..16]);
         WireFp {
-            hash: fp.hash(),
+            hash,
             count: fp.count,
         }
     }
@@ -45,7 +48,7 @@ impl From<&Fingerprint> for WireFp {
 impl From<WireFp> for Fingerprint {
     fn from(w: WireFp) -> Fingerprint {
         let mut raw = [0u8; 40];
-        raw[..32].copy_from_slice(&w.hash);
+        raw[..16].copy_from_slice(&w.hash);
         raw[32..].copy_from_slice(&w.count.to_le_bytes());
         Fingerprint::decode(&raw).unwrap_or_default()
     }

@@ -10,7 +10,8 @@ use crate::model::Path;
 use crate::store::StoreError;
 use crate::Node;
 
-/// This node's side.
+/// This node's side (its fingerprints truncated as the peer's arrive, see
+/// `Fingerprint::truncated`).
 pub struct LocalSide {
     /// The node.
     pub node: Node,
@@ -18,7 +19,11 @@ pub struct LocalSide {
 
 impl Side for LocalSide {
     fn node(&self, part: u16, prefix: &str) -> Result<TreeNode, StoreError> {
-        Tree::new(self.node.store().as_ref()).node(part, prefix)
+        let node = Tree::new(self.node.store().as_ref()).node(part, prefix)?;
+        Ok(TreeNode {
+            subtree: node.subtree.truncated(),
+            own: node.own.truncated(),
+        })
     }
 
     fn children(
@@ -28,7 +33,12 @@ impl Side for LocalSide {
         range: (Bound<&str>, Bound<&str>),
         limit: usize,
     ) -> Result<Vec<(String, Fingerprint)>, StoreError> {
-        Tree::new(self.node.store().as_ref()).children(part, prefix, range.0, range.1, limit)
+        let children = Tree::new(self.node.store().as_ref())
+            .children(part, prefix, range.0, range.1, limit)?;
+        Ok(children
+            .into_iter()
+            .map(|(seg, fp)| (seg, fp.truncated()))
+            .collect())
     }
 
     fn events(&self, _: u16, path: &str) -> Result<Vec<Vec<u8>>, StoreError> {

@@ -233,3 +233,51 @@ fn equal_trees_cost_one_question() {
         }
     );
 }
+
+/// A side that answers as a peer link carries fingerprints: cut to 128
+/// bits.
+struct Truncating<'a>(&'a Mem);
+
+impl Side for Truncating<'_> {
+    fn node(&self, part: u16, prefix: &str) -> Result<Node, StoreError> {
+        let n = self.0.node(part, prefix)?;
+        Ok(Node {
+            subtree: n.subtree.truncated(),
+            own: n.own.truncated(),
+        })
+    }
+
+    fn children(
+        &self,
+        part: u16,
+        prefix: &str,
+        range: (Bound<&str>, Bound<&str>),
+        limit: usize,
+    ) -> Result<Vec<(String, Fingerprint)>, StoreError> {
+        Ok(self
+            .0
+            .children(part, prefix, range, limit)?
+            .into_iter()
+            .map(|(s, fp)| (s, fp.truncated()))
+            .collect())
+    }
+
+    fn events(&self, part: u16, path: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.0.events(part, path)
+    }
+}
+
+#[test]
+fn a_side_with_truncated_fingerprints_costs_no_more_than_a_full_one() {
+    let mut draw = Draw(7);
+    let all: Vec<_> = names(&mut draw, 20_000).into_iter().collect();
+    let mut a = Mem::default();
+    a.fold(&all, &[4096]);
+    let mut b = Mem::default();
+    b.fold(&all[1..], &[4096]);
+    let full = diff(&a, &b, 0, "").unwrap();
+    let cut = diff(&Truncating(&a), &b, 0, "").unwrap();
+    assert_eq!(cut.only_left, vec![all[0].clone()]);
+    assert!(cut.only_right.is_empty());
+    assert_eq!((cut.questions, cut.bytes), (full.questions, full.bytes));
+}

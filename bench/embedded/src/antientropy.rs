@@ -1,8 +1,8 @@
 //! Benchmark: what anti-entropy costs to find and repair k differing events
 //! among N, on two embedded nodes in one process (the walk of
-//! `merkle::diff` between their trees, both sides read directly: the bytes
-//! and questions are what a peer link would carry, the time has no network
-//! in it). Prints one JSON line per (N, k): bytes the walk's answers and
+//! `merkle::diff` between their trees, B answering each question in the
+//! form a peer link carries: the bytes and questions are what the link
+//! would carry, the time has no network in it). Prints one JSON line per (N, k): bytes the walk's answers and
 //! the missing events weigh, against the minimum (the k events alone);
 //! questions (round trips); the walk's time; and the trees' bytes per key.
 //!
@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use spread_actors::cluster::differ::sides::LocalSide;
+use spread_actors::cluster::differ::question::answer;
+use spread_actors::cluster::differ::sides::{LocalSide, RemoteSide};
 use spread_actors::merkle::diff;
 use spread_actors::{Config, Durability, Event, Node, NodeId, Path, Version};
 
@@ -104,7 +105,13 @@ fn main() {
             actix::System::new().block_on(load(&a, newer.into_iter()));
             extra = k;
             settle(&a);
-            let (left, right) = (LocalSide { node: a.clone() }, LocalSide { node: b.clone() });
+            // B answers as over a link: its answers go through the wire
+            // forms (fingerprints cut to 128 bits, pages of children).
+            let b2 = b.clone();
+            let left = LocalSide { node: a.clone() };
+            let right = RemoteSide {
+                ask: Box::new(move |part, q| answer(&b2, part, q).map_err(|e| format!("{e:?}"))),
+            };
             let t0 = Instant::now();
             // One question for every partition's root, then the walks of
             // those that differ.

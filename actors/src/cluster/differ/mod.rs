@@ -43,6 +43,10 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Value bytes per `DiffEvents` frame, about.
 const EVENTS_FRAME_BYTES: usize = 1 << 20;
 
+/// How long a session waits for room on its link before it gives way to
+/// the live stream (and fails; a later session starts over).
+const SEND_WAIT: Duration = Duration::from_secs(30);
+
 /// Partitions whose roots one question asks.
 const ROOTS_PER_QUESTION: usize = 1024;
 
@@ -70,10 +74,13 @@ pub struct DiffStats {
     pub millis: AtomicU64,
 }
 
+/// A running session: its peer, its link, its actor.
+type SessionEntry = (String, u64, Addr<Differ>);
+
 /// The sessions of a node, by number (answers are routed by it).
 #[derive(Default)]
 pub struct Differs {
-    sessions: Mutex<HashMap<u64, (String, Addr<Differ>)>>,
+    sessions: Mutex<HashMap<u64, SessionEntry>>,
     next: AtomicU64,
     /// Counters.
     pub stats: DiffStats,
@@ -83,18 +90,19 @@ impl Differs {
     /// Hands an answer from `peer` to its session, if it runs.
     pub fn answered(&self, peer: &str, session: u64, answer: Result<DiffReply, WireError>) {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((with, addr)) = sessions.get(&session) {
+        if let Some((with, _, addr)) = sessions.get(&session) {
             if with == peer {
                 addr.do_send(Answered(answer));
             }
         }
     }
 
-    /// The link to `peer` went down: its sessions end (failed).
-    pub fn link_down(&self, peer: &str) {
+    /// Link `link` to `peer` went down: its sessions end (failed). (A
+    /// second link refused while the first lasts ends nothing.)
+    pub fn link_down(&self, peer: &str, link: u64) {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        for (with, addr) in sessions.values() {
-            if with == peer {
+        for (with, on, addr) in sessions.values() {
+            if with == peer && *on == link {
                 addr.do_send(LinkGone);
             }
         }
@@ -385,6 +393,7 @@ impl Differ {
                 if bytes < EVENTS_FRAME_BYTES && i + 1 < total {
                     continue;
                 }
+                let mut waited = Duration::ZERO;
                 loop {
                     let Some((id, addr, queue)) = cluster.links.link_and_queue(&peer) else {
                         return Err("the link went down".to_string());
@@ -407,7 +416,13 @@ impl Differ {
                         });
                         break;
                     }
+                    if waited >= SEND_WAIT {
+                        return Err(format!(
+                            "the link stayed full for {SEND_WAIT:?} (the session gives way)"
+                        ));
+                    }
                     std::thread::sleep(Duration::from_millis(10));
+                    waited += Duration::from_millis(10);
                 }
                 bytes = 0;
             }
@@ -426,7 +441,7 @@ impl Actor for Differ {
             .sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(self.session, (self.peer.clone(), ctx.address()));
+            .insert(self.session, (self.peer.clone(), self.link, ctx.address()));
         let remote = RemoteSide { ask: self.asker() };
         let push = self.pusher();
         let (node, parts, prefix) = (self.node.clone(), self.parts.clone(), self.prefix.clone());

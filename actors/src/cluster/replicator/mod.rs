@@ -878,7 +878,7 @@ impl Handler<LinkDown> for Replicator {
 
     fn handle(&mut self, msg: LinkDown, ctx: &mut Self::Context) {
         self.serving.drop_link(&msg.node, msg.link);
-        self.cluster.differs.link_down(&msg.node);
+        self.cluster.differs.link_down(&msg.node, msg.link);
         let gone: Vec<_> = self
             .served
             .streams

@@ -171,11 +171,16 @@ pub struct Partition {
     /// and this node's fetch of it) is `existing`, not a second log entry —
     /// also when a newer value overtook it meanwhile.
     pending_events: HashMap<EventKey, u64>,
-    /// Events committed lately: a history look-up prefetched before their
-    /// batch settled says they are not there yet. Bounded by
-    /// [`MAX_KNOWN_PATHS`] (emptied when full, but never while a prefetch
-    /// is out or its answers wait to be used).
-    recent_events: std::collections::HashSet<EventKey>,
+    /// Events committed lately, with the number of the settle that
+    /// committed them: a history look-up prefetched before their batch
+    /// settled says they are not there yet. When it holds
+    /// [`MAX_KNOWN_PATHS`], it keeps only what settled since the oldest
+    /// look-up still to be used was prefetched.
+    recent_events: HashMap<EventKey, u64>,
+    /// Settles so far.
+    settles: u64,
+    /// `settles` when the look-ups not yet used were prefetched.
+    pub(super) looked_up_at: Option<u64>,
     /// Committed current events of recently written or read paths: only
     /// this partition writes its paths' latest values, so what it committed
     /// is what the store holds, and a hot path is decided without a store
@@ -225,7 +230,9 @@ impl Partition {
             loading: false,
             pending: HashMap::new(),
             pending_events: HashMap::new(),
-            recent_events: Default::default(),
+            recent_events: HashMap::new(),
+            settles: 0,
+            looked_up_at: None,
             known: HashMap::new(),
             in_flight: Vec::with_capacity(MAX_BATCHES_IN_FLIGHT),
             next_batch: 0,
@@ -384,7 +391,7 @@ impl Partition {
             (&event.version, &digest),
             || {
                 let key = (path.clone(), event.version.clone(), digest);
-                if pending_events.contains_key(&key) || recent_events.contains(&key) {
+                if pending_events.contains_key(&key) || recent_events.contains_key(&key) {
                     return true;
                 }
                 let known = match looked_up.get(&key) {
@@ -520,6 +527,7 @@ impl Partition {
             // What was read for this batch is in its decisions now.
             self.prefetched.clear();
             self.looked_up.clear();
+            self.looked_up_at = None;
             // Nothing to write and nothing in flight: the answers (`existing`)
             // rest on the store alone. With batches in flight they may rest on
             // those, so they wait behind them in the committer, and fail if
@@ -605,17 +613,18 @@ impl Partition {
             }
             // In history now: the store answers for them, except to a
             // look-up prefetched before now.
-            if self.recent_events.len() >= MAX_KNOWN_PATHS
-                && !self.loading
-                && self.looked_up.is_empty()
-            {
-                self.recent_events.clear();
+            self.settles += 1;
+            if self.recent_events.len() >= MAX_KNOWN_PATHS {
+                match self.looked_up_at {
+                    None => self.recent_events.clear(),
+                    Some(at) => self.recent_events.retain(|_, settled| *settled >= at),
+                }
             }
             for key in sent.events {
                 if self.pending_events.get(&key) == Some(&sent.batch) {
                     self.pending_events.remove(&key);
                 }
-                self.recent_events.insert(key);
+                self.recent_events.insert(key, self.settles);
             }
         } else if sent.epoch == self.epoch {
             self.pending.clear();

@@ -73,6 +73,10 @@ impl Partition {
     /// Reads what a batch needs on a blocking thread, then goes on deciding.
     pub(super) fn prefetch(&mut self, reads: Vec<Read>, ctx: &mut Context<Self>) {
         self.loading = true;
+        // What settles from now on may be missing from these look-ups.
+        if self.looked_up_at.is_none() {
+            self.looked_up_at = Some(self.settles);
+        }
         let store = self.store.clone();
         let read = tokio::task::spawn_blocking(move || {
             reads

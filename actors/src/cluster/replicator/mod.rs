@@ -139,6 +139,9 @@ pub struct Replicator {
     sweep_due: HashMap<String, Instant>,
     /// Peers a sweep runs with now.
     sweeping: HashSet<String>,
+    /// By peer, frames of diff events waiting to be merged, and whether
+    /// one is merging.
+    diff_in: HashMap<String, (VecDeque<Vec<super::wire::WireEvent>>, bool)>,
     /// By peer, follow-up sweeps (or retries) made in a row.
     sweep_streak: HashMap<String, u32>,
     next_watch: u64,
@@ -158,6 +161,7 @@ impl Replicator {
             watched: HashMap::new(),
             sweep_due: HashMap::new(),
             sweeping: HashSet::new(),
+            diff_in: HashMap::new(),
             sweep_streak: HashMap::new(),
             next_watch: 0,
             pumping: false,
@@ -472,21 +476,42 @@ impl Replicator {
         ctx.spawn(work.into_actor(self));
     }
 
-    /// Merges the events a peer's diff session found this node lacked.
+    /// Queues the events a peer's diff session found this node lacked;
+    /// they are merged one frame at a time per peer (a session sends as
+    /// fast as its link drains, and merging is slower: frames wait here,
+    /// not as merges all in flight at once).
     fn diff_events(
         &mut self,
         from: String,
         events: Vec<super::wire::WireEvent>,
         ctx: &mut Context<Self>,
     ) {
+        let (queue, merging) = self.diff_in.entry(from.clone()).or_default();
+        queue.push_back(events);
+        if !*merging {
+            self.merge_diff_events(from, ctx);
+        }
+    }
+
+    /// Merges the next frame of diff events from `from`, if one waits.
+    fn merge_diff_events(&mut self, from: String, ctx: &mut Context<Self>) {
+        let Some((queue, merging)) = self.diff_in.get_mut(&from) else {
+            return;
+        };
+        let Some(events) = queue.pop_front() else {
+            self.diff_in.remove(&from);
+            return;
+        };
+        *merging = true;
         let node = self.node.clone();
         let cluster = self.cluster.clone();
+        let who = from.clone();
         let work = async move {
             let mut merges = Vec::new();
             for wire in events {
                 match Event::try_from(wire) {
                     Ok(event) => merges.push(node.merge(event)),
-                    Err(why) => log::warn!("anti-entropy from '{from}': an event left out: {why}"),
+                    Err(why) => log::warn!("anti-entropy from '{who}': an event left out: {why}"),
                 }
             }
             let mut merged = 0u64;
@@ -494,7 +519,7 @@ impl Replicator {
                 match result {
                     Ok(r) if r.status == crate::WriteStatus::Existing => {}
                     Ok(_) => merged += 1,
-                    Err(e) => log::warn!("anti-entropy from '{from}': {e}"),
+                    Err(e) => log::warn!("anti-entropy from '{who}': {e}"),
                 }
             }
             cluster
@@ -503,7 +528,10 @@ impl Replicator {
                 .events_received
                 .fetch_add(merged, Ordering::Relaxed);
         };
-        ctx.spawn(work.into_actor(self));
+        ctx.spawn(
+            work.into_actor(self)
+                .map(move |(), this, ctx| this.merge_diff_events(from, ctx)),
+        );
     }
 
     fn pump_soon(&mut self, ctx: &mut Context<Self>) {

@@ -46,6 +46,40 @@ impl From<&Event> for WireEvent {
     }
 }
 
+/// What [`merge_all`] did with a peer's events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// Events that decoded and were handed to the partitions.
+    pub tried: usize,
+    /// Events that changed something here (not already held, not refused).
+    pub changed: usize,
+}
+
+/// Merges `events` a peer sent into `node` by the LWW rule, all at once. An
+/// event that does not decode or merge is left out and logged as one of
+/// `whose` (for the log: "a watched event from 'b'", say).
+pub async fn merge_all(node: &crate::Node, events: Vec<WireEvent>, whose: &str) -> Merged {
+    let mut merges = Vec::with_capacity(events.len());
+    for wire in events {
+        match Event::try_from(wire) {
+            Ok(event) => merges.push(node.merge(event)),
+            Err(why) => log::warn!("{whose} left out: {why}"),
+        }
+    }
+    let mut merged = Merged {
+        tried: merges.len(),
+        changed: 0,
+    };
+    for result in futures_util::future::join_all(merges).await {
+        match result {
+            Ok(r) if r.status == WriteStatus::Existing => {}
+            Ok(_) => merged.changed += 1,
+            Err(e) => log::warn!("merging {whose}: {e}"),
+        }
+    }
+    merged
+}
+
 impl TryFrom<WireEvent> for Event {
     type Error = String;
 

@@ -31,10 +31,9 @@ use self::question::{DiffQuestion, DiffReply, FETCH_PAGE};
 use self::sides::{LocalSide, RemoteSide};
 use super::frame::PeerFrame;
 use super::peer::SendFrame;
-use super::wire::{WireError, WireEvent};
+use super::wire::{merge_all, WireError, WireEvent};
 use super::Cluster;
 use crate::merkle::{diff, Fingerprint, Tree};
-use crate::model::Event;
 use crate::Node;
 
 /// How long a question waits for its answer.
@@ -354,24 +353,10 @@ impl Differ {
     fn pusher(&self) -> Push {
         let (node, handle) = (self.node.clone(), tokio::runtime::Handle::current());
         let cluster = self.cluster.clone();
+        let whose = format!("an anti-entropy event from '{}'", self.peer);
         let merge = Box::new(move |events: Vec<WireEvent>| {
-            let merges = events.into_iter().filter_map(|w| {
-                Event::try_from(w)
-                    .map_err(|why| log::warn!("anti-entropy: an event left out: {why}"))
-                    .ok()
-                    .map(|e| node.merge(e))
-            });
-            let merges: Vec<_> = merges.collect();
-            let results = handle.block_on(futures_util::future::join_all(merges));
-            let mut merged = 0;
-            for r in results {
-                match r {
-                    // An event that was here already moved nothing.
-                    Ok(r) if r.status == crate::WriteStatus::Existing => {}
-                    Ok(_) => merged += 1,
-                    Err(e) => log::warn!("anti-entropy: merging an event: {e}"),
-                }
-            }
+            // An event that was here already moves nothing: not counted.
+            let merged = handle.block_on(merge_all(&node, events, &whose)).changed;
             cluster
                 .differs
                 .stats

@@ -10,8 +10,8 @@ use crate::model::Path;
 use crate::store::StoreError;
 use crate::Node;
 
-/// This node's side (its fingerprints truncated as the peer's arrive, see
-/// `Fingerprint::truncated`).
+/// This node's side (full fingerprints: the walk compares them with the
+/// peer's, which arrive cut to 128 bits, on the low bits only).
 pub struct LocalSide {
     /// The node.
     pub node: Node,
@@ -19,11 +19,7 @@ pub struct LocalSide {
 
 impl Side for LocalSide {
     fn node(&self, part: u16, prefix: &str) -> Result<TreeNode, StoreError> {
-        let node = Tree::new(self.node.store().as_ref()).node(part, prefix)?;
-        Ok(TreeNode {
-            subtree: node.subtree.truncated(),
-            own: node.own.truncated(),
-        })
+        Tree::new(self.node.store().as_ref()).node(part, prefix)
     }
 
     fn children(
@@ -33,12 +29,7 @@ impl Side for LocalSide {
         range: (Bound<&str>, Bound<&str>),
         limit: usize,
     ) -> Result<Vec<(String, Fingerprint)>, StoreError> {
-        let children = Tree::new(self.node.store().as_ref())
-            .children(part, prefix, range.0, range.1, limit)?;
-        Ok(children
-            .into_iter()
-            .map(|(seg, fp)| (seg, fp.truncated()))
-            .collect())
+        Tree::new(self.node.store().as_ref()).children(part, prefix, range.0, range.1, limit)
     }
 
     fn events(&self, _: u16, path: &str) -> Result<Vec<Vec<u8>>, StoreError> {

@@ -33,7 +33,7 @@ use self::watching::{Serve, Served, Watches};
 use super::differ::{question, shared_parts, DiffReport, Differ};
 use super::frame::PeerFrame;
 use super::peer::{SendFrame, Shut};
-use super::wire::{WireError, WireReport};
+use super::wire::{merge_all, WireError, WireReport};
 use super::Cluster;
 use crate::engine::tap::Committed;
 use crate::error::NodeError;
@@ -361,26 +361,13 @@ impl Replicator {
                     let cluster = self.cluster.clone();
                     let who = from.clone();
                     let work = async move {
-                        let mut merges = Vec::new();
-                        for wire in events {
-                            match Event::try_from(wire) {
-                                Ok(event) => merges.push(node.merge(event)),
-                                Err(why) => {
-                                    log::warn!("a watched event from '{who}' left out: {why}")
-                                }
-                            }
-                        }
-                        let n = merges.len() as u64;
-                        for result in futures_util::future::join_all(merges).await {
-                            if let Err(e) = result {
-                                log::warn!("keeping a watched event from '{who}': {e}");
-                            }
-                        }
+                        let whose = format!("a watched event from '{who}'");
+                        let merged = merge_all(&node, events, &whose).await;
                         cluster
                             .links
                             .stats
                             .events_merged
-                            .fetch_add(n, Ordering::Relaxed);
+                            .fetch_add(merged.tried as u64, Ordering::Relaxed);
                     };
                     ctx.spawn(
                         work.into_actor(self)
@@ -507,26 +494,13 @@ impl Replicator {
         let cluster = self.cluster.clone();
         let who = from.clone();
         let work = async move {
-            let mut merges = Vec::new();
-            for wire in events {
-                match Event::try_from(wire) {
-                    Ok(event) => merges.push(node.merge(event)),
-                    Err(why) => log::warn!("anti-entropy from '{who}': an event left out: {why}"),
-                }
-            }
-            let mut merged = 0u64;
-            for result in futures_util::future::join_all(merges).await {
-                match result {
-                    Ok(r) if r.status == crate::WriteStatus::Existing => {}
-                    Ok(_) => merged += 1,
-                    Err(e) => log::warn!("anti-entropy from '{who}': {e}"),
-                }
-            }
+            let whose = format!("an anti-entropy event from '{who}'");
+            let merged = merge_all(&node, events, &whose).await;
             cluster
                 .differs
                 .stats
                 .events_received
-                .fetch_add(merged, Ordering::Relaxed);
+                .fetch_add(merged.changed as u64, Ordering::Relaxed);
         };
         ctx.spawn(
             work.into_actor(self)

@@ -28,13 +28,17 @@ fn node(id: &str, extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
-async fn cut(s: &Server, nodes: &[&str]) {
-    let r = send(
-        http().put(format!("{}/cluster/faults", s.url)),
-        Some(serde_json::json!({ "cut": nodes }).to_string().as_bytes()),
-    )
-    .await;
-    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+/// Two owners of everything, linked, then cut apart both ways; their logs
+/// keep 50 entries, so after the cut neither side's cursor can be honoured.
+async fn owners_cut_apart() -> [Server; 2] {
+    let a = node("a", &["--log-retention", "50"]);
+    let b = node("b", &["--log-retention", "50", "--join", &a.addr]);
+    let nodes = [a, b];
+    all_alive(&nodes, &["a".to_string(), "b".to_string()]).await;
+    linked(&nodes).await;
+    cut(&nodes[0], &["b"]).await;
+    cut(&nodes[1], &["a"]).await;
+    nodes
 }
 
 /// The root digest of `s` (hash, items).
@@ -116,14 +120,7 @@ async fn state(s: &Server, paths: &[String]) -> BTreeMap<String, (String, String
 
 #[actix_web::test]
 async fn owners_cut_apart_converge_in_values_histories_and_digests_while_writes_go_on() {
-    // A 50-entry log: after the cut, neither side's cursor can be honoured.
-    let a = node("a", &["--log-retention", "50"]);
-    let b = node("b", &["--log-retention", "50", "--join", &a.addr]);
-    let nodes = [a, b];
-    all_alive(&nodes, &["a".to_string(), "b".to_string()]).await;
-    linked(&nodes).await;
-    cut(&nodes[0], &["b"]).await;
-    cut(&nodes[1], &["a"]).await;
+    let nodes = owners_cut_apart().await;
     // 1,000 writes on each side, 300 paths written on both.
     let paths: Vec<String> = (0..300).map(|i| format!("ae/{}/k{}", i % 40, i)).collect();
     for (side, s) in nodes.iter().enumerate() {
@@ -261,13 +258,7 @@ async fn a_repair_of_an_owner_that_was_down_exchanges_far_less_than_the_data() {
 
 #[actix_web::test]
 async fn a_session_cut_in_the_middle_succeeds_on_the_next_try() {
-    let a = node("a", &["--log-retention", "50"]);
-    let b = node("b", &["--log-retention", "50", "--join", &a.addr]);
-    let nodes = [a, b];
-    all_alive(&nodes, &["a".to_string(), "b".to_string()]).await;
-    linked(&nodes).await;
-    cut(&nodes[0], &["b"]).await;
-    cut(&nodes[1], &["a"]).await;
+    let nodes = owners_cut_apart().await;
     // Enough differences for a session to take many questions.
     for (side, s) in nodes.iter().enumerate() {
         for chunk in (0..1500).collect::<Vec<_>>().chunks(50) {

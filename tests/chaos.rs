@@ -45,15 +45,6 @@ async fn try_put(url: &str, body: &str) -> Option<u16> {
     Some(res.status().as_u16())
 }
 
-async fn cut(s: &Server, nodes: &[&str]) {
-    let r = send(
-        http().put(format!("{}/cluster/faults", s.url)),
-        Some(serde_json::json!({ "cut": nodes }).to_string().as_bytes()),
-    )
-    .await;
-    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
-}
-
 /// The owners of each partition, as `s` reports them.
 async fn owners(s: &Server) -> Vec<Vec<String>> {
     get(&format!("{}/cluster", s.url)).await.json()["partitions"]

@@ -493,16 +493,6 @@ async fn sixteen_nodes_converge_share_partitions_evenly_and_a_17th_moves_few() {
         .all(|(a, _)| a.contains(&ids[16])));
 }
 
-/// Cuts `s`'s links to `nodes` (none: heals them), by the fault switch.
-async fn cut(s: &Server, nodes: &[&str]) {
-    let r = send(
-        http().put(format!("{}/cluster/faults", s.url)),
-        Some(serde_json::json!({ "cut": nodes }).to_string().as_bytes()),
-    )
-    .await;
-    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
-}
-
 #[actix_web::test]
 async fn two_nodes_that_declared_each_other_dead_find_each_other_again() {
     // Cut apart longer than the suspicion, a and b each declare the other

@@ -730,4 +730,11 @@ async fn digest_answers_the_merkle_hash_of_a_prefix_and_its_children() {
     get(&format!("{}?local=maybe", s.at("digest", "rooms")))
         .await
         .assert_error(400, "bad_request");
+    send(http().post(s.at("digest", "rooms")), None)
+        .await
+        .assert_error(405, "method_not_allowed");
+    // A single node has no one to repair with: no sessions, not an error.
+    let r = send(http().post(s.at("repair", "rooms")), None).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["sessions"], serde_json::json!([]));
 }

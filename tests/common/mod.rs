@@ -576,3 +576,14 @@ pub async fn linked(nodes: &[Server]) {
         .await;
     }
 }
+
+/// Cuts `s`'s links to `nodes` by its fault switch (a node started with
+/// `--fault-injection`); an empty list heals them.
+pub async fn cut(s: &Server, nodes: &[&str]) {
+    let r = send(
+        http().put(format!("{}/cluster/faults", s.url)),
+        Some(serde_json::json!({ "cut": nodes }).to_string().as_bytes()),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+}

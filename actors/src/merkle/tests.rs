@@ -199,14 +199,20 @@ proptest! {
     }
 }
 
-#[test]
-fn one_difference_among_many_is_found_without_reading_everything() {
+/// 20k events on side a, all but the first on side b.
+fn one_missing() -> (Vec<Vec<u8>>, Mem, Mem) {
     let mut draw = Draw(7);
     let all: Vec<_> = names(&mut draw, 20_000).into_iter().collect();
     let mut a = Mem::default();
     a.fold(&all, &[4096]);
     let mut b = Mem::default();
     b.fold(&all[1..], &[4096]);
+    (all, a, b)
+}
+
+#[test]
+fn one_difference_among_many_is_found_without_reading_everything() {
+    let (all, a, b) = one_missing();
     let walk = diff(&a, &b, 0, "").unwrap();
     assert_eq!(walk.only_left, vec![all[0].clone()]);
     assert!(walk.only_right.is_empty());
@@ -269,12 +275,7 @@ impl Side for Truncating<'_> {
 
 #[test]
 fn a_side_with_truncated_fingerprints_costs_no_more_than_a_full_one() {
-    let mut draw = Draw(7);
-    let all: Vec<_> = names(&mut draw, 20_000).into_iter().collect();
-    let mut a = Mem::default();
-    a.fold(&all, &[4096]);
-    let mut b = Mem::default();
-    b.fold(&all[1..], &[4096]);
+    let (all, a, b) = one_missing();
     let full = diff(&a, &b, 0, "").unwrap();
     let cut = diff(&Truncating(&a), &b, 0, "").unwrap();
     assert_eq!(cut.only_left, vec![all[0].clone()]);

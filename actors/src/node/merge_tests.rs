@@ -203,6 +203,15 @@ proptest! {
     }
 }
 
+/// The version times of the log's entries, in seq order.
+fn logged_times(node: &Node) -> Vec<u64> {
+    node.log_after(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.event.version.time)
+        .collect()
+}
+
 #[test]
 fn the_same_late_event_merged_twice_at_once_enters_history_and_the_log_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -218,12 +227,7 @@ fn the_same_late_event_merged_twice_at_once_enters_history_and_the_log_once() {
         statuses.sort_by_key(|s| format!("{s:?}"));
         assert_eq!(statuses, vec![WriteStatus::Existing, WriteStatus::TooLate]);
     });
-    let logged: Vec<_> = node
-        .log_after(0, 100)
-        .unwrap()
-        .into_iter()
-        .map(|s| s.event.version.time)
-        .collect();
+    let logged = logged_times(&node);
     assert_eq!(logged, vec![2000, 1000], "one log entry per event");
     assert_eq!(held(&node, "a/b").0.len(), 2);
     node.shutdown();
@@ -243,12 +247,7 @@ fn an_event_overtaken_in_its_own_batch_and_merged_again_enters_the_log_once() {
             r.unwrap();
         }
     });
-    let logged: Vec<_> = node
-        .log_after(0, 100)
-        .unwrap()
-        .into_iter()
-        .map(|s| s.event.version.time)
-        .collect();
+    let logged = logged_times(&node);
     assert_eq!(logged, vec![1000, 2000], "one log entry per event");
     node.shutdown();
 }

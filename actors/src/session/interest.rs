@@ -157,7 +157,7 @@ impl Interest {
     /// (so this node answers reads of it from its copy).
     pub fn serves(&self, path: &Path) -> bool {
         let watched = self.watched_now();
-        !watched.is_empty() && watched.iter().any(|(p, w)| w.ready && p.covers(path))
+        watched.iter().any(|(p, w)| w.ready && p.covers(path))
     }
 
     /// The prefixes watched now.

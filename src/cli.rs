@@ -27,6 +27,9 @@ pub enum Command {
         client: ClientArgs,
         /// The path, e.g. rooms/42/topic.
         path: String,
+        /// Print the value the path had at this time (microseconds or RFC 3339).
+        #[arg(long)]
+        at: Option<String>,
     },
     /// Write VALUE (or standard input) at PATH; prints the write report.
     Set {
@@ -60,6 +63,9 @@ pub enum Command {
         /// Print the raw JSON pages instead of a table.
         #[arg(long)]
         json: bool,
+        /// List the paths as they stood at this time (microseconds or RFC 3339).
+        #[arg(long)]
+        at: Option<String>,
     },
     /// Stream PREFIX: the snapshot, `ready`, then every change, one JSON line each.
     Watch {

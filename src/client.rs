@@ -69,8 +69,11 @@ fn json_of(body: &[u8]) -> anyhow::Result<serde_json::Value> {
 }
 
 /// `spread get`.
-pub async fn get(client: ClientArgs, path: String) -> anyhow::Result<()> {
-    let req = http(&client).get(url(&client, "raw", &path));
+pub async fn get(client: ClientArgs, path: String, at: Option<String>) -> anyhow::Result<()> {
+    let mut req = http(&client).get(url(&client, "raw", &path));
+    if let Some(at) = &at {
+        req = req.query(&[("at", at)]).context("building the query")?;
+    }
     let body = success(exchange(req, None, "GET").await?)?;
     std::io::stdout().write_all(&body)?;
     Ok(())
@@ -128,15 +131,25 @@ fn report((status, body): (StatusCode, bytes::Bytes)) -> anyhow::Result<()> {
 }
 
 /// `spread list`.
-pub async fn list(client: ClientArgs, prefix: String, json: bool) -> anyhow::Result<()> {
+pub async fn list(
+    client: ClientArgs,
+    prefix: String,
+    json: bool,
+    at: Option<String>,
+) -> anyhow::Result<()> {
     let http = http(&client);
     let mut after: Option<String> = None;
     loop {
-        let mut req = http.get(url(&client, "list", &prefix));
+        let mut query = Vec::new();
         if let Some(a) = &after {
-            req = req
-                .query(&[("after", a.as_str())])
-                .context("building the query")?;
+            query.push(("after", a.as_str()));
+        }
+        if let Some(at) = &at {
+            query.push(("at", at.as_str()));
+        }
+        let mut req = http.get(url(&client, "list", &prefix));
+        if !query.is_empty() {
+            req = req.query(&query).context("building the query")?;
         }
         let page = json_of(&success(exchange(req, None, "listing").await?)?)?;
         if json {

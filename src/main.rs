@@ -40,7 +40,7 @@ fn main() {
         Command::Serve(args) => serve::run(*args),
         other => actix_web::rt::System::new().block_on(async move {
             match other {
-                Command::Get { client, path } => client::get(client, path).await,
+                Command::Get { client, path, at } => client::get(client, path, at).await,
                 Command::Set {
                     client,
                     path,
@@ -53,7 +53,8 @@ fn main() {
                     client,
                     prefix,
                     json,
-                } => client::list(client, prefix, json).await,
+                    at,
+                } => client::list(client, prefix, json, at).await,
                 Command::Watch {
                     client,
                     prefix,

@@ -209,6 +209,25 @@ async fn a_node_that_owns_nothing_forwards_writes_to_an_owner() {
     get(&format!("{owned_by_b}?local=true"))
         .await
         .assert_error(404, "not_found");
+    // A read of the past is answered by the owner too, from its history:
+    // a watched copy would hold only the present.
+    let first = get(&owned_by_b).await.header("etag").unwrap();
+    let then: u64 = first
+        .trim_matches('"')
+        .split('.')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let r = put(&owned_by_b, b"v2").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = get(&format!("{owned_by_b}?at={then}")).await;
+    assert_eq!((r.status, r.body.as_ref()), (200, &b"v"[..]));
+    assert_eq!(r.header("etag"), Some(first));
+    get(&format!("{owned_by_b}?at={}", then - 1))
+        .await
+        .assert_error(404, "not_found");
+    assert_eq!(get(&owned_by_b).await.body.as_ref(), b"v2");
     get(&format!("{owned_by_b}?local=maybe"))
         .await
         .assert_error(400, "bad_request");

@@ -10,7 +10,9 @@ use spread_actors::{HistoryRange, Path, Version};
 
 use crate::encode::{to_json, EventJson};
 use crate::error::ApiError;
-use crate::request::{key_after, path_after, query, query_bool, query_u64, require_read};
+use crate::request::{
+    key_after, path_after, query, query_bool, query_moment, query_u64, require_read,
+};
 use crate::AppState;
 
 /// Entries per page when `?limit=` is not given.
@@ -54,8 +56,9 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let q = query(&req)?;
     let limit = limit(&q)?;
     let after = q.get("after").cloned();
+    let at = query_moment(&q, "at")?;
     let node = state.node.clone();
-    let page = web::block(move || node.list(&prefix, after.as_deref(), limit))
+    let page = web::block(move || node.list_at(&prefix, after.as_deref(), limit, at))
         .await
         .map_err(|_| ApiError::Unavailable)??;
     let entries: Vec<Entry<'_>> = page
@@ -194,8 +197,8 @@ pub async fn history(
     identity.require_read(&path)?;
     let q = query(&req)?;
     let range = HistoryRange {
-        from: query_u64(&q, "from")?.unwrap_or(0),
-        to: query_u64(&q, "to")?.unwrap_or(u64::MAX),
+        from: query_moment(&q, "from")?.unwrap_or(0),
+        to: query_moment(&q, "to")?.unwrap_or(u64::MAX),
         limit: limit(&q)?,
     };
     if range.from > range.to {

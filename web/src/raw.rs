@@ -10,7 +10,7 @@ use crate::encode::{to_json, ReportJson};
 use crate::error::ApiError;
 use crate::request::{
     body, check_condition_headers, content_type, explicit_time, key_after, none_match_hits,
-    precondition, query, query_bool, query_u64,
+    precondition, query, query_bool, query_moment, query_u64,
 };
 use crate::AppState;
 
@@ -39,14 +39,10 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let path = key_after(&req, ROUTE)?;
     identity.require_read(&path)?;
-    let mut local = false;
+    let (mut local, mut at) = (false, None);
     if !req.query_string().is_empty() {
         let q = query(&req)?;
-        if q.contains_key("at") {
-            return Err(ApiError::NotImplemented(
-                "reading at a past time (?at=) is not served yet".into(),
-            ));
-        }
+        at = query_moment(&q, "at")?;
         local = query_bool(&q, "local")?.unwrap_or(false);
     }
     check_condition_headers(req.headers())?;
@@ -54,9 +50,13 @@ pub async fn get(
     // owner, unless `?local=true`.
     let event = match state.node.cluster() {
         Some(cluster) if !local => {
-            spread_actors::cluster::route::read(&state.node, cluster, &path).await?
+            spread_actors::cluster::route::read(&state.node, cluster, &path, at).await?
         }
-        _ => state.node.get_path(&path)?.map(|s| s.event),
+        _ => match at {
+            Some(at) => state.node.get_path_at(&path, at)?,
+            None => state.node.get_path(&path)?,
+        }
+        .map(|s| s.event),
     }
     .ok_or_else(|| ApiError::NotFound(path.to_string()))?;
     let etag = format!("\"{}\"", event.version);

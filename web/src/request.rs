@@ -127,6 +127,17 @@ pub fn query_u64(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>,
         .transpose()
 }
 
+/// A time query parameter (`?at=`, `?from=`, `?to=`): microseconds since
+/// the epoch or RFC 3339.
+pub fn query_moment(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
+    q.get(name)
+        .map(|v| {
+            spread_actors::model::parse_moment(v)
+                .map_err(|e| ApiError::BadTime(format!("?{name}: {e}")))
+        })
+        .transpose()
+}
+
 /// A boolean query parameter (`true`/`false`/`1`/`0`).
 pub fn query_bool(q: &HashMap<String, String>, name: &str) -> Result<Option<bool>, ApiError> {
     q.get(name)

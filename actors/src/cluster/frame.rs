@@ -15,7 +15,7 @@ use super::wire::{WireError, WireEvent, WireReport, WireWrite};
 /// (2: `Watch` names the partitions it wants, and `WatchReady` marks the
 /// end of a watch's snapshot; `DiffAsk`, `DiffAnswer` and `DiffEvents`
 /// carry anti-entropy. No release spoke 2 without them.)
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest frame a link accepts (a batch of events with big values fits).
 pub const MAX_FRAME_BYTES: usize = 32 << 20;
@@ -191,8 +191,10 @@ pub enum PeerFrame {
         id: u64,
         /// The path.
         path: String,
+        /// Read the value the path had at this time (µs) instead of now.
+        at: Option<u64>,
     },
-    /// The answer to a `Read`: the live value, if any.
+    /// The answer to a `Read`: the live value (at the time asked), if any.
     ReadAnswer {
         /// The `Read`'s id.
         id: u64,

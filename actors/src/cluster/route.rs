@@ -133,18 +133,26 @@ async fn forward(
     }
 }
 
-/// Reads the live value of `path`: here if this node owns its partition or
-/// its clients watch it (a local copy), else at the first owner it has a
+/// Reads the live value of `path` (at time `at` when given): here if this
+/// node owns its partition or its clients watch it (a local copy, which
+/// holds the present only: not for `at`), else at the first owner it has a
 /// link to.
 pub async fn read(
     node: &Node,
     cluster: &Arc<Cluster>,
     path: &Path,
+    at: Option<u64>,
 ) -> Result<Option<Event>, NodeError> {
     let part = node.partition_of(path) as u16;
     let placement = cluster.placement();
-    let local = || Ok(node.get_path(path)?.map(|s| s.event));
-    if cluster.serves_reads(&placement, part) || node.interest().serves(path) {
+    let local = || {
+        let stored = match at {
+            Some(at) => node.get_path_at(path, at)?,
+            None => node.get_path(path)?,
+        };
+        Ok(stored.map(|s| s.event))
+    };
+    if cluster.serves_reads(&placement, part) || (at.is_none() && node.interest().serves(path)) {
         return local();
     }
     let me = cluster.identity.node.as_str();
@@ -155,7 +163,7 @@ pub async fn read(
         let Some((link, peer)) = cluster.links.link(owner) else {
             continue;
         };
-        match read_at(cluster, owner, link, peer, path).await {
+        match read_at(cluster, (owner, link, peer), path, at).await {
             Ok(answer) => return Ok(answer),
             Err(e) => {
                 log::debug!("reading {path} at '{owner}': {e}");
@@ -176,13 +184,12 @@ pub async fn read(
     })
 }
 
-/// Reads `path` at owner `to` over its link.
+/// Reads `path` (at time `at`) at owner `to` over its link.
 async fn read_at(
     cluster: &Arc<Cluster>,
-    to: &str,
-    link: u64,
-    peer: Addr<Peer>,
+    (to, link, peer): (&str, u64, Addr<Peer>),
     path: &Path,
+    at: Option<u64>,
 ) -> Result<Option<Event>, NodeError> {
     let no_owner = || NodeError::NoOwner(path.to_string());
     let (id, answer) = cluster.expect_forward(to, link);
@@ -195,6 +202,7 @@ async fn read_at(
     peer.do_send(SendFrame(PeerFrame::Read {
         id,
         path: path.as_str().to_string(),
+        at,
     }));
     let deadline = cluster.config.peer_dead_after;
     match tokio::time::timeout(deadline, answer).await {

@@ -146,6 +146,9 @@ impl Store for FaultyStore {
     ) -> Result<Vec<Stored>, StoreError> {
         self.inner.history(path, from, to, limit)
     }
+    fn event_at(&self, path: &Path, time: u64) -> Result<Option<Stored>, StoreError> {
+        self.inner.event_at(path, time)
+    }
     fn log_read(
         &self,
         prefix: &Path,

@@ -338,6 +338,19 @@ impl Node {
         Ok(stored.filter(|s| s.event.is_live_now()))
     }
 
+    /// The value `path` had at `time` (µs since the epoch, as versions
+    /// count): the event with the greatest version at or before it, `None`
+    /// if there was none then or it was a tombstone or had expired by then.
+    pub fn get_at(&self, path: &str, time: u64) -> Result<Option<Stored>, NodeError> {
+        self.get_path_at(&Path::parse_key(path)?, time)
+    }
+
+    /// [`Node::get_at`] for a parsed path.
+    pub fn get_path_at(&self, path: &Path, time: u64) -> Result<Option<Stored>, NodeError> {
+        let stored = self.inner.store.event_at(path, time)?;
+        Ok(stored.filter(|s| s.event.is_live_at(time)))
+    }
+
     /// Live values of `prefix` and below, in path order, after `after`: at
     /// most `limit`, reading at most `limit` + [`LIST_SCAN_SLACK`] entries
     /// (tombstones and expired values are read and skipped). `next` is where
@@ -350,7 +363,20 @@ impl Node {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Listing, NodeError> {
-        let now = wall_micros();
+        self.list_at(prefix, after, limit, None)
+    }
+
+    /// [`Node::list`] as the prefix stood at `at` (µs) when given: each path
+    /// with the value it had then ([`Node::get_at`]); paths created later
+    /// or deleted or expired by then are left out.
+    pub fn list_at(
+        &self,
+        prefix: &Path,
+        after: Option<&str>,
+        limit: usize,
+        at: Option<u64>,
+    ) -> Result<Listing, NodeError> {
+        let now = at.unwrap_or_else(wall_micros);
         let mut entries = Vec::new();
         let mut cursor = after.map(str::to_string);
         let mut budget = limit.saturating_add(LIST_SCAN_SLACK);
@@ -372,7 +398,21 @@ impl Node {
             cursor = Some(last.event.path.as_str().to_string());
             let full = chunk.len() == want;
             budget -= chunk.len();
-            entries.extend(chunk.into_iter().filter(|s| s.event.is_live_at(now)));
+            for stored in chunk {
+                // A path written since `at` is read as it stood then.
+                let stored = match at {
+                    Some(at) if stored.event.version.time > at => {
+                        match self.inner.store.event_at(&stored.event.path, at)? {
+                            Some(then) => then,
+                            None => continue,
+                        }
+                    }
+                    _ => stored,
+                };
+                if stored.event.is_live_at(now) {
+                    entries.push(stored);
+                }
+            }
             if !full {
                 return Ok(Listing {
                     entries,
@@ -682,3 +722,5 @@ impl Node {
 mod merge_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod time_tests;

@@ -234,6 +234,57 @@ pub fn find(
         .map(|i| i.record))
 }
 
+/// The record of `path` (in partition `part`) with the greatest order among
+/// those at or before `time`: the event that stood at that time by the LWW
+/// rule. `latest` is the path's latest value, already read (`None`: the
+/// path has no event at all).
+///
+/// Reads the latest value, then at most two pages: the first page whose last
+/// record is past `time` (its first records may be at or before it), else
+/// the page just before it, whose records all are.
+pub fn record_at(
+    tree: &sled::Tree,
+    part: u16,
+    path: &Path,
+    time: u64,
+    latest: Option<IVec>,
+) -> Result<Option<IVec>, StoreError> {
+    let Some(raw) = latest else {
+        return Ok(None);
+    };
+    let latest = items(path, raw)?;
+    let last_at_or_before = |items: Vec<Item>, below: Option<&IVec>| {
+        items
+            .into_iter()
+            .rfind(|i| i.time() <= time && below.is_none_or(|b| i.order[..] < b[..]))
+            .map(|i| i.record)
+    };
+    let Some(open_first) = latest.first().map(|i| i.order.clone()) else {
+        return Ok(None);
+    };
+    if time_of_order(&open_first) <= time {
+        return Ok(last_at_or_before(latest, None));
+    }
+    // Every record of the latest value is past `time` (so `time + 1` cannot
+    // overflow). Pages hold only records below the open page's first one: a
+    // commit may turn the open page into a page between the two reads.
+    let view = PathView::new(tree, part, path);
+    let past = view.page_key(&(time + 1).to_be_bytes());
+    if let Some(page) = tree.range(past.clone()..view.end.clone()).next() {
+        let (_, raw) = page?;
+        if let Some(found) = last_at_or_before(items(path, raw)?, Some(&open_first)) {
+            return Ok(Some(found));
+        }
+    }
+    match tree.range(view.prefix.clone()..past).next_back() {
+        Some(page) => {
+            let (_, raw) = page?;
+            Ok(last_at_or_before(items(path, raw)?, Some(&open_first)))
+        }
+        None => Ok(None),
+    }
+}
+
 /// The keys one commit rewrites, built on top of what sled holds: a commit
 /// may touch the same latest value or page more than once.
 pub struct Overlay<'a> {

@@ -919,7 +919,7 @@ impl Handler<FromPeer> for Replicator {
             PeerFrame::Unfollow { parts } => self.serving.unfollow(&node, link, &parts),
             PeerFrame::Ack { events } => self.acked(&node, events),
             PeerFrame::Forward { id, write } => self.forwarded(node, id, write, ctx),
-            PeerFrame::Read { id, path } => {
+            PeerFrame::Read { id, path, at } => {
                 let placement = self.cluster.placement();
                 let answer = match Path::parse_key(&path) {
                     Ok(path)
@@ -931,11 +931,12 @@ impl Handler<FromPeer> for Replicator {
                     {
                         Err(WireError::NotReady)
                     }
-                    Ok(path) => self
-                        .node
-                        .get_path(&path)
-                        .map(|s| s.map(|s| super::wire::WireEvent::from(&s.event)))
-                        .map_err(|e| WireError::from(&e)),
+                    Ok(path) => match at {
+                        Some(at) => self.node.get_path_at(&path, at),
+                        None => self.node.get_path(&path),
+                    }
+                    .map(|s| s.map(|s| super::wire::WireEvent::from(&s.event)))
+                    .map_err(|e| WireError::from(&e)),
                     Err(e) => Err(WireError::Invalid(e.to_string())),
                 };
                 if let Some(peer) = self.cluster.links.peer(&node) {

@@ -381,6 +381,15 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn event_at(&self, path: &Path, time: u64) -> Result<Option<Stored>, StoreError> {
+        let part = self.layout.partition_of(path);
+        let latest = self.tree.get(keys::latest(part, path.as_str()))?;
+        match pages::record_at(&self.tree, part, path, time, latest)? {
+            Some(raw) => decode(path.clone(), raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
     fn log_read(
         &self,
         prefix: &Path,
@@ -546,6 +555,8 @@ impl Store for SledStore {
     }
 }
 
+#[cfg(test)]
+mod at_tests;
 #[cfg(test)]
 mod partition_tests;
 #[cfg(test)]

@@ -90,6 +90,21 @@ pub enum Command {
         /// The path.
         path: String,
     },
+    /// Write, as new events, the value PATH had at a time or version (a delete if it had
+    /// none); history is kept. Prints the write report (JSON).
+    Rollback {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The path (with --recursive, the prefix; "" is everything).
+        path: String,
+        /// The point to go back to: a version ("<time>.<node>", as an ETag names it), or a
+        /// time (microseconds or RFC 3339).
+        #[arg(long)]
+        to: String,
+        /// Roll back every path under PATH: paths created since are deleted.
+        #[arg(long)]
+        recursive: bool,
+    },
     /// Print the cluster as the node sees it: its members and their state, and
     /// each partition's owners (JSON).
     Cluster {

@@ -182,6 +182,33 @@ pub async fn history(client: ClientArgs, path: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `spread rollback`: prints the node's answer; an error unless every path
+/// was rolled back.
+pub async fn rollback(
+    client: ClientArgs,
+    path: String,
+    to: String,
+    recursive: bool,
+) -> anyhow::Result<()> {
+    let mut query = vec![("to", to.as_str())];
+    if recursive {
+        query.push(("recursive", "true"));
+    }
+    let req = http(&client)
+        .post(url(&client, "rollback", &path))
+        .query(&query)
+        .context("building the query")?;
+    let (status, body) = exchange(req, None, "rollback").await?;
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(json) => println!("{}", serde_json::to_string_pretty(&json)?),
+        Err(_) => println!("{}", String::from_utf8_lossy(&body)),
+    }
+    if !status.is_success() {
+        bail!("the rollback was not done whole ({status})");
+    }
+    Ok(())
+}
+
 /// `spread cluster`: the node's view of the cluster, as JSON.
 pub async fn cluster(client: ClientArgs) -> anyhow::Result<()> {
     let base = client.server.trim_end_matches('/');

@@ -63,6 +63,12 @@ fn main() {
                 } => client::watch(client, prefix, since, count).await,
                 Command::History { client, path } => client::history(client, path).await,
                 Command::Cluster { client } => client::cluster(client).await,
+                Command::Rollback {
+                    client,
+                    path,
+                    to,
+                    recursive,
+                } => client::rollback(client, path, to, recursive).await,
                 Command::Repair { client, prefix } => client::repair(client, prefix).await,
                 Command::Token(args) => client::token(args),
                 Command::Serve(_) => unreachable!("handled above"),

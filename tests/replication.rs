@@ -228,6 +228,24 @@ async fn a_node_that_owns_nothing_forwards_writes_to_an_owner() {
         .await
         .assert_error(404, "not_found");
     assert_eq!(get(&owned_by_b).await.body.as_ref(), b"v2");
+    // A rollback at a node that holds nothing of the path: the past is
+    // read at the owner, and the write goes there.
+    let rollback = format!("{}/rollback/{}?to={then}", nodes[0].url, forwarded[1]);
+    let r = send(http().post(rollback), None).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(get(&owned_by_b).await.body.as_ref(), b"v");
+    holds(&nodes[1], &forwarded[1], "v").await;
+    // A recursive one reads the subtree here: refused where this node does
+    // not hold all of it, naming who does.
+    let r = send(
+        http().post(format!(
+            "{}/rollback/?to={then}&recursive=true",
+            nodes[0].url
+        )),
+        None,
+    )
+    .await;
+    r.assert_error(421, "misdirected");
     get(&format!("{owned_by_b}?local=maybe"))
         .await
         .assert_error(400, "bad_request");

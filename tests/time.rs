@@ -177,3 +177,202 @@ async fn reads_of_the_past_answer_as_a_path_and_a_listing_stood() {
     let err = cli(&s, &["get", "doc/a", "--at", "noon"]).unwrap_err();
     assert!(err.contains("bad_time"), "{err}");
 }
+
+/// Every live path under `prefix` with its value, from a listing and reads.
+async fn state_of(s: &Server, prefix: &str, at: Option<u64>) -> Vec<(String, String)> {
+    let q = at.map_or(String::new(), |t| format!("&at={t}"));
+    let page = get(&format!("{}?limit=10000{q}", s.at("list", prefix)))
+        .await
+        .json();
+    assert!(page["next"].is_null());
+    let mut out = Vec::new();
+    for e in page["entries"].as_array().unwrap() {
+        let path = e["path"].as_str().unwrap();
+        let q = at.map_or(String::new(), |t| format!("?at={t}"));
+        let r = get(&format!("{}{q}", s.at("raw", path))).await;
+        assert_eq!(r.status, 200);
+        out.push((
+            path.to_string(),
+            String::from_utf8(r.body.to_vec()).unwrap(),
+        ));
+    }
+    out
+}
+
+#[actix_web::test]
+async fn a_path_rolls_back_to_a_version_or_a_time_as_a_new_event() {
+    let s = Server::start(&[]);
+    let v1 = put_at(&s, "cfg/x", T0, "", b"one").await.json()["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    put_at(&s, "cfg/x", T0 + S, "", b"two").await;
+    delete_at(&s, "cfg/x", T0 + 2 * S).await;
+    let mut sse = SseClient::open(&s.at("sse", "cfg"), None).await;
+    sse.until_ready().await;
+
+    // To a version: the value it had is written anew; history only grows.
+    let r = send(
+        http().post(format!("{}?to={v1}", s.at("rollback", "cfg/x"))),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let report = r.json();
+    assert_eq!(report["status"], "new");
+    assert_eq!(report["path"], "cfg/x");
+    assert_ne!(
+        report["version"],
+        v1.as_str(),
+        "a new event, not the old one"
+    );
+    assert_eq!(get(&s.at("raw", "cfg/x")).await.body.as_ref(), b"one");
+    let update = sse.next_non_ping().await;
+    assert_eq!(
+        (update.event.as_str(), &update.data["value"]),
+        ("update", &"one".into())
+    );
+    let history = get(&s.at("history", "cfg/x")).await.json();
+    assert_eq!(history["events"].as_array().unwrap().len(), 4);
+
+    // To a time (RFC 3339) when it held "two"; then to before it existed:
+    // a tombstone, seen by subscribers as a delete.
+    let r = send(
+        http().post(format!(
+            "{}?to=2023-11-14T22:13:21.5Z",
+            s.at("rollback", "cfg/x")
+        )),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(get(&s.at("raw", "cfg/x")).await.body.as_ref(), b"two");
+    assert_eq!(sse.next_non_ping().await.data["value"], "two");
+    let r = send(
+        http().post(format!("{}?to={}", s.at("rollback", "cfg/x"), T0 - 1)),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    get(&s.at("raw", "cfg/x"))
+        .await
+        .assert_error(404, "not_found");
+    assert_eq!(sse.next_non_ping().await.data["deleted"], true);
+
+    // The command line, to the first version again.
+    let out = cli(&s, &["rollback", "cfg/x", "--to", &v1]).unwrap();
+    assert!(out.contains("\"new\""), "{out}");
+    assert_eq!(get(&s.at("raw", "cfg/x")).await.body.as_ref(), b"one");
+
+    // Bad requests are refused with what is wrong, and nothing is written.
+    let before = get(&s.at("history", "cfg/x")).await.json();
+    let post = |q: &str| {
+        send(
+            http().post(format!("{}{q}", s.at("rollback", "cfg/x"))),
+            None,
+        )
+    };
+    post("").await.assert_error(400, "bad_request");
+    post("?to=last-week").await.assert_error(400, "bad_time");
+    post("?to=5.not%20a%20node")
+        .await
+        .assert_error(400, "bad_time");
+    post(&format!("?to={v1}&w=2"))
+        .await
+        .assert_error(400, "bad_request");
+    send(http().post(format!("{}?to=1", s.at("rollback", ""))), None)
+        .await
+        .assert_error(400, "bad_path");
+    send(
+        http().get(format!("{}?to=1", s.at("rollback", "cfg/x"))),
+        None,
+    )
+    .await
+    .assert_error(405, "method_not_allowed");
+    assert_eq!(get(&s.at("history", "cfg/x")).await.json(), before);
+}
+
+#[actix_web::test]
+async fn a_recursive_rollback_restores_a_subtree_exactly_and_subscribers_see_updates() {
+    let s = Server::start(&[]);
+    // 100 paths as they stood at T1…
+    for i in 0..100 {
+        put_at(
+            &s,
+            &format!("tree/{:03}", i),
+            T0 + i * S,
+            "",
+            format!("v{i}").as_bytes(),
+        )
+        .await;
+    }
+    let t1 = T0 + 100 * S;
+    let then = state_of(&s, "tree", Some(t1)).await;
+    assert_eq!(then.len(), 100);
+    // …then 30 changed, 20 deleted and 25 created after it.
+    let later = T0 + 1000 * S;
+    for i in 0..30 {
+        put_at(&s, &format!("tree/{:03}", i), later + i, "", b"changed").await;
+    }
+    for i in 30..50 {
+        delete_at(&s, &format!("tree/{:03}", i), later + i).await;
+    }
+    for i in 0..25 {
+        put_at(&s, &format!("tree/new/{i}"), later + 100 + i, "", b"new").await;
+    }
+    assert_ne!(state_of(&s, "tree", None).await, then);
+    let mut sse = SseClient::open(&s.at("sse", "tree"), None).await;
+    sse.until_ready().await;
+
+    let r = send(
+        http().post(format!(
+            "{}?to={t1}&recursive=true",
+            s.at("rollback", "tree")
+        )),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let answer = r.json();
+    assert_eq!(answer["reports"].as_array().unwrap().len(), 75, "{answer}");
+    assert_eq!(answer["unchanged"], 50);
+    assert!(answer.get("failed").is_none());
+    assert_eq!(
+        state_of(&s, "tree", None).await,
+        then,
+        "exactly as it stood"
+    );
+
+    // Subscribers saw each change as an ordinary update: 30 values back,
+    // 20 values restored, 25 deletes.
+    let mut seen = std::collections::BTreeMap::new();
+    while seen.len() < 75 {
+        let e = sse.next_non_ping().await;
+        assert_eq!(e.event, "update", "{e:?}");
+        seen.insert(e.data["path"].as_str().unwrap().to_string(), e.data);
+    }
+    let deletes = seen.values().filter(|d| d["deleted"] == true).count();
+    assert_eq!(deletes, 25);
+    assert_eq!(seen["tree/007"]["value"], "v7");
+    assert_eq!(seen["tree/040"]["value"], "v40");
+
+    // Rolling back again changes nothing.
+    let again = send(
+        http().post(format!(
+            "{}?to={t1}&recursive=true",
+            s.at("rollback", "tree")
+        )),
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(again["reports"].as_array().unwrap().len(), 0, "{again}");
+    assert_eq!(again["unchanged"], 125);
+    // The command line takes the same subtree.
+    let out = cli(
+        &s,
+        &["rollback", "tree", "--to", &t1.to_string(), "--recursive"],
+    )
+    .unwrap();
+    assert!(out.contains("\"unchanged\": 125"), "{out}");
+}

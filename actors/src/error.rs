@@ -61,4 +61,15 @@ pub enum NodeError {
     /// The node is stopping.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// A request that must read every path under a prefix from this
+    /// node's own store, at a node that does not hold all of them.
+    #[error("this node does not hold every partition under '{prefix}' (partition {part} is held by {owners}): send it to a node that does")]
+    NotHeld {
+        /// The prefix.
+        prefix: String,
+        /// A partition under it this node does not serve.
+        part: u16,
+        /// That partition's owners.
+        owners: String,
+    },
 }

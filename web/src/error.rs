@@ -67,6 +67,9 @@ pub enum ApiError {
     /// Too few owners acknowledged a write in time.
     #[error("{0}")]
     NotEnoughAcks(String),
+    /// This node cannot answer the request; the detail names one that can.
+    #[error("{0}")]
+    Misdirected(String),
     /// The store failed.
     #[error("{0}")]
     Internal(String),
@@ -93,6 +96,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Unavailable | ApiError::NotEnoughAcks(_) => "unavailable",
+            ApiError::Misdirected(_) => "misdirected",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -158,6 +162,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable | ApiError::NotEnoughAcks(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -186,6 +191,7 @@ impl From<NodeError> for ApiError {
                 ApiError::NotEnoughAcks(e.to_string())
             }
             NodeError::NoPartition { .. } => ApiError::BadRequest(e.to_string()),
+            NodeError::NotHeld { .. } => ApiError::Misdirected(e.to_string()),
             NodeError::BadConfig(c) => ApiError::Internal(c),
             NodeError::Store(s) => {
                 log::error!("store failure: {s}");

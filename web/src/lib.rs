@@ -17,6 +17,7 @@ pub mod peer;
 pub mod raw;
 pub mod repair;
 pub mod request;
+pub mod rollback;
 pub mod socket;
 pub mod sse;
 pub mod tls;
@@ -170,13 +171,6 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound(req.path().to_string()))
 }
 
-async fn not_served(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotImplemented(format!(
-        "{} is not served yet",
-        req.path()
-    )))
-}
-
 /// Registers every route on an actix-web app.
 ///
 /// Each route is a static-prefix scope whose default service takes every path
@@ -190,7 +184,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::scope("/repair").default_service(web::to(repair::repair)))
         .service(web::scope("/sse").default_service(web::to(sse::sse)))
         .service(web::scope("/wss").default_service(web::to(ws::dispatch)))
-        .service(web::scope("/rollback").default_service(web::to(not_served)))
+        .service(web::scope("/rollback").default_service(web::to(rollback::rollback)))
         .service(web::resource("/peer").to(peer::peer))
         .service(web::resource("/cluster").route(web::get().to(cluster::cluster)))
         .service(web::resource("/cluster/faults").route(web::put().to(cluster::faults)))

@@ -10,7 +10,7 @@ use crate::encode::{to_json, ReportJson};
 use crate::error::ApiError;
 use crate::request::{
     body, check_condition_headers, content_type, explicit_time, key_after, none_match_hits,
-    precondition, query, query_bool, query_moment, query_u64,
+    precondition, query, query_bool, query_moment, query_u64, quorum,
 };
 use crate::AppState;
 
@@ -42,7 +42,7 @@ pub async fn get(
     let (mut local, mut at) = (false, None);
     if !req.query_string().is_empty() {
         let q = query(&req)?;
-        at = query_moment(&q, "at")?;
+        at = query_moment(&q, "at")?.map(spread_actors::model::AsOf::time);
         local = query_bool(&q, "local")?.unwrap_or(false);
     }
     check_condition_headers(req.headers())?;
@@ -50,10 +50,10 @@ pub async fn get(
     // owner, unless `?local=true`.
     let event = match state.node.cluster() {
         Some(cluster) if !local => {
-            spread_actors::cluster::route::read(&state.node, cluster, &path, at).await?
+            spread_actors::cluster::route::read(&state.node, cluster, &path, at.as_ref()).await?
         }
-        _ => match at {
-            Some(at) => state.node.get_path_at(&path, at)?,
+        _ => match &at {
+            Some(at) => state.node.get_as_of(&path, at)?,
             None => state.node.get_path(&path)?,
         }
         .map(|s| s.event),
@@ -115,12 +115,7 @@ pub async fn delete(
 /// Options every write takes from headers and query.
 fn write_options(req: &HttpRequest) -> Result<Write, ApiError> {
     let q = query(req)?;
-    let w = match q.get("w") {
-        Some(w) => w
-            .parse()
-            .map_err(|_| ApiError::BadRequest("?w must be 1, quorum or all".into()))?,
-        None => Default::default(),
-    };
+    let w = quorum(&q)?;
     let ttl_secs = query_u64(&q, "ttl")?;
     if let Some(ttl) = ttl_secs {
         check_ttl(ttl).map_err(|e| ApiError::BadRequest(format!("?{e}")))?;

@@ -138,6 +138,18 @@ pub fn query_moment(q: &HashMap<String, String>, name: &str) -> Result<Option<u6
         .transpose()
 }
 
+/// `?w=`: the owners a write waits for (default quorum).
+pub fn quorum(
+    q: &HashMap<String, String>,
+) -> Result<spread_actors::cluster::wire::WriteQuorum, ApiError> {
+    match q.get("w") {
+        Some(w) => w
+            .parse()
+            .map_err(|_| ApiError::BadRequest("?w must be 1, quorum or all".into())),
+        None => Ok(Default::default()),
+    }
+}
+
 /// A boolean query parameter (`true`/`false`/`1`/`0`).
 pub fn query_bool(q: &HashMap<String, String>, name: &str) -> Result<Option<bool>, ApiError> {
     q.get(name)

@@ -191,8 +191,8 @@ pub enum PeerFrame {
         id: u64,
         /// The path.
         path: String,
-        /// Read the value the path had at this time (µs) instead of now.
-        at: Option<u64>,
+        /// Read the value the path had then instead of now.
+        at: Option<crate::model::AsOf>,
     },
     /// The answer to a `Read`: the live value (at the time asked), if any.
     ReadAnswer {

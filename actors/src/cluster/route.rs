@@ -26,7 +26,7 @@ use super::{Answer, Cluster};
 use crate::engine::acks::WaitFor;
 use crate::engine::partition::{Precondition, Write, WriteReport};
 use crate::error::NodeError;
-use crate::model::{Event, Path, PathError};
+use crate::model::{AsOf, Event, Path, PathError};
 use crate::Node;
 
 /// Routes `write` (see the module doc).
@@ -141,13 +141,13 @@ pub async fn read(
     node: &Node,
     cluster: &Arc<Cluster>,
     path: &Path,
-    at: Option<u64>,
+    at: Option<&AsOf>,
 ) -> Result<Option<Event>, NodeError> {
     let part = node.partition_of(path) as u16;
     let placement = cluster.placement();
     let local = || {
         let stored = match at {
-            Some(at) => node.get_path_at(path, at)?,
+            Some(at) => node.get_as_of(path, at)?,
             None => node.get_path(path)?,
         };
         Ok(stored.map(|s| s.event))
@@ -189,7 +189,7 @@ async fn read_at(
     cluster: &Arc<Cluster>,
     (to, link, peer): (&str, u64, Addr<Peer>),
     path: &Path,
-    at: Option<u64>,
+    at: Option<&AsOf>,
 ) -> Result<Option<Event>, NodeError> {
     let no_owner = || NodeError::NoOwner(path.to_string());
     let (id, answer) = cluster.expect_forward(to, link);
@@ -202,7 +202,7 @@ async fn read_at(
     peer.do_send(SendFrame(PeerFrame::Read {
         id,
         path: path.as_str().to_string(),
-        at,
+        at: at.cloned(),
     }));
     let deadline = cluster.config.peer_dead_after;
     match tokio::time::timeout(deadline, answer).await {

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use crate::config::{Config, Durability};
 use crate::engine::partition::{Precondition, Write, WriteStatus};
 use crate::error::NodeError;
-use crate::model::{Digest, Layout, Path, Version};
+use crate::model::{AsOf, Digest, Layout, Path, Version};
 use crate::node::{HistoryRange, Node};
 use crate::store::{
     Commit, LogHead, LogPage, PartitionDigest, SledStore, Store, StoreError, Stored,
@@ -146,8 +146,8 @@ impl Store for FaultyStore {
     ) -> Result<Vec<Stored>, StoreError> {
         self.inner.history(path, from, to, limit)
     }
-    fn event_at(&self, path: &Path, time: u64) -> Result<Option<Stored>, StoreError> {
-        self.inner.event_at(path, time)
+    fn event_at(&self, path: &Path, as_of: &AsOf) -> Result<Option<Stored>, StoreError> {
+        self.inner.event_at(path, as_of)
     }
     fn log_read(
         &self,

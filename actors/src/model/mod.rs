@@ -11,6 +11,6 @@ pub mod version;
 pub use event::{decide, Applied, Digest, Event};
 pub use layout::{Covering, Layout, LayoutError, MAX_PARTITIONS};
 pub use limits::FieldError;
-pub use moment::{format_moment, parse_moment, MomentError};
+pub use moment::{format_moment, parse_moment, AsOf, MomentError};
 pub use path::{Path, PathError, MAX_PATH_BYTES, MAX_PATH_SEGMENTS};
 pub use version::{parse_time, Clock, NodeId, Version, VersionError, MAX_TIME_MICROS};

@@ -2,16 +2,17 @@
 //! or RFC 3339 (`2026-12-06T05:00:00Z`, fractions down to the microsecond).
 //! Used by `?at=`, `?from=`, `?to=` and rollback targets.
 
+use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::version::{parse_time, MAX_TIME_MICROS};
+use super::version::{parse_time, NodeId, Version, MAX_TIME_MICROS};
 
 /// Why a moment is not valid.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MomentError {
     /// Neither microseconds nor RFC 3339, or outside what a version can carry.
-    #[error("a time must be microseconds since 1970 (up to {MAX_TIME_MICROS}) or RFC 3339, e.g. 2026-12-06T05:00:00Z; got '{0}'")]
+    #[error("a time must be microseconds since 1970 (up to {MAX_TIME_MICROS}) or RFC 3339, e.g. 2026-12-06T05:00:00Z (or, where a version is taken, \"<time>.<node>\"); got '{0}'")]
     Malformed(String),
 }
 
@@ -39,6 +40,46 @@ pub fn parse_moment(s: &str) -> Result<u64, MomentError> {
         return Err(bad());
     }
     Ok(micros as u64)
+}
+
+/// A point in a path's history: it covers every event whose version is at
+/// or before it. From a time, every event of that time or earlier; from a
+/// version, that event and those ordered before it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AsOf {
+    /// Events up to this time (µs)…
+    pub time: u64,
+    /// …and, at exactly `time`, up to this node id (every node when `None`).
+    pub node: Option<NodeId>,
+}
+
+impl AsOf {
+    /// Every event at or before `time`.
+    pub fn time(time: u64) -> AsOf {
+        AsOf { time, node: None }
+    }
+
+    /// `version` and every event ordered before it.
+    pub fn version(version: &Version) -> AsOf {
+        AsOf {
+            time: version.time,
+            node: Some(version.node.clone()),
+        }
+    }
+
+    /// Parses a version (`<time>.<node>`) or a moment ([`parse_moment`]).
+    pub fn parse(s: &str) -> Result<AsOf, MomentError> {
+        match s.trim().parse::<Version>() {
+            Ok(version) => Ok(AsOf::version(&version)),
+            Err(_) => parse_moment(s).map(AsOf::time),
+        }
+    }
+
+    /// True if `version` is at or before this point.
+    pub fn includes(&self, version: &Version) -> bool {
+        version.time < self.time
+            || (version.time == self.time && self.node.as_ref().is_none_or(|n| version.node <= *n))
+    }
 }
 
 /// A time in microseconds as RFC 3339 in UTC with microseconds, for
@@ -86,6 +127,26 @@ mod tests {
         }
         let long = "9".repeat(200);
         assert!(parse_moment(&long).unwrap_err().to_string().len() < 300);
+    }
+
+    #[test]
+    fn a_point_of_history_is_a_version_or_a_moment() {
+        let v: Version = "100.b".parse().unwrap();
+        let as_of = AsOf::parse("100.b").unwrap();
+        assert_eq!(as_of, AsOf::version(&v));
+        assert!(as_of.includes(&"100.a".parse().unwrap()));
+        assert!(as_of.includes(&v));
+        assert!(!as_of.includes(&"100.c".parse().unwrap()));
+        assert!(!as_of.includes(&"101.a".parse().unwrap()));
+        let t = AsOf::parse("100").unwrap();
+        assert_eq!(t, AsOf::time(100));
+        assert!(t.includes(&"100.zzz".parse().unwrap()));
+        assert!(!t.includes(&"101.a".parse().unwrap()));
+        assert_eq!(
+            AsOf::parse("1970-01-01T00:00:00.0001Z").unwrap(),
+            AsOf::time(100)
+        );
+        assert!(AsOf::parse("100.not valid").is_err());
     }
 
     #[test]

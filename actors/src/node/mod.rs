@@ -22,16 +22,18 @@ use crate::engine::acks::Acks;
 use crate::engine::partition::{Apply, Inbox, Input, Write, WriteReport};
 use crate::error::NodeError;
 use crate::model::{
-    limits, version::wall_micros, Clock, Event, FieldError, Layout, NodeId, Path, Version,
+    limits, version::wall_micros, AsOf, Clock, Event, FieldError, Layout, NodeId, Path, Version,
 };
 use crate::session::{Outbox, SessionContext, SessionStream, Subscribe, Subscriber};
 use crate::store::{LogPage, PartitionDigest, Store, StoreError, Stored};
 
 mod query;
+mod rollback;
 mod start;
 mod stats;
 
 pub use query::{HistoryRange, Listing, PrefixDigest, DIGEST_MAX_CHILDREN, LIST_SCAN_SLACK};
+pub use rollback::RollbackReport;
 use start::Engine;
 pub use stats::NodeStats;
 
@@ -342,13 +344,14 @@ impl Node {
     /// count): the event with the greatest version at or before it, `None`
     /// if there was none then or it was a tombstone or had expired by then.
     pub fn get_at(&self, path: &str, time: u64) -> Result<Option<Stored>, NodeError> {
-        self.get_path_at(&Path::parse_key(path)?, time)
+        self.get_as_of(&Path::parse_key(path)?, &AsOf::time(time))
     }
 
-    /// [`Node::get_at`] for a parsed path.
-    pub fn get_path_at(&self, path: &Path, time: u64) -> Result<Option<Stored>, NodeError> {
-        let stored = self.inner.store.event_at(path, time)?;
-        Ok(stored.filter(|s| s.event.is_live_at(time)))
+    /// The value `path` had at `as_of` (a time, or a version and what came
+    /// before it): `None` if there was none then.
+    pub fn get_as_of(&self, path: &Path, as_of: &AsOf) -> Result<Option<Stored>, NodeError> {
+        let stored = self.inner.store.event_at(path, as_of)?;
+        Ok(stored.filter(|s| s.event.is_live_at(as_of.time)))
     }
 
     /// Live values of `prefix` and below, in path order, after `after`: at
@@ -402,7 +405,11 @@ impl Node {
                 // A path written since `at` is read as it stood then.
                 let stored = match at {
                     Some(at) if stored.event.version.time > at => {
-                        match self.inner.store.event_at(&stored.event.path, at)? {
+                        match self
+                            .inner
+                            .store
+                            .event_at(&stored.event.path, &AsOf::time(at))?
+                        {
                             Some(then) => then,
                             None => continue,
                         }

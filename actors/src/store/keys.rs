@@ -29,7 +29,7 @@
 //! `ab`). Format 4 had the same keys without the partition, under the
 //! lower-case namespaces of [`v4`].
 
-use crate::model::{Digest, Path, Version};
+use crate::model::{AsOf, Digest, Path, Version};
 
 /// Namespace of the latest value of each path.
 pub const LATEST: u8 = b'L';
@@ -111,6 +111,23 @@ pub fn order(version: &Version, digest: &Digest) -> Vec<u8> {
     k.extend_from_slice(node);
     k.push(0);
     k.extend_from_slice(digest);
+    k
+}
+
+/// The greatest order key an event covered by `as_of` can have: the time,
+/// then `0xff` (above every node id's first byte), or the node id, `\0`
+/// and a digest of all ones.
+pub fn order_bound(as_of: &AsOf) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + 1 + 64 + 1 + 16);
+    k.extend_from_slice(&as_of.time.to_be_bytes());
+    match &as_of.node {
+        None => k.push(0xff),
+        Some(node) => {
+            k.extend_from_slice(node.as_str().as_bytes());
+            k.push(0);
+            k.extend_from_slice(&[0xff; 16]);
+        }
+    }
     k
 }
 

@@ -36,7 +36,7 @@ pub use sled_store::{SledStore, FORMAT, SLED_FLUSH_EVERY};
 
 use std::sync::Arc;
 
-use crate::model::{Digest, Event, Layout, Path, Version};
+use crate::model::{AsOf, Digest, Event, Layout, Path, Version};
 
 /// A storage failure. The node reports it; it never panics on one.
 #[derive(Debug, thiserror::Error)]
@@ -188,10 +188,10 @@ pub trait Store: Send + Sync + 'static {
         to: u64,
         limit: usize,
     ) -> Result<Vec<Stored>, StoreError>;
-    /// The event of `path` that stood at `time`: the greatest version at or
-    /// before it (a tombstone too), if any. Reads at most the latest value
-    /// and two pages of history.
-    fn event_at(&self, path: &Path, time: u64) -> Result<Option<Stored>, StoreError>;
+    /// The event of `path` that stood at `as_of`: the greatest version it
+    /// covers (a tombstone too), if any. Reads at most the latest value and
+    /// two pages of history.
+    fn event_at(&self, path: &Path, as_of: &AsOf) -> Result<Option<Stored>, StoreError>;
     /// Log entries of paths under `prefix` with `after < seq <= until`, in
     /// seq order, at most `limit`; reads only the partitions that may hold
     /// such paths. `until` must not pass the last commit's head.

@@ -234,52 +234,56 @@ pub fn find(
         .map(|i| i.record))
 }
 
-/// The record of `path` (in partition `part`) with the greatest order among
-/// those at or before `time`: the event that stood at that time by the LWW
-/// rule. `latest` is the path's latest value, already read (`None`: the
-/// path has no event at all).
+/// The record of `path` (in partition `part`) with the greatest order at or
+/// below `bound` (see `keys::order_bound`): the event that stood then by
+/// the LWW rule. `latest` is the path's latest value, already read (`None`:
+/// the path has no event at all).
 ///
 /// Reads the latest value, then at most two pages: the first page whose last
-/// record is past `time` (its first records may be at or before it), else
+/// record is past `bound` (its first records may be at or below it), else
 /// the page just before it, whose records all are.
 pub fn record_at(
     tree: &sled::Tree,
     part: u16,
     path: &Path,
-    time: u64,
+    bound: &[u8],
     latest: Option<IVec>,
 ) -> Result<Option<IVec>, StoreError> {
     let Some(raw) = latest else {
         return Ok(None);
     };
     let latest = items(path, raw)?;
-    let last_at_or_before = |items: Vec<Item>, below: Option<&IVec>| {
+    let last_within = |items: Vec<Item>, below: Option<&IVec>| {
         items
             .into_iter()
-            .rfind(|i| i.time() <= time && below.is_none_or(|b| i.order[..] < b[..]))
+            .rfind(|i| i.order[..] <= *bound && below.is_none_or(|b| i.order[..] < b[..]))
             .map(|i| i.record)
     };
     let Some(open_first) = latest.first().map(|i| i.order.clone()) else {
         return Ok(None);
     };
-    if time_of_order(&open_first) <= time {
-        return Ok(last_at_or_before(latest, None));
+    if open_first[..] <= *bound {
+        return Ok(last_within(latest, None));
     }
-    // Every record of the latest value is past `time` (so `time + 1` cannot
-    // overflow). Pages hold only records below the open page's first one: a
-    // commit may turn the open page into a page between the two reads.
+    // Every record of the latest value is past `bound`. Pages hold only
+    // records below the open page's first one: a commit may turn the open
+    // page into a page between the two reads.
     let view = PathView::new(tree, part, path);
-    let past = view.page_key(&(time + 1).to_be_bytes());
-    if let Some(page) = tree.range(past.clone()..view.end.clone()).next() {
+    let at = view.page_key(bound);
+    let past = (
+        Bound::Excluded(at.clone()),
+        Bound::Excluded(view.end.clone()),
+    );
+    if let Some(page) = tree.range::<Vec<u8>, _>(past).next() {
         let (_, raw) = page?;
-        if let Some(found) = last_at_or_before(items(path, raw)?, Some(&open_first)) {
+        if let Some(found) = last_within(items(path, raw)?, Some(&open_first)) {
             return Ok(Some(found));
         }
     }
-    match tree.range(view.prefix.clone()..past).next_back() {
+    match tree.range(view.prefix.clone()..=at).next_back() {
         Some(page) => {
             let (_, raw) = page?;
-            Ok(last_at_or_before(items(path, raw)?, Some(&open_first)))
+            Ok(last_within(items(path, raw)?, Some(&open_first)))
         }
         None => Ok(None),
     }

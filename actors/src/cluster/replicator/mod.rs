@@ -932,7 +932,7 @@ impl Handler<FromPeer> for Replicator {
                         Err(WireError::NotReady)
                     }
                     Ok(path) => match at {
-                        Some(at) => self.node.get_path_at(&path, at),
+                        Some(at) => self.node.get_as_of(&path, &at),
                         None => self.node.get_path(&path),
                     }
                     .map(|s| s.map(|s| super::wire::WireEvent::from(&s.event)))

@@ -5,6 +5,7 @@ use proptest::prelude::*;
 
 use super::tests::{entry, ev, late};
 use super::*;
+use crate::model::{AsOf, NodeId};
 use crate::store::Commit;
 
 /// What stood at `time`, computed from the whole history.
@@ -18,7 +19,7 @@ fn naive_at(s: &SledStore, path: &Path, time: u64) -> Option<u64> {
 }
 
 fn at(s: &SledStore, path: &Path, time: u64) -> Option<u64> {
-    s.event_at(path, time)
+    s.event_at(path, &AsOf::time(time))
         .unwrap()
         .map(|st| st.event.version.time)
 }
@@ -64,7 +65,7 @@ fn a_path_reads_as_it_stood_at_each_time() {
     assert_eq!(at(&s, &p, 9), None, "before the first event");
     assert_eq!(at(&s, &p, 15), Some(10));
     // A tombstone is what stood then.
-    let deleted = s.event_at(&p, 75).unwrap().unwrap();
+    let deleted = s.event_at(&p, &AsOf::time(75)).unwrap().unwrap();
     assert_eq!(deleted.event.version.time, 70);
     assert!(deleted.event.value.is_none());
 }
@@ -109,4 +110,44 @@ proptest! {
             prop_assert_eq!(at(&s, &p, time), naive_at(&s, &p, time), "at {}", time);
         }
     }
+}
+
+#[test]
+fn a_version_bound_takes_the_events_ordered_at_or_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+    let by = |time: u64, node: &str| {
+        let mut e = (*ev("v", time, Some("x"))).clone();
+        e.version = Version::new(time, NodeId::new(node).unwrap());
+        std::sync::Arc::new(e)
+    };
+    // Enough events before time 100 to fill pages, then three at 100.
+    let mut entries: Vec<_> = (1..=20).map(|i| entry(by(i, "n"), i)).collect();
+    entries.push(entry(by(100, "a"), 21));
+    entries.push(entry(by(100, "b"), 22));
+    entries.push(entry(by(100, "c"), 23));
+    s.commit(&Commit {
+        entries,
+        head_seq: 23,
+        clock: 100,
+        trim_below: None,
+    })
+    .unwrap();
+    let p = Path::parse("v").unwrap();
+    let found = |time: u64, node: Option<&str>| {
+        let as_of = AsOf {
+            time,
+            node: node.map(|n| NodeId::new(n).unwrap()),
+        };
+        s.event_at(&p, &as_of)
+            .unwrap()
+            .map(|st| st.event.version.to_string())
+    };
+    assert_eq!(found(100, None).as_deref(), Some("100.c"));
+    assert_eq!(found(100, Some("b")).as_deref(), Some("100.b"));
+    assert_eq!(found(100, Some("bb")).as_deref(), Some("100.b"));
+    assert_eq!(found(100, Some("a0")).as_deref(), Some("100.a"));
+    assert_eq!(found(100, Some("A")).as_deref(), Some("20.n"));
+    assert_eq!(found(7, Some("z")).as_deref(), Some("7.n"));
+    assert_eq!(found(0, None), None);
 }

@@ -17,7 +17,7 @@ use super::log_record::{self, LogRecordBuilder};
 use super::pages;
 use super::record::{decode, encode, Stored};
 use super::{Commit, KeyOps, KeyValues, LogHead, LogPage, Store, StoreError};
-use crate::model::{Digest, Layout, Path, Version};
+use crate::model::{AsOf, Digest, Layout, Path, Version};
 
 mod commit;
 mod log_read;
@@ -381,10 +381,11 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn event_at(&self, path: &Path, time: u64) -> Result<Option<Stored>, StoreError> {
+    fn event_at(&self, path: &Path, as_of: &AsOf) -> Result<Option<Stored>, StoreError> {
         let part = self.layout.partition_of(path);
         let latest = self.tree.get(keys::latest(part, path.as_str()))?;
-        match pages::record_at(&self.tree, part, path, time, latest)? {
+        let bound = keys::order_bound(as_of);
+        match pages::record_at(&self.tree, part, path, &bound, latest)? {
             Some(raw) => decode(path.clone(), raw).map(Some),
             None => Ok(None),
         }

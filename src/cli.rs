@@ -77,6 +77,13 @@ pub enum Command {
         /// Resume after this cursor instead of starting with a snapshot.
         #[arg(long)]
         since: Option<String>,
+        /// Play back every event since this time (microseconds or RFC 3339), in version
+        /// order, instead of the snapshot; then go live.
+        #[arg(long)]
+        from: Option<String>,
+        /// With --from: stop after the events up to this time.
+        #[arg(long, requires = "from")]
+        to: Option<String>,
         /// Stop after this many events (ready and pings not counted).
         #[arg(long)]
         count: Option<usize>,

@@ -227,16 +227,28 @@ pub async fn repair(client: ClientArgs, prefix: String) -> anyhow::Result<()> {
 }
 
 /// `spread watch`: one JSON line per event, `{"event": <kind>, "id", "data"}`.
+/// A bounded playback (`--to`) ends at its `end` event.
 pub async fn watch(
     client: ClientArgs,
     prefix: String,
     since: Option<String>,
+    (from, to): (Option<String>, Option<String>),
     count: Option<usize>,
 ) -> anyhow::Result<()> {
     let http = awc::Client::builder().disable_timeout().finish();
+    let mut query = Vec::new();
+    if let Some(from) = &from {
+        query.push(("from", from.as_str()));
+    }
+    if let Some(to) = &to {
+        query.push(("to", to.as_str()));
+    }
     let mut req = http
         .get(url(&client, "sse", &prefix))
         .insert_header(("accept", "text/event-stream"));
+    if !query.is_empty() {
+        req = req.query(&query).context("building the query")?;
+    }
     if let Some(token) = &client.token {
         req = req.bearer_auth(token);
     }
@@ -272,7 +284,13 @@ pub async fn watch(
                 data["detail"].as_str().unwrap_or("an error")
             );
         }
-        if matches!(event.event.as_str(), "snapshot" | "update" | "reset") {
+        if event.event == "end" {
+            return Ok(());
+        }
+        if matches!(
+            event.event.as_str(),
+            "snapshot" | "update" | "reset" | "playback"
+        ) {
             seen += 1;
             if count.is_some_and(|c| seen >= c) {
                 return Ok(());

@@ -59,8 +59,10 @@ fn main() {
                     client,
                     prefix,
                     since,
+                    from,
+                    to,
                     count,
-                } => client::watch(client, prefix, since, count).await,
+                } => client::watch(client, prefix, since, (from, to), count).await,
                 Command::History { client, path } => client::history(client, path).await,
                 Command::Cluster { client } => client::cluster(client).await,
                 Command::Rollback {

@@ -376,3 +376,221 @@ async fn a_recursive_rollback_restores_a_subtree_exactly_and_subscribers_see_upd
     .unwrap();
     assert!(out.contains("\"unchanged\": 125"), "{out}");
 }
+
+/// The version of an event's JSON, as a sortable (time, node) pair.
+fn version_of(data: &serde_json::Value) -> (u64, String) {
+    let v = data["version"].as_str().unwrap();
+    let (time, node) = v.split_once('.').unwrap();
+    (time.parse().unwrap(), node.to_string())
+}
+
+#[actix_web::test]
+async fn a_playback_streams_history_in_order_then_live_with_no_gap_or_duplicate() {
+    let s = Server::start(&[]);
+    // Enough history that the playback takes several passes, while the
+    // writer below lands writes in the paths being read.
+    let mut from = 0;
+    for i in 0..3000u64 {
+        let r = put(
+            &s.at("raw", &format!("play/{}", i % 20)),
+            format!("v{i}").as_bytes(),
+        )
+        .await;
+        if i == 500 {
+            from = version_of(&r.json()).0;
+        }
+    }
+    // A writer goes on all through the playback and its hand-over to live.
+    let stop = std::rc::Rc::new(std::cell::Cell::new(false));
+    let writer = {
+        let (url, stop) = (s.url.clone(), stop.clone());
+        actix_web::rt::spawn(async move {
+            let mut n = 0u64;
+            while !stop.get() {
+                // The paths being played back: a write that lands while
+                // their history is read must come once, either way.
+                let r = put(&format!("{url}/raw/play/{}", n % 20), b"w").await;
+                assert_eq!(r.status, 200);
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut sse = SseClient::open(&format!("{}?from={from}", s.at("sse", "play")), None).await;
+    let mut seen = Vec::new();
+    let mut played = Vec::new();
+    loop {
+        let e = sse.next_non_ping().await;
+        match e.event.as_str() {
+            "playback" => {
+                assert!(e.id.is_empty(), "a played event has no resume point: {e:?}");
+                played.push(version_of(&e.data));
+                seen.push(version_of(&e.data));
+            }
+            "update" => seen.push(version_of(&e.data)),
+            "ready" => break,
+            other => panic!("unexpected {other}: {e:?}"),
+        }
+    }
+    assert!(played.len() >= 2500, "{}", played.len());
+    assert!(played.windows(2).all(|w| w[0] < w[1]), "in version order");
+    // Live updates while the writer goes on, then it stops and a last
+    // write marks the end.
+    for _ in 0..20 {
+        let e = sse.next_non_ping().await;
+        assert_eq!(e.event, "update");
+        seen.push(version_of(&e.data));
+    }
+    stop.set(true);
+    let written = writer.await.unwrap();
+    let last = put(&s.at("raw", "play/last"), b"end").await.json();
+    loop {
+        let e = sse.next_non_ping().await;
+        assert_eq!(e.event, "update");
+        seen.push(version_of(&e.data));
+        if e.data["path"] == "play/last" {
+            break;
+        }
+    }
+    // Exactly the events since `from`: every one once, none missing.
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        let h = get(&s.at("history", &format!("play/{i}"))).await.json();
+        expected.extend(h["events"].as_array().unwrap().iter().map(version_of));
+    }
+    expected.push(version_of(&last));
+    expected.retain(|v| v.0 >= from);
+    expected.sort();
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "no event twice");
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|v| sorted.binary_search(v).is_err())
+        .take(5)
+        .collect();
+    assert!(missing.is_empty(), "no event missing: {missing:?}…");
+    assert_eq!(
+        sorted.len(),
+        expected.len(),
+        "nothing but the events since `from`"
+    );
+    assert!(written > 0);
+}
+
+#[actix_web::test]
+async fn a_bounded_playback_ends_and_every_client_can_ask_for_one() {
+    let s = Server::start(&[]);
+    for i in 0..10u64 {
+        put_at(
+            &s,
+            &format!("rec/{}", i % 3),
+            T0 + i * S,
+            "",
+            format!("r{i}").as_bytes(),
+        )
+        .await;
+    }
+    let (from, to) = (T0 + 2 * S, T0 + 6 * S);
+    // SSE: the events in [from, to], `end`, and the stream closes.
+    let mut sse =
+        SseClient::open(&format!("{}?from={from}&to={to}", s.at("sse", "rec")), None).await;
+    let mut values = Vec::new();
+    loop {
+        let e = sse
+            .try_next()
+            .await
+            .expect("the end event before the stream ends");
+        match e.event.as_str() {
+            "playback" => values.push(e.data["value"].as_str().unwrap().to_string()),
+            "end" => break,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(values, ["r2", "r3", "r4", "r5", "r6"]);
+    assert!(
+        sse.try_next().await.is_none(),
+        "the stream ends after `end`"
+    );
+    // RFC 3339 bounds name the same range.
+    let mut sse = SseClient::open(
+        &format!(
+            "{}?from=2023-11-14T22:13:22Z&to=2023-11-14T22:13:26Z",
+            s.at("sse", "rec")
+        ),
+        None,
+    )
+    .await;
+    let mut n = 0;
+    while sse.try_next().await.expect("end").event == "playback" {
+        n += 1;
+    }
+    assert_eq!(n, 5);
+
+    // WebSocket: on the URL (bounded), then by op (unbounded: it goes live).
+    let mut ws = WsClient::connect(&s.ws_url(&format!("rec?from={from}&to={to}"))).await;
+    let mut frames = Vec::new();
+    loop {
+        let f = ws.next_non_ping().await;
+        if f["type"] == "end" {
+            assert_eq!(f["path"], "rec");
+            break;
+        }
+        assert_eq!(f["type"], "playback", "{f}");
+        frames.push(f["value"].as_str().unwrap().to_string());
+    }
+    assert_eq!(frames, values);
+    ws.send_json(serde_json::json!({"op": "subscribe", "path": "rec", "from": (T0 + 8 * S).to_string(), "id": 1}))
+        .await;
+    let f = ws.next_non_ping().await;
+    assert_eq!(
+        (f["type"].as_str(), f["value"].as_str()),
+        (Some("playback"), Some("r8"))
+    );
+    assert_eq!(ws.next_non_ping().await["value"], "r9");
+    assert_eq!(ws.next_non_ping().await["type"], "ready");
+    put(&s.at("raw", "rec/live"), b"now").await;
+    let f = ws.next_non_ping().await;
+    assert_eq!(
+        (f["type"].as_str(), f["path"].as_str()),
+        (Some("update"), Some("rec/live"))
+    );
+    ws.send_json(serde_json::json!({"op": "subscribe", "path": "x", "from": "noon", "id": 2}))
+        .await;
+    let f = ws.next_non_ping().await;
+    assert_eq!(
+        (f["type"].as_str(), f["error"].as_str(), f["id"].as_i64()),
+        (Some("error"), Some("bad_time"), Some(2))
+    );
+
+    // The command line: `watch --from --to` prints the events and stops.
+    let out = cli(
+        &s,
+        &[
+            "watch",
+            "rec",
+            "--from",
+            &from.to_string(),
+            "--to",
+            &to.to_string(),
+        ],
+    )
+    .unwrap();
+    let kinds: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(kinds.len(), 6, "{out}");
+    assert_eq!(kinds[5]["event"], "end");
+
+    // Bad ranges are refused before any stream starts.
+    let sse_at = async |q: &str| get(&format!("{}{q}", s.at("sse", "rec"))).await;
+    sse_at(&format!("?to={to}"))
+        .await
+        .assert_error(400, "bad_request");
+    sse_at(&format!("?from={to}&to={from}"))
+        .await
+        .assert_error(400, "bad_request");
+    sse_at("?from=whenever").await.assert_error(400, "bad_time");
+}

@@ -37,5 +37,5 @@ pub use error::NodeError;
 pub use model::cursor::Cursor;
 pub use model::{Event, FieldError, Layout, NodeId, Path, PathError, Version};
 pub use node::{HistoryRange, Listing, Node, NodeStats, PrefixDigest, Session};
-pub use session::{SessionStream, StreamItem, Subscribe, Subscriber, Unsubscribe};
+pub use session::{Playback, SessionStream, StreamItem, Subscribe, Subscriber, Unsubscribe};
 pub use store::{LogPage, PartitionDigest, Stored};

@@ -344,6 +344,14 @@ impl SseClient {
             .expect("SSE stream ended")
     }
 
+    /// The next event within the deadline, or `None` when the server ended
+    /// the stream.
+    pub async fn try_next(&mut self) -> Option<Sse> {
+        actix_web::rt::time::timeout(EVENT_DEADLINE, self.events.next())
+            .await
+            .expect("no SSE event (nor the end) before the deadline")
+    }
+
     /// Events up to and including the first `ready`.
     pub async fn until_ready(&mut self) -> Vec<Sse> {
         let mut out = Vec::new();

@@ -27,7 +27,7 @@ const OPS: &[&str] = &["subscribe", "unsubscribe", "get", "set", "delete"];
 /// The fields an op may carry besides `op` and `id`: (required, optional).
 fn op_fields(kind: &str) -> Option<(&'static [&'static str], &'static [&'static str])> {
     Some(match kind {
-        "subscribe" => (&["path"], &["since"]),
+        "subscribe" => (&["path"], &["since", "from", "to"]),
         "unsubscribe" | "get" | "delete" => (&["path"], &[]),
         "set" => (&["path"], &["value", "value_b64", "content_type"]),
         _ => return None,
@@ -118,8 +118,18 @@ fn op_parts(op: &Op) -> OpParts<'_> {
         }
     }
     match op {
-        Op::Subscribe { path, since, id } => OpParts {
-            optional: vec![("since", since.as_deref())],
+        Op::Subscribe {
+            path,
+            since,
+            from,
+            to,
+            id,
+        } => OpParts {
+            optional: vec![
+                ("since", since.as_deref()),
+                ("from", from.as_deref()),
+                ("to", to.as_deref()),
+            ],
             ..parts("subscribe", path, id)
         },
         Op::Unsubscribe { path, id } => parts("unsubscribe", path, id),
@@ -346,6 +356,8 @@ const OP_KEYS: &[&str] = &[
     "path",
     "id",
     "since",
+    "from",
+    "to",
     "value",
     "value_b64",
     "content_type",

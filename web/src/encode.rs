@@ -227,6 +227,13 @@ pub fn sse_frame(item: &StreamItem) -> Option<Bytes> {
         StreamItem::Update(change) => change.frame(SLOT_SSE, |c| {
             sse("update", Some(c.cursor.to_string()), &data_of(c, true))
         }),
+        // No `id:`: a playback cut short starts again (as a snapshot does).
+        StreamItem::Played(change) => sse("playback", None, &data_of(change, false)),
+        StreamItem::End { .. } => sse(
+            "end",
+            None,
+            &to_json(&serde_json::json!({ "cursor": null })),
+        ),
         StreamItem::Ready { cursor, .. } => {
             let c = cursor.to_string();
             sse(
@@ -279,6 +286,12 @@ pub fn ws_frame(item: &StreamItem, format: WireFormat) -> Option<Bytes> {
         StreamItem::Ready { prefix, cursor } => encode(&Marker {
             kind: "ready",
             cursor: Some(cursor.to_string()),
+            path: Some(prefix.as_str()),
+        }),
+        StreamItem::Played(change) => encode(&change_json(change, "playback", false)),
+        StreamItem::End { prefix } => encode(&Marker {
+            kind: "end",
+            cursor: None,
             path: Some(prefix.as_str()),
         }),
         StreamItem::Reset { prefix } => encode(&Marker {

@@ -25,10 +25,15 @@ pub const MAX_OP_ID_BYTES: usize = 256;
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Op {
-    /// Stream a prefix (resuming after `since`).
+    /// Stream a prefix (resuming after `since`, or playing history back
+    /// from `from`, up to `to`).
     Subscribe {
         path: String,
         since: Option<String>,
+        #[serde(default)]
+        from: Option<String>,
+        #[serde(default)]
+        to: Option<String>,
         #[serde(default)]
         id: Option<serde_json::Value>,
     },

@@ -138,6 +138,31 @@ pub fn query_moment(q: &HashMap<String, String>, name: &str) -> Result<Option<u6
         .transpose()
 }
 
+/// A playback asked by `from` and `to` (moments, as `?from=` and `?to=`
+/// give them): `None` without `from`; `to` alone, or before `from`, is an
+/// error.
+pub fn playback(
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<Option<spread_actors::Playback>, ApiError> {
+    let moment = |name: &str, v: &str| {
+        spread_actors::model::parse_moment(v).map_err(|e| ApiError::BadTime(format!("{name}: {e}")))
+    };
+    let Some(from) = from.map(|v| moment("from", v)).transpose()? else {
+        return match to {
+            Some(_) => Err(ApiError::BadRequest(
+                "to ends a playback: give from too".into(),
+            )),
+            None => Ok(None),
+        };
+    };
+    let to = to.map(|v| moment("to", v)).transpose()?;
+    if to.is_some_and(|to| to < from) {
+        return Err(ApiError::BadRequest("to is before from".into()));
+    }
+    Ok(Some(spread_actors::Playback { from, to }))
+}
+
 /// `?w=`: the owners a write waits for (default quorum).
 pub fn quorum(
     q: &HashMap<String, String>,

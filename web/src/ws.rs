@@ -27,7 +27,7 @@ use crate::encode::{to_json, to_msgpack, ws_frame, EventJson, ReportJson, WireFo
 use crate::error::{bounded_detail, ApiError};
 use crate::metrics::Metrics;
 use crate::ops::{decode_op, Op};
-use crate::request::{last_event_id, path_after, query};
+use crate::request::{last_event_id, path_after, playback, query};
 use crate::sse::until_expiry;
 use crate::{AppState, StreamSlot};
 
@@ -71,6 +71,14 @@ pub async fn wss(
     // Both bounded (`?since` by `query`): `400` before the upgrade.
     let header_since = last_event_id(req.headers())?;
     let since = q.get("since").cloned().or(header_since);
+    let playback = playback(
+        q.get("from").map(String::as_str),
+        q.get("to").map(String::as_str),
+    )?;
+    if playback.is_some() {
+        // A playback reads this node's history of the prefix.
+        state.node.holds(&prefix).map_err(ApiError::from)?;
+    }
     let slot = state.open_stream()?;
     crate::socket::bound_send_buffer(&req, state.config.stream_send_buffer_bytes);
     let session = state.node.open_session();
@@ -80,7 +88,11 @@ pub async fn wss(
         subscriber: session.actor,
         stream: Some(session.stream),
         format,
-        first: Some(Subscribe { prefix, since }),
+        first: Some(Subscribe {
+            prefix,
+            since,
+            playback,
+        }),
         identity,
         _slot: slot,
         last_heard: Instant::now(),
@@ -192,10 +204,29 @@ impl WsSession {
             return self.api_error(ctx, op.id(), e);
         }
         match op {
-            Op::Subscribe { path, since, id } => {
+            Op::Subscribe {
+                path,
+                since,
+                from,
+                to,
+                id,
+            } => {
+                let playback = match playback(from.as_deref(), to.as_deref()) {
+                    Ok(p) => p,
+                    Err(e) => return self.api_error(ctx, id.as_ref(), e),
+                };
                 match Path::parse(&path) {
                     Ok(prefix) => {
-                        let request = self.subscriber.send(Subscribe { prefix, since });
+                        if playback.is_some() {
+                            if let Err(e) = self.node.holds(&prefix) {
+                                return self.api_error(ctx, id.as_ref(), e.into());
+                            }
+                        }
+                        let request = self.subscriber.send(Subscribe {
+                            prefix,
+                            since,
+                            playback,
+                        });
                         ctx.spawn(request.into_actor(self).map(
                             move |result, act, ctx| match result {
                                 Ok(Ok(())) => {}

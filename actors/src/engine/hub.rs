@@ -171,6 +171,12 @@ impl Hub {
         index.head
     }
 
+    /// The log head published so far: every change up to it is in the
+    /// store.
+    pub fn head(&self) -> u64 {
+        self.lock().head
+    }
+
     /// Removes one prefix of a subscriber.
     pub fn unregister(&self, id: SubscriberId, prefix: &Path) {
         let mut index = self.lock();

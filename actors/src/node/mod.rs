@@ -711,6 +711,29 @@ impl Node {
         session.actor.do_send(Subscribe {
             prefix,
             since: since.map(str::to_string),
+            playback: None,
+        });
+        Ok(session.stream)
+    }
+
+    /// A subscription to `prefix` that plays history back first: every
+    /// event with `from <= time` (history-only ones too) in version order
+    /// as [`StreamItem::Played`], then the changes made meanwhile, `Ready`
+    /// and live changes; with `to`, the events up to it, then
+    /// [`StreamItem::End`]. Reads this node's history: in a cluster, run it
+    /// at a node that holds the prefix ([`Node::holds`]).
+    pub fn playback(
+        &self,
+        prefix: &str,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<SessionStream, NodeError> {
+        let prefix = Path::parse(prefix)?;
+        let session = self.open_session();
+        session.actor.do_send(Subscribe {
+            prefix,
+            since: None,
+            playback: Some(crate::session::Playback { from, to }),
         });
         Ok(session.stream)
     }

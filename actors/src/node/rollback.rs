@@ -113,7 +113,7 @@ impl Node {
         to: &AsOf,
         base: Write,
     ) -> Result<RollbackReport, NodeError> {
-        self.check_holds(prefix)?;
+        self.holds(prefix)?;
         let mut report = RollbackReport::default();
         let mut after: Option<String> = None;
         loop {
@@ -163,10 +163,11 @@ impl Node {
         Ok(report)
     }
 
-    /// Fails unless this node's store holds every path under `prefix`: a
+    /// Fails ([`NodeError::NotHeld`]) unless this node's store holds every
+    /// path under `prefix`, history included: a
     /// single node always does; in a cluster, only an owner (caught up) of
     /// every partition the prefix covers.
-    fn check_holds(&self, prefix: &Path) -> Result<(), NodeError> {
+    pub fn holds(&self, prefix: &Path) -> Result<(), NodeError> {
         let Some(cluster) = self.cluster() else {
             return Ok(());
         };

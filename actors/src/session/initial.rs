@@ -45,7 +45,7 @@ pub(super) async fn send_initial(
 /// Replays log entries `(after, head]` under `prefix`, reading only the
 /// partitions the prefix covers. False if the log no longer reaches back to
 /// `after` there (or was trimmed while reading).
-async fn replay(
+pub(super) async fn replay(
     ctx: &SessionContext,
     outbox: &Outbox,
     prefix: &Path,
@@ -114,7 +114,7 @@ async fn snapshot(ctx: &SessionContext, outbox: &Outbox, prefix: &Path) -> Resul
 /// socket, beside many others, and a snapshot over many tombstones or the
 /// replay of a stale cursor may read for a long time without sending
 /// anything.
-async fn off_thread<T: Send + 'static>(
+pub(super) async fn off_thread<T: Send + 'static>(
     store: &Arc<dyn Store>,
     read: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
@@ -124,7 +124,7 @@ async fn off_thread<T: Send + 'static>(
         .unwrap_or_else(|e| Err(StoreError::Failed(format!("a store read stopped: {e}"))))
 }
 
-fn to_change(stored: Stored, incarnation: &Arc<str>) -> Arc<Change> {
+pub(super) fn to_change(stored: Stored, incarnation: &Arc<str>) -> Arc<Change> {
     Arc::new(Change::new(
         Arc::new(stored.event),
         stored.seq.unwrap_or(0),

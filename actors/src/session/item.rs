@@ -20,6 +20,16 @@ pub enum StreamItem {
     },
     /// A change (live, or replayed after a resume cursor).
     Update(Arc<Change>),
+    /// An event of history sent by a playback, in version order (a late
+    /// one, which never was the value, too). It has no resume point: a
+    /// playback cut short starts again.
+    Played(Arc<Change>),
+    /// A bounded playback of `prefix` has sent everything up to its end:
+    /// nothing more comes for it.
+    End {
+        /// The subscription.
+        prefix: Path,
+    },
     /// The resume cursor for `prefix` could not be honoured: drop what you
     /// hold under it; a fresh snapshot follows.
     Reset {
@@ -50,7 +60,7 @@ impl StreamItem {
     pub(super) fn weight(&self) -> usize {
         const OVERHEAD: usize = 96;
         match self {
-            StreamItem::Snapshot(c) | StreamItem::Update(c) => {
+            StreamItem::Snapshot(c) | StreamItem::Update(c) | StreamItem::Played(c) => {
                 OVERHEAD
                     + c.event.path.as_str().len()
                     + c.event.value.as_ref().map_or(0, |v| v.len())

@@ -8,6 +8,11 @@
 //! wait in a per-subscription buffer, so nothing between snapshot and live is
 //! lost.
 //!
+//! A subscription with a [`Playback`] sends, instead of the snapshot, every
+//! event since a time in version order (`Played`), then the changes made
+//! meanwhile, then `ready` and live changes; or, bounded by `to`, the
+//! events up to then and `End`.
+//!
 //! Everything it sends goes through an [`Outbox`] bounded in items and bytes.
 //! The snapshot is paced by the reader; live changes never wait: when the
 //! outbox is full the session is *lagging* — it gets a final
@@ -18,9 +23,10 @@ mod initial;
 pub mod interest;
 mod item;
 mod outbox;
+mod playback;
 mod subscriber;
 
 pub use item::StreamItem;
 pub use outbox::{Outbox, SessionStream};
 pub(crate) use subscriber::SessionContext;
-pub use subscriber::{Subscribe, Subscriber, Unsubscribe};
+pub use subscriber::{Playback, Subscribe, Subscriber, Unsubscribe};

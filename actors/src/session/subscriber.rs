@@ -28,6 +28,19 @@ pub struct Subscribe {
     pub prefix: Path,
     /// Resume after this cursor instead of sending a snapshot.
     pub since: Option<String>,
+    /// Play history back instead of sending a snapshot (ignored with a
+    /// `since` the node can honour: the client resumes).
+    pub playback: Option<Playback>,
+}
+
+/// What a playback sends: every event with `from <= time`, and `time <=
+/// to` when bounded (then it ends there instead of going live).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Playback {
+    /// The first time (µs) played.
+    pub from: u64,
+    /// The last time (µs) played: the subscription ends after it.
+    pub to: Option<u64>,
 }
 
 /// Stops streaming a prefix.
@@ -197,22 +210,22 @@ impl Handler<Subscribe> for Subscriber {
             Readiness::Now
         };
         match readiness {
-            Readiness::Now => self.start(generation, msg.prefix, msg.since, ctx),
+            Readiness::Now => self.start(generation, msg, ctx),
             // In a cluster, the snapshot waits for this node's copy of the
             // prefix to be complete (or the deadline: then it is what the
             // node holds, and the rest comes as updates).
             Readiness::Wait(ready, deadline) => {
-                let Subscribe { prefix, since } = msg;
                 ctx.spawn(tokio::time::timeout(deadline, ready).into_actor(self).map(
                     move |waited, act, ctx| {
                         if waited.is_err() {
                             log::info!(
-                                "session {}: the copy of '{prefix}' is not complete after \
+                                "session {}: the copy of '{}' is not complete after \
                                      {deadline:?}; its snapshot is what this node holds",
-                                act.id
+                                act.id,
+                                msg.prefix
                             );
                         }
-                        act.start(generation, prefix, since, ctx);
+                        act.start(generation, msg, ctx);
                     },
                 ));
             }
@@ -224,19 +237,21 @@ impl Handler<Subscribe> for Subscriber {
 impl Subscriber {
     /// Registers subscription `generation` (if it still exists) with the
     /// hub and sends its snapshot or replay.
-    fn start(
-        &mut self,
-        generation: u64,
-        prefix: Path,
-        since: Option<String>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn start(&mut self, generation: u64, msg: Subscribe, ctx: &mut Context<Self>) {
         if !self
             .subscriptions
             .iter()
             .any(|s| s.generation == generation)
         {
             return;
+        }
+        let Subscribe {
+            prefix,
+            since,
+            playback,
+        } = msg;
+        if let Some(playback) = playback.filter(|_| !self.resumable(since.as_deref())) {
+            return self.play(generation, prefix, playback, ctx);
         }
         // The cut: every change after `head` arrives in this mailbox.
         let head = self
@@ -255,11 +270,99 @@ impl Subscriber {
                 .into_actor(self)
                 .map(move |sent, act, ctx| match sent {
                     Ok(()) => act.go_live(generation, head, ctx),
-                    Err(PushError::Closed) => ctx.stop(),
-                    Err(PushError::Full) => act.lag(ctx),
-                    Err(PushError::Failed(detail)) => act.fail(prefix, detail, ctx),
+                    Err(e) => act.stopped_by(e, prefix, ctx),
                 }),
         );
+    }
+}
+
+impl Subscriber {
+    /// True if `since` names a point of this store's log (it may still be
+    /// trimmed: then the client gets a reset).
+    fn resumable(&self, since: Option<&str>) -> bool {
+        since
+            .and_then(|s| Cursor::parse(s).ok())
+            .is_some_and(|c| *c.incarnation == *self.ctx.incarnation)
+    }
+
+    /// Plays back history for subscription `generation`: the events up to
+    /// the log head now, in version order; then, unbounded, it registers
+    /// with the hub and sends the changes made meanwhile from the log before
+    /// going live; bounded, it ends with `End`.
+    fn play(&mut self, generation: u64, prefix: Path, playback: Playback, ctx: &mut Context<Self>) {
+        let head = self.ctx.hub.head();
+        let (session, outbox) = (self.ctx.clone(), self.outbox.clone());
+        let range = (playback.from, playback.to.unwrap_or(u64::MAX));
+        let scope = prefix.clone();
+        let played =
+            async move { super::playback::play(&session, &outbox, scope, range, head).await };
+        ctx.spawn(
+            played
+                .into_actor(self)
+                .map(move |sent, act, ctx| match sent {
+                    Ok(()) if playback.to.is_some() => act.end(generation, prefix, ctx),
+                    Ok(()) => act.catch_up(generation, prefix, head, ctx),
+                    Err(e) => act.stopped_by(e, prefix, ctx),
+                }),
+        );
+    }
+
+    /// After a playback up to `played`: registers with the hub, sends the
+    /// changes since `played` from the log, then goes live.
+    fn catch_up(&mut self, generation: u64, prefix: Path, played: u64, ctx: &mut Context<Self>) {
+        if !self
+            .subscriptions
+            .iter()
+            .any(|s| s.generation == generation)
+        {
+            return;
+        }
+        let head = self
+            .ctx
+            .hub
+            .register(self.id, ctx.address().recipient(), &prefix);
+        let (session, outbox, scope) = (self.ctx.clone(), self.outbox.clone(), prefix.clone());
+        let replayed =
+            async move { super::initial::replay(&session, &outbox, &scope, played, head).await };
+        ctx.spawn(replayed.into_actor(self).map(move |sent, act, ctx| {
+            match sent {
+                Ok(true) => act.go_live(generation, head, ctx),
+                Ok(false) => act.fail(
+                    prefix,
+                    "the change log no longer holds the changes made during the playback \
+                 (--log-retention): start it again"
+                        .into(),
+                    ctx,
+                ),
+                Err(e) => act.stopped_by(e, prefix, ctx),
+            }
+        }));
+    }
+
+    /// A bounded playback is done: `End`, and the subscription is gone.
+    fn end(&mut self, generation: u64, prefix: Path, ctx: &mut Context<Self>) {
+        let Some(i) = self
+            .subscriptions
+            .iter()
+            .position(|s| s.generation == generation)
+        else {
+            return;
+        };
+        self.subscriptions.remove(i);
+        if self.counts_interest {
+            self.ctx.interest.remove(&prefix);
+        }
+        self.push_live(StreamItem::End { prefix }, ctx);
+    }
+
+    /// What ends a session whose snapshot, replay or playback could not be
+    /// sent.
+    fn stopped_by(&mut self, e: PushError, prefix: Path, ctx: &mut Context<Self>) {
+        match e {
+            PushError::Closed => ctx.stop(),
+            PushError::Full => self.lag(ctx),
+            PushError::Failed(detail) => self.fail(prefix, detail, ctx),
+        }
     }
 }
 

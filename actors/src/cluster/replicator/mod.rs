@@ -280,6 +280,7 @@ impl Replicator {
         session.actor.do_send(Subscribe {
             prefix: prefix.clone(),
             since: None,
+            playback: None,
         });
         self.next_watch += 1;
         let id = self.next_watch;

@@ -112,7 +112,11 @@ impl WatchStream {
                         self.send_events(events, bytes).await?;
                         return Ok(());
                     }
-                    StreamItem::Reset { .. } | StreamItem::Ping { .. } => {}
+                    // (A watch plays nothing back and never ends.)
+                    StreamItem::Reset { .. }
+                    | StreamItem::Ping { .. }
+                    | StreamItem::Played(_)
+                    | StreamItem::End { .. } => {}
                 }
             }
             self.send_events(events, bytes).await?;

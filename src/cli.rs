@@ -112,6 +112,30 @@ pub enum Command {
         #[arg(long)]
         recursive: bool,
     },
+    /// Write every event under PREFIX, history included, to standard output: one JSON
+    /// object per line (or MessagePack records with --format msgpack).
+    Export {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The prefix (everything when absent).
+        #[arg(default_value = "")]
+        prefix: String,
+        /// json or msgpack.
+        #[arg(long, default_value = "json")]
+        format: String,
+    },
+    /// Merge the events of an export (a file, or - for standard input) into the node by
+    /// the LWW rule: importing twice changes nothing. Every record is checked before any
+    /// is sent; bad ones are listed with their line number and nothing is imported.
+    Import {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The export file, or - for standard input.
+        file: String,
+        /// json or msgpack.
+        #[arg(long, default_value = "json")]
+        format: String,
+    },
     /// Print the cluster as the node sees it: its members and their state, and
     /// each partition's owners (JSON).
     Cluster {

@@ -12,7 +12,7 @@ use crate::cli::ClientArgs;
 /// Most bytes a response body may have before the client gives up.
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
-fn url(client: &ClientArgs, route: &str, path: &str) -> String {
+pub(crate) fn url(client: &ClientArgs, route: &str, path: &str) -> String {
     let encoded: String = path
         .trim_matches('/')
         .split('/')
@@ -25,7 +25,7 @@ fn url(client: &ClientArgs, route: &str, path: &str) -> String {
     format!("{}/{route}/{encoded}", client.server.trim_end_matches('/'))
 }
 
-fn http(client: &ClientArgs) -> awc::Client {
+pub(crate) fn http(client: &ClientArgs) -> awc::Client {
     let mut builder = awc::Client::builder().timeout(std::time::Duration::from_secs(30));
     if let Some(token) = &client.token {
         builder = builder.bearer_auth(token);
@@ -34,7 +34,7 @@ fn http(client: &ClientArgs) -> awc::Client {
 }
 
 /// Sends `req` (with `body` for writes) and reads the whole answer.
-async fn exchange(
+pub(crate) async fn exchange(
     req: awc::ClientRequest,
     body: Option<Vec<u8>>,
     what: &str,
@@ -53,7 +53,7 @@ async fn exchange(
 }
 
 /// The body of a successful answer, or the node's error as the error.
-fn success((status, body): (StatusCode, bytes::Bytes)) -> anyhow::Result<bytes::Bytes> {
+pub(crate) fn success((status, body): (StatusCode, bytes::Bytes)) -> anyhow::Result<bytes::Bytes> {
     if status.is_success() {
         Ok(body)
     } else {

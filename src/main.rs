@@ -1,5 +1,6 @@
 //! The `spread` binary: `serve` runs a node, the other verbs are a client.
 
+mod backup;
 mod cli;
 mod client;
 mod serve;
@@ -65,6 +66,16 @@ fn main() {
                 } => client::watch(client, prefix, since, (from, to), count).await,
                 Command::History { client, path } => client::history(client, path).await,
                 Command::Cluster { client } => client::cluster(client).await,
+                Command::Export {
+                    client,
+                    prefix,
+                    format,
+                } => crate::backup::export(client, prefix, format).await,
+                Command::Import {
+                    client,
+                    file,
+                    format,
+                } => crate::backup::import(client, file, format).await,
                 Command::Rollback {
                     client,
                     path,

@@ -5,6 +5,7 @@
 //! `{"error", "detail"}` with the right status (see [`error::ApiError`]).
 
 pub mod auth;
+pub mod backup;
 pub mod cluster;
 pub mod dial;
 pub mod digest;
@@ -21,6 +22,7 @@ pub mod rollback;
 pub mod socket;
 pub mod sse;
 pub mod tls;
+pub mod transfer;
 pub mod ws;
 
 use std::net::TcpListener;
@@ -185,6 +187,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::scope("/sse").default_service(web::to(sse::sse)))
         .service(web::scope("/wss").default_service(web::to(ws::dispatch)))
         .service(web::scope("/rollback").default_service(web::to(rollback::rollback)))
+        .service(web::scope("/export").default_service(web::to(backup::export)))
+        .service(web::resource("/import").to(backup::import))
         .service(web::resource("/peer").to(peer::peer))
         .service(web::resource("/cluster").route(web::get().to(cluster::cluster)))
         .service(web::resource("/cluster/faults").route(web::put().to(cluster::faults)))

@@ -31,11 +31,13 @@ mod query;
 mod rollback;
 mod start;
 mod stats;
+mod transfer;
 
 pub use query::{HistoryRange, Listing, PrefixDigest, DIGEST_MAX_CHILDREN, LIST_SCAN_SLACK};
 pub use rollback::RollbackReport;
 use start::Engine;
 pub use stats::NodeStats;
+pub use transfer::{ExportStream, ImportReport};
 
 /// An open session: its actor and the stream of what it sends.
 pub struct Session {

@@ -225,6 +225,16 @@ pub struct ServeArgs {
     /// Change-log entries kept for resuming streams (history is kept regardless).
     #[arg(long, env = "SPREAD_LOG_RETENTION", default_value_t = defaults::LOG_RETENTION)]
     pub log_retention: u64,
+    /// Keep the newest this many events of each path's history (at least 1; default: all).
+    #[arg(long, env = "SPREAD_HISTORY_KEEP_VERSIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_keep_versions: Option<u64>,
+    /// Keep the last this many days of history, and the value each path had when the
+    /// window starts (at least 1; default: all). Reads before what is kept answer 410.
+    #[arg(long, env = "SPREAD_HISTORY_KEEP_DAYS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_keep_days: Option<u64>,
+    /// Milliseconds between two compaction sweeps (with --history-keep-*).
+    #[arg(long, env = "SPREAD_COMPACTION_INTERVAL_MS", default_value_t = defaults::COMPACTION_INTERVAL_MS)]
+    pub compaction_interval_ms: u64,
     /// A silent stream gets a ping after this many milliseconds.
     #[arg(long, env = "SPREAD_PING_INTERVAL_MS", default_value_t = defaults::PING_INTERVAL_MS)]
     pub ping_interval_ms: u64,

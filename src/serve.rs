@@ -22,6 +22,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.partitions = args.partitions;
     config.shard_depth = args.shard_depth;
     config.log_retention = args.log_retention;
+    config.history_keep_versions = args
+        .history_keep_versions
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    config.history_keep_days = args.history_keep_days;
+    config.compaction_interval =
+        std::time::Duration::from_millis(args.compaction_interval_ms.max(1));
     config.ping_interval = Duration::from_millis(args.ping_interval_ms.max(10));
     config.subscriber_queue_items = args.subscriber_queue_items;
     config.subscriber_queue_bytes = args.subscriber_queue_bytes;

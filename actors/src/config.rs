@@ -26,6 +26,8 @@ pub mod defaults {
     pub const SHARD_DEPTH: usize = 2;
     /// `--log-retention`, in change-log entries.
     pub const LOG_RETENTION: u64 = 1_000_000;
+    /// Time between two compaction sweeps, when a retention is set (ms).
+    pub const COMPACTION_INTERVAL_MS: u64 = 60_000;
     /// `--ping-interval-ms`.
     pub const PING_INTERVAL_MS: u64 = 15_000;
     /// `--subscriber-queue-items`.
@@ -219,8 +221,16 @@ pub struct Config {
     /// Leading path segments that pick the partition (a new store only).
     pub shard_depth: usize,
     /// Change-log entries kept for resuming streams; older ones are trimmed
-    /// (history is kept regardless).
+    /// (history is kept by `history_keep_*`).
     pub log_retention: u64,
+    /// Keep the newest this many events of each path's history (`None`:
+    /// every one). At least 1: the latest value always stays.
+    pub history_keep_versions: Option<usize>,
+    /// Keep the history of the last this many days (and the value each path
+    /// had when the window starts); `None`: all of it.
+    pub history_keep_days: Option<u64>,
+    /// Time between two compaction sweeps (when a `history_keep_*` is set).
+    pub compaction_interval: Duration,
     /// A silent stream gets a ping after this long.
     pub ping_interval: Duration,
     /// Stream items one subscriber may have queued before it counts as lagging.
@@ -248,6 +258,9 @@ impl Config {
             partitions: defaults::PARTITIONS,
             shard_depth: defaults::SHARD_DEPTH,
             log_retention: defaults::LOG_RETENTION,
+            history_keep_versions: None,
+            history_keep_days: None,
+            compaction_interval: Duration::from_millis(defaults::COMPACTION_INTERVAL_MS),
             ping_interval: Duration::from_millis(defaults::PING_INTERVAL_MS),
             subscriber_queue_items: defaults::SUBSCRIBER_QUEUE_ITEMS,
             subscriber_queue_bytes: defaults::SUBSCRIBER_QUEUE_BYTES,

@@ -61,6 +61,15 @@ pub enum NodeError {
     /// The node is stopping.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The history asked for was compacted away: what `path` held before
+    /// `oldest` is no longer known.
+    #[error("the history of '{path}' before {oldest} ({}) was compacted: the oldest time still known is {oldest}", crate::model::format_moment(*.oldest))]
+    Compacted {
+        /// The path (or prefix).
+        path: String,
+        /// The oldest time still known (µs).
+        oldest: u64,
+    },
     /// A request that must read every path under a prefix from this
     /// node's own store, at a node that does not hold all of them.
     #[error("this node does not hold every partition under '{prefix}' (partition {part} is held by {owners}): send it to a node that does")]

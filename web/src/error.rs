@@ -67,6 +67,9 @@ pub enum ApiError {
     /// Too few owners acknowledged a write in time.
     #[error("{0}")]
     NotEnoughAcks(String),
+    /// The history asked for was compacted: the oldest time still known.
+    #[error("{0}")]
+    Compacted(String, u64),
     /// This node cannot answer the request; the detail names one that can.
     #[error("{0}")]
     Misdirected(String),
@@ -97,6 +100,7 @@ impl ApiError {
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Unavailable | ApiError::NotEnoughAcks(_) => "unavailable",
             ApiError::Misdirected(_) => "misdirected",
+            ApiError::Compacted(..) => "compacted",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -163,14 +167,25 @@ impl ResponseError for ApiError {
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable | ApiError::NotEnoughAcks(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::Compacted(..) => StatusCode::GONE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        let body = match self {
+            // The oldest time still known, as a number too.
+            ApiError::Compacted(detail, oldest) => serde_json::json!({
+                "error": self.code(),
+                "detail": bounded_detail(detail),
+                "oldest": oldest,
+            })
+            .to_string(),
+            _ => error_body(self.code(), &self.to_string()),
+        };
         let mut res = HttpResponse::build(self.status_code())
             .content_type("application/json")
-            .body(error_body(self.code(), &self.to_string()));
+            .body(body);
         res.extensions_mut().insert(ErrorCode(self.code()));
         res
     }
@@ -192,6 +207,7 @@ impl From<NodeError> for ApiError {
             }
             NodeError::NoPartition { .. } => ApiError::BadRequest(e.to_string()),
             NodeError::NotHeld { .. } => ApiError::Misdirected(e.to_string()),
+            NodeError::Compacted { oldest, .. } => ApiError::Compacted(e.to_string(), oldest),
             NodeError::BadConfig(c) => ApiError::Internal(c),
             NodeError::Store(s) => {
                 log::error!("store failure: {s}");

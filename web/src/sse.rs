@@ -32,9 +32,11 @@ pub async fn sse(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
         q.get("from").map(String::as_str),
         q.get("to").map(String::as_str),
     )?;
-    if playback.is_some() {
-        // A playback reads this node's history of the prefix.
+    if let Some(p) = &playback {
+        // A playback reads this node's history of the prefix, which must
+        // reach back to its start.
         state.node.holds(&prefix)?;
+        state.node.check_prefix_floor(&prefix, p.from)?;
     }
     let slot = state.open_stream()?;
     crate::socket::bound_send_buffer(&req, state.config.stream_send_buffer_bytes);

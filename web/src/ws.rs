@@ -75,9 +75,14 @@ pub async fn wss(
         q.get("from").map(String::as_str),
         q.get("to").map(String::as_str),
     )?;
-    if playback.is_some() {
-        // A playback reads this node's history of the prefix.
+    if let Some(p) = &playback {
+        // A playback reads this node's history of the prefix, which must
+        // reach back to its start.
         state.node.holds(&prefix).map_err(ApiError::from)?;
+        state
+            .node
+            .check_prefix_floor(&prefix, p.from)
+            .map_err(ApiError::from)?;
     }
     let slot = state.open_stream()?;
     crate::socket::bound_send_buffer(&req, state.config.stream_send_buffer_bytes);
@@ -217,8 +222,12 @@ impl WsSession {
                 };
                 match Path::parse(&path) {
                     Ok(prefix) => {
-                        if playback.is_some() {
-                            if let Err(e) = self.node.holds(&prefix) {
+                        if let Some(p) = &playback {
+                            let checked = self
+                                .node
+                                .holds(&prefix)
+                                .and_then(|()| self.node.check_prefix_floor(&prefix, p.from));
+                            if let Err(e) = checked {
                                 return self.api_error(ctx, id.as_ref(), e.into());
                             }
                         }

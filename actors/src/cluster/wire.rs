@@ -318,6 +318,9 @@ pub enum WireError {
     ShuttingDown,
     /// The node asked is an owner that has not caught up yet: ask another.
     NotReady,
+    /// The history asked for was compacted (the path, the oldest time
+    /// known).
+    Compacted(String, u64),
     /// The owner failed it.
     Failed(String),
 }
@@ -339,6 +342,7 @@ impl From<&NodeError> for WireError {
             | NodeError::BadCursor
             | NodeError::Invalid(_) => WireError::Invalid(e.to_string()),
             NodeError::ShuttingDown => WireError::ShuttingDown,
+            NodeError::Compacted { path, oldest } => WireError::Compacted(path.clone(), *oldest),
             other => WireError::Failed(other.to_string()),
         }
     }
@@ -357,6 +361,7 @@ impl From<WireError> for NodeError {
             WireError::Invalid(why) => NodeError::Invalid(why),
             WireError::ShuttingDown => NodeError::ShuttingDown,
             WireError::NotReady => NodeError::NoOwner("the path (its owner is catching up)".into()),
+            WireError::Compacted(path, oldest) => NodeError::Compacted { path, oldest },
             WireError::Failed(why) => {
                 NodeError::Store(StoreError::Failed(format!("at the owner: {why}")))
             }

@@ -90,6 +90,9 @@ pub(crate) struct Committer {
     pub store_failed: Arc<AtomicBool>,
     /// Shared with the node: the last seq known to be on disk (flushed).
     pub durable: Arc<AtomicU64>,
+    /// History compaction, run between commits (`None`: history is kept
+    /// whole).
+    pub compaction: Option<crate::engine::compaction::Compaction>,
 }
 
 impl Committer {
@@ -101,18 +104,21 @@ impl Committer {
         loop {
             // `lazy` with something unflushed waits no longer than the flush
             // is due, so a write followed by silence is flushed in time too.
-            let next = if unflushed {
-                let due = last_flush + self.lazy_flush_interval;
-                requests.recv_timeout(due.saturating_duration_since(Instant::now()))
-            } else {
-                requests.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            let flush_due = unflushed.then(|| last_flush + self.lazy_flush_interval);
+            let compaction_due = self.compaction.as_ref().map(|c| c.due());
+            let next = match flush_due.into_iter().chain(compaction_due).min() {
+                Some(due) => requests.recv_timeout(due.saturating_duration_since(Instant::now())),
+                None => requests.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             let first = match next {
                 Ok(r) => r,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.lazy_flush();
-                    unflushed = false;
-                    last_flush = Instant::now();
+                    if flush_due.is_some_and(|due| due <= Instant::now()) {
+                        self.lazy_flush();
+                        unflushed = false;
+                        last_flush = Instant::now();
+                    }
+                    self.compact_if_due();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -148,6 +154,7 @@ impl Committer {
                 last_flush = Instant::now();
             }
             self.commit_group(group);
+            self.compact_if_due();
             if self.durability == Durability::Lazy && self.broken.is_none() {
                 unflushed = last_flush.elapsed() < self.lazy_flush_interval;
                 if !unflushed {
@@ -159,6 +166,19 @@ impl Committer {
         match self.store.flush() {
             Ok(()) => self.durable.store(self.head, Ordering::Relaxed),
             Err(e) => log::error!("final flush failed: {e}"),
+        }
+    }
+
+    /// One bounded step of compaction, when one is due (never once the
+    /// store is broken).
+    fn compact_if_due(&mut self) {
+        if self.broken.is_some() {
+            return;
+        }
+        if let Some(compaction) = &mut self.compaction {
+            if compaction.due() <= Instant::now() {
+                compaction.step(&*self.store, &self.marks);
+            }
         }
     }
 

@@ -8,6 +8,7 @@ pub mod acks;
 mod acks_tests;
 pub mod change;
 pub(crate) mod committer;
+pub(crate) mod compaction;
 pub mod hub;
 pub mod partition;
 pub mod tap;

@@ -149,6 +149,21 @@ impl Store for FaultyStore {
     fn event_at(&self, path: &Path, as_of: &AsOf) -> Result<Option<Stored>, StoreError> {
         self.inner.event_at(path, as_of)
     }
+    fn history_floor(&self, path: &Path) -> Result<Option<u64>, StoreError> {
+        self.inner.history_floor(path)
+    }
+    fn partition_floor(&self, part: u16) -> u64 {
+        self.inner.partition_floor(part)
+    }
+    fn compact(
+        &self,
+        part: u16,
+        resume: &crate::store::Resume,
+        retention: &crate::store::Retention,
+        budget: usize,
+    ) -> Result<crate::store::Compacted, StoreError> {
+        self.inner.compact(part, resume, retention, budget)
+    }
     fn log_read(
         &self,
         prefix: &Path,

@@ -47,6 +47,8 @@ pub struct Marks {
     /// Per partition, the highest seq a commit gave it (set before the
     /// commit is written).
     marked: Vec<AtomicU64>,
+    /// Per partition: compaction queued dropped events to take out.
+    dropped: Vec<AtomicBool>,
     /// Log entries below this seq are folded in every tree.
     safe: AtomicU64,
     /// The head of the last commit that returned (the store's own head is
@@ -65,6 +67,8 @@ impl Marks {
     pub fn new(partitions: usize, head: u64) -> Marks {
         Marks {
             marked: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            // After a restart, every partition is looked at once.
+            dropped: (0..partitions).map(|_| AtomicBool::new(true)).collect(),
             safe: AtomicU64::new(0),
             head: AtomicU64::new(head),
             wake: (Mutex::new(false), Condvar::new()),
@@ -87,6 +91,15 @@ impl Marks {
         if let Some(m) = self.marked.get(usize::from(part)) {
             m.fetch_max(seq, Ordering::Release);
         }
+    }
+
+    /// Compaction queued dropped events of partition `part`: take them out
+    /// of its tree soon.
+    pub fn dropped(&self, part: u16) {
+        if let Some(d) = self.dropped.get(usize::from(part)) {
+            d.store(true, Ordering::Release);
+        }
+        self.wake();
     }
 
     /// A commit through `head` returned: fold it soon.
@@ -201,6 +214,15 @@ impl Folder {
             if self.marks.marked[part].load(Ordering::Acquire) > self.cursors[part] {
                 safe = safe.min(self.cursors[part]);
             }
+            if self.marks.dropped[part].swap(false, Ordering::AcqRel) {
+                match self.take_out(part as u16) {
+                    Ok(n) => folded += n,
+                    Err(e) => {
+                        self.marks.dropped[part].store(true, Ordering::Release);
+                        log::error!("merkle tree of partition {part}: {e}");
+                    }
+                }
+            }
         }
         self.marks.safe.store(safe + 1, Ordering::Release);
         Ok(folded)
@@ -232,6 +254,24 @@ impl Folder {
             tree.add(part, &names, page.through)?;
             folded += names.len();
             self.cursors[usize::from(part)] = page.through;
+        }
+    }
+
+    /// Takes the events compaction dropped from partition `part` out of its
+    /// tree. (They were folded in before: compaction drops only events
+    /// whose log entries are trimmed, and trims wait for the trees.)
+    fn take_out(&mut self, part: u16) -> Result<usize, StoreError> {
+        let tree = Tree::new(self.store.as_ref());
+        let (from, to) = ([super::tree::DROPPED], [super::tree::DROPPED + 1]);
+        let mut taken = 0;
+        loop {
+            let queued = self.store.merkle_range(part, &from, &to, FOLD_CHUNK)?;
+            if queued.is_empty() {
+                return Ok(taken);
+            }
+            let names: Vec<&[u8]> = queued.iter().map(|(k, _)| &k[1..]).collect();
+            tree.remove(part, &names)?;
+            taken += names.len();
         }
     }
 

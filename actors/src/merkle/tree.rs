@@ -11,6 +11,7 @@
 //! | key | value |
 //! |---|---|
 //! | `c` | the seq of the partition's log folded through (u64, big endian) |
+//! | `d` name | an event compaction dropped, to take out of the tree (empty) |
 //! | `n` depth(u16, BE) prefix | the node: `subtree` then `own` fingerprints |
 //!
 //! The root is depth 0, prefix `""`; the node of `a/b` is depth 2. Keys of
@@ -48,6 +49,16 @@ pub trait NodeStore: Send + Sync {
 pub const CURSOR: &[u8] = b"c";
 /// Namespace of nodes.
 const NODE: u8 = b'n';
+/// Namespace of dropped events to take out of the tree.
+pub const DROPPED: u8 = b'd';
+
+/// `d name`: an event compaction dropped, queued for the folder.
+pub fn dropped_key(name: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(DROPPED);
+    k.extend_from_slice(name);
+    k
+}
 
 /// A node of the tree.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -229,6 +240,28 @@ impl<'a, N: NodeStore + ?Sized> Tree<'a, N> {
         names: &[E],
         cursor: u64,
     ) -> Result<(), StoreError> {
+        let mut ops = self.change(part, names, Fingerprint::add)?;
+        ops.push((CURSOR.to_vec(), Some(cursor.to_be_bytes().to_vec())));
+        self.nodes.apply(part, ops)
+    }
+
+    /// Takes the events named `names` (each in the tree) out of partition
+    /// `part`'s tree and removes their `d` keys, in one atomic write. A
+    /// node left empty goes.
+    pub fn remove<E: AsRef<[u8]>>(&self, part: u16, names: &[E]) -> Result<(), StoreError> {
+        let mut ops = self.change(part, names, Fingerprint::sub)?;
+        ops.extend(names.iter().map(|n| (dropped_key(n.as_ref()), None)));
+        self.nodes.apply(part, ops)
+    }
+
+    /// The writes that apply `op` (add or subtract) with each event of
+    /// `names` to every node on its path.
+    fn change<E: AsRef<[u8]>>(
+        &self,
+        part: u16,
+        names: &[E],
+        op: fn(&mut Fingerprint, &Fingerprint),
+    ) -> Result<KeyOps, StoreError> {
         let mut deltas: BTreeMap<(usize, &str), Node> = BTreeMap::new();
         for name in names {
             let name = name.as_ref();
@@ -246,12 +279,15 @@ impl<'a, N: NodeStore + ?Sized> Tree<'a, N> {
                 Some(raw) => Node::decode(&raw)?,
                 None => Node::default(),
             };
-            node.subtree.add(&delta.subtree);
-            node.own.add(&delta.own);
-            ops.push((key, Some(node.encode())));
+            op(&mut node.subtree, &delta.subtree);
+            op(&mut node.own, &delta.own);
+            if node.subtree.is_empty() {
+                ops.push((key, None));
+            } else {
+                ops.push((key, Some(node.encode())));
+            }
         }
-        ops.push((CURSOR.to_vec(), Some(cursor.to_be_bytes().to_vec())));
-        self.nodes.apply(part, ops)
+        Ok(ops)
     }
 }
 

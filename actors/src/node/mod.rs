@@ -349,9 +349,43 @@ impl Node {
         self.get_as_of(&Path::parse_key(path)?, &AsOf::time(time))
     }
 
+    /// Fails with [`NodeError::Compacted`] if compaction dropped what
+    /// `path` held before `time`.
+    pub fn check_floor(&self, path: &Path, time: u64) -> Result<(), NodeError> {
+        match self.inner.store.history_floor(path)? {
+            Some(oldest) if time < oldest => Err(NodeError::Compacted {
+                path: path.to_string(),
+                oldest,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Fails with [`NodeError::Compacted`] if compaction dropped history
+    /// from `time` on in a partition under `prefix` (a playback from then
+    /// would miss events).
+    pub fn check_prefix_floor(&self, prefix: &Path, time: u64) -> Result<(), NodeError> {
+        let oldest = self
+            .inner
+            .layout
+            .covering(prefix)
+            .iter()
+            .map(|part| self.inner.store.partition_floor(part))
+            .max()
+            .unwrap_or(0);
+        if time < oldest {
+            return Err(NodeError::Compacted {
+                path: prefix.to_string(),
+                oldest,
+            });
+        }
+        Ok(())
+    }
+
     /// The value `path` had at `as_of` (a time, or a version and what came
     /// before it): `None` if there was none then.
     pub fn get_as_of(&self, path: &Path, as_of: &AsOf) -> Result<Option<Stored>, NodeError> {
+        self.check_floor(path, as_of.time)?;
         let stored = self.inner.store.event_at(path, as_of)?;
         Ok(stored.filter(|s| s.event.is_live_at(as_of.time)))
     }
@@ -407,6 +441,7 @@ impl Node {
                 // A path written since `at` is read as it stood then.
                 let stored = match at {
                     Some(at) if stored.event.version.time > at => {
+                        self.check_floor(&stored.event.path, at)?;
                         match self
                             .inner
                             .store
@@ -440,8 +475,13 @@ impl Node {
         self.history_of(&Path::parse_key(path)?, range)
     }
 
-    /// [`Node::history`] for a parsed path.
+    /// [`Node::history`] for a parsed path. A range that starts (`from`
+    /// above 0) before what compaction kept of the path fails with
+    /// [`NodeError::Compacted`]; from 0, it is what is kept.
     pub fn history_of(&self, path: &Path, range: HistoryRange) -> Result<Vec<Stored>, NodeError> {
+        if range.from > 0 {
+            self.check_floor(path, range.from)?;
+        }
         Ok(self
             .inner
             .store
@@ -731,6 +771,7 @@ impl Node {
         to: Option<u64>,
     ) -> Result<SessionStream, NodeError> {
         let prefix = Path::parse(prefix)?;
+        self.check_prefix_floor(&prefix, from)?;
         let session = self.open_session();
         session.actor.do_send(Subscribe {
             prefix,
@@ -750,6 +791,8 @@ impl Node {
     }
 }
 
+#[cfg(test)]
+mod compaction_tests;
 #[cfg(test)]
 mod merge_tests;
 #[cfg(test)]

@@ -20,4 +20,8 @@ pub struct NodeStats {
     /// The last change-log seq known to be on disk: with `lazy` durability
     /// it trails the head by up to `--lazy-flush-ms`.
     pub durable_seq: Arc<AtomicU64>,
+    /// History events compaction dropped.
+    pub compacted: Arc<AtomicU64>,
+    /// Compaction sweeps finished.
+    pub compaction_sweeps: Arc<AtomicU64>,
 }

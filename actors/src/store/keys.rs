@@ -16,12 +16,13 @@
 //! | `Q` pending | first seq(8, BE) | a commit's log entries not yet folded into the partitions' logs (see `pending_log`) |
 //! | `m` meta    | name | bytes |
 //! | `M` merkle  | part key | the partition's merkle tree (see `merkle::tree`) |
+//! | `F` floor   | part path | time(8, BE) of the path's oldest event kept, once compaction dropped older ones |
 //!
 //! Meta `head` holds the log head and clock (`LogHead`), `format` the
 //! on-disk format (`FORMAT`), `intent` the last commit's intent,
 //! `partitions` and `shard_depth` the layout, `trimmed/<part>` the highest
-//! seq trimmed from a partition's log; the node keeps its id and
-//! incarnation there too.
+//! seq trimmed from a partition's log, `floor/<part>` the greatest history
+//! floor of its paths; the node keeps its id and incarnation there too.
 //!
 //! Paths never contain `\0` (control characters are refused), so a prefix
 //! scan of `H part path \0` yields exactly that path's pages, ordered by
@@ -45,6 +46,9 @@ pub const META: u8 = b'm';
 /// Namespace of the partitions' merkle trees (their own layout: see
 /// `merkle::tree`).
 pub const MERKLE: u8 = b'M';
+/// Namespace of history floors: for a path whose older history compaction
+/// dropped, the time of its oldest event kept.
+pub const FLOOR: u8 = b'F';
 
 /// Meta name of the log head and clock, rewritten by every commit.
 pub const HEAD_META: &str = "head";
@@ -77,6 +81,19 @@ pub fn merkle(part: u16, key: &[u8]) -> Vec<u8> {
     k.extend_from_slice(&partition_start(MERKLE, part));
     k.extend_from_slice(key);
     k
+}
+
+/// `F part path`.
+pub fn floor(part: u16, path: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(3 + path.len());
+    k.extend_from_slice(&partition_start(FLOOR, part));
+    k.extend_from_slice(path.as_bytes());
+    k
+}
+
+/// Meta name of the greatest history floor of partition `part`'s paths.
+pub fn floor_meta(part: u16) -> String {
+    format!("floor/{part}")
 }
 
 /// `L part path`.

@@ -163,6 +163,46 @@ pub struct NamePage {
     pub trimmed: bool,
 }
 
+/// How much history compaction keeps of each path (the latest event always
+/// stays).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep the newest this many events of each path.
+    pub keep_versions: Option<usize>,
+    /// Keep every event at or after this time (µs), and the newest one
+    /// before it (the value as it stood then).
+    pub keep_after: Option<u64>,
+}
+
+impl Retention {
+    /// True if the rule drops anything at all.
+    pub fn drops(&self) -> bool {
+        self.keep_versions.is_some() || self.keep_after.is_some()
+    }
+}
+
+/// Where a compaction sweep of a partition goes on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// With the first path of the partition.
+    Start,
+    /// With this path again (it was not done).
+    At(String),
+    /// With the path after this one.
+    After(String),
+    /// The partition is done.
+    Done,
+}
+
+/// What one compaction step did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compacted {
+    /// Events dropped.
+    pub dropped: u64,
+    /// Where the sweep of the partition goes on.
+    pub resume: Resume,
+}
+
 /// What a node keeps on disk. Implemented by [`SledStore`].
 pub trait Store: Send + Sync + 'static {
     /// The partition layout (fixed when the store was created).
@@ -278,4 +318,24 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
     /// Bytes the store takes on disk.
     fn size_on_disk(&self) -> u64;
+    /// The time of `path`'s oldest event kept, once compaction dropped
+    /// older ones: what it held before then is no longer known.
+    fn history_floor(&self, path: &Path) -> Result<Option<u64>, StoreError>;
+    /// The greatest history floor of partition `part`'s paths (0: nothing
+    /// dropped).
+    fn partition_floor(&self, part: u16) -> u64;
+    /// One bounded step of compacting partition `part` by `retention`,
+    /// from `resume`, touching about `budget` paths and pages: drops each
+    /// path's events the rule lets go that have left the change log (so no
+    /// log entry or cursor names a dropped event), raises the path's floor,
+    /// and queues the dropped events' names for the merkle tree (see
+    /// `merkle::maintain`), in one atomic write. Only the committer calls
+    /// it, between commits.
+    fn compact(
+        &self,
+        part: u16,
+        resume: &Resume,
+        retention: &Retention,
+        budget: usize,
+    ) -> Result<Compacted, StoreError>;
 }

@@ -201,7 +201,7 @@ impl<'a> PathView<'a> {
     pub fn pages_from_time(
         &self,
         time: u64,
-    ) -> impl Iterator<Item = Result<(IVec, IVec), StoreError>> + 'a {
+    ) -> impl DoubleEndedIterator<Item = Result<(IVec, IVec), StoreError>> + 'a {
         let mut from = self.prefix.clone();
         from.extend_from_slice(&time.to_be_bytes());
         self.tree

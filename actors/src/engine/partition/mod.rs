@@ -450,6 +450,16 @@ impl Partition {
                 report.status = WriteStatus::TooLate;
                 report.created = false;
                 report.current = Some(current);
+                // Older than what compaction keeps of the path: it is not
+                // stored (a replica that has not compacted yet, or an
+                // import, must not bring back what was dropped).
+                if self
+                    .store
+                    .history_floor(&path)?
+                    .is_some_and(|floor| event.version.time < floor)
+                {
+                    return Ok((report, None));
+                }
                 self.pending_events
                     .insert((path.clone(), event.version.clone(), digest), batch);
                 Some(PendingWrite {

@@ -20,6 +20,7 @@ use super::{Commit, KeyOps, KeyValues, LogHead, LogPage, Store, StoreError};
 use crate::model::{AsOf, Digest, Layout, Path, Version};
 
 mod commit;
+mod compact;
 mod log_read;
 mod partition;
 mod pending_log;
@@ -81,6 +82,8 @@ pub struct SledStore {
     /// before the records go, so a reader that checks it after reading knows
     /// whether what it read is whole.
     trimmed: Vec<AtomicU64>,
+    /// Per partition, the greatest history floor of its paths (0: none).
+    floors: Vec<AtomicU64>,
     state: Mutex<CommitState>,
     /// Log entries not yet folded into the partitions' logs.
     pending: RwLock<PendingLog>,
@@ -137,6 +140,7 @@ impl SledStore {
             tree,
             layout,
             trimmed: Vec::new(),
+            floors: Vec::new(),
             state: Mutex::default(),
             pending: RwLock::default(),
             fold_entries: pending_log::FOLD_ENTRIES,
@@ -149,6 +153,7 @@ impl SledStore {
         store.finish_intent()?;
         store.upgrade(format)?;
         store.trimmed = store.read_trimmed()?;
+        store.floors = store.read_floors()?;
         store.pending = RwLock::new(store.read_pending()?);
         Ok(store)
     }
@@ -553,6 +558,24 @@ impl Store for SledStore {
 
     fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+
+    fn history_floor(&self, path: &Path) -> Result<Option<u64>, StoreError> {
+        self.floor_of(path)
+    }
+
+    fn partition_floor(&self, part: u16) -> u64 {
+        self.partition_floor_of(part)
+    }
+
+    fn compact(
+        &self,
+        part: u16,
+        resume: &crate::store::Resume,
+        retention: &crate::store::Retention,
+        budget: usize,
+    ) -> Result<crate::store::Compacted, StoreError> {
+        self.compact_step(part, resume, retention, budget)
     }
 }
 

@@ -52,8 +52,12 @@ impl SledStore {
         state
             .latest
             .forget_prefix(&keys::partition_start(keys::LATEST, part));
-        for ns in [keys::LOG, keys::HISTORY, keys::LATEST] {
+        for ns in [keys::LOG, keys::HISTORY, keys::LATEST, keys::FLOOR] {
             self.clear_range(ns, part)?;
+        }
+        self.tree.remove(keys::meta(&keys::floor_meta(part)))?;
+        if let Some(mark) = self.floors.get(usize::from(part)) {
+            mark.store(0, Ordering::Release);
         }
         // The tree goes last, and an empty one is folded through `head`
         // (the partition holds nothing, so nothing is missing from it).

@@ -1,0 +1,110 @@
+//! When history is compacted: sweeps over every partition, every
+//! `--compaction-interval`, made of bounded steps the committer runs
+//! between commits (`Store::compact` does the work), so writes never wait
+//! for more than one step. A sweep fixes its time window when it starts.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::merkle::maintain::Marks;
+use crate::model::version::wall_micros;
+use crate::store::{Resume, Retention, Store};
+
+/// Paths and pages one step looks at, at most (about a millisecond).
+const STEP_BUDGET: usize = 256;
+/// The least time between two steps of a sweep: the committer spends at
+/// most about a fifth of its time compacting.
+const STEP_GAP: Duration = Duration::from_millis(5);
+/// Microseconds in a day.
+const DAY_MICROS: u64 = 86_400 * 1_000_000;
+
+/// A sweep under way.
+struct Sweep {
+    part: u16,
+    resume: Resume,
+    retention: Retention,
+}
+
+/// The compaction schedule and its counters.
+pub(crate) struct Compaction {
+    keep_versions: Option<usize>,
+    keep_days: Option<u64>,
+    interval: Duration,
+    partitions: u32,
+    sweep: Option<Sweep>,
+    next: Instant,
+    compacted: Arc<AtomicU64>,
+    sweeps: Arc<AtomicU64>,
+}
+
+impl Compaction {
+    /// The schedule for `config`, `None` when it keeps all history.
+    pub fn new(
+        config: &Config,
+        partitions: u32,
+        compacted: Arc<AtomicU64>,
+        sweeps: Arc<AtomicU64>,
+    ) -> Option<Compaction> {
+        if config.history_keep_versions.is_none() && config.history_keep_days.is_none() {
+            return None;
+        }
+        Some(Compaction {
+            keep_versions: config.history_keep_versions.map(|n| n.max(1)),
+            keep_days: config.history_keep_days,
+            interval: config.compaction_interval,
+            partitions,
+            sweep: None,
+            // The first sweep starts soon after the node opens.
+            next: Instant::now() + STEP_GAP,
+            compacted,
+            sweeps,
+        })
+    }
+
+    /// When the next step is due.
+    pub fn due(&self) -> Instant {
+        self.next
+    }
+
+    /// Runs one step (starting a sweep if none is under way).
+    pub fn step(&mut self, store: &dyn Store, marks: &Marks) {
+        let (keep_versions, keep_days) = (self.keep_versions, self.keep_days);
+        let sweep = self.sweep.get_or_insert_with(|| Sweep {
+            part: 0,
+            resume: Resume::Start,
+            retention: Retention {
+                keep_versions,
+                keep_after: keep_days
+                    .map(|days| wall_micros().saturating_sub(days.saturating_mul(DAY_MICROS))),
+            },
+        });
+        match store.compact(sweep.part, &sweep.resume, &sweep.retention, STEP_BUDGET) {
+            Ok(done) => {
+                if done.dropped > 0 {
+                    self.compacted.fetch_add(done.dropped, Ordering::Relaxed);
+                    marks.dropped(sweep.part);
+                }
+                sweep.resume = done.resume;
+                if sweep.resume == Resume::Done {
+                    sweep.part += 1;
+                    sweep.resume = Resume::Start;
+                }
+                if u32::from(sweep.part) >= self.partitions {
+                    self.sweep = None;
+                    self.sweeps.fetch_add(1, Ordering::Relaxed);
+                    self.next = Instant::now() + self.interval;
+                    return;
+                }
+            }
+            Err(e) => {
+                log::error!("compaction of partition {} failed: {e}", sweep.part);
+                self.sweep = None;
+                self.next = Instant::now() + self.interval;
+                return;
+            }
+        }
+        self.next = Instant::now() + STEP_GAP;
+    }
+}

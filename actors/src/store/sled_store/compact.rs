@@ -1,0 +1,301 @@
+//! Compaction: dropping the history a retention rule lets go, a bounded
+//! step at a time, between commits (see `Store::compact`).
+//!
+//! For each path the step finds the *cut*: the order of the oldest event
+//! to keep — the newest `keep_versions`-th event, and the newest event
+//! before `keep_after` (the value as it stood then), whichever is later.
+//! Records of pages and of the open page below the cut go (the latest
+//! record never does: the cut is at or below it), except those whose seq
+//! the partition's change log still holds (their log entries name them; a
+//! later sweep takes them). The path's floor becomes the cut's
+//! time: a read before it cannot be answered, and says so. Dropped events'
+//! names are queued in the merkle key space for the folder to take out of
+//! the tree. All of a step's writes go in one sled batch.
+
+use std::ops::Bound;
+
+use super::*;
+use crate::merkle::tree::dropped_key;
+use crate::model::AsOf;
+use crate::store::{Compacted, Resume, Retention};
+
+impl SledStore {
+    /// Every partition's floor mark, from meta.
+    pub(super) fn read_floors(&self) -> Result<Vec<AtomicU64>, StoreError> {
+        let marks: Vec<AtomicU64> = (0..self.layout.partitions())
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        for item in self.tree.scan_prefix(keys::meta("floor/")) {
+            let (key, raw) = item?;
+            let part = std::str::from_utf8(&key[1 + "floor/".len()..])
+                .ok()
+                .and_then(|p| p.parse::<usize>().ok());
+            if let (Some(mark), Some(time)) = (part.and_then(|p| marks.get(p)), u64_of(&raw)) {
+                mark.store(time, Ordering::Relaxed);
+            }
+        }
+        Ok(marks)
+    }
+
+    /// The floor of `path`, if compaction dropped some of its history.
+    pub(super) fn floor_of(&self, path: &Path) -> Result<Option<u64>, StoreError> {
+        let part = self.layout.partition_of(path);
+        Ok(self
+            .tree
+            .get(keys::floor(part, path.as_str()))?
+            .and_then(|raw| u64_of(&raw)))
+    }
+
+    /// One step of compacting partition `part` (see `Store::compact`).
+    pub(super) fn compact_step(
+        &self,
+        part: u16,
+        resume: &Resume,
+        retention: &Retention,
+        budget: usize,
+    ) -> Result<Compacted, StoreError> {
+        // No commit meanwhile (the committer calls this between commits;
+        // the lock makes sure).
+        let mut state = self.state();
+        if self.torn.load(Ordering::Relaxed) {
+            return Err(StoreError::Failed(
+                "an earlier commit failed partway; reopen the store to compact".into(),
+            ));
+        }
+        let start = match resume {
+            Resume::Done => {
+                return Ok(Compacted {
+                    dropped: 0,
+                    resume: Resume::Done,
+                })
+            }
+            Resume::Start => Bound::Included(keys::partition_start(keys::LATEST, part).to_vec()),
+            Resume::At(p) => Bound::Included(keys::latest(part, p)),
+            Resume::After(p) => Bound::Excluded(keys::latest(part, p)),
+        };
+        let end = Bound::Excluded(keys::partition_end(keys::LATEST, part));
+        let in_log = self.trimmed_through(part);
+        let mut step = Step {
+            batch: sled::Batch::default(),
+            dropped: 0,
+            work: 0,
+            floor: self.partition_floor_of(part),
+            raised: false,
+            rewritten: Vec::new(),
+        };
+        let mut resume = Resume::Done;
+        for item in self.tree.range::<Vec<u8>, _>((start, end)) {
+            let (key, raw) = item?;
+            let text = keys::path_of_latest(&key)
+                .ok_or_else(|| StoreError::Corrupt("latest key is not UTF-8".into()))?;
+            let path = Path::parse(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let done = self.compact_path(part, &path, raw, retention, in_log, budget, &mut step)?;
+            step.work += 1;
+            if !done {
+                resume = Resume::At(text.to_string());
+                break;
+            }
+            if step.work >= budget {
+                resume = Resume::After(text.to_string());
+                break;
+            }
+        }
+        if step.dropped > 0 {
+            // A replayed intent of the last commit (which returned, so is
+            // whole) could write back a page dropped here.
+            step.batch.remove(keys::meta(keys::INTENT_META));
+            if step.raised {
+                step.batch.insert(
+                    keys::meta(&keys::floor_meta(part)),
+                    &step.floor.to_be_bytes()[..],
+                );
+            }
+            self.tree.apply_batch(step.batch)?;
+            // The next commit reads the latest keys rewritten here from sled.
+            for key in &step.rewritten {
+                state.latest.take(key);
+            }
+            if let Some(mark) = self.floors.get(usize::from(part)) {
+                mark.fetch_max(step.floor, Ordering::AcqRel);
+            }
+        }
+        Ok(Compacted {
+            dropped: step.dropped,
+            resume,
+        })
+    }
+
+    pub(super) fn partition_floor_of(&self, part: u16) -> u64 {
+        self.floors
+            .get(usize::from(part))
+            .map_or(0, |m| m.load(Ordering::Acquire))
+    }
+
+    /// Compacts one path into `step`; false if it has more to drop than
+    /// the budget allowed (the next step starts with it again).
+    #[allow(clippy::too_many_arguments)]
+    fn compact_path(
+        &self,
+        part: u16,
+        path: &Path,
+        latest: IVec,
+        retention: &Retention,
+        in_log: u64,
+        budget: usize,
+        step: &mut Step,
+    ) -> Result<bool, StoreError> {
+        let latest = pages::items(path, latest)?;
+        let Some(open_first) = latest.first().map(|i| i.order.to_vec()) else {
+            return Ok(true);
+        };
+        let view = pages::PathView::new(&self.tree, part, path);
+        let mut cut: Option<Vec<u8>> = None;
+        if let Some(n) = retention.keep_versions {
+            cut = cut.max(self.nth_newest(&view, path, &latest, n.max(1))?);
+        }
+        if let Some(after) = retention.keep_after.filter(|t| *t > 0) {
+            let bound = keys::order_bound(&AsOf::time(after - 1));
+            let raw = self.tree.get(keys::latest(part, path.as_str()))?;
+            if let Some(record) = pages::record_at(&self.tree, part, path, &bound, raw)? {
+                let stood = decode(path.clone(), record)?;
+                let order = keys::order(&stood.event.version, &stood.digest);
+                cut = cut.max(Some(order));
+            }
+        }
+        let Some(cut) = cut else {
+            return Ok(true);
+        };
+        let mut dropped_here = 0;
+        for page in view.pages_from_time(0) {
+            if step.work >= budget {
+                self.raise_floor(part, path, &cut, dropped_here, step)?;
+                return Ok(false);
+            }
+            let (key, raw) = page?;
+            let items = pages::items(path, raw)?;
+            if items.first().is_none_or(|i| i.order[..] >= cut[..]) {
+                break;
+            }
+            let (keep, dropped) = self.sift(part, path, &items, &cut, in_log, step)?;
+            step.work += 1;
+            if dropped > 0 {
+                step.batch.remove(key.clone());
+                if let Some(last) = keep.last() {
+                    step.batch
+                        .insert(view.page_key(&last.order), pages::encode(&keep)?);
+                }
+                dropped_here += dropped;
+            }
+            if items.last().is_some_and(|i| i.order[..] >= cut[..]) {
+                break;
+            }
+        }
+        // The open page, kept with the latest value.
+        if open_first[..] < cut[..] {
+            let (keep, dropped) = self.sift(part, path, &latest, &cut, in_log, step)?;
+            if dropped > 0 {
+                let key = keys::latest(part, path.as_str());
+                step.batch.insert(key.clone(), pages::encode(&keep)?);
+                step.rewritten.push(key);
+                dropped_here += dropped;
+            }
+        }
+        self.raise_floor(part, path, &cut, dropped_here, step)?;
+        Ok(true)
+    }
+
+    /// The records of `items` to keep, and how many go: those below `cut`
+    /// that left the change log (`in_log`), whose names are queued for the
+    /// merkle tree in `step`.
+    fn sift(
+        &self,
+        part: u16,
+        path: &Path,
+        items: &[pages::Item],
+        cut: &[u8],
+        in_log: u64,
+        step: &mut Step,
+    ) -> Result<(Vec<pages::Item>, u64), StoreError> {
+        let mut keep = Vec::with_capacity(items.len());
+        let mut dropped = 0;
+        for item in items {
+            let goes = item.order[..] < *cut
+                && decode(path.clone(), item.record.clone())?
+                    .seq
+                    .is_none_or(|seq| seq <= in_log);
+            if goes {
+                let name = keys::logged(path, &item.order);
+                step.batch
+                    .insert(keys::merkle(part, &dropped_key(&name)), &[][..]);
+                dropped += 1;
+            } else {
+                keep.push(item.clone());
+            }
+        }
+        Ok((keep, dropped))
+    }
+
+    /// After dropping `dropped` events of `path` below `cut`: its floor is
+    /// the cut's time (floors only rise).
+    fn raise_floor(
+        &self,
+        part: u16,
+        path: &Path,
+        cut: &[u8],
+        dropped: u64,
+        step: &mut Step,
+    ) -> Result<(), StoreError> {
+        if dropped == 0 {
+            return Ok(());
+        }
+        let floor = pages::time_of_order(cut).max(self.floor_of(path)?.unwrap_or(0));
+        step.batch
+            .insert(keys::floor(part, path.as_str()), &floor.to_be_bytes()[..]);
+        step.dropped += dropped;
+        if floor > step.floor {
+            step.floor = floor;
+            step.raised = true;
+        }
+        Ok(())
+    }
+
+    /// The order of `path`'s `n`-th newest event, if it has that many.
+    fn nth_newest(
+        &self,
+        view: &pages::PathView<'_>,
+        path: &Path,
+        latest: &[pages::Item],
+        n: usize,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut seen = 0;
+        for item in latest.iter().rev() {
+            seen += 1;
+            if seen == n {
+                return Ok(Some(item.order.to_vec()));
+            }
+        }
+        for page in view.pages_from_time(0).rev() {
+            let (_, raw) = page?;
+            for item in pages::items(path, raw)?.iter().rev() {
+                seen += 1;
+                if seen == n {
+                    return Ok(Some(item.order.to_vec()));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// What a compaction step has gathered.
+struct Step {
+    batch: sled::Batch,
+    dropped: u64,
+    /// Paths and pages looked at.
+    work: usize,
+    /// The partition's floor, raised as paths are compacted.
+    floor: u64,
+    raised: bool,
+    /// Latest keys rewritten (their open page lost records).
+    rewritten: Vec<Vec<u8>>,
+}

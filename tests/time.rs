@@ -594,3 +594,66 @@ async fn a_bounded_playback_ends_and_every_client_can_ask_for_one() {
         .assert_error(400, "bad_request");
     sse_at("?from=whenever").await.assert_error(400, "bad_time");
 }
+
+#[actix_web::test]
+async fn compacted_history_answers_410_naming_the_oldest_time_kept() {
+    let s = Server::start(&[
+        "--history-keep-versions",
+        "2",
+        "--log-retention",
+        "4",
+        "--compaction-interval-ms",
+        "20",
+    ]);
+    for i in 0..12u64 {
+        put_at(&s, "k/x", T0 + i * S, "", format!("x{i}").as_bytes()).await;
+    }
+    // Other writes move the change log on, so the old events leave it and
+    // compaction may take them.
+    let mut n = 0;
+    wait_for("k/x compacted to 2 events", EVENT_DEADLINE, async || {
+        n += 1;
+        put(&s.at("raw", &format!("filler/{}", n % 5)), b"f").await;
+        get(&s.at("history", "k/x")).await.json()["events"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    })
+    .await;
+    let oldest = T0 + 10 * S;
+    assert_eq!(
+        read_at(&s, "k/x", &(T0 + 10 * S).to_string())
+            .await
+            .as_deref(),
+        Ok("x10")
+    );
+    assert_eq!(
+        get(&s.at("raw", "k/x")).await.body.as_ref(),
+        b"x11",
+        "the latest value stays"
+    );
+    // Everything before what is kept: 410, naming the oldest time known.
+    let gone = |r: Reply| {
+        r.assert_error(410, "compacted");
+        assert_eq!(r.json()["oldest"], oldest, "{}", r.json());
+        assert!(r.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("2023-11-14T22:13:30Z"));
+    };
+    gone(get(&format!("{}?at={}", s.at("raw", "k/x"), T0 + 3 * S)).await);
+    gone(get(&format!("{}?at={}", s.at("list", "k"), T0 + 3 * S)).await);
+    gone(get(&format!("{}?from={}", s.at("history", "k/x"), T0 + S)).await);
+    gone(get(&format!("{}?from={}", s.at("sse", "k"), T0)).await);
+    gone(
+        send(
+            http().post(format!("{}?to={}", s.at("rollback", "k/x"), T0 + S)),
+            None,
+        )
+        .await,
+    );
+    let err = cli(&s, &["get", "k/x", "--at", &(T0 + S).to_string()]).unwrap_err();
+    assert!(err.contains("compacted"), "{err}");
+    assert!(metric(&s, "spread_history_compacted_events_total").await >= 10.0);
+}

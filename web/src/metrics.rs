@@ -91,12 +91,14 @@ pub struct Metrics {
     ae_millis: Counter,
     replication_streams: Family<RoleLabel, Gauge>,
     replication_lag: Gauge,
+    compacted: Counter,
+    compaction_sweeps: Counter,
     /// Last values copied from the node's own counters.
     copied: Mutex<[u64; COPIED]>,
 }
 
 /// Node counters copied into the registry at each render.
-const COPIED: usize = 25;
+const COPIED: usize = 27;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -115,6 +117,8 @@ impl Metrics {
         let fanned_out = Counter::default();
         let lagged = Counter::default();
         let writes_waited = Counter::default();
+        let compacted = Counter::default();
+        let compaction_sweeps = Counter::default();
         let store_bytes = Gauge::default();
         let seq = Gauge::default();
         let store_failed = Gauge::default();
@@ -288,6 +292,16 @@ impl Metrics {
             merkle_unfolded.clone(),
         );
         registry.register(
+            "history_compacted_events",
+            "History events compaction dropped (--history-keep-*)",
+            compacted.clone(),
+        );
+        registry.register(
+            "compaction_sweeps",
+            "Compaction sweeps over every partition finished",
+            compaction_sweeps.clone(),
+        );
+        registry.register(
             "store_failed",
             "1 once a flush failed: writes are refused until the node restarts",
             store_failed.clone(),
@@ -326,6 +340,8 @@ impl Metrics {
             ae_millis,
             replication_streams,
             replication_lag,
+            compacted,
+            compaction_sweeps,
             copied: Mutex::new([0; COPIED]),
         }
     }
@@ -425,6 +441,8 @@ impl Metrics {
                 ae(|s| &s.events_received),
                 ae(|s| &s.events_sent),
                 ae(|s| &s.millis),
+                stats.compacted.load(Ordering::Relaxed),
+                stats.compaction_sweeps.load(Ordering::Relaxed),
             ];
             // Counters share their value with their clones. (Each lookup in
             // its own call: a family's read guard held over the next
@@ -461,6 +479,8 @@ impl Metrics {
                 dir(&self.ae_events, "in"),
                 dir(&self.ae_events, "out"),
                 self.ae_millis.clone(),
+                self.compacted.clone(),
+                self.compaction_sweeps.clone(),
             ];
             for ((counter, now), before) in counters.into_iter().zip(now).zip(copied.iter()) {
                 counter.inc_by(now.saturating_sub(*before));

@@ -33,10 +33,7 @@ pub async fn sse(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
         q.get("to").map(String::as_str),
     )?;
     if let Some(p) = &playback {
-        // A playback reads this node's history of the prefix, which must
-        // reach back to its start.
-        state.node.holds(&prefix)?;
-        state.node.check_prefix_floor(&prefix, p.from)?;
+        crate::ws::check_playback(&state.node, &prefix, p.from).await?;
     }
     let slot = state.open_stream()?;
     crate::socket::bound_send_buffer(&req, state.config.stream_send_buffer_bytes);

@@ -76,13 +76,7 @@ pub async fn wss(
         q.get("to").map(String::as_str),
     )?;
     if let Some(p) = &playback {
-        // A playback reads this node's history of the prefix, which must
-        // reach back to its start.
-        state.node.holds(&prefix).map_err(ApiError::from)?;
-        state
-            .node
-            .check_prefix_floor(&prefix, p.from)
-            .map_err(ApiError::from)?;
+        check_playback(&state.node, &prefix, p.from).await?;
     }
     let slot = state.open_stream()?;
     crate::socket::bound_send_buffer(&req, state.config.stream_send_buffer_bytes);
@@ -108,6 +102,18 @@ pub async fn wss(
     ws::WsResponseBuilder::new(actor, &req, stream)
         .frame_size(state.config.ws_max_frame_bytes)
         .start()
+}
+
+/// A playback reads this node's history of the prefix, which must reach
+/// back to its start (else `410`); the check may read every path under the
+/// prefix, on a blocking thread.
+pub async fn check_playback(node: &Node, prefix: &Path, from: u64) -> Result<(), ApiError> {
+    node.holds(prefix)?;
+    let (node, prefix) = (node.clone(), prefix.clone());
+    web::block(move || node.check_prefix_floor(&prefix, from))
+        .await
+        .map_err(|_| ApiError::Unavailable)??;
+    Ok(())
 }
 
 /// One WebSocket connection.
@@ -222,27 +228,28 @@ impl WsSession {
                 };
                 match Path::parse(&path) {
                     Ok(prefix) => {
-                        if let Some(p) = &playback {
-                            let checked = self
-                                .node
-                                .holds(&prefix)
-                                .and_then(|()| self.node.check_prefix_floor(&prefix, p.from));
-                            if let Err(e) = checked {
-                                return self.api_error(ctx, id.as_ref(), e.into());
+                        // A playback's history is checked off this thread
+                        // first (see `check_playback`).
+                        let (node, subscriber) = (self.node.clone(), self.subscriber.clone());
+                        let request = async move {
+                            if let Some(p) = playback {
+                                check_playback(&node, &prefix, p.from).await?;
                             }
-                        }
-                        let request = self.subscriber.send(Subscribe {
-                            prefix,
-                            since,
-                            playback,
-                        });
-                        ctx.spawn(request.into_actor(self).map(
-                            move |result, act, ctx| match result {
-                                Ok(Ok(())) => {}
-                                Ok(Err(e)) => act.api_error(ctx, id.as_ref(), e.into()),
-                                Err(_) => act.api_error(ctx, id.as_ref(), ApiError::Unavailable),
-                            },
-                        ));
+                            subscriber
+                                .send(Subscribe {
+                                    prefix,
+                                    since,
+                                    playback,
+                                })
+                                .await
+                                .map_err(|_| ApiError::Unavailable)?
+                                .map_err(ApiError::from)
+                        };
+                        ctx.spawn(request.into_actor(self).map(move |result, act, ctx| {
+                            if let Err(e) = result {
+                                act.api_error(ctx, id.as_ref(), e);
+                            }
+                        }));
                     }
                     Err(e) => self.api_error(ctx, id.as_ref(), ApiError::BadPath(e.to_string())),
                 }

@@ -362,10 +362,12 @@ impl Node {
     }
 
     /// Fails with [`NodeError::Compacted`] if compaction dropped history
-    /// from `time` on in a partition under `prefix` (a playback from then
-    /// would miss events).
+    /// from `time` on of a path under `prefix`: a playback from then would
+    /// miss events. Quick when no partition under the prefix has a floor
+    /// past `time`; else it reads the latest value of every path under the
+    /// prefix (call it off the async threads).
     pub fn check_prefix_floor(&self, prefix: &Path, time: u64) -> Result<(), NodeError> {
-        let oldest = self
+        let highest = self
             .inner
             .layout
             .covering(prefix)
@@ -373,13 +375,28 @@ impl Node {
             .map(|part| self.inner.store.partition_floor(part))
             .max()
             .unwrap_or(0);
-        if time < oldest {
-            return Err(NodeError::Compacted {
-                path: prefix.to_string(),
-                oldest,
-            });
+        if time >= highest {
+            return Ok(());
         }
-        Ok(())
+        let mut after: Option<String> = None;
+        loop {
+            let chunk = self
+                .inner
+                .store
+                .scan_latest(prefix, after.as_deref(), 1024)?;
+            let Some(last) = chunk.last() else {
+                return Ok(());
+            };
+            after = Some(last.event.path.as_str().to_string());
+            let full = chunk.len() == 1024;
+            // A floor is never past a path's newest event.
+            for latest in chunk.iter().filter(|s| s.event.version.time >= time) {
+                self.check_floor(&latest.event.path, time)?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
     }
 
     /// The value `path` had at `as_of` (a time, or a version and what came

@@ -101,14 +101,22 @@ impl Committer {
         let mut last_flush = Instant::now();
         // `lazy`: something was committed since the last flush.
         let mut unflushed = false;
+        // A request taken while looking whether compaction may run.
+        let mut stashed: Option<CommitRequest> = None;
         loop {
             // `lazy` with something unflushed waits no longer than the flush
             // is due, so a write followed by silence is flushed in time too.
             let flush_due = unflushed.then(|| last_flush + self.lazy_flush_interval);
             let compaction_due = self.compaction.as_ref().map(|c| c.due());
-            let next = match flush_due.into_iter().chain(compaction_due).min() {
-                Some(due) => requests.recv_timeout(due.saturating_duration_since(Instant::now())),
-                None => requests.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            let next = match (
+                stashed.take(),
+                flush_due.into_iter().chain(compaction_due).min(),
+            ) {
+                (Some(r), _) => Ok(r),
+                (None, Some(due)) => {
+                    requests.recv_timeout(due.saturating_duration_since(Instant::now()))
+                }
+                (None, None) => requests.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             let first = match next {
                 Ok(r) => r,
@@ -154,7 +162,17 @@ impl Committer {
                 last_flush = Instant::now();
             }
             self.commit_group(group);
-            self.compact_if_due();
+            // Writes first: compaction runs when no write waits (or when it
+            // has waited too long for a quiet moment).
+            match requests.try_recv() {
+                Ok(r) => {
+                    stashed = Some(r);
+                    if self.compaction.as_ref().is_some_and(|c| c.starved()) {
+                        self.compact_if_due();
+                    }
+                }
+                Err(_) => self.compact_if_due(),
+            }
             if self.durability == Durability::Lazy && self.broken.is_none() {
                 unflushed = last_flush.elapsed() < self.lazy_flush_interval;
                 if !unflushed {

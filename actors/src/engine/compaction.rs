@@ -12,11 +12,17 @@ use crate::merkle::maintain::Marks;
 use crate::model::version::wall_micros;
 use crate::store::{Resume, Retention, Store};
 
-/// Paths and pages one step looks at, at most (about a millisecond).
-const STEP_BUDGET: usize = 256;
-/// The least time between two steps of a sweep: the committer spends at
-/// most about a fifth of its time compacting.
-const STEP_GAP: Duration = Duration::from_millis(5);
+/// Paths, pages and dropped events one step handles, at most: its sled
+/// batch (page removals, rewritten latest keys, new floor keys) is most of
+/// its cost, about 20 µs per entry.
+const STEP_BUDGET: usize = 32;
+/// About the longest a step runs: a write that arrives meanwhile waits no
+/// longer.
+const STEP_TIME: Duration = Duration::from_micros(200);
+/// The least time between two steps of a sweep.
+const STEP_GAP: Duration = Duration::from_millis(2);
+/// A step due this long runs even while writes keep the committer busy.
+const STARVED: Duration = Duration::from_millis(100);
 /// Microseconds in a day.
 const DAY_MICROS: u64 = 86_400 * 1_000_000;
 
@@ -68,6 +74,12 @@ impl Compaction {
         self.next
     }
 
+    /// True when a step has been due for long: it runs even though writes
+    /// wait.
+    pub fn starved(&self) -> bool {
+        self.next + STARVED <= Instant::now()
+    }
+
     /// Runs one step (starting a sweep if none is under way).
     pub fn step(&mut self, store: &dyn Store, marks: &Marks) {
         let (keep_versions, keep_days) = (self.keep_versions, self.keep_days);
@@ -80,7 +92,11 @@ impl Compaction {
                     .map(|days| wall_micros().saturating_sub(days.saturating_mul(DAY_MICROS))),
             },
         });
-        match store.compact(sweep.part, &sweep.resume, &sweep.retention, STEP_BUDGET) {
+        let budget = crate::store::Budget {
+            work: STEP_BUDGET,
+            until: Instant::now() + STEP_TIME,
+        };
+        match store.compact(sweep.part, &sweep.resume, &sweep.retention, budget) {
             Ok(done) => {
                 if done.dropped > 0 {
                     self.compacted.fetch_add(done.dropped, Ordering::Relaxed);

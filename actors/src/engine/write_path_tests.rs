@@ -160,7 +160,7 @@ impl Store for FaultyStore {
         part: u16,
         resume: &crate::store::Resume,
         retention: &crate::store::Retention,
-        budget: usize,
+        budget: crate::store::Budget,
     ) -> Result<crate::store::Compacted, StoreError> {
         self.inner.compact(part, resume, retention, budget)
     }

@@ -265,12 +265,20 @@ impl Folder {
         let (from, to) = ([super::tree::DROPPED], [super::tree::DROPPED + 1]);
         let mut taken = 0;
         loop {
-            let queued = self.store.merkle_range(part, &from, &to, FOLD_CHUNK)?;
+            // (A list holds one step's events: a few hundred.)
+            let queued = self.store.merkle_range(part, &from, &to, 16)?;
             if queued.is_empty() {
                 return Ok(taken);
             }
-            let names: Vec<&[u8]> = queued.iter().map(|(k, _)| &k[1..]).collect();
-            tree.remove(part, &names)?;
+            let mut names = Vec::new();
+            for (_, list) in &queued {
+                names.extend(super::tree::dropped_names(list)?);
+            }
+            tree.remove(
+                part,
+                &names,
+                queued.iter().map(|(k, _)| k.clone()).collect(),
+            )?;
             taken += names.len();
         }
     }

@@ -11,7 +11,7 @@
 //! | key | value |
 //! |---|---|
 //! | `c` | the seq of the partition's log folded through (u64, big endian) |
-//! | `d` name | an event compaction dropped, to take out of the tree (empty) |
+//! | `d` id(u64, BE) | events one compaction step dropped, to take out of the tree: per event, its name's length (u32, LE) and its name |
 //! | `n` depth(u16, BE) prefix | the node: `subtree` then `own` fingerprints |
 //!
 //! The root is depth 0, prefix `""`; the node of `a/b` is depth 2. Keys of
@@ -52,12 +52,41 @@ const NODE: u8 = b'n';
 /// Namespace of dropped events to take out of the tree.
 pub const DROPPED: u8 = b'd';
 
-/// `d name`: an event compaction dropped, queued for the folder.
-pub fn dropped_key(name: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + name.len());
+/// `d id`: the key of a list of events one compaction step dropped,
+/// queued for the folder (one key per step: inserting a sled key costs
+/// far more than making it longer).
+pub fn dropped_key(id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
     k.push(DROPPED);
-    k.extend_from_slice(name);
+    k.extend_from_slice(&id.to_be_bytes());
     k
+}
+
+/// The id of a `d` key.
+pub fn dropped_id(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(
+        key.strip_prefix(&[DROPPED])?.try_into().ok()?,
+    ))
+}
+
+/// Appends `name` to a list of dropped events.
+pub fn push_dropped(list: &mut Vec<u8>, name: &[u8]) {
+    list.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    list.extend_from_slice(name);
+}
+
+/// The names of a list of dropped events.
+pub fn dropped_names(list: &[u8]) -> Result<Vec<&[u8]>, StoreError> {
+    let mut out = Vec::new();
+    let mut rest = list;
+    while !rest.is_empty() {
+        let bad = || StoreError::Corrupt("a truncated list of dropped events".into());
+        let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+        let len = u32::from_le_bytes(*len) as usize;
+        out.push(tail.get(..len).ok_or_else(bad)?);
+        rest = &tail[len..];
+    }
+    Ok(out)
 }
 
 /// A node of the tree.
@@ -246,11 +275,16 @@ impl<'a, N: NodeStore + ?Sized> Tree<'a, N> {
     }
 
     /// Takes the events named `names` (each in the tree) out of partition
-    /// `part`'s tree and removes their `d` keys, in one atomic write. A
-    /// node left empty goes.
-    pub fn remove<E: AsRef<[u8]>>(&self, part: u16, names: &[E]) -> Result<(), StoreError> {
+    /// `part`'s tree and removes the queue keys `done` that listed them, in
+    /// one atomic write. A node left empty goes.
+    pub fn remove<E: AsRef<[u8]>>(
+        &self,
+        part: u16,
+        names: &[E],
+        done: Vec<Vec<u8>>,
+    ) -> Result<(), StoreError> {
         let mut ops = self.change(part, names, Fingerprint::sub)?;
-        ops.extend(names.iter().map(|n| (dropped_key(n.as_ref()), None)));
+        ops.extend(done.into_iter().map(|k| (k, None)));
         self.nodes.apply(part, ops)
     }
 

@@ -181,6 +181,16 @@ impl Retention {
     }
 }
 
+/// How much one compaction step may do: paths and pages looked at, and
+/// time.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    /// Paths and pages.
+    pub work: usize,
+    /// The step stops after the path it is on at this time.
+    pub until: std::time::Instant,
+}
+
 /// Where a compaction sweep of a partition goes on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Resume {
@@ -325,7 +335,7 @@ pub trait Store: Send + Sync + 'static {
     /// dropped).
     fn partition_floor(&self, part: u16) -> u64;
     /// One bounded step of compacting partition `part` by `retention`,
-    /// from `resume`, touching about `budget` paths and pages: drops each
+    /// from `resume`, within `budget`: drops each
     /// path's events the rule lets go that have left the change log (so no
     /// log entry or cursor names a dropped event), raises the path's floor,
     /// and queues the dropped events' names for the merkle tree (see
@@ -336,6 +346,6 @@ pub trait Store: Send + Sync + 'static {
         part: u16,
         resume: &Resume,
         retention: &Retention,
-        budget: usize,
+        budget: Budget,
     ) -> Result<Compacted, StoreError>;
 }

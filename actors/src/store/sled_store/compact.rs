@@ -15,9 +15,9 @@
 use std::ops::Bound;
 
 use super::*;
-use crate::merkle::tree::dropped_key;
+use crate::merkle::tree::{dropped_id, dropped_key, push_dropped, DROPPED};
 use crate::model::AsOf;
-use crate::store::{Compacted, Resume, Retention};
+use crate::store::{Budget, Compacted, Resume, Retention};
 
 impl SledStore {
     /// Every partition's floor mark, from meta.
@@ -52,8 +52,9 @@ impl SledStore {
         part: u16,
         resume: &Resume,
         retention: &Retention,
-        budget: usize,
+        budget: Budget,
     ) -> Result<Compacted, StoreError> {
+        let budget_work = budget.work;
         // No commit meanwhile (the committer calls this between commits;
         // the lock makes sure).
         let mut state = self.state();
@@ -82,6 +83,7 @@ impl SledStore {
             floor: self.partition_floor_of(part),
             raised: false,
             rewritten: Vec::new(),
+            names: Vec::new(),
         };
         let mut resume = Resume::Done;
         for item in self.tree.range::<Vec<u8>, _>((start, end)) {
@@ -89,18 +91,35 @@ impl SledStore {
             let text = keys::path_of_latest(&key)
                 .ok_or_else(|| StoreError::Corrupt("latest key is not UTF-8".into()))?;
             let path = Path::parse(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let done = self.compact_path(part, &path, raw, retention, in_log, budget, &mut step)?;
+            let done =
+                self.compact_path(part, &path, raw, retention, in_log, budget_work, &mut step)?;
             step.work += 1;
             if !done {
                 resume = Resume::At(text.to_string());
                 break;
             }
-            if step.work >= budget {
+            if step.work >= budget_work || std::time::Instant::now() >= budget.until {
                 resume = Resume::After(text.to_string());
                 break;
             }
         }
         if step.dropped > 0 {
+            // The dropped events' names, for the merkle folder, under an id
+            // above any queued before in this partition.
+            let last = self
+                .tree
+                .range(keys::merkle(part, &[DROPPED])..keys::merkle(part, &[DROPPED + 1]))
+                .next_back()
+                .transpose()?
+                .and_then(|(k, _)| dropped_id(&k[3..]))
+                .unwrap_or(0);
+            let id = last
+                .saturating_add(1)
+                .max(crate::model::version::wall_micros());
+            step.batch.insert(
+                keys::merkle(part, &dropped_key(id)),
+                std::mem::take(&mut step.names),
+            );
             // A replayed intent of the last commit (which returned, so is
             // whole) could write back a page dropped here.
             step.batch.remove(keys::meta(keys::INTENT_META));
@@ -176,8 +195,9 @@ impl SledStore {
             if items.first().is_none_or(|i| i.order[..] >= cut[..]) {
                 break;
             }
-            let (keep, dropped) = self.sift(part, path, &items, &cut, in_log, step)?;
-            step.work += 1;
+            let (keep, dropped) = self.sift(path, &items, &cut, in_log, step)?;
+            // Each dropped event costs the batch a write too.
+            step.work += 1 + dropped as usize;
             if dropped > 0 {
                 step.batch.remove(key.clone());
                 if let Some(last) = keep.last() {
@@ -192,11 +212,12 @@ impl SledStore {
         }
         // The open page, kept with the latest value.
         if open_first[..] < cut[..] {
-            let (keep, dropped) = self.sift(part, path, &latest, &cut, in_log, step)?;
+            let (keep, dropped) = self.sift(path, &latest, &cut, in_log, step)?;
             if dropped > 0 {
                 let key = keys::latest(part, path.as_str());
                 step.batch.insert(key.clone(), pages::encode(&keep)?);
                 step.rewritten.push(key);
+                step.work += 1 + dropped as usize;
                 dropped_here += dropped;
             }
         }
@@ -209,7 +230,6 @@ impl SledStore {
     /// merkle tree in `step`.
     fn sift(
         &self,
-        part: u16,
         path: &Path,
         items: &[pages::Item],
         cut: &[u8],
@@ -224,9 +244,7 @@ impl SledStore {
                     .seq
                     .is_none_or(|seq| seq <= in_log);
             if goes {
-                let name = keys::logged(path, &item.order);
-                step.batch
-                    .insert(keys::merkle(part, &dropped_key(&name)), &[][..]);
+                push_dropped(&mut step.names, &keys::logged(path, &item.order));
                 dropped += 1;
             } else {
                 keep.push(item.clone());
@@ -298,4 +316,6 @@ struct Step {
     raised: bool,
     /// Latest keys rewritten (their open page lost records).
     rewritten: Vec<Vec<u8>>,
+    /// The dropped events' names (see `merkle::tree::push_dropped`).
+    names: Vec<u8>,
 }

@@ -573,7 +573,7 @@ impl Store for SledStore {
         part: u16,
         resume: &crate::store::Resume,
         retention: &crate::store::Retention,
-        budget: usize,
+        budget: crate::store::Budget,
     ) -> Result<crate::store::Compacted, StoreError> {
         self.compact_step(part, resume, retention, budget)
     }

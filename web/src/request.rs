@@ -45,8 +45,10 @@ fn query_param_limit(name: &str) -> Option<usize> {
         // A listing's page cursor is the last path of the previous page.
         "after" => MAX_PATH_BYTES,
         crate::auth::TOKEN_QUERY => MAX_TOKEN_BYTES,
-        "limit" | "from" | "to" | "ttl" | "w" | "format" | "values" | "at" | "local"
-        | "recursive" | "depth" => MAX_QUERY_WORD_BYTES,
+        // A rollback's `to` may be a version: 16 digits, a dot, a node id.
+        "to" => 96,
+        "limit" | "from" | "ttl" | "w" | "format" | "values" | "at" | "local" | "recursive"
+        | "depth" => MAX_QUERY_WORD_BYTES,
         _ => return None,
     })
 }

@@ -136,10 +136,16 @@ impl Node {
             let mut writes = Vec::new();
             for stored in step {
                 let path = stored.event.path.clone();
-                let then = content(
-                    self.get_as_of(&path, to)?.map(|s| s.event).as_ref(),
-                    to.time,
-                );
+                // A path compacted past `to` is listed as failed; the others
+                // go on.
+                let then = match self.get_as_of(&path, to) {
+                    Ok(then) => content(then.map(|s| s.event).as_ref(), to.time),
+                    Err(e @ NodeError::Compacted { .. }) => {
+                        report.failed.push((path, e));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 let now = Some(&stored.event).filter(|e| e.is_live_at(wall));
                 if then == content(now, wall) {
                     report.unchanged += 1;

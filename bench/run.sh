@@ -43,6 +43,10 @@
 #   antientropy  k differing events among N (two embedded nodes, the merkle
 #             walk): bytes against the minimum, questions, time, trees' bytes
 #             per key (the antientropy binary of bench/embedded)
+#   time      time travel on an embedded node (the time binary of
+#             bench/embedded): ?at= reads vs latest reads, playback of 100k
+#             events (events/s, RSS), write p50/p99 with and without
+#             compaction of 1M history events running (RSS through the sweep)
 #   embedded  cargo bench embedded -- 'get|set_lazy' (Node::get/set vs sled
 #             get/insert), and RSS after loading 1M keys x 100 B into a Node
 #             and into raw sled (the rss binary of bench/embedded)
@@ -966,7 +970,47 @@ workload_antientropy() {
     done < <(timeout 3600 "$bin" --n "$ns" --k "$ks" 2>"$WORK/ae.err")
 }
 
-for workload in get put h2 fanout storm latency cluster embedded antientropy; do
+# --- 8. time travel --------------------------------------------------------------
+# The time binary of bench/embedded (one embedded node, no HTTP): reads of
+# the past (get_at at a random time) against latest reads (get) over 10k
+# paths x 20 versions; a playback of 100k events (1,000 paths) drained as
+# fast as it comes, with RSS before and at its peak; write latency (one
+# writer, lazy) on a store of 1M history events, history kept whole, then
+# while compaction drops all but each path's latest version, with RSS
+# through the sweep. TIME_ARGS overrides the sizes (--quick: a tenth).
+workload_time() {
+    local bin=$TARGET_DIR/release/time line w="time travel (embedded node)"
+    local args=${TIME_ARGS:-$([[ $QUICK == 1 ]] && echo "--paths 1000 --versions 10 --playback 10000 --history 100000" || echo "--paths 10000 --versions 20 --playback 100000 --history 1000000")}
+    if [[ $BUILD == 1 ]]; then
+        log "time: cargo build --release -p spread-bench-embedded --bin time"
+        cargo build --release -p spread-bench-embedded --bin time >"$WORK/time-build.log" 2>&1 ||
+            warn "cargo build of the time binary failed"
+    fi
+    if [[ ! -x $bin ]]; then
+        add_na "$w" spread "time travel" "no time binary at $bin"
+        return 0
+    fi
+    log "time: $args"
+    # shellcheck disable=SC2086
+    while IFS= read -r line; do
+        [[ $line == "{"* ]] || continue
+        log "time: $line"
+        case $(jq -r .measure <<<"$line") in
+        at_read)
+            add_row "$w" spread "$(jq -r '"?at= read vs latest read, \(.paths) paths x \(.versions) versions"' <<<"$line")" "" "" "" \
+                "$(jq -r '"get_at \(.at_ns) ns, get \(.latest_ns) ns per read (\(.ratio)x)"' <<<"$line")" "" "$line" ;;
+        playback)
+            add_row "$w" spread "$(jq -r '"playback of \(.events) events"' <<<"$line")" "" "" "" \
+                "$(jq -r '"\(.events_per_s) events/s, \(.seconds) s; RSS \(.rss_before_mib) MiB before, \(.rss_peak_mib) MiB at peak"' <<<"$line")" "" "$line" ;;
+        compaction)
+            add_row "$w" spread "$(jq -r '"write latency, \(.history) history events, \(.run)"' <<<"$line")" "" \
+                "$(jq -r '.p50_us / 1000' <<<"$line")" "$(jq -r '.p99_us / 1000' <<<"$line")" \
+                "$(jq -r 'if .run == "compacting" then "max \(.max_us) us; \(.dropped) events dropped in a \(.sweep_seconds) s sweep (\(.dropped_during_writes) while writing); RSS \(.rss_min_mib)-\(.rss_max_mib) MiB" else "max \(.max_us) us" end' <<<"$line")" "p50,p99" "$line" ;;
+        esac
+    done < <(timeout 3600 "$bin" $args 2>"$WORK/time.err")
+}
+
+for workload in get put h2 fanout storm latency cluster embedded antientropy time; do
     wants "$workload" || continue
     log "--- workload: $workload"
     phase_start

@@ -657,3 +657,50 @@ async fn compacted_history_answers_410_naming_the_oldest_time_kept() {
     assert!(err.contains("compacted"), "{err}");
     assert!(metric(&s, "spread_history_compacted_events_total").await >= 10.0);
 }
+
+#[actix_web::test]
+async fn a_ttl_expiry_reaches_a_subscriber_once_and_a_restarted_node_agrees() {
+    let mut s = Server::start(&[]);
+    let mut sse = SseClient::open(&s.at("sse", "ttl"), None).await;
+    sse.until_ready().await;
+    let r = put(&format!("{}?ttl=1", s.at("raw", "ttl/x")), b"brief").await;
+    assert_eq!(r.status, 201);
+    let written = sse.next_non_ping().await;
+    assert_eq!(
+        (written.event.as_str(), &written.data["value"]),
+        ("update", &"brief".into())
+    );
+    // About a second later (the deadline is longer), the expiry, as a delete.
+    let expiry = sse.next_non_ping().await;
+    assert_eq!(expiry.event, "update");
+    assert_eq!(
+        (
+            expiry.data["path"].as_str(),
+            expiry.data["deleted"].as_bool()
+        ),
+        (Some("ttl/x"), Some(true))
+    );
+    get(&s.at("raw", "ttl/x"))
+        .await
+        .assert_error(404, "not_found");
+    // Once: the next event is a later write, not a second delete.
+    put(&s.at("raw", "ttl/y"), b"y").await;
+    assert_eq!(sse.next_non_ping().await.data["path"], "ttl/y");
+    // After a crash and a restart: the same history, and a resume from
+    // before the expiry replays it once.
+    s.kill9();
+    s.restart();
+    let mut resumed = SseClient::open(&s.at("sse", "ttl/x"), Some(&written.id)).await;
+    let replayed = resumed.until_ready().await;
+    let deletes: Vec<_> = replayed
+        .iter()
+        .filter(|e| e.data["deleted"] == true)
+        .collect();
+    assert_eq!(deletes.len(), 1, "{replayed:?}");
+    assert_eq!(
+        deletes[0].data["version"], expiry.data["version"],
+        "the same expiry"
+    );
+    let history = get(&s.at("history", "ttl/x")).await.json();
+    assert_eq!(history["events"].as_array().unwrap().len(), 2, "{history}");
+}

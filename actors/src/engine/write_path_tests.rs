@@ -152,6 +152,16 @@ impl Store for FaultyStore {
     fn history_floor(&self, path: &Path) -> Result<Option<u64>, StoreError> {
         self.inner.history_floor(path)
     }
+    fn expiries_due(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::store::DueExpiry>, StoreError> {
+        self.inner.expiries_due(now, limit)
+    }
+    fn remove_expiries(&self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        self.inner.remove_expiries(keys)
+    }
     fn partition_floor(&self, part: u16) -> u64 {
         self.inner.partition_floor(part)
     }

@@ -27,6 +27,7 @@ use crate::model::{
 use crate::session::{Outbox, SessionContext, SessionStream, Subscribe, Subscriber};
 use crate::store::{LogPage, PartitionDigest, Store, StoreError, Stored};
 
+pub mod expiry;
 mod query;
 mod rollback;
 mod start;
@@ -403,8 +404,25 @@ impl Node {
     /// before it): `None` if there was none then.
     pub fn get_as_of(&self, path: &Path, as_of: &AsOf) -> Result<Option<Stored>, NodeError> {
         self.check_floor(path, as_of.time)?;
-        let stored = self.inner.store.event_at(path, as_of)?;
+        let stored = self.stood_at(path, as_of)?;
         Ok(stored.filter(|s| s.event.is_live_at(as_of.time)))
+    }
+
+    /// The event of `path` that stood at `as_of`, a tombstone too. An
+    /// expiry stands from the time it took effect, not from its version's
+    /// (see `expiry`): before then, the value it ended stood.
+    fn stood_at(&self, path: &Path, as_of: &AsOf) -> Result<Option<Stored>, NodeError> {
+        let stored = self.inner.store.event_at(path, as_of)?;
+        match stored {
+            Some(s)
+                if expiry::is_expiry(&s.event)
+                    && s.event.expires_at.is_some_and(|at| at > as_of.time) =>
+            {
+                let before = AsOf::time(s.event.version.time.saturating_sub(1));
+                Ok(self.inner.store.event_at(path, &before)?)
+            }
+            other => Ok(other),
+        }
     }
 
     /// Live values of `prefix` and below, in path order, after `after`: at
@@ -457,13 +475,11 @@ impl Node {
             for stored in chunk {
                 // A path written since `at` is read as it stood then.
                 let stored = match at {
-                    Some(at) if stored.event.version.time > at => {
+                    Some(at)
+                        if stored.event.version.time > at || expiry::is_expiry(&stored.event) =>
+                    {
                         self.check_floor(&stored.event.path, at)?;
-                        match self
-                            .inner
-                            .store
-                            .event_at(&stored.event.path, &AsOf::time(at))?
-                        {
+                        match self.stood_at(&stored.event.path, &AsOf::time(at))? {
                             Some(then) => then,
                             None => continue,
                         }

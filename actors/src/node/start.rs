@@ -272,7 +272,7 @@ impl Node {
             config.data_dir.display(),
             config.durability
         );
-        Ok(Node {
+        let node = Node {
             inner: Arc::new(Inner {
                 store: store.clone(),
                 clock,
@@ -297,6 +297,14 @@ impl Node {
                     store,
                 })),
             }),
-        })
+        };
+        // Expiries are written by a thread that holds the node weakly: it
+        // ends once the node is gone.
+        super::expiry::start(Arc::downgrade(&node.inner)).map_err(|e| {
+            NodeError::Store(StoreError::Failed(format!(
+                "cannot start the expiry thread: {e}"
+            )))
+        })?;
+        Ok(node)
     }
 }

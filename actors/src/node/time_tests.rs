@@ -191,3 +191,115 @@ fn a_playback_sends_every_event_since_a_time_in_version_order_over_many_passes_t
         assert_eq!(bounded, want);
     });
 }
+
+/// Waits (with a deadline) until `check` holds.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn history_of(node: &Node, path: &str) -> Vec<Stored> {
+    node.history(path, HistoryRange::default()).unwrap()
+}
+
+#[test]
+fn an_expiry_reaches_subscribers_once_and_a_restarted_node_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cursor = None;
+    {
+        let node = Node::open(Config::new(dir.path())).unwrap();
+        actix::System::new().block_on(async {
+            let mut sub = node.subscribe("e", None).unwrap();
+            assert!(matches!(
+                next_item(&mut sub).await,
+                StreamItem::Ready { .. }
+            ));
+            // Lives one second from now.
+            let w = Write {
+                ttl_secs: Some(1),
+                ..Write::set(Path::parse_key("e/soon").unwrap(), "brief")
+            };
+            let written = node.write(w).await.unwrap();
+            match next_item(&mut sub).await {
+                StreamItem::Update(c) => assert_eq!(c.event.value.as_deref(), Some(&b"brief"[..])),
+                other => panic!("expected the write, got {other:?}"),
+            }
+            // Its expiry comes as a delete.
+            let expiry = match next_item(&mut sub).await {
+                StreamItem::Update(c) => c,
+                other => panic!("expected the expiry, got {other:?}"),
+            };
+            assert!(expiry.event.is_deleted());
+            assert_eq!(expiry.event.path.as_str(), "e/soon");
+            assert!(expiry.event.version > written.version);
+            cursor = Some(written.seq.unwrap());
+            // An expired value read in the past is the value; after, nothing.
+            let at = written.version.time + 500_000;
+            assert_eq!(
+                node.get_at("e/soon", at)
+                    .unwrap()
+                    .unwrap()
+                    .event
+                    .value
+                    .as_deref(),
+                Some(&b"brief"[..])
+            );
+            let x = expiry.event.expires_at.unwrap();
+            assert!(node.get_at("e/soon", x).unwrap().is_none());
+            let listed = node
+                .list_at(&Path::parse("e").unwrap(), None, 10, Some(at))
+                .unwrap();
+            assert_eq!(listed.entries.len(), 1, "listed as it stood");
+            // Once: a later write of another path comes next, no second
+            // delete of this one.
+            node.set("e/other", "x").await.unwrap();
+            match next_item(&mut sub).await {
+                StreamItem::Update(c) => assert_eq!(c.event.path.as_str(), "e/other"),
+                other => panic!("expected e/other, got {other:?}"),
+            }
+            assert_eq!(history_of(&node, "e/soon").len(), 2);
+        });
+        node.shutdown();
+    }
+    // A value already expired when it is written (an explicit past time):
+    // its expiry is written too, once, and a restart writes none again.
+    let node = Node::open(Config::new(dir.path())).unwrap();
+    actix::System::new().block_on(async {
+        write_at(&node, "e/old", 1_000 * S, Some("gone"), Some(1)).await;
+    });
+    eventually("the old value's expiry", || {
+        history_of(&node, "e/old").len() == 2
+    });
+    node.shutdown();
+    drop(node);
+    let node = Node::open(Config::new(dir.path())).unwrap();
+    // Whatever the thread did meanwhile, a look at the index now writes
+    // nothing: every expiry due was written before the restart.
+    let again = actix::System::new().block_on(node.expire_due()).unwrap();
+    assert_eq!(again, 0);
+    assert_eq!(
+        history_of(&node, "e/soon").len(),
+        2,
+        "no second expiry after a restart"
+    );
+    assert_eq!(history_of(&node, "e/old").len(), 2);
+    // A resume from before the expiry replays it once.
+    actix::System::new().block_on(async {
+        let since = format!("{}:{}", node.incarnation(), cursor.unwrap());
+        let mut sub = node.subscribe("e/soon", Some(&since)).unwrap();
+        match next_item(&mut sub).await {
+            StreamItem::Update(c) => assert!(c.event.is_deleted()),
+            other => panic!("expected the expiry, got {other:?}"),
+        }
+        assert!(matches!(
+            next_item(&mut sub).await,
+            StreamItem::Ready { .. }
+        ));
+    });
+}

@@ -17,6 +17,7 @@
 //! | `m` meta    | name | bytes |
 //! | `M` merkle  | part key | the partition's merkle tree (see `merkle::tree`) |
 //! | `F` floor   | part path | time(8, BE) of the path's oldest event kept, once compaction dropped older ones |
+//! | `X` expiry  | expires_at(8, BE) part path `\0` order | empty: a value with a time to live became its path's value |
 //!
 //! Meta `head` holds the log head and clock (`LogHead`), `format` the
 //! on-disk format (`FORMAT`), `intent` the last commit's intent,
@@ -49,6 +50,9 @@ pub const MERKLE: u8 = b'M';
 /// Namespace of history floors: for a path whose older history compaction
 /// dropped, the time of its oldest event kept.
 pub const FLOOR: u8 = b'F';
+/// Namespace of expiries to come: a value with a time to live, by the time
+/// it expires.
+pub const EXPIRY: u8 = b'X';
 
 /// Meta name of the log head and clock, rewritten by every commit.
 pub const HEAD_META: &str = "head";
@@ -89,6 +93,33 @@ pub fn floor(part: u16, path: &str) -> Vec<u8> {
     k.extend_from_slice(&partition_start(FLOOR, part));
     k.extend_from_slice(path.as_bytes());
     k
+}
+
+/// `X expires_at part path \0 order`.
+pub fn expiry(expires_at: u64, part: u16, path: &Path, order: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(11 + path.as_str().len() + 1 + order.len());
+    k.push(EXPIRY);
+    k.extend_from_slice(&expires_at.to_be_bytes());
+    k.extend_from_slice(&part.to_be_bytes());
+    k.extend_from_slice(&logged(path, order));
+    k
+}
+
+/// The version and digest of an order key (`time node \0 digest`).
+pub fn split_order(order: &[u8]) -> Option<(Version, Digest)> {
+    let time = u64::from_be_bytes(order.get(..8)?.try_into().ok()?);
+    let rest = order.get(8..)?;
+    let end = rest.iter().position(|&b| b == 0)?;
+    let node = crate::model::NodeId::new(std::str::from_utf8(&rest[..end]).ok()?).ok()?;
+    let digest: Digest = rest.get(end + 1..)?.try_into().ok()?;
+    Some((Version::new(time, node), digest))
+}
+
+/// The expiry time, path and order of an `X` key.
+pub fn split_expiry(key: &[u8]) -> Option<(u64, &str, &[u8])> {
+    let time = u64::from_be_bytes(key.get(1..9)?.try_into().ok()?);
+    let (path, order) = split_logged_key(key.get(11..)?)?;
+    Some((time, path, order))
 }
 
 /// Meta name of the greatest history floor of partition `part`'s paths.

@@ -147,6 +147,19 @@ pub fn event_name(path: &Path, version: &Version, digest: &Digest) -> Vec<u8> {
     keys::logged(path, &keys::order(version, digest))
 }
 
+/// A value due to expire (see [`Store::expiries_due`]).
+#[derive(Clone, Debug)]
+pub struct DueExpiry {
+    /// Its key in the expiry index.
+    pub key: Vec<u8>,
+    /// The path.
+    pub path: Path,
+    /// The version of the event that expires.
+    pub version: Version,
+    /// Its digest.
+    pub digest: Digest,
+}
+
 /// Keys and values, in key order.
 pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
 /// Keys to set (`Some`) or remove (`None`).
@@ -328,6 +341,13 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
     /// Bytes the store takes on disk.
     fn size_on_disk(&self) -> u64;
+    /// Values with a time to live that expire at or before `now`, at most
+    /// `limit`: each as `(key, path, version and digest of the event)`. A
+    /// key may be stale (the path was written since); remove it with
+    /// [`Store::remove_expiries`] once handled.
+    fn expiries_due(&self, now: u64, limit: usize) -> Result<Vec<DueExpiry>, StoreError>;
+    /// Removes handled expiry keys.
+    fn remove_expiries(&self, keys: Vec<Vec<u8>>) -> Result<(), StoreError>;
     /// The time of `path`'s oldest event kept, once compaction dropped
     /// older ones: what it held before then is no longer known.
     fn history_floor(&self, path: &Path) -> Result<Option<u64>, StoreError>;

@@ -280,8 +280,11 @@ impl Partition {
         Event {
             path,
             version: Version::new(time, self.node.clone()),
+            // (A delete has nothing to expire: a tombstone with an expiry
+            // time is an expiry, see `node::expiry`.)
             expires_at: write
                 .ttl_secs
+                .filter(|_| write.value.is_some())
                 .map(|s| time.saturating_add(s.saturating_mul(1_000_000))),
             value: write.value.clone(),
             content_type: write.content_type.clone(),

@@ -47,6 +47,7 @@ impl SledStore {
             Default::default();
         let mut record = LogRecordBuilder::default();
         let mut bytes = 0;
+        let mut expiries = Vec::new();
         for entry in &commit.entries {
             let event = &entry.event;
             let order = keys::order(&event.version, &entry.digest);
@@ -58,6 +59,11 @@ impl SledStore {
             if entry.late {
                 overlay.add_history(&event.path, item)?;
             } else {
+                // A value that will expire: the expiry sweep finds it here.
+                if let (Some(at), Some(_)) = (event.expires_at, &event.value) {
+                    let part = self.layout.partition_of(&event.path);
+                    expiries.push(keys::expiry(at, part, &event.path, &item.order));
+                }
                 overlay.set_latest(&event.path, item)?;
             }
             record.push(entry.seq, &name)?;
@@ -81,6 +87,7 @@ impl SledStore {
                 .into_iter()
                 .map(|(key, value)| (key, Some(value))),
         );
+        ops.extend(expiries.into_iter().map(|k| (k, Some(IVec::default()))));
         let entries: usize = logged.values().map(Vec::len).sum();
         let mut folded = Vec::new();
         let log = if entries == 0 {

@@ -564,6 +564,40 @@ impl Store for SledStore {
         self.floor_of(path)
     }
 
+    fn expiries_due(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::store::DueExpiry>, StoreError> {
+        let mut end = vec![keys::EXPIRY];
+        end.extend_from_slice(&now.saturating_add(1).to_be_bytes());
+        let mut out = Vec::new();
+        for item in self.tree.range(vec![keys::EXPIRY]..end).keys().take(limit) {
+            let key = item?;
+            let (_, path, order) = keys::split_expiry(&key)
+                .ok_or_else(|| StoreError::Corrupt("a bad expiry key".into()))?;
+            let path = Path::parse(path).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let (version, digest) = keys::split_order(order)
+                .ok_or_else(|| StoreError::Corrupt("a bad expiry key".into()))?;
+            out.push(crate::store::DueExpiry {
+                path,
+                version,
+                digest,
+                key: key.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn remove_expiries(&self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        // One by one: nothing else writes these keys, and a batch would
+        // take sled's process-wide lock (see Known limits).
+        for key in keys {
+            self.tree.remove(key)?;
+        }
+        Ok(())
+    }
+
     fn partition_floor(&self, part: u16) -> u64 {
         self.partition_floor_of(part)
     }

@@ -154,6 +154,16 @@ async fn an_export_imported_into_a_fresh_node_reproduces_everything_and_twice_ch
     )
     .await;
     assert_eq!(expired.status, 201);
+    // Its expiry (a tombstone the node writes when it comes due) joins
+    // its history.
+    wait_for("b/expired's expiry", EVENT_DEADLINE, async || {
+        get(&a.at("history", "b/expired")).await.json()["events"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    })
+    .await;
     write(&a, "b/bin", T0, &[], Some(&[0, 159, 146, 150, 255])).await;
     write(&a, "b/empty", T0, &[], Some(b"")).await;
     write(&a, "other/x", T0, &[], Some(b"not exported")).await;
@@ -165,7 +175,7 @@ async fn an_export_imported_into_a_fresh_node_reproduces_everything_and_twice_ch
         .count();
     assert_eq!(
         lines,
-        30 * 2 + 1 + 2 + 1 + 1 + 1,
+        30 * 2 + 1 + 2 + 2 + 1 + 1,
         "every event under b, history included"
     );
     assert!(!String::from_utf8_lossy(&export).contains("not exported"));

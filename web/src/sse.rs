@@ -32,7 +32,8 @@ pub async fn sse(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
         q.get("from").map(String::as_str),
         q.get("to").map(String::as_str),
     )?;
-    if let Some(p) = &playback {
+    // (A reconnect with a cursor resumes instead of playing back.)
+    if let Some(p) = playback.filter(|_| !state.node.resumable(since.as_deref())) {
         crate::ws::check_playback(&state.node, &prefix, p.from).await?;
     }
     let slot = state.open_stream()?;

@@ -75,7 +75,8 @@ pub async fn wss(
         q.get("from").map(String::as_str),
         q.get("to").map(String::as_str),
     )?;
-    if let Some(p) = &playback {
+    // (A reconnect with a cursor resumes instead of playing back.)
+    if let Some(p) = playback.filter(|_| !state.node.resumable(since.as_deref())) {
         check_playback(&state.node, &prefix, p.from).await?;
     }
     let slot = state.open_stream()?;
@@ -232,7 +233,8 @@ impl WsSession {
                         // first (see `check_playback`).
                         let (node, subscriber) = (self.node.clone(), self.subscriber.clone());
                         let request = async move {
-                            if let Some(p) = playback {
+                            if let Some(p) = playback.filter(|_| !node.resumable(since.as_deref()))
+                            {
                                 check_playback(&node, &prefix, p.from).await?;
                             }
                             subscriber

@@ -242,3 +242,40 @@ fn compaction_under_concurrent_writes_loses_nothing_inside_the_window() {
         }
     });
 }
+
+#[test]
+fn an_expiry_is_never_the_cut_that_drops_the_value_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with(dir.path(), Some(2), None);
+    actix::System::new().block_on(async {
+        write_at(&node, "x/v", T0 - S, "before").await;
+        // Lives 10 s (long ago): its expiry is written at once.
+        node.write(Write {
+            ttl_secs: Some(10),
+            ..Write {
+                path: Some(Path::parse_key("x/v").unwrap()),
+                value: Some(Bytes::from_static(b"e")),
+                time: Some(T0),
+                ..Write::default()
+            }
+        })
+        .await
+        .unwrap();
+        until(&node, "the expiry", || times(&node, "x/v").len() == 3).await;
+        write_at(&node, "x/v", T0 + 20 * S, "after").await;
+        // The newest two are "after" and the expiry; the value the expiry
+        // ends stays, so the time it stood is still answered.
+        until(&node, "x/v compacted", || times(&node, "x/v").len() == 3).await;
+        assert_eq!(times(&node, "x/v"), [T0, T0 + 1, T0 + 20 * S]);
+        let then = node.get_at("x/v", T0 + 5 * S).unwrap().unwrap();
+        assert_eq!(then.event.value.as_deref(), Some(&b"e"[..]));
+        assert!(
+            node.get_at("x/v", T0 + 15 * S).unwrap().is_none(),
+            "expired then"
+        );
+        assert!(matches!(
+            node.get_at("x/v", T0 - 1),
+            Err(NodeError::Compacted { .. })
+        ));
+    });
+}

@@ -350,6 +350,14 @@ impl Node {
         self.get_as_of(&Path::parse_key(path)?, &AsOf::time(time))
     }
 
+    /// True if `since` is a cursor of this node's store: a subscription
+    /// with it resumes (a playback asked with it too).
+    pub fn resumable(&self, since: Option<&str>) -> bool {
+        since
+            .and_then(|s| crate::model::cursor::Cursor::parse(s).ok())
+            .is_some_and(|c| *c.incarnation == *self.inner.incarnation)
+    }
+
     /// Fails with [`NodeError::Compacted`] if compaction dropped what
     /// `path` held before `time`.
     pub fn check_floor(&self, path: &Path, time: u64) -> Result<(), NodeError> {
@@ -403,8 +411,10 @@ impl Node {
     /// The value `path` had at `as_of` (a time, or a version and what came
     /// before it): `None` if there was none then.
     pub fn get_as_of(&self, path: &Path, as_of: &AsOf) -> Result<Option<Stored>, NodeError> {
-        self.check_floor(path, as_of.time)?;
         let stored = self.stood_at(path, as_of)?;
+        // After the read: a compaction step that ran meanwhile has raised
+        // the floor by now (pages and floor go in one batch).
+        self.check_floor(path, as_of.time)?;
         Ok(stored.filter(|s| s.event.is_live_at(as_of.time)))
     }
 
@@ -478,8 +488,9 @@ impl Node {
                     Some(at)
                         if stored.event.version.time > at || expiry::is_expiry(&stored.event) =>
                     {
+                        let then = self.stood_at(&stored.event.path, &AsOf::time(at))?;
                         self.check_floor(&stored.event.path, at)?;
-                        match self.stood_at(&stored.event.path, &AsOf::time(at))? {
+                        match then {
                             Some(then) => then,
                             None => continue,
                         }
@@ -512,13 +523,15 @@ impl Node {
     /// above 0) before what compaction kept of the path fails with
     /// [`NodeError::Compacted`]; from 0, it is what is kept.
     pub fn history_of(&self, path: &Path, range: HistoryRange) -> Result<Vec<Stored>, NodeError> {
+        let events = self
+            .inner
+            .store
+            .history(path, range.from, range.to, range.limit)?;
+        // After the read (see `get_as_of`).
         if range.from > 0 {
             self.check_floor(path, range.from)?;
         }
-        Ok(self
-            .inner
-            .store
-            .history(path, range.from, range.to, range.limit)?)
+        Ok(events)
     }
 
     /// The change log after `after`, in seq order, at most `limit` entries:

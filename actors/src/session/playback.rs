@@ -91,7 +91,8 @@ fn pass(store: &dyn Store, state: &mut State) -> Result<Vec<Stored>, StoreError>
     // Only events below the cut may be sent by this pass.
     let mut cut: Option<Key> = None;
     let mut read_path = |path: &Path, kept: &mut BinaryHeap<Kept>, cut: &mut Option<Key>| {
-        // Compaction took events this playback was to send (it began
+        let events = store.history(path, start, state.to, PASS_EVENTS)?;
+        // (Checked after the read.) Compaction took events this playback was to send (it began
         // after the playback was checked): say so rather than skip them.
         if let Some(floor) = store.history_floor(path)?.filter(|f| *f > state.from) {
             return Err(StoreError::Failed(format!(
@@ -99,7 +100,6 @@ fn pass(store: &dyn Store, state: &mut State) -> Result<Vec<Stored>, StoreError>
                 crate::model::format_moment(floor)
             )));
         }
-        let events = store.history(path, start, state.to, PASS_EVENTS)?;
         let truncated = events.len() == PASS_EVENTS;
         let mut last = None;
         for stored in events {

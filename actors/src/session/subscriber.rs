@@ -67,6 +67,9 @@ pub(crate) struct SessionContext {
 struct Subscription {
     prefix: Path,
     live: bool,
+    /// Registered with the hub (a playback is not until it catches up):
+    /// only such a subscription holds live changes before `ready`.
+    registered: bool,
     generation: u64,
     /// Live changes that arrived before `ready`.
     pending: Vec<Arc<Change>>,
@@ -201,6 +204,7 @@ impl Handler<Subscribe> for Subscriber {
         self.subscriptions.push(Subscription {
             prefix: msg.prefix.clone(),
             live: false,
+            registered: false,
             generation,
             pending: Vec::new(),
         });
@@ -258,6 +262,7 @@ impl Subscriber {
             .ctx
             .hub
             .register(self.id, ctx.address().recipient(), &prefix);
+        self.mark_registered(generation);
         let initial = send_initial(
             self.ctx.clone(),
             self.outbox.clone(),
@@ -321,6 +326,7 @@ impl Subscriber {
             .ctx
             .hub
             .register(self.id, ctx.address().recipient(), &prefix);
+        self.mark_registered(generation);
         let (session, outbox, scope) = (self.ctx.clone(), self.outbox.clone(), prefix.clone());
         let replayed =
             async move { super::initial::replay(&session, &outbox, &scope, played, head).await };
@@ -339,6 +345,16 @@ impl Subscriber {
         }));
     }
 
+    fn mark_registered(&mut self, generation: u64) {
+        if let Some(s) = self
+            .subscriptions
+            .iter_mut()
+            .find(|s| s.generation == generation)
+        {
+            s.registered = true;
+        }
+    }
+
     /// A bounded playback is done: `End`, and the subscription is gone.
     fn end(&mut self, generation: u64, prefix: Path, ctx: &mut Context<Self>) {
         let Some(i) = self
@@ -348,11 +364,17 @@ impl Subscriber {
         else {
             return;
         };
-        self.subscriptions.remove(i);
+        let gone = self.subscriptions.remove(i);
         if self.counts_interest {
             self.ctx.interest.remove(&prefix);
         }
         self.push_live(StreamItem::End { prefix }, ctx);
+        // (It never registered, so it holds no changes; as `Unsubscribe`
+        // does, in case.)
+        self.buffered -= gone.pending.len();
+        for change in gone.pending {
+            self.handle(Deliver::Change(change), ctx);
+        }
     }
 
     /// What ends a session whose snapshot, replay or playback could not be
@@ -406,7 +428,7 @@ impl Handler<Deliver> for Subscriber {
                 } else if let Some(sub) = self
                     .subscriptions
                     .iter_mut()
-                    .find(|s| s.prefix.covers(path))
+                    .find(|s| s.registered && s.prefix.covers(path))
                 {
                     sub.pending.push(change);
                     self.buffered += 1;

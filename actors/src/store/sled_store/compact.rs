@@ -84,6 +84,7 @@ impl SledStore {
             raised: false,
             rewritten: Vec::new(),
             names: Vec::new(),
+            newest_dropped: 0,
         };
         let mut resume = Resume::Done;
         for item in self.tree.range::<Vec<u8>, _>((start, end)) {
@@ -181,12 +182,33 @@ impl SledStore {
                 cut = cut.max(Some(order));
             }
         }
-        let Some(cut) = cut else {
+        let Some(mut cut) = cut else {
             return Ok(true);
         };
+        // An expiry takes effect at its `expires_at`, not at its version's
+        // time (see `node::expiry`): as a cut it would drop the value it
+        // ends while that value still stood. The cut goes to that value.
+        let raw = self.tree.get(keys::latest(part, path.as_str()))?;
+        if let Some(record) = pages::record_at(&self.tree, part, path, &cut, raw.clone())? {
+            let at_cut = decode(path.clone(), record)?;
+            if at_cut.event.value.is_none() && at_cut.event.expires_at.is_some() {
+                let before = AsOf::time(at_cut.event.version.time.saturating_sub(1));
+                let bound = keys::order_bound(&before);
+                if let Some(record) = pages::record_at(&self.tree, part, path, &bound, raw)? {
+                    let ended = decode(path.clone(), record)?;
+                    cut = keys::order(&ended.event.version, &ended.digest);
+                }
+            }
+        }
         let mut dropped_here = 0;
-        for page in view.pages_from_time(0) {
+        for (pages_here, page) in view.pages_from_time(0).enumerate() {
             if step.work >= budget {
+                if pages_here > 0 && dropped_here == 0 {
+                    // Pages this path's change log still holds: nothing to
+                    // drop yet, and the next step would read them again.
+                    // The next sweep looks at the path again.
+                    return Ok(true);
+                }
                 self.raise_floor(part, path, &cut, dropped_here, step)?;
                 return Ok(false);
             }
@@ -244,6 +266,7 @@ impl SledStore {
                     .seq
                     .is_none_or(|seq| seq <= in_log);
             if goes {
+                step.newest_dropped = step.newest_dropped.max(item.time());
                 push_dropped(&mut step.names, &keys::logged(path, &item.order));
                 dropped += 1;
             } else {
@@ -266,7 +289,17 @@ impl SledStore {
         if dropped == 0 {
             return Ok(());
         }
-        let floor = pages::time_of_order(cut).max(self.floor_of(path)?.unwrap_or(0));
+        // Events at the cut's own microsecond may be among those dropped
+        // (ordered below it by node id or digest): then that microsecond is
+        // no longer whole, and the floor is the next one.
+        let cut_time = pages::time_of_order(cut);
+        let floor = if step.newest_dropped >= cut_time {
+            cut_time + 1
+        } else {
+            cut_time
+        };
+        step.newest_dropped = 0;
+        let floor = floor.max(self.floor_of(path)?.unwrap_or(0));
         step.batch
             .insert(keys::floor(part, path.as_str()), &floor.to_be_bytes()[..]);
         step.dropped += dropped;
@@ -318,4 +351,6 @@ struct Step {
     rewritten: Vec<Vec<u8>>,
     /// The dropped events' names (see `merkle::tree::push_dropped`).
     names: Vec<u8>,
+    /// The newest time among the events of the current path dropped.
+    newest_dropped: u64,
 }

@@ -137,14 +137,15 @@ impl Store for FaultyStore {
         wait_if_held(&self.hold_scan, prefix);
         self.inner.scan_latest(prefix, after, limit)
     }
-    fn history(
+    fn history_within(
         &self,
         path: &Path,
         from: u64,
         to: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<Stored>, StoreError> {
-        self.inner.history(path, from, to, limit)
+        self.inner.history_within(path, from, to, limit, max_bytes)
     }
     fn event_at(&self, path: &Path, as_of: &AsOf) -> Result<Option<Stored>, StoreError> {
         self.inner.event_at(path, as_of)

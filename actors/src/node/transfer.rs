@@ -143,6 +143,7 @@ fn path_history<'a>(
 ) -> impl Iterator<Item = Result<Stored, NodeError>> + 'a {
     let mut last: Option<(Version, Digest)> = None;
     let mut step = HISTORY_STEP;
+    let mut cap = CHUNK_BYTES;
     let mut ready: std::vec::IntoIter<Stored> = Vec::new().into_iter();
     let mut done = false;
     std::iter::from_fn(move || loop {
@@ -154,15 +155,18 @@ fn path_history<'a>(
             return None;
         }
         let from = last.as_ref().map_or(0, |(v, _)| v.time);
-        let read = match store.history(path, from, u64::MAX, step) {
+        let read = match store.history_within(path, from, u64::MAX, step, cap) {
             Ok(read) => read,
             Err(e) => {
                 done = true;
                 return Some(Err(e.into()));
             }
         };
-        done = read.len() < step;
-        let before = read.len();
+        let bytes: usize = read
+            .iter()
+            .map(|s| s.event.value.as_ref().map_or(0, |v| v.len()))
+            .sum();
+        done = read.len() < step && bytes < cap;
         let fresh: Vec<Stored> = read
             .into_iter()
             .filter(|s| {
@@ -170,10 +174,11 @@ fn path_history<'a>(
                     .is_none_or(|l| (&s.event.version, &s.digest) > (&l.0, &l.1))
             })
             .collect();
-        // A full step of events all read before (many at one time): read
-        // wider.
-        if fresh.is_empty() && !done && before == step {
-            step *= 2;
+        // A full step of events all read before (many, or big ones, at one
+        // time): read wider.
+        if fresh.is_empty() && !done {
+            step = step.saturating_mul(2);
+            cap = cap.saturating_mul(2);
         }
         ready = fresh.into_iter();
     })

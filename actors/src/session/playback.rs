@@ -91,7 +91,7 @@ fn pass(store: &dyn Store, state: &mut State) -> Result<Vec<Stored>, StoreError>
     // Only events below the cut may be sent by this pass.
     let mut cut: Option<Key> = None;
     let mut read_path = |path: &Path, kept: &mut BinaryHeap<Kept>, cut: &mut Option<Key>| {
-        let events = store.history(path, start, state.to, PASS_EVENTS)?;
+        let events = store.history_within(path, start, state.to, PASS_EVENTS, PASS_BYTES)?;
         // (Checked after the read.) Compaction took events this playback was to send (it began
         // after the playback was checked): say so rather than skip them.
         if let Some(floor) = store.history_floor(path)?.filter(|f| *f > state.from) {
@@ -100,7 +100,8 @@ fn pass(store: &dyn Store, state: &mut State) -> Result<Vec<Stored>, StoreError>
                 crate::model::format_moment(floor)
             )));
         }
-        let truncated = events.len() == PASS_EVENTS;
+        let read_bytes: usize = events.iter().map(weight).sum();
+        let truncated = events.len() == PASS_EVENTS || read_bytes >= PASS_BYTES;
         let mut last = None;
         for stored in events {
             let k = key(&stored);

@@ -250,6 +250,19 @@ pub trait Store: Send + Sync + 'static {
         from: u64,
         to: u64,
         limit: usize,
+    ) -> Result<Vec<Stored>, StoreError> {
+        self.history_within(path, from, to, limit, usize::MAX)
+    }
+    /// [`Store::history`] that also stops once the values read reach
+    /// `max_bytes` (at least one event is read): what a reader holds is
+    /// bounded in bytes too. Events read then weigh `max_bytes` or more.
+    fn history_within(
+        &self,
+        path: &Path,
+        from: u64,
+        to: u64,
+        limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<Stored>, StoreError>;
     /// The event of `path` that stood at `as_of`: the greatest version it
     /// covers (a tombstone too), if any. Reads at most the latest value and

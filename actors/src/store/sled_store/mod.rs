@@ -337,26 +337,30 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn history(
+    fn history_within(
         &self,
         path: &Path,
         from: u64,
         to: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<Stored>, StoreError> {
         let mut out = Vec::new();
         if limit == 0 || from > to {
             return Ok(out);
         }
-        // Records in order; false once past `to` or the limit.
-        let push = |items: Vec<pages::Item>, out: &mut Vec<Stored>| {
+        let mut bytes = 0usize;
+        // Records in order; false once past `to`, the limit or the bytes.
+        let mut push = |items: Vec<pages::Item>, out: &mut Vec<Stored>| {
             for item in items {
                 let time = item.time();
-                if time > to || out.len() >= limit {
+                if time > to || out.len() >= limit || bytes >= max_bytes {
                     return Ok::<_, StoreError>(false);
                 }
                 if time >= from {
-                    out.push(decode(path.clone(), item.record)?);
+                    let stored = decode(path.clone(), item.record)?;
+                    bytes += stored.event.value.as_ref().map_or(0, |v| v.len());
+                    out.push(stored);
                 }
             }
             Ok(true)

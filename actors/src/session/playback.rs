@@ -197,6 +197,7 @@ pub(super) async fn play(
     prefix: Path,
     (from, to): (u64, u64),
     head: u64,
+    gone: &std::sync::atomic::AtomicBool,
 ) -> Result<(), PushError> {
     let mut state = Some(State {
         prefix,
@@ -216,6 +217,10 @@ pub(super) async fn play(
         }
         state = Some(back);
         for stored in events {
+            // Unsubscribed: stop (the session goes on).
+            if gone.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(());
+            }
             if stored.seq.is_none_or(|seq| seq <= head) {
                 let change = to_change(stored, &ctx.incarnation);
                 outbox.push_paced(StreamItem::Played(change)).await?;

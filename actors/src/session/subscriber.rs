@@ -70,6 +70,8 @@ struct Subscription {
     /// Registered with the hub (a playback is not until it catches up):
     /// only such a subscription holds live changes before `ready`.
     registered: bool,
+    /// Set when it goes: a playback still running for it stops.
+    gone: Arc<std::sync::atomic::AtomicBool>,
     generation: u64,
     /// Live changes that arrived before `ready`.
     pending: Vec<Arc<Change>>,
@@ -205,6 +207,7 @@ impl Handler<Subscribe> for Subscriber {
             prefix: msg.prefix.clone(),
             live: false,
             registered: false,
+            gone: Default::default(),
             generation,
             pending: Vec::new(),
         });
@@ -299,8 +302,15 @@ impl Subscriber {
         let (session, outbox) = (self.ctx.clone(), self.outbox.clone());
         let range = (playback.from, playback.to.unwrap_or(u64::MAX));
         let scope = prefix.clone();
-        let played =
-            async move { super::playback::play(&session, &outbox, scope, range, head).await };
+        let gone = self
+            .subscriptions
+            .iter()
+            .find(|s| s.generation == generation)
+            .map(|s| s.gone.clone())
+            .unwrap_or_default();
+        let played = async move {
+            super::playback::play(&session, &outbox, scope, range, head, &gone).await
+        };
         ctx.spawn(
             played
                 .into_actor(self)
@@ -400,6 +410,7 @@ impl Handler<Unsubscribe> for Subscriber {
             return;
         };
         let gone = self.subscriptions.remove(i);
+        gone.gone.store(true, Ordering::Relaxed);
         self.ctx.hub.unregister(self.id, &gone.prefix);
         if self.counts_interest {
             self.ctx.interest.remove(&gone.prefix);

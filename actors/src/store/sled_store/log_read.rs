@@ -130,7 +130,16 @@ impl SledStore {
                     .is_some_and(|(path, _)| crate::model::path::covers(prefix.as_str(), path)),
             };
             if wanted {
-                page.entries.push(self.logged_event(part, seq, &name)?);
+                match self.logged_event(part, seq, &name) {
+                    Ok(stored) => page.entries.push(stored),
+                    // Trimmed since its name was read, and its event then
+                    // compacted: the read is not whole, as for any trim.
+                    Err(_) if self.trimmed_through(part) >= seq => {
+                        page.trimmed = true;
+                        return Ok(page);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             if let Some((seq, name)) = logs[at].next()? {
                 heads.push(Reverse((seq, at, name)));

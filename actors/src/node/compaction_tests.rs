@@ -279,3 +279,49 @@ fn an_expiry_is_never_the_cut_that_drops_the_value_it_ends() {
         ));
     });
 }
+
+#[test]
+fn a_hot_path_whose_history_is_still_in_the_log_does_not_hold_up_the_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.durability = Durability::Lazy;
+    config.partitions = 1; // one partition: "a/hot" is swept before "b/old"
+    config.log_retention = 350;
+    config.history_keep_versions = Some(1);
+    config.compaction_interval = Duration::from_millis(20);
+    let node = Node::open(config).unwrap();
+    actix::System::new().block_on(async {
+        for i in 0..100 {
+            write_at(&node, "b/old", T0 + i * S, "b").await;
+        }
+        // 300 versions of a hot path, every one still in the log: dozens
+        // of pages compaction must look past without dropping anything.
+        for i in 0..300 {
+            write_at(&node, "a/hot", T0 + 1000 * S + i * S, "a").await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while node.merkle_unfolded() > 0 {
+            assert!(Instant::now() < deadline, "the trees never caught up");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // More writes of the hot path trim the log now that the trees have
+        // it all: the log's first record (b/old's events, a/hot's first
+        // ones) goes; the hundreds of later a/hot events stay in the log.
+        for i in 0..400 {
+            write_at(&node, "a/hot", T0 + 2000 * S + i * S, "a").await;
+        }
+    });
+    // No more writes: only the sweep can shrink b/old now.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while times(&node, "b/old").len() == 100 {
+        assert!(
+            Instant::now() < deadline,
+            "b/old was never compacted: the sweep is stuck on a/hot"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        times(&node, "a/hot").len() > 1,
+        "a/hot's events are still in the log"
+    );
+}

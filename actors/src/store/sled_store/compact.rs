@@ -22,19 +22,7 @@ use crate::store::{Budget, Compacted, Resume, Retention};
 impl SledStore {
     /// Every partition's floor mark, from meta.
     pub(super) fn read_floors(&self) -> Result<Vec<AtomicU64>, StoreError> {
-        let marks: Vec<AtomicU64> = (0..self.layout.partitions())
-            .map(|_| AtomicU64::new(0))
-            .collect();
-        for item in self.tree.scan_prefix(keys::meta("floor/")) {
-            let (key, raw) = item?;
-            let part = std::str::from_utf8(&key[1 + "floor/".len()..])
-                .ok()
-                .and_then(|p| p.parse::<usize>().ok());
-            if let (Some(mark), Some(time)) = (part.and_then(|p| marks.get(p)), u64_of(&raw)) {
-                mark.store(time, Ordering::Relaxed);
-            }
-        }
-        Ok(marks)
+        self.read_marks("floor/")
     }
 
     /// The floor of `path`, if compaction dropped some of its history.

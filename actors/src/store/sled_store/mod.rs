@@ -192,16 +192,21 @@ impl SledStore {
 
     /// Every partition's trimmed mark, from meta.
     fn read_trimmed(&self) -> Result<Vec<AtomicU64>, StoreError> {
+        self.read_marks("trimmed/")
+    }
+
+    /// Per partition, the u64 of meta `<prefix><part>` (0 when absent).
+    pub(super) fn read_marks(&self, prefix: &str) -> Result<Vec<AtomicU64>, StoreError> {
         let marks: Vec<AtomicU64> = (0..self.layout.partitions())
             .map(|_| AtomicU64::new(0))
             .collect();
-        for item in self.tree.scan_prefix(keys::meta("trimmed/")) {
+        for item in self.tree.scan_prefix(keys::meta(prefix)) {
             let (key, raw) = item?;
-            let part = std::str::from_utf8(&key[1 + "trimmed/".len()..])
+            let part = std::str::from_utf8(&key[1 + prefix.len()..])
                 .ok()
                 .and_then(|p| p.parse::<usize>().ok());
-            if let (Some(mark), Some(seq)) = (part.and_then(|p| marks.get(p)), u64_of(&raw)) {
-                mark.store(seq, Ordering::Relaxed);
+            if let (Some(mark), Some(value)) = (part.and_then(|p| marks.get(p)), u64_of(&raw)) {
+                mark.store(value, Ordering::Relaxed);
             }
         }
         Ok(marks)

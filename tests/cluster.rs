@@ -307,6 +307,13 @@ async fn two_dialers_to_one_node_keep_one_link_without_churn() {
         },
     )
     .await;
+    // Both ends may refuse the duplicate of the first double dial: let
+    // the start settle (a few heartbeats) before counting.
+    let heard = metric(&b, "spread_peer_frames_total{dir=\"in\"}").await;
+    wait_for("heartbeats at b", Duration::from_secs(15), async || {
+        metric(&b, "spread_peer_frames_total{dir=\"in\"}").await >= heard + 10.0
+    })
+    .await;
     let refused = metric(&b, "spread_peer_links_refused_total").await;
     // Heartbeats flow for more than a redial period (5 s at most).
     let heard = metric(&b, "spread_peer_frames_total{dir=\"in\"}").await;

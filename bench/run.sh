@@ -937,6 +937,17 @@ workload_embedded() {
     done
 }
 
+# build_embedded BIN: builds a binary of bench/embedded (unless --no-build);
+# false, with a warning, when it is not there afterwards.
+build_embedded() {
+    if [[ $BUILD == 1 ]]; then
+        log "$1: cargo build --release -p spread-bench-embedded --bin $1"
+        cargo build --release -p spread-bench-embedded --bin "$1" >"$WORK/$1-build.log" 2>&1 ||
+            warn "cargo build of the $1 binary failed"
+    fi
+    [[ -x $TARGET_DIR/release/$1 ]]
+}
+
 # --- run -------------------------------------------------------------------------
 # --- 7. anti-entropy --------------------------------------------------------------
 # The antientropy binary of bench/embedded: two embedded nodes in one
@@ -951,12 +962,7 @@ workload_antientropy() {
     local bin=$TARGET_DIR/release/antientropy line w="anti-entropy: k differing events among N"
     local ns=${AE_N:-$([[ $QUICK == 1 ]] && echo 10000 || echo 10000,100000,1000000)}
     local ks=${AE_K:-$([[ $QUICK == 1 ]] && echo 1,100 || echo 1,100,10000)}
-    if [[ $BUILD == 1 ]]; then
-        log "antientropy: cargo build --release -p spread-bench-embedded --bin antientropy"
-        cargo build --release -p spread-bench-embedded --bin antientropy >"$WORK/ae-build.log" 2>&1 ||
-            warn "cargo build of the antientropy binary failed"
-    fi
-    if [[ ! -x $bin ]]; then
+    if ! build_embedded antientropy; then
         add_na "$w" spread "merkle walk" "no antientropy binary at $bin"
         return 0
     fi
@@ -981,12 +987,7 @@ workload_antientropy() {
 workload_time() {
     local bin=$TARGET_DIR/release/time line w="time travel (embedded node)"
     local args=${TIME_ARGS:-$([[ $QUICK == 1 ]] && echo "--paths 1000 --versions 10 --playback 10000 --history 100000" || echo "--paths 10000 --versions 20 --playback 100000 --history 1000000")}
-    if [[ $BUILD == 1 ]]; then
-        log "time: cargo build --release -p spread-bench-embedded --bin time"
-        cargo build --release -p spread-bench-embedded --bin time >"$WORK/time-build.log" 2>&1 ||
-            warn "cargo build of the time binary failed"
-    fi
-    if [[ ! -x $bin ]]; then
+    if ! build_embedded time; then
         add_na "$w" spread "time travel" "no time binary at $bin"
         return 0
     fi

@@ -34,9 +34,6 @@ pub async fn export(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if req.method() != actix_web::http::Method::GET {
-        return Err(ApiError::MethodNotAllowed(req.method().to_string()));
-    }
     require_read(&req)?;
     let identity = state.config.auth.identify(&req)?;
     let prefix = path_after(&req, "/export")?;
@@ -126,9 +123,7 @@ pub async fn import(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if req.method() != actix_web::http::Method::POST {
-        return Err(ApiError::MethodNotAllowed(req.method().to_string()));
-    }
+    crate::request::require_post(&req)?;
     let identity = state.config.auth.identify(&req)?;
     let format = format_of(&query(&req)?)?;
     let limit = IMPORT_BATCH_BYTES + 2 * state.config.max_body_bytes;

@@ -58,9 +58,6 @@ pub enum ApiError {
     /// The route does not take this method.
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
-    /// Part of the contract this node does not serve yet.
-    #[error("{0}")]
-    NotImplemented(String),
     /// The node is stopping.
     #[error("the node is shutting down")]
     Unavailable,
@@ -97,7 +94,6 @@ impl ApiError {
             ApiError::TooManyConnections(_) => "too_many_connections",
             ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
-            ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Unavailable | ApiError::NotEnoughAcks(_) => "unavailable",
             ApiError::Misdirected(_) => "misdirected",
             ApiError::Compacted(..) => "compacted",
@@ -164,7 +160,6 @@ impl ResponseError for ApiError {
             }
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable | ApiError::NotEnoughAcks(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::Compacted(..) => StatusCode::GONE,

@@ -48,15 +48,14 @@ pub async fn get(
     check_condition_headers(req.headers())?;
     // In a cluster, a path this node neither owns nor watches is read at an
     // owner, unless `?local=true`.
-    let event = match state.node.cluster() {
-        Some(cluster) if !local => {
-            spread_actors::cluster::route::read(&state.node, cluster, &path, at.as_ref()).await?
-        }
-        _ => match &at {
+    let event = if local {
+        match &at {
             Some(at) => state.node.get_as_of(&path, at)?,
             None => state.node.get_path(&path)?,
         }
-        .map(|s| s.event),
+        .map(|s| s.event)
+    } else {
+        state.node.read(&path, at.as_ref()).await?
     }
     .ok_or_else(|| ApiError::NotFound(path.to_string()))?;
     let etag = format!("\"{}\"", event.version);

@@ -35,9 +35,7 @@ pub async fn repair(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if req.method() != actix_web::http::Method::POST {
-        return Err(ApiError::MethodNotAllowed(req.method().to_string()));
-    }
+    crate::request::require_post(&req)?;
     let identity = state.config.auth.identify(&req)?;
     let prefix = path_after(&req, "/repair")?;
     identity.require_write(&prefix)?;

@@ -66,6 +66,14 @@ pub fn check_cursor(field: &str, cursor: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Refuses every method but `POST` with `405 method_not_allowed`.
+pub fn require_post(req: &HttpRequest) -> Result<(), ApiError> {
+    match *req.method() {
+        actix_web::http::Method::POST => Ok(()),
+        _ => Err(ApiError::MethodNotAllowed(req.method().to_string())),
+    }
+}
+
 /// Refuses every method but `GET` and `HEAD` with `405 method_not_allowed`.
 pub fn require_read(req: &HttpRequest) -> Result<(), ApiError> {
     match *req.method() {

@@ -36,9 +36,7 @@ pub async fn rollback(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if req.method() != actix_web::http::Method::POST {
-        return Err(ApiError::MethodNotAllowed(req.method().to_string()));
-    }
+    crate::request::require_post(&req)?;
     let identity = state.config.auth.identify(&req)?;
     let path = path_after(&req, "/rollback")?;
     identity.require_read(&path)?;

@@ -36,6 +36,15 @@ impl Cursor {
             seq,
         })
     }
+
+    /// True if `since` is a cursor of the store `incarnation` names: a
+    /// subscription with it resumes (whether that part of the log is still
+    /// there is another matter).
+    pub fn names_store(since: Option<&str>, incarnation: &str) -> bool {
+        since
+            .and_then(|s| Cursor::parse(s).ok())
+            .is_some_and(|c| *c.incarnation == *incarnation)
+    }
 }
 
 impl fmt::Display for Cursor {

@@ -353,9 +353,7 @@ impl Node {
     /// True if `since` is a cursor of this node's store: a subscription
     /// with it resumes (a playback asked with it too).
     pub fn resumable(&self, since: Option<&str>) -> bool {
-        since
-            .and_then(|s| crate::model::cursor::Cursor::parse(s).ok())
-            .is_some_and(|c| *c.incarnation == *self.inner.incarnation)
+        crate::model::cursor::Cursor::names_store(since, &self.inner.incarnation)
     }
 
     /// Fails with [`NodeError::Compacted`] if compaction dropped what

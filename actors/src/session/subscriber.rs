@@ -288,9 +288,7 @@ impl Subscriber {
     /// True if `since` names a point of this store's log (it may still be
     /// trimmed: then the client gets a reset).
     fn resumable(&self, since: Option<&str>) -> bool {
-        since
-            .and_then(|s| Cursor::parse(s).ok())
-            .is_some_and(|c| *c.incarnation == *self.ctx.incarnation)
+        Cursor::names_store(since, &self.ctx.incarnation)
     }
 
     /// Plays back history for subscription `generation`: the events up to

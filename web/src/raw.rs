@@ -46,8 +46,8 @@ pub async fn get(
         local = query_bool(&q, "local")?.unwrap_or(false);
     }
     check_condition_headers(req.headers())?;
-    // In a cluster, a path this node neither owns nor watches is read at an
-    // owner, unless `?local=true`.
+    // In a cluster, a path this node neither owns nor watches (or any path,
+    // for a read of the past) is read at an owner, unless `?local=true`.
     let event = if local {
         match &at {
             Some(at) => state.node.get_as_of(&path, at)?,

@@ -8,8 +8,11 @@
 //!   `intent`). While it runs, readers may see its keys appear one by one,
 //!   in an order that keeps each read consistent: a path's history before
 //!   its latest value, a log record after the events it names.
-//! - Only the committer thread writes (one writer), so each partition's log
-//!   entries appear in seq order. Seqs are node-wide (clients' cursors name
+//! - Only the committer thread writes latest values, history and the log
+//!   (one writer: commits, and compaction between them), so each
+//!   partition's log entries appear in seq order. (The merkle folder writes
+//!   the trees, and the expiry thread removes expiry index keys: keys no
+//!   commit rewrites.) Seqs are node-wide (clients' cursors name
 //!   one), so a partition's entries skip the seqs other partitions took; a
 //!   read of the log says when trimming took entries it would have returned.
 //!   Every event a commit writes has a log entry, a late one (history only)

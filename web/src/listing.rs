@@ -1,11 +1,13 @@
 //! `/list/{prefix}` and `/history/{path}`: JSON listings, read off the HTTP
-//! worker; a history is streamed as it is read, in bounded steps.
+//! worker (in a cluster, where the data is held); a history is streamed as
+//! it is read, in bounded steps.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Serialize;
 use spread_actors::model::Digest;
+use spread_actors::node::ListPage;
 use spread_actors::{HistoryRange, Path, Version};
 
 use crate::encode::{to_json, EventJson};
@@ -57,18 +59,25 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let limit = limit(&q)?;
     let after = q.get("after").cloned();
     let at = query_moment(&q, "at")?;
-    let node = state.node.clone();
-    let page = web::block(move || node.list_at(&prefix, after.as_deref(), limit, at))
-        .await
-        .map_err(|_| ApiError::Unavailable)??;
+    // A cluster lists the whole prefix, each partition read where it is
+    // held, unless `?local=true` asks for this node's own store.
+    let page = if query_bool(&q, "local")?.unwrap_or(false) {
+        let node = state.node.clone();
+        let listing = web::block(move || node.list_at(&prefix, after.as_deref(), limit, at))
+            .await
+            .map_err(|_| ApiError::Unavailable)??;
+        ListPage::from(&listing)
+    } else {
+        state.node.read_list(&prefix, after, limit, at).await?
+    };
     let entries: Vec<Entry<'_>> = page
         .entries
         .iter()
-        .map(|s| Entry {
-            path: s.event.path.as_str(),
-            version: s.event.version.to_string(),
-            size: s.event.value.as_ref().map_or(0, |v| v.len()),
-            content_type: s.event.content_type.as_deref(),
+        .map(|e| Entry {
+            path: e.path.as_str(),
+            version: e.version.to_string(),
+            size: e.size,
+            content_type: e.content_type.as_deref(),
         })
         .collect();
     Ok(HttpResponse::Ok()
@@ -92,6 +101,8 @@ const HISTORY_STEP_BYTES: usize = 1 << 20;
 /// Where a history being sent stands.
 struct HistoryCursor {
     node: spread_actors::Node,
+    /// Read this node's own store (`?local=true`), not the owners'.
+    local: bool,
     path: Path,
     range: HistoryRange,
     with_values: bool,
@@ -131,13 +142,20 @@ impl HistoryCursor {
             limit: want.saturating_add(if self.last.is_some() { want } else { 0 }),
         };
         let (node, path) = (self.node.clone(), self.path.clone());
-        let read = web::block(move || node.history_of(&path, range)).await;
-        let events = match read {
-            Ok(Ok(events)) => events,
+        let read = if self.local {
+            web::block(move || node.history_of(&path, range))
+                .await
+                .map(|r| r.map(|events| (events, false)))
+        } else {
+            Ok(node.read_history(&path, range).await)
+        };
+        let (events, cut) = match read {
+            Ok(Ok(read)) => read,
             Ok(Err(e)) => return Some((Err(e.into()), self.finished())),
             Err(_) => return Some((Err(ApiError::Unavailable), self.finished())),
         };
-        let full = events.len() == range.limit;
+        // A step an owner cut at its byte bound is not the end.
+        let full = events.len() == range.limit || cut;
         let mut value_bytes = 0;
         let mut fresh = 0;
         for stored in &events {
@@ -207,6 +225,7 @@ pub async fn history(
     let with_values = query_bool(&q, "values")?.unwrap_or(true);
     let cursor = HistoryCursor {
         node: state.node.clone(),
+        local: query_bool(&q, "local")?.unwrap_or(false),
         path,
         range,
         with_values,

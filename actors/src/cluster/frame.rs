@@ -9,13 +9,15 @@
 use serde::{Deserialize, Serialize};
 
 use super::differ::question::{DiffQuestion, DiffReply};
-use super::wire::{WireError, WireEvent, WireReport, WireWrite};
+use super::wire::{WireError, WireEvent, WireHistory, WirePage, WireReport, WireWrite};
 
 /// The version of this protocol; both ends of a link must speak the same.
 /// (2: `Watch` names the partitions it wants, and `WatchReady` marks the
 /// end of a watch's snapshot; `DiffAsk`, `DiffAnswer` and `DiffEvents`
-/// carry anti-entropy. No release spoke 2 without them.)
-pub const PROTOCOL_VERSION: u32 = 3;
+/// carry anti-entropy. No release spoke 2 without them. 3: a `Read` may
+/// ask for the past. 4: `List` and `History` read a prefix's paths and a
+/// path's history at an owner.)
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The largest frame a link accepts (a batch of events with big values fits).
 pub const MAX_FRAME_BYTES: usize = 32 << 20;
@@ -201,6 +203,52 @@ pub enum PeerFrame {
         /// The value's event, or why there is none.
         answer: Result<Option<WireEvent>, WireError>,
     },
+    /// A client's listing of the paths of `prefix` in partitions `parts`
+    /// (sorted), which the receiver owns.
+    List {
+        /// Names the answer.
+        id: u64,
+        /// The prefix.
+        prefix: String,
+        /// The partitions it answers for.
+        parts: Vec<u16>,
+        /// Start strictly after this path.
+        after: Option<String>,
+        /// Most entries.
+        limit: u32,
+        /// List the paths as they stood then (µs) instead of now.
+        at: Option<u64>,
+        /// Every path with a latest event, deleted ones too (what a
+        /// recursive rollback goes over), instead of the live ones.
+        deleted: bool,
+    },
+    /// The answer to a `List`.
+    ListAnswer {
+        /// The `List`'s id.
+        id: u64,
+        /// The page, or why there is none.
+        answer: Result<WirePage, WireError>,
+    },
+    /// A client's read of a path's history, which the receiver owns.
+    History {
+        /// Names the answer.
+        id: u64,
+        /// The path.
+        path: String,
+        /// Earliest time (µs), inclusive.
+        from: u64,
+        /// Latest time (µs), inclusive.
+        to: u64,
+        /// Most events.
+        limit: u32,
+    },
+    /// The answer to a `History`.
+    HistoryAnswer {
+        /// The `History`'s id.
+        id: u64,
+        /// The events, or why there are none.
+        answer: Result<WireHistory, WireError>,
+    },
     /// A client's write for the receiver to coordinate.
     Forward {
         /// Names the answer.
@@ -267,6 +315,10 @@ impl PeerFrame {
             PeerFrame::WatchEnded { .. } => "watch-ended",
             PeerFrame::Read { .. } => "read",
             PeerFrame::ReadAnswer { .. } => "read-answer",
+            PeerFrame::List { .. } => "list",
+            PeerFrame::ListAnswer { .. } => "list-answer",
+            PeerFrame::History { .. } => "history",
+            PeerFrame::HistoryAnswer { .. } => "history-answer",
             PeerFrame::Forward { .. } => "forward",
             PeerFrame::Forwarded { .. } => "forwarded",
         }
@@ -339,6 +391,42 @@ mod tests {
             PeerFrame::Forwarded {
                 id: 3,
                 answer: Err(super::super::wire::WireError::Invalid("no".into())),
+            },
+            PeerFrame::List {
+                id: 5,
+                prefix: "rooms".into(),
+                parts: vec![1, 7],
+                after: Some("rooms/a".into()),
+                limit: 10,
+                at: Some(99),
+                deleted: false,
+            },
+            PeerFrame::ListAnswer {
+                id: 5,
+                answer: Ok(WirePage {
+                    entries: vec![super::super::wire::WireEntry {
+                        path: "rooms/b".into(),
+                        time: 3,
+                        node: "n1".into(),
+                        size: 2,
+                        content_type: None,
+                    }],
+                    next: None,
+                }),
+            },
+            PeerFrame::History {
+                id: 6,
+                path: "rooms/b".into(),
+                from: 0,
+                to: u64::MAX,
+                limit: 8,
+            },
+            PeerFrame::HistoryAnswer {
+                id: 6,
+                answer: Ok(WireHistory {
+                    events: Vec::new(),
+                    cut: true,
+                }),
             },
         ] {
             assert_eq!(PeerFrame::decode(&frame.encode()), Ok(frame));

@@ -15,10 +15,13 @@
 //! - `replicator`: owners following each other's partition logs (streams
 //!   served and followed, acks, forwarded writes);
 //! - `route`: where a client's write is coordinated, and what it waits for;
+//! - `fetch`: reads of values, listings and histories answered where they
+//!   are held;
 //! - `differ`: anti-entropy sessions comparing merkle trees with a peer.
 
 pub mod backoff;
 pub mod differ;
+pub mod fetch;
 pub mod frame;
 pub mod handshake;
 pub mod links;
@@ -66,7 +69,8 @@ pub struct Cluster {
     /// Nodes whose links the fault switch cuts (see
     /// `ClusterConfig::fault_injection`).
     faults: Mutex<std::collections::HashSet<String>>,
-    /// Partitions whose stream from a co-owner has caught up here.
+    /// Partitions owned here that have caught up with a co-owner since
+    /// this node became their owner (see `mark_caught_up`).
     caught_up: Mutex<Arc<std::collections::HashSet<u16>>>,
     /// The replicator, once started.
     pub replicator: OnceLock<Addr<replicator::Replicator>>,
@@ -93,6 +97,10 @@ pub enum Answer {
     Write(Result<wire::WireReport, wire::WireError>),
     /// To a forwarded read.
     Read(Result<Option<wire::WireEvent>, wire::WireError>),
+    /// To a forwarded listing.
+    List(Result<wire::WirePage, wire::WireError>),
+    /// To a forwarded read of a history.
+    History(Result<wire::WireHistory, wire::WireError>),
 }
 
 impl Cluster {
@@ -134,10 +142,25 @@ impl Cluster {
         }
     }
 
-    /// Sets the partitions whose stream from a co-owner has caught up
-    /// (the replicator does).
-    pub fn set_caught_up(&self, parts: std::collections::HashSet<u16>) {
-        *self.caught_up.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(parts);
+    /// Marks the partitions whose stream from a co-owner has caught up
+    /// (the replicator does). A partition stays caught up while this node
+    /// owns it, when that stream ends too: it held what its co-owner held,
+    /// and takes its share of every write since, so losing the co-owner
+    /// does not make it stale. It must catch up again once it stops owning
+    /// the partition (see `set_members`) or restarts.
+    pub fn mark_caught_up(&self, parts: std::collections::HashSet<u16>) {
+        let placement = self.placement.lock().unwrap_or_else(|p| p.into_inner());
+        let mut caught_up = self.caught_up.lock().unwrap_or_else(|p| p.into_inner());
+        let me = self.identity.node.as_str();
+        let fresh: Vec<u16> = parts
+            .into_iter()
+            .filter(|p| !caught_up.contains(p) && placement.owns(me, *p))
+            .collect();
+        if !fresh.is_empty() {
+            let mut all = (**caught_up).clone();
+            all.extend(fresh);
+            *caught_up = Arc::new(all);
+        }
     }
 
     /// True if this node answers reads of partition `part` as an owner:
@@ -263,6 +286,18 @@ impl Cluster {
                 self.identity.layout.partitions(),
                 self.config.replication,
             ));
+            // A partition this node no longer owns must be caught up again
+            // if it comes back.
+            let me = self.identity.node.as_str();
+            let mut caught_up = self.caught_up.lock().unwrap_or_else(|p| p.into_inner());
+            if caught_up.iter().any(|p| !placement.owns(me, *p)) {
+                let kept = caught_up
+                    .iter()
+                    .copied()
+                    .filter(|p| placement.owns(me, *p))
+                    .collect();
+                *caught_up = Arc::new(kept);
+            }
         }
     }
 }

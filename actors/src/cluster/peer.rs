@@ -222,6 +222,18 @@ impl Peer {
                         .answer_forward(&info.node, id, super::Answer::Read(answer));
                 }
             }
+            PeerFrame::ListAnswer { id, answer } => {
+                if let Some(info) = &self.up {
+                    self.cluster
+                        .answer_forward(&info.node, id, super::Answer::List(answer));
+                }
+            }
+            PeerFrame::HistoryAnswer { id, answer } => {
+                if let Some(info) = &self.up {
+                    self.cluster
+                        .answer_forward(&info.node, id, super::Answer::History(answer));
+                }
+            }
             frame @ (PeerFrame::Follow { .. }
             | PeerFrame::Unfollow { .. }
             | PeerFrame::Reset { .. }
@@ -237,6 +249,8 @@ impl Peer {
             | PeerFrame::DiffAnswer { .. }
             | PeerFrame::DiffEvents { .. }
             | PeerFrame::Read { .. }
+            | PeerFrame::List { .. }
+            | PeerFrame::History { .. }
             | PeerFrame::Forward { .. }) => {
                 if let (Some(info), Some(replicator)) = (&self.up, self.cluster.replicator.get()) {
                     replicator.do_send(super::replicator::FromPeer {

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use actix::Addr;
 
+use super::fetch::Forget;
 use super::frame::PeerFrame;
 use super::peer::{Peer, SendFrame};
 use super::wire::WireWrite;
@@ -26,7 +27,7 @@ use super::{Answer, Cluster};
 use crate::engine::acks::WaitFor;
 use crate::engine::partition::{Precondition, Write, WriteReport};
 use crate::error::NodeError;
-use crate::model::{AsOf, Event, Path, PathError};
+use crate::model::PathError;
 use crate::Node;
 
 /// Routes `write` (see the module doc).
@@ -130,96 +131,5 @@ async fn forward(
         Ok(Ok(Answer::Write(Err(e)))) => Err(e.into()),
         // The link went down, no answer in time, or not an answer to a write.
         _ => Err(unavailable),
-    }
-}
-
-/// Reads the live value of `path` (at time `at` when given): here if this
-/// node owns its partition or its clients watch it (a local copy, which
-/// holds the present only: not for `at`), else at the first owner it has a
-/// link to.
-pub async fn read(
-    node: &Node,
-    cluster: &Arc<Cluster>,
-    path: &Path,
-    at: Option<&AsOf>,
-) -> Result<Option<Event>, NodeError> {
-    let part = node.partition_of(path) as u16;
-    let placement = cluster.placement();
-    let local = || {
-        let stored = match at {
-            Some(at) => node.get_as_of(path, at)?,
-            None => node.get_path(path)?,
-        };
-        Ok(stored.map(|s| s.event))
-    };
-    if cluster.serves_reads(&placement, part) || (at.is_none() && node.interest().serves(path)) {
-        return local();
-    }
-    let me = cluster.identity.node.as_str();
-    // Each other owner in turn until one answers: one that is catching up,
-    // shutting down, failing or silent does not end the read.
-    let mut last = NodeError::NoOwner(path.to_string());
-    for owner in placement.owners(part).filter(|o| *o != me) {
-        let Some((link, peer)) = cluster.links.link(owner) else {
-            continue;
-        };
-        match read_at(cluster, (owner, link, peer), path, at).await {
-            Ok(answer) => return Ok(answer),
-            Err(e) => {
-                log::debug!("reading {path} at '{owner}': {e}");
-                last = e;
-            }
-        }
-    }
-    // No other owner could answer: an owner still catching up answers
-    // with what it holds rather than not at all.
-    if placement.owns(me, part) {
-        return local();
-    }
-    Err(match last {
-        // "Not ready" from the owners asked: no owner could answer.
-        NodeError::ShuttingDown => NodeError::NoOwner(path.to_string()),
-        NodeError::NoOwner(_) => NodeError::NoOwner(path.to_string()),
-        other => other,
-    })
-}
-
-/// Reads `path` (at time `at`) at owner `to` over its link.
-async fn read_at(
-    cluster: &Arc<Cluster>,
-    (to, link, peer): (&str, u64, Addr<Peer>),
-    path: &Path,
-    at: Option<&AsOf>,
-) -> Result<Option<Event>, NodeError> {
-    let no_owner = || NodeError::NoOwner(path.to_string());
-    let (id, answer) = cluster.expect_forward(to, link);
-    let _forget = Forget(cluster, id);
-    cluster
-        .links
-        .stats
-        .reads_forwarded
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    peer.do_send(SendFrame(PeerFrame::Read {
-        id,
-        path: path.as_str().to_string(),
-        at: at.cloned(),
-    }));
-    let deadline = cluster.config.peer_dead_after;
-    match tokio::time::timeout(deadline, answer).await {
-        Ok(Ok(Answer::Read(Ok(event)))) => event.map(Event::try_from).transpose().map_err(|why| {
-            log::warn!("node '{to}' answered a read with a bad event: {why}");
-            no_owner()
-        }),
-        Ok(Ok(Answer::Read(Err(e)))) => Err(e.into()),
-        _ => Err(no_owner()),
-    }
-}
-
-/// Forgets a forwarded request when its waiter ends (answered or gone).
-struct Forget<'a>(&'a Cluster, u64);
-
-impl Drop for Forget<'_> {
-    fn drop(&mut self) {
-        self.0.forget_forward(self.1);
     }
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::partition::{Precondition, Write, WriteReport, WriteStatus};
 use crate::error::NodeError;
 use crate::model::{Event, NodeId, Path, Version};
+use crate::node::{ListEntry, ListPage};
 use crate::store::StoreError;
 
 /// An event on the wire.
@@ -93,6 +94,79 @@ impl TryFrom<WireEvent> for Event {
             author: w.author.map(Arc::from),
         })
     }
+}
+
+/// A path of a listing on the wire (a [`ListEntry`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireEntry {
+    /// Its path.
+    pub path: String,
+    /// Its version's time (µs).
+    pub time: u64,
+    /// Its version's node.
+    pub node: String,
+    /// Its value's size in bytes.
+    pub size: u64,
+    /// Its value's media type.
+    pub content_type: Option<String>,
+}
+
+/// A page of a listing on the wire (a [`ListPage`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WirePage {
+    /// Its entries, in path order.
+    pub entries: Vec<WireEntry>,
+    /// Where the next page starts.
+    pub next: Option<String>,
+}
+
+impl From<&ListPage> for WirePage {
+    fn from(page: &ListPage) -> WirePage {
+        WirePage {
+            entries: page
+                .entries
+                .iter()
+                .map(|e| WireEntry {
+                    path: e.path.as_str().to_string(),
+                    time: e.version.time,
+                    node: e.version.node.as_str().to_string(),
+                    size: e.size as u64,
+                    content_type: e.content_type.clone(),
+                })
+                .collect(),
+            next: page.next.clone(),
+        }
+    }
+}
+
+impl TryFrom<WirePage> for ListPage {
+    type Error = String;
+
+    fn try_from(w: WirePage) -> Result<ListPage, String> {
+        let mut entries = Vec::with_capacity(w.entries.len());
+        for e in w.entries {
+            entries.push(ListEntry {
+                path: Path::parse_key(&e.path).map_err(|why| format!("entry path: {why}"))?,
+                version: Version::new(e.time, version_node(&e.node)?),
+                size: usize::try_from(e.size).map_err(|_| "entry size".to_string())?,
+                content_type: e.content_type,
+            });
+        }
+        Ok(ListPage {
+            entries,
+            next: w.next,
+        })
+    }
+}
+
+/// A step of a path's history on the wire.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireHistory {
+    /// Its events, oldest first.
+    pub events: Vec<WireEvent>,
+    /// The step stopped at its byte bound before its limit: more may
+    /// follow.
+    pub cut: bool,
 }
 
 fn version_node(node: &str) -> Result<NodeId, String> {

@@ -125,9 +125,10 @@ impl Store for FaultyStore {
     ) -> Result<bool, StoreError> {
         self.inner.contains(path, version, digest)
     }
-    fn scan_latest(
+    fn scan_latest_in(
         &self,
         prefix: &Path,
+        parts: Option<&[u16]>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Stored>, StoreError> {
@@ -135,7 +136,7 @@ impl Store for FaultyStore {
             return Err(StoreError::Failed("injected scan failure".into()));
         }
         wait_if_held(&self.hold_scan, prefix);
-        self.inner.scan_latest(prefix, after, limit)
+        self.inner.scan_latest_in(prefix, parts, after, limit)
     }
     fn history_within(
         &self,

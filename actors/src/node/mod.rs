@@ -28,13 +28,17 @@ use crate::session::{Outbox, SessionContext, SessionStream, Subscribe, Subscribe
 use crate::store::{LogPage, PartitionDigest, Store, StoreError, Stored};
 
 pub mod expiry;
+mod list_page;
 mod query;
+mod reads;
 mod rollback;
 mod start;
 mod stats;
 mod transfer;
 
+pub use list_page::{merge_pages, ListEntry, ListPage};
 pub use query::{HistoryRange, Listing, PrefixDigest, DIGEST_MAX_CHILDREN, LIST_SCAN_SLACK};
+pub use reads::HISTORY_ANSWER_BYTES;
 pub use rollback::RollbackReport;
 use start::Engine;
 pub use stats::NodeStats;
@@ -458,6 +462,19 @@ impl Node {
         limit: usize,
         at: Option<u64>,
     ) -> Result<Listing, NodeError> {
+        self.list_in(prefix, None, after, limit, at)
+    }
+
+    /// [`Node::list_at`] of the paths in partitions `parts` (sorted) only,
+    /// when given: the share of a prefix an owner answers for.
+    pub fn list_in(
+        &self,
+        prefix: &Path,
+        parts: Option<&[u16]>,
+        after: Option<&str>,
+        limit: usize,
+        at: Option<u64>,
+    ) -> Result<Listing, NodeError> {
         let now = at.unwrap_or_else(wall_micros);
         let mut entries = Vec::new();
         let mut cursor = after.map(str::to_string);
@@ -470,7 +487,7 @@ impl Node {
             let chunk = self
                 .inner
                 .store
-                .scan_latest(prefix, cursor.as_deref(), want)?;
+                .scan_latest_in(prefix, parts, cursor.as_deref(), want)?;
             let Some(last) = chunk.last() else {
                 return Ok(Listing {
                     entries,
@@ -521,15 +538,7 @@ impl Node {
     /// above 0) before what compaction kept of the path fails with
     /// [`NodeError::Compacted`]; from 0, it is what is kept.
     pub fn history_of(&self, path: &Path, range: HistoryRange) -> Result<Vec<Stored>, NodeError> {
-        let events = self
-            .inner
-            .store
-            .history(path, range.from, range.to, range.limit)?;
-        // After the read (see `get_as_of`).
-        if range.from > 0 {
-            self.check_floor(path, range.from)?;
-        }
-        Ok(events)
+        Ok(self.history_bounded(path, range, usize::MAX)?.0)
     }
 
     /// The change log after `after`, in seq order, at most `limit` entries:

@@ -68,22 +68,6 @@ fn restoring(path: &Path, then: Option<Content>, now: Option<&Event>, base: &Wri
 }
 
 impl Node {
-    /// The value of `path` now, or at `at`: in a cluster, read where it is
-    /// held (an owner, or this node's copy of a watched prefix for the
-    /// present), as `GET /raw` reads it.
-    pub async fn read(&self, path: &Path, at: Option<&AsOf>) -> Result<Option<Event>, NodeError> {
-        match self.cluster() {
-            Some(cluster) => crate::cluster::route::read(self, cluster, path, at).await,
-            None => {
-                let stored = match at {
-                    Some(at) => self.get_as_of(path, at)?,
-                    None => self.get_path(path)?,
-                };
-                Ok(stored.map(|s| s.event))
-            }
-        }
-    }
-
     /// Writes, as a new event, the value `path` had at `to` (a tombstone if
     /// it had none), on condition that the value it replaces is still the
     /// current one (else [`NodeError::PreconditionFailed`]: read and retry).
@@ -105,53 +89,48 @@ impl Node {
 
     /// [`Node::rollback`] of every path at or under `prefix`: paths that
     /// did not exist then are deleted, paths already as they were are left
-    /// alone. Reads the subtree from this node's store, so the node must
-    /// hold every partition under the prefix ([`NodeError::NotHeld`]).
+    /// alone. In a cluster the paths are listed, read and written where
+    /// they are held, so any node rolls back any subtree. A path that
+    /// could not be read or written is listed in the report's `failed`.
     pub async fn rollback_tree(
         &self,
         prefix: &Path,
         to: &AsOf,
         base: Write,
     ) -> Result<RollbackReport, NodeError> {
-        self.holds(prefix)?;
         let mut report = RollbackReport::default();
         let mut after: Option<String> = None;
         loop {
             // Every path that ever had an event under the prefix has a
             // latest record (a tombstone at least): what was there then is
             // among them.
-            let node = self.clone();
-            let (prefix_c, after_c) = (prefix.clone(), after.clone());
-            let step = tokio::task::spawn_blocking(move || {
-                node.inner
-                    .store
-                    .scan_latest(&prefix_c, after_c.as_deref(), STEP_PATHS)
-            })
-            .await
-            .map_err(|_| NodeError::ShuttingDown)??;
-            let Some(last) = step.last() else { break };
-            after = Some(last.event.path.as_str().to_string());
-            let full = step.len() == STEP_PATHS;
-            let wall = wall_micros();
+            let page = self.read_paths(prefix, after.take(), STEP_PATHS).await?;
             let mut writes = Vec::new();
-            for stored in step {
-                let path = stored.event.path.clone();
-                // A path compacted past `to` is listed as failed; the others
-                // go on.
-                let then = match self.get_as_of(&path, to) {
-                    Ok(then) => content(then.map(|s| s.event).as_ref(), to.time),
-                    Err(e @ NodeError::Compacted { .. }) => {
-                        report.failed.push((path, e));
+            for chunk in page.entries.chunks(WRITES_IN_FLIGHT) {
+                let reads = chunk.iter().map(|entry| async move {
+                    let then = self.read(&entry.path, Some(to)).await;
+                    let now = self.read(&entry.path, None).await;
+                    (entry.path.clone(), then, now)
+                });
+                let wall = wall_micros();
+                for (path, then, now) in join_all(reads).await {
+                    // A path compacted past `to`, or that could not be
+                    // read, is listed as failed; the others go on.
+                    let (then, now) = match (then, now) {
+                        (Ok(then), Ok(now)) => (content(then.as_ref(), to.time), now),
+                        (Err(e), _) | (_, Err(e)) => {
+                            report.failed.push((path, e));
+                            continue;
+                        }
+                    };
+                    let now = now.filter(|e| e.is_live_at(wall));
+                    if then == content(now.as_ref(), wall) {
+                        report.unchanged += 1;
                         continue;
                     }
-                    Err(e) => return Err(e),
-                };
-                let now = Some(&stored.event).filter(|e| e.is_live_at(wall));
-                if then == content(now, wall) {
-                    report.unchanged += 1;
-                    continue;
+                    let write = restoring(&path, then, now.as_ref(), &base);
+                    writes.push((path, write));
                 }
-                writes.push((path.clone(), restoring(&path, then, now, &base)));
             }
             for chunk in writes.chunks(WRITES_IN_FLIGHT) {
                 let done = join_all(chunk.iter().map(|(_, w)| self.write(w.clone()))).await;
@@ -162,10 +141,12 @@ impl Node {
                     }
                 }
             }
-            if !full {
-                break;
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
             }
         }
+        report.failed.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         Ok(report)
     }
 

@@ -245,6 +245,17 @@ pub trait Store: Send + Sync + 'static {
         prefix: &Path,
         after: Option<&str>,
         limit: usize,
+    ) -> Result<Vec<Stored>, StoreError> {
+        self.scan_latest_in(prefix, None, after, limit)
+    }
+    /// [`Store::scan_latest`] of the paths in partitions `parts` only
+    /// (sorted) when given: the share of a prefix one owner answers for.
+    fn scan_latest_in(
+        &self,
+        prefix: &Path,
+        parts: Option<&[u16]>,
+        after: Option<&str>,
+        limit: usize,
     ) -> Result<Vec<Stored>, StoreError>;
     /// The history of `path`, oldest first, with `from <= time <= to`.
     fn history(

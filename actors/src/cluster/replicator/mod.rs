@@ -7,13 +7,15 @@
 //! the cursors; one that cannot be resumed (another incarnation of the
 //! peer's log, or a log trimmed past the cursor) starts from a snapshot.
 //!
-//! It also coordinates the writes other nodes forward here (see `route`).
+//! It also coordinates the writes other nodes forward here (see `route`)
+//! and answers their reads of what this node owns (`reads`).
 //!
 //! Which partitions a pair of nodes share is placement's answer over the
 //! live members, checked on every link change and a few times a second,
 //! so a membership change moves streams with the owners.
 
 mod following;
+mod reads;
 mod serving;
 mod watch_stream;
 mod watching;
@@ -31,6 +33,7 @@ use self::serving::Serving;
 use self::watch_stream::WatchStream;
 use self::watching::{Serve, Served, Watches};
 use super::differ::{question, shared_parts, DiffReport, Differ};
+use super::fetch::ListAsk;
 use super::frame::PeerFrame;
 use super::peer::{SendFrame, Shut};
 use super::wire::{merge_all, WireError, WireReport};
@@ -38,6 +41,7 @@ use super::Cluster;
 use crate::engine::tap::Committed;
 use crate::error::NodeError;
 use crate::model::{version::wall_micros, Event, Path, Version};
+use crate::node::HistoryRange;
 use crate::session::interest::InterestChanged;
 use crate::session::Subscribe;
 use crate::Node;
@@ -450,18 +454,12 @@ impl Replicator {
         ctx: &mut Context<Self>,
     ) {
         let node = self.node.clone();
-        let cluster = self.cluster.clone();
-        let work = async move {
-            let answer = tokio::task::spawn_blocking(move || question::answer(&node, part, q))
-                .await
-                .unwrap_or_else(|e| Err(WireError::Failed(format!("answering: {e}"))));
-            if let Some((id, peer)) = cluster.links.link(&from) {
-                if id == link {
-                    peer.do_send(SendFrame(PeerFrame::DiffAnswer { session, answer }));
-                }
-            }
-        };
-        ctx.spawn(work.into_actor(self));
+        self.answer_later(
+            (from, link),
+            move || question::answer(&node, part, q),
+            move |answer| PeerFrame::DiffAnswer { session, answer },
+            ctx,
+        );
     }
 
     /// Queues the events a peer's diff session found this node lacked;
@@ -590,7 +588,7 @@ impl Replicator {
             match result {
                 Ok(acks) => {
                     this.following.merged(&peer, link, &steps);
-                    this.cluster.set_caught_up(this.following.caught_up());
+                    this.cluster.mark_caught_up(this.following.caught_up());
                     if !acks.is_empty() {
                         if let Some((id, p)) = this.cluster.links.link(&peer) {
                             if id == link {
@@ -656,7 +654,7 @@ impl Replicator {
     }
 
     fn publish_stats(&self) {
-        self.cluster.set_caught_up(self.following.caught_up());
+        self.cluster.mark_caught_up(self.following.caught_up());
         let stats = &self.cluster.links.stats;
         stats
             .streams_served
@@ -920,29 +918,37 @@ impl Handler<FromPeer> for Replicator {
             PeerFrame::Unfollow { parts } => self.serving.unfollow(&node, link, &parts),
             PeerFrame::Ack { events } => self.acked(&node, events),
             PeerFrame::Forward { id, write } => self.forwarded(node, id, write, ctx),
-            PeerFrame::Read { id, path, at } => {
-                let placement = self.cluster.placement();
-                let answer = match Path::parse_key(&path) {
-                    Ok(path)
-                        if {
-                            let part = self.node.partition_of(&path) as u16;
-                            placement.owns(&self.cluster.identity.node, part)
-                                && !self.cluster.serves_reads(&placement, part)
-                        } =>
-                    {
-                        Err(WireError::NotReady)
-                    }
-                    Ok(path) => match at {
-                        Some(at) => self.node.get_as_of(&path, &at),
-                        None => self.node.get_path(&path),
-                    }
-                    .map(|s| s.map(|s| super::wire::WireEvent::from(&s.event)))
-                    .map_err(|e| WireError::from(&e)),
-                    Err(e) => Err(WireError::Invalid(e.to_string())),
+            PeerFrame::Read { id, path, at } => self.answer_read(&node, id, &path, at),
+            PeerFrame::List {
+                id,
+                prefix,
+                parts,
+                after,
+                limit,
+                at,
+                deleted,
+            } => {
+                let ask = ListAsk {
+                    after,
+                    limit: limit as usize,
+                    at,
+                    deleted,
                 };
-                if let Some(peer) = self.cluster.links.peer(&node) {
-                    peer.do_send(SendFrame(PeerFrame::ReadAnswer { id, answer }));
-                }
+                self.answer_list((node, link), (id, prefix, parts), ask, ctx)
+            }
+            PeerFrame::History {
+                id,
+                path,
+                from,
+                to,
+                limit,
+            } => {
+                let range = HistoryRange {
+                    from,
+                    to,
+                    limit: limit as usize,
+                };
+                self.answer_history((node, link), (id, path), range, ctx)
             }
             PeerFrame::Watch { prefix, parts } => match Path::parse(&prefix) {
                 Ok(prefix) => self.serve_watch((node, link), prefix, parts, ctx),

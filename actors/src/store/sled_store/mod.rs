@@ -305,9 +305,10 @@ impl Store for SledStore {
         Ok(pages::find(&self.tree, part, path, &order, latest)?.is_some())
     }
 
-    fn scan_latest(
+    fn scan_latest_in(
         &self,
         prefix: &Path,
+        parts: Option<&[u16]>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Stored>, StoreError> {
@@ -315,10 +316,14 @@ impl Store for SledStore {
         if limit == 0 {
             return Ok(out);
         }
+        let chosen = |part: u16| parts.is_none_or(|parts| parts.binary_search(&part).is_ok());
         // The prefix itself sorts before its children (`p` < `p/...`), but
         // siblings such as `p-x` sort between them: read the prefix alone,
         // then the range of `p/` in each partition that may hold it.
-        if !prefix.is_root() && after.is_none_or(|a| a < prefix.as_str()) {
+        if !prefix.is_root()
+            && after.is_none_or(|a| a < prefix.as_str())
+            && chosen(self.layout.partition_of(prefix))
+        {
             if let Some(stored) = self.latest(prefix)? {
                 out.push(stored);
             }
@@ -333,7 +338,7 @@ impl Store for SledStore {
             _ => Bound::Included(children.as_str()),
         };
         self.merge_latest(
-            self.layout.covering(prefix).iter(),
+            self.layout.covering(prefix).iter().filter(|p| chosen(*p)),
             from,
             &children,
             limit,

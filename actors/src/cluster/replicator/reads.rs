@@ -1,0 +1,138 @@
+//! Answers to peers' reads (`cluster::fetch`): a value, a page of a
+//! prefix's listing, a step of a path's history. An owner answers only for
+//! partitions it serves (caught up); otherwise it says "not ready" and the
+//! asker tries another owner. Listings and histories are read on a
+//! blocking thread; the answer goes back on the link the question came on.
+
+use actix::prelude::*;
+
+use super::Replicator;
+use crate::cluster::fetch::ListAsk;
+use crate::cluster::frame::PeerFrame;
+use crate::cluster::peer::SendFrame;
+use crate::cluster::wire::{WireError, WireEvent, WireHistory, WirePage};
+use crate::model::{AsOf, Path};
+use crate::node::{HistoryRange, HISTORY_ANSWER_BYTES};
+
+impl Replicator {
+    /// True if this node answers reads of `part`: it owns it and has
+    /// caught up (an owner that does not is asked in vain: "not ready").
+    fn answers_for(&self, part: u16) -> bool {
+        self.cluster.serves_reads(&self.cluster.placement(), part)
+    }
+
+    /// Answers a peer's read of `path` (now, or at `at`).
+    pub(super) fn answer_read(&self, node: &str, id: u64, path: &str, at: Option<AsOf>) {
+        let answer = match Path::parse_key(path) {
+            Ok(path) if !self.answers_for(self.node.partition_of(&path) as u16) => {
+                // An owner catching up, or no owner (placements differ
+                // for a moment while membership changes).
+                Err(WireError::NotReady)
+            }
+            Ok(path) => match at {
+                Some(at) => self.node.get_as_of(&path, &at),
+                None => self.node.get_path(&path),
+            }
+            .map(|s| s.map(|s| WireEvent::from(&s.event)))
+            .map_err(|e| WireError::from(&e)),
+            Err(e) => Err(WireError::Invalid(e.to_string())),
+        };
+        if let Some(peer) = self.cluster.links.peer(node) {
+            peer.do_send(SendFrame(PeerFrame::ReadAnswer { id, answer }));
+        }
+    }
+
+    /// Answers a peer's listing of the share `parts` of `prefix`.
+    pub(super) fn answer_list(
+        &mut self,
+        (from, link): (String, u64),
+        (id, prefix, parts): (u64, String, Vec<u16>),
+        ask: ListAsk,
+        ctx: &mut Context<Self>,
+    ) {
+        let mut parts = parts;
+        parts.sort_unstable();
+        parts.dedup();
+        let partitions = self.node.layout().partitions();
+        let checked = match Path::parse(&prefix) {
+            Err(e) => Err(WireError::Invalid(e.to_string())),
+            Ok(_) if ask.deleted && ask.at.is_some() => Err(WireError::Invalid(
+                "a listing of deleted paths is of now".into(),
+            )),
+            Ok(_) if parts.iter().any(|p| u32::from(*p) >= partitions) => {
+                Err(WireError::Invalid("a partition out of range".into()))
+            }
+            Ok(_) if !parts.iter().all(|p| self.answers_for(*p)) => Err(WireError::NotReady),
+            Ok(prefix) => Ok(prefix),
+        };
+        let node = self.node.clone();
+        let read = move || {
+            let prefix = checked?;
+            node.list_page(&prefix, Some(&parts), &ask)
+                .map(|page| WirePage::from(&page))
+                .map_err(|e| WireError::from(&e))
+        };
+        self.answer_later(
+            (from, link),
+            read,
+            move |answer| PeerFrame::ListAnswer { id, answer },
+            ctx,
+        );
+    }
+
+    /// Answers a peer's read of a step of the history of `path`.
+    pub(super) fn answer_history(
+        &mut self,
+        (from, link): (String, u64),
+        (id, path): (u64, String),
+        range: HistoryRange,
+        ctx: &mut Context<Self>,
+    ) {
+        let checked = match Path::parse_key(&path) {
+            Ok(path) if !self.answers_for(self.node.partition_of(&path) as u16) => {
+                Err(WireError::NotReady)
+            }
+            Ok(path) => Ok(path),
+            Err(e) => Err(WireError::Invalid(e.to_string())),
+        };
+        let node = self.node.clone();
+        let read = move || {
+            let path = checked?;
+            node.history_bounded(&path, range, HISTORY_ANSWER_BYTES)
+                .map(|(events, cut)| WireHistory {
+                    events: events.iter().map(|s| WireEvent::from(&s.event)).collect(),
+                    cut,
+                })
+                .map_err(|e| WireError::from(&e))
+        };
+        self.answer_later(
+            (from, link),
+            read,
+            move |answer| PeerFrame::HistoryAnswer { id, answer },
+            ctx,
+        );
+    }
+
+    /// Runs `read` on a blocking thread and sends its answer, framed by
+    /// `frame`, back on link `link` to `from` if that link still stands.
+    pub(super) fn answer_later<T: Send + 'static>(
+        &mut self,
+        (from, link): (String, u64),
+        read: impl FnOnce() -> Result<T, WireError> + Send + 'static,
+        frame: impl FnOnce(Result<T, WireError>) -> PeerFrame + 'static,
+        ctx: &mut Context<Self>,
+    ) {
+        let cluster = self.cluster.clone();
+        let work = async move {
+            let answer = tokio::task::spawn_blocking(read)
+                .await
+                .unwrap_or_else(|e| Err(WireError::Failed(format!("reading: {e}"))));
+            if let Some((id, peer)) = cluster.links.link(&from) {
+                if id == link {
+                    peer.do_send(SendFrame(frame(answer)));
+                }
+            }
+        };
+        ctx.spawn(work.into_actor(self));
+    }
+}

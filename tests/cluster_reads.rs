@@ -1,0 +1,269 @@
+//! Reads of a prefix in a cluster whose nodes each own a share of it (real
+//! nodes, child processes on loopback): any node lists the whole prefix,
+//! now and in the past, page by page; reads any path's history; and rolls
+//! a subtree back, each partition read where it is held. With an owner
+//! killed, listings go on at its co-owners, complete.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use futures_util::future::join_all;
+
+const SECRET: &str = "a-cluster-secret-for-tests";
+
+fn node(id: &str, replication: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--node-id",
+        id,
+        "--cluster-secret",
+        SECRET,
+        "--replication",
+        replication,
+    ];
+    args.extend_from_slice(&FAST_PEERS);
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// Three linked nodes, each partition owned by `replication` of them.
+async fn three(replication: &str) -> Vec<Server> {
+    let a = node("a", replication, &[]);
+    let b = node("b", replication, &["--join", &a.addr]);
+    let c = node("c", replication, &["--join", &a.addr]);
+    let nodes = vec![a, b, c];
+    let ids: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+    all_alive(&nodes, &ids).await;
+    linked(&nodes).await;
+    nodes
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+/// Every live path of `prefix` listed at `s` (with `query` added), `page`
+/// entries at a time: path → version. Asserts the pages come in path
+/// order and within their limit.
+async fn list_all(s: &Server, prefix: &str, query: &str, page: usize) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut last = String::new();
+    let mut after: Option<String> = None;
+    for _ in 0..1000 {
+        let mut url = format!("{}?limit={page}{query}", s.at("list", prefix));
+        if let Some(a) = &after {
+            url.push_str(&format!("&after={a}"));
+        }
+        let r = get(&url).await;
+        assert_eq!(r.status, 200, "{url}: {}", String::from_utf8_lossy(&r.body));
+        let listed = r.json();
+        let entries = listed["entries"].as_array().unwrap();
+        assert!(entries.len() <= page, "{listed}");
+        for e in entries {
+            let path = e["path"].as_str().unwrap().to_string();
+            assert!(path > last, "{path} after {last}");
+            last = path.clone();
+            out.insert(path, e["version"].as_str().unwrap().to_string());
+        }
+        match listed["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => return out,
+        }
+    }
+    panic!("a listing of {prefix} that never ends");
+}
+
+/// Writes `body` at `path` through `s`, answering the version.
+async fn write(s: &Server, path: &str, body: &str) -> String {
+    let r = put(&s.at("raw", path), body.as_bytes()).await;
+    assert!(
+        r.status == 200 || r.status == 201,
+        "{path}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    r.json()["version"].as_str().unwrap().to_string()
+}
+
+fn tree_path(i: usize) -> String {
+    format!("tree/{i}/x")
+}
+
+#[actix_web::test]
+async fn any_node_lists_reads_histories_and_rolls_back_a_prefix_others_hold() {
+    // Replication 1: every partition has one owner, so each node holds a
+    // third of the tree.
+    let nodes = three("1").await;
+    let mut then: BTreeMap<String, String> = BTreeMap::new();
+    for chunk in (0..60).collect::<Vec<_>>().chunks(20) {
+        let written = join_all(chunk.iter().map(|&i| {
+            let s = &nodes[i % 3];
+            async move {
+                (
+                    tree_path(i),
+                    write(s, &tree_path(i), &format!("v1-{i}")).await,
+                )
+            }
+        }))
+        .await;
+        then.extend(written);
+    }
+    // A time after every first write, and before every change below.
+    let newest: u64 = then
+        .values()
+        .map(|v| v.split('.').next().unwrap().parse::<u64>().unwrap())
+        .max()
+        .unwrap();
+    let t1 = newest.max(now_micros());
+    wait_for("the clock past t1", EVENT_DEADLINE, async || {
+        now_micros() > t1 + 1000
+    })
+    .await;
+    let mut now = then.clone();
+    for i in 0..20 {
+        now.insert(
+            tree_path(i),
+            write(&nodes[(i + 1) % 3], &tree_path(i), "v2").await,
+        );
+    }
+    for i in 20..30 {
+        let r = send(http().delete(nodes[i % 3].at("raw", &tree_path(i))), None).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        now.remove(&tree_path(i));
+    }
+    for i in 60..70 {
+        now.insert(
+            tree_path(i),
+            write(&nodes[i % 3], &tree_path(i), "new").await,
+        );
+    }
+
+    for s in &nodes {
+        // The whole tree, now and as it stood at t1, at every node, in
+        // pages smaller than any node's share.
+        assert_eq!(list_all(s, "tree", "", 7).await, now, "at {}", s.addr);
+        assert_eq!(
+            list_all(s, "tree", &format!("&at={t1}"), 7).await,
+            then,
+            "at {} as of t1",
+            s.addr
+        );
+        // Its own store holds only its share.
+        let own = list_all(s, "tree", "&local=true", 1000).await;
+        assert!(
+            !own.is_empty() && own.len() < now.len(),
+            "{} holds {} of {}",
+            s.addr,
+            own.len(),
+            now.len()
+        );
+        // Any path's history, wherever it is held.
+        for i in [0, 7, 13] {
+            let h = get(&s.at("history", &tree_path(i))).await;
+            assert_eq!(h.status, 200, "{}", String::from_utf8_lossy(&h.body));
+            let values: Vec<String> = h.json()["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["value"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(
+                values,
+                [format!("v1-{i}"), "v2".to_string()],
+                "at {}",
+                s.addr
+            );
+        }
+    }
+    // A listing of a path's own partition, and an empty prefix.
+    let one = list_all(&nodes[1], "tree/5", "", 10).await;
+    assert_eq!(one.keys().collect::<Vec<_>>(), ["tree/5/x"]);
+    assert!(list_all(&nodes[2], "nothing/here", "", 10).await.is_empty());
+
+    // A recursive rollback at one node puts the whole tree back as it was,
+    // whichever node holds each path.
+    let r = send(
+        http().post(format!(
+            "{}?to={t1}&recursive=true",
+            nodes[0].at("rollback", "tree")
+        )),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let report = r.json();
+    // 20 updated and 10 deleted paths restored, 10 created ones deleted.
+    assert_eq!(report["reports"].as_array().unwrap().len(), 40, "{report}");
+    assert_eq!(report["unchanged"], 30, "{report}");
+    for s in &nodes {
+        let listed = list_all(s, "tree", "", 50).await;
+        assert_eq!(
+            listed.keys().collect::<Vec<_>>(),
+            then.keys().collect::<Vec<_>>(),
+            "at {}",
+            s.addr
+        );
+    }
+    for i in 0..70 {
+        let r = get(&nodes[1].at("raw", &tree_path(i))).await;
+        if i < 60 {
+            assert_eq!(r.body.as_ref(), format!("v1-{i}").as_bytes(), "{i}");
+        } else {
+            r.assert_error(404, "not_found");
+        }
+    }
+}
+
+#[actix_web::test]
+async fn with_an_owner_killed_its_co_owners_answer_listings_and_histories_complete() {
+    let mut nodes = three("2").await;
+    let mut written: BTreeMap<String, String> = BTreeMap::new();
+    for chunk in (0..60).collect::<Vec<_>>().chunks(20) {
+        let done = join_all(chunk.iter().map(|&i| {
+            let s = &nodes[i % 3];
+            async move {
+                (
+                    tree_path(i),
+                    write(s, &tree_path(i), &format!("v{i}")).await,
+                )
+            }
+        }))
+        .await;
+        written.extend(done);
+    }
+    nodes[2].kill9();
+    // At once (c's links are gone, its death not yet known) and after.
+    for s in &nodes[..2] {
+        assert_eq!(list_all(s, "tree", "", 9).await, written, "at {}", s.addr);
+        for i in 0..60 {
+            let h = get(&s.at("history", &tree_path(i))).await;
+            assert_eq!(h.status, 200, "{}", String::from_utf8_lossy(&h.body));
+            assert_eq!(h.json()["events"].as_array().unwrap().len(), 1, "{i}");
+        }
+    }
+    wait_for("c dead", EVENT_DEADLINE, async || {
+        members(&nodes[0])
+            .await
+            .contains(&("c".to_string(), "dead".to_string()))
+    })
+    .await;
+    for s in &nodes[..2] {
+        assert_eq!(list_all(s, "tree", "", 9).await, written, "at {}", s.addr);
+    }
+    // Back, c lists everything too, while it catches up or after.
+    nodes[2].restart();
+    wait_for("c alive again", Duration::from_secs(30), async || {
+        members(&nodes[0])
+            .await
+            .contains(&("c".to_string(), "alive".to_string()))
+    })
+    .await;
+    wait_for("c lists the whole tree", EVENT_DEADLINE, async || {
+        list_all(&nodes[2], "tree", "", 9).await == written
+    })
+    .await;
+}

@@ -16,6 +16,7 @@ use futures_util::future::join_all;
 
 use super::frame::PeerFrame;
 use super::peer::{Peer, SendFrame};
+use super::placement::Placement;
 use super::{Answer, Cluster};
 use crate::error::NodeError;
 use crate::model::{AsOf, Event, Path};
@@ -197,16 +198,8 @@ pub async fn list(
     while !remote.is_empty() {
         let mut shares: BTreeMap<&str, (u64, Addr<Peer>, Vec<u16>)> = BTreeMap::new();
         for part in remote.drain(..) {
-            let skip = tried.entry(part).or_default();
-            let next = placement
-                .owners(part)
-                .filter(|o| *o != me)
-                .enumerate()
-                .skip(*skip)
-                .find_map(|(i, o)| cluster.links.link(o).map(|link| (i, o, link)));
-            match next {
-                Some((i, owner, (id, peer))) => {
-                    *skip = i + 1;
+            match next_owner(cluster, &placement, part, tried.entry(part).or_default()) {
+                Some((owner, (id, peer))) => {
                     shares
                         .entry(owner)
                         .or_insert((id, peer, Vec::new()))
@@ -277,12 +270,45 @@ async fn local_page(
         .map_err(|_| NodeError::ShuttingDown)?
 }
 
+/// A link to an owner: its number and its `Peer`.
+pub(super) type OwnerLink = (u64, Addr<Peer>);
+
+/// The next owner of `part` but this node with a link up, past the first
+/// `tried` of them (and moves `tried` past it): where a request goes when
+/// the owners before it failed.
+pub(super) fn next_owner<'p>(
+    cluster: &Cluster,
+    placement: &'p Placement,
+    part: u16,
+    tried: &mut usize,
+) -> Option<(&'p str, OwnerLink)> {
+    let me = cluster.identity.node.as_str();
+    let (i, owner, link) = placement
+        .owners(part)
+        .filter(|o| *o != me)
+        .enumerate()
+        .skip(*tried)
+        .find_map(|(i, o)| cluster.links.link(o).map(|link| (i, o, link)))?;
+    *tried = i + 1;
+    Some((owner, link))
+}
+
 /// Sends `frame` (given its answer's id) to `owner` over `link` and waits
 /// for its answer, up to the time a link takes to be declared dead.
-async fn ask(
+pub(super) async fn ask(
+    cluster: &Arc<Cluster>,
+    to: (&str, (u64, Addr<Peer>)),
+    frame: impl FnOnce(u64) -> PeerFrame,
+) -> Result<Answer, NodeError> {
+    ask_within(cluster, to, frame, cluster.config.peer_dead_after).await
+}
+
+/// [`ask`], waiting up to `deadline`.
+pub(super) async fn ask_within(
     cluster: &Arc<Cluster>,
     (owner, (link, peer)): (&str, (u64, Addr<Peer>)),
     frame: impl FnOnce(u64) -> PeerFrame,
+    deadline: std::time::Duration,
 ) -> Result<Answer, NodeError> {
     let (id, answer) = cluster.expect_forward(owner, link);
     let _forget = Forget(cluster, id);
@@ -292,7 +318,7 @@ async fn ask(
         .reads_forwarded
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     peer.do_send(SendFrame(frame(id)));
-    match tokio::time::timeout(cluster.config.peer_dead_after, answer).await {
+    match tokio::time::timeout(deadline, answer).await {
         Ok(Ok(answer)) => Ok(answer),
         // The link went down, or no answer in time.
         _ => Err(NodeError::NoOwner(format!("node '{owner}'"))),
@@ -302,7 +328,7 @@ async fn ask(
 /// True if another owner may answer where this one failed: it could not
 /// be reached, is catching up or stopping, or its store failed. A client's
 /// error (a bad time, a compacted history) would be the same there.
-fn worth_another_owner(e: &NodeError) -> bool {
+pub(super) fn worth_another_owner(e: &NodeError) -> bool {
     matches!(
         e,
         NodeError::NoOwner(_) | NodeError::ShuttingDown | NodeError::Store(_)

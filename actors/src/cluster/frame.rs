@@ -16,7 +16,7 @@ use super::wire::{WireError, WireEvent, WireHistory, WirePage, WireReport, WireW
 /// end of a watch's snapshot; `DiffAsk`, `DiffAnswer` and `DiffEvents`
 /// carry anti-entropy. No release spoke 2 without them. 3: a `Read` may
 /// ask for the past. 4: `List` and `History` read a prefix's paths and a
-/// path's history at an owner.)
+/// path's history at an owner; `Import` hands an owner events to merge.)
 pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The largest frame a link accepts (a batch of events with big values fits).
@@ -249,6 +249,21 @@ pub enum PeerFrame {
         /// The events, or why there are none.
         answer: Result<WireHistory, WireError>,
     },
+    /// Events of a client's import for the receiver, an owner of each
+    /// one's partition, to merge by the LWW rule.
+    Import {
+        /// Names the answer.
+        id: u64,
+        /// The events.
+        events: Vec<WireEvent>,
+    },
+    /// The answer to an `Import`: what the merges did.
+    Imported {
+        /// The `Import`'s id.
+        id: u64,
+        /// The counts, or why the events were not merged.
+        answer: Result<crate::node::ImportReport, WireError>,
+    },
     /// A client's write for the receiver to coordinate.
     Forward {
         /// Names the answer.
@@ -319,6 +334,8 @@ impl PeerFrame {
             PeerFrame::ListAnswer { .. } => "list-answer",
             PeerFrame::History { .. } => "history",
             PeerFrame::HistoryAnswer { .. } => "history-answer",
+            PeerFrame::Import { .. } => "import",
+            PeerFrame::Imported { .. } => "imported",
             PeerFrame::Forward { .. } => "forward",
             PeerFrame::Forwarded { .. } => "forwarded",
         }
@@ -420,6 +437,14 @@ mod tests {
                 from: 0,
                 to: u64::MAX,
                 limit: 8,
+            },
+            PeerFrame::Imported {
+                id: 7,
+                answer: Ok(crate::node::ImportReport {
+                    new: 1,
+                    existing: 2,
+                    too_late: 3,
+                }),
             },
             PeerFrame::HistoryAnswer {
                 id: 6,

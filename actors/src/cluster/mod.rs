@@ -101,6 +101,8 @@ pub enum Answer {
     List(Result<wire::WirePage, wire::WireError>),
     /// To a forwarded read of a history.
     History(Result<wire::WireHistory, wire::WireError>),
+    /// To events of an import handed to an owner.
+    Import(Result<crate::node::ImportReport, wire::WireError>),
 }
 
 impl Cluster {

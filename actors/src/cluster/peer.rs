@@ -228,6 +228,12 @@ impl Peer {
                         .answer_forward(&info.node, id, super::Answer::List(answer));
                 }
             }
+            PeerFrame::Imported { id, answer } => {
+                if let Some(info) = &self.up {
+                    self.cluster
+                        .answer_forward(&info.node, id, super::Answer::Import(answer));
+                }
+            }
             PeerFrame::HistoryAnswer { id, answer } => {
                 if let Some(info) = &self.up {
                     self.cluster
@@ -251,6 +257,7 @@ impl Peer {
             | PeerFrame::Read { .. }
             | PeerFrame::List { .. }
             | PeerFrame::History { .. }
+            | PeerFrame::Import { .. }
             | PeerFrame::Forward { .. }) => {
                 if let (Some(info), Some(replicator)) = (&self.up, self.cluster.replicator.get()) {
                     replicator.do_send(super::replicator::FromPeer {

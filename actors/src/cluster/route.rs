@@ -9,25 +9,31 @@
 //! partition's first live owner only, so two conditional writers meet at
 //! one place while the owners agree on who is first.
 //!
+//! An import's events go to the owners too, each merged with its own
+//! version at an owner of its partition.
+//!
 //! The answer comes once `w` owners (1, a quorum of `replication`, or all)
 //! hold the write durably. When fewer owners than that are reachable, the
 //! write is still stored where it can be (and reaches the others when they
 //! come back), and the writer hears `503 unavailable` with the real counts
 //! as soon as the reachable ones have answered.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use actix::Addr;
+use futures_util::future::join_all;
 
-use super::fetch::Forget;
+use super::fetch::{ask_within, next_owner, worth_another_owner, Forget, OwnerLink};
 use super::frame::PeerFrame;
 use super::peer::{Peer, SendFrame};
-use super::wire::WireWrite;
+use super::wire::{WireEvent, WireWrite};
 use super::{Answer, Cluster};
 use crate::engine::acks::WaitFor;
 use crate::engine::partition::{Precondition, Write, WriteReport};
 use crate::error::NodeError;
-use crate::model::PathError;
+use crate::model::{Event, PathError};
+use crate::node::ImportReport;
 use crate::Node;
 
 /// Routes `write` (see the module doc).
@@ -132,4 +138,114 @@ async fn forward(
         // The link went down, no answer in time, or not an answer to a write.
         _ => Err(unavailable),
     }
+}
+
+/// Value bytes of one `Import` frame, about (at least one event): well
+/// under a peer frame's limit.
+const IMPORT_FRAME_BYTES: usize = 8 << 20;
+/// Most events of one `Import` frame: the owner merges them all before it
+/// answers.
+const IMPORT_FRAME_EVENTS: usize = 1024;
+
+/// Merges the events of an import (checked) at owners: those of
+/// partitions this node owns here, the others handed to an owner of their
+/// partition over its link (`Import`), one owner after another if one
+/// fails. Each owner's replication carries them on. No owner reachable
+/// for some event: `503`, after the others were merged (importing again
+/// is safe: a merge of an event held already changes nothing).
+pub async fn import(
+    node: &Node,
+    cluster: &Arc<Cluster>,
+    events: Vec<Event>,
+) -> Result<ImportReport, NodeError> {
+    let placement = cluster.placement();
+    let me = cluster.identity.node.as_str();
+    let part_of = |e: &Event| node.partition_of(&e.path) as u16;
+    let (here, mut away): (Vec<Event>, Vec<Event>) = events
+        .into_iter()
+        .partition(|e| placement.owns(me, part_of(e)));
+    let mut report = node.merge_here(&here).await?;
+    let mut tried: HashMap<u16, usize> = HashMap::new();
+    while !away.is_empty() {
+        let mut batches: BTreeMap<&str, (OwnerLink, Vec<Event>)> = BTreeMap::new();
+        // Each partition's owner this round (its events go together).
+        let mut round: HashMap<u16, &str> = HashMap::new();
+        for event in away.drain(..) {
+            let part = part_of(&event);
+            let owner = match round.get(&part) {
+                Some(owner) => *owner,
+                None => match next_owner(cluster, &placement, part, tried.entry(part).or_default())
+                {
+                    Some((owner, link)) => {
+                        batches.entry(owner).or_insert((link, Vec::new()));
+                        round.insert(part, owner);
+                        owner
+                    }
+                    None => return Err(NodeError::NoOwner(event.path.to_string())),
+                },
+            };
+            if let Some((_, events)) = batches.get_mut(owner) {
+                events.push(event);
+            }
+        }
+        let handed = batches
+            .into_iter()
+            .map(|(owner, (link, events))| async move {
+                let mut done = ImportReport::default();
+                let mut frames = frames_of(events).into_iter();
+                while let Some(frame) = frames.next() {
+                    let wire: Vec<WireEvent> = frame.iter().map(WireEvent::from).collect();
+                    // The owner merges the frame before it answers.
+                    let deadline = cluster.config.ack_timeout + cluster.config.peer_dead_after;
+                    let frame_of = |id| PeerFrame::Import { id, events: wire };
+                    let answer = ask_within(cluster, (owner, link.clone()), frame_of, deadline)
+                        .await
+                        .and_then(|a| match a {
+                            Answer::Import(Ok(r)) => Ok(r),
+                            Answer::Import(Err(e)) => Err(e.into()),
+                            _ => Err(NodeError::NoOwner(format!("node '{owner}'"))),
+                        });
+                    match answer {
+                        Ok(r) => done.add(&r),
+                        Err(e) => {
+                            // This frame and those after it go to another owner.
+                            let rest: Vec<Event> =
+                                frame.into_iter().chain(frames.flatten()).collect();
+                            return (done, Err((e, rest)));
+                        }
+                    }
+                }
+                (done, Ok(()))
+            });
+        for (done, result) in join_all(handed).await {
+            report.add(&done);
+            match result {
+                Ok(()) => {}
+                Err((e, rest)) if worth_another_owner(&e) => {
+                    log::debug!("an import's events at an owner: {e}");
+                    away.extend(rest);
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// `events` in frames of about [`IMPORT_FRAME_BYTES`] of values, at most
+/// [`IMPORT_FRAME_EVENTS`] events.
+fn frames_of(events: Vec<Event>) -> Vec<Vec<Event>> {
+    let mut frames = vec![Vec::new()];
+    let mut bytes = 0;
+    for event in events {
+        let size = 128 + event.value.as_ref().map_or(0, |v| v.len());
+        let last = frames.last().map_or(0, Vec::len);
+        if last > 0 && (bytes + size > IMPORT_FRAME_BYTES || last == IMPORT_FRAME_EVENTS) {
+            frames.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        frames.last_mut().expect("a frame").push(event);
+    }
+    frames
 }

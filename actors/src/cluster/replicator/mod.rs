@@ -919,6 +919,7 @@ impl Handler<FromPeer> for Replicator {
             PeerFrame::Ack { events } => self.acked(&node, events),
             PeerFrame::Forward { id, write } => self.forwarded(node, id, write, ctx),
             PeerFrame::Read { id, path, at } => self.answer_read(&node, id, &path, at),
+            PeerFrame::Import { id, events } => self.answer_import(node, id, events, ctx),
             PeerFrame::List {
                 id,
                 prefix,

@@ -1,5 +1,6 @@
 //! Answers to peers' reads (`cluster::fetch`): a value, a page of a
-//! prefix's listing, a step of a path's history. An owner answers only for
+//! prefix's listing, a step of a path's history; and to the events of an
+//! import a peer hands this node to merge as their owner. An owner answers only for
 //! partitions it serves (caught up); otherwise it says "not ready" and the
 //! asker tries another owner. Listings and histories are read on a
 //! blocking thread; the answer goes back on the link the question came on.
@@ -131,6 +132,50 @@ impl Replicator {
                 if id == link {
                     peer.do_send(SendFrame(frame(answer)));
                 }
+            }
+        };
+        ctx.spawn(work.into_actor(self));
+    }
+}
+
+impl Replicator {
+    /// Merges the events of an import a peer handed this node, an owner
+    /// of each one's partition ("not ready" if it owns some not: the peer
+    /// tries another owner), and answers what the merges did.
+    pub(super) fn answer_import(
+        &mut self,
+        node: String,
+        id: u64,
+        events: Vec<WireEvent>,
+        ctx: &mut Context<Self>,
+    ) {
+        let placement = self.cluster.placement();
+        let me = self.cluster.identity.node.clone();
+        let mut decoded = Vec::with_capacity(events.len());
+        let mut refused = None;
+        for wire in events {
+            match crate::model::Event::try_from(wire) {
+                Ok(e) if placement.owns(&me, self.node.partition_of(&e.path) as u16) => {
+                    decoded.push(e)
+                }
+                Ok(_) => refused = Some(WireError::NotReady),
+                Err(why) => refused = Some(WireError::Invalid(why)),
+            }
+            if refused.is_some() {
+                break;
+            }
+        }
+        let (local, cluster) = (self.node.clone(), self.cluster.clone());
+        let work = async move {
+            let answer = match refused {
+                Some(why) => Err(why),
+                None => local
+                    .import_here(decoded)
+                    .await
+                    .map_err(|e| WireError::from(&e)),
+            };
+            if let Some(peer) = cluster.links.peer(&node) {
+                peer.do_send(SendFrame(PeerFrame::Imported { id, answer }));
             }
         };
         ctx.spawn(work.into_actor(self));

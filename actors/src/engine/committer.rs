@@ -90,8 +90,8 @@ pub(crate) struct Committer {
     pub store_failed: Arc<AtomicBool>,
     /// Shared with the node: the last seq known to be on disk (flushed).
     pub durable: Arc<AtomicU64>,
-    /// History compaction, run between commits (`None`: history is kept
-    /// whole).
+    /// History compaction and the reclaiming of expired values, run
+    /// between commits (`None`: none at all).
     pub compaction: Option<crate::engine::compaction::Compaction>,
 }
 

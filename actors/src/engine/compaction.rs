@@ -2,6 +2,10 @@
 //! `--compaction-interval`, made of bounded steps the committer runs
 //! between commits (`Store::compact` does the work), so writes never wait
 //! for more than one step. A sweep fixes its time window when it starts.
+//!
+//! Every sweep also reclaims the space of values that expired
+//! (`Store::reclaim`), whatever the retention: with no `--history-keep-*`
+//! a sweep does only that, over the paths the expiry thread queued.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,11 +30,13 @@ const STARVED: Duration = Duration::from_millis(100);
 /// Microseconds in a day.
 const DAY_MICROS: u64 = 86_400 * 1_000_000;
 
-/// A sweep under way.
+/// A sweep under way: its retention pass (when a rule drops history),
+/// then its reclaim pass, partition by partition.
 struct Sweep {
     part: u16,
     resume: Resume,
-    retention: Retention,
+    /// `None` once the retention pass is done (or when there is none).
+    retention: Option<Retention>,
 }
 
 /// The compaction schedule and its counters.
@@ -46,17 +52,14 @@ pub(crate) struct Compaction {
 }
 
 impl Compaction {
-    /// The schedule for `config`, `None` when it keeps all history.
+    /// The schedule for `config`.
     pub fn new(
         config: &Config,
         partitions: u32,
         compacted: Arc<AtomicU64>,
         sweeps: Arc<AtomicU64>,
-    ) -> Option<Compaction> {
-        if config.history_keep_versions.is_none() && config.history_keep_days.is_none() {
-            return None;
-        }
-        Some(Compaction {
+    ) -> Compaction {
+        Compaction {
             keep_versions: config.history_keep_versions.map(|n| n.max(1)),
             keep_days: config.history_keep_days,
             interval: config.compaction_interval,
@@ -66,7 +69,7 @@ impl Compaction {
             next: Instant::now() + STEP_GAP,
             compacted,
             sweeps,
-        })
+        }
     }
 
     /// When the next step is due.
@@ -86,17 +89,21 @@ impl Compaction {
         let sweep = self.sweep.get_or_insert_with(|| Sweep {
             part: 0,
             resume: Resume::Start,
-            retention: Retention {
+            retention: (keep_versions.is_some() || keep_days.is_some()).then(|| Retention {
                 keep_versions,
                 keep_after: keep_days
                     .map(|days| wall_micros().saturating_sub(days.saturating_mul(DAY_MICROS))),
-            },
+            }),
         });
         let budget = crate::store::Budget {
             work: STEP_BUDGET,
             until: Instant::now() + STEP_TIME,
         };
-        match store.compact(sweep.part, &sweep.resume, &sweep.retention, budget) {
+        let done = match &sweep.retention {
+            Some(retention) => store.compact(sweep.part, &sweep.resume, retention, budget),
+            None => store.reclaim(sweep.part, budget),
+        };
+        match done {
             Ok(done) => {
                 if done.dropped > 0 {
                     self.compacted.fetch_add(done.dropped, Ordering::Relaxed);
@@ -108,10 +115,15 @@ impl Compaction {
                     sweep.resume = Resume::Start;
                 }
                 if u32::from(sweep.part) >= self.partitions {
-                    self.sweep = None;
-                    self.sweeps.fetch_add(1, Ordering::Relaxed);
-                    self.next = Instant::now() + self.interval;
-                    return;
+                    if sweep.retention.take().is_some() {
+                        // On to the reclaim pass.
+                        sweep.part = 0;
+                    } else {
+                        self.sweep = None;
+                        self.sweeps.fetch_add(1, Ordering::Relaxed);
+                        self.next = Instant::now() + self.interval;
+                        return;
+                    }
                 }
             }
             Err(e) => {

@@ -164,6 +164,16 @@ impl Store for FaultyStore {
     fn remove_expiries(&self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
         self.inner.remove_expiries(keys)
     }
+    fn queue_reclaim(&self, path: &Path) -> Result<(), StoreError> {
+        self.inner.queue_reclaim(path)
+    }
+    fn reclaim(
+        &self,
+        part: u16,
+        budget: crate::store::Budget,
+    ) -> Result<crate::store::Compacted, StoreError> {
+        self.inner.reclaim(part, budget)
+    }
     fn partition_floor(&self, part: u16) -> u64 {
         self.inner.partition_floor(part)
     }

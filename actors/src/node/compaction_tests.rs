@@ -325,3 +325,82 @@ fn a_hot_path_whose_history_is_still_in_the_log_does_not_hold_up_the_sweep() {
         "a/hot's events are still in the log"
     );
 }
+
+#[test]
+fn an_expired_values_space_is_reclaimed_once_its_expiry_left_the_log_whatever_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    // No retention rule: history is kept whole, but for expired values.
+    let node = node_with(dir.path(), None, None);
+    let p = Path::parse_key("t/old").unwrap();
+    actix::System::new().block_on(async {
+        write_at(&node, "t/old", T0, "first").await;
+        // Lived one second, long ago: expired as soon as it is written.
+        node.write(Write {
+            ttl_secs: Some(1),
+            ..Write {
+                path: Some(p.clone()),
+                value: Some(Bytes::from_static(b"brief")),
+                time: Some(T0 + S),
+                ..Write::default()
+            }
+        })
+        .await
+        .unwrap();
+        // A value that expired, then was written again: kept whole.
+        node.write(Write {
+            ttl_secs: Some(1),
+            ..Write {
+                path: Some(Path::parse_key("t/back").unwrap()),
+                value: Some(Bytes::from_static(b"brief")),
+                time: Some(T0),
+                ..Write::default()
+            }
+        })
+        .await
+        .unwrap();
+        until(&node, "t/back's expiry", || {
+            times(&node, "t/back").len() == 2
+        })
+        .await;
+        write_at(&node, "t/back", T0 + 5 * S, "again").await;
+        // The expiry (version: the value's plus 1 µs) stays, and only it.
+        until(&node, "t/old's space reclaimed", || {
+            times(&node, "t/old") == [T0 + S + 1]
+        })
+        .await;
+        let kept = node.history("t/old", HistoryRange::default()).unwrap();
+        let expiry = &kept[0];
+        assert!(expiry.event.is_deleted());
+        let expired_at = expiry.event.expires_at.unwrap();
+        assert_eq!(expired_at, T0 + 2 * S);
+        // While it stood the value is no longer known: said, not guessed.
+        match node.get_at("t/old", T0 + S + S / 2) {
+            Err(NodeError::Compacted { oldest, .. }) => assert_eq!(oldest, expired_at),
+            other => panic!("expected Compacted, got {other:?}"),
+        }
+        assert!(node.get_at("t/old", expired_at).unwrap().is_none());
+        // The merkle tree holds exactly what is kept.
+        let want = held_fingerprint(&node, "t/old");
+        until(&node, "the tree to drop the reclaimed events", || {
+            node.digest(&p, 0).unwrap().fingerprint == want
+        })
+        .await;
+        assert!(node.stats().compacted.load(Ordering::Relaxed) >= 2);
+        // Sweeps went on since; the path written again kept its history.
+        let sweeps = node.stats().compaction_sweeps.load(Ordering::Relaxed);
+        until(&node, "two more sweeps", || {
+            node.stats().compaction_sweeps.load(Ordering::Relaxed) >= sweeps + 2
+        })
+        .await;
+        assert_eq!(times(&node, "t/back"), [T0, T0 + 1, T0 + 5 * S]);
+    });
+    node.shutdown();
+    drop(node);
+    // A restarted node holds what was reclaimed as reclaimed.
+    let node = node_with(dir.path(), None, None);
+    assert_eq!(times(&node, "t/old"), [T0 + S + 1]);
+    assert!(matches!(
+        node.get_at("t/old", T0 + S),
+        Err(NodeError::Compacted { .. })
+    ));
+}

@@ -17,6 +17,11 @@
 //! path's value, then drops the index key. So an expiry is written once,
 //! even across restarts: one that came due while the node was down is
 //! written when it starts, and a restarted node does not write it again.
+//!
+//! A path whose value expired is then queued for compaction to reclaim
+//! its space: once the expiry has left the change log, the history before
+//! it goes, whatever `--history-keep-*` says (`Store::reclaim`); reads of
+//! a time before the value expired then answer `Compacted`.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -87,9 +92,10 @@ impl Node {
         let due = store.expiries_due(now, PER_TICK)?;
         let mut written = 0;
         let mut handled = Vec::with_capacity(due.len());
+        let mut reclaim = Vec::new();
         for d in due {
             let latest = store.latest(&d.path)?;
-            let expired = latest.filter(|s| {
+            let expired = latest.as_ref().filter(|s| {
                 s.event.version == d.version
                     && s.digest == d.digest
                     && s.event.expires_at.is_some_and(|at| at <= now)
@@ -99,8 +105,21 @@ impl Node {
                 // right and subscribers see it.
                 self.merge(expiry).await?;
                 written += 1;
+                reclaim.push(d.path);
+            } else if latest.is_some_and(|s| {
+                // Its expiry came first from another owner.
+                is_expiry(&s.event)
+                    && s.event.version.node == d.version.node
+                    && s.event.version.time == d.version.time.saturating_add(1)
+            }) {
+                reclaim.push(d.path);
             }
             handled.push(d.key);
+        }
+        // Queued before the expiry keys go: a crash between the two makes
+        // the next start queue them again, never forget them.
+        for path in &reclaim {
+            store.queue_reclaim(path)?;
         }
         store.remove_expiries(handled)?;
         Ok(written)

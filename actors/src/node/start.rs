@@ -245,12 +245,12 @@ impl Node {
             broken: None,
             store_failed: stats.store_failed.clone(),
             durable: stats.durable_seq.clone(),
-            compaction: crate::engine::compaction::Compaction::new(
+            compaction: Some(crate::engine::compaction::Compaction::new(
                 &config,
                 partitions,
                 stats.compacted.clone(),
                 stats.compaction_sweeps.clone(),
-            ),
+            )),
         };
         let committer = std::thread::Builder::new()
             .name("spread-committer".into())

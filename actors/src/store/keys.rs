@@ -54,6 +54,10 @@ pub const FLOOR: u8 = b'F';
 /// it expires.
 pub const EXPIRY: u8 = b'X';
 
+/// Namespace of paths whose value expired, whose history before their
+/// expiry compaction reclaims once the expiry has left the change log.
+pub const RECLAIM: u8 = b'R';
+
 /// Meta name of the log head and clock, rewritten by every commit.
 pub const HEAD_META: &str = "head";
 /// Meta name of the store's format.
@@ -91,6 +95,14 @@ pub fn merkle(part: u16, key: &[u8]) -> Vec<u8> {
 pub fn floor(part: u16, path: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(3 + path.len());
     k.extend_from_slice(&partition_start(FLOOR, part));
+    k.extend_from_slice(path.as_bytes());
+    k
+}
+
+/// `R part path`.
+pub fn reclaim(part: u16, path: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(3 + path.len());
+    k.extend_from_slice(&partition_start(RECLAIM, part));
     k.extend_from_slice(path.as_bytes());
     k
 }

@@ -375,6 +375,10 @@ pub trait Store: Send + Sync + 'static {
     fn expiries_due(&self, now: u64, limit: usize) -> Result<Vec<DueExpiry>, StoreError>;
     /// Removes handled expiry keys.
     fn remove_expiries(&self, keys: Vec<Vec<u8>>) -> Result<(), StoreError>;
+    /// Notes that `path`'s value expired (its latest event is its expiry):
+    /// [`Store::reclaim`] drops its history before the expiry once the
+    /// expiry has left the change log.
+    fn queue_reclaim(&self, path: &Path) -> Result<(), StoreError>;
     /// The time of `path`'s oldest event kept, once compaction dropped
     /// older ones: what it held before then is no longer known.
     fn history_floor(&self, path: &Path) -> Result<Option<u64>, StoreError>;
@@ -395,4 +399,13 @@ pub trait Store: Send + Sync + 'static {
         retention: &Retention,
         budget: Budget,
     ) -> Result<Compacted, StoreError>;
+    /// One bounded step of reclaiming the space of expired values in
+    /// partition `part` ([`Store::queue_reclaim`]), whatever the retention:
+    /// for each path queued whose latest event is still its expiry, and
+    /// once that expiry has left the change log, every event before the
+    /// expiry is dropped (the expired value too), and the path's floor
+    /// becomes the expiry's `expires_at` (what it held before is no longer
+    /// known). A path written since is let go as it is. Like
+    /// [`Store::compact`], only the committer calls it, between commits.
+    fn reclaim(&self, part: u16, budget: Budget) -> Result<Compacted, StoreError>;
 }

@@ -11,6 +11,11 @@
 //! time: a read before it cannot be answered, and says so. Dropped events'
 //! names are queued in the merkle key space for the folder to take out of
 //! the tree. All of a step's writes go in one sled batch.
+//!
+//! Reclaiming an expired value's space is the same drop with another cut:
+//! the path's expiry (its latest event), whatever the retention, for the
+//! paths the expiry thread queued; the floor is then the time the value
+//! expired, since it stood until then.
 
 use std::ops::Bound;
 
@@ -64,16 +69,7 @@ impl SledStore {
         };
         let end = Bound::Excluded(keys::partition_end(keys::LATEST, part));
         let in_log = self.trimmed_through(part);
-        let mut step = Step {
-            batch: sled::Batch::default(),
-            dropped: 0,
-            work: 0,
-            floor: self.partition_floor_of(part),
-            raised: false,
-            rewritten: Vec::new(),
-            names: Vec::new(),
-            newest_dropped: 0,
-        };
+        let mut step = Step::new(self.partition_floor_of(part));
         let mut resume = Resume::Done;
         for item in self.tree.range::<Vec<u8>, _>((start, end)) {
             let (key, raw) = item?;
@@ -92,45 +88,143 @@ impl SledStore {
                 break;
             }
         }
-        if step.dropped > 0 {
-            // The dropped events' names, for the merkle folder, under an id
-            // above any queued before in this partition.
-            let last = self
-                .tree
-                .range(keys::merkle(part, &[DROPPED])..keys::merkle(part, &[DROPPED + 1]))
-                .next_back()
-                .transpose()?
-                .and_then(|(k, _)| dropped_id(&k[3..]))
-                .unwrap_or(0);
-            let id = last
-                .saturating_add(1)
-                .max(crate::model::version::wall_micros());
-            step.batch.insert(
-                keys::merkle(part, &dropped_key(id)),
-                std::mem::take(&mut step.names),
-            );
-            // A replayed intent of the last commit (which returned, so is
-            // whole) could write back a page dropped here.
-            step.batch.remove(keys::meta(keys::INTENT_META));
-            if step.raised {
-                step.batch.insert(
-                    keys::meta(&keys::floor_meta(part)),
-                    &step.floor.to_be_bytes()[..],
-                );
+        let dropped = self.finish(part, step, &mut state)?;
+        Ok(Compacted { dropped, resume })
+    }
+
+    /// One step of reclaiming expired values' history in partition `part`
+    /// (see `Store::reclaim`).
+    pub(super) fn reclaim_step(&self, part: u16, budget: Budget) -> Result<Compacted, StoreError> {
+        let (start, end) = (
+            keys::partition_start(keys::RECLAIM, part).to_vec(),
+            keys::partition_end(keys::RECLAIM, part),
+        );
+        // Most partitions have nothing queued: no need to hold up commits.
+        if self.tree.range(start.clone()..end.clone()).next().is_none() {
+            return Ok(Compacted {
+                dropped: 0,
+                resume: Resume::Done,
+            });
+        }
+        let mut state = self.state();
+        if self.torn.load(Ordering::Relaxed) {
+            return Err(StoreError::Failed(
+                "an earlier commit failed partway; reopen the store to compact".into(),
+            ));
+        }
+        let in_log = self.trimmed_through(part);
+        let mut step = Step::new(self.partition_floor_of(part));
+        let mut resume = Resume::Done;
+        for item in self.tree.range(start..end) {
+            if step.work >= budget.work || std::time::Instant::now() >= budget.until {
+                resume = Resume::Start;
+                break;
             }
-            self.tree.apply_batch(step.batch)?;
-            // The next commit reads the latest keys rewritten here from sled.
-            for key in &step.rewritten {
-                state.latest.take(key);
+            let (key, _) = item?;
+            step.work += 1;
+            let text = std::str::from_utf8(&key[3..])
+                .map_err(|_| StoreError::Corrupt("a reclaim key is not UTF-8".into()))?;
+            let path = Path::parse(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let Some(raw) = self.tree.get(keys::latest(part, text))? else {
+                step.forget.push(key.to_vec());
+                continue;
+            };
+            let latest = pages::items(&path, raw)?;
+            let Some(newest) = latest.last() else {
+                step.forget.push(key.to_vec());
+                continue;
+            };
+            let newest = decode(path.clone(), newest.record.clone())?;
+            let Some(expired_at) = newest
+                .event
+                .expires_at
+                .filter(|_| newest.event.value.is_none())
+            else {
+                // Written since it expired: its history stays as the
+                // retention says.
+                step.forget.push(key.to_vec());
+                continue;
+            };
+            if newest.seq.is_some_and(|seq| seq > in_log) {
+                continue; // Its expiry is still in the log: a later step.
             }
-            if let Some(mark) = self.floors.get(usize::from(part)) {
-                mark.fetch_max(step.floor, Ordering::AcqRel);
+            let cut = keys::order(&newest.event.version, &newest.digest);
+            step.held = 0;
+            let done = self.drop_below(
+                part,
+                &path,
+                &latest,
+                (&cut, expired_at),
+                in_log,
+                budget.work,
+                &mut step,
+            )?;
+            if !done {
+                resume = Resume::Start;
+                break;
+            }
+            if step.held == 0 {
+                step.forget.push(key.to_vec());
             }
         }
-        Ok(Compacted {
-            dropped: step.dropped,
-            resume,
-        })
+        let dropped = self.finish(part, step, &mut state)?;
+        Ok(Compacted { dropped, resume })
+    }
+
+    /// Writes what `step` gathered in partition `part`: its drops, the
+    /// dropped events' names for the merkle folder and the raised floors
+    /// in one batch (and the reclaim keys it is done with); answers the
+    /// events dropped.
+    fn finish(
+        &self,
+        part: u16,
+        mut step: Step,
+        state: &mut std::sync::MutexGuard<'_, CommitState>,
+    ) -> Result<u64, StoreError> {
+        if step.dropped == 0 {
+            // One by one: a batch would take sled's process-wide lock.
+            for key in step.forget {
+                self.tree.remove(key)?;
+            }
+            return Ok(0);
+        }
+        // The dropped events' names, for the merkle folder, under an id
+        // above any queued before in this partition.
+        let last = self
+            .tree
+            .range(keys::merkle(part, &[DROPPED])..keys::merkle(part, &[DROPPED + 1]))
+            .next_back()
+            .transpose()?
+            .and_then(|(k, _)| dropped_id(&k[3..]))
+            .unwrap_or(0);
+        let id = last
+            .saturating_add(1)
+            .max(crate::model::version::wall_micros());
+        step.batch.insert(
+            keys::merkle(part, &dropped_key(id)),
+            std::mem::take(&mut step.names),
+        );
+        // A replayed intent of the last commit (which returned, so is
+        // whole) could write back a page dropped here.
+        step.batch.remove(keys::meta(keys::INTENT_META));
+        if step.raised {
+            step.batch.insert(
+                keys::meta(&keys::floor_meta(part)),
+                &step.floor.to_be_bytes()[..],
+            );
+        }
+        for key in step.forget {
+            step.batch.remove(key);
+        }
+        self.tree.apply_batch(step.batch)?;
+        // The next commit reads the latest keys rewritten here from sled.
+        for key in &step.rewritten {
+            state.latest.take(key);
+        }
+        if let Some(mark) = self.floors.get(usize::from(part)) {
+            mark.fetch_max(step.floor, Ordering::AcqRel);
+        }
+        Ok(step.dropped)
     }
 
     pub(super) fn partition_floor_of(&self, part: u16) -> u64 {
@@ -153,9 +247,9 @@ impl SledStore {
         step: &mut Step,
     ) -> Result<bool, StoreError> {
         let latest = pages::items(path, latest)?;
-        let Some(open_first) = latest.first().map(|i| i.order.to_vec()) else {
+        if latest.is_empty() {
             return Ok(true);
-        };
+        }
         let view = pages::PathView::new(&self.tree, part, path);
         let mut cut: Option<Vec<u8>> = None;
         if let Some(n) = retention.keep_versions {
@@ -188,6 +282,28 @@ impl SledStore {
                 }
             }
         }
+        self.drop_below(part, path, &latest, (&cut, 0), in_log, budget, step)
+    }
+
+    /// Drops `path`'s events below `cut` (`latest`: its open page) that
+    /// have left the change log, and raises its floor to the cut's time,
+    /// or to `at_least` if later; false if it has more to drop than the
+    /// budget allowed (the next step starts with it again).
+    #[allow(clippy::too_many_arguments)]
+    fn drop_below(
+        &self,
+        part: u16,
+        path: &Path,
+        latest: &[pages::Item],
+        (cut, at_least): (&[u8], u64),
+        in_log: u64,
+        budget: usize,
+        step: &mut Step,
+    ) -> Result<bool, StoreError> {
+        let Some(open_first) = latest.first().map(|i| i.order.to_vec()) else {
+            return Ok(true);
+        };
+        let view = pages::PathView::new(&self.tree, part, path);
         let mut dropped_here = 0;
         for (pages_here, page) in view.pages_from_time(0).enumerate() {
             if step.work >= budget {
@@ -197,7 +313,7 @@ impl SledStore {
                     // The next sweep looks at the path again.
                     return Ok(true);
                 }
-                self.raise_floor(part, path, &cut, dropped_here, step)?;
+                self.raise_floor(part, path, (cut, at_least), dropped_here, step)?;
                 return Ok(false);
             }
             let (key, raw) = page?;
@@ -205,7 +321,7 @@ impl SledStore {
             if items.first().is_none_or(|i| i.order[..] >= cut[..]) {
                 break;
             }
-            let (keep, dropped) = self.sift(path, &items, &cut, in_log, step)?;
+            let (keep, dropped) = self.sift(path, &items, cut, in_log, step)?;
             // Each dropped event costs the batch a write too.
             step.work += 1 + dropped as usize;
             if dropped > 0 {
@@ -222,7 +338,7 @@ impl SledStore {
         }
         // The open page, kept with the latest value.
         if open_first[..] < cut[..] {
-            let (keep, dropped) = self.sift(path, &latest, &cut, in_log, step)?;
+            let (keep, dropped) = self.sift(path, latest, cut, in_log, step)?;
             if dropped > 0 {
                 let key = keys::latest(part, path.as_str());
                 step.batch.insert(key.clone(), pages::encode(&keep)?);
@@ -231,7 +347,7 @@ impl SledStore {
                 dropped_here += dropped;
             }
         }
-        self.raise_floor(part, path, &cut, dropped_here, step)?;
+        self.raise_floor(part, path, (cut, at_least), dropped_here, step)?;
         Ok(true)
     }
 
@@ -258,6 +374,9 @@ impl SledStore {
                 push_dropped(&mut step.names, &keys::logged(path, &item.order));
                 dropped += 1;
             } else {
+                if item.order[..] < *cut {
+                    step.held += 1;
+                }
                 keep.push(item.clone());
             }
         }
@@ -265,12 +384,12 @@ impl SledStore {
     }
 
     /// After dropping `dropped` events of `path` below `cut`: its floor is
-    /// the cut's time (floors only rise).
+    /// the cut's time, or `at_least` if later (floors only rise).
     fn raise_floor(
         &self,
         part: u16,
         path: &Path,
-        cut: &[u8],
+        (cut, at_least): (&[u8], u64),
         dropped: u64,
         step: &mut Step,
     ) -> Result<(), StoreError> {
@@ -287,7 +406,7 @@ impl SledStore {
             cut_time
         };
         step.newest_dropped = 0;
-        let floor = floor.max(self.floor_of(path)?.unwrap_or(0));
+        let floor = floor.max(at_least).max(self.floor_of(path)?.unwrap_or(0));
         step.batch
             .insert(keys::floor(part, path.as_str()), &floor.to_be_bytes()[..]);
         step.dropped += dropped;
@@ -341,4 +460,26 @@ struct Step {
     names: Vec<u8>,
     /// The newest time among the events of the current path dropped.
     newest_dropped: u64,
+    /// Events of the current path below its cut kept because the change
+    /// log still holds them.
+    held: u64,
+    /// Reclaim keys done with.
+    forget: Vec<Vec<u8>>,
+}
+
+impl Step {
+    fn new(floor: u64) -> Step {
+        Step {
+            batch: sled::Batch::default(),
+            dropped: 0,
+            work: 0,
+            floor,
+            raised: false,
+            rewritten: Vec::new(),
+            names: Vec::new(),
+            newest_dropped: 0,
+            held: 0,
+            forget: Vec::new(),
+        }
+    }
 }

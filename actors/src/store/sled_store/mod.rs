@@ -612,6 +612,13 @@ impl Store for SledStore {
         Ok(())
     }
 
+    fn queue_reclaim(&self, path: &Path) -> Result<(), StoreError> {
+        let part = self.layout.partition_of(path);
+        self.tree
+            .insert(keys::reclaim(part, path.as_str()), &[][..])?;
+        Ok(())
+    }
+
     fn partition_floor(&self, part: u16) -> u64 {
         self.partition_floor_of(part)
     }
@@ -624,6 +631,14 @@ impl Store for SledStore {
         budget: crate::store::Budget,
     ) -> Result<crate::store::Compacted, StoreError> {
         self.compact_step(part, resume, retention, budget)
+    }
+
+    fn reclaim(
+        &self,
+        part: u16,
+        budget: crate::store::Budget,
+    ) -> Result<crate::store::Compacted, StoreError> {
+        self.reclaim_step(part, budget)
     }
 }
 

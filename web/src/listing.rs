@@ -8,6 +8,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use spread_actors::model::Digest;
 use spread_actors::node::ListPage;
+use spread_actors::node::HISTORY_ANSWER_BYTES;
 use spread_actors::{HistoryRange, Path, Version};
 
 use crate::encode::{to_json, EventJson};
@@ -132,60 +133,42 @@ impl HistoryCursor {
             out.extend_from_slice(b"{\"events\":[");
         }
         let left = self.range.limit - self.sent;
-        // (Wider than HISTORY_MAX_STEP only to get past many events that
-        // share one time.)
-        let want = self.step;
-        // Events at the last sent time are read again and skipped.
+        // Each step goes on after the last event sent.
         let range = HistoryRange {
-            from: self.last.as_ref().map_or(self.range.from, |(v, _)| v.time),
-            to: self.range.to,
-            limit: want.saturating_add(if self.last.is_some() { want } else { 0 }),
+            limit: self.step.min(left),
+            ..self.range
         };
+        let after = self.last.clone();
         let (node, path) = (self.node.clone(), self.path.clone());
         let read = if self.local {
-            web::block(move || node.history_of(&path, range))
-                .await
-                .map(|r| r.map(|events| (events, false)))
+            web::block(move || {
+                node.history_bounded(&path, range, HISTORY_ANSWER_BYTES, after.as_ref())
+            })
+            .await
         } else {
-            Ok(node.read_history(&path, range).await)
+            Ok(node.read_history(&path, range, after).await)
         };
         let (events, cut) = match read {
             Ok(Ok(read)) => read,
             Ok(Err(e)) => return Some((Err(e.into()), self.finished())),
             Err(_) => return Some((Err(ApiError::Unavailable), self.finished())),
         };
-        // A step an owner cut at its byte bound is not the end.
+        // A step cut at its byte bound is not the end.
         let full = events.len() == range.limit || cut;
         let mut value_bytes = 0;
-        let mut fresh = 0;
         for stored in &events {
-            let key = (stored.event.version.clone(), stored.digest);
-            if self
-                .last
-                .as_ref()
-                .is_some_and(|last| (&key.0, &key.1) <= (&last.0, &last.1))
-            {
-                continue;
-            }
-            if fresh == left {
-                break;
-            }
-            if self.sent + fresh > 0 {
+            if self.sent > 0 {
                 out.push(b',');
             }
             out.extend_from_slice(&to_json(&EventJson::stored(stored, self.with_values)));
             value_bytes += stored.event.value.as_ref().map_or(0, |v| v.len());
-            fresh += 1;
-            self.last = Some(key);
+            self.sent += 1;
+            self.last = Some((stored.event.version.clone(), stored.digest));
         }
-        self.sent += fresh;
-        if !full || self.sent >= self.range.limit {
+        if !full || self.sent >= self.range.limit || events.is_empty() {
             self.done = true;
-        } else if fresh == 0 {
-            // A full step of events all at the last sent time: read wider.
-            self.step = self.step.saturating_mul(2);
         } else if self.with_values {
-            let per_event = (value_bytes / fresh).max(1);
+            let per_event = (value_bytes / events.len()).max(1);
             self.step = (HISTORY_STEP_BYTES / per_event).clamp(1, HISTORY_MAX_STEP);
         } else {
             self.step = HISTORY_MAX_STEP;

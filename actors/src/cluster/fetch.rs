@@ -19,7 +19,7 @@ use super::peer::{Peer, SendFrame};
 use super::placement::Placement;
 use super::{Answer, Cluster};
 use crate::error::NodeError;
-use crate::model::{AsOf, Event, Path};
+use crate::model::{AsOf, Digest, Event, Path, Version};
 use crate::node::{merge_pages, HistoryRange, ListPage};
 use crate::store::Stored;
 use crate::Node;
@@ -93,12 +93,12 @@ pub async fn history(
     cluster: &Arc<Cluster>,
     path: &Path,
     range: HistoryRange,
+    after: Option<(Version, Digest)>,
 ) -> Result<(Vec<Stored>, bool), NodeError> {
     let part = node.partition_of(path) as u16;
     let placement = cluster.placement();
-    let local = || Ok((node.history_of(path, range)?, false));
     if cluster.serves_reads(&placement, part) {
-        return local();
+        return node.history_off_thread(path, range, after).await;
     }
     let me = cluster.identity.node.as_str();
     let mut last = NodeError::NoOwner(path.to_string());
@@ -112,6 +112,13 @@ pub async fn history(
             from: range.from,
             to: range.to,
             limit: u32::try_from(range.limit).unwrap_or(u32::MAX),
+            after: after.as_ref().map(|(version, digest)| {
+                (
+                    version.time,
+                    version.node.as_str().to_string(),
+                    digest.to_vec(),
+                )
+            }),
         };
         let answer = ask(cluster, (owner, link), frame)
             .await
@@ -146,7 +153,7 @@ pub async fn history(
         }
     }
     if placement.owns(me, part) {
-        return local();
+        return node.history_off_thread(path, range, after).await;
     }
     Err(no_owner(last, path))
 }

@@ -241,6 +241,9 @@ pub enum PeerFrame {
         to: u64,
         /// Most events.
         limit: u32,
+        /// Only the events ordered after this one (its time, node and
+        /// content digest): the last the asker has.
+        after: Option<(u64, String, Vec<u8>)>,
     },
     /// The answer to a `History`.
     HistoryAnswer {
@@ -437,6 +440,7 @@ mod tests {
                 from: 0,
                 to: u64::MAX,
                 limit: 8,
+                after: Some((5, "n1".into(), vec![7; 16])),
             },
             PeerFrame::Imported {
                 id: 7,

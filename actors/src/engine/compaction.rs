@@ -101,7 +101,7 @@ impl Compaction {
         };
         let done = match &sweep.retention {
             Some(retention) => store.compact(sweep.part, &sweep.resume, retention, budget),
-            None => store.reclaim(sweep.part, budget),
+            None => store.reclaim(sweep.part, &sweep.resume, budget),
         };
         match done {
             Ok(done) => {

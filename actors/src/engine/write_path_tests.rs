@@ -148,6 +148,16 @@ impl Store for FaultyStore {
     ) -> Result<Vec<Stored>, StoreError> {
         self.inner.history_within(path, from, to, limit, max_bytes)
     }
+    fn history_after(
+        &self,
+        path: &Path,
+        after: (&Version, &crate::model::Digest),
+        to: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Stored>, StoreError> {
+        self.inner.history_after(path, after, to, limit, max_bytes)
+    }
     fn event_at(&self, path: &Path, as_of: &AsOf) -> Result<Option<Stored>, StoreError> {
         self.inner.event_at(path, as_of)
     }
@@ -170,9 +180,10 @@ impl Store for FaultyStore {
     fn reclaim(
         &self,
         part: u16,
+        resume: &crate::store::Resume,
         budget: crate::store::Budget,
     ) -> Result<crate::store::Compacted, StoreError> {
-        self.inner.reclaim(part, budget)
+        self.inner.reclaim(part, resume, budget)
     }
     fn partition_floor(&self, part: u16) -> u64 {
         self.inner.partition_floor(part)

@@ -538,7 +538,7 @@ impl Node {
     /// above 0) before what compaction kept of the path fails with
     /// [`NodeError::Compacted`]; from 0, it is what is kept.
     pub fn history_of(&self, path: &Path, range: HistoryRange) -> Result<Vec<Stored>, NodeError> {
-        Ok(self.history_bounded(path, range, usize::MAX)?.0)
+        Ok(self.history_bounded(path, range, usize::MAX, None)?.0)
     }
 
     /// The change log after `after`, in seq order, at most `limit` entries:

@@ -7,7 +7,7 @@
 use super::{HistoryRange, ListPage, Node};
 use crate::cluster::fetch::{self, ListAsk};
 use crate::error::NodeError;
-use crate::model::{AsOf, Event, Path};
+use crate::model::{AsOf, Digest, Event, Path, Version};
 use crate::store::Stored;
 
 /// Value bytes an owner's answer to a peer's history read holds, about (at
@@ -87,24 +87,38 @@ impl Node {
         }
     }
 
-    /// Up to `range.limit` events of the history of `path`, as `GET
-    /// /history` reads it: in a cluster, at an owner. True with them when
-    /// the read stopped at a byte bound before its limit: more may follow.
+    /// Up to `range.limit` events of the history of `path` (those ordered
+    /// after `after`, the last event a reader has, when given), about
+    /// [`HISTORY_ANSWER_BYTES`] of values at most (at least one event), as
+    /// `GET /history` reads it: in a cluster, at an owner. True with them
+    /// when the read stopped at the byte bound before its limit: more may
+    /// follow.
     pub async fn read_history(
         &self,
         path: &Path,
         range: HistoryRange,
+        after: Option<(Version, Digest)>,
     ) -> Result<(Vec<Stored>, bool), NodeError> {
         match self.cluster() {
-            Some(cluster) => fetch::history(self, cluster, path, range).await,
-            None => {
-                let (node, path) = (self.clone(), path.clone());
-                let events = tokio::task::spawn_blocking(move || node.history_of(&path, range))
-                    .await
-                    .map_err(|_| NodeError::ShuttingDown)??;
-                Ok((events, false))
-            }
+            Some(cluster) => fetch::history(self, cluster, path, range, after).await,
+            None => self.history_off_thread(path, range, after).await,
         }
+    }
+
+    /// [`Node::history_bounded`] to [`HISTORY_ANSWER_BYTES`], on a
+    /// blocking thread.
+    pub(crate) async fn history_off_thread(
+        &self,
+        path: &Path,
+        range: HistoryRange,
+        after: Option<(Version, Digest)>,
+    ) -> Result<(Vec<Stored>, bool), NodeError> {
+        let (node, path) = (self.clone(), path.clone());
+        tokio::task::spawn_blocking(move || {
+            node.history_bounded(&path, range, HISTORY_ANSWER_BYTES, after.as_ref())
+        })
+        .await
+        .map_err(|_| NodeError::ShuttingDown)?
     }
 
     /// This node's own page of `prefix` (see [`ListAsk`]) over the
@@ -133,18 +147,24 @@ impl Node {
     }
 
     /// [`Node::history_of`] that stops once the values read reach
-    /// `max_bytes` (at least one event is read); true with the events when
-    /// it stopped there before `range.limit`.
+    /// `max_bytes` (at least one event is read), and that starts after
+    /// event `after` (a version and digest) when given, whatever
+    /// `range.from`; true with the events when it stopped at `max_bytes`
+    /// before `range.limit`.
     pub fn history_bounded(
         &self,
         path: &Path,
         range: HistoryRange,
         max_bytes: usize,
+        after: Option<&(Version, Digest)>,
     ) -> Result<(Vec<Stored>, bool), NodeError> {
-        let events =
-            self.inner
-                .store
-                .history_within(path, range.from, range.to, range.limit, max_bytes)?;
+        let store = &self.inner.store;
+        let events = match after {
+            Some((version, digest)) => {
+                store.history_after(path, (version, digest), range.to, range.limit, max_bytes)?
+            }
+            None => store.history_within(path, range.from, range.to, range.limit, max_bytes)?,
+        };
         // After the read (see `get_as_of`).
         if range.from > 0 {
             self.check_floor(path, range.from)?;

@@ -278,7 +278,7 @@ async fn export_across(
             let first_steps = window.iter().map(|entry| async move {
                 let mut steps = HistorySteps::new();
                 let range = steps.next_range().expect("a first step");
-                let (read, cut) = node.read_history(&entry.path, range).await?;
+                let (read, cut) = node.read_history(&entry.path, range, None).await?;
                 let more = read.len() == range.limit || cut;
                 let fresh = steps.took(read, more);
                 Ok::<_, NodeError>((steps, fresh))
@@ -299,7 +299,7 @@ async fn export_across(
                     let Some(range) = steps.next_range() else {
                         break;
                     };
-                    let (read, cut) = node.read_history(&entry.path, range).await?;
+                    let (read, cut) = node.read_history(&entry.path, range, None).await?;
                     let more = read.len() == range.limit || cut;
                     fresh = steps.took(read, more);
                 }

@@ -278,6 +278,17 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<Stored>, StoreError>;
+    /// [`Store::history_within`] of the events ordered after event `after`
+    /// (its version and digest): where a reader that has the events up to
+    /// it goes on, without reading them again.
+    fn history_after(
+        &self,
+        path: &Path,
+        after: (&Version, &Digest),
+        to: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Stored>, StoreError>;
     /// The event of `path` that stood at `as_of`: the greatest version it
     /// covers (a tombstone too), if any. Reads at most the latest value and
     /// two pages of history.
@@ -407,5 +418,6 @@ pub trait Store: Send + Sync + 'static {
     /// becomes the expiry's `expires_at` (what it held before is no longer
     /// known). A path written since is let go as it is. Like
     /// [`Store::compact`], only the committer calls it, between commits.
-    fn reclaim(&self, part: u16, budget: Budget) -> Result<Compacted, StoreError>;
+    fn reclaim(&self, part: u16, resume: &Resume, budget: Budget)
+        -> Result<Compacted, StoreError>;
 }

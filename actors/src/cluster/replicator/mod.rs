@@ -943,13 +943,14 @@ impl Handler<FromPeer> for Replicator {
                 from,
                 to,
                 limit,
+                after,
             } => {
                 let range = HistoryRange {
                     from,
                     to,
                     limit: limit as usize,
                 };
-                self.answer_history((node, link), (id, path), range, ctx)
+                self.answer_history((node, link), (id, path), (range, after), ctx)
             }
             PeerFrame::Watch { prefix, parts } => match Path::parse(&prefix) {
                 Ok(prefix) => self.serve_watch((node, link), prefix, parts, ctx),

@@ -12,8 +12,12 @@ use crate::cluster::fetch::ListAsk;
 use crate::cluster::frame::PeerFrame;
 use crate::cluster::peer::SendFrame;
 use crate::cluster::wire::{WireError, WireEvent, WireHistory, WirePage};
-use crate::model::{AsOf, Path};
+use crate::model::{AsOf, Digest, NodeId, Path, Version};
 use crate::node::{HistoryRange, HISTORY_ANSWER_BYTES};
+
+/// Most entries or events one answer holds, whatever a peer asks: a
+/// client's page is at most 10,000 (`web::listing`), a history step less.
+const MAX_LIMIT: usize = 10_000;
 
 impl Replicator {
     /// True if this node answers reads of `part`: it owns it and has
@@ -67,6 +71,10 @@ impl Replicator {
             Ok(prefix) => Ok(prefix),
         };
         let node = self.node.clone();
+        let ask = ListAsk {
+            limit: ask.limit.min(MAX_LIMIT),
+            ..ask
+        };
         let read = move || {
             let prefix = checked?;
             node.list_page(&prefix, Some(&parts), &ask)
@@ -86,20 +94,35 @@ impl Replicator {
         &mut self,
         (from, link): (String, u64),
         (id, path): (u64, String),
-        range: HistoryRange,
+        (range, after): (HistoryRange, Option<(u64, String, Vec<u8>)>),
         ctx: &mut Context<Self>,
     ) {
+        let after = match after {
+            None => Ok(None),
+            Some((time, node, digest)) => NodeId::new(&node)
+                .map_err(|e| e.to_string())
+                .and_then(|node| {
+                    let digest = Digest::try_from(digest.as_slice())
+                        .map_err(|_| "a digest of the wrong length".to_string())?;
+                    Ok(Some((Version::new(time, node), digest)))
+                })
+                .map_err(|why| WireError::Invalid(format!("a history's start: {why}"))),
+        };
         let checked = match Path::parse_key(&path) {
             Ok(path) if !self.answers_for(self.node.partition_of(&path) as u16) => {
                 Err(WireError::NotReady)
             }
-            Ok(path) => Ok(path),
+            Ok(path) => after.map(|after| (path, after)),
             Err(e) => Err(WireError::Invalid(e.to_string())),
         };
         let node = self.node.clone();
         let read = move || {
-            let path = checked?;
-            node.history_bounded(&path, range, HISTORY_ANSWER_BYTES)
+            let (path, after) = checked?;
+            let range = HistoryRange {
+                limit: range.limit.min(MAX_LIMIT),
+                ..range
+            };
+            node.history_bounded(&path, range, HISTORY_ANSWER_BYTES, after.as_ref())
                 .map(|(events, cut)| WireHistory {
                     events: events.iter().map(|s| WireEvent::from(&s.event)).collect(),
                     cut,

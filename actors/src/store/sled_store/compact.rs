@@ -94,13 +94,31 @@ impl SledStore {
 
     /// One step of reclaiming expired values' history in partition `part`
     /// (see `Store::reclaim`).
-    pub(super) fn reclaim_step(&self, part: u16, budget: Budget) -> Result<Compacted, StoreError> {
-        let (start, end) = (
-            keys::partition_start(keys::RECLAIM, part).to_vec(),
-            keys::partition_end(keys::RECLAIM, part),
-        );
+    pub(super) fn reclaim_step(
+        &self,
+        part: u16,
+        resume: &Resume,
+        budget: Budget,
+    ) -> Result<Compacted, StoreError> {
+        let start = match resume {
+            Resume::Done => {
+                return Ok(Compacted {
+                    dropped: 0,
+                    resume: Resume::Done,
+                })
+            }
+            Resume::Start => Bound::Included(keys::partition_start(keys::RECLAIM, part).to_vec()),
+            Resume::At(p) => Bound::Included(keys::reclaim(part, p)),
+            Resume::After(p) => Bound::Excluded(keys::reclaim(part, p)),
+        };
+        let end = Bound::Excluded(keys::partition_end(keys::RECLAIM, part));
         // Most partitions have nothing queued: no need to hold up commits.
-        if self.tree.range(start.clone()..end.clone()).next().is_none() {
+        if self
+            .tree
+            .range::<Vec<u8>, _>((start.clone(), end.clone()))
+            .next()
+            .is_none()
+        {
             return Ok(Compacted {
                 dropped: 0,
                 resume: Resume::Done,
@@ -115,60 +133,78 @@ impl SledStore {
         let in_log = self.trimmed_through(part);
         let mut step = Step::new(self.partition_floor_of(part));
         let mut resume = Resume::Done;
-        for item in self.tree.range(start..end) {
-            if step.work >= budget.work || std::time::Instant::now() >= budget.until {
-                resume = Resume::Start;
-                break;
-            }
+        // Each key looked at once per sweep: one whose expiry is still in
+        // the log waits for the next sweep, and does not hold up the rest.
+        for item in self.tree.range::<Vec<u8>, _>((start, end)) {
             let (key, _) = item?;
             step.work += 1;
             let text = std::str::from_utf8(&key[3..])
                 .map_err(|_| StoreError::Corrupt("a reclaim key is not UTF-8".into()))?;
             let path = Path::parse(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let Some(raw) = self.tree.get(keys::latest(part, text))? else {
-                step.forget.push(key.to_vec());
-                continue;
-            };
-            let latest = pages::items(&path, raw)?;
-            let Some(newest) = latest.last() else {
-                step.forget.push(key.to_vec());
-                continue;
-            };
-            let newest = decode(path.clone(), newest.record.clone())?;
-            let Some(expired_at) = newest
-                .event
-                .expires_at
-                .filter(|_| newest.event.value.is_none())
-            else {
-                // Written since it expired: its history stays as the
-                // retention says.
-                step.forget.push(key.to_vec());
-                continue;
-            };
-            if newest.seq.is_some_and(|seq| seq > in_log) {
-                continue; // Its expiry is still in the log: a later step.
+            match self.reclaim_path(part, &path, in_log, budget.work, &mut step)? {
+                Reclaim::Done => step.forget.push(key.to_vec()),
+                Reclaim::Later => {}
+                Reclaim::Unfinished => {
+                    resume = Resume::At(text.to_string());
+                    break;
+                }
             }
-            let cut = keys::order(&newest.event.version, &newest.digest);
-            step.held = 0;
-            let done = self.drop_below(
-                part,
-                &path,
-                &latest,
-                (&cut, expired_at),
-                in_log,
-                budget.work,
-                &mut step,
-            )?;
-            if !done {
-                resume = Resume::Start;
+            if step.work >= budget.work || std::time::Instant::now() >= budget.until {
+                resume = Resume::After(text.to_string());
                 break;
-            }
-            if step.held == 0 {
-                step.forget.push(key.to_vec());
             }
         }
         let dropped = self.finish(part, step, &mut state)?;
         Ok(Compacted { dropped, resume })
+    }
+
+    /// Reclaims the history of `path` before its expiry, if its latest
+    /// event is still that expiry and it has left the change log.
+    fn reclaim_path(
+        &self,
+        part: u16,
+        path: &Path,
+        in_log: u64,
+        budget: usize,
+        step: &mut Step,
+    ) -> Result<Reclaim, StoreError> {
+        let Some(raw) = self.tree.get(keys::latest(part, path.as_str()))? else {
+            return Ok(Reclaim::Done);
+        };
+        let latest = pages::items(path, raw)?;
+        let Some(newest) = latest.last() else {
+            return Ok(Reclaim::Done);
+        };
+        let newest = decode(path.clone(), newest.record.clone())?;
+        let Some(expired_at) = newest
+            .event
+            .expires_at
+            .filter(|_| newest.event.value.is_none())
+        else {
+            // Written since it expired: its history stays as the retention
+            // says.
+            return Ok(Reclaim::Done);
+        };
+        if newest.seq.is_some_and(|seq| seq > in_log) {
+            return Ok(Reclaim::Later);
+        }
+        let cut = keys::order(&newest.event.version, &newest.digest);
+        step.held = 0;
+        let done = self.drop_below(
+            part,
+            path,
+            &latest,
+            (&cut, expired_at),
+            in_log,
+            budget,
+            step,
+        )?;
+        Ok(match (done, step.held) {
+            (false, _) => Reclaim::Unfinished,
+            // Late events below the expiry still in the log.
+            (true, held) if held > 0 => Reclaim::Later,
+            (true, _) => Reclaim::Done,
+        })
     }
 
     /// Writes what `step` gathered in partition `part`: its drops, the
@@ -443,6 +479,17 @@ impl SledStore {
         }
         Ok(None)
     }
+}
+
+/// Where reclaiming one path stands after a step.
+enum Reclaim {
+    /// Nothing more to do: its key goes.
+    Done,
+    /// Not yet (its expiry, or events below it, still in the log): a later
+    /// sweep looks again.
+    Later,
+    /// Over the step's budget: the next step starts with it again.
+    Unfinished,
 }
 
 /// What a compaction step has gathered.

@@ -221,6 +221,62 @@ impl SledStore {
     }
 
     /// The partition's trimmed mark.
+    /// The history of `path` from time `from` (only the events ordered
+    /// after `after`, an order key, when given) to `to`, bounded by
+    /// `limit` and `max_bytes` (see `Store::history_within`).
+    fn history_from(
+        &self,
+        path: &Path,
+        (from, after): (u64, Option<&[u8]>),
+        to: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Stored>, StoreError> {
+        let mut out = Vec::new();
+        if limit == 0 || from > to {
+            return Ok(out);
+        }
+        let mut bytes = 0usize;
+        // Records in order; false once past `to`, the limit or the bytes.
+        let mut push = |items: Vec<pages::Item>, out: &mut Vec<Stored>| {
+            for item in items {
+                let time = item.time();
+                if time > to || out.len() >= limit || bytes >= max_bytes {
+                    return Ok::<_, StoreError>(false);
+                }
+                if time >= from && after.is_none_or(|a| item.order[..] > *a) {
+                    let stored = decode(path.clone(), item.record)?;
+                    bytes += stored.event.value.as_ref().map_or(0, |v| v.len());
+                    out.push(stored);
+                }
+            }
+            Ok(true)
+        };
+        // The latest value first: a commit may turn its open page into a
+        // page between the two reads, and sled has no snapshots. Pages hold
+        // only records below the open page's first one, so records from that
+        // order on are taken from the latest value alone.
+        let part = self.layout.partition_of(path);
+        let latest = match self.tree.get(keys::latest(part, path.as_str()))? {
+            Some(raw) => pages::items(path, raw)?,
+            None => Vec::new(),
+        };
+        let open_from = latest.first().map(|i| i.order.clone());
+        for page in pages::PathView::new(&self.tree, part, path).pages_from_time(from) {
+            let (_, raw) = page?;
+            let below_open = pages::items(path, raw)?.into_iter().filter(|i| {
+                open_from
+                    .as_ref()
+                    .is_none_or(|first| i.order[..] < first[..])
+            });
+            if !push(below_open.collect(), &mut out)? {
+                return Ok(out);
+            }
+        }
+        push(latest, &mut out)?;
+        Ok(out)
+    }
+
     fn trimmed_through(&self, part: u16) -> u64 {
         self.trimmed
             .get(usize::from(part))
@@ -355,49 +411,19 @@ impl Store for SledStore {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<Stored>, StoreError> {
-        let mut out = Vec::new();
-        if limit == 0 || from > to {
-            return Ok(out);
-        }
-        let mut bytes = 0usize;
-        // Records in order; false once past `to`, the limit or the bytes.
-        let mut push = |items: Vec<pages::Item>, out: &mut Vec<Stored>| {
-            for item in items {
-                let time = item.time();
-                if time > to || out.len() >= limit || bytes >= max_bytes {
-                    return Ok::<_, StoreError>(false);
-                }
-                if time >= from {
-                    let stored = decode(path.clone(), item.record)?;
-                    bytes += stored.event.value.as_ref().map_or(0, |v| v.len());
-                    out.push(stored);
-                }
-            }
-            Ok(true)
-        };
-        // The latest value first: a commit may turn its open page into a
-        // page between the two reads, and sled has no snapshots. Pages hold
-        // only records below the open page's first one, so records from that
-        // order on are taken from the latest value alone.
-        let part = self.layout.partition_of(path);
-        let latest = match self.tree.get(keys::latest(part, path.as_str()))? {
-            Some(raw) => pages::items(path, raw)?,
-            None => Vec::new(),
-        };
-        let open_from = latest.first().map(|i| i.order.clone());
-        for page in pages::PathView::new(&self.tree, part, path).pages_from_time(from) {
-            let (_, raw) = page?;
-            let below_open = pages::items(path, raw)?.into_iter().filter(|i| {
-                open_from
-                    .as_ref()
-                    .is_none_or(|first| i.order[..] < first[..])
-            });
-            if !push(below_open.collect(), &mut out)? {
-                return Ok(out);
-            }
-        }
-        push(latest, &mut out)?;
-        Ok(out)
+        self.history_from(path, (from, None), to, limit, max_bytes)
+    }
+
+    fn history_after(
+        &self,
+        path: &Path,
+        (version, digest): (&Version, &Digest),
+        to: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Stored>, StoreError> {
+        let after = keys::order(version, digest);
+        self.history_from(path, (version.time, Some(&after)), to, limit, max_bytes)
     }
 
     fn event_at(&self, path: &Path, as_of: &AsOf) -> Result<Option<Stored>, StoreError> {
@@ -636,9 +662,10 @@ impl Store for SledStore {
     fn reclaim(
         &self,
         part: u16,
+        resume: &crate::store::Resume,
         budget: crate::store::Budget,
     ) -> Result<crate::store::Compacted, StoreError> {
-        self.reclaim_step(part, budget)
+        self.reclaim_step(part, resume, budget)
     }
 }
 
@@ -646,6 +673,8 @@ impl Store for SledStore {
 mod at_tests;
 #[cfg(test)]
 mod partition_tests;
+#[cfg(test)]
+mod reclaim_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -354,3 +354,46 @@ async fn a_cluster_exported_at_one_node_and_imported_at_one_node_of_another_is_t
         "{again}"
     );
 }
+
+#[actix_web::test]
+async fn histories_of_big_values_are_read_whole_where_they_are_not_held() {
+    let a = node("a", "1", &[]);
+    let b = node("b", "1", &["--join", &a.addr]);
+    let nodes = vec![a, b];
+    let ids: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+    all_alive(&nodes, &ids).await;
+    linked(&nodes).await;
+    // A path b owns (its writes are coordinated there).
+    let mut owned_by_b = None;
+    for i in 0..40 {
+        let path = format!("big/{i}/x");
+        if write(&nodes[0], &path, "small").await.ends_with(".b") {
+            owned_by_b = Some(path);
+            break;
+        }
+    }
+    let path = owned_by_b.expect("a path b owns");
+    // Two values over the 8 MiB an owner's answer holds.
+    let big = vec![b'x'; 9 << 20];
+    for _ in 0..2 {
+        let r = put(&nodes[0].at("raw", &path), &big).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let sizes = |events: &[serde_json::Value]| -> Vec<usize> {
+        events
+            .iter()
+            .map(|e| e["value"].as_str().map_or(0, str::len))
+            .collect()
+    };
+    let h = get(&nodes[0].at("history", &path)).await;
+    assert_eq!(h.status, 200, "{}", String::from_utf8_lossy(&h.body));
+    let events = h.json()["events"].as_array().unwrap().clone();
+    assert_eq!(sizes(&events), [5, 9 << 20, 9 << 20]);
+    // An export at a, which does not hold the prefix, has them too.
+    let exported: Vec<serde_json::Value> = export(&nodes[0], "big")
+        .await
+        .into_iter()
+        .filter(|e| e["path"] == path.as_str())
+        .collect();
+    assert_eq!(sizes(&exported), [5, 9 << 20, 9 << 20]);
+}

@@ -147,9 +147,13 @@ impl Cluster {
     /// Marks the partitions whose stream from a co-owner has caught up
     /// (the replicator does). A partition stays caught up while this node
     /// owns it, when that stream ends too: it held what its co-owner held,
-    /// and takes its share of every write since, so losing the co-owner
-    /// does not make it stale. It must catch up again once it stops owning
-    /// the partition (see `set_members`) or restarts.
+    /// and misses only what that co-owner takes while they are apart (a
+    /// dead co-owner, nothing; a cut link, its writes until anti-entropy
+    /// brings them), which a reader at any one owner may miss anyway (LWW
+    /// replication, not linearizable). Readers keep an owner to ask when a
+    /// co-owner dies, instead of none until membership moves the
+    /// partition. It must catch up again once it stops owning the
+    /// partition (see `set_members`) or restarts.
     pub fn mark_caught_up(&self, parts: std::collections::HashSet<u16>) {
         let placement = self.placement.lock().unwrap_or_else(|p| p.into_inner());
         let mut caught_up = self.caught_up.lock().unwrap_or_else(|p| p.into_inner());

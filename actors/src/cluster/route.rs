@@ -166,6 +166,9 @@ pub async fn import(
         .partition(|e| placement.owns(me, part_of(e)));
     let mut report = node.merge_here(&here).await?;
     let mut tried: HashMap<u16, usize> = HashMap::new();
+    // The first event no owner could take: the import fails with it once
+    // the others are merged.
+    let mut stranded: Option<NodeError> = None;
     while !away.is_empty() {
         let mut batches: BTreeMap<&str, (OwnerLink, Vec<Event>)> = BTreeMap::new();
         // Each partition's owner this round (its events go together).
@@ -181,7 +184,10 @@ pub async fn import(
                         round.insert(part, owner);
                         owner
                     }
-                    None => return Err(NodeError::NoOwner(event.path.to_string())),
+                    None => {
+                        stranded.get_or_insert(NodeError::NoOwner(event.path.to_string()));
+                        continue;
+                    }
                 },
             };
             if let Some((_, events)) = batches.get_mut(owner) {
@@ -229,7 +235,10 @@ pub async fn import(
             }
         }
     }
-    Ok(report)
+    match stranded {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
 }
 
 /// `events` in frames of about [`IMPORT_FRAME_BYTES`] of values, at most

@@ -164,6 +164,9 @@ impl Store for FaultyStore {
     fn history_floor(&self, path: &Path) -> Result<Option<u64>, StoreError> {
         self.inner.history_floor(path)
     }
+    fn compacted_span(&self, path: &Path) -> Result<Option<(u64, u64)>, StoreError> {
+        self.inner.compacted_span(path)
+    }
     fn expiries_due(
         &self,
         now: u64,

@@ -277,6 +277,8 @@ fn an_expiry_is_never_the_cut_that_drops_the_value_it_ends() {
             node.get_at("x/v", T0 - 1),
             Err(NodeError::Compacted { .. })
         ));
+        // Before its oldest event (dropped), nothing stood: that is known.
+        assert!(node.get_at("x/v", T0 - 2 * S).unwrap().is_none());
     });
 }
 
@@ -379,6 +381,8 @@ fn an_expired_values_space_is_reclaimed_once_its_expiry_left_the_log_whatever_th
             other => panic!("expected Compacted, got {other:?}"),
         }
         assert!(node.get_at("t/old", expired_at).unwrap().is_none());
+        // Before its first event nothing stood: known still.
+        assert!(node.get_at("t/old", T0 - 1).unwrap().is_none());
         // The merkle tree holds exactly what is kept.
         let want = held_fingerprint(&node, "t/old");
         until(&node, "the tree to drop the reclaimed events", || {

@@ -360,8 +360,23 @@ impl Node {
         crate::model::cursor::Cursor::names_store(since, &self.inner.incarnation)
     }
 
-    /// Fails with [`NodeError::Compacted`] if compaction dropped what
-    /// `path` held before `time`.
+    /// Fails with [`NodeError::Compacted`] if what `path` held at `time` is
+    /// no longer known: compaction dropped its history around then. (Before
+    /// the oldest event dropped, what stood is known: what is kept then, or
+    /// nothing.)
+    pub fn check_known(&self, path: &Path, time: u64) -> Result<(), NodeError> {
+        match self.inner.store.compacted_span(path)? {
+            Some((from, oldest)) if from <= time && time < oldest => Err(NodeError::Compacted {
+                path: path.to_string(),
+                oldest,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Fails with [`NodeError::Compacted`] if compaction dropped some of
+    /// `path`'s history from `time` on: a read of its history from then
+    /// would miss events.
     pub fn check_floor(&self, path: &Path, time: u64) -> Result<(), NodeError> {
         match self.inner.store.history_floor(path)? {
             Some(oldest) if time < oldest => Err(NodeError::Compacted {
@@ -400,8 +415,11 @@ impl Node {
             };
             after = Some(last.event.path.as_str().to_string());
             let full = chunk.len() == 1024;
-            // A floor is never past a path's newest event.
-            for latest in chunk.iter().filter(|s| s.event.version.time >= time) {
+            // Events dropped are older than the path's newest event (a
+            // reclaimed path's floor, its expiry's `expires_at`, may be past
+            // it): only a path with a newer event than `time` lost some
+            // from then on.
+            for latest in chunk.iter().filter(|s| s.event.version.time > time) {
                 self.check_floor(&latest.event.path, time)?;
             }
             if !full {
@@ -416,7 +434,7 @@ impl Node {
         let stored = self.stood_at(path, as_of)?;
         // After the read: a compaction step that ran meanwhile has raised
         // the floor by now (pages and floor go in one batch).
-        self.check_floor(path, as_of.time)?;
+        self.check_known(path, as_of.time)?;
         Ok(stored.filter(|s| s.event.is_live_at(as_of.time)))
     }
 
@@ -504,7 +522,7 @@ impl Node {
                         if stored.event.version.time > at || expiry::is_expiry(&stored.event) =>
                     {
                         let then = self.stood_at(&stored.event.path, &AsOf::time(at))?;
-                        self.check_floor(&stored.event.path, at)?;
+                        self.check_known(&stored.event.path, at)?;
                         match then {
                             Some(then) => then,
                             None => continue,

@@ -299,9 +299,18 @@ async fn export_across(
                     let Some(range) = steps.next_range() else {
                         break;
                     };
-                    let (read, cut) = node.read_history(&entry.path, range, None).await?;
+                    let after = steps.last.clone();
+                    let (read, cut) = node.read_history(&entry.path, range, after).await?;
                     let more = read.len() == range.limit || cut;
                     fresh = steps.took(read, more);
+                    // Each step starts after the last event read: one that
+                    // brings nothing new yet says "more" would never end.
+                    if fresh.is_empty() && more {
+                        return Err(NodeError::Store(crate::store::StoreError::Failed(format!(
+                            "the history of '{}' did not move on past {:?}",
+                            entry.path, steps.last
+                        ))));
+                    }
                 }
             }
         }

@@ -94,7 +94,18 @@ fn pass(store: &dyn Store, state: &mut State) -> Result<Vec<Stored>, StoreError>
         let events = store.history_within(path, start, state.to, PASS_EVENTS, PASS_BYTES)?;
         // (Checked after the read.) Compaction took events this playback was to send (it began
         // after the playback was checked): say so rather than skip them.
-        if let Some(floor) = store.history_floor(path)?.filter(|f| *f > state.from) {
+        // (Events dropped are older than the path's newest event: a path
+        // whose expired value was reclaimed has its floor at the expiry's
+        // `expires_at`, past its newest event, the expiry itself.)
+        let floor = store.history_floor(path)?.filter(|f| *f > state.from);
+        let lost = match floor {
+            Some(floor) => {
+                let newest = store.latest(path)?.map_or(0, |s| s.event.version.time);
+                Some(floor).filter(|_| state.from < newest)
+            }
+            None => None,
+        };
+        if let Some(floor) = lost {
             return Err(StoreError::Failed(format!(
                 "the history of '{path}' before {} was compacted during the playback",
                 crate::model::format_moment(floor)

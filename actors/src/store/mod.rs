@@ -393,6 +393,11 @@ pub trait Store: Send + Sync + 'static {
     /// The time of `path`'s oldest event kept, once compaction dropped
     /// older ones: what it held before then is no longer known.
     fn history_floor(&self, path: &Path) -> Result<Option<u64>, StoreError>;
+    /// The times `[from, floor)` whose history of `path` compaction
+    /// dropped, if any: what it held then is no longer known. Before
+    /// `from` nothing was dropped (0 when a store of an earlier release
+    /// did not record it).
+    fn compacted_span(&self, path: &Path) -> Result<Option<(u64, u64)>, StoreError>;
     /// The greatest history floor of partition `part`'s paths (0: nothing
     /// dropped).
     fn partition_floor(&self, part: u16) -> u64;
@@ -418,6 +423,5 @@ pub trait Store: Send + Sync + 'static {
     /// becomes the expiry's `expires_at` (what it held before is no longer
     /// known). A path written since is let go as it is. Like
     /// [`Store::compact`], only the committer calls it, between commits.
-    fn reclaim(&self, part: u16, resume: &Resume, budget: Budget)
-        -> Result<Compacted, StoreError>;
+    fn reclaim(&self, part: u16, resume: &Resume, budget: Budget) -> Result<Compacted, StoreError>;
 }

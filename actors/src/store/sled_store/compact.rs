@@ -32,11 +32,24 @@ impl SledStore {
 
     /// The floor of `path`, if compaction dropped some of its history.
     pub(super) fn floor_of(&self, path: &Path) -> Result<Option<u64>, StoreError> {
+        Ok(self.dropped_span(path)?.map(|(_, floor)| floor))
+    }
+
+    /// The times `[from, floor)` of `path`'s history compaction dropped,
+    /// if it dropped some: what the path held then is no longer known.
+    /// Before `from` nothing was dropped (0 in a floor key written before
+    /// it was recorded: unknown, so everything before the floor).
+    pub(super) fn dropped_span(&self, path: &Path) -> Result<Option<(u64, u64)>, StoreError> {
         let part = self.layout.partition_of(path);
-        Ok(self
-            .tree
-            .get(keys::floor(part, path.as_str()))?
-            .and_then(|raw| u64_of(&raw)))
+        let Some(raw) = self.tree.get(keys::floor(part, path.as_str()))? else {
+            return Ok(None);
+        };
+        Ok(match raw.len() {
+            8 => u64_of(&raw).map(|floor| (0, floor)),
+            // `floor from`: the floor first, as keys of earlier releases.
+            16 => u64_of(&raw[8..]).zip(u64_of(&raw[..8])),
+            _ => None,
+        })
     }
 
     /// One step of compacting partition `part` (see `Store::compact`).
@@ -407,6 +420,7 @@ impl SledStore {
                     .is_none_or(|seq| seq <= in_log);
             if goes {
                 step.newest_dropped = step.newest_dropped.max(item.time());
+                step.oldest_dropped = step.oldest_dropped.min(item.time());
                 push_dropped(&mut step.names, &keys::logged(path, &item.order));
                 dropped += 1;
             } else {
@@ -442,9 +456,13 @@ impl SledStore {
             cut_time
         };
         step.newest_dropped = 0;
-        let floor = floor.max(at_least).max(self.floor_of(path)?.unwrap_or(0));
-        step.batch
-            .insert(keys::floor(part, path.as_str()), &floor.to_be_bytes()[..]);
+        let oldest_dropped = std::mem::replace(&mut step.oldest_dropped, u64::MAX);
+        let (from, known) = self.dropped_span(path)?.unwrap_or((u64::MAX, 0));
+        let floor = floor.max(at_least).max(known);
+        let from = from.min(oldest_dropped);
+        let mut value = floor.to_be_bytes().to_vec();
+        value.extend_from_slice(&from.to_be_bytes());
+        step.batch.insert(keys::floor(part, path.as_str()), value);
         step.dropped += dropped;
         if floor > step.floor {
             step.floor = floor;
@@ -507,6 +525,8 @@ struct Step {
     names: Vec<u8>,
     /// The newest time among the events of the current path dropped.
     newest_dropped: u64,
+    /// The oldest time among them (`u64::MAX`: none yet).
+    oldest_dropped: u64,
     /// Events of the current path below its cut kept because the change
     /// log still holds them.
     held: u64,
@@ -525,6 +545,7 @@ impl Step {
             rewritten: Vec::new(),
             names: Vec::new(),
             newest_dropped: 0,
+            oldest_dropped: u64::MAX,
             held: 0,
             forget: Vec::new(),
         }

@@ -604,6 +604,10 @@ impl Store for SledStore {
         self.floor_of(path)
     }
 
+    fn compacted_span(&self, path: &Path) -> Result<Option<(u64, u64)>, StoreError> {
+        self.dropped_span(path)
+    }
+
     fn expiries_due(
         &self,
         now: u64,

@@ -98,10 +98,6 @@ fn a_reclaim_pass_goes_past_paths_not_yet_due_and_reclaims_the_rest() {
     assert_eq!(s.floor_of(&Path::parse("p/z").unwrap()).unwrap(), Some(20));
     assert_eq!(times(&s, "p/a3"), [130, 131], "not yet: still in the log");
     // The ten stay queued for a later pass; `p/z` is done.
-    let queued = s
-        .tree
-        .scan_prefix([keys::RECLAIM])
-        .keys()
-        .count();
+    let queued = s.tree.scan_prefix([keys::RECLAIM]).keys().count();
     assert_eq!(queued, 10);
 }

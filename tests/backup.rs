@@ -303,3 +303,27 @@ async fn a_bad_line_is_reported_by_number_and_nothing_is_imported() {
         .await
         .assert_error(405, "method_not_allowed");
 }
+
+#[actix_web::test]
+async fn an_import_body_over_its_limit_is_refused_whole_and_the_node_serves_on() {
+    // The limit is 32 MiB of records plus twice the largest value.
+    let s = Server::start(&["--max-body-bytes", "1024"]);
+    let line = format!(r#"{{"path":"imp/big","version":"{}.n1","value":"v"}}"#, T0);
+    let mut body = Vec::with_capacity((33 << 20) + line.len());
+    while body.len() < (32 << 20) + 4096 {
+        body.extend_from_slice(line.as_bytes());
+        body.push(b'\n');
+    }
+    let r = send(http().post(format!("{}/import", s.url)), Some(&body)).await;
+    r.assert_error(413, "too_large");
+    assert_eq!(
+        get(&s.at("list", "imp")).await.json()["entries"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0,
+        "nothing imported"
+    );
+    let r = put(&s.at("raw", "imp/after"), b"v").await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+}

@@ -653,6 +653,23 @@ async fn compacted_history_answers_410_naming_the_oldest_time_kept() {
         )
         .await,
     );
+    // A WebSocket playback asked by op: an error frame for that request
+    // (the socket stays open and serves on).
+    let mut ws = WsClient::connect(&s.ws_url("other")).await;
+    ws.until_ready().await;
+    ws.send_json(
+        serde_json::json!({"op": "subscribe", "path": "k", "from": T0.to_string(), "id": 7}),
+    )
+    .await;
+    let f = ws.next_non_ping().await;
+    assert_eq!(
+        (f["type"].as_str(), f["error"].as_str(), f["id"].as_i64()),
+        (Some("error"), Some("compacted"), Some(7)),
+        "{f}"
+    );
+    put(&s.at("raw", "other/x"), b"still served").await;
+    let f = ws.next_non_ping().await;
+    assert_eq!(f["value"], "still served", "{f}");
     let err = cli(&s, &["get", "k/x", "--at", &(T0 + S).to_string()]).unwrap_err();
     assert!(err.contains("compacted"), "{err}");
     assert!(metric(&s, "spread_history_compacted_events_total").await >= 10.0);

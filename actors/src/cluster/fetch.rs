@@ -46,42 +46,26 @@ pub async fn read(
     if cluster.serves_reads(&placement, part) || (at.is_none() && node.interest().serves(path)) {
         return local();
     }
-    let me = cluster.identity.node.as_str();
-    let mut last = NodeError::NoOwner(path.to_string());
-    for owner in placement.owners(part).filter(|o| *o != me) {
-        let Some(link) = cluster.links.link(owner) else {
-            continue;
-        };
-        let frame = |id| PeerFrame::Read {
-            id,
-            path: path.as_str().to_string(),
-            at: at.cloned(),
-        };
-        let answer = ask(cluster, (owner, link), frame)
-            .await
-            .and_then(|a| match a {
-                Answer::Read(Ok(event)) => event.map(Event::try_from).transpose().map_err(|why| {
-                    log::warn!("node '{owner}' answered a read with a bad event: {why}");
-                    NodeError::NoOwner(path.to_string())
-                }),
-                Answer::Read(Err(e)) => Err(e.into()),
-                _ => Err(NodeError::NoOwner(path.to_string())),
-            });
-        match answer {
-            Ok(answer) => return Ok(answer),
-            Err(e) if worth_another_owner(&e) => {
-                log::debug!("reading {path} at '{owner}': {e}");
-                last = e;
-            }
-            Err(e) => return Err(e),
-        }
+    let frame = |id| PeerFrame::Read {
+        id,
+        path: path.as_str().to_string(),
+        at: at.cloned(),
+    };
+    let answer = ask_owners(cluster, &placement, part, path, frame, |owner, a| match a {
+        Answer::Read(Ok(event)) => event.map(Event::try_from).transpose().map_err(|why| {
+            log::warn!("node '{owner}' answered a read with a bad event: {why}");
+            NodeError::NoOwner(path.to_string())
+        }),
+        Answer::Read(Err(e)) => Err(e.into()),
+        _ => Err(NodeError::NoOwner(path.to_string())),
+    })
+    .await;
+    match answer {
+        // No other owner could answer: an owner still catching up answers
+        // with what it holds rather than not at all.
+        Err(e) if worth_another_owner(&e) && placement.owns(me_of(cluster), part) => local(),
+        other => other.map_err(|e| no_owner(e, path)),
     }
-    // No other owner could answer: an owner still catching up answers
-    // with what it holds rather than not at all.
-    if placement.owns(me, part) {
-        return local();
-    }
-    Err(no_owner(last, path))
 }
 
 /// Up to `limit` events of the history of `path` in `range`, oldest first,
@@ -100,62 +84,87 @@ pub async fn history(
     if cluster.serves_reads(&placement, part) {
         return node.history_off_thread(path, range, after).await;
     }
-    let me = cluster.identity.node.as_str();
+    let frame = |id| PeerFrame::History {
+        id,
+        path: path.as_str().to_string(),
+        from: range.from,
+        to: range.to,
+        limit: u32::try_from(range.limit).unwrap_or(u32::MAX),
+        after: after.as_ref().map(|(version, digest)| {
+            (
+                version.time,
+                version.node.as_str().to_string(),
+                digest.to_vec(),
+            )
+        }),
+    };
+    let answer = ask_owners(cluster, &placement, part, path, frame, |owner, a| match a {
+        Answer::History(Ok(h)) => {
+            let mut events = Vec::with_capacity(h.events.len());
+            for wire in h.events {
+                let event = Event::try_from(wire).map_err(|why| {
+                    log::warn!("node '{owner}' answered a history with a bad event: {why}");
+                    NodeError::NoOwner(path.to_string())
+                })?;
+                // Its change number is the owner's, not this node's.
+                events.push(Stored {
+                    digest: event.digest(),
+                    event,
+                    seq: None,
+                    late: false,
+                });
+            }
+            Ok((events, h.cut))
+        }
+        Answer::History(Err(e)) => Err(e.into()),
+        _ => Err(NodeError::NoOwner(path.to_string())),
+    })
+    .await;
+    match answer {
+        Err(e) if worth_another_owner(&e) && placement.owns(me_of(cluster), part) => {
+            node.history_off_thread(path, range, after).await
+        }
+        other => other.map_err(|e| no_owner(e, path)),
+    }
+}
+
+/// Asks the owners of `part` but this node about `path`, each in turn
+/// until one answers (`decode` reads its answer): one that cannot be
+/// reached, is catching up, stopping or failing does not end the read;
+/// a client's error (a bad time, a compacted history) does. Without an
+/// answer, the last owner's error (`NoOwner` when none had a link).
+async fn ask_owners<T>(
+    cluster: &Arc<Cluster>,
+    placement: &Placement,
+    part: u16,
+    path: &Path,
+    frame: impl Fn(u64) -> PeerFrame,
+    decode: impl Fn(&str, Answer) -> Result<T, NodeError>,
+) -> Result<T, NodeError> {
+    let me = me_of(cluster);
     let mut last = NodeError::NoOwner(path.to_string());
     for owner in placement.owners(part).filter(|o| *o != me) {
         let Some(link) = cluster.links.link(owner) else {
             continue;
         };
-        let frame = |id| PeerFrame::History {
-            id,
-            path: path.as_str().to_string(),
-            from: range.from,
-            to: range.to,
-            limit: u32::try_from(range.limit).unwrap_or(u32::MAX),
-            after: after.as_ref().map(|(version, digest)| {
-                (
-                    version.time,
-                    version.node.as_str().to_string(),
-                    digest.to_vec(),
-                )
-            }),
-        };
-        let answer = ask(cluster, (owner, link), frame)
+        let answer = ask(cluster, (owner, link), &frame)
             .await
-            .and_then(|a| match a {
-                Answer::History(Ok(h)) => {
-                    let mut events = Vec::with_capacity(h.events.len());
-                    for wire in h.events {
-                        let event = Event::try_from(wire).map_err(|why| {
-                            log::warn!("node '{owner}' answered a history with a bad event: {why}");
-                            NodeError::NoOwner(path.to_string())
-                        })?;
-                        // Its change number is the owner's, not this node's.
-                        events.push(Stored {
-                            digest: event.digest(),
-                            event,
-                            seq: None,
-                            late: false,
-                        });
-                    }
-                    Ok((events, h.cut))
-                }
-                Answer::History(Err(e)) => Err(e.into()),
-                _ => Err(NodeError::NoOwner(path.to_string())),
-            });
+            .and_then(|a| decode(owner, a));
         match answer {
             Ok(answer) => return Ok(answer),
             Err(e) if worth_another_owner(&e) => {
-                log::debug!("reading the history of {path} at '{owner}': {e}");
+                log::debug!("reading {path} at '{owner}': {e}");
                 last = e;
             }
             Err(e) => return Err(e),
         }
     }
-    if placement.owns(me, part) {
-        return node.history_off_thread(path, range, after).await;
-    }
-    Err(no_owner(last, path))
+    Err(last)
+}
+
+/// This node's id.
+fn me_of(cluster: &Cluster) -> &str {
+    cluster.identity.node.as_str()
 }
 
 /// What a listing asks: where it starts, how many, as of when, and

@@ -61,14 +61,7 @@ impl SledStore {
         budget: Budget,
     ) -> Result<Compacted, StoreError> {
         let budget_work = budget.work;
-        // No commit meanwhile (the committer calls this between commits;
-        // the lock makes sure).
-        let mut state = self.state();
-        if self.torn.load(Ordering::Relaxed) {
-            return Err(StoreError::Failed(
-                "an earlier commit failed partway; reopen the store to compact".into(),
-            ));
-        }
+        let mut state = self.between_commits()?;
         let start = match resume {
             Resume::Done => {
                 return Ok(Compacted {
@@ -137,12 +130,7 @@ impl SledStore {
                 resume: Resume::Done,
             });
         }
-        let mut state = self.state();
-        if self.torn.load(Ordering::Relaxed) {
-            return Err(StoreError::Failed(
-                "an earlier commit failed partway; reopen the store to compact".into(),
-            ));
-        }
+        let mut state = self.between_commits()?;
         let in_log = self.trimmed_through(part);
         let mut step = Step::new(self.partition_floor_of(part));
         let mut resume = Resume::Done;
@@ -218,6 +206,19 @@ impl SledStore {
             (true, held) if held > 0 => Reclaim::Later,
             (true, _) => Reclaim::Done,
         })
+    }
+
+    /// The commit lock, so that no commit runs meanwhile (the committer
+    /// calls compaction between commits; the lock makes sure), unless an
+    /// earlier commit failed partway.
+    fn between_commits(&self) -> Result<std::sync::MutexGuard<'_, CommitState>, StoreError> {
+        let state = self.state();
+        if self.torn.load(Ordering::Relaxed) {
+            return Err(StoreError::Failed(
+                "an earlier commit failed partway; reopen the store to compact".into(),
+            ));
+        }
+        Ok(state)
     }
 
     /// Writes what `step` gathered in partition `part`: its drops, the

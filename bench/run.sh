@@ -35,7 +35,8 @@
 #             PUBLISH -> SUBSCRIBE, in ROUNDS interleaved rounds; and one
 #             fdatasync's cost on the data directories' filesystem
 #   cluster   propagation (write at node A -> WebSocket subscriber at node
-#             C, 3 nodes) vs redis pub/sub; replicated durable PUTs (3 nodes,
+#             C, 3 nodes) vs a 3-server NATS cluster (PUB at one, SUB at
+#             another) and redis pub/sub; replicated durable PUTs (3 nodes,
 #             w=quorum and w=1) vs a 3-member etcd cluster; a forwarded GET
 #             (2 nodes, replication 1) vs the same GET at the owner;
 #             membership of 16 nodes: time to converge, and to declare a
@@ -199,7 +200,7 @@ log "open files limit: $NOFILE"
 declare -A PACKAGE_OF=(
     [wrk]=wrk [redis-server]=redis-server [redis-benchmark]=redis-tools [redis-cli]=redis-tools
     [etcd]=etcd-server [etcdctl]=etcd-client [nginx]=nginx-light [h2load]=nghttp2-client
-    [jq]=jq [curl]=curl [openssl]=openssl
+    [jq]=jq [curl]=curl [openssl]=openssl [nats-server]=nats-server
 )
 declare -A MISSING=() # tool -> why it is not there
 
@@ -674,13 +675,17 @@ workload_latency() {
 
 # --- 5. propagation across nodes ---------------------------------------------------
 # Three Spread nodes (replication 3, lazy): writes at A, one WebSocket
-# subscriber at C, with the latency client; interleaved with Redis pub/sub on
-# one node. The issue's reference, a 3-server NATS cluster, needs a NATS
-# client in the fan-out client: not built yet (its row says so).
+# subscriber at C, with the latency client; interleaved with the issue's
+# reference, a 3-server NATS cluster (PUB at one server, SUB at another,
+# across their routes), and Redis pub/sub on one node.
 PROP_W="propagation: write at node A -> subscriber at node C, 1 subscriber, $LATENCY_RATE writes/s"
 spread_propagation() { # ROUND
     start_spread_cluster prop 3 lazy || return 1
     run_latency "prop-r$1" spread "${CLUSTER_ADDRS[0]}" "${CLUSTER_PIDS[0]}" "${CLUSTER_ADDRS[2]}"
+}
+nats_propagation() { # ROUND
+    start_nats_cluster || return 1
+    run_latency "prop-nats-r$1" nats "127.0.0.1:${NATS_PORTS[0]}" "${NATS_PIDS[0]}" "127.0.0.1:${NATS_PORTS[2]}"
 }
 
 # Replicated durable writes: three Spread nodes (replication 3, flush: a
@@ -770,6 +775,7 @@ workload_cluster() {
     local r
     for ((r = 1; r <= ROUNDS; r++)); do
         ROUND_W=$PROP_W latency_round prop-spread spread "3 nodes, replication 3, lazy (WebSocket /wss at C, PUT at A)" "" spread_propagation "$r"
+        ROUND_W=$PROP_W latency_round prop-nats nats "3-server cluster (routes), PUB at one, SUB at another, PING/PONG after each PUB" "nats-server jq" nats_propagation "$r"
         ROUND_W=$PROP_W latency_round prop-redis redis "PUBLISH -> SUBSCRIBE, one node, no persistence" "redis-server redis-cli" redis_latency "$r"
     done
     add_median_rows "$PROP_W"
@@ -789,7 +795,6 @@ workload_cluster() {
         fwd_round "$r"
     done
     add_median_rows "$FWD_W"
-    add_na "$PROP_W" nats "3-server cluster (routes), publish at one, subscribe at another" "not measured yet: the fan-out client speaks no NATS (goal: p99 <= 1.0x NATS)"
     local w="membership, $CLUSTER_NODES nodes" n=$CLUSTER_NODES i addrs=() pids=() t0 conv dead pid
     local secret=bench-cluster-secret-0123456789
     local small=(--workers 1 --cache-mb 8 --partitions 1024 --cluster-secret "$secret")

@@ -356,3 +356,54 @@ start_redis_once() {
 }
 
 redis_ping() { [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
+
+# --- nats ----------------------------------------------------------------------
+NATS_PIDS=() NATS_PORTS=()
+
+# start_nats_cluster: three nats-server processes on this box joined by
+# routes (one cluster, no persistence: core NATS pub/sub); NATS_PORTS holds
+# their client ports. Waits until each has routes to the two others.
+start_nats_cluster() { start_retrying start_nats_cluster_once; }
+start_nats_cluster_once() {
+    local i j p ports=() routes out pid n
+    for ((i = 0; i < 9; i++)); do
+        p=$(free_port) || {
+            START_ERROR="nats cluster: no free port"
+            return 1
+        }
+        ports+=("$p")
+    done
+    if (($(printf '%s\n' "${ports[@]}" | sort -u | wc -l) != 9)); then
+        START_ERROR="nats cluster: free_port gave one port twice" PORT_TAKEN=1
+        return 1
+    fi
+    # Per server i: client ports[i*3], route ports[i*3+1], monitoring ports[i*3+2].
+    NATS_PIDS=() NATS_PORTS=()
+    for i in 0 1 2; do
+        routes=
+        for j in 0 1 2; do
+            ((j == i)) || routes+="${routes:+,}nats://127.0.0.1:${ports[j * 3 + 1]}"
+        done
+        out=$WORK/nats-$i.log
+        nats-server -a 127.0.0.1 -p "${ports[i * 3]}" -m "${ports[i * 3 + 2]}" \
+            --cluster "nats://127.0.0.1:${ports[i * 3 + 1]}" --cluster_name bench \
+            --routes "$routes" >"$out" 2>&1 &
+        pid=$!
+        track "$pid"
+        NATS_PIDS+=("$pid")
+        NATS_PORTS+=("${ports[i * 3]}")
+    done
+    for i in 0 1 2; do
+        wait_until "$START_DEADLINE" "${NATS_PIDS[i]}" nats_routed "${ports[i * 3 + 2]}" ||
+            fail_start "nats server $i" "$WORK/nats-$i.log" || return 1
+    done
+    n=$(nats-server --version | awk '{ print $2 }')
+    settings_note nats-cluster "nats-server $n (3 servers on this box, routes between them)" \
+        "nats-server -a 127.0.0.1 -p PORT -m MONITOR_PORT --cluster nats://127.0.0.1:ROUTE_PORT --cluster_name bench --routes <the two others>
+# defaults kept: core NATS (no JetStream: nothing persisted), as Redis pub/sub"
+    log "nats cluster pids ${NATS_PIDS[*]}; client ports ${NATS_PORTS[*]}"
+}
+# nats_routed MONITOR_PORT: that server has its routes to both others.
+nats_routed() {
+    [[ $(curl -fsS "http://127.0.0.1:$1/routez" 2>/dev/null | jq -r .num_routes 2>/dev/null) == 2 ]]
+}

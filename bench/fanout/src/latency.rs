@@ -1,7 +1,8 @@
 //! `latency`: how long one write takes to reach one subscriber on one node,
 //! at a steady rate, for Spread (a WebSocket subscriber on `/wss/<prefix>`,
-//! writes with `PUT /raw/<prefix>/x`) and for Redis (`SUBSCRIBE <prefix>`,
-//! writes with `PUBLISH <prefix>`).
+//! writes with `PUT /raw/<prefix>/x`), for Redis (`SUBSCRIBE <prefix>`,
+//! writes with `PUBLISH <prefix>`) and for NATS (`SUB <prefix>`, writes
+//! with `PUB <prefix>`; with `--sub-addr`, across a cluster's routes).
 //!
 //! One subscriber connection, read by its own thread (a single-threaded
 //! tokio runtime waiting in `epoll_wait`, no polling: every frame wakes it,
@@ -48,6 +49,8 @@ pub enum System {
     Spread,
     /// Redis: SUBSCRIBE <prefix>, PUBLISH <prefix>.
     Redis,
+    /// NATS: SUB <prefix>, PUB <prefix> (then PING, waiting for PONG).
+    Nats,
 }
 
 impl System {
@@ -55,6 +58,7 @@ impl System {
         match self {
             System::Spread => "spread",
             System::Redis => "redis",
+            System::Nats => "nats",
         }
     }
 }
@@ -128,6 +132,7 @@ enum Writer {
     /// The client, and the path written.
     Spread(Put, String),
     Redis(Publisher, String),
+    Nats(crate::nats::Publisher, String),
 }
 
 impl Writer {
@@ -144,6 +149,7 @@ impl Writer {
                 }
                 Ok(())
             }
+            Writer::Nats(publisher, subject) => publisher.publish(subject, value),
         }
     }
 }
@@ -191,6 +197,10 @@ pub fn run(args: &LatencyArgs) -> anyhow::Result<serde_json::Value> {
     let mut writer = match args.system {
         System::Spread => Writer::Spread(Put::new(&args.addr, timeout), format!("/raw/{prefix}/x")),
         System::Redis => Writer::Redis(Publisher::open(&args.addr, timeout)?, prefix.clone()),
+        System::Nats => Writer::Nats(
+            crate::nats::Publisher::open(&args.addr, timeout)?,
+            prefix.clone(),
+        ),
     };
     eprintln!(
         "latency: {}: {} writes (+{} warm-up) at {}/s, {}-byte values, one subscriber",
@@ -358,6 +368,13 @@ async fn subscribe(
                 .await
                 .context("sending SUBSCRIBE")?;
             listen(conn, RespDecoder, tag, tx).await
+        }
+        System::Nats => {
+            conn.stream
+                .write_all(&crate::nats::subscribe_command(prefix))
+                .await
+                .context("sending SUB")?;
+            listen(conn, crate::nats::NatsDecoder, tag, tx).await
         }
     }
 }

@@ -14,7 +14,7 @@
 //! - `storm ADDR`: not fan-out but its cost to writers: PUT latency at a
 //!   steady rate, alone and while N WebSocket subscribers connect and
 //!   disconnect in a loop (see [`storm`]); prints one JSON object.
-//! - `latency spread|redis ADDR`: not fan-out but one subscriber: the time
+//! - `latency spread|redis|nats ADDR`: not fan-out but one subscriber: the time
 //!   from a write to its delivery, per write, at a steady rate (see
 //!   [`latency`]); `fdatasync DIR`: one fdatasync's cost on DIR's disk.
 //!   Each prints one JSON object.
@@ -31,6 +31,7 @@
 
 mod floor;
 mod latency;
+mod nats;
 mod recv;
 mod redis;
 mod spread;

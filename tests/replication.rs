@@ -572,3 +572,41 @@ async fn a_peer_that_stops_reading_is_disconnected_then_resumes_from_its_cursor(
         .await;
     }
 }
+
+#[actix_web::test]
+async fn replication_lag_is_zero_once_every_owner_holds_every_write() {
+    let nodes = three().await;
+    // Writes over many partitions, then many to one path: the partitions
+    // of the first ones go idle while the log moves on.
+    for i in 0..20 {
+        let r = put(&nodes[0].at("raw", &format!("lag/{i}/x")), b"v").await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    }
+    for i in 0..50 {
+        let r = put(&nodes[0].at("raw", "lag/hot/x"), format!("{i}").as_bytes()).await;
+        assert!(
+            r.status == 200 || r.status == 201,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    for s in &nodes {
+        holds(s, "lag/hot/x", "49").await;
+        holds(s, "lag/0/x", "v").await;
+    }
+    // Every stream is live: none is behind, whatever idle partitions'
+    // last entries are.
+    for s in &nodes {
+        wait_for("no stream behind", EVENT_DEADLINE, async || {
+            metric(s, "spread_replication_lag_entries").await == 0.0
+        })
+        .await;
+        let m = get(&format!("{}/metrics", s.url)).await;
+        let text = String::from_utf8_lossy(&m.body);
+        assert!(text.contains("# HELP spread_replication_partition_lag_entries"));
+        assert!(
+            !text.contains("spread_replication_partition_lag_entries{"),
+            "no partition is behind: {text}"
+        );
+    }
+}

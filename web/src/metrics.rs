@@ -42,6 +42,11 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabel {
+    partition: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
 }
@@ -91,6 +96,7 @@ pub struct Metrics {
     ae_millis: Counter,
     replication_streams: Family<RoleLabel, Gauge>,
     replication_lag: Gauge,
+    partition_lag: Family<PartitionLabel, Gauge>,
     compacted: Counter,
     compaction_sweeps: Counter,
     /// Last values copied from the node's own counters.
@@ -184,6 +190,7 @@ impl Metrics {
         );
         let replication_streams = Family::<RoleLabel, Gauge>::default();
         let replication_lag = Gauge::default();
+        let partition_lag = Family::<PartitionLabel, Gauge>::default();
         registry.register(
             "replication_events",
             "Events streamed to co-owners (out) and merged from them (in)",
@@ -201,8 +208,13 @@ impl Metrics {
         );
         registry.register(
             "replication_lag_entries",
-            "The most change-log entries any served partition stream is behind this node's log",
+            "The most change-log entries any served partition stream is behind this node's log (a live stream is not behind)",
             replication_lag.clone(),
+        );
+        registry.register(
+            "replication_partition_lag_entries",
+            "For each served partition a stream is behind in (catching up or sending a snapshot), the most change-log entries it is behind",
+            partition_lag.clone(),
         );
         registry.register(
             "membership_changes",
@@ -340,6 +352,7 @@ impl Metrics {
             ae_millis,
             replication_streams,
             replication_lag,
+            partition_lag,
             compacted,
             compaction_sweeps,
             copied: Mutex::new([0; COPIED]),
@@ -403,6 +416,20 @@ impl Metrics {
             }
             self.replication_lag
                 .set(stats.lag_max.load(Ordering::Relaxed) as i64);
+            // Only the partitions behind now: one caught up since goes.
+            self.partition_lag.clear();
+            for (partition, lag) in stats
+                .partition_lag
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+            {
+                self.partition_lag
+                    .get_or_create(&PartitionLabel {
+                        partition: *partition,
+                    })
+                    .set(*lag as i64);
+            }
         }
         if let Ok(mut copied) = self.copied.lock() {
             let peer =

@@ -120,6 +120,9 @@ pub struct LinkStats {
     pub watches_served: AtomicU64,
     /// The most entries any served stream is behind this node's log.
     pub lag_max: AtomicU64,
+    /// Each served partition some stream is behind in, and by how many
+    /// entries at most (see `Serving::lag_by_part`).
+    pub partition_lag: std::sync::Mutex<Vec<(u16, u64)>>,
 }
 
 /// The links of a node that are up, by peer node id.

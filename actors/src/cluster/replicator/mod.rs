@@ -668,9 +668,14 @@ impl Replicator {
         stats
             .watches_served
             .store(self.served.streams.len() as u64, Ordering::Relaxed);
+        let lag = self.serving.lag_by_part(self.node.log_head());
         stats
             .lag_max
-            .store(self.serving.lag(self.node.log_head()), Ordering::Relaxed);
+            .store(lag.values().copied().max().unwrap_or(0), Ordering::Relaxed);
+        *stats
+            .partition_lag
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = lag.into_iter().collect();
     }
 
     /// Counts acknowledgements from `from`, for the partitions it owns (an

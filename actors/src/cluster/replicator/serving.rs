@@ -183,18 +183,30 @@ impl Serving {
         self.followers.values().map(|f| f.parts.len()).sum()
     }
 
-    /// The most entries of this node's log (up to `head`) a stream has not
-    /// been sent yet (a stream sending a snapshot counts as all of it).
-    pub fn lag(&self, head: u64) -> u64 {
-        self.followers
-            .values()
-            .flat_map(|f| f.parts.values())
-            .map(|s| match s {
-                Stream::Snapshot { .. } => head,
-                Stream::CatchUp { sent } | Stream::Live { sent } => head.saturating_sub(*sent),
-            })
-            .max()
-            .unwrap_or(0)
+    /// How far behind each served partition is, for the partitions some
+    /// stream is behind in: the most entries of this node's log (up to
+    /// `head`) a stream of it has not been sent yet. A stream catching up
+    /// counts every entry after what it was sent (other partitions' too: an
+    /// upper bound), one sending a snapshot all of them; a live stream is
+    /// sent each commit as it is made, and is not behind (its `sent` is
+    /// the partition's last entry, which an idle partition leaves far
+    /// below `head`).
+    pub fn lag_by_part(&self, head: u64) -> BTreeMap<u16, u64> {
+        let mut lag = BTreeMap::new();
+        for f in self.followers.values() {
+            for (part, stream) in &f.parts {
+                let behind = match stream {
+                    Stream::Snapshot { .. } => head,
+                    Stream::CatchUp { sent } => head.saturating_sub(*sent),
+                    Stream::Live { .. } => 0,
+                };
+                if behind > 0 {
+                    let most = lag.entry(*part).or_insert(0);
+                    *most = behind.max(*most);
+                }
+            }
+        }
+        lag
     }
 
     /// A commit was not handed over by the tap: every live stream reads

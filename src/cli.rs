@@ -339,6 +339,10 @@ pub struct ServeArgs {
     /// when a link comes up and on `spread repair`).
     #[arg(long, env = "SPREAD_ANTI_ENTROPY_INTERVAL", default_value_t = defaults::ANTI_ENTROPY_INTERVAL_SECS)]
     pub anti_entropy_interval: u64,
+    /// MiB of events a second anti-entropy may send and answer with, all sessions together
+    /// (0: no limit); writes and the live streams never wait for it.
+    #[arg(long, env = "SPREAD_ANTI_ENTROPY_MB_PER_SEC", default_value_t = defaults::ANTI_ENTROPY_MB_PER_SEC)]
+    pub anti_entropy_mb_per_sec: u64,
     /// Serve `PUT /cluster/faults` to cut this node's links to chosen nodes: for fault tests
     /// only (whoever reaches it can partition the node).
     #[arg(long, hide = true)]

@@ -305,3 +305,33 @@ async fn a_session_cut_in_the_middle_succeeds_on_the_next_try() {
     converge(&nodes, "after the second heal").await;
     assert_eq!(root(&nodes[0]).await.1, 3000);
 }
+
+#[actix_web::test]
+async fn a_repair_waits_for_its_rate_and_still_converges() {
+    let throttled = ["--log-retention", "50", "--anti-entropy-mb-per-sec", "1"];
+    let a = node("a", &throttled);
+    let mut b_args = throttled.to_vec();
+    b_args.extend_from_slice(&["--join", &a.addr]);
+    let b = node("b", &b_args);
+    let nodes = [a, b];
+    all_alive(&nodes, &["a".to_string(), "b".to_string()]).await;
+    linked(&nodes).await;
+    cut(&nodes[0], &["b"]).await;
+    cut(&nodes[1], &["a"]).await;
+    // 3 MiB written at a while apart, as history: three times what the
+    // throttle lets go at once (a second's worth). Each big value is then
+    // overwritten, and the log keeps 50 entries: the stream's snapshot
+    // brings b the small latest values, and only anti-entropy the big
+    // events of history.
+    let value = "x".repeat(100 << 10);
+    for i in 0..30 {
+        write(&nodes[0], format!("thr/{i}/x"), value.clone()).await;
+        write(&nodes[0], format!("thr/{i}/x"), "small".to_string()).await;
+    }
+    cut(&nodes[0], &[]).await;
+    cut(&nodes[1], &[]).await;
+    converge(&nodes, "after the heal").await;
+    let name = "spread_antientropy_throttled_milliseconds_total";
+    let waited = metric(&nodes[0], name).await + metric(&nodes[1], name).await;
+    assert!(waited > 0.0, "the repair's events waited for the rate");
+}

@@ -77,6 +77,8 @@ pub mod defaults {
     pub const PEER_SEND_QUEUE_BYTES: usize = 64 << 20;
     /// Seconds between two anti-entropy sweeps with a co-owner (jittered).
     pub const ANTI_ENTROPY_INTERVAL_SECS: u64 = 300;
+    /// MiB of events a second anti-entropy may send and answer with.
+    pub const ANTI_ENTROPY_MB_PER_SEC: u64 = 32;
 }
 
 /// Least `--peer-send-queue-bytes`: room for the largest frames a link
@@ -109,6 +111,9 @@ pub struct ClusterConfig {
     /// trees with each co-owner's; zero: only when a link comes up and on
     /// demand.
     pub anti_entropy_interval: Duration,
+    /// Bytes of events a second anti-entropy sessions may send and answer
+    /// with, all sessions of the node together (0: no limit).
+    pub anti_entropy_rate: u64,
     /// Serve `PUT /cluster/faults`, which cuts links to chosen nodes (for
     /// fault tests only: anyone who can reach it can partition the node).
     pub fault_injection: bool,
@@ -128,6 +133,7 @@ impl ClusterConfig {
             ack_timeout: Duration::from_millis(defaults::ACK_TIMEOUT_MS),
             send_queue_bytes: defaults::PEER_SEND_QUEUE_BYTES,
             anti_entropy_interval: Duration::from_secs(defaults::ANTI_ENTROPY_INTERVAL_SECS),
+            anti_entropy_rate: defaults::ANTI_ENTROPY_MB_PER_SEC << 20,
             fault_injection: false,
         }
     }

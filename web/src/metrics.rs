@@ -94,6 +94,7 @@ pub struct Metrics {
     ae_bytes: Family<DirLabel, Counter>,
     ae_events: Family<DirLabel, Counter>,
     ae_millis: Counter,
+    ae_throttled: Counter,
     replication_streams: Family<RoleLabel, Gauge>,
     replication_lag: Gauge,
     partition_lag: Family<PartitionLabel, Gauge>,
@@ -104,7 +105,7 @@ pub struct Metrics {
 }
 
 /// Node counters copied into the registry at each render.
-const COPIED: usize = 27;
+const COPIED: usize = 28;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -148,6 +149,7 @@ impl Metrics {
         let ae_bytes = Family::<DirLabel, Counter>::default();
         let ae_events = Family::<DirLabel, Counter>::default();
         let ae_millis = Counter::default();
+        let ae_throttled = Counter::default();
         registry.register(
             "antientropy_sessions",
             "Anti-entropy sessions with a peer, by result (ok, failed)",
@@ -182,6 +184,11 @@ impl Metrics {
             "antientropy_session_milliseconds",
             "Time spent in anti-entropy sessions",
             ae_millis.clone(),
+        );
+        registry.register(
+            "antientropy_throttled_milliseconds",
+            "Time anti-entropy sends and answers waited for --anti-entropy-mb-per-sec",
+            ae_throttled.clone(),
         );
         registry.register(
             "forwarded_reads",
@@ -350,6 +357,7 @@ impl Metrics {
             ae_bytes,
             ae_events,
             ae_millis,
+            ae_throttled,
             replication_streams,
             replication_lag,
             partition_lag,
@@ -468,6 +476,7 @@ impl Metrics {
                 ae(|s| &s.events_received),
                 ae(|s| &s.events_sent),
                 ae(|s| &s.millis),
+                ae(|s| &s.throttled_millis),
                 stats.compacted.load(Ordering::Relaxed),
                 stats.compaction_sweeps.load(Ordering::Relaxed),
             ];
@@ -506,6 +515,7 @@ impl Metrics {
                 dir(&self.ae_events, "in"),
                 dir(&self.ae_events, "out"),
                 self.ae_millis.clone(),
+                self.ae_throttled.clone(),
                 self.compacted.clone(),
                 self.compaction_sweeps.clone(),
             ];

@@ -115,6 +115,7 @@ impl Cluster {
         bump: u16,
         incarnation: &str,
     ) -> Cluster {
+        let rate = config.anti_entropy_rate;
         Cluster {
             identity: Identity {
                 cluster: config.id.clone(),
@@ -130,7 +131,7 @@ impl Cluster {
             dialer: OnceLock::new(),
             membership: OnceLock::new(),
             replicator: OnceLock::new(),
-            differs: differ::Differs::default(),
+            differs: differ::Differs::new(rate),
             faults: Mutex::default(),
             caught_up: Mutex::default(),
             members: Mutex::default(),

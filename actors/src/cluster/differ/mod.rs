@@ -17,6 +17,7 @@
 
 pub mod question;
 pub mod sides;
+pub mod throttle;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,21 +72,47 @@ pub struct DiffStats {
     pub events_received: AtomicU64,
     /// Time spent in sessions, ms.
     pub millis: AtomicU64,
+    /// Time sessions' sends and answers waited for the throttle, ms.
+    pub throttled_millis: AtomicU64,
 }
 
 /// A running session: its peer, its link, its actor.
 type SessionEntry = (String, u64, Addr<Differ>);
 
 /// The sessions of a node, by number (answers are routed by it).
-#[derive(Default)]
 pub struct Differs {
     sessions: Mutex<HashMap<u64, SessionEntry>>,
     next: AtomicU64,
     /// Counters.
     pub stats: DiffStats,
+    /// What sessions' events may take of the links, per second.
+    pub throttle: throttle::Throttle,
 }
 
 impl Differs {
+    /// No sessions yet; their events throttled to `rate` bytes a second
+    /// (0: not throttled).
+    pub fn new(rate: u64) -> Differs {
+        Differs {
+            sessions: Mutex::default(),
+            next: AtomicU64::default(),
+            stats: DiffStats::default(),
+            throttle: throttle::Throttle::new(rate),
+        }
+    }
+
+    /// Waits (on a blocking thread) until the throttle lets `bytes` of
+    /// events go, counting the time waited.
+    pub fn pace(&self, bytes: usize) {
+        let wait = self.throttle.take(bytes);
+        if !wait.is_zero() {
+            self.stats
+                .throttled_millis
+                .fetch_add(wait.as_millis() as u64, Ordering::Relaxed);
+            std::thread::sleep(wait);
+        }
+    }
+
     /// Hands an answer from `peer` to its session, if it runs.
     pub fn answered(&self, peer: &str, session: u64, answer: Result<DiffReply, WireError>) {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -387,6 +414,7 @@ impl Differ {
                         return Err("the link went down".to_string());
                     }
                     if queue.queued() <= high_water {
+                        cluster.differs.pace(bytes);
                         queue.hand(bytes);
                         stats.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
                         stats

@@ -453,10 +453,22 @@ impl Replicator {
         (session, part, q): (u64, u16, question::DiffQuestion),
         ctx: &mut Context<Self>,
     ) {
-        let node = self.node.clone();
+        let (node, cluster) = (self.node.clone(), self.cluster.clone());
+        let read = move || {
+            let answer = question::answer(&node, part, q);
+            // Events answered are paced as those sent.
+            if let Ok(question::DiffReply::Events { events, .. }) = &answer {
+                let bytes = events
+                    .iter()
+                    .map(|e| e.path.len() + e.value.as_ref().map_or(0, |v| v.len()) + 64)
+                    .sum();
+                cluster.differs.pace(bytes);
+            }
+            answer
+        };
         self.answer_later(
             (from, link),
-            move || question::answer(&node, part, q),
+            read,
             move |answer| PeerFrame::DiffAnswer { session, answer },
             ctx,
         );

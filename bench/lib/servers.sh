@@ -403,7 +403,11 @@ start_nats_cluster_once() {
 # defaults kept: core NATS (no JetStream: nothing persisted), as Redis pub/sub"
     log "nats cluster pids ${NATS_PIDS[*]}; client ports ${NATS_PORTS[*]}"
 }
-# nats_routed MONITOR_PORT: that server has its routes to both others.
+# nats_routed MONITOR_PORT: that server has routes to both others (NATS 2.10
+# and later open several route connections per peer: count the peers).
 nats_routed() {
-    [[ $(curl -fsS "http://127.0.0.1:$1/routez" 2>/dev/null | jq -r .num_routes 2>/dev/null) == 2 ]]
+    local peers
+    peers=$(curl -fsS "http://127.0.0.1:$1/routez" 2>/dev/null |
+        jq -r '[.routes[]?.remote_id] | unique | length' 2>/dev/null)
+    [[ -n $peers ]] && ((peers >= 2))
 }

@@ -109,8 +109,7 @@ struct HistoryCursor {
     with_values: bool,
     /// Events sent so far.
     sent: usize,
-    /// The last event sent: the next step starts at its time and skips it
-    /// and what came before it at that time.
+    /// The last event sent: the next step reads the events after it.
     last: Option<(Version, Digest)>,
     /// Events to read in the next step.
     step: usize,

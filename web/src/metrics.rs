@@ -98,6 +98,8 @@ pub struct Metrics {
     replication_streams: Family<RoleLabel, Gauge>,
     replication_lag: Gauge,
     partition_lag: Family<PartitionLabel, Gauge>,
+    /// The partitions `partition_lag` shows now.
+    partitions_shown: Mutex<Vec<u16>>,
     compacted: Counter,
     compaction_sweeps: Counter,
     /// Last values copied from the node's own counters.
@@ -361,6 +363,7 @@ impl Metrics {
             replication_streams,
             replication_lag,
             partition_lag,
+            partitions_shown: Mutex::default(),
             compacted,
             compaction_sweeps,
             copied: Mutex::new([0; COPIED]),
@@ -425,19 +428,32 @@ impl Metrics {
             self.replication_lag
                 .set(stats.lag_max.load(Ordering::Relaxed) as i64);
             // Only the partitions behind now: one caught up since goes.
-            self.partition_lag.clear();
-            for (partition, lag) in stats
+            // (Under one lock, and without clearing the family: a scrape
+            // encoding meanwhile sees every partition still behind.)
+            let behind = stats
                 .partition_lag
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let mut shown = self
+                .partitions_shown
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for gone in shown
                 .iter()
+                .filter(|p| !behind.iter().any(|(q, _)| q == *p))
             {
+                self.partition_lag
+                    .remove(&PartitionLabel { partition: *gone });
+            }
+            for (partition, lag) in &behind {
                 self.partition_lag
                     .get_or_create(&PartitionLabel {
                         partition: *partition,
                     })
                     .set(*lag as i64);
             }
+            *shown = behind.iter().map(|(p, _)| *p).collect();
         }
         if let Ok(mut copied) = self.copied.lock() {
             let peer =
@@ -476,7 +492,7 @@ impl Metrics {
                 ae(|s| &s.events_received),
                 ae(|s| &s.events_sent),
                 ae(|s| &s.millis),
-                ae(|s| &s.throttled_millis),
+                ae(|s| &s.throttled_micros) / 1000,
                 stats.compacted.load(Ordering::Relaxed),
                 stats.compaction_sweeps.load(Ordering::Relaxed),
             ];

@@ -408,3 +408,42 @@ fn an_expired_values_space_is_reclaimed_once_its_expiry_left_the_log_whatever_th
         Err(NodeError::Compacted { .. })
     ));
 }
+
+#[test]
+fn a_late_event_older_than_all_that_was_dropped_is_kept_and_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with(dir.path(), Some(3), None);
+    actix::System::new().block_on(async {
+        for i in 10..20 {
+            write_at(&node, "l/x", T0 + i * S, &format!("v{i}")).await;
+        }
+        until(&node, "l/x to keep 3 events", || {
+            times(&node, "l/x").len() == 3
+        })
+        .await;
+        let late = |time: u64, value: &'static str| Event {
+            path: Path::parse_key("l/x").unwrap(),
+            version: Version::new(time, NodeId::new("other").unwrap()),
+            value: Some(Bytes::from_static(value.as_bytes())),
+            content_type: None,
+            expires_at: None,
+            author: None,
+        };
+        // Inside what was dropped: not brought back.
+        let merged = node.merge(late(T0 + 12 * S, "inside")).await.unwrap();
+        assert_eq!(merged.status, WriteStatus::TooLate);
+        assert_eq!(times(&node, "l/x").len(), 3);
+        // Older than every event dropped (anti-entropy from a replica, an
+        // import): history before the path's dropped span, still exact.
+        let merged = node.merge(late(T0 + 5 * S, "older")).await.unwrap();
+        assert_eq!(merged.status, WriteStatus::TooLate);
+        assert_eq!(times(&node, "l/x")[0], T0 + 5 * S);
+        let then = node.get_at("l/x", T0 + 6 * S).unwrap().unwrap();
+        assert_eq!(then.event.value.as_deref(), Some(&b"older"[..]));
+        assert!(node.get_at("l/x", T0 + 4 * S).unwrap().is_none());
+        assert!(matches!(
+            node.get_at("l/x", T0 + 12 * S),
+            Err(NodeError::Compacted { .. })
+        ));
+    });
+}

@@ -415,11 +415,11 @@ impl Node {
             };
             after = Some(last.event.path.as_str().to_string());
             let full = chunk.len() == 1024;
-            // Events dropped are older than the path's newest event (a
+            // Events dropped are no newer than the path's newest event (a
             // reclaimed path's floor, its expiry's `expires_at`, may be past
-            // it): only a path with a newer event than `time` lost some
-            // from then on.
-            for latest in chunk.iter().filter(|s| s.event.version.time > time) {
+            // it): only a path with an event at or after `time` may have
+            // lost some from then on.
+            for latest in chunk.iter().filter(|s| s.event.version.time >= time) {
                 self.check_floor(&latest.event.path, time)?;
             }
             if !full {

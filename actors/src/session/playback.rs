@@ -101,7 +101,7 @@ fn pass(store: &dyn Store, state: &mut State) -> Result<Vec<Stored>, StoreError>
         let lost = match floor {
             Some(floor) => {
                 let newest = store.latest(path)?.map_or(0, |s| s.event.version.time);
-                Some(floor).filter(|_| state.from < newest)
+                Some(floor).filter(|_| state.from <= newest)
             }
             None => None,
         };

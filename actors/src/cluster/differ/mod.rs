@@ -72,8 +72,8 @@ pub struct DiffStats {
     pub events_received: AtomicU64,
     /// Time spent in sessions, ms.
     pub millis: AtomicU64,
-    /// Time sessions' sends and answers waited for the throttle, ms.
-    pub throttled_millis: AtomicU64,
+    /// Time sessions' sends and answers waited for the throttle, µs.
+    pub throttled_micros: AtomicU64,
 }
 
 /// A running session: its peer, its link, its actor.
@@ -102,13 +102,15 @@ impl Differs {
     }
 
     /// Waits (on a blocking thread) until the throttle lets `bytes` of
-    /// events go, counting the time waited.
+    /// events go, counting the time waited: at most
+    /// [`throttle::MAX_WAIT`], so that a peer waiting for an answer (up to
+    /// [`ANSWER_TIMEOUT`]) gets it, if faster than the rate.
     pub fn pace(&self, bytes: usize) {
-        let wait = self.throttle.take(bytes);
+        let wait = self.throttle.take(bytes).min(throttle::MAX_WAIT);
         if !wait.is_zero() {
             self.stats
-                .throttled_millis
-                .fetch_add(wait.as_millis() as u64, Ordering::Relaxed);
+                .throttled_micros
+                .fetch_add(wait.as_micros() as u64, Ordering::Relaxed);
             std::thread::sleep(wait);
         }
     }

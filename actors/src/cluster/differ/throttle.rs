@@ -7,6 +7,11 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The longest one send or answer waits: one larger than this much of the
+/// rate goes faster than the rate rather than outlast the peer's patience
+/// (it waits 30 s for an answer).
+pub const MAX_WAIT: Duration = Duration::from_secs(10);
+
 /// A token bucket: `rate` bytes a second, up to one second's worth saved.
 #[derive(Debug)]
 pub struct Throttle {

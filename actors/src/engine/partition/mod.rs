@@ -456,10 +456,14 @@ impl Partition {
                 // Older than what compaction keeps of the path: it is not
                 // stored (a replica that has not compacted yet, or an
                 // import, must not bring back what was dropped).
+                // (Older than every event it dropped, it is kept: what stood
+                // then is still known here, and a later sweep drops it too.)
                 if self
                     .store
-                    .history_floor(&path)?
-                    .is_some_and(|floor| event.version.time < floor)
+                    .compacted_span(&path)?
+                    .is_some_and(|(from, floor)| {
+                        from <= event.version.time && event.version.time < floor
+                    })
                 {
                     return Ok((report, None));
                 }

@@ -72,6 +72,24 @@ free_port() {
     return 1
 }
 
+# free_ports WHAT N: N distinct free ports into FREE_PORTS; else START_ERROR
+# (naming WHAT), with PORT_TAKEN when one port came twice, and fails.
+free_ports() {
+    local what=$1 n=$2 i p
+    FREE_PORTS=()
+    for ((i = 0; i < n; i++)); do
+        p=$(free_port) || {
+            START_ERROR="$what: no free port"
+            return 1
+        }
+        FREE_PORTS+=("$p")
+    done
+    if (($(printf '%s\n' "${FREE_PORTS[@]}" | sort -u | wc -l) != n)); then
+        START_ERROR="$what: free_port gave one port twice" PORT_TAKEN=1
+        return 1
+    fi
+}
+
 # wait_until SECONDS PID CMD...: polls CMD every 50 ms until it succeeds;
 # fails if PID dies or the deadline passes.
 wait_until() {

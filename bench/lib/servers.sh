@@ -258,18 +258,9 @@ start_etcd_once() {
 # (the member that takes writes without a hop: etcd's best case).
 start_etcd_cluster() { start_retrying start_etcd_cluster_once; }
 start_etcd_cluster_once() {
-    local i p ports=() initial= out args pid leader
-    for ((i = 0; i < 6; i++)); do
-        p=$(free_port) || {
-            START_ERROR="etcd cluster: no free port"
-            return 1
-        }
-        ports+=("$p")
-    done
-    if (($(printf '%s\n' "${ports[@]}" | sort -u | wc -l) != 6)); then
-        START_ERROR="etcd cluster: free_port gave one port twice" PORT_TAKEN=1
-        return 1
-    fi
+    local i ports=() initial= out args pid leader
+    free_ports "etcd cluster" 6 || return 1
+    ports=("${FREE_PORTS[@]}")
     for i in 0 1 2; do initial+="${initial:+,}e$i=http://127.0.0.1:${ports[i * 2 + 1]}"; done
     ETCD_PIDS=()
     for i in 0 1 2; do
@@ -365,18 +356,9 @@ NATS_PIDS=() NATS_PORTS=()
 # their client ports. Waits until each has routes to the two others.
 start_nats_cluster() { start_retrying start_nats_cluster_once; }
 start_nats_cluster_once() {
-    local i j p ports=() routes out pid n
-    for ((i = 0; i < 9; i++)); do
-        p=$(free_port) || {
-            START_ERROR="nats cluster: no free port"
-            return 1
-        }
-        ports+=("$p")
-    done
-    if (($(printf '%s\n' "${ports[@]}" | sort -u | wc -l) != 9)); then
-        START_ERROR="nats cluster: free_port gave one port twice" PORT_TAKEN=1
-        return 1
-    fi
+    local i j ports=() routes out pid n
+    free_ports "nats cluster" 9 || return 1
+    ports=("${FREE_PORTS[@]}")
     # Per server i: client ports[i*3], route ports[i*3+1], monitoring ports[i*3+2].
     NATS_PIDS=() NATS_PORTS=()
     for i in 0 1 2; do

@@ -14,7 +14,23 @@ use futures_util::future::join_all;
 
 const SECRET: &str = "a-cluster-secret-for-tests";
 
+/// Peer timings for a test of big transfers, not of failure detection: a
+/// node busy moving megabytes on a loaded machine is not taken for dead
+/// (which would move its partitions mid-test).
+const STEADY_PEERS: [&str; 6] = [
+    "--peer-heartbeat-ms",
+    "100",
+    "--peer-timeout-ms",
+    "5000",
+    "--ack-timeout-ms",
+    "5000",
+];
+
 fn node(id: &str, replication: &str, extra: &[&str]) -> Server {
+    node_timed(id, replication, &FAST_PEERS, extra)
+}
+
+fn node_timed(id: &str, replication: &str, timing: &[&str], extra: &[&str]) -> Server {
     let mut args = vec![
         "--node-id",
         id,
@@ -23,7 +39,7 @@ fn node(id: &str, replication: &str, extra: &[&str]) -> Server {
         "--replication",
         replication,
     ];
-    args.extend_from_slice(&FAST_PEERS);
+    args.extend_from_slice(timing);
     args.extend_from_slice(extra);
     Server::start(&args)
 }
@@ -357,8 +373,8 @@ async fn a_cluster_exported_at_one_node_and_imported_at_one_node_of_another_is_t
 
 #[actix_web::test]
 async fn histories_of_big_values_are_read_whole_where_they_are_not_held() {
-    let a = node("a", "1", &[]);
-    let b = node("b", "1", &["--join", &a.addr]);
+    let a = node_timed("a", "1", &STEADY_PEERS, &[]);
+    let b = node_timed("b", "1", &STEADY_PEERS, &["--join", &a.addr]);
     let nodes = vec![a, b];
     let ids: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
     all_alive(&nodes, &ids).await;

@@ -2,7 +2,8 @@
 //! path's value, a prefix's listing, a path's history. On a single node
 //! they read the store; in a cluster they are answered where the data is
 //! held (see `cluster::fetch`). And the local reads an owner answers a
-//! peer with.
+//! peer with, and whether this node holds a whole prefix (what reading it
+//! from the own store, as a playback does, needs).
 
 use super::{HistoryRange, ListPage, Node};
 use crate::cluster::fetch::{self, ListAsk};
@@ -119,6 +120,27 @@ impl Node {
         })
         .await
         .map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// Fails ([`NodeError::NotHeld`]) unless this node's store holds every
+    /// path under `prefix`, history included: a
+    /// single node always does; in a cluster, only an owner (caught up) of
+    /// every partition the prefix covers.
+    pub fn holds(&self, prefix: &Path) -> Result<(), NodeError> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(());
+        };
+        let placement = cluster.placement();
+        for part in self.inner.layout.covering(prefix).iter() {
+            if !cluster.serves_reads(&placement, part) {
+                return Err(NodeError::NotHeld {
+                    prefix: prefix.to_string(),
+                    part,
+                    owners: placement.owners(part).collect::<Vec<_>>().join(", "),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// This node's own page of `prefix` (see [`ListAsk`]) over the

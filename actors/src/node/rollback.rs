@@ -149,25 +149,4 @@ impl Node {
         report.failed.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         Ok(report)
     }
-
-    /// Fails ([`NodeError::NotHeld`]) unless this node's store holds every
-    /// path under `prefix`, history included: a
-    /// single node always does; in a cluster, only an owner (caught up) of
-    /// every partition the prefix covers.
-    pub fn holds(&self, prefix: &Path) -> Result<(), NodeError> {
-        let Some(cluster) = self.cluster() else {
-            return Ok(());
-        };
-        let placement = cluster.placement();
-        for part in self.inner.layout.covering(prefix).iter() {
-            if !cluster.serves_reads(&placement, part) {
-                return Err(NodeError::NotHeld {
-                    prefix: prefix.to_string(),
-                    part,
-                    owners: placement.owners(part).collect::<Vec<_>>().join(", "),
-                });
-            }
-        }
-        Ok(())
-    }
 }

@@ -269,9 +269,11 @@ impl Following {
     }
 
     /// A batch from `peer` over `link` is merged: its steps move cursors.
-    pub fn merged(&mut self, peer: &str, link: u64, steps: &[(Step, u64)]) {
+    /// True if a stream of it turned live (caught up).
+    pub fn merged(&mut self, peer: &str, link: u64, steps: &[(Step, u64)]) -> bool {
+        let mut turned_live = false;
         let Some(f) = self.peers.get_mut(peer).filter(|f| f.link == link) else {
-            return;
+            return turned_live;
         };
         f.busy = false;
         for (step, generation) in steps {
@@ -301,7 +303,9 @@ impl Following {
                 Step::Through { part, seq, live } => {
                     if let Some(c) = f.parts.get_mut(&part) {
                         // A live frame comes only after the stream caught up.
-                        c.live |= live && c.resetting.is_none();
+                        let now_live = live && c.resetting.is_none();
+                        turned_live |= now_live && !c.live;
+                        c.live |= now_live;
                         if c.resetting.is_none() && c.seq.is_none_or(|s| s < seq) {
                             c.seq = Some(seq);
                             c.dirty = true;
@@ -310,6 +314,7 @@ impl Following {
                 }
             }
         }
+        turned_live
     }
 
     /// A batch failed: the link is to be closed (the stream resumes from

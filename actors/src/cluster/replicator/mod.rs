@@ -599,8 +599,11 @@ impl Replicator {
         ctx.spawn(work.into_actor(self).map(move |result, this, ctx| {
             match result {
                 Ok(acks) => {
-                    this.following.merged(&peer, link, &steps);
-                    this.cluster.mark_caught_up(this.following.caught_up());
+                    // (Marks only move when a stream turns live; the
+                    // periodic stats publish them too.)
+                    if this.following.merged(&peer, link, &steps) {
+                        this.cluster.mark_caught_up(this.following.caught_up());
+                    }
                     if !acks.is_empty() {
                         if let Some((id, p)) = this.cluster.links.link(&peer) {
                             if id == link {

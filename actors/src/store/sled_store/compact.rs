@@ -62,18 +62,12 @@ impl SledStore {
     ) -> Result<Compacted, StoreError> {
         let budget_work = budget.work;
         let mut state = self.between_commits()?;
-        let start = match resume {
-            Resume::Done => {
-                return Ok(Compacted {
-                    dropped: 0,
-                    resume: Resume::Done,
-                })
-            }
-            Resume::Start => Bound::Included(keys::partition_start(keys::LATEST, part).to_vec()),
-            Resume::At(p) => Bound::Included(keys::latest(part, p)),
-            Resume::After(p) => Bound::Excluded(keys::latest(part, p)),
+        let Some((start, end)) = resumed_range(keys::LATEST, part, resume) else {
+            return Ok(Compacted {
+                dropped: 0,
+                resume: Resume::Done,
+            });
         };
-        let end = Bound::Excluded(keys::partition_end(keys::LATEST, part));
         let in_log = self.trimmed_through(part);
         let mut step = Step::new(self.partition_floor_of(part));
         let mut resume = Resume::Done;
@@ -106,18 +100,13 @@ impl SledStore {
         resume: &Resume,
         budget: Budget,
     ) -> Result<Compacted, StoreError> {
-        let start = match resume {
-            Resume::Done => {
-                return Ok(Compacted {
-                    dropped: 0,
-                    resume: Resume::Done,
-                })
-            }
-            Resume::Start => Bound::Included(keys::partition_start(keys::RECLAIM, part).to_vec()),
-            Resume::At(p) => Bound::Included(keys::reclaim(part, p)),
-            Resume::After(p) => Bound::Excluded(keys::reclaim(part, p)),
+        let done = Compacted {
+            dropped: 0,
+            resume: Resume::Done,
         };
-        let end = Bound::Excluded(keys::partition_end(keys::RECLAIM, part));
+        let Some((start, end)) = resumed_range(keys::RECLAIM, part, resume) else {
+            return Ok(done);
+        };
         // Most partitions have nothing queued: no need to hold up commits.
         if self
             .tree
@@ -125,10 +114,7 @@ impl SledStore {
             .next()
             .is_none()
         {
-            return Ok(Compacted {
-                dropped: 0,
-                resume: Resume::Done,
-            });
+            return Ok(done);
         }
         let mut state = self.between_commits()?;
         let in_log = self.trimmed_through(part);
@@ -498,6 +484,27 @@ impl SledStore {
         }
         Ok(None)
     }
+}
+
+/// A range of keys: where it starts, where it ends.
+type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// The keys of namespace `ns` (keyed `ns part path`) in partition `part`
+/// that a step resuming at `resume` reads; `None` once the partition is
+/// done.
+fn resumed_range(ns: u8, part: u16, resume: &Resume) -> Option<KeyRange> {
+    let key = |path: &str| {
+        let mut k = keys::partition_start(ns, part).to_vec();
+        k.extend_from_slice(path.as_bytes());
+        k
+    };
+    let start = match resume {
+        Resume::Done => return None,
+        Resume::Start => Bound::Included(key("")),
+        Resume::At(p) => Bound::Included(key(p)),
+        Resume::After(p) => Bound::Excluded(key(p)),
+    };
+    Some((start, Bound::Excluded(keys::partition_end(ns, part))))
 }
 
 /// Where reclaiming one path stands after a step.

@@ -343,6 +343,11 @@ pub struct ServeArgs {
     /// (0: no limit); writes and the live streams never wait for it.
     #[arg(long, env = "SPREAD_ANTI_ENTROPY_MB_PER_SEC", default_value_t = defaults::ANTI_ENTROPY_MB_PER_SEC)]
     pub anti_entropy_mb_per_sec: u64,
+    /// MiB the copies of partitions this node neither owns nor watches may take (keys and
+    /// values); past it, those unneeded longest are dropped, after their events are handed
+    /// to an owner (0: none is kept).
+    #[arg(long, env = "SPREAD_COPY_CACHE_MB", default_value_t = defaults::COPY_CACHE_MB)]
+    pub copy_cache_mb: u64,
     /// Serve `PUT /cluster/faults` to cut this node's links to chosen nodes: for fault tests
     /// only (whoever reaches it can partition the node).
     #[arg(long, hide = true)]

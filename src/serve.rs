@@ -186,6 +186,7 @@ fn cluster_config(
     cluster.send_queue_bytes = args.peer_send_queue_bytes;
     cluster.anti_entropy_interval = std::time::Duration::from_secs(args.anti_entropy_interval);
     cluster.anti_entropy_rate = args.anti_entropy_mb_per_sec.saturating_mul(1 << 20);
+    cluster.copy_cache_bytes = args.copy_cache_mb.saturating_mul(1 << 20);
     cluster.fault_injection = args.fault_injection;
     cluster.check().map_err(anyhow::Error::msg)?;
     Ok(Some(cluster))

@@ -79,6 +79,8 @@ pub mod defaults {
     pub const ANTI_ENTROPY_INTERVAL_SECS: u64 = 300;
     /// MiB of events a second anti-entropy may send and answer with.
     pub const ANTI_ENTROPY_MB_PER_SEC: u64 = 32;
+    /// MiB that copies nobody needs here may take before they are dropped.
+    pub const COPY_CACHE_MB: u64 = 512;
 }
 
 /// Least `--peer-send-queue-bytes`: room for the largest frames a link
@@ -114,6 +116,10 @@ pub struct ClusterConfig {
     /// Bytes of events a second anti-entropy sessions may send and answer
     /// with, all sessions of the node together (0: no limit).
     pub anti_entropy_rate: u64,
+    /// Bytes (keys and values) the copies of partitions this node neither
+    /// owns nor watches may take; past it, the longest unneeded are
+    /// handed over and dropped (0: none is kept).
+    pub copy_cache_bytes: u64,
     /// Serve `PUT /cluster/faults`, which cuts links to chosen nodes (for
     /// fault tests only: anyone who can reach it can partition the node).
     pub fault_injection: bool,
@@ -134,6 +140,7 @@ impl ClusterConfig {
             send_queue_bytes: defaults::PEER_SEND_QUEUE_BYTES,
             anti_entropy_interval: Duration::from_secs(defaults::ANTI_ENTROPY_INTERVAL_SECS),
             anti_entropy_rate: defaults::ANTI_ENTROPY_MB_PER_SEC << 20,
+            copy_cache_bytes: defaults::COPY_CACHE_MB << 20,
             fault_injection: false,
         }
     }

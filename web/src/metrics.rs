@@ -102,12 +102,17 @@ pub struct Metrics {
     partitions_shown: Mutex<Vec<u16>>,
     compacted: Counter,
     compaction_sweeps: Counter,
+    copy_idle_partitions: Gauge,
+    copy_idle_bytes: Gauge,
+    copy_handovers: Family<ResultLabel, Counter>,
+    copy_dropped: Counter,
+    copy_dropped_bytes: Counter,
     /// Last values copied from the node's own counters.
     copied: Mutex<[u64; COPIED]>,
 }
 
 /// Node counters copied into the registry at each render.
-const COPIED: usize = 28;
+const COPIED: usize = 32;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -152,6 +157,36 @@ impl Metrics {
         let ae_events = Family::<DirLabel, Counter>::default();
         let ae_millis = Counter::default();
         let ae_throttled = Counter::default();
+        let copy_idle_partitions = Gauge::default();
+        let copy_idle_bytes = Gauge::default();
+        let copy_handovers = Family::<ResultLabel, Counter>::default();
+        let copy_dropped = Counter::default();
+        let copy_dropped_bytes = Counter::default();
+        registry.register(
+            "copy_idle_partitions",
+            "Partitions this node holds data of but neither owns nor watches",
+            copy_idle_partitions.clone(),
+        );
+        registry.register(
+            "copy_idle_bytes",
+            "Bytes (keys and values) of the partitions held here that nobody needs, as last measured; bounded by --copy-cache-mb",
+            copy_idle_bytes.clone(),
+        );
+        registry.register(
+            "copy_handovers",
+            "Partitions nobody needs here whose events were handed to an owner, by result (ok, failed)",
+            copy_handovers.clone(),
+        );
+        registry.register(
+            "copy_dropped_partitions",
+            "Copies of partitions nobody needed here, dropped to keep within --copy-cache-mb",
+            copy_dropped.clone(),
+        );
+        registry.register(
+            "copy_dropped_bytes",
+            "Bytes of the copies dropped",
+            copy_dropped_bytes.clone(),
+        );
         registry.register(
             "antientropy_sessions",
             "Anti-entropy sessions with a peer, by result (ok, failed)",
@@ -366,6 +401,11 @@ impl Metrics {
             partitions_shown: Mutex::default(),
             compacted,
             compaction_sweeps,
+            copy_idle_partitions,
+            copy_idle_bytes,
+            copy_handovers,
+            copy_dropped,
+            copy_dropped_bytes,
             copied: Mutex::new([0; COPIED]),
         }
     }
@@ -454,6 +494,10 @@ impl Metrics {
                     .set(*lag as i64);
             }
             *shown = behind.iter().map(|(p, _)| *p).collect();
+            self.copy_idle_partitions
+                .set(cluster.copies.idle_partitions.load(Ordering::Relaxed) as i64);
+            self.copy_idle_bytes
+                .set(cluster.copies.idle_bytes.load(Ordering::Relaxed) as i64);
         }
         if let Ok(mut copied) = self.copied.lock() {
             let peer =
@@ -465,6 +509,12 @@ impl Metrics {
             ) -> &std::sync::atomic::AtomicU64| {
                 node.cluster()
                     .map_or(0, |c| f(&c.differs.stats).load(Ordering::Relaxed))
+            };
+            let copy = |f: fn(
+                &spread_actors::cluster::replicator::CopyStats,
+            ) -> &std::sync::atomic::AtomicU64| {
+                node.cluster()
+                    .map_or(0, |c| f(&c.copies).load(Ordering::Relaxed))
             };
             let now: [u64; COPIED] = [
                 stats.hub.fanned_out.load(Ordering::Relaxed),
@@ -495,6 +545,10 @@ impl Metrics {
                 ae(|s| &s.throttled_micros) / 1000,
                 stats.compacted.load(Ordering::Relaxed),
                 stats.compaction_sweeps.load(Ordering::Relaxed),
+                copy(|s| &s.handed_over),
+                copy(|s| &s.handovers_failed),
+                copy(|s| &s.dropped),
+                copy(|s| &s.dropped_bytes),
             ];
             // Counters share their value with their clones. (Each lookup in
             // its own call: a family's read guard held over the next
@@ -534,6 +588,10 @@ impl Metrics {
                 self.ae_throttled.clone(),
                 self.compacted.clone(),
                 self.compaction_sweeps.clone(),
+                result(&self.copy_handovers, "ok"),
+                result(&self.copy_handovers, "failed"),
+                self.copy_dropped.clone(),
+                self.copy_dropped_bytes.clone(),
             ];
             for ((counter, now), before) in counters.into_iter().zip(now).zip(copied.iter()) {
                 counter.inc_by(now.saturating_sub(*before));

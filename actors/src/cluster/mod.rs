@@ -76,6 +76,8 @@ pub struct Cluster {
     pub replicator: OnceLock<Addr<replicator::Replicator>>,
     /// Anti-entropy sessions running, and their counters.
     pub differs: differ::Differs,
+    /// Counters of the copies nobody needs here.
+    pub copies: replicator::CopyStats,
     members: Mutex<BTreeMap<String, membership::MemberView>>,
     placement: Mutex<Arc<placement::Placement>>,
     forwards: Mutex<HashMap<u64, Forward>>,
@@ -132,6 +134,7 @@ impl Cluster {
             membership: OnceLock::new(),
             replicator: OnceLock::new(),
             differs: differ::Differs::new(rate),
+            copies: replicator::CopyStats::default(),
             faults: Mutex::default(),
             caught_up: Mutex::default(),
             members: Mutex::default(),

@@ -58,6 +58,9 @@ pub(crate) struct CommitRequest {
     pub writes: Vec<PendingWrite>,
     pub replies: Vec<Decided>,
     pub done: oneshot::Sender<bool>,
+    /// Drop the partition whole instead (`writes` and `replies` are
+    /// empty): after the batches sent before it, before those after.
+    pub drop: bool,
 }
 
 /// The committer's settings and state.
@@ -236,7 +239,59 @@ impl Committer {
         }
     }
 
+    /// Commits a group of batches, and runs the drops among them in
+    /// their place.
     fn commit_group(&mut self, group: Vec<CommitRequest>) {
+        if !group.iter().any(|r| r.drop) {
+            return self.commit_writes(group);
+        }
+        let mut run = Vec::with_capacity(group.len());
+        for request in group {
+            if request.drop {
+                self.commit_writes(std::mem::take(&mut run));
+                self.drop_partition(request);
+            } else {
+                run.push(request);
+            }
+        }
+        self.commit_writes(run);
+    }
+
+    /// Drops a partition whole (see `Store::drop_partition`) while the
+    /// merkle trees' folder keeps off it, then flushes, so that a crash
+    /// does not bring part of it back.
+    fn drop_partition(&mut self, request: CommitRequest) {
+        if let Some(reason) = &self.broken {
+            let detail = format!("{reason}; writes are refused until the node restarts");
+            return fail(request, &detail);
+        }
+        let part = request.partition as u16;
+        let head = self.head;
+        let store = &self.store;
+        let dropped = self
+            .marks
+            .dropping(part, head, || store.drop_partition(part, head));
+        if let Err(e) = dropped {
+            // Dropping again finishes it.
+            log::error!("dropping partition {part}: {e}");
+            let _ = request.done.send(false);
+            return;
+        }
+        match self.store.flush() {
+            Ok(()) => {
+                self.durable.store(self.head, Ordering::Relaxed);
+                let _ = request.done.send(true);
+            }
+            Err(e) => {
+                self.break_down(format!(
+                    "a flush after dropping partition {part} failed: {e}"
+                ));
+                let _ = request.done.send(false);
+            }
+        }
+    }
+
+    fn commit_writes(&mut self, group: Vec<CommitRequest>) {
         if let Some(reason) = &self.broken {
             let detail = format!("{reason}; writes are refused until the node restarts");
             for request in group {

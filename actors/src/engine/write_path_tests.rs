@@ -266,6 +266,9 @@ impl Store for FaultyStore {
     fn drop_partition(&self, part: u16, head: u64) -> Result<(), StoreError> {
         self.inner.drop_partition(part, head)
     }
+    fn partition_bytes(&self, part: u16) -> Result<u64, StoreError> {
+        self.inner.partition_bytes(part)
+    }
     fn log_head(&self) -> Result<LogHead, StoreError> {
         self.inner.log_head()
     }
@@ -277,6 +280,9 @@ impl Store for FaultyStore {
     }
     fn remove_meta(&self, name: &str) -> Result<(), StoreError> {
         self.inner.remove_meta(name)
+    }
+    fn meta_names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.meta_names(prefix)
     }
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         let held = self.hold.lock().unwrap().take();

@@ -75,6 +75,27 @@ pub struct Walk {
     pub questions: usize,
     /// Bytes of fingerprints, segments and names the answers carried.
     pub bytes: usize,
+    /// What it looks for.
+    pub want: Want,
+}
+
+impl Walk {
+    /// Only the left side's events are looked for.
+    fn left_only(&self) -> bool {
+        self.want == Want::LeftOnly
+    }
+}
+
+/// What a walk looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Want {
+    /// What either side lacks.
+    #[default]
+    Both,
+    /// Only what the right side lacks (a hand-over: the left gives what it
+    /// holds, and wants nothing back). Subtrees empty on the left are not
+    /// walked, however much the right holds there.
+    LeftOnly,
 }
 
 /// Compares partition `part` under `prefix` on two sides.
@@ -84,7 +105,22 @@ pub fn diff(
     part: u16,
     prefix: &str,
 ) -> Result<Walk, StoreError> {
-    let mut walk = Walk::default();
+    diff_wanting(left, right, part, prefix, Want::Both)
+}
+
+/// Compares partition `part` under `prefix` on two sides, looking for what
+/// `want` says (with [`Want::LeftOnly`], `only_right` stays empty).
+pub fn diff_wanting(
+    left: &dyn Side,
+    right: &dyn Side,
+    part: u16,
+    prefix: &str,
+    want: Want,
+) -> Result<Walk, StoreError> {
+    let mut walk = Walk {
+        want,
+        ..Walk::default()
+    };
     let (l, r) = (left.node(part, prefix)?, right.node(part, prefix)?);
     walk.questions += 1;
     walk.bytes += 2 * ENCODED_BYTES;
@@ -100,17 +136,21 @@ fn walk_node(
     (l, r): (Node, Node),
     walk: &mut Walk,
 ) -> Result<(), StoreError> {
-    if same(&l.subtree, &r.subtree) {
+    if same(&l.subtree, &r.subtree) || (walk.left_only() && l.subtree.count == 0) {
         return Ok(());
     }
-    if !same(&l.own, &r.own) {
+    // (A hand-over has nothing to give where the left holds no event.)
+    let nothing_to_give = walk.left_only() && l.own.count == 0;
+    if !same(&l.own, &r.own) && !nothing_to_give {
         let (le, re) = (left.events(part, prefix)?, right.events(part, prefix)?);
         walk.questions += 1;
         walk.bytes += re.iter().map(Vec::len).sum::<usize>();
         let (ls, rs): (BTreeSet<_>, BTreeSet<_>) =
             (le.into_iter().collect(), re.into_iter().collect());
         walk.only_left.extend(ls.difference(&rs).cloned());
-        walk.only_right.extend(rs.difference(&ls).cloned());
+        if !walk.left_only() {
+            walk.only_right.extend(rs.difference(&ls).cloned());
+        }
     }
     let mut children_l = l.subtree;
     children_l.sub(&l.own);
@@ -163,6 +203,9 @@ fn walk_range(
     let range = bounds_of(&bounds);
     // The left side reads its range whole (a local read).
     let mine = left.children(part, prefix, range, usize::MAX)?;
+    if mine.is_empty() && walk.left_only() {
+        return Ok(());
+    }
     if mine.len() <= SMALL_RANGE {
         // Few here: the other side's children of the range, item by item.
         let theirs = right.children(part, prefix, range, usize::MAX)?;
@@ -189,7 +232,7 @@ fn walk_range(
         let (a, b) = (pair[0].as_deref(), pair[1].as_deref());
         let within = |s: &str| a.is_none_or(|a| s >= a) && b.is_none_or(|b| s < b);
         let m: Vec<_> = mine.iter().filter(|(s, _)| within(s)).cloned().collect();
-        if same(&sum(&m), &their_sum) {
+        if same(&sum(&m), &their_sum) || (m.is_empty() && walk.left_only()) {
             continue;
         }
         if their_count <= SMALL_RANGE {
@@ -250,6 +293,9 @@ fn walk_items(
             }
             std::cmp::Ordering::Greater => {
                 j += 1;
+                if walk.left_only() {
+                    continue;
+                }
                 &theirs[j - 1].0
             }
         };

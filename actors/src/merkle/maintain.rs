@@ -54,6 +54,13 @@ pub struct Marks {
     /// The head of the last commit that returned (the store's own head is
     /// written before a commit's entries can all be read).
     head: AtomicU64,
+    /// Per partition: the partition was dropped whole through this seq
+    /// (0: not since the folder last looked), so its tree is empty and
+    /// folded through it.
+    reset: Vec<AtomicU64>,
+    /// Held while a partition is folded, and while one is dropped: a drop
+    /// never interleaves with a fold's writes to its tree.
+    folding: Mutex<()>,
     wake: (Mutex<bool>, Condvar),
     stop: AtomicBool,
     /// Tests hold the folder still.
@@ -71,6 +78,8 @@ impl Marks {
             dropped: (0..partitions).map(|_| AtomicBool::new(true)).collect(),
             safe: AtomicU64::new(0),
             head: AtomicU64::new(head),
+            reset: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            folding: Mutex::new(()),
             wake: (Mutex::new(false), Condvar::new()),
             stop: AtomicBool::new(false),
             #[cfg(test)]
@@ -100,6 +109,18 @@ impl Marks {
             d.store(true, Ordering::Release);
         }
         self.wake();
+    }
+
+    /// Runs `drop` (which empties partition `part` and its tree, folded
+    /// through `head`) while no fold runs, and has the folder go on from
+    /// `head` for that partition.
+    pub fn dropping<T>(&self, part: u16, head: u64, drop: impl FnOnce() -> T) -> T {
+        let _folding = self.folding.lock().unwrap_or_else(|p| p.into_inner());
+        let done = drop();
+        if let Some(r) = self.reset.get(usize::from(part)) {
+            r.fetch_max(head, Ordering::Release);
+        }
+        done
     }
 
     /// A commit through `head` returned: fold it soon.
@@ -199,6 +220,14 @@ impl Folder {
         let mut folded = 0;
         let mut safe = head;
         for part in 0..self.cursors.len() {
+            // A partition is folded or dropped, not both at once.
+            let marks = self.marks.clone();
+            let _folding = marks.folding.lock().unwrap_or_else(|p| p.into_inner());
+            let reset = self.marks.reset[part].swap(0, Ordering::AcqRel);
+            if reset > self.cursors[part] {
+                // Dropped whole: its tree is empty through `reset`.
+                self.cursors[part] = reset;
+            }
             let marked = self.marks.marked[part].load(Ordering::Acquire);
             if marked > self.cursors[part] {
                 // One partition failing does not hold the others back; its

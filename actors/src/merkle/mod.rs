@@ -14,7 +14,7 @@ pub mod fingerprint;
 pub mod maintain;
 pub mod tree;
 
-pub use diff::{diff, Side, Walk};
+pub use diff::{diff, diff_wanting, Side, Walk, Want};
 pub use fingerprint::Fingerprint;
 pub use tree::{Node, NodeStore, Tree};
 

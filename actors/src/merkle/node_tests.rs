@@ -214,3 +214,75 @@ fn what_was_committed_and_not_folded_before_a_stop_is_folded_after_it() {
     settled(&node);
     node.shutdown();
 }
+
+#[test]
+fn a_dropped_partition_holds_nothing_and_takes_writes_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path(), 1_000_000);
+    write_some(&node, 1);
+    settled(&node);
+    let path = Path::parse_key("rooms/1/k1").unwrap();
+    let part = node.partition_of(&path) as u16;
+    let others: Vec<_> = (0..8u16)
+        .filter(|p| *p != part)
+        .map(|p| node.partition_digest(p).unwrap())
+        .collect();
+    assert!(node.partition_digest(part).unwrap().events > 0);
+    let old = || Event {
+        path: path.clone(),
+        version: Version::new(5, NodeId::new("far").unwrap()),
+        value: Some(Bytes::from_static(b"old")),
+        content_type: None,
+        expires_at: None,
+        author: None,
+    };
+    let kept = actix::System::new().block_on(async {
+        // A hot path: the partition knows its current event without a read.
+        node.set("rooms/1/k1", "hot").await.unwrap();
+        // A write and the drop at once: the write is decided before the
+        // drop (and goes with it) or after it (and stays), never half.
+        let during = node.set("rooms/1/during", "x");
+        let dropped = node.drop_partition(part);
+        let (during, dropped) = futures_util::future::join(during, dropped).await;
+        during.unwrap();
+        dropped.unwrap();
+        assert!(node.get("rooms/1/k1").unwrap().is_none());
+        let kept = node.get("rooms/1/during").unwrap().is_some();
+        assert_eq!(node.partition_bytes(part).unwrap() > 0, kept);
+        // An event older than the "hot" one the partition knew is new now:
+        // it forgot what the store no longer holds.
+        let report = node.merge(old()).await.unwrap();
+        assert_eq!(report.status, crate::engine::partition::WriteStatus::New);
+        kept
+    });
+    assert_eq!(
+        node.get("rooms/1/k1")
+            .unwrap()
+            .unwrap()
+            .event
+            .value
+            .as_deref(),
+        Some(&b"old"[..])
+    );
+    // The tree starts again from the drop: it agrees with the partition,
+    // which holds the one event (or two), and the others are untouched.
+    let held = 1 + u64::from(kept);
+    settled(&node);
+    assert_eq!(node.partition_root(part).unwrap().count, held);
+    let after: Vec<_> = (0..8u16)
+        .filter(|p| *p != part)
+        .map(|p| node.partition_digest(p).unwrap())
+        .collect();
+    assert_eq!(after, others);
+    node.shutdown();
+    drop(node);
+    // A restart brings nothing back and needs no rebuild of the trees.
+    let node = open(dir.path(), 1_000_000);
+    assert_eq!(
+        node.meta(TREES_META).unwrap().as_deref(),
+        Some(&b"complete"[..])
+    );
+    assert_eq!(node.partition_digest(part).unwrap().events, held);
+    settled(&node);
+    node.shutdown();
+}

@@ -194,9 +194,45 @@ proptest! {
         let right: BTreeSet<_> = walk.only_right.iter().cloned().collect();
         prop_assert_eq!(left.len(), walk.only_left.len(), "no event reported twice");
         prop_assert_eq!(right.len(), walk.only_right.len(), "no event reported twice");
-        prop_assert_eq!(left, a_own.iter().cloned().collect::<BTreeSet<_>>());
+        prop_assert_eq!(&left, &a_own.iter().cloned().collect::<BTreeSet<_>>());
         prop_assert_eq!(right, b_own.iter().cloned().collect::<BTreeSet<_>>());
+
+        // A hand-over finds the same events the left gives, and asks for
+        // none back.
+        let handed = diff_wanting(&a, &b, 0, "", Want::LeftOnly).unwrap();
+        prop_assert!(handed.only_right.is_empty());
+        let given: BTreeSet<_> = handed.only_left.iter().cloned().collect();
+        prop_assert_eq!(given.len(), handed.only_left.len(), "no event reported twice");
+        prop_assert_eq!(given, left);
+        prop_assert!(handed.questions <= walk.questions);
     }
+}
+
+#[test]
+fn a_hand_over_of_a_small_copy_does_not_walk_what_only_the_other_side_holds() {
+    // The right holds 20k events; the left a copy of 30 of them and 2 of
+    // its own.
+    let mut draw = Draw(5);
+    let all: Vec<_> = names(&mut draw, 20_002).into_iter().collect();
+    let mut right = Mem::default();
+    right.fold(&all[2..], &[4096]);
+    let copy: Vec<_> = all[..32].to_vec();
+    let mut left = Mem::default();
+    left.fold(&copy, &[32]);
+    let both = diff(&left, &right, 0, "").unwrap();
+    let handed = diff_wanting(&left, &right, 0, "", Want::LeftOnly).unwrap();
+    let mut given = handed.only_left.clone();
+    given.sort();
+    assert_eq!(given, all[..2].to_vec());
+    assert!(handed.only_right.is_empty());
+    assert_eq!(both.only_right.len(), 20_000 - 30);
+    // Far fewer questions than a walk that lists what the right holds.
+    assert!(
+        handed.questions * 10 < both.questions,
+        "{} against {}",
+        handed.questions,
+        both.questions
+    );
 }
 
 /// 20k events on side a, all but the first on side b.

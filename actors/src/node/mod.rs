@@ -758,6 +758,22 @@ impl Node {
         Ok(total)
     }
 
+    /// Drops everything partition `part` holds here: its values, history,
+    /// log and merkle tree (a copy nobody needs any more). Writes that
+    /// reach it meanwhile are decided after the drop. Durable when it
+    /// answers.
+    pub async fn drop_partition(&self, part: u16) -> Result<(), NodeError> {
+        self.check_partition(part)?;
+        self.inner.partitions[usize::from(part)].drop_all().await
+    }
+
+    /// Bytes partition `part` takes in the store, keys and values (a scan
+    /// of its key ranges: for a blocking thread).
+    pub fn partition_bytes(&self, part: u16) -> Result<u64, NodeError> {
+        self.check_partition(part)?;
+        Ok(self.inner.store.partition_bytes(part)?)
+    }
+
     /// The merkle root of partition `part` (every event it holds).
     pub fn partition_root(&self, part: u16) -> Result<crate::merkle::Fingerprint, NodeError> {
         self.check_partition(part)?;

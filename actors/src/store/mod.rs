@@ -361,6 +361,10 @@ pub trait Store: Send + Sync + 'static {
     /// flight. Not atomic: a crash midway leaves part of it, and dropping
     /// again finishes.
     fn drop_partition(&self, part: u16, head: u64) -> Result<(), StoreError>;
+    /// Bytes of keys and values partition `part` holds (latest values,
+    /// history, log, floors, its merkle tree): read by scanning them, so
+    /// called rarely.
+    fn partition_bytes(&self, part: u16) -> Result<u64, StoreError>;
     /// The log head and clock written by the last commit (zeros for a new
     /// store).
     fn log_head(&self) -> Result<LogHead, StoreError>;
@@ -370,6 +374,8 @@ pub trait Store: Send + Sync + 'static {
     fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError>;
     /// Removes a metadata value.
     fn remove_meta(&self, name: &str) -> Result<(), StoreError>;
+    /// The names of the metadata values whose name starts with `prefix`.
+    fn meta_names(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
     /// Applies a commit: after a crash, the reopened store holds all of it
     /// or none of it. Concurrent readers may see its keys appear one by one.
     /// On an error, part of it may have been applied (and is completed when

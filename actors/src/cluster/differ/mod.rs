@@ -34,7 +34,7 @@ use super::frame::PeerFrame;
 use super::peer::SendFrame;
 use super::wire::{merge_all, WireError, WireEvent};
 use super::Cluster;
-use crate::merkle::{diff, Fingerprint, Tree};
+use crate::merkle::{diff_wanting, Fingerprint, Tree, Want};
 use crate::Node;
 
 /// How long a question waits for its answer.
@@ -193,6 +193,8 @@ pub struct Differ {
     link: u64,
     parts: Vec<u16>,
     prefix: String,
+    /// Both ways, or a hand-over (see [`Differ::handing_over`]).
+    want: Want,
     session: u64,
     /// Where the walk waits for the answer to its question.
     waiting: Waiting,
@@ -225,12 +227,21 @@ impl Differ {
             link,
             parts,
             prefix,
+            want: Want::Both,
             session,
             waiting: Arc::default(),
             started: Instant::now(),
             done,
             finished: false,
         }
+    }
+
+    /// Makes the session a hand-over: it sends the peer what it lacks and
+    /// fetches nothing (a node giving up a copy it holds, whose events the
+    /// peer may lack, and which wants none back).
+    pub fn handing_over(mut self) -> Differ {
+        self.want = Want::LeftOnly;
+        self
     }
 
     /// How the walk asks the peer a question and waits for the answer.
@@ -274,8 +285,7 @@ impl Differ {
     fn find(
         node: Node,
         (remote, push): (RemoteSide, Push),
-        parts: Vec<u16>,
-        prefix: String,
+        (parts, prefix, want): (Vec<u16>, String, Want),
         mut report: DiffReport,
     ) -> Result<DiffReport, String> {
         let local = LocalSide { node: node.clone() };
@@ -320,7 +330,8 @@ impl Differ {
         // the peer lacks is sent, before the next is walked (a session holds
         // one partition's differences, a page at a time).
         for part in differing {
-            let walk = diff(&local, &remote, part, &prefix).map_err(|e| e.to_string())?;
+            let walk =
+                diff_wanting(&local, &remote, part, &prefix, want).map_err(|e| e.to_string())?;
             report.walked += 1;
             report.questions += walk.questions;
             let mut wanted: Vec<Vec<u8>> = walk.only_right;
@@ -459,11 +470,11 @@ impl Actor for Differ {
             .insert(self.session, (self.peer.clone(), self.link, ctx.address()));
         let remote = RemoteSide { ask: self.asker() };
         let push = self.pusher();
-        let (node, parts, prefix) = (self.node.clone(), self.parts.clone(), self.prefix.clone());
+        let node = self.node.clone();
+        let what = (self.parts.clone(), self.prefix.clone(), self.want);
         let report = self.report.clone();
-        let walk = tokio::task::spawn_blocking(move || {
-            Differ::find(node, (remote, push), parts, prefix, report)
-        });
+        let walk =
+            tokio::task::spawn_blocking(move || Differ::find(node, (remote, push), what, report));
         ctx.spawn(walk.into_actor(self).map(|found, this, ctx| match found {
             Ok(Ok(report)) => {
                 this.cluster

@@ -341,6 +341,19 @@ impl Following {
     }
 }
 
+/// Forgets every saved cursor of partition `part`, in any peer's log: its
+/// copy here is dropped, so a later following starts from a snapshot.
+pub(super) fn forget_cursors(local: &Node, part: u16) -> Result<(), NodeError> {
+    let store = local.store();
+    let suffix = format!("/{part}");
+    for name in store.meta_names("follow/")? {
+        if name.ends_with(&suffix) {
+            store.remove_meta(&name)?;
+        }
+    }
+    Ok(())
+}
+
 fn save(
     local: &Node,
     peer: &str,

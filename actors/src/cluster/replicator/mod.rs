@@ -14,6 +14,7 @@
 //! live members, checked on every link change and a few times a second,
 //! so a membership change moves streams with the owners.
 
+mod copies;
 mod following;
 mod reads;
 mod serving;
@@ -28,6 +29,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 
+pub use self::copies::CopyStats;
 use self::following::Following;
 use self::serving::Serving;
 use self::watch_stream::WatchStream;
@@ -150,6 +152,8 @@ pub struct Replicator {
     sweep_streak: HashMap<String, u32>,
     next_watch: u64,
     pumping: bool,
+    /// Copies of partitions nobody here needs (see `copies`).
+    copies: copies::Copies,
 }
 
 impl Replicator {
@@ -169,6 +173,7 @@ impl Replicator {
             sweep_streak: HashMap::new(),
             next_watch: 0,
             pumping: false,
+            copies: copies::Copies::default(),
         }
     }
 
@@ -183,6 +188,7 @@ impl Replicator {
                 (0..partitions)
                     .map(|p| p as u16)
                     .filter(|&p| placement.owns(&me, p) && placement.owns(&link.node, p))
+                    .filter(|&p| self.copies.dropping() != Some(p))
                     .collect()
             } else {
                 BTreeSet::new()
@@ -220,6 +226,15 @@ impl Replicator {
         let placement = self.cluster.placement();
         let interest = self.node.interest();
         let watched = interest.watched();
+        if let Some(part) = self.copies.dropping() {
+            let layout = self.node.layout();
+            if watched
+                .iter()
+                .any(|w| layout.covering(w).iter().any(|p| p == part))
+            {
+                return; // Again once the drop is done.
+            }
+        }
         let changes = self
             .watches
             .refresh(&self.cluster, self.node.layout(), &placement, &watched);
@@ -732,10 +747,11 @@ impl Actor for Replicator {
             this.publish_stats();
             this.sweep(ctx);
         });
-        ctx.run_interval(Duration::from_secs(1), |this, _| {
+        ctx.run_interval(Duration::from_secs(1), |this, ctx| {
             if let Err(e) = this.following.save_dirty(&this.node) {
                 log::error!("saving replication cursors: {e}");
             }
+            this.check_copies(ctx);
         });
     }
 

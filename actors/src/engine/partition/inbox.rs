@@ -59,6 +59,16 @@ impl Inbox {
         Ok(())
     }
 
+    /// Drops everything the partition holds (see [`super::DropAll`]).
+    pub(crate) async fn drop_all(&self) -> Result<(), NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.addr
+            .send(super::DropAll { reply })
+            .await
+            .map_err(|_| NodeError::ShuttingDown)?;
+        answer.await.map_err(|_| NodeError::ShuttingDown)?
+    }
+
     /// The partition's actor (tests).
     #[cfg(test)]
     pub(crate) fn actor(&self) -> &Addr<Partition> {

@@ -47,10 +47,12 @@ use crate::model::{
 };
 use crate::store::{Store, StoreError};
 
+mod drop;
 mod inbox;
 mod prefetch;
 mod write;
 
+pub(crate) use drop::DropAll;
 pub use inbox::Apply;
 pub(crate) use inbox::{Inbox, Wake};
 pub use write::{Input, Precondition, Write, WriteReport, WriteStatus};
@@ -195,6 +197,14 @@ pub struct Partition {
     next_batch: u64,
     /// Failures of this partition's commits seen so far.
     epoch: u64,
+    /// A drop of the whole partition is under way: nothing is decided
+    /// until it is done (see `drop`).
+    dropping: bool,
+    /// Drops so far: a prefetch begun before one is not used after it.
+    drops: u64,
+    /// Batches numbered below this were decided before the last drop:
+    /// when they settle, the partition learns nothing from them.
+    forget_before: u64,
     /// Writes decided so far (tests look at it).
     #[cfg(test)]
     decided: u64,
@@ -237,6 +247,9 @@ impl Partition {
             in_flight: Vec::with_capacity(MAX_BATCHES_IN_FLIGHT),
             next_batch: 0,
             epoch: 0,
+            dropping: false,
+            drops: 0,
+            forget_before: 0,
             #[cfg(test)]
             decided: 0,
         });
@@ -485,7 +498,7 @@ impl Partition {
     fn run_batch(&mut self, ctx: &mut Context<Self>) {
         self.retire();
         while self.in_flight.len() < MAX_BATCHES_IN_FLIGHT && !self.queue.is_empty() {
-            if self.loading {
+            if self.loading || self.dropping {
                 return;
             }
             let take = self.queue.len().min(MAX_WRITES_PER_BATCH);
@@ -563,6 +576,7 @@ impl Partition {
                 writes,
                 replies: decided,
                 done,
+                drop: false,
             };
             if let Err(refused) = self.committer.send(request) {
                 refuse(refused.0.replies, || NodeError::ShuttingDown);
@@ -578,6 +592,7 @@ impl Partition {
         // (unless a future already waits on one).
         if !self.queue.is_empty()
             && !self.loading
+            && !self.dropping
             && self.in_flight.iter().all(|b| b.done.is_some())
         {
             if let Some(oldest) = self.in_flight.first_mut() {
@@ -618,6 +633,11 @@ impl Partition {
     /// starts from the store. (A failed batch of an older epoch was one of
     /// those: already accounted for.)
     fn settle(&mut self, sent: InFlight, committed: bool) {
+        if sent.batch < self.forget_before {
+            // Decided before a drop: what it wrote is gone, and the drop
+            // emptied the overlay.
+            return;
+        }
         if committed {
             for path in sent.paths {
                 // A later batch may have overtaken the entry: then it stays.

@@ -78,15 +78,18 @@ impl Partition {
             self.looked_up_at = Some(self.settles);
         }
         let store = self.store.clone();
+        let drops = self.drops;
         let read = tokio::task::spawn_blocking(move || {
             reads
                 .into_iter()
                 .map(|r| read_one(&*store, r))
                 .collect::<Vec<Found>>()
         });
-        ctx.spawn(read.into_actor(self).map(|found, act, ctx| {
+        ctx.spawn(read.into_actor(self).map(move |found, act, ctx| {
             act.loading = false;
             match found {
+                // Read before the partition was dropped: read again.
+                Ok(_) if act.drops != drops => {}
                 Ok(found) => {
                     for f in found {
                         if let Some((key, known)) = f.known {

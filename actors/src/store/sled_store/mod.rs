@@ -538,6 +538,10 @@ impl Store for SledStore {
         self.remove_partition(part, head)
     }
 
+    fn partition_bytes(&self, part: u16) -> Result<u64, StoreError> {
+        self.bytes_of_partition(part)
+    }
+
     fn log_head(&self) -> Result<LogHead, StoreError> {
         match self.tree.get(keys::meta(keys::HEAD_META))? {
             Some(raw) => LogHead::decode(&raw)
@@ -558,6 +562,17 @@ impl Store for SledStore {
     fn remove_meta(&self, name: &str) -> Result<(), StoreError> {
         self.tree.remove(keys::meta(name))?;
         Ok(())
+    }
+
+    fn meta_names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut names = Vec::new();
+        for key in self.tree.scan_prefix(keys::meta(prefix)).keys() {
+            let key = key?;
+            let name = std::str::from_utf8(&key[1..])
+                .map_err(|_| StoreError::Corrupt("a metadata name that is not UTF-8".into()))?;
+            names.push(name.to_string());
+        }
+        Ok(names)
     }
 
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {

@@ -1,4 +1,4 @@
-//! Whole-partition operations: its content hash and dropping it. Each
+//! Whole-partition operations: its content hash, its size and dropping it. Each
 //! reads or removes only the partition's own key ranges.
 
 use super::*;
@@ -52,7 +52,13 @@ impl SledStore {
         state
             .latest
             .forget_prefix(&keys::partition_start(keys::LATEST, part));
-        for ns in [keys::LOG, keys::HISTORY, keys::LATEST, keys::FLOOR] {
+        for ns in [
+            keys::LOG,
+            keys::HISTORY,
+            keys::LATEST,
+            keys::FLOOR,
+            keys::RECLAIM,
+        ] {
             self.clear_range(ns, part)?;
         }
         self.tree.remove(keys::meta(&keys::floor_meta(part)))?;
@@ -67,6 +73,38 @@ impl SledStore {
             &head.to_be_bytes(),
         )?;
         Ok(())
+    }
+
+    /// Bytes of keys and values of the partition's own key ranges; 0 when
+    /// it holds no event (its tree's cursor alone is no data).
+    pub(super) fn bytes_of_partition(&self, part: u16) -> Result<u64, StoreError> {
+        let holds = |ns| {
+            let range = keys::partition_start(ns, part).to_vec()..keys::partition_end(ns, part);
+            self.tree
+                .range(range)
+                .next()
+                .transpose()
+                .map(|k| k.is_some())
+        };
+        if !holds(keys::LATEST)? && !holds(keys::HISTORY)? {
+            return Ok(0);
+        }
+        let mut total = 0u64;
+        for ns in [
+            keys::LOG,
+            keys::HISTORY,
+            keys::LATEST,
+            keys::FLOOR,
+            keys::RECLAIM,
+            keys::MERKLE,
+        ] {
+            let range = keys::partition_start(ns, part).to_vec()..keys::partition_end(ns, part);
+            for item in self.tree.range(range) {
+                let (key, value) = item?;
+                total += (key.len() + value.len()) as u64;
+            }
+        }
+        Ok(total)
     }
 
     /// Removes partition `part`'s keys of namespace `ns`, in batches.

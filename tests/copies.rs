@@ -1,0 +1,244 @@
+//! Copies nobody needs, between real nodes (child processes on loopback):
+//! a watched copy outlives its last subscriber as a cache bounded by
+//! `--copy-cache-mb`, and a partition placement moves away is handed over
+//! to its new owner before its copy is dropped.
+
+mod common;
+
+use common::*;
+
+const SECRET: &str = "a-cluster-secret-for-copies";
+
+fn node(id: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--node-id",
+        id,
+        "--cluster-secret",
+        SECRET,
+        "--replication",
+        "1",
+        // Pings often, so a closed stream (and its watch) ends soon.
+        "--ping-interval-ms",
+        "200",
+    ];
+    args.extend_from_slice(&FAST_PEERS);
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+fn ids(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// The owners of each partition, as node `s` lists them.
+async fn owners(s: &Server) -> Vec<Vec<String>> {
+    get(&format!("{}/cluster", s.url)).await.json()["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["owners"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o.as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+fn partition_of(path: &str) -> usize {
+    let layout = spread_actors::Layout::new(64, 2).unwrap();
+    usize::from(layout.partition_of(&spread_actors::Path::parse_key(path).unwrap()))
+}
+
+/// The status and body of a read of `path` at `s` (`local`: its own store).
+async fn read(s: &Server, path: &str, local: bool) -> (u16, Vec<u8>) {
+    let query = if local { "?local=true" } else { "" };
+    let r = get(&format!("{}/raw/{path}{query}", s.url)).await;
+    (r.status, r.body.to_vec())
+}
+
+#[actix_web::test]
+async fn a_watched_copy_outlives_its_subscribers_within_the_bound_and_is_dropped_past_it() {
+    // Replication 1: c and d own nothing under the prefix, so what they
+    // hold of it is a copy. c keeps no copy nobody needs, d the default.
+    let a = node("a", &[]);
+    let b = node("b", &["--join", &a.addr]);
+    let c = node("c", &["--join", &a.addr, "--copy-cache-mb", "0"]);
+    let d = node("d", &["--join", &a.addr]);
+    let nodes = vec![a, b, c, d];
+    all_alive(&nodes, &ids(&["a", "b", "c", "d"])).await;
+    linked(&nodes).await;
+    let view = owners(&nodes[0]).await;
+    let prefix = (0..1000)
+        .map(|i| format!("rooms/{i}"))
+        .find(|p| {
+            let o = &view[partition_of(p)];
+            !o.contains(&"c".to_string()) && !o.contains(&"d".to_string())
+        })
+        .expect("a prefix neither c nor d owns");
+    let mut written = Vec::new();
+    for i in 0..10 {
+        let path = format!("{prefix}/k{i}");
+        let r = put(
+            &format!("{}/raw/{path}", nodes[0].url),
+            format!("v{i}").as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        written.push((path, format!("v{i}")));
+    }
+    // Watched at c and d: each keeps a copy and answers from it.
+    for watcher in [&nodes[2], &nodes[3]] {
+        let mut sse = SseClient::open(&format!("{}/sse/{prefix}", watcher.url), None).await;
+        let snapshot = sse.until_ready().await;
+        assert_eq!(snapshot.len(), written.len() + 1, "{snapshot:?}");
+        for (path, body) in &written {
+            assert_eq!(
+                read(watcher, path, true).await,
+                (200, body.clone().into_bytes())
+            );
+        }
+        drop(sse);
+        wait_for("the watch ended", EVENT_DEADLINE, async || {
+            metric(watcher, "spread_replication_streams{role=\"watching\"}").await == 0.0
+        })
+        .await;
+    }
+    // Past c's bound of 0: handed over (nothing the owner lacks) and
+    // dropped; c still answers every read, from the owner.
+    wait_for("c dropped its copy", EVENT_DEADLINE, async || {
+        metric(&nodes[2], "spread_copy_dropped_partitions_total").await >= 1.0
+    })
+    .await;
+    for (path, body) in &written {
+        assert_eq!(
+            read(&nodes[2], path, true).await.0,
+            404,
+            "{path} left c's store"
+        );
+        assert_eq!(
+            read(&nodes[2], path, false).await,
+            (200, body.clone().into_bytes())
+        );
+    }
+    assert!(metric(&nodes[2], "spread_copy_handovers_total{result=\"ok\"}").await >= 1.0);
+    // d's copy is within its bound: handed over, measured, kept.
+    wait_for("d handed its copy over", EVENT_DEADLINE, async || {
+        metric(&nodes[3], "spread_copy_handovers_total{result=\"ok\"}").await >= 1.0
+    })
+    .await;
+    assert!(metric(&nodes[3], "spread_copy_idle_bytes").await > 0.0);
+    assert_eq!(
+        metric(&nodes[3], "spread_copy_dropped_partitions_total").await,
+        0.0
+    );
+    for (path, body) in &written {
+        assert_eq!(
+            read(&nodes[3], path, true).await,
+            (200, body.clone().into_bytes())
+        );
+    }
+    // Watched again at c after the drop: the copy is made afresh, whole.
+    let r = put(&format!("{}/raw/{prefix}/k0", nodes[1].url), b"again").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    written[0].1 = "again".into();
+    let mut sse = SseClient::open(&format!("{}/sse/{prefix}", nodes[2].url), None).await;
+    let mut snapshot = sse.until_ready().await;
+    snapshot.pop(); // `ready`
+    let mut got: Vec<(String, String)> = snapshot
+        .iter()
+        .map(|e| {
+            (
+                e.data["path"].as_str().unwrap().to_string(),
+                e.data["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    written.sort();
+    assert_eq!(got, written, "c's new snapshot is the whole state");
+    for (path, body) in &written {
+        assert_eq!(
+            read(&nodes[2], path, true).await,
+            (200, body.clone().into_bytes())
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_partition_moved_to_a_new_node_gets_every_event_its_former_owner_held() {
+    // Replication 1: a partition that moves to a joining node has no
+    // co-owner to follow; its former owner hands its events over, then
+    // (bound 0) drops them.
+    let a = node("a", &["--copy-cache-mb", "0"]);
+    let b = node("b", &["--join", &a.addr, "--copy-cache-mb", "0"]);
+    let mut nodes = vec![a, b];
+    all_alive(&nodes, &ids(&["a", "b"])).await;
+    linked(&nodes).await;
+    let mut written = Vec::new();
+    for i in 0..60 {
+        let path = format!("moving/{i}/topic");
+        let body = format!("v{i}");
+        let r = put(&format!("{}/raw/{path}", nodes[i % 2].url), body.as_bytes()).await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        written.push((path, body));
+    }
+    let before = owners(&nodes[0]).await;
+    let c = node("c", &["--join", &nodes[0].addr]);
+    nodes.push(c);
+    all_alive(&nodes, &ids(&["a", "b", "c"])).await;
+    linked(&nodes).await;
+    wait_for(
+        "placement agrees at every node",
+        EVENT_DEADLINE,
+        async || {
+            let first = owners(&nodes[0]).await;
+            first.iter().any(|o| o.contains(&"c".to_string()))
+                && owners(&nodes[1]).await == first
+                && owners(&nodes[2]).await == first
+        },
+    )
+    .await;
+    let after = owners(&nodes[0]).await;
+    let moved: Vec<&(String, String)> = written
+        .iter()
+        .filter(|(p, _)| after[partition_of(p)] == ["c".to_string()])
+        .collect();
+    assert!(!moved.is_empty(), "some written partition moved to c");
+    // Every write stays readable at every node, the moved ones from c's
+    // own store once handed over.
+    for (path, body) in &moved {
+        let url = format!("{}/raw/{path}?local=true", nodes[2].url);
+        wait_for(&format!("{path} at c"), EVENT_DEADLINE, async || {
+            let r = get(&url).await;
+            r.status == 200 && r.body == body.as_bytes()
+        })
+        .await;
+    }
+    for s in &nodes {
+        for (path, body) in &written {
+            assert_eq!(
+                read(s, path, false).await,
+                (200, body.clone().into_bytes()),
+                "{path}"
+            );
+        }
+    }
+    // The former owners handed over, then dropped what moved.
+    for (path, _) in &moved {
+        let former = &before[partition_of(path)][0];
+        let s = &nodes[if former == "a" { 0 } else { 1 }];
+        let url = format!("{}/raw/{path}?local=true", s.url);
+        wait_for(
+            &format!("{path} gone from {former}"),
+            EVENT_DEADLINE,
+            async || get(&url).await.status == 404,
+        )
+        .await;
+    }
+    let handed = metric(&nodes[0], "spread_copy_handovers_total{result=\"ok\"}").await
+        + metric(&nodes[1], "spread_copy_handovers_total{result=\"ok\"}").await;
+    assert!(handed >= 1.0, "{handed}");
+}

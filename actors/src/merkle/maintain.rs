@@ -114,13 +114,20 @@ impl Marks {
     /// Runs `drop` (which empties partition `part` and its tree, folded
     /// through `head`) while no fold runs, and has the folder go on from
     /// `head` for that partition.
-    pub fn dropping<T>(&self, part: u16, head: u64, drop: impl FnOnce() -> T) -> T {
+    pub fn dropping<T, E>(
+        &self,
+        part: u16,
+        head: u64,
+        drop: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
         let _folding = self.folding.lock().unwrap_or_else(|p| p.into_inner());
-        let done = drop();
+        let done = drop()?;
+        // (A failed drop leaves the folder where it was: what it did not
+        // remove is still folded.)
         if let Some(r) = self.reset.get(usize::from(part)) {
             r.fetch_max(head, Ordering::Release);
         }
-        done
+        Ok(done)
     }
 
     /// A commit through `head` returned: fold it soon.

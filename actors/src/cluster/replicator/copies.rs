@@ -9,6 +9,10 @@
 //! lacks and fetches nothing (`Differ::handing_over`). So a write that only
 //! this node took — acked while it owned the partition, or kept while it
 //! stood in for a dead owner — reaches the owners before the copy can go.
+//! Events sent are only queued on the link, so a copy counts as handed
+//! over once a session finds nothing left to send (the owner merged and
+//! folded them), and only while its root stays as it was then; a change
+//! of membership has every copy measured and handed over again.
 //! Then, while the copies take more than the bound, the one unneeded
 //! longest is dropped whole (`Node::drop_partition`), with the cursors that
 //! followed it, so a later owner or watch here starts from a snapshot.
@@ -23,6 +27,7 @@ use actix::prelude::*;
 use super::following::forget_cursors;
 use super::Replicator;
 use crate::cluster::differ::Differ;
+use crate::merkle::Fingerprint;
 
 /// How long a copy waits, after membership last changed and after it was
 /// last needed, before it is handed over: at least this, and two of the
@@ -31,6 +36,11 @@ const SETTLE: Duration = Duration::from_secs(2);
 
 /// How long a copy whose hand-over failed waits before the next try.
 const RETRY: Duration = Duration::from_secs(10);
+
+/// How long a copy whose hand-over sent events waits before the next one
+/// (which must find nothing to send: the owner has merged and folded
+/// them).
+const AGAIN: Duration = Duration::from_secs(1);
 
 /// Counters of the copies nobody needs (`/metrics`).
 #[derive(Default, Debug)]
@@ -56,8 +66,12 @@ struct Idle {
     since: Instant,
     /// Bytes it takes (`None`: not measured yet).
     bytes: Option<u64>,
-    /// Its events are at an owner.
+    /// Its events are at an owner: a hand-over found nothing the owner
+    /// lacked.
     handed: bool,
+    /// Its merkle root then: a drop goes ahead only while it is the same
+    /// (else what came since is handed over first).
+    handed_root: Option<Fingerprint>,
     /// Not tried again before then (a hand-over failed).
     retry_at: Option<Instant>,
 }
@@ -112,6 +126,12 @@ impl Copies {
         if self.members != members {
             self.members = members.to_vec();
             self.stable_since = now;
+            // Owners changed: measured and handed over again.
+            for i in self.idle.values_mut() {
+                i.bytes = None;
+                i.handed = false;
+                i.handed_root = None;
+            }
         }
         for (part, &need) in needed.iter().enumerate() {
             let part = part as u16;
@@ -122,6 +142,7 @@ impl Copies {
                     since: now,
                     bytes: None,
                     handed: false,
+                    handed_root: None,
                     retry_at: None,
                 });
             }
@@ -183,7 +204,7 @@ impl Copies {
         let held = self
             .idle
             .values()
-            .filter(|i| i.bytes.is_none_or(|b| b > 0))
+            .filter(|i| i.bytes.unwrap_or(0) > 0)
             .count();
         stats.idle_partitions.store(held as u64, Ordering::Relaxed);
         stats.idle_bytes.store(self.bytes(), Ordering::Relaxed);
@@ -286,6 +307,9 @@ impl Replicator {
             let now = Instant::now();
             for (parts, report) in reports {
                 let ok = report.as_ref().is_some_and(|r| r.failed.is_none());
+                // Events sent are only queued on the link: handed over once
+                // a later session finds nothing more to send.
+                let sent = report.as_ref().map_or(0, |r| r.sent);
                 let counter = if ok {
                     &stats.handed_over
                 } else {
@@ -293,9 +317,13 @@ impl Replicator {
                 };
                 counter.fetch_add(parts.len() as u64, Ordering::Relaxed);
                 for part in parts {
+                    let root = this.node.partition_root(part).ok();
                     if let Some(i) = this.copies.idle.get_mut(&part) {
-                        if ok {
+                        if ok && sent == 0 {
                             i.handed = true;
+                            i.handed_root = root;
+                        } else if ok {
+                            i.retry_at = Some(now + AGAIN);
                         } else {
                             i.retry_at = Some(now + RETRY);
                         }
@@ -311,6 +339,16 @@ impl Replicator {
     /// started meanwhile starts from a snapshot, which its partition
     /// merges after the drop.
     fn drop_copy(&mut self, part: u16, ctx: &mut Context<Self>) {
+        // Taken events since it was handed over (a write a peer with an
+        // older view forwarded here): handed over again first.
+        let root = self.node.partition_root(part).ok();
+        if let Some(i) = self.copies.idle.get_mut(&part) {
+            if root.is_none() || i.handed_root != root {
+                i.handed = false;
+                i.handed_root = None;
+                return;
+            }
+        }
         if let Err(e) = forget_cursors(&self.node, part) {
             log::error!("dropping the copy of partition {part}: {e}");
             return;
@@ -348,6 +386,7 @@ impl Replicator {
                             // Not again and again: after the next hand-over.
                             if let Some(i) = this.copies.idle.get_mut(&part) {
                                 i.handed = false;
+                                i.handed_root = None;
                                 i.retry_at = Some(Instant::now() + RETRY);
                             }
                         }

@@ -70,6 +70,9 @@ impl Partition {
     /// partition was dropped (or may be, when the drop failed partway).
     fn forget(&mut self) {
         self.drops += 1;
+        // A batch that failed just before the drop settles unseen (see
+        // `settle`): a new epoch, so later batches do not fail with it.
+        self.epoch += 1;
         self.known.clear();
         self.pending.clear();
         self.pending_events.clear();

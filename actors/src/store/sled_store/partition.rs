@@ -86,7 +86,20 @@ impl SledStore {
                 .transpose()
                 .map(|k| k.is_some())
         };
-        if !holds(keys::LATEST)? && !holds(keys::HISTORY)? {
+        // A drop cut short by a crash clears the tree last: a tree with
+        // more than its cursor is data too (dropping again finishes it).
+        let tree_holds = || {
+            let cursor = keys::merkle(part, crate::merkle::tree::CURSOR);
+            let range = keys::partition_start(keys::MERKLE, part).to_vec()
+                ..keys::partition_end(keys::MERKLE, part);
+            for key in self.tree.range(range).keys() {
+                if key? != cursor {
+                    return Ok::<_, StoreError>(true);
+                }
+            }
+            Ok(false)
+        };
+        if !holds(keys::LATEST)? && !holds(keys::HISTORY)? && !tree_holds()? {
             return Ok(0);
         }
         let mut total = 0u64;

@@ -45,6 +45,31 @@ pub trait Side {
     ) -> Result<Vec<(String, Fingerprint)>, StoreError>;
     /// The names (`path \0 order`) of the events of `path` itself.
     fn events(&self, part: u16, path: &str) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// The names of the events of `prefix` and of every path below it, a
+    /// page of paths at a time: those of the paths after `after` (in the
+    /// side's own path order), and the last path answered when more may
+    /// follow. What a walk asks where the other side holds nothing: one
+    /// list instead of a question per node. By default every name at once,
+    /// read node by node.
+    fn names_under(
+        &self,
+        part: u16,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> Result<NamesPage, StoreError> {
+        let _ = after;
+        let mut names = self.events(part, prefix)?;
+        for (seg, _) in self.children(
+            part,
+            prefix,
+            (Bound::Unbounded, Bound::Unbounded),
+            usize::MAX,
+        )? {
+            let child = child_of(prefix, &seg);
+            names.extend(self.names_under(part, &child, None)?.names);
+        }
+        Ok(NamesPage { names, next: None })
+    }
     /// The sum of the children of `prefix` and how many they are, in each
     /// range between consecutive `bounds` (`None`: unbounded; each range
     /// includes its lower bound and excludes its upper).
@@ -60,6 +85,24 @@ pub trait Side {
             out.push((sum(&children), children.len()));
         }
         Ok(out)
+    }
+}
+
+/// A page of the names of a subtree's events.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct NamesPage {
+    /// The names.
+    pub names: Vec<Vec<u8>>,
+    /// The last path answered, when more may follow.
+    pub next: Option<String>,
+}
+
+/// The path of child `seg` of `prefix`.
+pub fn child_of(prefix: &str, seg: &str) -> String {
+    if prefix.is_empty() {
+        seg.to_string()
+    } else {
+        format!("{prefix}/{seg}")
     }
 }
 
@@ -138,6 +181,33 @@ fn walk_node(
 ) -> Result<(), StoreError> {
     if same(&l.subtree, &r.subtree) || (walk.left_only() && l.subtree.count == 0) {
         return Ok(());
+    }
+    // One side holds nothing here: everything the other holds is missing,
+    // listed in pages instead of walked node by node (a new owner, or a
+    // copy handed to one, is compared in a few questions).
+    if r.subtree.count == 0 {
+        let mut after = None;
+        loop {
+            let page = left.names_under(part, prefix, after.as_deref())?;
+            walk.only_left.extend(page.names);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(()),
+            }
+        }
+    }
+    if l.subtree.count == 0 {
+        let mut after = None;
+        loop {
+            let page = right.names_under(part, prefix, after.as_deref())?;
+            walk.questions += 1;
+            walk.bytes += page.names.iter().map(Vec::len).sum::<usize>();
+            walk.only_right.extend(page.names);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(()),
+            }
+        }
     }
     // (A hand-over has nothing to give where the left holds no event.)
     let nothing_to_give = walk.left_only() && l.own.count == 0;
@@ -263,13 +333,7 @@ fn walk_items(
     theirs: &[(String, Fingerprint)],
     walk: &mut Walk,
 ) -> Result<(), StoreError> {
-    let child = |seg: &str| {
-        if prefix.is_empty() {
-            seg.to_string()
-        } else {
-            format!("{prefix}/{seg}")
-        }
-    };
+    let child = |seg: &str| child_of(prefix, seg);
     let (mut i, mut j) = (0, 0);
     while i < mine.len() || j < theirs.len() {
         let order = match (mine.get(i), theirs.get(j)) {

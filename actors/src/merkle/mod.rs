@@ -14,7 +14,7 @@ pub mod fingerprint;
 pub mod maintain;
 pub mod tree;
 
-pub use diff::{diff, diff_wanting, Side, Walk, Want};
+pub use diff::{diff, diff_wanting, NamesPage, Side, Walk, Want};
 pub use fingerprint::Fingerprint;
 pub use tree::{Node, NodeStore, Tree};
 

@@ -286,3 +286,48 @@ fn a_dropped_partition_holds_nothing_and_takes_writes_afresh() {
     settled(&node);
     node.shutdown();
 }
+
+#[test]
+fn a_walk_against_a_node_holding_nothing_lists_its_subtrees_in_pages() {
+    use crate::cluster::differ::question::{SUBTREE_NAMES, SUBTREE_PATHS};
+    use crate::cluster::differ::sides::LocalSide;
+    let (full_dir, empty_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let full = open(full_dir.path(), 1_000_000);
+    let empty = open(empty_dir.path(), 1_000_000);
+    // More paths than a page holds, in one partition; a few with a history.
+    let paths = SUBTREE_PATHS * 2 + 300;
+    let part = full.partition_of(&Path::parse("big/x/k0").unwrap()) as u16;
+    actix::System::new().block_on(async {
+        for i in 0..paths {
+            let path = format!("big/x/k{i}");
+            assert_eq!(full.partition_of(&Path::parse(&path).unwrap()) as u16, part);
+            full.set(&path, "v1").await.unwrap();
+            if i % 100 == 0 {
+                full.set(&path, "v2").await.unwrap();
+            }
+        }
+    });
+    settled(&full);
+    let mut all = Vec::new();
+    for i in 0..paths {
+        all.extend(
+            full.event_names(&Path::parse(&format!("big/x/k{i}")).unwrap())
+                .unwrap(),
+        );
+    }
+    all.sort();
+    assert!(all.len() < SUBTREE_NAMES * 2);
+    let (left, right) = (LocalSide { node: empty }, LocalSide { node: full });
+    let walk = crate::merkle::diff(&left, &right, part, "").unwrap();
+    let mut found = walk.only_right.clone();
+    found.sort();
+    assert_eq!(found, all, "every event, each once");
+    // The root's node, then one list per page of paths.
+    assert_eq!(walk.questions, 1 + paths.div_ceil(SUBTREE_PATHS));
+    // The other way round, this side lists its own events, asking nothing.
+    let back = crate::merkle::diff(&right, &left, part, "big").unwrap();
+    assert_eq!(back.only_left.len(), all.len());
+    assert_eq!(back.questions, 1);
+    left.node.shutdown();
+    right.node.shutdown();
+}

@@ -235,6 +235,39 @@ fn a_hand_over_of_a_small_copy_does_not_walk_what_only_the_other_side_holds() {
     );
 }
 
+#[test]
+fn a_side_holding_nothing_is_answered_by_lists_not_by_a_walk() {
+    let mut draw = Draw(9);
+    let all: Vec<_> = names(&mut draw, 20_000).into_iter().collect();
+    let mut full = Mem::default();
+    full.fold(&all, &[4096]);
+    let empty = Mem::default();
+    // Empty on the left: the right's names are listed (one question here,
+    // where `Mem` answers a subtree in one page), not walked node by node.
+    let walk = diff(&empty, &full, 0, "").unwrap();
+    assert!(walk.only_left.is_empty());
+    assert_eq!(walk.only_right, all);
+    assert_eq!(walk.questions, 2, "{:?}", walk.questions);
+    // Empty on the right: the left lists its own, asking nothing more.
+    let walk = diff(&full, &empty, 0, "").unwrap();
+    assert_eq!(walk.only_left, all);
+    assert_eq!(walk.questions, 1);
+    // Empty below one child only: that subtree is listed, the rest walked.
+    let cut: Vec<_> = all
+        .iter()
+        .filter(|n| !tree::path_of(n).unwrap().starts_with("s7"))
+        .cloned()
+        .collect();
+    let mut most = Mem::default();
+    most.fold(&cut, &[4096]);
+    let walk = diff(&most, &full, 0, "").unwrap();
+    let missing: Vec<_> = all.iter().filter(|n| !cut.contains(n)).cloned().collect();
+    let mut found = walk.only_right.clone();
+    found.sort();
+    assert_eq!(found, missing);
+    assert!(walk.questions < 40, "{}", walk.questions);
+}
+
 /// 20k events on side a, all but the first on side b.
 fn one_missing() -> (Vec<Vec<u8>>, Mem, Mem) {
     let mut draw = Draw(7);

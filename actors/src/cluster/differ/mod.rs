@@ -549,7 +549,7 @@ fn reply_bytes(reply: &DiffReply) -> usize {
         DiffReply::Node(..) => 2 * FP,
         DiffReply::Children(c) => c.iter().map(|(s, _)| s.len() + FP).sum(),
         DiffReply::RangeSums(r) => r.len() * (FP + 8),
-        DiffReply::Names(n) => n.iter().map(Vec::len).sum(),
+        DiffReply::Names(n) | DiffReply::Subtree { names: n, .. } => n.iter().map(Vec::len).sum(),
         DiffReply::Events { events: e, .. } => e
             .iter()
             .map(|e| e.path.len() + e.value.as_ref().map_or(0, |v| v.len()) + 64)

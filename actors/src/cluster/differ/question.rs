@@ -10,13 +10,19 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::wire::{WireError, WireEvent};
 use crate::merkle::diff::bounds_of;
 use crate::merkle::tree::path_of;
-use crate::merkle::{Fingerprint, Node as TreeNode, Tree};
+use crate::merkle::{Fingerprint, NamesPage, Node as TreeNode, Tree};
 use crate::model::Path;
 use crate::Node;
 
 /// Children answered per question at most (a wide prefix is read in pages,
 /// so no answer outgrows a frame).
 pub const CHILDREN_PAGE: usize = 4096;
+
+/// Paths whose event names one page of a subtree lists at most.
+pub const SUBTREE_PATHS: usize = 1024;
+
+/// Names after which a page of a subtree ends (at a path's end).
+pub const SUBTREE_NAMES: usize = 8192;
 
 /// Events fetched per question at most.
 pub const FETCH_PAGE: usize = 256;
@@ -95,6 +101,14 @@ pub enum DiffQuestion {
         /// The path.
         path: String,
     },
+    /// The names of every event at or below `prefix`, of the paths after
+    /// `after`, a page at a time (the asker holds nothing there).
+    Subtree {
+        /// The prefix.
+        prefix: String,
+        /// The last path of the previous page.
+        after: Option<String>,
+    },
     /// The events with these names (`path \0 order`).
     Fetch {
         /// The names, at most [`FETCH_PAGE`].
@@ -115,6 +129,14 @@ pub enum DiffReply {
     RangeSums(Vec<(WireFp, u64)>),
     /// Event names.
     Names(Vec<Vec<u8>>),
+    /// A page of a subtree's event names, and the last path answered when
+    /// more may follow.
+    Subtree {
+        /// The names.
+        names: Vec<Vec<u8>>,
+        /// Where the next page starts (after it).
+        next: Option<String>,
+    },
     /// The events of the first `answered` names asked (those this node
     /// holds), cut at [`FETCH_BYTES`]: ask again for the rest.
     Events {
@@ -203,6 +225,17 @@ pub fn answer(node: &Node, part: u16, question: DiffQuestion) -> Result<DiffRepl
                 node.event_names(&path).map_err(|e| WireError::from(&e))?,
             ))
         }
+        DiffQuestion::Subtree { prefix, after } => {
+            let page =
+                subtree_names(node, part, &prefix, after.as_deref()).map_err(|e| match e {
+                    crate::error::NodeError::BadPath(why) => WireError::Invalid(why.to_string()),
+                    e => WireError::from(&e),
+                })?;
+            Ok(DiffReply::Subtree {
+                names: page.names,
+                next: page.next,
+            })
+        }
         DiffQuestion::Fetch { names } => {
             if names.len() > FETCH_PAGE {
                 return Err(WireError::Invalid(format!(
@@ -228,4 +261,38 @@ pub fn answer(node: &Node, part: u16, question: DiffQuestion) -> Result<DiffRepl
             Ok(DiffReply::Events { events, answered })
         }
     }
+}
+
+/// The names of the events of `prefix` and every path below it in
+/// partition `part` of `node`, of the paths after `after`: at most
+/// [`SUBTREE_PATHS`] paths, ended early at a path's end once
+/// [`SUBTREE_NAMES`] names are listed.
+pub fn subtree_names(
+    node: &Node,
+    part: u16,
+    prefix: &str,
+    after: Option<&str>,
+) -> Result<NamesPage, crate::error::NodeError> {
+    let prefix = if prefix.is_empty() {
+        Path::root()
+    } else {
+        Path::parse_key(prefix).map_err(crate::error::NodeError::BadPath)?
+    };
+    let paths = node
+        .store()
+        .scan_latest_in(&prefix, Some(&[part]), after, SUBTREE_PATHS)?;
+    let full = paths.len() == SUBTREE_PATHS;
+    let mut names = Vec::new();
+    let mut last = None;
+    for (i, s) in paths.iter().enumerate() {
+        names.extend(node.event_names(&s.event.path)?);
+        last = Some(s.event.path.as_str().to_string());
+        if names.len() >= SUBTREE_NAMES && i + 1 < paths.len() {
+            return Ok(NamesPage { names, next: last });
+        }
+    }
+    Ok(NamesPage {
+        names,
+        next: if full { last } else { None },
+    })
 }

@@ -4,8 +4,8 @@
 
 use std::ops::Bound;
 
-use super::question::{DiffQuestion, DiffReply, CHILDREN_PAGE};
-use crate::merkle::{Fingerprint, Node as TreeNode, Side, Tree};
+use super::question::{subtree_names, DiffQuestion, DiffReply, CHILDREN_PAGE};
+use crate::merkle::{Fingerprint, NamesPage, Node as TreeNode, Side, Tree};
 use crate::model::Path;
 use crate::store::StoreError;
 use crate::Node;
@@ -36,6 +36,16 @@ impl Side for LocalSide {
         let path = Path::parse_key(path).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.node
             .event_names(&path)
+            .map_err(|e| StoreError::Failed(e.to_string()))
+    }
+
+    fn names_under(
+        &self,
+        part: u16,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> Result<NamesPage, StoreError> {
+        subtree_names(&self.node, part, prefix, after)
             .map_err(|e| StoreError::Failed(e.to_string()))
     }
 }
@@ -135,6 +145,29 @@ impl Side for RemoteSide {
             },
         )? {
             DiffReply::Names(names) => Ok(names),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn names_under(
+        &self,
+        part: u16,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> Result<NamesPage, StoreError> {
+        match self.ask(
+            part,
+            DiffQuestion::Subtree {
+                prefix: prefix.to_string(),
+                after: after.map(str::to_string),
+            },
+        )? {
+            // A page that does not move on would be asked for ever.
+            DiffReply::Subtree { names, next }
+                if next.as_deref().is_none_or(|n| Some(n) > after) =>
+            {
+                Ok(NamesPage { names, next })
+            }
             other => Err(unexpected(&other)),
         }
     }

@@ -320,9 +320,9 @@ async fn a_repair_waits_for_its_rate_and_still_converges() {
     cut(&nodes[1], &["a"]).await;
     // 3 MiB written at a while apart, as history: three times what the
     // throttle lets go at once (a second's worth). Each big value is then
-    // overwritten, and the log keeps 50 entries: the stream's snapshot
-    // brings b the small latest values, and only anti-entropy the big
-    // events of history.
+    // overwritten, and the log keeps 50 entries: b's streams are reset,
+    // and only anti-entropy brings what came before (big events of history
+    // included).
     let value = "x".repeat(100 << 10);
     for i in 0..30 {
         write(&nodes[0], format!("thr/{i}/x"), value.clone()).await;
@@ -342,8 +342,17 @@ async fn a_repair_waits_for_its_rate_and_still_converges() {
     cut(&nodes[0], &[]).await;
     cut(&nodes[1], &[]).await;
     converge(&nodes, "after the heal").await;
-    let sent = "spread_antientropy_bytes_total{dir=\"out\"}";
-    let moved = metric(&nodes[0], sent).await + metric(&nodes[1], sent).await;
+    // Sent by a session (pushed) or answered to a fetch (pulled).
+    let mut moved = 0.0;
+    for s in &nodes {
+        for dir in ["in", "out"] {
+            moved += metric(
+                s,
+                &format!("spread_antientropy_bytes_total{{dir=\"{dir}\"}}"),
+            )
+            .await;
+        }
+    }
     assert!(
         moved > 3_000_000.0,
         "the big events came by anti-entropy: {moved}"
@@ -351,4 +360,73 @@ async fn a_repair_waits_for_its_rate_and_still_converges() {
     let name = "spread_antientropy_throttled_milliseconds_total";
     let waited = metric(&nodes[0], name).await + metric(&nodes[1], name).await;
     assert!(waited > 0.0, "the repair's events waited for the rate");
+}
+
+#[actix_web::test]
+async fn an_owner_whose_cursors_the_log_no_longer_honours_catches_up_by_its_trees() {
+    // No periodic sessions: b starts none but its pulls (a, the lower id,
+    // starts the sweep after a link comes up).
+    let args = ["--log-retention", "50", "--anti-entropy-interval", "0"];
+    let a = node("a", &args);
+    let mut b_args = args.to_vec();
+    b_args.extend_from_slice(&["--join", &a.addr]);
+    let b = node("b", &b_args);
+    let mut nodes = [a, b];
+    all_alive(&nodes, &["a".to_string(), "b".to_string()]).await;
+    linked(&nodes).await;
+    // 2 MB both hold.
+    let value = "v".repeat(1000);
+    for chunk in (0..2000).collect::<Vec<_>>().chunks(50) {
+        join_all(chunk.iter().map(|i| {
+            let (s, value) = (&nodes[0], &value);
+            async move {
+                let r = put(
+                    &format!("{}?w=all", s.at("raw", &format!("big/{}/k{i}", i % 50))),
+                    value.as_bytes(),
+                )
+                .await;
+                assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+            }
+        }))
+        .await;
+    }
+    converge(&nodes, "before the stop").await;
+    // b goes down; a takes far more writes than its log keeps, so b's
+    // cursors cannot be honoured when it comes back.
+    nodes[1].kill9();
+    for i in 0..20 {
+        write(&nodes[0], format!("big/{}/new{i}", i % 50), format!("n{i}")).await;
+    }
+    for chunk in (0..1000).collect::<Vec<_>>().chunks(50) {
+        join_all(
+            chunk
+                .iter()
+                .map(|i| write(&nodes[0], format!("fill/{}/k{i}", i % 97), "f".to_string())),
+        )
+        .await;
+    }
+    nodes[1].restart();
+    all_alive(&nodes, &["a".to_string(), "b".to_string()]).await;
+    converge(&nodes, "after the restart").await;
+    for i in 0..20 {
+        let r = get(&format!(
+            "{}?local=true",
+            nodes[1].at("raw", &format!("big/{}/new{i}", i % 50))
+        ))
+        .await;
+        assert_eq!((r.status, &r.body[..]), (200, format!("n{i}").as_bytes()));
+    }
+    // b's reset streams were caught up by pulling the differences from
+    // a's trees, not by a copy of the 2 MB.
+    let pulls = metric(
+        &nodes[1],
+        "spread_antientropy_sessions_total{result=\"ok\"}",
+    )
+    .await;
+    assert!(pulls >= 1.0, "b pulled by its trees: {pulls}");
+    let bytes_in = metric(&nodes[1], "spread_peer_bytes_total{dir=\"in\"}").await;
+    assert!(
+        bytes_in < 500_000.0,
+        "b received {bytes_in} bytes after its restart, with 2 MB held by both"
+    );
 }

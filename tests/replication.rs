@@ -419,14 +419,21 @@ async fn a_subscription_to_a_prefix_over_every_partition_starts_with_the_whole_s
 #[actix_web::test]
 async fn a_fourth_node_takes_partitions_and_a_polled_path_never_vanishes_or_goes_back() {
     let mut nodes = three().await;
-    // Paths spread over the partitions, all held by the three owners.
+    // Paths spread over the partitions, all held by the three owners, each
+    // with a history of two versions.
     for i in 0..100 {
+        let r = put(
+            &format!("{}/raw/moving/{i}/x", nodes[(i + 1) % 3].url),
+            format!("old{i}").as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
         let r = put(
             &format!("{}/raw/moving/{i}/x", nodes[i % 3].url),
             format!("v{i}").as_bytes(),
         )
         .await;
-        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     }
     for s in &nodes {
         for i in 0..100 {
@@ -480,6 +487,18 @@ async fn a_fourth_node_takes_partitions_and_a_polled_path_never_vanishes_or_goes
         if owners.contains("\"d\"") {
             owned += 1;
             holds(&nodes[3], &path, &format!("v{i}")).await;
+            // Its history too: a new owner compares trees with an owner,
+            // and gets every event, not only the latest values.
+            let url = format!("{}/history/{path}?local=true&values=false", nodes[3].url);
+            wait_for(
+                &format!("{path}'s history at d"),
+                EVENT_DEADLINE,
+                async || {
+                    let r = get(&url).await;
+                    r.status == 200 && r.json()["events"].as_array().map(Vec::len) == Some(2)
+                },
+            )
+            .await;
         }
         let r = get(&format!("{}/raw/{path}", nodes[3].url)).await;
         assert_eq!((r.status, &r.body[..]), (200, format!("v{i}").as_bytes()));

@@ -16,8 +16,11 @@ use super::wire::{WireError, WireEvent, WireHistory, WirePage, WireReport, WireW
 /// end of a watch's snapshot; `DiffAsk`, `DiffAnswer` and `DiffEvents`
 /// carry anti-entropy. No release spoke 2 without them. 3: a `Read` may
 /// ask for the past. 4: `List` and `History` read a prefix's paths and a
-/// path's history at an owner; `Import` hands an owner events to merge.)
-pub const PROTOCOL_VERSION: u32 = 4;
+/// path's history at an owner; `Import` hands an owner events to merge.
+/// 5: a `Reset` is followed by the log after its head, no snapshot: the
+/// follower compares merkle trees for what came before, and `Roots` asks
+/// for trees folded through that head.)
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The largest frame a link accepts (a batch of events with big values fits).
 pub const MAX_FRAME_BYTES: usize = 32 << 20;
@@ -78,7 +81,8 @@ pub enum PeerFrame {
         data: Vec<u8>,
     },
     /// Replication: stream these partitions' changes to the sender, each
-    /// from its cursor (`None`: from a snapshot).
+    /// from its cursor (`None`: from where the receiver's merkle trees
+    /// reach, see `Reset`).
     Follow {
         /// The partitions, and the seq in the receiver's log after which to
         /// start.
@@ -89,23 +93,16 @@ pub enum PeerFrame {
         /// The partitions.
         parts: Vec<u16>,
     },
-    /// Replication: the cursor asked for cannot be honoured; a snapshot of
-    /// the partition follows, then its log after `head`.
+    /// Replication: the cursor asked for cannot be honoured (or none was
+    /// given); the partition's log after `head` follows, and the follower
+    /// gets what came before by comparing merkle trees with the sender (a
+    /// diff session whose `Roots` ask for trees folded through `head`), so
+    /// it costs the differences, not the data.
     Reset {
         /// The partition.
         part: u16,
-        /// Where the log resumes once the snapshot is sent.
+        /// Where the log resumes.
         head: u64,
-    },
-    /// Replication: a page of a partition's snapshot (latest events,
-    /// tombstones included).
-    Snapshot {
-        /// The partition.
-        part: u16,
-        /// The events.
-        events: Vec<WireEvent>,
-        /// The last page.
-        done: bool,
     },
     /// Replication: entries of a partition's change log, in seq order.
     Events {
@@ -320,7 +317,6 @@ impl PeerFrame {
             PeerFrame::Follow { .. } => "follow",
             PeerFrame::Unfollow { .. } => "unfollow",
             PeerFrame::Reset { .. } => "reset",
-            PeerFrame::Snapshot { .. } => "snapshot",
             PeerFrame::Events { .. } => "events",
             PeerFrame::Ack { .. } => "ack",
             PeerFrame::Watch { .. } => "watch",

@@ -243,7 +243,6 @@ impl Peer {
             frame @ (PeerFrame::Follow { .. }
             | PeerFrame::Unfollow { .. }
             | PeerFrame::Reset { .. }
-            | PeerFrame::Snapshot { .. }
             | PeerFrame::Events { .. }
             | PeerFrame::Ack { .. }
             | PeerFrame::Watch { .. }

@@ -48,34 +48,79 @@ impl From<&Event> for WireEvent {
 }
 
 /// What [`merge_all`] did with a peer's events.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Merged {
     /// Events that decoded and were handed to the partitions.
     pub tried: usize,
     /// Events that changed something here (not already held, not refused).
     pub changed: usize,
+    /// Events that could not be merged for a reason other than their own
+    /// (a storage error): not held here.
+    pub failed: usize,
+    /// The (path, time) of the events merged that [`AckFor`] names.
+    pub acks: Vec<(String, u64)>,
+}
+
+/// Which merged events to acknowledge: those stamped by `node` after
+/// `after` (µs), recent enough that a writer may wait for them.
+pub struct AckFor<'a> {
+    /// The node whose events are acknowledged (the sender).
+    pub node: &'a str,
+    /// The least time acknowledged.
+    pub after: u64,
 }
 
 /// Merges `events` a peer sent into `node` by the LWW rule, all at once. An
 /// event that does not decode or merge is left out and logged as one of
 /// `whose` (for the log: "a watched event from 'b'", say).
 pub async fn merge_all(node: &crate::Node, events: Vec<WireEvent>, whose: &str) -> Merged {
+    merge_all_acking(node, events, whose, None).await
+}
+
+/// [`merge_all`], answering which events `ack` names were merged (held
+/// here as durably as configured: an owner acknowledges them).
+pub async fn merge_all_acking(
+    node: &crate::Node,
+    events: Vec<WireEvent>,
+    whose: &str,
+    ack: Option<AckFor<'_>>,
+) -> Merged {
     let mut merges = Vec::with_capacity(events.len());
+    let mut keys = Vec::with_capacity(events.len());
     for wire in events {
         match Event::try_from(wire) {
-            Ok(event) => merges.push(node.merge(event)),
+            Ok(event) => {
+                let acked = ack.as_ref().is_some_and(|a| {
+                    event.version.node.as_str() == a.node && event.version.time > a.after
+                });
+                keys.push(acked.then(|| (event.path.as_str().to_string(), event.version.time)));
+                merges.push(node.merge(event));
+            }
             Err(why) => log::warn!("{whose} left out: {why}"),
         }
     }
     let mut merged = Merged {
         tried: merges.len(),
         changed: 0,
+        failed: 0,
+        acks: Vec::new(),
     };
-    for result in futures_util::future::join_all(merges).await {
+    let results = futures_util::future::join_all(merges).await;
+    for (result, key) in results.into_iter().zip(keys) {
         match result {
-            Ok(r) if r.status == WriteStatus::Existing => {}
-            Ok(_) => merged.changed += 1,
-            Err(e) => log::warn!("merging {whose}: {e}"),
+            Ok(r) => {
+                if r.status != WriteStatus::Existing {
+                    merged.changed += 1;
+                }
+                merged.acks.extend(key);
+            }
+            Err(e @ (NodeError::BadField(_) | NodeError::BadPath(_) | NodeError::BadTime(_))) => {
+                log::warn!("merging {whose}: refused: {e}")
+            }
+            Err(e) => {
+                merged.failed += 1;
+                log::warn!("merging {whose}: {e}");
+            }
         }
     }
     merged

@@ -127,6 +127,11 @@ impl Walk {
     fn left_only(&self) -> bool {
         self.want == Want::LeftOnly
     }
+
+    /// Only the right side's events are looked for.
+    fn right_only(&self) -> bool {
+        self.want == Want::RightOnly
+    }
 }
 
 /// What a walk looks for.
@@ -139,6 +144,10 @@ pub enum Want {
     /// holds, and wants nothing back). Subtrees empty on the left are not
     /// walked, however much the right holds there.
     LeftOnly,
+    /// Only what the left side lacks (a follower pulling what it missed
+    /// before its stream's reset: the peer pulls what it lacks on its own).
+    /// Subtrees empty on the right are not walked.
+    RightOnly,
 }
 
 /// Compares partition `part` under `prefix` on two sides.
@@ -179,7 +188,10 @@ fn walk_node(
     (l, r): (Node, Node),
     walk: &mut Walk,
 ) -> Result<(), StoreError> {
-    if same(&l.subtree, &r.subtree) || (walk.left_only() && l.subtree.count == 0) {
+    if same(&l.subtree, &r.subtree)
+        || (walk.left_only() && l.subtree.count == 0)
+        || (walk.right_only() && r.subtree.count == 0)
+    {
         return Ok(());
     }
     // One side holds nothing here: everything the other holds is missing,
@@ -209,15 +221,19 @@ fn walk_node(
             }
         }
     }
-    // (A hand-over has nothing to give where the left holds no event.)
-    let nothing_to_give = walk.left_only() && l.own.count == 0;
-    if !same(&l.own, &r.own) && !nothing_to_give {
+    // (A hand-over has nothing to give where the left holds no event, a
+    // pull nothing to take where the right holds none.)
+    let nothing_to_find =
+        (walk.left_only() && l.own.count == 0) || (walk.right_only() && r.own.count == 0);
+    if !same(&l.own, &r.own) && !nothing_to_find {
         let (le, re) = (left.events(part, prefix)?, right.events(part, prefix)?);
         walk.questions += 1;
         walk.bytes += re.iter().map(Vec::len).sum::<usize>();
         let (ls, rs): (BTreeSet<_>, BTreeSet<_>) =
             (le.into_iter().collect(), re.into_iter().collect());
-        walk.only_left.extend(ls.difference(&rs).cloned());
+        if !walk.right_only() {
+            walk.only_left.extend(ls.difference(&rs).cloned());
+        }
         if !walk.left_only() {
             walk.only_right.extend(rs.difference(&ls).cloned());
         }
@@ -302,7 +318,10 @@ fn walk_range(
         let (a, b) = (pair[0].as_deref(), pair[1].as_deref());
         let within = |s: &str| a.is_none_or(|a| s >= a) && b.is_none_or(|b| s < b);
         let m: Vec<_> = mine.iter().filter(|(s, _)| within(s)).cloned().collect();
-        if same(&sum(&m), &their_sum) || (m.is_empty() && walk.left_only()) {
+        if same(&sum(&m), &their_sum)
+            || (m.is_empty() && walk.left_only())
+            || (their_count == 0 && walk.right_only())
+        {
             continue;
         }
         if their_count <= SMALL_RANGE {
@@ -353,6 +372,9 @@ fn walk_items(
             }
             std::cmp::Ordering::Less => {
                 i += 1;
+                if walk.right_only() {
+                    continue;
+                }
                 &mine[i - 1].0
             }
             std::cmp::Ordering::Greater => {

@@ -195,7 +195,7 @@ proptest! {
         prop_assert_eq!(left.len(), walk.only_left.len(), "no event reported twice");
         prop_assert_eq!(right.len(), walk.only_right.len(), "no event reported twice");
         prop_assert_eq!(&left, &a_own.iter().cloned().collect::<BTreeSet<_>>());
-        prop_assert_eq!(right, b_own.iter().cloned().collect::<BTreeSet<_>>());
+        prop_assert_eq!(&right, &b_own.iter().cloned().collect::<BTreeSet<_>>());
 
         // A hand-over finds the same events the left gives, and asks for
         // none back.
@@ -205,6 +205,13 @@ proptest! {
         prop_assert_eq!(given.len(), handed.only_left.len(), "no event reported twice");
         prop_assert_eq!(given, left);
         prop_assert!(handed.questions <= walk.questions);
+        // A pull finds the same events the left lacks, and offers none.
+        let pulled = diff_wanting(&a, &b, 0, "", Want::RightOnly).unwrap();
+        prop_assert!(pulled.only_left.is_empty());
+        let taken: BTreeSet<_> = pulled.only_right.iter().cloned().collect();
+        prop_assert_eq!(taken.len(), pulled.only_right.len(), "no event reported twice");
+        prop_assert_eq!(taken, right);
+        prop_assert!(pulled.questions <= walk.questions);
     }
 }
 

@@ -202,6 +202,33 @@ impl Node {
         Ok(out)
     }
 
+    /// Which of `names` (`path \0 order`) this node holds (a name that does
+    /// not parse is not held).
+    pub fn names_held(
+        &self,
+        names: &[Vec<u8>],
+    ) -> Result<std::collections::HashSet<Vec<u8>>, NodeError> {
+        let mut paths = std::collections::BTreeSet::new();
+        for name in names {
+            if let Ok(path) = crate::merkle::tree::path_of(name) {
+                paths.insert(path);
+            }
+        }
+        let wanted: std::collections::HashSet<&[u8]> = names.iter().map(Vec::as_slice).collect();
+        let mut held = std::collections::HashSet::new();
+        for path in paths {
+            let Ok(path) = Path::parse_key(path) else {
+                continue;
+            };
+            for name in self.event_names(&path)? {
+                if wanted.contains(name.as_slice()) {
+                    held.insert(name);
+                }
+            }
+        }
+        Ok(held)
+    }
+
     /// Bytes the store takes on disk.
     pub fn store_size(&self) -> u64 {
         self.inner.store.size_on_disk()
@@ -715,6 +742,27 @@ impl Node {
     /// trees (at most; 0 when they have caught up).
     pub fn merkle_unfolded(&self) -> u64 {
         (self.head_seq() + 1).saturating_sub(self.inner.marks.safe_trim().max(1))
+    }
+
+    /// Every entry of this node's log up to this seq is in the merkle
+    /// trees.
+    pub fn merkle_folded(&self) -> u64 {
+        self.inner.marks.safe_trim().saturating_sub(1)
+    }
+
+    /// Waits (blocking, at most `wait`) until the merkle trees hold every
+    /// entry of this node's log through `seq`; false if they do not by then.
+    pub fn merkle_folded_through(&self, seq: u64, wait: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            if self.merkle_folded() >= seq {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// The marks of the merkle trees' folder (tests pause it).

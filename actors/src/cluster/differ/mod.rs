@@ -32,9 +32,10 @@ use self::question::{DiffQuestion, DiffReply, FETCH_PAGE};
 use self::sides::{LocalSide, RemoteSide};
 use super::frame::PeerFrame;
 use super::peer::SendFrame;
-use super::wire::{merge_all, WireError, WireEvent};
+use super::wire::{merge_all_acking, AckFor, WireError, WireEvent};
 use super::Cluster;
 use crate::merkle::{diff_wanting, Fingerprint, Tree, Want};
+use crate::model::version::wall_micros;
 use crate::Node;
 
 /// How long a question waits for its answer.
@@ -176,8 +177,9 @@ struct LinkGone;
 
 /// What the walk does with the events it finds, from its blocking thread.
 struct Push {
-    /// Merges events fetched from the peer here; answers how many merged.
-    merge: Box<dyn Fn(Vec<WireEvent>) -> usize + Send>,
+    /// Merges events fetched from the peer here; answers how many changed
+    /// something (fails if one could not be stored).
+    merge: Box<dyn Fn(Vec<WireEvent>) -> Result<usize, String> + Send>,
     /// Sends events the peer lacks, waiting for room on the link.
     send: Box<dyn Fn(Vec<WireEvent>) -> Result<(), String> + Send>,
 }
@@ -193,8 +195,12 @@ pub struct Differ {
     link: u64,
     parts: Vec<u16>,
     prefix: String,
-    /// Both ways, or a hand-over (see [`Differ::handing_over`]).
+    /// Both ways, a hand-over (see [`Differ::handing_over`]) or a pull
+    /// (see [`Differ::pulling_after_reset`]).
     want: Want,
+    /// The peer's trees must hold its log through this seq (see
+    /// [`Differ::pulling_after_reset`]).
+    through: u64,
     session: u64,
     /// Where the walk waits for the answer to its question.
     waiting: Waiting,
@@ -228,6 +234,7 @@ impl Differ {
             parts,
             prefix,
             want: Want::Both,
+            through: 0,
             session,
             waiting: Arc::default(),
             started: Instant::now(),
@@ -241,6 +248,16 @@ impl Differ {
     /// peer may lack, and which wants none back).
     pub fn handing_over(mut self) -> Differ {
         self.want = Want::LeftOnly;
+        self
+    }
+
+    /// Makes the session a follower's pull after its stream from the peer
+    /// was reset at `head`: it compares the peer's trees once they hold the
+    /// peer's log through `head`, fetches what this node lacks, and sends
+    /// nothing (the peer, following this node too, pulls what it lacks).
+    pub fn pulling_after_reset(mut self, head: u64) -> Differ {
+        self.want = Want::RightOnly;
+        self.through = head;
         self
     }
 
@@ -285,7 +302,7 @@ impl Differ {
     fn find(
         node: Node,
         (remote, push): (RemoteSide, Push),
-        (parts, prefix, want): (Vec<u16>, String, Want),
+        (parts, prefix, want, through): (Vec<u16>, String, Want, u64),
         mut report: DiffReport,
     ) -> Result<DiffReport, String> {
         let local = LocalSide { node: node.clone() };
@@ -301,6 +318,7 @@ impl Differ {
                         first,
                         DiffQuestion::Roots {
                             parts: chunk.to_vec(),
+                            through,
                         },
                     )
                     .map_err(|e| e.to_string())?
@@ -337,6 +355,12 @@ impl Differ {
             let mut wanted: Vec<Vec<u8>> = walk.only_right;
             wanted.sort();
             wanted.dedup();
+            // What this node's tree lacks may be in its store already: merged
+            // moments ago (by the live stream, say) and not folded yet (the
+            // trees trail the writes by about half a second). Not fetched
+            // again.
+            let held = node.names_held(&wanted).map_err(|e| e.to_string())?;
+            wanted.retain(|n| !held.contains(n));
             let mut at = 0;
             while at < wanted.len() {
                 let names = wanted[at..(at + FETCH_PAGE).min(wanted.len())].to_vec();
@@ -347,7 +371,7 @@ impl Differ {
                 {
                     DiffReply::Events { events, answered } => {
                         at += (answered as usize).max(1);
-                        report.received += (push.merge)(events);
+                        report.received += (push.merge)(events)?;
                     }
                     other => return Err(format!("the peer answered out of turn: {other:?}")),
                 }
@@ -394,15 +418,37 @@ impl Differ {
         let (node, handle) = (self.node.clone(), tokio::runtime::Handle::current());
         let cluster = self.cluster.clone();
         let whose = format!("an anti-entropy event from '{}'", self.peer);
+        let (peer, link) = (self.peer.clone(), self.link);
         let merge = Box::new(move |events: Vec<WireEvent>| {
+            // The peer's own recent events are acknowledged once held here,
+            // as the replication stream does: a write it coordinated before
+            // this node followed it may be waiting for this owner.
+            let recent_after =
+                wall_micros().saturating_sub(2 * cluster.config.ack_timeout.as_micros() as u64);
+            let ack = AckFor {
+                node: &peer,
+                after: recent_after,
+            };
+            let merged = handle.block_on(merge_all_acking(&node, events, &whose, Some(ack)));
+            if !merged.acks.is_empty() {
+                if let Some((id, addr)) = cluster.links.link(&peer) {
+                    if id == link {
+                        addr.do_send(SendFrame(PeerFrame::Ack {
+                            events: merged.acks,
+                        }));
+                    }
+                }
+            }
+            if merged.failed > 0 {
+                return Err(format!("{} events could not be stored here", merged.failed));
+            }
             // An event that was here already moves nothing: not counted.
-            let merged = handle.block_on(merge_all(&node, events, &whose)).changed;
             cluster
                 .differs
                 .stats
                 .events_received
-                .fetch_add(merged as u64, Ordering::Relaxed);
-            merged
+                .fetch_add(merged.changed as u64, Ordering::Relaxed);
+            Ok(merged.changed)
         });
         let cluster = self.cluster.clone();
         let (peer, link, session) = (self.peer.clone(), self.link, self.session);
@@ -471,7 +517,12 @@ impl Actor for Differ {
         let remote = RemoteSide { ask: self.asker() };
         let push = self.pusher();
         let node = self.node.clone();
-        let what = (self.parts.clone(), self.prefix.clone(), self.want);
+        let what = (
+            self.parts.clone(),
+            self.prefix.clone(),
+            self.want,
+            self.through,
+        );
         let report = self.report.clone();
         let walk =
             tokio::task::spawn_blocking(move || Differ::find(node, (remote, push), what, report));

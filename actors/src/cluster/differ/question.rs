@@ -24,6 +24,10 @@ pub const SUBTREE_PATHS: usize = 1024;
 /// Names after which a page of a subtree ends (at a path's end).
 pub const SUBTREE_NAMES: usize = 8192;
 
+/// How long an answer waits for the trees to be folded through what a
+/// question asks (well within a session's wait for an answer).
+const FOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Events fetched per question at most.
 pub const FETCH_PAGE: usize = 256;
 
@@ -64,10 +68,14 @@ impl From<WireFp> for Fingerprint {
 /// A question of a diff session about one partition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DiffQuestion {
-    /// The roots of these partitions (which sessions are worth running).
+    /// The roots of these partitions (which sessions are worth running),
+    /// once the answerer's trees hold every entry of its log through
+    /// `through` (a follower compares what came before a reset's head).
     Roots {
         /// The partitions.
         parts: Vec<u16>,
+        /// The log seq the trees must be folded through (0: any).
+        through: u64,
     },
     /// The node of a prefix.
     Node {
@@ -156,7 +164,12 @@ pub fn answer(node: &Node, part: u16, question: DiffQuestion) -> Result<DiffRepl
     let store = node.store();
     let tree = Tree::new(store.as_ref());
     match question {
-        DiffQuestion::Roots { parts } => {
+        DiffQuestion::Roots { parts, through } => {
+            if !node.merkle_folded_through(through, FOLD_WAIT) {
+                return Err(WireError::Failed(format!(
+                    "this node's merkle trees are not folded through seq {through} yet"
+                )));
+            }
             let mut roots = Vec::with_capacity(parts.len());
             for p in parts {
                 if usize::from(p) >= node.partitions() {

@@ -7,6 +7,13 @@
 //! whatever arrived while one batch merged is the next batch (so merges
 //! group into commits under load). A cursor moves only after everything
 //! before it is merged, durably as configured.
+//!
+//! A stream the peer cannot resume from a cursor (none saved, another
+//! incarnation of its log, trimmed) starts with `Reset`: the log after the
+//! reset's head follows, and what came before is compared with the peer's
+//! merkle trees (a diff session the replicator runs, [`Following::take_to_compare`]);
+//! the cursor stays where it was until that session ends well
+//! ([`Following::compared`]), so a node stopped in between compares again.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -25,14 +32,26 @@ struct Cursor {
     /// (a stream stopped and started again) moves nothing.
     generation: u64,
     /// Everything up to here in the peer's log is merged (`None`: nothing
-    /// known; follow from a snapshot).
+    /// known; the peer starts with a reset).
     seq: Option<u64>,
-    /// A snapshot is coming; once merged, the cursor is this.
-    resetting: Option<u64>,
+    /// The stream was reset: the cursor waits for the trees to be compared.
+    resetting: Option<Resetting>,
     /// Moved since it was last saved.
     dirty: bool,
     /// The stream caught up with the peer's log once (it is live).
     live: bool,
+}
+
+/// A stream reset and not yet compared with the peer's trees.
+#[derive(Debug, Clone, Copy)]
+struct Resetting {
+    /// The log follows from here; the trees hold what came before.
+    head: u64,
+    /// Where the stream got meanwhile (merged), and whether it turned live.
+    through: u64,
+    live: bool,
+    /// A diff session compares it now.
+    comparing: bool,
 }
 
 /// Most events merged in one batch (the rest waits for the next).
@@ -42,16 +61,13 @@ const MAX_BATCH_EVENTS: usize = 4096;
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Step {
     Reset { part: u16, head: u64 },
-    SnapshotDone { part: u16 },
     Through { part: u16, seq: u64, live: bool },
 }
 
 impl Step {
     fn part(&self) -> u16 {
         match *self {
-            Step::Reset { part, .. } | Step::SnapshotDone { part } | Step::Through { part, .. } => {
-                part
-            }
+            Step::Reset { part, .. } | Step::Through { part, .. } => part,
         }
     }
 
@@ -62,9 +78,6 @@ impl Step {
                 part: *part,
                 head: *head,
             }),
-            PeerFrame::Snapshot {
-                part, done: true, ..
-            } => Some(Step::SnapshotDone { part: *part }),
             PeerFrame::Events {
                 part,
                 through,
@@ -78,6 +91,17 @@ impl Step {
             _ => None,
         }
     }
+}
+
+/// A partition reset, to compare with the peer's trees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Compare {
+    /// The partition.
+    pub part: u16,
+    /// Which following of it.
+    pub generation: u64,
+    /// The reset's head: the peer's trees must hold its log through it.
+    pub head: u64,
 }
 
 /// Partitions to start following (each from its cursor, if any) and to
@@ -109,7 +133,6 @@ pub(super) struct Batch {
 /// Events a frame carries.
 fn events_in(frame: &PeerFrame) -> usize {
     match frame {
-        PeerFrame::Snapshot { events, .. } => events.len(),
         PeerFrame::Events { events, .. } => events.len(),
         _ => 0,
     }
@@ -286,33 +309,106 @@ impl Following {
             match *step {
                 Step::Reset { part, head } => {
                     if let Some(c) = f.parts.get_mut(&part) {
-                        // Not caught up until the snapshot and the log
-                        // after it have come.
-                        c.resetting = Some(head);
+                        // Not caught up until the trees are compared (a
+                        // session already comparing may have looked before
+                        // this head: it counts for nothing).
+                        c.resetting = Some(Resetting {
+                            head,
+                            through: head,
+                            live: false,
+                            comparing: false,
+                        });
                         c.live = false;
-                    }
-                }
-                Step::SnapshotDone { part } => {
-                    if let Some(c) = f.parts.get_mut(&part) {
-                        if let Some(head) = c.resetting.take() {
-                            c.seq = Some(head);
-                            c.dirty = true;
-                        }
                     }
                 }
                 Step::Through { part, seq, live } => {
                     if let Some(c) = f.parts.get_mut(&part) {
+                        if let Some(r) = &mut c.resetting {
+                            r.through = r.through.max(seq);
+                            r.live |= live;
+                            continue;
+                        }
                         // A live frame comes only after the stream caught up.
-                        let now_live = live && c.resetting.is_none();
-                        turned_live |= now_live && !c.live;
-                        c.live |= now_live;
-                        if c.resetting.is_none() && c.seq.is_none_or(|s| s < seq) {
+                        turned_live |= live && !c.live;
+                        c.live |= live;
+                        if c.seq.is_none_or(|s| s < seq) {
                             c.seq = Some(seq);
                             c.dirty = true;
                         }
                     }
                 }
             }
+        }
+        turned_live
+    }
+
+    /// The partitions of `peer` reset and not being compared, each with the
+    /// generation of its following and the reset's head, now marked as
+    /// being compared (the link's number too).
+    pub fn take_to_compare(&mut self, peer: &str) -> Option<(u64, Vec<Compare>)> {
+        let f = self.peers.get_mut(peer).filter(|f| !f.broken)?;
+        let mut parts = Vec::new();
+        for (part, c) in &mut f.parts {
+            if let Some(r) = c.resetting.as_mut().filter(|r| !r.comparing) {
+                r.comparing = true;
+                parts.push(Compare {
+                    part: *part,
+                    generation: c.generation,
+                    head: r.head,
+                });
+            }
+        }
+        parts.sort_by_key(|c| c.part);
+        (!parts.is_empty()).then_some((f.link, parts))
+    }
+
+    /// Peers with partitions reset and not being compared.
+    pub fn peers_to_compare(&self) -> Vec<String> {
+        self.peers
+            .iter()
+            .filter(|(_, f)| {
+                !f.broken
+                    && f.parts
+                        .values()
+                        .any(|c| c.resetting.is_some_and(|r| !r.comparing))
+            })
+            .map(|(peer, _)| peer.clone())
+            .collect()
+    }
+
+    /// A diff session with `peer` over `link` compared `parts` (`ok`: it
+    /// ended well, so this node holds every event the peer's trees held
+    /// through each reset's head): their cursors move to where the stream
+    /// got. True if a stream turned live (caught up). A session that
+    /// failed leaves them to be compared again.
+    pub fn compared(&mut self, peer: &str, link: u64, parts: &[Compare], ok: bool) -> bool {
+        let mut turned_live = false;
+        let Some(f) = self.peers.get_mut(peer).filter(|f| f.link == link) else {
+            return turned_live;
+        };
+        for done in parts {
+            let Some(c) = f
+                .parts
+                .get_mut(&done.part)
+                .filter(|c| c.generation == done.generation)
+            else {
+                continue;
+            };
+            let Some(r) = c.resetting.filter(|r| r.comparing && r.head == done.head) else {
+                continue;
+            };
+            if !ok {
+                c.resetting = Some(Resetting {
+                    comparing: false,
+                    ..r
+                });
+                continue;
+            }
+            c.resetting = None;
+            c.seq = Some(r.through);
+            c.dirty = true;
+            turned_live |= r.live && !c.live;
+            c.live = r.live;
         }
         turned_live
     }
@@ -417,7 +513,7 @@ mod tests {
     }
 
     #[test]
-    fn cursors_move_only_when_merged_and_reset_waits_for_the_whole_snapshot() {
+    fn cursors_move_only_when_merged_and_a_reset_waits_for_the_trees() {
         let mut f = following();
         assert!(f.enqueue("p", 1, events(0, 12)));
         assert!(!f.enqueue("p", 2, events(0, 99)), "another link's frame");
@@ -426,31 +522,47 @@ mod tests {
         assert_eq!(seq(&f, 0), Some(10), "not merged yet");
         f.merged("p", 1, &batch.steps);
         assert_eq!(seq(&f, 0), Some(12));
-        // A reset: events after it do not move the cursor until the
-        // snapshot is whole; then the cursor is the reset's head.
-        for frame in [
-            PeerFrame::Reset { part: 1, head: 50 },
-            PeerFrame::Snapshot {
-                part: 1,
-                events: Vec::new(),
-                done: false,
-            },
-            PeerFrame::Snapshot {
-                part: 1,
-                events: Vec::new(),
-                done: true,
-            },
-            events(1, 60),
-        ] {
-            f.enqueue("p", 1, frame);
-        }
+        assert!(f.caught_up().contains(&0));
+        // A reset: the log after its head comes (and turns live), but the
+        // cursor waits until the trees are compared.
+        f.enqueue("p", 1, PeerFrame::Reset { part: 1, head: 50 });
+        f.enqueue("p", 1, events(1, 60));
         let batch = f.take_batch("p").unwrap();
-        // Steps: the reset, the snapshot's end, the events after it.
-        assert_eq!(batch.steps.len(), 3);
-        f.merged("p", 1, &batch.steps[..1]);
-        assert_eq!(seq(&f, 1), Some(10), "snapshot not done");
-        f.merged("p", 1, &batch.steps[1..]);
+        assert_eq!(batch.steps.len(), 2);
+        assert!(!f.merged("p", 1, &batch.steps), "not caught up");
+        assert_eq!(seq(&f, 1), Some(10));
+        assert!(!f.caught_up().contains(&1));
+        assert_eq!(f.peers_to_compare(), vec!["p".to_string()]);
+        let (link, parts) = f.take_to_compare("p").unwrap();
+        assert_eq!(link, 1);
+        assert_eq!(
+            parts.iter().map(|c| (c.part, c.head)).collect::<Vec<_>>(),
+            vec![(1, 50)]
+        );
+        assert!(f.take_to_compare("p").is_none(), "being compared");
+        assert!(f.peers_to_compare().is_empty());
+        // A session that failed leaves it to be compared again.
+        assert!(!f.compared("p", 1, &parts, false));
+        assert_eq!(seq(&f, 1), Some(10));
+        let (_, parts) = f.take_to_compare("p").unwrap();
+        // One that ended well moves the cursor to where the stream got.
+        assert!(f.compared("p", 1, &parts, true), "turned live");
         assert_eq!(seq(&f, 1), Some(60));
+        assert!(f.caught_up().contains(&1));
+        // A session that compared before a later reset counts for nothing.
+        f.enqueue("p", 1, PeerFrame::Reset { part: 0, head: 70 });
+        let batch = f.take_batch("p").unwrap();
+        f.merged("p", 1, &batch.steps);
+        let (_, first) = f.take_to_compare("p").unwrap();
+        f.enqueue("p", 1, PeerFrame::Reset { part: 0, head: 80 });
+        let batch = f.take_batch("p").unwrap();
+        f.merged("p", 1, &batch.steps);
+        f.compared("p", 1, &first, true);
+        assert_eq!(seq(&f, 0), Some(12));
+        let (_, second) = f.take_to_compare("p").unwrap();
+        assert_eq!(second[0].head, 80);
+        f.compared("p", 1, &second, true);
+        assert_eq!(seq(&f, 0), Some(80));
     }
 
     #[test]
@@ -490,21 +602,25 @@ mod tests {
     #[test]
     fn a_batch_holds_a_bounded_number_of_events() {
         let mut f = following();
-        let big = |n: usize| PeerFrame::Snapshot {
+        let big = |n: usize| PeerFrame::Events {
             part: 0,
+            through: 20,
+            live: false,
             events: vec![
-                crate::cluster::wire::WireEvent {
-                    path: "a".into(),
-                    time: 1,
-                    node: "p".into(),
-                    value: None,
-                    content_type: None,
-                    expires_at: None,
-                    author: None,
-                };
+                (
+                    11,
+                    crate::cluster::wire::WireEvent {
+                        path: "a".into(),
+                        time: 1,
+                        node: "p".into(),
+                        value: None,
+                        content_type: None,
+                        expires_at: None,
+                        author: None,
+                    }
+                );
                 n
             ],
-            done: false,
         };
         f.enqueue("p", 1, big(3000));
         f.enqueue("p", 1, big(3000));

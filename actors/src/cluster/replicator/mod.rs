@@ -154,6 +154,12 @@ pub struct Replicator {
     pumping: bool,
     /// Copies of partitions nobody here needs (see `copies`).
     copies: copies::Copies,
+    /// The peer whose trees a follower's pull compares now (one at a time:
+    /// a partition reset by several co-owners is fetched from the first,
+    /// and the next finds the roots equal).
+    pulling: Option<String>,
+    /// By peer, when a pull that failed may be tried again.
+    pull_after: HashMap<String, Instant>,
 }
 
 impl Replicator {
@@ -174,6 +180,8 @@ impl Replicator {
             next_watch: 0,
             pumping: false,
             copies: copies::Copies::default(),
+            pulling: None,
+            pull_after: HashMap::new(),
         }
     }
 
@@ -461,6 +469,63 @@ impl Replicator {
         }
     }
 
+    /// Starts a pull of what came before a reset (see `following`): a diff
+    /// session with a peer whose streams of some partitions were reset,
+    /// which fetches what this node lacks of them. One at a time; one that
+    /// failed is tried again two heartbeats later.
+    fn pull_resets(&mut self, ctx: &mut Context<Self>) {
+        if self.pulling.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        let Some(peer) = self
+            .following
+            .peers_to_compare()
+            .into_iter()
+            .find(|p| self.pull_after.get(p).is_none_or(|t| *t <= now))
+        else {
+            return;
+        };
+        let Some((link, parts)) = self.following.take_to_compare(&peer) else {
+            return;
+        };
+        let head = parts.iter().map(|c| c.head).max().unwrap_or(0);
+        log::debug!(
+            "pulling {} reset partitions from '{peer}' by their merkle trees",
+            parts.len()
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pulling = Some(peer.clone());
+        Differ::new(
+            self.node.clone(),
+            self.cluster.clone(),
+            (peer.clone(), link),
+            parts.iter().map(|c| c.part).collect(),
+            String::new(),
+            Some(tx),
+        )
+        .pulling_after_reset(head)
+        .start();
+        let retry = self.cluster.config.heartbeat_interval * 2;
+        ctx.spawn(
+            async move { rx.await.ok() }
+                .into_actor(self)
+                .map(move |report, this, ctx| {
+                    this.pulling = None;
+                    let ok = report.as_ref().is_some_and(|r| r.failed.is_none());
+                    if ok {
+                        this.pull_after.remove(&peer);
+                    } else {
+                        this.pull_after.insert(peer.clone(), Instant::now() + retry);
+                    }
+                    if this.following.compared(&peer, link, &parts, ok) {
+                        this.cluster.mark_caught_up(this.following.caught_up());
+                    }
+                    this.pull_resets(ctx);
+                }),
+        );
+    }
+
     /// Answers a peer's diff question (read on a blocking thread).
     fn answer_diff(
         &mut self,
@@ -564,14 +629,13 @@ impl Replicator {
             let skipped = &cluster.links.stats.events_refused;
             let mut events = Vec::new();
             for frame in frames {
-                let (wire, live) = match frame {
-                    PeerFrame::Snapshot { events, .. } => (events, false),
-                    PeerFrame::Events { events, live, .. } => {
-                        (events.into_iter().map(|(_, e)| e).collect(), live)
-                    }
-                    _ => continue,
+                let PeerFrame::Events {
+                    events: wire, live, ..
+                } = frame
+                else {
+                    continue;
                 };
-                for w in wire {
+                for (_, w) in wire {
                     match Event::try_from(w) {
                         Ok(event) => events.push((event, live)),
                         // One bad event must not stop the stream for good
@@ -619,6 +683,7 @@ impl Replicator {
                     if this.following.merged(&peer, link, &steps) {
                         this.cluster.mark_caught_up(this.following.caught_up());
                     }
+                    this.pull_resets(ctx);
                     if !acks.is_empty() {
                         if let Some((id, p)) = this.cluster.links.link(&peer) {
                             if id == link {
@@ -746,6 +811,7 @@ impl Actor for Replicator {
             this.pump_soon(ctx);
             this.publish_stats();
             this.sweep(ctx);
+            this.pull_resets(ctx);
         });
         ctx.run_interval(Duration::from_secs(1), |this, ctx| {
             if let Err(e) = this.following.save_dirty(&this.node) {
@@ -1019,9 +1085,9 @@ impl Handler<FromPeer> for Replicator {
                 self.cluster.differs.answered(&node, session, answer)
             }
             PeerFrame::DiffEvents { events, .. } => self.diff_events(node, events, ctx),
-            frame @ (PeerFrame::Reset { .. }
-            | PeerFrame::Snapshot { .. }
-            | PeerFrame::Events { .. }) => self.stream_frame(node, link, frame, ctx),
+            frame @ (PeerFrame::Reset { .. } | PeerFrame::Events { .. }) => {
+                self.stream_frame(node, link, frame, ctx)
+            }
             _ => {}
         }
     }

@@ -1,6 +1,8 @@
 //! The streams a node serves: for each follower (a co-owner), each
-//! partition it follows, from a snapshot, from its cursor in this node's
-//! log, then live from the tap.
+//! partition it follows, from its cursor in this node's log (or, when it
+//! has none this log can honour, from the head after a `Reset`: the
+//! follower compares merkle trees for what came before), then live from
+//! the tap.
 //!
 //! A stream catching up reads the store in pages, a few per turn, so one
 //! follower far behind never stalls the others or the live streams. It
@@ -32,8 +34,6 @@ pub(super) const FRAME_BYTES: usize = 1 << 20;
 /// Where one partition's stream to one follower stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Stream {
-    /// Sending the latest events; then the log after `head`.
-    Snapshot { head: u64, after: Option<String> },
     /// Reading the log from the store, after `sent`.
     CatchUp { sent: u64 },
     /// Sending each commit from the tap; everything up to `sent` is sent.
@@ -108,8 +108,8 @@ fn send_events(
 }
 
 impl Serving {
-    /// `node` follows `parts` (each from its cursor, or from a snapshot)
-    /// over link `link`.
+    /// `node` follows `parts` (each from its cursor, or from a reset) over
+    /// link `link`.
     pub fn follow(
         &mut self,
         local: &Node,
@@ -187,7 +187,7 @@ impl Serving {
     /// stream is behind in: the most entries of this node's log (up to
     /// `head`) a stream of it has not been sent yet. A stream catching up
     /// counts every entry after what it was sent (other partitions' too: an
-    /// upper bound), one sending a snapshot all of them; a live stream is
+    /// upper bound); a live stream is
     /// sent each commit as it is made, and is not behind (its `sent` is
     /// the partition's last entry, which an idle partition leaves far
     /// below `head`).
@@ -196,7 +196,6 @@ impl Serving {
         for f in self.followers.values() {
             for (part, stream) in &f.parts {
                 let behind = match stream {
-                    Stream::Snapshot { .. } => head,
                     Stream::CatchUp { sent } => head.saturating_sub(*sent),
                     Stream::Live { .. } => 0,
                 };
@@ -322,20 +321,6 @@ impl Serving {
         };
         match stream {
             Stream::Live { sent } => Ok(Stream::Live { sent }),
-            Stream::Snapshot { head, after } => {
-                let mut page = local.partition_latest(part, after.as_deref(), PAGE_ENTRIES)?;
-                let full = page.len();
-                page.truncate(within(&page, budget));
-                let done = full < PAGE_ENTRIES && page.len() == full;
-                let last = page.last().map(|s| s.event.path.as_str().to_string());
-                counter.fetch_add(page.len() as u64, Ordering::Relaxed);
-                send_snapshot(f, part, &page, done);
-                Ok(if done {
-                    Stream::CatchUp { sent: head }
-                } else {
-                    Stream::Snapshot { head, after: last }
-                })
-            }
             Stream::CatchUp { sent } => {
                 let head = local.log_head();
                 if sent > head {
@@ -401,37 +386,18 @@ fn within(page: &[crate::store::Stored], budget: usize) -> usize {
     page.len()
 }
 
-/// Sends a page of `part`'s snapshot to `f` in frames of bounded size
-/// (`done` on the last one, if this is the last page).
-fn send_snapshot(f: &Follower, part: u16, page: &[crate::store::Stored], done: bool) {
-    let mut events = Vec::new();
-    let mut bytes = 0;
-    for s in page {
-        bytes += weight(s);
-        events.push(WireEvent::from(&s.event));
-        if bytes >= FRAME_BYTES {
-            let events = std::mem::take(&mut events);
-            f.send(
-                PeerFrame::Snapshot {
-                    part,
-                    events,
-                    done: false,
-                },
-                bytes,
-            );
-            bytes = 0;
-        }
-    }
-    f.send(
-        PeerFrame::Snapshot { part, events, done },
-        bytes + FRAME_OVERHEAD,
-    );
-}
-
-/// Starts a stream over: tells the follower a snapshot comes, then the
-/// log after the head read now.
+/// Starts a stream over: tells the follower the log after `from` follows
+/// (what came before, it gets by comparing trees). `from` is as far as the
+/// merkle trees reach now (so the follower's comparison need not wait for
+/// them, and the latest writes come by the stream, acknowledged at once),
+/// or the head if the log no longer reaches back there.
 fn reset(local: &Node, f: &Follower, part: u16) -> Stream {
     let head = local.log_head();
-    f.send(PeerFrame::Reset { part, head }, FRAME_OVERHEAD);
-    Stream::Snapshot { head, after: None }
+    let folded = local.merkle_folded().min(head);
+    let from = match local.partition_log_until(part, folded, head, 1) {
+        Ok(page) if !page.trimmed => folded,
+        _ => head,
+    };
+    f.send(PeerFrame::Reset { part, head: from }, FRAME_OVERHEAD);
+    Stream::CatchUp { sent: from }
 }

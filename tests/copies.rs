@@ -242,3 +242,74 @@ async fn a_partition_moved_to_a_new_node_gets_every_event_its_former_owner_held(
         + metric(&nodes[1], "spread_copy_handovers_total{result=\"ok\"}").await;
     assert!(handed >= 1.0, "{handed}");
 }
+
+#[actix_web::test]
+async fn a_watched_copy_is_compared_with_its_owner_periodically_deletions_included() {
+    // c watches a prefix it does not own; its copy outlives the watch, a
+    // value is deleted at the owner meanwhile, and a watch's snapshot
+    // carries live values only: the copy keeps the deleted value until a
+    // periodic sweep compares the watched subtree with the owner's.
+    let sweeps = ["--anti-entropy-interval", "1"];
+    let a = node("a", &sweeps);
+    let b = node("b", &[&sweeps[..], &["--join", &a.addr]].concat());
+    let c = node("c", &[&sweeps[..], &["--join", &a.addr]].concat());
+    let nodes = vec![a, b, c];
+    all_alive(&nodes, &ids(&["a", "b", "c"])).await;
+    linked(&nodes).await;
+    let view = owners(&nodes[0]).await;
+    let prefix = (0..1000)
+        .map(|i| format!("rooms/{i}"))
+        .find(|p| !view[partition_of(p)].contains(&"c".to_string()))
+        .expect("a prefix c does not own");
+    for i in 0..5 {
+        let r = put(&format!("{}/raw/{prefix}/k{i}", nodes[0].url), b"v").await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let watch = async || {
+        let mut sse = SseClient::open(&format!("{}/sse/{prefix}", nodes[2].url), None).await;
+        sse.until_ready().await;
+        sse
+    };
+    let sse = watch().await;
+    assert_eq!(read(&nodes[2], &format!("{prefix}/k0"), true).await.0, 200);
+    let watching =
+        async || metric(&nodes[2], "spread_replication_streams{role=\"watching\"}").await;
+    wait_for("the gauge shows the watch", EVENT_DEADLINE, async || {
+        watching().await >= 1.0
+    })
+    .await;
+    drop(sse);
+    wait_for("the watch ended", EVENT_DEADLINE, async || {
+        watching().await == 0.0
+    })
+    .await;
+    let r = send(
+        http().delete(format!("{}/raw/{prefix}/k0", nodes[0].url)),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // Watched again: the copy still has k0 from before (the snapshot does
+    // not carry the deletion), until a sweep fetches the tombstone.
+    let _sse = watch().await;
+    wait_for(
+        "c's copy lost the deleted value",
+        EVENT_DEADLINE * 2,
+        async || read(&nodes[2], &format!("{prefix}/k0"), true).await.0 == 404,
+    )
+    .await;
+    for i in 1..5 {
+        assert_eq!(
+            read(&nodes[2], &format!("{prefix}/k{i}"), true).await.0,
+            200
+        );
+    }
+    assert!(
+        metric(
+            &nodes[2],
+            "spread_antientropy_sessions_total{result=\"ok\"}"
+        )
+        .await
+            >= 1.0
+    );
+}

@@ -423,7 +423,7 @@ async fn a_fourth_node_takes_partitions_and_a_polled_path_never_vanishes_or_goes
     // with a history of two versions.
     for i in 0..100 {
         let r = put(
-            &format!("{}/raw/moving/{i}/x", nodes[(i + 1) % 3].url),
+            &format!("{}/raw/moving/{i}/x", nodes[i % 3].url),
             format!("old{i}").as_bytes(),
         )
         .await;

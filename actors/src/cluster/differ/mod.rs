@@ -165,6 +165,21 @@ pub struct DiffReport {
     pub failed: Option<String>,
 }
 
+impl DiffReport {
+    /// Adds what another session with the same peer did (the first
+    /// failure stands).
+    pub fn add(&mut self, other: &DiffReport) {
+        self.partitions += other.partitions;
+        self.walked += other.walked;
+        self.questions += other.questions;
+        self.received += other.received;
+        self.sent += other.sent;
+        if self.failed.is_none() {
+            self.failed.clone_from(&other.failed);
+        }
+    }
+}
+
 /// An answer to the session's question.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -418,7 +418,9 @@ impl Replicator {
     }
 
     /// Starts the anti-entropy sweeps that are due: with each linked
-    /// co-owner, over the partitions both own.
+    /// co-owner, over the partitions both own, then over each prefix this
+    /// node's clients watch at that owner (its copy of that subtree), one
+    /// session after the other.
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         let placement = self.cluster.placement();
         let me = self.cluster.identity.node.clone();
@@ -442,27 +444,53 @@ impl Replicator {
                 continue;
             }
             self.sweep_due.remove(&link.node);
+            let mut jobs: Vec<(Vec<u16>, String)> = Vec::new();
             let parts = shared_parts(&placement, &me, &link.node, partitions);
-            if parts.is_empty() {
+            if !parts.is_empty() {
+                jobs.push((parts, String::new()));
+            }
+            for (prefix, parts) in self.watches.ready_at(&link.node, link.id) {
+                jobs.push((parts, prefix.as_str().to_string()));
+            }
+            if jobs.is_empty() {
                 if let Some(next) = self.next_sweep() {
                     self.sweep_due.insert(link.node.clone(), next);
                 }
                 continue;
             }
-            let (tx, rx) = tokio::sync::oneshot::channel();
             self.sweeping.insert(link.node.clone());
-            Differ::new(
-                self.node.clone(),
-                self.cluster.clone(),
-                (link.node.clone(), link.id),
-                parts,
-                String::new(),
-                Some(tx),
-            )
-            .start();
+            let (node, cluster) = (self.node.clone(), self.cluster.clone());
+            let (peer, id) = (link.node.clone(), link.id);
+            let sessions = async move {
+                let mut total: Option<DiffReport> = None;
+                for (parts, prefix) in jobs {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    Differ::new(
+                        node.clone(),
+                        cluster.clone(),
+                        (peer.clone(), id),
+                        parts,
+                        prefix,
+                        Some(tx),
+                    )
+                    .start();
+                    let Ok(report) = rx.await else {
+                        return total;
+                    };
+                    let failed = report.failed.is_some();
+                    match &mut total {
+                        Some(t) => t.add(&report),
+                        None => total = Some(report),
+                    }
+                    if failed {
+                        break;
+                    }
+                }
+                total
+            };
             let peer = link.node.clone();
             ctx.spawn(
-                async move { rx.await.ok() }
+                sessions
                     .into_actor(self)
                     .map(move |report, _, ctx| ctx.notify(SweepDone { peer, report })),
             );

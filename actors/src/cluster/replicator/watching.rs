@@ -157,6 +157,22 @@ impl Watches {
         }
     }
 
+    /// The prefixes asked of `owner` over `link` whose copy here is
+    /// complete, each with the partitions asked: what a periodic
+    /// anti-entropy sweep with that owner compares.
+    pub fn ready_at(&self, owner: &str, link: u64) -> Vec<(Path, Vec<u16>)> {
+        let mut out: Vec<(Path, Vec<u16>)> = self
+            .asked
+            .iter()
+            .filter_map(|(prefix, owners)| {
+                let a = owners.get(owner)?;
+                (a.link == link && a.ready).then(|| (prefix.clone(), a.parts.clone()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Watches asked for now.
     pub fn count(&self) -> usize {
         self.asked.values().map(HashMap::len).sum()

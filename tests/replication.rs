@@ -629,3 +629,114 @@ async fn replication_lag_is_zero_once_every_owner_holds_every_write() {
         );
     }
 }
+
+/// Sets `s`'s fault switch: links cut to `nodes`, and each batch of
+/// replication merges delayed `delay_ms` (a slow follower).
+async fn faults(s: &Server, nodes: &[&str], delay_ms: u64) {
+    let body = serde_json::json!({ "cut": nodes, "merge_delay_ms": delay_ms });
+    let r = send(
+        http().put(format!("{}/cluster/faults", s.url)),
+        Some(body.to_string().as_bytes()),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+}
+
+#[actix_web::test]
+async fn a_follower_that_merges_slowly_paces_catching_up_and_closes_a_link_it_cannot_keep_up_with()
+{
+    // A 1 MiB link bound: an owner keeps a quarter of it in flight to a
+    // follower while it catches up; a follower closes a link whose frames
+    // waiting to merge pass the bound.
+    let args = [
+        "--replication",
+        "2",
+        "--peer-send-queue-bytes",
+        "1048576",
+        "--fault-injection",
+    ];
+    let a = node("a", &args);
+    let b = node("b", &[&args[..], &["--join", &a.addr]].concat());
+    let nodes = vec![a, b];
+    all_alive(&nodes, &ids(&["a", "b"])).await;
+    linked(&nodes).await;
+    let overloads = async |s: &Server| {
+        metric(s, "spread_replication_follower_overloads_total").await
+            + metric(s, "spread_peer_links_overloaded_total").await
+    };
+    // Both caught up (their first streams were reset: each pulled from the
+    // other), so b resumes from its cursors after the cut.
+    wait_for("streams caught up both ways", EVENT_DEADLINE, async || {
+        let mut ready = true;
+        for s in &nodes {
+            ready &= metric(s, "spread_antientropy_sessions_total{result=\"ok\"}").await >= 1.0
+                && metric(s, "spread_antientropy_sessions_running").await == 0.0
+                && metric(s, "spread_replication_lag_entries").await == 0.0;
+        }
+        ready
+    })
+    .await;
+    // Apart, a takes 5 MiB; b merges slowly (100 ms before each batch).
+    faults(&nodes[0], &["b"], 0).await;
+    faults(&nodes[1], &["a"], 100).await;
+    let value = vec![b'v'; 32 << 10];
+    for i in 0..160 {
+        let url = format!("{}/raw/slow/{}/k{i}?w=1", nodes[0].url, i % 40);
+        let r = put(&url, &value).await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    }
+    // Healed: b catches up at its own pace, five times the bound, and no
+    // link is closed (without the window, a's catching up filled b's
+    // memory as fast as the link carried it).
+    faults(&nodes[0], &[], 0).await;
+    faults(&nodes[1], &[], 100).await;
+    let held = async |s: &Server, prefix: &str, n: usize, len: usize| {
+        for i in 0..n {
+            let path = format!("{prefix}/{}/k{i}", i % 40);
+            let r = get(&format!("{}/raw/{path}?local=true", s.url)).await;
+            if r.status != 200 || r.body.len() != len {
+                return false;
+            }
+        }
+        true
+    };
+    wait_for("b caught up", EVENT_DEADLINE * 3, async || {
+        held(&nodes[1], "slow", 160, value.len()).await
+    })
+    .await;
+    assert_eq!(overloads(&nodes[0]).await + overloads(&nodes[1]).await, 0.0);
+    // It came by the stream (the sweep after the link came back waits for
+    // the streams to catch up, then finds nothing to send).
+    assert!(metric(&nodes[1], "spread_replication_events_total{dir=\"in\"}").await >= 160.0);
+    assert!(metric(&nodes[1], "spread_replication_merge_queue_bytes").await <= 1048576.0);
+    // Live changes faster than b merges (a second before each batch): b
+    // closes the link rather than hold them all, and catches up once it
+    // merges at speed again.
+    faults(&nodes[1], &[], 1000).await;
+    let big = vec![b'w'; 64 << 10];
+    let mut written = 0;
+    wait_for(
+        "b closed a link it could not keep up with",
+        EVENT_DEADLINE * 3,
+        async || {
+            for _ in 0..8 {
+                let url = format!("{}/raw/live/{}/k{written}?w=1", nodes[0].url, written % 40);
+                let r = put(&url, &big).await;
+                assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+                written += 1;
+            }
+            metric(&nodes[1], "spread_replication_follower_overloads_total").await >= 1.0
+        },
+    )
+    .await;
+    faults(&nodes[1], &[], 0).await;
+    wait_for(
+        "b caught up on the live writes",
+        EVENT_DEADLINE * 3,
+        async || held(&nodes[1], "live", written, big.len()).await,
+    )
+    .await;
+    // a's clients never noticed.
+    let r = get(&format!("{}/raw/slow/0/k0", nodes[0].url)).await;
+    assert_eq!(r.status, 200);
+}

@@ -37,8 +37,10 @@ pub fn start(node: &Node, tls: Option<Arc<rustls::ClientConfig>>) {
 }
 
 /// `PUT /cluster/faults` with `{"cut": ["<node>", …]}`: cuts this node's
-/// links to those nodes until the next call (an empty list heals them).
-/// Served only with `--fault-injection` (tests of faults); `404` otherwise.
+/// links to those nodes until the next call (an empty list heals them);
+/// `"merge_delay_ms": n` (optional, 0 when absent) has every batch of
+/// replication merges wait that long first (a slow follower). Served only
+/// with `--fault-injection` (tests of faults); `404` otherwise.
 pub async fn faults(
     state: web::Data<AppState>,
     body: web::Bytes,
@@ -49,10 +51,20 @@ pub async fn faults(
     #[derive(serde::Deserialize)]
     struct Faults {
         cut: Vec<String>,
+        #[serde(default)]
+        merge_delay_ms: u64,
     }
-    let faults: Faults = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("expected {{\"cut\": [node ids]}}: {e}")))?;
-    log::warn!("fault switch: links to {:?} cut", faults.cut);
+    let faults: Faults = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected {{\"cut\": [node ids], \"merge_delay_ms\": n}}: {e}"
+        ))
+    })?;
+    log::warn!(
+        "fault switch: links to {:?} cut, merges delayed {} ms",
+        faults.cut,
+        faults.merge_delay_ms
+    );
+    cluster.set_merge_delay(std::time::Duration::from_millis(faults.merge_delay_ms));
     cluster.cut_links(faults.cut);
     Ok(HttpResponse::NoContent().finish())
 }

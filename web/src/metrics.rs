@@ -97,6 +97,8 @@ pub struct Metrics {
     ae_throttled: Counter,
     replication_streams: Family<RoleLabel, Gauge>,
     replication_lag: Gauge,
+    merge_queue: Gauge,
+    follower_overloads: Counter,
     partition_lag: Family<PartitionLabel, Gauge>,
     /// The partitions `partition_lag` shows now.
     partitions_shown: Mutex<Vec<u16>>,
@@ -112,7 +114,7 @@ pub struct Metrics {
 }
 
 /// Node counters copied into the registry at each render.
-const COPIED: usize = 32;
+const COPIED: usize = 33;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -234,7 +236,19 @@ impl Metrics {
         );
         let replication_streams = Family::<RoleLabel, Gauge>::default();
         let replication_lag = Gauge::default();
+        let merge_queue = Gauge::default();
+        let follower_overloads = Counter::default();
         let partition_lag = Family::<PartitionLabel, Gauge>::default();
+        registry.register(
+            "replication_merge_queue_bytes",
+            "Bytes of replication frames received from owners and not merged yet (past --peer-send-queue-bytes from one owner, its link is closed)",
+            merge_queue.clone(),
+        );
+        registry.register(
+            "replication_follower_overloads",
+            "Links this node closed because an owner's changes came faster than it merged them",
+            follower_overloads.clone(),
+        );
         registry.register(
             "replication_events",
             "Events streamed to co-owners (out) and merged from them (in)",
@@ -257,7 +271,7 @@ impl Metrics {
         );
         registry.register(
             "replication_partition_lag_entries",
-            "For each served partition a stream is behind in (catching up or sending a snapshot), the most change-log entries it is behind",
+            "For each served partition a stream is behind in (catching up), the most change-log entries it is behind",
             partition_lag.clone(),
         );
         registry.register(
@@ -397,6 +411,8 @@ impl Metrics {
             ae_throttled,
             replication_streams,
             replication_lag,
+            merge_queue,
+            follower_overloads,
             partition_lag,
             partitions_shown: Mutex::default(),
             compacted,
@@ -467,6 +483,8 @@ impl Metrics {
             }
             self.replication_lag
                 .set(stats.lag_max.load(Ordering::Relaxed) as i64);
+            self.merge_queue
+                .set(stats.merge_queue_bytes.load(Ordering::Relaxed) as i64);
             // Only the partitions behind now: one caught up since goes.
             // (Under one lock, and without clearing the family: a scrape
             // encoding meanwhile sees every partition still behind.)
@@ -549,6 +567,7 @@ impl Metrics {
                 copy(|s| &s.handovers_failed),
                 copy(|s| &s.dropped),
                 copy(|s| &s.dropped_bytes),
+                peer(|s| &s.follower_overloads),
             ];
             // Counters share their value with their clones. (Each lookup in
             // its own call: a family's read guard held over the next
@@ -592,6 +611,7 @@ impl Metrics {
                 result(&self.copy_handovers, "failed"),
                 self.copy_dropped.clone(),
                 self.copy_dropped_bytes.clone(),
+                self.follower_overloads.clone(),
             ];
             for ((counter, now), before) in counters.into_iter().zip(now).zip(copied.iter()) {
                 counter.inc_by(now.saturating_sub(*before));

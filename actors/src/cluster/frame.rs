@@ -19,7 +19,8 @@ use super::wire::{WireError, WireEvent, WireHistory, WirePage, WireReport, WireW
 /// path's history at an owner; `Import` hands an owner events to merge.
 /// 5: a `Reset` is followed by the log after its head, no snapshot: the
 /// follower compares merkle trees for what came before, and `Roots` asks
-/// for trees folded through that head.)
+/// for trees folded through that head; a follower reports what it merged,
+/// `Merged`, and its owners keep what is in flight to it within a window.)
 pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The largest frame a link accepts (a batch of events with big values fits).
@@ -114,6 +115,14 @@ pub enum PeerFrame {
         live: bool,
         /// The entries (seq, event).
         events: Vec<(u64, WireEvent)>,
+    },
+    /// Replication: the sender merged frames of the receiver's streams
+    /// weighing `bytes` (see `replicator::stream_weight`): the receiver may
+    /// have that much more in flight to it (a follower paces its owners'
+    /// catching up by what it merges, not by what it reads off the link).
+    Merged {
+        /// The weight merged.
+        bytes: u64,
     },
     /// Replication: the sender holds these events of the receiver's (path,
     /// version time; the version's node is the receiver) durably.
@@ -318,6 +327,7 @@ impl PeerFrame {
             PeerFrame::Unfollow { .. } => "unfollow",
             PeerFrame::Reset { .. } => "reset",
             PeerFrame::Events { .. } => "events",
+            PeerFrame::Merged { .. } => "merged",
             PeerFrame::Ack { .. } => "ack",
             PeerFrame::Watch { .. } => "watch",
             PeerFrame::Unwatch { .. } => "unwatch",

@@ -104,6 +104,12 @@ pub struct LinkStats {
     /// Replication: events received that this node could not take (left
     /// out of the stream, logged).
     pub events_refused: AtomicU64,
+    /// Replication: what waits to be merged from the owners followed
+    /// (bytes, see `stream_weight`).
+    pub merge_queue_bytes: AtomicU64,
+    /// Replication: links this node closed because what waited to merge
+    /// passed the bound.
+    pub follower_overloads: AtomicU64,
     /// Writes this node forwarded to an owner.
     pub writes_forwarded: AtomicU64,
     /// Reads this node forwarded to an owner.

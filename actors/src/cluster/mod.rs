@@ -69,6 +69,9 @@ pub struct Cluster {
     /// Nodes whose links the fault switch cuts (see
     /// `ClusterConfig::fault_injection`).
     faults: Mutex<std::collections::HashSet<String>>,
+    /// The fault switch's delay before each batch of replication merges
+    /// (ms; tests of a slow follower).
+    merge_delay_ms: AtomicU64,
     /// Partitions owned here that have caught up with a co-owner since
     /// this node became their owner (see `mark_caught_up`).
     caught_up: Mutex<Arc<std::collections::HashSet<u16>>>,
@@ -137,6 +140,7 @@ impl Cluster {
             copies: replicator::CopyStats::default(),
             faults: Mutex::default(),
             caught_up: Mutex::default(),
+            merge_delay_ms: AtomicU64::new(0),
             members: Mutex::default(),
             placement: Mutex::new(Arc::new(placement::Placement::new(
                 &[node.to_string()],
@@ -198,6 +202,23 @@ impl Cluster {
             }
         }
         *self.faults.lock().unwrap_or_else(|p| p.into_inner()) = cut;
+    }
+
+    /// Has every batch of replication merges wait `delay` first: the fault
+    /// switch's slow follower (tests only).
+    pub fn set_merge_delay(&self, delay: std::time::Duration) {
+        self.merge_delay_ms.store(
+            delay.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The fault switch's delay before each batch of replication merges.
+    pub fn merge_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.merge_delay_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// True if the fault switch cuts links to `node`.

@@ -244,6 +244,7 @@ impl Peer {
             | PeerFrame::Unfollow { .. }
             | PeerFrame::Reset { .. }
             | PeerFrame::Events { .. }
+            | PeerFrame::Merged { .. }
             | PeerFrame::Ack { .. }
             | PeerFrame::Watch { .. }
             | PeerFrame::Unwatch { .. }

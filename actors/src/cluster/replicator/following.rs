@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::serving::stream_weight;
 use crate::cluster::frame::PeerFrame;
 use crate::error::NodeError;
 use crate::Node;
@@ -116,6 +117,8 @@ struct Followed {
     incarnation: String,
     parts: HashMap<u16, Cursor>,
     queue: std::collections::VecDeque<PeerFrame>,
+    /// What the queue weighs (see `stream_weight`).
+    queued: u64,
     busy: bool,
     /// A batch failed: nothing more is taken from this link (it is being
     /// closed), so no cursor moves past what was not merged.
@@ -128,6 +131,20 @@ pub(super) struct Batch {
     pub link: u64,
     pub frames: Vec<PeerFrame>,
     pub steps: Vec<(Step, u64)>,
+    /// What the frames weigh (reported to the peer once merged).
+    pub weight: u64,
+}
+
+/// What became of a frame offered to a stream.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Enqueued {
+    /// Queued to be merged in its turn.
+    Queued,
+    /// Not a link followed (or one being closed): dropped.
+    NotFollowed,
+    /// Queued, and what waits to be merged from that peer now weighs more
+    /// than the bound: the follower cannot keep up.
+    Overloaded(u64),
 }
 
 /// Events a frame carries.
@@ -169,6 +186,7 @@ impl Following {
                 incarnation: incarnation.to_string(),
                 parts: HashMap::new(),
                 queue: Default::default(),
+                queued: 0,
                 busy: false,
                 broken: false,
             });
@@ -220,6 +238,14 @@ impl Following {
             .collect()
     }
 
+    /// True if every stream followed from `peer` has caught up (is live,
+    /// no reset waiting for its comparison).
+    pub fn all_live(&self, peer: &str) -> bool {
+        self.peers
+            .get(peer)
+            .is_none_or(|f| f.parts.values().all(|c| c.live && c.resetting.is_none()))
+    }
+
     /// Partitions followed now.
     pub fn streams(&self) -> usize {
         self.peers.values().map(|f| f.parts.len()).sum()
@@ -242,20 +268,34 @@ impl Following {
         Ok(())
     }
 
-    /// Queues a frame of `peer`'s stream (over `link`); false if that is
-    /// not the link followed.
-    pub fn enqueue(&mut self, peer: &str, link: u64, frame: PeerFrame) -> bool {
+    /// Queues a frame of `peer`'s stream (over `link`), unless that is not
+    /// the link followed; says when what waits from that peer weighs more
+    /// than `bound` bytes. (The peer keeps what it sends ahead of this
+    /// node's merges within a window well below the bound while catching
+    /// up; only live changes coming faster than they merge pass it.)
+    pub fn enqueue(&mut self, peer: &str, link: u64, frame: PeerFrame, bound: u64) -> Enqueued {
         match self
             .peers
             .get_mut(peer)
             .filter(|f| f.link == link && !f.broken)
         {
             Some(f) => {
+                f.queued += stream_weight(&frame) as u64;
                 f.queue.push_back(frame);
-                true
+                if f.queued > bound {
+                    Enqueued::Overloaded(f.queued)
+                } else {
+                    Enqueued::Queued
+                }
             }
-            None => false,
+            None => Enqueued::NotFollowed,
         }
+    }
+
+    /// What waits to be merged, from every peer (bytes, see
+    /// `stream_weight`).
+    pub fn queued(&self) -> u64 {
+        self.peers.values().map(|f| f.queued).sum()
     }
 
     /// The frames to merge next from `peer` (at most about
@@ -268,14 +308,17 @@ impl Following {
         f.busy = true;
         let mut frames = Vec::new();
         let mut events = 0;
+        let mut weight = 0u64;
         while let Some(frame) = f.queue.front() {
             let n = events_in(frame);
             if !frames.is_empty() && events + n > MAX_BATCH_EVENTS {
                 break;
             }
             events += n;
+            weight += stream_weight(frame) as u64;
             frames.extend(f.queue.pop_front());
         }
+        f.queued = f.queued.saturating_sub(weight);
         let steps = frames
             .iter()
             .filter_map(Step::of)
@@ -288,6 +331,7 @@ impl Following {
             link: f.link,
             frames,
             steps,
+            weight,
         })
     }
 
@@ -420,6 +464,7 @@ impl Following {
             f.busy = false;
             f.broken = true;
             f.queue.clear();
+            f.queued = 0;
         }
     }
 
@@ -492,6 +537,7 @@ mod tests {
                 incarnation: "i".into(),
                 parts,
                 queue: Default::default(),
+                queued: 0,
                 busy: false,
                 broken: false,
             },

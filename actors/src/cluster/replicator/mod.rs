@@ -126,6 +126,9 @@ struct SweepDone {
 /// writes keep them apart).
 const FOLLOW_UP_SWEEPS: u32 = 3;
 
+/// How long a due sweep waits for the streams with its peer to catch up.
+const SWEEP_WAITS_FOR_STREAMS: Duration = Duration::from_secs(60);
+
 /// Read a few more pages for streams catching up.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -443,6 +446,15 @@ impl Replicator {
             if due > now {
                 continue;
             }
+            // The streams both ways catch up first: a sweep compares what
+            // cursors could not give, not what a stream is about to bring
+            // (for at most a minute: a stream kept behind by writes does
+            // not hold the sweep off for good).
+            let streaming =
+                !self.serving.all_live(&link.node) || !self.following.all_live(&link.node);
+            if streaming && now < due + SWEEP_WAITS_FOR_STREAMS {
+                continue;
+            }
             self.sweep_due.remove(&link.node);
             let mut jobs: Vec<(Vec<u16>, String)> = Vec::new();
             let parts = shared_parts(&placement, &me, &link.node, partitions);
@@ -641,6 +653,7 @@ impl Replicator {
             link,
             frames,
             steps,
+            weight,
         }) = self.following.take_batch(&peer)
         else {
             return;
@@ -653,6 +666,10 @@ impl Replicator {
         let from = peer.clone();
         let cluster = self.cluster.clone();
         let work = async move {
+            let delay = cluster.merge_delay();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             let merged_count = &cluster.links.stats.events_merged;
             let skipped = &cluster.links.stats.events_refused;
             let mut events = Vec::new();
@@ -712,10 +729,14 @@ impl Replicator {
                         this.cluster.mark_caught_up(this.following.caught_up());
                     }
                     this.pull_resets(ctx);
-                    if !acks.is_empty() {
-                        if let Some((id, p)) = this.cluster.links.link(&peer) {
-                            if id == link {
+                    if let Some((id, p)) = this.cluster.links.link(&peer) {
+                        if id == link {
+                            if !acks.is_empty() {
                                 p.do_send(SendFrame(PeerFrame::Ack { events: acks }));
+                            }
+                            // The peer may send that much more.
+                            if weight > 0 {
+                                p.do_send(SendFrame(PeerFrame::Merged { bytes: weight }));
                             }
                         }
                     }
@@ -769,10 +790,34 @@ impl Replicator {
         ctx.spawn(work.into_actor(self));
     }
 
-    /// A frame of a stream this node follows: merged in its turn.
+    /// A frame of a stream this node follows: merged in its turn. If what
+    /// waits to merge from that peer passes the link's bound (live changes
+    /// come faster than this node merges them), the link is closed: the
+    /// streams resume from their cursors on the next one, paced by what
+    /// this node merges.
     fn stream_frame(&mut self, node: String, link: u64, frame: PeerFrame, ctx: &mut Context<Self>) {
-        if self.following.enqueue(&node, link, frame) {
-            self.merge_next(node, ctx);
+        let bound = self.cluster.config.send_queue_bytes as u64;
+        match self.following.enqueue(&node, link, frame, bound) {
+            following::Enqueued::Queued => self.merge_next(node, ctx),
+            following::Enqueued::NotFollowed => {}
+            following::Enqueued::Overloaded(waiting) => {
+                let why = format!(
+                    "this node cannot merge the changes from '{node}' as fast as they \
+                     come ({waiting} bytes waiting, bound {bound})"
+                );
+                log::warn!("replication: {why}; the link is closed and resumes from the cursors");
+                self.cluster
+                    .links
+                    .stats
+                    .follower_overloads
+                    .fetch_add(1, Ordering::Relaxed);
+                self.following.failed(&node, link);
+                if let Some((id, p)) = self.cluster.links.link(&node) {
+                    if id == link {
+                        p.do_send(Shut(why));
+                    }
+                }
+            }
         }
     }
 
@@ -785,6 +830,9 @@ impl Replicator {
         stats
             .streams_followed
             .store(self.following.streams() as u64, Ordering::Relaxed);
+        stats
+            .merge_queue_bytes
+            .store(self.following.queued(), Ordering::Relaxed);
         stats
             .watches_asked
             .store(self.watches.count() as u64, Ordering::Relaxed);
@@ -1046,6 +1094,10 @@ impl Handler<FromPeer> for Replicator {
                 self.pump_soon(ctx);
             }
             PeerFrame::Unfollow { parts } => self.serving.unfollow(&node, link, &parts),
+            PeerFrame::Merged { bytes } => {
+                self.serving.merged(&node, link, bytes);
+                self.pump_soon(ctx);
+            }
             PeerFrame::Ack { events } => self.acked(&node, events),
             PeerFrame::Forward { id, write } => self.forwarded(node, id, write, ctx),
             PeerFrame::Read { id, path, at } => self.answer_read(&node, id, &path, at),

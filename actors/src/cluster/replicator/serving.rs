@@ -46,6 +46,9 @@ struct Follower {
     /// What waits in the link's send queue.
     queue: SendGauge,
     parts: HashMap<u16, Stream>,
+    /// The weight of stream frames sent and not yet reported merged (see
+    /// [`stream_weight`]).
+    in_flight: u64,
 }
 
 /// The streams served, by follower node id.
@@ -58,16 +61,32 @@ pub(super) struct Serving {
 
 impl Follower {
     /// Hands `frame` (about `weight` bytes) to the link, counted in its
-    /// gauge until queued.
-    fn send(&self, frame: PeerFrame, weight: usize) {
+    /// gauge until queued, and in flight until the follower merged it.
+    fn send(&mut self, frame: PeerFrame, weight: usize) {
+        self.in_flight += stream_weight(&frame) as u64;
         self.queue.hand(weight);
         self.peer.do_send(SendPaced { frame, weight });
     }
 }
 
+/// What a frame of a stream weighs while the follower holds it unmerged:
+/// its events' paths and values, and a fixed cost per event and frame.
+/// Owner and follower count it alike (see `PeerFrame::Merged`).
+pub fn stream_weight(frame: &PeerFrame) -> usize {
+    match frame {
+        PeerFrame::Events { events, .. } => events
+            .iter()
+            .map(|(_, e)| wire_weight(&e.path, e.value.as_deref()))
+            .sum::<usize>()
+            .saturating_add(FRAME_OVERHEAD),
+        PeerFrame::Reset { .. } => FRAME_OVERHEAD,
+        _ => 0,
+    }
+}
+
 /// Sends `part`'s entries to `f` in frames of bounded size.
 fn send_events(
-    f: &Follower,
+    f: &mut Follower,
     part: u16,
     through: u64,
     live: bool,
@@ -149,6 +168,7 @@ impl Serving {
                 peer: peer.clone(),
                 queue: queue.clone(),
                 parts: HashMap::new(),
+                in_flight: 0,
             });
         if follower.link != link {
             // A new link: what the old one streamed is the follower's to ask again.
@@ -157,9 +177,24 @@ impl Serving {
                 peer,
                 queue,
                 parts: HashMap::new(),
+                in_flight: 0,
             };
         }
         follower
+    }
+
+    /// True if every stream served to `node` is live (none catching up).
+    pub fn all_live(&self, node: &str) -> bool {
+        self.followers
+            .get(node)
+            .is_none_or(|f| f.parts.values().all(|s| matches!(s, Stream::Live { .. })))
+    }
+
+    /// `node` merged stream frames weighing `bytes` (over link `link`).
+    pub fn merged(&mut self, node: &str, link: u64, bytes: u64) {
+        if let Some(f) = self.followers.get_mut(node).filter(|f| f.link == link) {
+            f.in_flight = f.in_flight.saturating_sub(bytes);
+        }
     }
 
     /// `node` no longer follows `parts`.
@@ -224,7 +259,7 @@ impl Serving {
     /// Sends one commit's events to the live streams that want them (a
     /// follower is not sent the events it made itself).
     pub fn on_commit(&mut self, entries: &[(u64, u16, Arc<Event>)], counter: &AtomicU64) {
-        for (node, f) in &mut self.followers {
+        for (node, f) in self.followers.iter_mut() {
             let mut out: BTreeMap<u16, (u64, Vec<(u64, WireEvent)>)> = BTreeMap::new();
             for (seq, part, event) in entries {
                 let Some(Stream::Live { sent }) = f.parts.get_mut(part) else {
@@ -252,7 +287,10 @@ impl Serving {
     }
 
     /// Reads and sends up to `turns` pages, one per stream in turn, of
-    /// streams whose link's send queue holds at most `high_water` bytes.
+    /// streams whose link's send queue holds at most `high_water` bytes,
+    /// and whose follower has at most that much in flight unmerged (a
+    /// follower that merges slower than its link delivers paces its
+    /// catching up).
     /// True if a page was sent (false: every stream with work waits for
     /// its link).
     pub fn pump(
@@ -278,7 +316,7 @@ impl Serving {
                 continue;
             };
             // The gauge counts what `Follower::send` handed over already.
-            let queued = f.queue.queued();
+            let queued = f.queue.queued().max(f.in_flight as usize);
             if queued > high_water {
                 self.work.push_back((node, part));
                 waiting += 1;
@@ -391,7 +429,7 @@ fn within(page: &[crate::store::Stored], budget: usize) -> usize {
 /// merkle trees reach now (so the follower's comparison need not wait for
 /// them, and the latest writes come by the stream, acknowledged at once),
 /// or the head if the log no longer reaches back there.
-fn reset(local: &Node, f: &Follower, part: u16) -> Stream {
+fn reset(local: &Node, f: &mut Follower, part: u16) -> Stream {
     let head = local.log_head();
     let folded = local.merkle_folded().min(head);
     let from = match local.partition_log_until(part, folded, head, 1) {

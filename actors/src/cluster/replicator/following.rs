@@ -561,8 +561,12 @@ mod tests {
     #[test]
     fn cursors_move_only_when_merged_and_a_reset_waits_for_the_trees() {
         let mut f = following();
-        assert!(f.enqueue("p", 1, events(0, 12)));
-        assert!(!f.enqueue("p", 2, events(0, 99)), "another link's frame");
+        assert_eq!(f.enqueue("p", 1, events(0, 12), u64::MAX), Enqueued::Queued);
+        assert_eq!(
+            f.enqueue("p", 2, events(0, 99), u64::MAX),
+            Enqueued::NotFollowed,
+            "another link's frame"
+        );
         let batch = f.take_batch("p").unwrap();
         assert!(f.take_batch("p").is_none(), "one batch at a time");
         assert_eq!(seq(&f, 0), Some(10), "not merged yet");
@@ -571,8 +575,8 @@ mod tests {
         assert!(f.caught_up().contains(&0));
         // A reset: the log after its head comes (and turns live), but the
         // cursor waits until the trees are compared.
-        f.enqueue("p", 1, PeerFrame::Reset { part: 1, head: 50 });
-        f.enqueue("p", 1, events(1, 60));
+        f.enqueue("p", 1, PeerFrame::Reset { part: 1, head: 50 }, u64::MAX);
+        f.enqueue("p", 1, events(1, 60), u64::MAX);
         let batch = f.take_batch("p").unwrap();
         assert_eq!(batch.steps.len(), 2);
         assert!(!f.merged("p", 1, &batch.steps), "not caught up");
@@ -596,11 +600,11 @@ mod tests {
         assert_eq!(seq(&f, 1), Some(60));
         assert!(f.caught_up().contains(&1));
         // A session that compared before a later reset counts for nothing.
-        f.enqueue("p", 1, PeerFrame::Reset { part: 0, head: 70 });
+        f.enqueue("p", 1, PeerFrame::Reset { part: 0, head: 70 }, u64::MAX);
         let batch = f.take_batch("p").unwrap();
         f.merged("p", 1, &batch.steps);
         let (_, first) = f.take_to_compare("p").unwrap();
-        f.enqueue("p", 1, PeerFrame::Reset { part: 0, head: 80 });
+        f.enqueue("p", 1, PeerFrame::Reset { part: 0, head: 80 }, u64::MAX);
         let batch = f.take_batch("p").unwrap();
         f.merged("p", 1, &batch.steps);
         f.compared("p", 1, &first, true);
@@ -614,18 +618,21 @@ mod tests {
     #[test]
     fn a_failed_batch_stops_the_link_and_steps_of_an_old_following_move_nothing() {
         let mut f = following();
-        f.enqueue("p", 1, events(0, 20));
+        f.enqueue("p", 1, events(0, 20), u64::MAX);
         let batch = f.take_batch("p").unwrap();
         assert_eq!(batch.frames.len(), 1);
         f.failed("p", 1);
         // Frames still arriving on the failing link are not taken, so no
         // cursor moves past what failed.
-        assert!(!f.enqueue("p", 1, events(0, 30)));
+        assert_eq!(
+            f.enqueue("p", 1, events(0, 30), u64::MAX),
+            Enqueued::NotFollowed
+        );
         assert!(f.take_batch("p").is_none());
         assert_eq!(seq(&f, 0), Some(10));
 
         let mut f = following();
-        f.enqueue("p", 1, PeerFrame::Reset { part: 0, head: 99 });
+        f.enqueue("p", 1, PeerFrame::Reset { part: 0, head: 99 }, u64::MAX);
         let stale = f.take_batch("p").unwrap();
         // Partition 0 is stopped and followed again meanwhile.
         f.generations += 1;
@@ -639,10 +646,52 @@ mod tests {
             },
         );
         f.merged("p", 1, &stale.steps);
-        f.enqueue("p", 1, events(0, 15));
+        f.enqueue("p", 1, events(0, 15), u64::MAX);
         let batch = f.take_batch("p").unwrap();
         f.merged("p", 1, &batch.steps);
         assert_eq!(seq(&f, 0), Some(15), "the old stream's reset is ignored");
+    }
+
+    #[test]
+    fn what_waits_to_merge_is_weighed_and_bounded() {
+        let mut f = following();
+        let frame = |n: usize| PeerFrame::Events {
+            part: 0,
+            through: 20,
+            live: true,
+            events: vec![
+                (
+                    11,
+                    crate::cluster::wire::WireEvent {
+                        path: "a".into(),
+                        time: 1,
+                        node: "p".into(),
+                        value: Some(bytes::Bytes::from(vec![0u8; 1000])),
+                        content_type: None,
+                        expires_at: None,
+                        author: None,
+                    }
+                );
+                n
+            ],
+        };
+        let one = stream_weight(&frame(1)) as u64;
+        assert!(one > 1000);
+        assert_eq!(f.enqueue("p", 1, frame(1), 3 * one), Enqueued::Queued);
+        assert_eq!(f.enqueue("p", 1, frame(1), 3 * one), Enqueued::Queued);
+        assert_eq!(f.queued(), 2 * one);
+        // A batch takes both: what waits is what it weighs less.
+        let batch = f.take_batch("p").unwrap();
+        assert_eq!(batch.weight, 2 * one);
+        assert_eq!(f.queued(), 0);
+        // Past the bound: said, with what waits.
+        let big = stream_weight(&frame(4)) as u64;
+        assert_eq!(
+            f.enqueue("p", 1, frame(4), 3 * one),
+            Enqueued::Overloaded(big)
+        );
+        f.failed("p", 1);
+        assert_eq!(f.queued(), 0, "a failed link holds nothing");
     }
 
     #[test]
@@ -668,8 +717,8 @@ mod tests {
                 n
             ],
         };
-        f.enqueue("p", 1, big(3000));
-        f.enqueue("p", 1, big(3000));
+        f.enqueue("p", 1, big(3000), u64::MAX);
+        f.enqueue("p", 1, big(3000), u64::MAX);
         assert_eq!(f.take_batch("p").unwrap().frames.len(), 1);
         f.merged("p", 1, &[]);
         assert_eq!(f.take_batch("p").unwrap().frames.len(), 1);

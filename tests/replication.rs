@@ -645,18 +645,19 @@ async fn faults(s: &Server, nodes: &[&str], delay_ms: u64) {
 #[actix_web::test]
 async fn a_follower_that_merges_slowly_paces_catching_up_and_closes_a_link_it_cannot_keep_up_with()
 {
-    // A 1 MiB link bound: an owner keeps a quarter of it in flight to a
-    // follower while it catches up; a follower closes a link whose frames
-    // waiting to merge pass the bound.
-    let args = [
-        "--replication",
-        "2",
-        "--peer-send-queue-bytes",
-        "1048576",
-        "--fault-injection",
-    ];
+    // b's link bound is 1 MiB (a's the default 64): b asks its owners to
+    // keep at most a quarter of that in flight to it while it catches up,
+    // and closes a link whose frames waiting to merge pass the bound.
+    let args = ["--replication", "2", "--fault-injection"];
     let a = node("a", &args);
-    let b = node("b", &[&args[..], &["--join", &a.addr]].concat());
+    let b = node(
+        "b",
+        &[
+            &args[..],
+            &["--join", &a.addr, "--peer-send-queue-bytes", "1048576"],
+        ]
+        .concat(),
+    );
     let nodes = vec![a, b];
     all_alive(&nodes, &ids(&["a", "b"])).await;
     linked(&nodes).await;
@@ -685,9 +686,10 @@ async fn a_follower_that_merges_slowly_paces_catching_up_and_closes_a_link_it_ca
         let r = put(&url, &value).await;
         assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     }
-    // Healed: b catches up at its own pace, five times the bound, and no
-    // link is closed (without the window, a's catching up filled b's
-    // memory as fast as the link carried it).
+    // Healed: b catches up at its own pace, five times its bound, and no
+    // link is closed (without the window, or with a's own share as the
+    // window, a's catching up filled b's memory as fast as the link
+    // carried it).
     faults(&nodes[0], &[], 0).await;
     faults(&nodes[1], &[], 100).await;
     let held = async |s: &Server, prefix: &str, n: usize, len: usize| {
@@ -708,7 +710,6 @@ async fn a_follower_that_merges_slowly_paces_catching_up_and_closes_a_link_it_ca
     // It came by the stream (the sweep after the link came back waits for
     // the streams to catch up, then finds nothing to send).
     assert!(metric(&nodes[1], "spread_replication_events_total{dir=\"in\"}").await >= 160.0);
-    assert!(metric(&nodes[1], "spread_replication_merge_queue_bytes").await <= 1048576.0);
     // Live changes faster than b merges (a second before each batch): b
     // closes the link rather than hold them all, and catches up once it
     // merges at speed again.

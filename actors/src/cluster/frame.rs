@@ -88,6 +88,9 @@ pub enum PeerFrame {
         /// The partitions, and the seq in the receiver's log after which to
         /// start.
         parts: Vec<(u16, Option<u64>)>,
+        /// The most the sender takes in flight unmerged (see `Merged`): the
+        /// receiver keeps its catching up within it (and its own share).
+        window: u64,
     },
     /// Replication: stop streaming these partitions to the sender.
     Unfollow {
@@ -117,7 +120,7 @@ pub enum PeerFrame {
         events: Vec<(u64, WireEvent)>,
     },
     /// Replication: the sender merged frames of the receiver's streams
-    /// weighing `bytes` (see `replicator::stream_weight`): the receiver may
+    /// weighing `bytes` (see `replicator::serving::stream_weight`): the receiver may
     /// have that much more in flight to it (a follower paces its owners'
     /// catching up by what it merges, not by what it reads off the link).
     Merged {
@@ -381,7 +384,9 @@ mod tests {
             PeerFrame::Gossip { data: vec![1, 2] },
             PeerFrame::Follow {
                 parts: vec![(1, None), (2, Some(9))],
+                window: 1 << 20,
             },
+            PeerFrame::Merged { bytes: 4096 },
             PeerFrame::Ack {
                 events: vec![("a/b".into(), 5)],
             },

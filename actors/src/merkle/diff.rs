@@ -169,15 +169,100 @@ pub fn diff_wanting(
     prefix: &str,
     want: Want,
 ) -> Result<Walk, StoreError> {
-    let mut walk = Walk {
-        want,
-        ..Walk::default()
+    walk_from(left, right, (part, prefix), want, None)
+}
+
+/// Takes what a walk finds as it goes, a page at a time (so a walk that
+/// finds a million events never holds them all).
+pub trait Found {
+    /// Names of events only the left side holds.
+    fn left(&mut self, names: Vec<Vec<u8>>) -> Result<(), StoreError>;
+    /// Names of events only the right side holds.
+    fn right(&mut self, names: Vec<Vec<u8>>) -> Result<(), StoreError>;
+}
+
+/// Names a walk hands to its [`Found`] at once, about.
+pub const FOUND_PAGE: usize = 4096;
+
+/// [`diff_wanting`], handing what it finds to `found` in pages of about
+/// [`FOUND_PAGE`] names as it goes (the answer's lists stay empty).
+pub fn diff_into(
+    left: &dyn Side,
+    right: &dyn Side,
+    (part, prefix): (u16, &str),
+    want: Want,
+    found: &mut dyn Found,
+) -> Result<Walk, StoreError> {
+    walk_from(left, right, (part, prefix), want, Some(found))
+}
+
+fn walk_from(
+    left: &dyn Side,
+    right: &dyn Side,
+    (part, prefix): (u16, &str),
+    want: Want,
+    found: Option<&mut dyn Found>,
+) -> Result<Walk, StoreError> {
+    let mut walk = Walker {
+        walk: Walk {
+            want,
+            ..Walk::default()
+        },
+        found,
     };
     let (l, r) = (left.node(part, prefix)?, right.node(part, prefix)?);
     walk.questions += 1;
     walk.bytes += 2 * ENCODED_BYTES;
     walk_node(left, right, part, prefix, (l, r), &mut walk)?;
-    Ok(walk)
+    walk.flush(0)?;
+    Ok(walk.walk)
+}
+
+/// A walk under way: what it found so far, and where it hands it.
+struct Walker<'a> {
+    walk: Walk,
+    found: Option<&'a mut dyn Found>,
+}
+
+impl Walker<'_> {
+    fn add_left(&mut self, names: impl IntoIterator<Item = Vec<u8>>) -> Result<(), StoreError> {
+        self.walk.only_left.extend(names);
+        self.flush(FOUND_PAGE)
+    }
+
+    fn add_right(&mut self, names: impl IntoIterator<Item = Vec<u8>>) -> Result<(), StoreError> {
+        self.walk.only_right.extend(names);
+        self.flush(FOUND_PAGE)
+    }
+
+    /// Hands what was found to the `Found`, if any, once a list holds at
+    /// least `at_least` names.
+    fn flush(&mut self, at_least: usize) -> Result<(), StoreError> {
+        let Some(found) = self.found.as_mut() else {
+            return Ok(());
+        };
+        if !self.walk.only_left.is_empty() && self.walk.only_left.len() >= at_least {
+            found.left(std::mem::take(&mut self.walk.only_left))?;
+        }
+        if !self.walk.only_right.is_empty() && self.walk.only_right.len() >= at_least {
+            found.right(std::mem::take(&mut self.walk.only_right))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Walker<'_> {
+    type Target = Walk;
+
+    fn deref(&self) -> &Walk {
+        &self.walk
+    }
+}
+
+impl std::ops::DerefMut for Walker<'_> {
+    fn deref_mut(&mut self) -> &mut Walk {
+        &mut self.walk
+    }
 }
 
 fn walk_node(
@@ -186,7 +271,7 @@ fn walk_node(
     part: u16,
     prefix: &str,
     (l, r): (Node, Node),
-    walk: &mut Walk,
+    walk: &mut Walker<'_>,
 ) -> Result<(), StoreError> {
     if same(&l.subtree, &r.subtree)
         || (walk.left_only() && l.subtree.count == 0)
@@ -201,7 +286,7 @@ fn walk_node(
         let mut after = None;
         loop {
             let page = left.names_under(part, prefix, after.as_deref())?;
-            walk.only_left.extend(page.names);
+            walk.add_left(page.names)?;
             match page.next {
                 Some(next) => after = Some(next),
                 None => return Ok(()),
@@ -214,7 +299,7 @@ fn walk_node(
             let page = right.names_under(part, prefix, after.as_deref())?;
             walk.questions += 1;
             walk.bytes += page.names.iter().map(Vec::len).sum::<usize>();
-            walk.only_right.extend(page.names);
+            walk.add_right(page.names)?;
             match page.next {
                 Some(next) => after = Some(next),
                 None => return Ok(()),
@@ -232,10 +317,10 @@ fn walk_node(
         let (ls, rs): (BTreeSet<_>, BTreeSet<_>) =
             (le.into_iter().collect(), re.into_iter().collect());
         if !walk.right_only() {
-            walk.only_left.extend(ls.difference(&rs).cloned());
+            walk.add_left(ls.difference(&rs).cloned())?;
         }
         if !walk.left_only() {
-            walk.only_right.extend(rs.difference(&ls).cloned());
+            walk.add_right(rs.difference(&ls).cloned())?;
         }
     }
     let mut children_l = l.subtree;
@@ -283,7 +368,7 @@ fn walk_range(
     part: u16,
     prefix: &str,
     (lo, hi): (Option<&str>, Option<&str>),
-    walk: &mut Walk,
+    walk: &mut Walker<'_>,
 ) -> Result<(), StoreError> {
     let bounds = [lo.map(str::to_string), hi.map(str::to_string)];
     let range = bounds_of(&bounds);
@@ -350,7 +435,7 @@ fn walk_items(
     prefix: &str,
     mine: &[(String, Fingerprint)],
     theirs: &[(String, Fingerprint)],
-    walk: &mut Walk,
+    walk: &mut Walker<'_>,
 ) -> Result<(), StoreError> {
     let child = |seg: &str| child_of(prefix, seg);
     let (mut i, mut j) = (0, 0);

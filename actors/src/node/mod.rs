@@ -745,9 +745,9 @@ impl Node {
     }
 
     /// Every entry of this node's log up to this seq is in the merkle
-    /// trees.
-    pub fn merkle_folded(&self) -> u64 {
-        self.inner.marks.safe_trim().saturating_sub(1)
+    /// trees (`None` until the folder's first pass since the node started).
+    pub fn merkle_folded(&self) -> Option<u64> {
+        self.inner.marks.safe_trim().checked_sub(1)
     }
 
     /// Waits (blocking, at most `wait`) until the merkle trees hold every
@@ -755,7 +755,7 @@ impl Node {
     pub fn merkle_folded_through(&self, seq: u64, wait: std::time::Duration) -> bool {
         let deadline = std::time::Instant::now() + wait;
         loop {
-            if self.merkle_folded() >= seq {
+            if self.merkle_folded().is_some_and(|folded| folded >= seq) {
                 return true;
             }
             if std::time::Instant::now() >= deadline {

@@ -34,8 +34,10 @@ use super::frame::PeerFrame;
 use super::peer::SendFrame;
 use super::wire::{merge_all_acking, AckFor, WireError, WireEvent};
 use super::Cluster;
-use crate::merkle::{diff_wanting, Fingerprint, Tree, Want};
+use crate::merkle::diff::{diff_into, Found};
+use crate::merkle::{Fingerprint, Tree, Want};
 use crate::model::version::wall_micros;
+use crate::store::StoreError;
 use crate::Node;
 
 /// How long a question waits for its answer.
@@ -190,6 +192,9 @@ struct Answered(Result<DiffReply, WireError>);
 #[rtype(result = "()")]
 struct LinkGone;
 
+/// Acknowledges events held here already (see [`Push`]).
+type AckHeld = Box<dyn Fn(&[crate::store::Stored]) + Send>;
+
 /// What the walk does with the events it finds, from its blocking thread.
 struct Push {
     /// Merges events fetched from the peer here; answers how many changed
@@ -197,6 +202,79 @@ struct Push {
     merge: Box<dyn Fn(Vec<WireEvent>) -> Result<usize, String> + Send>,
     /// Sends events the peer lacks, waiting for room on the link.
     send: Box<dyn Fn(Vec<WireEvent>) -> Result<(), String> + Send>,
+    /// Acknowledges the events among these that the peer stamped lately
+    /// (held here already, so not fetched).
+    ack: AckHeld,
+}
+
+/// What a session does with what its walk finds, as it finds it: the
+/// events only the peer holds are fetched and merged here, those only this
+/// node holds are sent (a page at a time, so a session holds one page).
+struct Exchange<'a> {
+    node: &'a Node,
+    remote: &'a RemoteSide,
+    push: &'a Push,
+    part: u16,
+    received: usize,
+    sent: usize,
+    /// Fetch questions asked.
+    fetches: usize,
+}
+
+impl Found for Exchange<'_> {
+    fn right(&mut self, mut wanted: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        wanted.sort();
+        wanted.dedup();
+        // What this node's tree lacks may be in its store already: merged
+        // moments ago (by a stream, say) and not folded yet (the trees
+        // trail the writes by about half a second). Not fetched again; the
+        // peer's own recent ones are acknowledged, as if fetched.
+        let held = self
+            .node
+            .names_held(&wanted)
+            .map_err(|e| StoreError::Failed(e.to_string()))?;
+        if !held.is_empty() {
+            let held: Vec<Vec<u8>> = held.iter().cloned().collect();
+            let events = self
+                .node
+                .events_named(&held)
+                .map_err(|e| StoreError::Failed(e.to_string()))?;
+            (self.push.ack)(&events);
+            wanted.retain(|n| !held.contains(n));
+        }
+        let mut at = 0;
+        while at < wanted.len() {
+            let names = wanted[at..(at + FETCH_PAGE).min(wanted.len())].to_vec();
+            self.fetches += 1;
+            match self.remote.ask(self.part, DiffQuestion::Fetch { names })? {
+                DiffReply::Events { events, answered } => {
+                    at += (answered as usize).max(1);
+                    self.received += (self.push.merge)(events).map_err(StoreError::Failed)?;
+                }
+                other => {
+                    return Err(StoreError::Failed(format!(
+                        "the peer answered out of turn: {other:?}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn left(&mut self, names: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        for names in names.chunks(FETCH_PAGE) {
+            let mine: Vec<WireEvent> = self
+                .node
+                .events_named(names)
+                .map_err(|e| StoreError::Failed(e.to_string()))?
+                .iter()
+                .map(|s| WireEvent::from(&s.event))
+                .collect();
+            self.sent += mine.len();
+            (self.push.send)(mine).map_err(StoreError::Failed)?;
+        }
+        Ok(())
+    }
 }
 
 /// The channel on which the walk waits for its answer, if it waits.
@@ -359,48 +437,26 @@ impl Differ {
                 }
             }
         }
-        // A partition at a time: what it lacks is fetched and merged, what
-        // the peer lacks is sent, before the next is walked (a session holds
-        // one partition's differences, a page at a time).
+        // A partition at a time, and within it as the walk finds them: what
+        // this node lacks is fetched and merged, what the peer lacks is sent,
+        // a page of names at a time (a session holds one page, however many
+        // events differ).
         for part in differing {
-            let walk =
-                diff_wanting(&local, &remote, part, &prefix, want).map_err(|e| e.to_string())?;
+            let mut exchange = Exchange {
+                node: &node,
+                remote: &remote,
+                push: &push,
+                part,
+                received: 0,
+                sent: 0,
+                fetches: 0,
+            };
+            let walk = diff_into(&local, &remote, (part, &prefix), want, &mut exchange)
+                .map_err(|e| e.to_string())?;
             report.walked += 1;
-            report.questions += walk.questions;
-            let mut wanted: Vec<Vec<u8>> = walk.only_right;
-            wanted.sort();
-            wanted.dedup();
-            // What this node's tree lacks may be in its store already: merged
-            // moments ago (by the live stream, say) and not folded yet (the
-            // trees trail the writes by about half a second). Not fetched
-            // again.
-            let held = node.names_held(&wanted).map_err(|e| e.to_string())?;
-            wanted.retain(|n| !held.contains(n));
-            let mut at = 0;
-            while at < wanted.len() {
-                let names = wanted[at..(at + FETCH_PAGE).min(wanted.len())].to_vec();
-                report.questions += 1;
-                match remote
-                    .ask(part, DiffQuestion::Fetch { names })
-                    .map_err(|e| e.to_string())?
-                {
-                    DiffReply::Events { events, answered } => {
-                        at += (answered as usize).max(1);
-                        report.received += (push.merge)(events)?;
-                    }
-                    other => return Err(format!("the peer answered out of turn: {other:?}")),
-                }
-            }
-            for names in walk.only_left.chunks(FETCH_PAGE) {
-                let mine: Vec<WireEvent> = node
-                    .events_named(names)
-                    .map_err(|e| e.to_string())?
-                    .iter()
-                    .map(|s| WireEvent::from(&s.event))
-                    .collect();
-                report.sent += mine.len();
-                (push.send)(mine)?;
-            }
+            report.questions += walk.questions + exchange.fetches;
+            report.received += exchange.received;
+            report.sent += exchange.sent;
         }
         Ok(report)
     }
@@ -515,7 +571,28 @@ impl Differ {
             }
             Ok(())
         });
-        Push { merge, send }
+        let cluster = self.cluster.clone();
+        let (peer, link) = (self.peer.clone(), self.link);
+        let ack = Box::new(move |held: &[crate::store::Stored]| {
+            let recent_after =
+                wall_micros().saturating_sub(2 * cluster.config.ack_timeout.as_micros() as u64);
+            let events: Vec<(String, u64)> = held
+                .iter()
+                .filter(|s| {
+                    s.event.version.node.as_str() == peer && s.event.version.time > recent_after
+                })
+                .map(|s| (s.event.path.as_str().to_string(), s.event.version.time))
+                .collect();
+            if events.is_empty() {
+                return;
+            }
+            if let Some((id, addr)) = cluster.links.link(&peer) {
+                if id == link {
+                    addr.do_send(SendFrame(PeerFrame::Ack { events }));
+                }
+            }
+        });
+        Push { merge, send, ack }
     }
 }
 

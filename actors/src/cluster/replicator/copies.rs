@@ -15,7 +15,8 @@
 //! of membership has every copy measured and handed over again.
 //! Then, while the copies take more than the bound, the one unneeded
 //! longest is dropped whole (`Node::drop_partition`), with the cursors that
-//! followed it, so a later owner or watch here starts from a snapshot.
+//! followed it, so a later owner here is reset (and pulls by its trees)
+//! and a later watch starts from a snapshot.
 //! A copy not handed over (no owner reachable) is never dropped.
 
 use std::collections::BTreeMap;
@@ -336,8 +337,8 @@ impl Replicator {
 
     /// Drops a copy handed over and still unneeded (checked by the caller
     /// in this same turn), with the cursors that followed it: a follow
-    /// started meanwhile starts from a snapshot, which its partition
-    /// merges after the drop.
+    /// started meanwhile is reset, and what it merges waits for the
+    /// drop.
     fn drop_copy(&mut self, part: u16, ctx: &mut Context<Self>) {
         // Taken events since it was handed over (a write a peer with an
         // older view forwarded here): handed over again first.

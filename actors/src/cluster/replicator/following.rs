@@ -271,8 +271,9 @@ impl Following {
     /// Queues a frame of `peer`'s stream (over `link`), unless that is not
     /// the link followed; says when what waits from that peer weighs more
     /// than `bound` bytes. (The peer keeps what it sends ahead of this
-    /// node's merges within a window well below the bound while catching
-    /// up; only live changes coming faster than they merge pass it.)
+    /// node's merges within the window this node asked for, a quarter of
+    /// the bound, while catching up, a page over at most; live changes
+    /// coming faster than they merge pass it.)
     pub fn enqueue(&mut self, peer: &str, link: u64, frame: PeerFrame, bound: u64) -> Enqueued {
         match self
             .peers
@@ -282,7 +283,9 @@ impl Following {
             Some(f) => {
                 f.queued += stream_weight(&frame) as u64;
                 f.queue.push_back(frame);
-                if f.queued > bound {
+                // (A frame alone is taken whatever it weighs: one value
+                // may be larger than the bound.)
+                if f.queued > bound && f.queue.len() > 1 {
                     Enqueued::Overloaded(f.queued)
                 } else {
                     Enqueued::Queued
@@ -483,7 +486,7 @@ impl Following {
 }
 
 /// Forgets every saved cursor of partition `part`, in any peer's log: its
-/// copy here is dropped, so a later following starts from a snapshot.
+/// copy here is dropped, so a later following is reset.
 pub(super) fn forget_cursors(local: &Node, part: u16) -> Result<(), NodeError> {
     let store = local.store();
     let suffix = format!("/{part}");
@@ -684,11 +687,13 @@ mod tests {
         let batch = f.take_batch("p").unwrap();
         assert_eq!(batch.weight, 2 * one);
         assert_eq!(f.queued(), 0);
-        // Past the bound: said, with what waits.
+        // A frame alone is taken whatever it weighs; past the bound with
+        // more waiting: said, with what waits.
         let big = stream_weight(&frame(4)) as u64;
+        assert_eq!(f.enqueue("p", 1, frame(4), 3 * one), Enqueued::Queued);
         assert_eq!(
-            f.enqueue("p", 1, frame(4), 3 * one),
-            Enqueued::Overloaded(big)
+            f.enqueue("p", 1, frame(1), 3 * one),
+            Enqueued::Overloaded(big + one)
         );
         f.failed("p", 1);
         assert_eq!(f.queued(), 0, "a failed link holds nothing");

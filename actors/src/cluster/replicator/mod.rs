@@ -4,8 +4,10 @@
 //! (`serving`), and follows theirs, merging what arrives by the LWW rule
 //! and acknowledging it (`following`). A write's coordinator counts those
 //! acknowledgements to answer `?w=`. A link that comes back resumes from
-//! the cursors; one that cannot be resumed (another incarnation of the
-//! peer's log, or a log trimmed past the cursor) starts from a snapshot.
+//! the cursors; one that cannot be resumed (none saved, another
+//! incarnation of the peer's log, or a log trimmed past the cursor) is
+//! reset: it follows the log from where the peer's merkle trees reach, and
+//! a diff session pulls what came before (the differences, not the data).
 //!
 //! It also coordinates the writes other nodes forward here (see `route`)
 //! and answers their reads of what this node owns (`reads`).
@@ -159,7 +161,7 @@ pub struct Replicator {
     copies: copies::Copies,
     /// The peer whose trees a follower's pull compares now (one at a time:
     /// a partition reset by several co-owners is fetched from the first,
-    /// and the next finds the roots equal).
+    /// and the next finds only where they differ).
     pulling: Option<String>,
     /// By peer, when a pull that failed may be tried again.
     pull_after: HashMap<String, Instant>,
@@ -222,7 +224,11 @@ impl Replicator {
             }
             if !start.is_empty() {
                 log::debug!("following {} partitions of '{}'", start.len(), link.node);
-                peer.do_send(SendFrame(PeerFrame::Follow { parts: start }));
+                let window = (self.cluster.config.send_queue_bytes / 4) as u64;
+                peer.do_send(SendFrame(PeerFrame::Follow {
+                    parts: start,
+                    window,
+                }));
             }
             if !stop.is_empty() {
                 peer.do_send(SendFrame(PeerFrame::Unfollow { parts: stop }));
@@ -1082,7 +1088,7 @@ impl Handler<FromPeer> for Replicator {
     fn handle(&mut self, msg: FromPeer, ctx: &mut Self::Context) {
         let FromPeer { node, link, frame } = msg;
         match frame {
-            PeerFrame::Follow { parts } => {
+            PeerFrame::Follow { parts, window } => {
                 let Some((id, peer, queue)) = self.cluster.links.link_and_queue(&node) else {
                     return;
                 };
@@ -1090,7 +1096,7 @@ impl Handler<FromPeer> for Replicator {
                     return;
                 }
                 self.serving
-                    .follow(&self.node, &node, link, (peer, queue), parts);
+                    .follow(&self.node, (&node, link, window), (peer, queue), parts);
                 self.pump_soon(ctx);
             }
             PeerFrame::Unfollow { parts } => self.serving.unfollow(&node, link, &parts),

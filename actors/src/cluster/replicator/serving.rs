@@ -49,6 +49,8 @@ struct Follower {
     /// The weight of stream frames sent and not yet reported merged (see
     /// [`stream_weight`]).
     in_flight: u64,
+    /// The most the follower takes in flight (it says so in `Follow`).
+    window: u64,
 }
 
 /// The streams served, by follower node id.
@@ -132,12 +134,12 @@ impl Serving {
     pub fn follow(
         &mut self,
         local: &Node,
-        node: &str,
-        link: u64,
+        (node, link, window): (&str, u64, u64),
         (peer, queue): (Addr<Peer>, SendGauge),
         parts: Vec<(u16, Option<u64>)>,
     ) {
         let follower = self.follower(node, link, peer, queue);
+        follower.window = window;
         let mut queued = Vec::with_capacity(parts.len());
         for (part, after) in parts {
             if u32::from(part) >= local.layout().partitions() {
@@ -169,6 +171,7 @@ impl Serving {
                 queue: queue.clone(),
                 parts: HashMap::new(),
                 in_flight: 0,
+                window: u64::MAX,
             });
         if follower.link != link {
             // A new link: what the old one streamed is the follower's to ask again.
@@ -178,16 +181,18 @@ impl Serving {
                 queue,
                 parts: HashMap::new(),
                 in_flight: 0,
+                window: u64::MAX,
             };
         }
         follower
     }
 
-    /// True if every stream served to `node` is live (none catching up).
+    /// True if every stream served to `node` is live (none catching up)
+    /// and `node` merged all it was sent.
     pub fn all_live(&self, node: &str) -> bool {
-        self.followers
-            .get(node)
-            .is_none_or(|f| f.parts.values().all(|s| matches!(s, Stream::Live { .. })))
+        self.followers.get(node).is_none_or(|f| {
+            f.in_flight == 0 && f.parts.values().all(|s| matches!(s, Stream::Live { .. }))
+        })
     }
 
     /// `node` merged stream frames weighing `bytes` (over link `link`).
@@ -315,15 +320,20 @@ impl Serving {
             let Some(stream) = f.parts.get(&part).cloned() else {
                 continue;
             };
-            // The gauge counts what `Follower::send` handed over already.
-            let queued = f.queue.queued().max(f.in_flight as usize);
-            if queued > high_water {
+            // The gauge counts what `Follower::send` handed over already;
+            // what the follower has not merged counts against the smaller
+            // of this share and the window it asked for.
+            let queued = f.queue.queued();
+            let window = f.window.min(high_water as u64);
+            if queued > high_water || f.in_flight > window {
                 self.work.push_back((node, part));
                 waiting += 1;
                 continue;
             }
             sent = true;
-            let budget = (high_water - queued).max(1);
+            let budget = (high_water - queued)
+                .min((window - f.in_flight) as usize)
+                .max(1);
             let next = match self.step(local, &node, part, stream, budget, counter) {
                 Ok(next) => next,
                 Err(e) => {
@@ -431,10 +441,13 @@ fn within(page: &[crate::store::Stored], budget: usize) -> usize {
 /// or the head if the log no longer reaches back there.
 fn reset(local: &Node, f: &mut Follower, part: u16) -> Stream {
     let head = local.log_head();
-    let folded = local.merkle_folded().min(head);
-    let from = match local.partition_log_until(part, folded, head, 1) {
-        Ok(page) if !page.trimmed => folded,
-        _ => head,
+    let from = match local.merkle_folded() {
+        Some(folded) => match local.partition_log_until(part, folded.min(head), head, 1) {
+            Ok(page) if !page.trimmed => folded.min(head),
+            _ => head,
+        },
+        // The folder has not made a pass since the node started.
+        None => head,
     };
     f.send(PeerFrame::Reset { part, head: from }, FRAME_OVERHEAD);
     Stream::CatchUp { sent: from }

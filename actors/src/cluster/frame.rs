@@ -19,8 +19,9 @@ use super::wire::{WireError, WireEvent, WireHistory, WirePage, WireReport, WireW
 /// path's history at an owner; `Import` hands an owner events to merge.
 /// 5: a `Reset` is followed by the log after its head, no snapshot: the
 /// follower compares merkle trees for what came before, and `Roots` asks
-/// for trees folded through that head; a follower reports what it merged,
-/// `Merged`, and its owners keep what is in flight to it within a window.)
+/// for trees folded through that head; `Hello` names a window, and a node
+/// reports what it merged, `Merged`, so that what is in flight to it stays
+/// within it.)
 pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The largest frame a link accepts (a batch of events with big values fits).
@@ -49,6 +50,11 @@ pub struct Hello {
     /// The id of its store's change log: a follower's cursor names it, and
     /// one of another incarnation is never resumed (see `replicator`).
     pub incarnation: String,
+    /// The most it takes in flight unmerged (bytes, see
+    /// [`PeerFrame::merge_weight`]): the other side keeps what it sends of
+    /// replication, watches and anti-entropy within it, counting what the
+    /// sender reported with `Merged`.
+    pub window: u64,
     /// A fresh random challenge: the other side proves it knows the cluster
     /// secret by a MAC over it (see `handshake`).
     pub nonce: [u8; NONCE_BYTES],
@@ -88,9 +94,6 @@ pub enum PeerFrame {
         /// The partitions, and the seq in the receiver's log after which to
         /// start.
         parts: Vec<(u16, Option<u64>)>,
-        /// The most the sender takes in flight unmerged (see `Merged`): the
-        /// receiver keeps its catching up within it (and its own share).
-        window: u64,
     },
     /// Replication: stop streaming these partitions to the sender.
     Unfollow {
@@ -119,10 +122,11 @@ pub enum PeerFrame {
         /// The entries (seq, event).
         events: Vec<(u64, WireEvent)>,
     },
-    /// Replication: the sender merged frames of the receiver's streams
-    /// weighing `bytes` (see `replicator::serving::stream_weight`): the receiver may
-    /// have that much more in flight to it (a follower paces its owners'
-    /// catching up by what it merges, not by what it reads off the link).
+    /// The sender merged frames of the receiver's (replication, watches,
+    /// anti-entropy) weighing `bytes` (see [`PeerFrame::merge_weight`]):
+    /// the receiver may have that much more in flight to it (a node paces
+    /// what others send it by what it merges, not by what it reads off the
+    /// link).
     Merged {
         /// The weight merged.
         bytes: u64,
@@ -318,6 +322,34 @@ impl PeerFrame {
         rmp_serde::from_slice(raw).map_err(|e| FrameError::Garbage(e.to_string()))
     }
 
+    /// What the frame weighs while its receiver holds it unmerged (the
+    /// events' paths and values, and a fixed cost per event and frame), for
+    /// the frames a receiver merges and reports with `Merged`: both sides
+    /// count it alike; 0 for the others.
+    pub fn merge_weight(&self) -> usize {
+        const OVERHEAD: usize = 64;
+        let weigh =
+            |path: &str, value: Option<&[u8]>| path.len() + value.map_or(0, <[u8]>::len) + OVERHEAD;
+        match self {
+            PeerFrame::Events { events, .. } => {
+                events
+                    .iter()
+                    .map(|(_, e)| weigh(&e.path, e.value.as_deref()))
+                    .sum::<usize>()
+                    + OVERHEAD
+            }
+            PeerFrame::Watched { events, .. } | PeerFrame::DiffEvents { events, .. } => {
+                events
+                    .iter()
+                    .map(|e| weigh(&e.path, e.value.as_deref()))
+                    .sum::<usize>()
+                    + OVERHEAD
+            }
+            PeerFrame::Reset { .. } => OVERHEAD,
+            _ => 0,
+        }
+    }
+
     /// What kind of frame it is, for logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -368,6 +400,7 @@ mod tests {
             shard_depth: 2,
             bump: 3,
             incarnation: "i1".into(),
+            window: 1 << 20,
             nonce: [7; NONCE_BYTES],
         }
     }
@@ -384,7 +417,6 @@ mod tests {
             PeerFrame::Gossip { data: vec![1, 2] },
             PeerFrame::Follow {
                 parts: vec![(1, None), (2, Some(9))],
-                window: 1 << 20,
             },
             PeerFrame::Merged { bytes: 4096 },
             PeerFrame::Ack {

@@ -56,6 +56,8 @@ pub struct Identity {
     pub bump: u16,
     /// Its store's log incarnation.
     pub incarnation: String,
+    /// The most it takes in flight unmerged from a peer (see `Hello`).
+    pub window: u64,
 }
 
 /// The MAC by which `prover` shows `verifier` that it knows the secret,
@@ -153,6 +155,7 @@ impl Handshake {
             shard_depth: me.layout.shard_depth() as u32,
             bump: me.bump,
             incarnation: me.incarnation.clone(),
+            window: me.window,
             nonce,
         });
         let handshake = Handshake {
@@ -291,6 +294,7 @@ mod tests {
             layout: Layout::new(partitions, 2).unwrap(),
             bump: 0,
             incarnation: "i".into(),
+            window: 1 << 20,
         }
     }
 

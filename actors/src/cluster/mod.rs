@@ -129,6 +129,7 @@ impl Cluster {
                 layout,
                 bump,
                 incarnation: incarnation.to_string(),
+                window: (config.send_queue_bytes / 4) as u64,
             },
             secret: Secret::new(&config.secret),
             links: Links::default(),

@@ -290,6 +290,8 @@ impl Peer {
         if let Some(report) = &self.report {
             report.reached(&hello.node);
         }
+        // What this side sends the peer stays within the peer's window.
+        self.out.gauge().set_window(hello.window as usize);
         let info = LinkInfo {
             node: hello.node,
             address: hello.address,

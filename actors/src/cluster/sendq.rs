@@ -38,6 +38,12 @@ struct Counts {
     queued: AtomicUsize,
     /// Handed to the `Peer`, on their way to the queue.
     handed: AtomicUsize,
+    /// Sent frames the peer merges, not yet reported merged (see
+    /// `PeerFrame::merge_weight`).
+    unmerged: AtomicUsize,
+    /// The most the peer takes in flight unmerged (its `Hello`; 0: not
+    /// known, no limit).
+    window: AtomicUsize,
 }
 
 impl SendGauge {
@@ -59,6 +65,47 @@ impl SendGauge {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
                 Some(q.saturating_sub(bytes))
             });
+    }
+
+    /// The peer takes at most `bytes` in flight unmerged.
+    pub fn set_window(&self, bytes: usize) {
+        self.0.window.store(bytes, Ordering::Release);
+    }
+
+    /// A frame the peer merges and reports, weighing `bytes`, is sent.
+    pub fn sent_unmerged(&self, bytes: usize) {
+        self.0.unmerged.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// The peer reported frames weighing `bytes` merged.
+    pub fn merged(&self, bytes: usize) {
+        let _ = self
+            .0
+            .unmerged
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                Some(q.saturating_sub(bytes))
+            });
+    }
+
+    /// Sent and not yet reported merged.
+    pub fn unmerged(&self) -> usize {
+        self.0.unmerged.load(Ordering::Acquire)
+    }
+
+    /// How much more a paced sender may send now, if anything: what keeps
+    /// the queue within `high_water` and what is in flight unmerged within
+    /// the smaller of `high_water` and the peer's window (`None`: wait).
+    pub fn room(&self, high_water: usize) -> Option<usize> {
+        let queued = self.queued();
+        let window = match self.0.window.load(Ordering::Acquire) {
+            0 => high_water,
+            w => w.min(high_water),
+        };
+        let unmerged = self.unmerged();
+        if queued > high_water || unmerged > window {
+            return None;
+        }
+        Some((high_water - queued).min(window - unmerged).max(1))
     }
 
     fn in_queue(&self) -> &AtomicUsize {
@@ -216,6 +263,30 @@ mod tests {
         assert_eq!(sizes, [60, 40, 3]);
         assert!(matches!(s.next().await, Some(Outgoing::Close(r)) if r == "bye"));
         assert_eq!(q.gauge().queued(), 0);
+    }
+
+    #[test]
+    fn a_paced_sender_keeps_what_the_peer_has_not_merged_within_its_window() {
+        let (q, _s) = SendQueue::new(1000);
+        let gauge = q.gauge();
+        // No window known: the share alone.
+        assert_eq!(gauge.room(100), Some(100));
+        gauge.set_window(40);
+        assert_eq!(gauge.room(100), Some(40));
+        gauge.sent_unmerged(30);
+        assert_eq!(gauge.room(100), Some(10));
+        gauge.sent_unmerged(30);
+        assert_eq!(gauge.room(100), None, "60 in flight, window 40");
+        gauge.merged(50);
+        assert_eq!(gauge.room(100), Some(30));
+        gauge.merged(500);
+        assert_eq!(gauge.unmerged(), 0, "never below nothing");
+        // The queue counts too, and a window above the share is the share.
+        gauge.set_window(1 << 20);
+        gauge.hand(95);
+        assert_eq!(gauge.room(100), Some(5));
+        gauge.hand(10);
+        assert_eq!(gauge.room(100), None);
     }
 
     #[test]

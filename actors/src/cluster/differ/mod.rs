@@ -543,18 +543,20 @@ impl Differ {
                     if id != link {
                         return Err("the link went down".to_string());
                     }
-                    if queue.queued() <= high_water {
+                    if queue.room(high_water).is_some() {
                         cluster.differs.pace(bytes);
-                        queue.hand(bytes);
                         stats.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
                         stats
                             .events_sent
                             .fetch_add(frame.len() as u64, Ordering::Relaxed);
+                        let frame = PeerFrame::DiffEvents {
+                            session,
+                            events: std::mem::take(&mut frame),
+                        };
+                        queue.sent_unmerged(frame.merge_weight());
+                        queue.hand(bytes);
                         addr.do_send(super::peer::SendPaced {
-                            frame: PeerFrame::DiffEvents {
-                                session,
-                                events: std::mem::take(&mut frame),
-                            },
+                            frame,
                             weight: bytes,
                         });
                         break;

@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::serving::stream_weight;
 use crate::cluster::frame::PeerFrame;
 use crate::error::NodeError;
 use crate::Node;
@@ -117,7 +116,7 @@ struct Followed {
     incarnation: String,
     parts: HashMap<u16, Cursor>,
     queue: std::collections::VecDeque<PeerFrame>,
-    /// What the queue weighs (see `stream_weight`).
+    /// What the queue weighs (see `PeerFrame::merge_weight`).
     queued: u64,
     busy: bool,
     /// A batch failed: nothing more is taken from this link (it is being
@@ -281,7 +280,7 @@ impl Following {
             .filter(|f| f.link == link && !f.broken)
         {
             Some(f) => {
-                f.queued += stream_weight(&frame) as u64;
+                f.queued += frame.merge_weight() as u64;
                 f.queue.push_back(frame);
                 // (A frame alone is taken whatever it weighs: one value
                 // may be larger than the bound.)
@@ -318,7 +317,7 @@ impl Following {
                 break;
             }
             events += n;
-            weight += stream_weight(frame) as u64;
+            weight += frame.merge_weight() as u64;
             frames.extend(f.queue.pop_front());
         }
         f.queued = f.queued.saturating_sub(weight);
@@ -678,7 +677,7 @@ mod tests {
                 n
             ],
         };
-        let one = stream_weight(&frame(1)) as u64;
+        let one = frame(1).merge_weight() as u64;
         assert!(one > 1000);
         assert_eq!(f.enqueue("p", 1, frame(1), 3 * one), Enqueued::Queued);
         assert_eq!(f.enqueue("p", 1, frame(1), 3 * one), Enqueued::Queued);
@@ -689,7 +688,7 @@ mod tests {
         assert_eq!(f.queued(), 0);
         // A frame alone is taken whatever it weighs; past the bound with
         // more waiting: said, with what waits.
-        let big = stream_weight(&frame(4)) as u64;
+        let big = frame(4).merge_weight() as u64;
         assert_eq!(f.enqueue("p", 1, frame(4), 3 * one), Enqueued::Queued);
         assert_eq!(
             f.enqueue("p", 1, frame(1), 3 * one),

@@ -93,8 +93,8 @@ pub struct LinkDown {
 
 /// What a watched owner sent, kept in the order it came.
 enum WatchedItem {
-    /// Values to keep.
-    Events(Vec<super::wire::WireEvent>),
+    /// Values to keep (and what their frame weighed, reported once kept).
+    Events(Vec<super::wire::WireEvent>, usize),
     /// The owner's snapshot of these partitions is out.
     Ready(Vec<u16>),
 }
@@ -103,7 +103,19 @@ enum WatchedItem {
 #[derive(Default)]
 struct WatchedQueue {
     items: VecDeque<(u64, Path, WatchedItem)>,
+    /// What the frames waiting weigh.
+    weight: usize,
     keeping: bool,
+}
+
+/// The frames of diff events from one peer, merged one at a time.
+#[derive(Default)]
+struct DiffIn {
+    /// (link, events, weight of their frame).
+    frames: VecDeque<(u64, Vec<super::wire::WireEvent>, usize)>,
+    /// What the frames waiting weigh.
+    weight: usize,
+    merging: bool,
 }
 
 /// Compare merkle trees with the owners of what `prefix` covers now, and
@@ -152,7 +164,7 @@ pub struct Replicator {
     sweeping: HashSet<String>,
     /// By peer, frames of diff events waiting to be merged, and whether
     /// one is merging.
-    diff_in: HashMap<String, (VecDeque<Vec<super::wire::WireEvent>>, bool)>,
+    diff_in: HashMap<String, DiffIn>,
     /// By peer, follow-up sweeps (or retries) made in a row.
     sweep_streak: HashMap<String, u32>,
     next_watch: u64,
@@ -224,11 +236,7 @@ impl Replicator {
             }
             if !start.is_empty() {
                 log::debug!("following {} partitions of '{}'", start.len(), link.node);
-                let window = (self.cluster.config.send_queue_bytes / 4) as u64;
-                peer.do_send(SendFrame(PeerFrame::Follow {
-                    parts: start,
-                    window,
-                }));
+                peer.do_send(SendFrame(PeerFrame::Follow { parts: start }));
             }
             if !stop.is_empty() {
                 peer.do_send(SendFrame(PeerFrame::Unfollow { parts: stop }));
@@ -355,21 +363,72 @@ impl Replicator {
         item: WatchedItem,
         ctx: &mut Context<Self>,
     ) {
+        let weight = match &item {
+            WatchedItem::Events(_, weight) => *weight,
+            WatchedItem::Ready(_) => 0,
+        };
         let prefix = match Path::parse(prefix) {
             Ok(p) if self.watches.asked(&from, link, &p) => p,
             Ok(p) => {
                 log::debug!("'{from}' sent '{p}', which this node did not ask it to watch");
+                // Done with, as if kept: the owner may send that much more.
+                self.report_merged(&from, link, weight);
                 return;
             }
             Err(e) => {
                 log::warn!("'{from}' sent a watch of a bad prefix: {e}");
+                self.report_merged(&from, link, weight);
                 return;
             }
         };
+        let bound = self.cluster.config.send_queue_bytes;
         let queue = self.watched.entry(from.clone()).or_default();
         queue.items.push_back((link, prefix, item));
+        queue.weight += weight;
+        if queue.weight > bound && queue.items.len() > 1 {
+            let waiting = queue.weight;
+            self.watched.remove(&from);
+            self.overloaded(&from, link, "watched values", (waiting, bound));
+            return;
+        }
         if !queue.keeping {
             self.keep_watched(from, ctx);
+        }
+    }
+
+    /// Tells `node` (over `link`, if it is still the link up) that frames
+    /// it sent weighing `bytes` are merged (see `PeerFrame::Merged`).
+    fn report_merged(&self, node: &str, link: u64, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        if let Some((id, peer)) = self.cluster.links.link(node) {
+            if id == link {
+                peer.do_send(SendFrame(PeerFrame::Merged {
+                    bytes: bytes as u64,
+                }));
+            }
+        }
+    }
+
+    /// What waits to merge from `node` (`waiting` of `bound` bytes) passed
+    /// the bound: the link is closed, saying why (what came faster than
+    /// this node merges it comes again, paced, on the next link).
+    fn overloaded(&mut self, node: &str, link: u64, what: &str, (waiting, bound): (usize, usize)) {
+        let why = format!(
+            "this node cannot merge the {what} from '{node}' as fast as they come \
+             ({waiting} bytes waiting, bound {bound})"
+        );
+        log::warn!("{why}; the link is closed");
+        self.cluster
+            .links
+            .stats
+            .follower_overloads
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some((id, p)) = self.cluster.links.link(node) {
+            if id == link {
+                p.do_send(Shut(why));
+            }
         }
     }
 
@@ -388,12 +447,15 @@ impl Replicator {
                 return;
             };
             queue.keeping = true;
+            if let WatchedItem::Events(_, weight) = &item {
+                queue.weight = queue.weight.saturating_sub(*weight);
+            }
             match item {
                 WatchedItem::Ready(parts) => {
                     self.watches.ready(&from, link, &prefix, &parts);
                     self.refresh_watches();
                 }
-                WatchedItem::Events(events) => {
+                WatchedItem::Events(events, weight) => {
                     let node = self.node.clone();
                     let cluster = self.cluster.clone();
                     let who = from.clone();
@@ -406,10 +468,10 @@ impl Replicator {
                             .events_merged
                             .fetch_add(merged.tried as u64, Ordering::Relaxed);
                     };
-                    ctx.spawn(
-                        work.into_actor(self)
-                            .map(move |(), this, ctx| this.keep_watched(from, ctx)),
-                    );
+                    ctx.spawn(work.into_actor(self).map(move |(), this, ctx| {
+                        this.report_merged(&from, link, weight);
+                        this.keep_watched(from, ctx)
+                    }));
                     return;
                 }
             }
@@ -606,27 +668,37 @@ impl Replicator {
     /// not as merges all in flight at once).
     fn diff_events(
         &mut self,
-        from: String,
-        events: Vec<super::wire::WireEvent>,
+        (from, link): (String, u64),
+        (events, weight): (Vec<super::wire::WireEvent>, usize),
         ctx: &mut Context<Self>,
     ) {
-        let (queue, merging) = self.diff_in.entry(from.clone()).or_default();
-        queue.push_back(events);
-        if !*merging {
+        let bound = self.cluster.config.send_queue_bytes;
+        let queue = self.diff_in.entry(from.clone()).or_default();
+        queue.frames.push_back((link, events, weight));
+        queue.weight += weight;
+        if queue.weight > bound && queue.frames.len() > 1 {
+            // (A frame merging finds its queue gone and stops there.)
+            let waiting = queue.weight;
+            self.diff_in.remove(&from);
+            self.overloaded(&from, link, "anti-entropy events", (waiting, bound));
+            return;
+        }
+        if !queue.merging {
             self.merge_diff_events(from, ctx);
         }
     }
 
     /// Merges the next frame of diff events from `from`, if one waits.
     fn merge_diff_events(&mut self, from: String, ctx: &mut Context<Self>) {
-        let Some((queue, merging)) = self.diff_in.get_mut(&from) else {
+        let Some(queue) = self.diff_in.get_mut(&from) else {
             return;
         };
-        let Some(events) = queue.pop_front() else {
+        let Some((link, events, weight)) = queue.frames.pop_front() else {
             self.diff_in.remove(&from);
             return;
         };
-        *merging = true;
+        queue.weight = queue.weight.saturating_sub(weight);
+        queue.merging = true;
         let node = self.node.clone();
         let cluster = self.cluster.clone();
         let who = from.clone();
@@ -639,10 +711,10 @@ impl Replicator {
                 .events_received
                 .fetch_add(merged.changed as u64, Ordering::Relaxed);
         };
-        ctx.spawn(
-            work.into_actor(self)
-                .map(move |(), this, ctx| this.merge_diff_events(from, ctx)),
-        );
+        ctx.spawn(work.into_actor(self).map(move |(), this, ctx| {
+            this.report_merged(&from, link, weight);
+            this.merge_diff_events(from, ctx)
+        }));
     }
 
     fn pump_soon(&mut self, ctx: &mut Context<Self>) {
@@ -802,27 +874,15 @@ impl Replicator {
     /// streams resume from their cursors on the next one, paced by what
     /// this node merges.
     fn stream_frame(&mut self, node: String, link: u64, frame: PeerFrame, ctx: &mut Context<Self>) {
-        let bound = self.cluster.config.send_queue_bytes as u64;
-        match self.following.enqueue(&node, link, frame, bound) {
+        let bound = self.cluster.config.send_queue_bytes;
+        let weight = frame.merge_weight();
+        match self.following.enqueue(&node, link, frame, bound as u64) {
             following::Enqueued::Queued => self.merge_next(node, ctx),
-            following::Enqueued::NotFollowed => {}
+            // Done with, as if merged: the owner may send that much more.
+            following::Enqueued::NotFollowed => self.report_merged(&node, link, weight),
             following::Enqueued::Overloaded(waiting) => {
-                let why = format!(
-                    "this node cannot merge the changes from '{node}' as fast as they \
-                     come ({waiting} bytes waiting, bound {bound})"
-                );
-                log::warn!("replication: {why}; the link is closed and resumes from the cursors");
-                self.cluster
-                    .links
-                    .stats
-                    .follower_overloads
-                    .fetch_add(1, Ordering::Relaxed);
                 self.following.failed(&node, link);
-                if let Some((id, p)) = self.cluster.links.link(&node) {
-                    if id == link {
-                        p.do_send(Shut(why));
-                    }
-                }
+                self.overloaded(&node, link, "changes", (waiting as usize, bound));
             }
         }
     }
@@ -1087,8 +1147,10 @@ impl Handler<FromPeer> for Replicator {
 
     fn handle(&mut self, msg: FromPeer, ctx: &mut Self::Context) {
         let FromPeer { node, link, frame } = msg;
+        // What the frame weighs unmerged (reported once merged).
+        let weight = frame.merge_weight();
         match frame {
-            PeerFrame::Follow { parts, window } => {
+            PeerFrame::Follow { parts } => {
                 let Some((id, peer, queue)) = self.cluster.links.link_and_queue(&node) else {
                     return;
                 };
@@ -1096,12 +1158,16 @@ impl Handler<FromPeer> for Replicator {
                     return;
                 }
                 self.serving
-                    .follow(&self.node, (&node, link, window), (peer, queue), parts);
+                    .follow(&self.node, &node, link, (peer, queue), parts);
                 self.pump_soon(ctx);
             }
             PeerFrame::Unfollow { parts } => self.serving.unfollow(&node, link, &parts),
             PeerFrame::Merged { bytes } => {
-                self.serving.merged(&node, link, bytes);
+                if let Some((id, _, queue)) = self.cluster.links.link_and_queue(&node) {
+                    if id == link {
+                        queue.merged(bytes as usize);
+                    }
+                }
                 self.pump_soon(ctx);
             }
             PeerFrame::Ack { events } => self.acked(&node, events),
@@ -1152,7 +1218,8 @@ impl Handler<FromPeer> for Replicator {
                 }
             }
             PeerFrame::Watched { prefix, events } => {
-                self.watched_from((node, link), &prefix, WatchedItem::Events(events), ctx)
+                let item = WatchedItem::Events(events, weight);
+                self.watched_from((node, link), &prefix, item, ctx)
             }
             PeerFrame::WatchReady { prefix, parts } => {
                 self.watched_from((node, link), &prefix, WatchedItem::Ready(parts), ctx)
@@ -1170,7 +1237,9 @@ impl Handler<FromPeer> for Replicator {
             PeerFrame::DiffAnswer { session, answer } => {
                 self.cluster.differs.answered(&node, session, answer)
             }
-            PeerFrame::DiffEvents { events, .. } => self.diff_events(node, events, ctx),
+            PeerFrame::DiffEvents { events, .. } => {
+                self.diff_events((node, link), (events, weight), ctx)
+            }
             frame @ (PeerFrame::Reset { .. } | PeerFrame::Events { .. }) => {
                 self.stream_frame(node, link, frame, ctx)
             }

@@ -46,11 +46,6 @@ struct Follower {
     /// What waits in the link's send queue.
     queue: SendGauge,
     parts: HashMap<u16, Stream>,
-    /// The weight of stream frames sent and not yet reported merged (see
-    /// [`stream_weight`]).
-    in_flight: u64,
-    /// The most the follower takes in flight (it says so in `Follow`).
-    window: u64,
 }
 
 /// The streams served, by follower node id.
@@ -63,26 +58,12 @@ pub(super) struct Serving {
 
 impl Follower {
     /// Hands `frame` (about `weight` bytes) to the link, counted in its
-    /// gauge until queued, and in flight until the follower merged it.
+    /// gauge until queued, and as unmerged until the follower says it
+    /// merged it.
     fn send(&mut self, frame: PeerFrame, weight: usize) {
-        self.in_flight += stream_weight(&frame) as u64;
+        self.queue.sent_unmerged(frame.merge_weight());
         self.queue.hand(weight);
         self.peer.do_send(SendPaced { frame, weight });
-    }
-}
-
-/// What a frame of a stream weighs while the follower holds it unmerged:
-/// its events' paths and values, and a fixed cost per event and frame.
-/// Owner and follower count it alike (see `PeerFrame::Merged`).
-pub fn stream_weight(frame: &PeerFrame) -> usize {
-    match frame {
-        PeerFrame::Events { events, .. } => events
-            .iter()
-            .map(|(_, e)| wire_weight(&e.path, e.value.as_deref()))
-            .sum::<usize>()
-            .saturating_add(FRAME_OVERHEAD),
-        PeerFrame::Reset { .. } => FRAME_OVERHEAD,
-        _ => 0,
     }
 }
 
@@ -134,12 +115,12 @@ impl Serving {
     pub fn follow(
         &mut self,
         local: &Node,
-        (node, link, window): (&str, u64, u64),
+        node: &str,
+        link: u64,
         (peer, queue): (Addr<Peer>, SendGauge),
         parts: Vec<(u16, Option<u64>)>,
     ) {
         let follower = self.follower(node, link, peer, queue);
-        follower.window = window;
         let mut queued = Vec::with_capacity(parts.len());
         for (part, after) in parts {
             if u32::from(part) >= local.layout().partitions() {
@@ -170,8 +151,6 @@ impl Serving {
                 peer: peer.clone(),
                 queue: queue.clone(),
                 parts: HashMap::new(),
-                in_flight: 0,
-                window: u64::MAX,
             });
         if follower.link != link {
             // A new link: what the old one streamed is the follower's to ask again.
@@ -180,8 +159,6 @@ impl Serving {
                 peer,
                 queue,
                 parts: HashMap::new(),
-                in_flight: 0,
-                window: u64::MAX,
             };
         }
         follower
@@ -191,15 +168,8 @@ impl Serving {
     /// and `node` merged all it was sent.
     pub fn all_live(&self, node: &str) -> bool {
         self.followers.get(node).is_none_or(|f| {
-            f.in_flight == 0 && f.parts.values().all(|s| matches!(s, Stream::Live { .. }))
+            f.queue.unmerged() == 0 && f.parts.values().all(|s| matches!(s, Stream::Live { .. }))
         })
-    }
-
-    /// `node` merged stream frames weighing `bytes` (over link `link`).
-    pub fn merged(&mut self, node: &str, link: u64, bytes: u64) {
-        if let Some(f) = self.followers.get_mut(node).filter(|f| f.link == link) {
-            f.in_flight = f.in_flight.saturating_sub(bytes);
-        }
     }
 
     /// `node` no longer follows `parts`.
@@ -320,20 +290,14 @@ impl Serving {
             let Some(stream) = f.parts.get(&part).cloned() else {
                 continue;
             };
-            // The gauge counts what `Follower::send` handed over already;
-            // what the follower has not merged counts against the smaller
-            // of this share and the window it asked for.
-            let queued = f.queue.queued();
-            let window = f.window.min(high_water as u64);
-            if queued > high_water || f.in_flight > window {
+            // The gauge counts what `Follower::send` handed over already,
+            // and what the follower has not said it merged.
+            let Some(budget) = f.queue.room(high_water) else {
                 self.work.push_back((node, part));
                 waiting += 1;
                 continue;
-            }
+            };
             sent = true;
-            let budget = (high_water - queued)
-                .min((window - f.in_flight) as usize)
-                .max(1);
             let next = match self.step(local, &node, part, stream, budget, counter) {
                 Ok(next) => next,
                 Err(e) => {

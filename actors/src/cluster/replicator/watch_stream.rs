@@ -1,8 +1,9 @@
 //! Serving one watch: a session of this node subscribed to the watched
 //! prefix, its items kept to the partitions the watcher asked of this node,
-//! cut into frames of bounded size, paced by the link's send queue (a
-//! watcher that reads slowly makes the session wait, and one that stops
-//! makes it lag and end, never a queue without bound), and `WatchReady`
+//! cut into frames of bounded size, paced by the link's send queue and by
+//! what the watcher reports merged (a watcher that reads or merges slowly
+//! makes the session wait, and one that stops makes it lag and end, never
+//! a queue without bound), and `WatchReady`
 //! once the snapshot is out and this node is caught up on those partitions.
 
 use std::sync::atomic::Ordering;
@@ -166,14 +167,16 @@ impl WatchStream {
     }
 
     /// Hands `frame` to the link once it holds no more than the high
-    /// water mark.
+    /// water mark and the watcher has merged what it was sent but a
+    /// window's worth.
     async fn send(&self, frame: PeerFrame, weight: usize) -> Result<(), Gone> {
         loop {
             let (id, peer, queue) = self.cluster.links.link_and_queue(&self.to).ok_or(Gone)?;
             if id != self.link {
                 return Err(Gone);
             }
-            if queue.queued() <= self.high_water {
+            if queue.room(self.high_water).is_some() {
+                queue.sent_unmerged(frame.merge_weight());
                 queue.hand(weight);
                 peer.do_send(SendPaced { frame, weight });
                 return Ok(());

@@ -313,3 +313,61 @@ async fn a_watched_copy_is_compared_with_its_owner_periodically_deletions_includ
             >= 1.0
     );
 }
+
+#[actix_web::test]
+async fn a_watcher_that_merges_slowly_takes_a_big_snapshot_at_its_own_pace() {
+    // c owns nothing under the prefix (replication 1); its link bound is
+    // 1 MiB (the owners' the default 64), and each frame of watched values
+    // it keeps waits 100 ms first.
+    let a = node("a", &["--fault-injection"]);
+    let b = node("b", &["--join", &a.addr, "--fault-injection"]);
+    let c = node(
+        "c",
+        &[
+            "--join",
+            &a.addr,
+            "--fault-injection",
+            "--peer-send-queue-bytes",
+            "1048576",
+        ],
+    );
+    let nodes = vec![a, b, c];
+    all_alive(&nodes, &ids(&["a", "b", "c"])).await;
+    linked(&nodes).await;
+    let view = owners(&nodes[0]).await;
+    let prefix = (0..1000)
+        .map(|i| format!("rooms/{i}"))
+        .find(|p| !view[partition_of(p)].contains(&"c".to_string()))
+        .expect("a prefix c does not own");
+    // 5 MiB under it: five times c's bound.
+    let value = vec![b'v'; 32 << 10];
+    for i in 0..160 {
+        let r = put(&format!("{}/raw/{prefix}/k{i}", nodes[0].url), &value).await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let r = send(
+        http().put(format!("{}/cluster/faults", nodes[2].url)),
+        Some(br#"{"cut": [], "merge_delay_ms": 100}"#),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    // Watched at c: the owner sends its snapshot as fast as c keeps it,
+    // and no link is closed (without the window, the owner's frames
+    // filled c's memory as fast as the link carried them).
+    let mut sse = SseClient::open(&format!("{}/sse/{prefix}", nodes[2].url), None).await;
+    let snapshot = sse.until_ready().await;
+    assert_eq!(snapshot.len(), 161, "every value, then `ready`");
+    for i in [0, 80, 159] {
+        assert_eq!(
+            read(&nodes[2], &format!("{prefix}/k{i}"), true).await,
+            (200, value.clone())
+        );
+    }
+    let closed = async |s: &Server| {
+        metric(s, "spread_replication_follower_overloads_total").await
+            + metric(s, "spread_peer_links_overloaded_total").await
+    };
+    for s in &nodes {
+        assert_eq!(closed(s).await, 0.0, "no link closed at {}", s.addr);
+    }
+}

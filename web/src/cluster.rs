@@ -39,7 +39,8 @@ pub fn start(node: &Node, tls: Option<Arc<rustls::ClientConfig>>) {
 /// `PUT /cluster/faults` with `{"cut": ["<node>", …]}`: cuts this node's
 /// links to those nodes until the next call (an empty list heals them);
 /// `"merge_delay_ms": n` (optional, 0 when absent) has every batch of
-/// replication merges wait that long first (a slow follower). Served only
+/// replication merges, and every frame of watched values, wait that long
+/// first (a slow receiver). Served only
 /// with `--fault-injection` (tests of faults); `404` otherwise.
 pub async fn faults(
     state: web::Data<AppState>,

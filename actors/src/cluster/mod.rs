@@ -70,7 +70,7 @@ pub struct Cluster {
     /// `ClusterConfig::fault_injection`).
     faults: Mutex<std::collections::HashSet<String>>,
     /// The fault switch's delay before each batch of replication merges
-    /// (ms; tests of a slow follower).
+    /// and each frame of watched values (ms; tests of a slow receiver).
     merge_delay_ms: AtomicU64,
     /// Partitions owned here that have caught up with a co-owner since
     /// this node became their owner (see `mark_caught_up`).

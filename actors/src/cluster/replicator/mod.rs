@@ -460,6 +460,10 @@ impl Replicator {
                     let cluster = self.cluster.clone();
                     let who = from.clone();
                     let work = async move {
+                        let delay = cluster.merge_delay();
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
                         let whose = format!("a watched event from '{who}'");
                         let merged = merge_all(&node, events, &whose).await;
                         cluster

@@ -679,7 +679,7 @@ impl Node {
     /// with its children's to `depth` levels: two nodes that hold the same
     /// events under a prefix give the same digest. Read from the merkle
     /// trees, which fold commits in the background: under load a digest
-    /// trails the last writes by up to about half a second.
+    /// trails the last writes by up to about a second.
     pub fn digest(&self, prefix: &Path, depth: usize) -> Result<PrefixDigest, NodeError> {
         let mut budget = DIGEST_MAX_CHILDREN;
         self.digest_within(prefix, depth, &mut budget)

@@ -227,7 +227,7 @@ impl Found for Exchange<'_> {
         wanted.dedup();
         // What this node's tree lacks may be in its store already: merged
         // moments ago (by a stream, say) and not folded yet (the trees
-        // trail the writes by about half a second). Not fetched again; the
+        // trail the writes by up to a second). Not fetched again; the
         // peer's own recent ones are acknowledged, as if fetched.
         let held = self
             .node

@@ -91,6 +91,26 @@ async fn write(s: &Server, path: String, body: String) {
     );
 }
 
+/// Writes 2 MB at `s` with `w=all` (both owners hold it): 2,000 values of
+/// 1 KB under `big/`, 50 at a time.
+async fn write_2mb(s: &Server) {
+    let value = "v".repeat(1000);
+    for chunk in (0..2000).collect::<Vec<_>>().chunks(50) {
+        join_all(chunk.iter().map(|i| {
+            let value = &value;
+            async move {
+                let r = put(
+                    &format!("{}?w=all", s.at("raw", &format!("big/{}/k{i}", i % 50))),
+                    value.as_bytes(),
+                )
+                .await;
+                assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+            }
+        }))
+        .await;
+    }
+}
+
 /// Every path's latest (version, value) and full history (versions) at `s`.
 async fn state(s: &Server, paths: &[String]) -> BTreeMap<String, (String, String, String)> {
     let mut out = BTreeMap::new();
@@ -197,22 +217,7 @@ async fn a_repair_of_an_owner_that_was_down_exchanges_far_less_than_the_data() {
     let mut nodes = [a, b];
     all_alive(&nodes, &["a".to_string(), "b".to_string()]).await;
     linked(&nodes).await;
-    // 2 MB both hold.
-    let value = "v".repeat(1000);
-    for chunk in (0..2000).collect::<Vec<_>>().chunks(50) {
-        join_all(chunk.iter().map(|i| {
-            let (s, value) = (&nodes[0], &value);
-            async move {
-                let r = put(
-                    &format!("{}?w=all", s.at("raw", &format!("big/{}/k{i}", i % 50))),
-                    value.as_bytes(),
-                )
-                .await;
-                assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-            }
-        }))
-        .await;
-    }
+    write_2mb(&nodes[0]).await;
     // (The trees trail the writes: equal and whole.)
     wait_for("equal digests", EVENT_DEADLINE, async || {
         let a = root(&nodes[0]).await;
@@ -375,22 +380,7 @@ async fn an_owner_whose_cursors_the_log_no_longer_honours_catches_up_by_its_tree
     let mut nodes = [a, b];
     all_alive(&nodes, &["a".to_string(), "b".to_string()]).await;
     linked(&nodes).await;
-    // 2 MB both hold.
-    let value = "v".repeat(1000);
-    for chunk in (0..2000).collect::<Vec<_>>().chunks(50) {
-        join_all(chunk.iter().map(|i| {
-            let (s, value) = (&nodes[0], &value);
-            async move {
-                let r = put(
-                    &format!("{}?w=all", s.at("raw", &format!("big/{}/k{i}", i % 50))),
-                    value.as_bytes(),
-                )
-                .await;
-                assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-            }
-        }))
-        .await;
-    }
+    write_2mb(&nodes[0]).await;
     converge(&nodes, "before the stop").await;
     // b goes down; a takes far more writes than its log keeps, so b's
     // cursors cannot be honoured when it comes back.

@@ -556,6 +556,26 @@ mod tests {
         }
     }
 
+    /// A frame of `n` events of partition 0, each with a value of
+    /// `value_bytes` bytes (none if 0).
+    fn frame_of(n: usize, value_bytes: usize) -> PeerFrame {
+        let event = crate::cluster::wire::WireEvent {
+            path: "a".into(),
+            time: 1,
+            node: "p".into(),
+            value: (value_bytes > 0).then(|| bytes::Bytes::from(vec![0u8; value_bytes])),
+            content_type: None,
+            expires_at: None,
+            author: None,
+        };
+        PeerFrame::Events {
+            part: 0,
+            through: 20,
+            live: true,
+            events: vec![(11, event); n],
+        }
+    }
+
     fn seq(f: &Following, part: u16) -> Option<u64> {
         f.peers["p"].parts[&part].seq
     }
@@ -657,26 +677,7 @@ mod tests {
     #[test]
     fn what_waits_to_merge_is_weighed_and_bounded() {
         let mut f = following();
-        let frame = |n: usize| PeerFrame::Events {
-            part: 0,
-            through: 20,
-            live: true,
-            events: vec![
-                (
-                    11,
-                    crate::cluster::wire::WireEvent {
-                        path: "a".into(),
-                        time: 1,
-                        node: "p".into(),
-                        value: Some(bytes::Bytes::from(vec![0u8; 1000])),
-                        content_type: None,
-                        expires_at: None,
-                        author: None,
-                    }
-                );
-                n
-            ],
-        };
+        let frame = |n: usize| frame_of(n, 1000);
         let one = frame(1).merge_weight() as u64;
         assert!(one > 1000);
         assert_eq!(f.enqueue("p", 1, frame(1), 3 * one), Enqueued::Queued);
@@ -701,26 +702,7 @@ mod tests {
     #[test]
     fn a_batch_holds_a_bounded_number_of_events() {
         let mut f = following();
-        let big = |n: usize| PeerFrame::Events {
-            part: 0,
-            through: 20,
-            live: false,
-            events: vec![
-                (
-                    11,
-                    crate::cluster::wire::WireEvent {
-                        path: "a".into(),
-                        time: 1,
-                        node: "p".into(),
-                        value: None,
-                        content_type: None,
-                        expires_at: None,
-                        author: None,
-                    }
-                );
-                n
-            ],
-        };
+        let big = |n: usize| frame_of(n, 0);
         f.enqueue("p", 1, big(3000), u64::MAX);
         f.enqueue("p", 1, big(3000), u64::MAX);
         assert_eq!(f.take_batch("p").unwrap().frames.len(), 1);

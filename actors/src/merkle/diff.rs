@@ -46,16 +46,16 @@ pub trait Side {
     /// The names (`path \0 order`) of the events of `path` itself.
     fn events(&self, part: u16, path: &str) -> Result<Vec<Vec<u8>>, StoreError>;
     /// The names of the events of `prefix` and of every path below it, a
-    /// page of paths at a time: those of the paths after `after` (in the
-    /// side's own path order), and the last path answered when more may
-    /// follow. What a walk asks where the other side holds nothing: one
-    /// list instead of a question per node. By default every name at once,
-    /// read node by node.
+    /// page at a time: those after the name `after` (the last of the
+    /// previous page; paths in the side's own order, a path's names in
+    /// order), and the last name answered when more may follow. What a walk
+    /// asks where the other side holds nothing: one list instead of a
+    /// question per node. By default every name at once, read node by node.
     fn names_under(
         &self,
         part: u16,
         prefix: &str,
-        after: Option<&str>,
+        after: Option<&[u8]>,
     ) -> Result<NamesPage, StoreError> {
         let _ = after;
         let mut names = self.events(part, prefix)?;
@@ -93,8 +93,8 @@ pub trait Side {
 pub struct NamesPage {
     /// The names.
     pub names: Vec<Vec<u8>>,
-    /// The last path answered, when more may follow.
-    pub next: Option<String>,
+    /// The last name answered, when more may follow.
+    pub next: Option<Vec<u8>>,
 }
 
 /// The path of child `seg` of `prefix`.

@@ -331,3 +331,81 @@ fn a_walk_against_a_node_holding_nothing_lists_its_subtrees_in_pages() {
     left.node.shutdown();
     right.node.shutdown();
 }
+
+#[test]
+fn a_path_with_a_long_history_is_listed_and_answered_in_pages() {
+    use crate::cluster::differ::question::{
+        answer, DiffQuestion, DiffReply, EVENT_NAMES_PAGE, SUBTREE_NAMES,
+    };
+    use crate::cluster::differ::sides::LocalSide;
+    let (full_dir, empty_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let full = open(full_dir.path(), 1_000_000);
+    let empty = open(empty_dir.path(), 1_000_000);
+    // One path with more versions than a page holds, and a few paths after
+    // it.
+    let versions = SUBTREE_NAMES + 500;
+    let hot = Path::parse("hot/x/k").unwrap();
+    let part = full.partition_of(&hot) as u16;
+    let writer = NodeId::new("w").unwrap();
+    actix::System::new().block_on(async {
+        for chunk in (0..versions).collect::<Vec<_>>().chunks(512) {
+            let merges = chunk.iter().map(|&i| {
+                full.merge(Event {
+                    path: hot.clone(),
+                    version: Version::new(1_000_000 + i as u64, writer.clone()),
+                    value: Some(Bytes::from(format!("v{i}"))),
+                    content_type: None,
+                    expires_at: None,
+                    author: None,
+                })
+            });
+            for r in futures_util::future::join_all(merges).await {
+                r.unwrap();
+            }
+        }
+        for i in 0..3 {
+            full.set(&format!("hot/x/k/{i}"), "v").await.unwrap();
+        }
+    });
+    settled(&full);
+    let all = full.event_names(&hot).unwrap();
+    assert_eq!(all.len(), versions);
+    // A peer's question about the path is answered a page at a time.
+    let mut paged: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let question = DiffQuestion::Events {
+            path: hot.as_str().to_string(),
+            after: paged.last().cloned(),
+        };
+        let Ok(DiffReply::Names(names)) = answer(&full, part, question) else {
+            panic!("not names");
+        };
+        assert!(names.len() <= EVENT_NAMES_PAGE);
+        let last_page = names.len() < EVENT_NAMES_PAGE;
+        paged.extend(names);
+        if last_page {
+            break;
+        }
+    }
+    assert_eq!(paged, all, "every name once, in order");
+    // A walk against a node that holds nothing lists them, cut within the
+    // path: every event of the partition, each once.
+    let (left, right) = (LocalSide { node: empty }, LocalSide { node: full });
+    let walk = crate::merkle::diff(&left, &right, part, "").unwrap();
+    let mut found = walk.only_right.clone();
+    found.sort();
+    let mut want = all.clone();
+    for i in 0..3 {
+        want.extend(
+            right
+                .node
+                .event_names(&Path::parse(&format!("hot/x/k/{i}")).unwrap())
+                .unwrap(),
+        );
+    }
+    want.sort();
+    assert_eq!(found, want);
+    assert_eq!(walk.questions, 1 + (versions + 3).div_ceil(SUBTREE_NAMES));
+    left.node.shutdown();
+    right.node.shutdown();
+}

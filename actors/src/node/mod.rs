@@ -172,6 +172,34 @@ impl Node {
             .collect())
     }
 
+    /// The names of `path`'s events ordered after the order key `after`
+    /// (`time node \0 digest`, see `store::keys::order`), at most `limit`,
+    /// in order.
+    pub fn event_names_after(
+        &self,
+        path: &Path,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, NodeError> {
+        let after = match after {
+            None => None,
+            Some(order) => Some(crate::store::parse_order(order).ok_or_else(|| {
+                NodeError::Invalid("an event's order key that does not parse".into())
+            })?),
+        };
+        let range = HistoryRange {
+            from: 0,
+            to: u64::MAX,
+            limit,
+        };
+        Ok(self
+            .history_bounded(path, range, usize::MAX, after.as_ref())?
+            .0
+            .iter()
+            .map(|s| crate::store::event_name(path, &s.event.version, &s.digest))
+            .collect())
+    }
+
     /// The events this node holds among those named `names` (`path \0
     /// order`); names it does not hold, or that do not parse, are skipped.
     pub fn events_named(&self, names: &[Vec<u8>]) -> Result<Vec<Stored>, NodeError> {

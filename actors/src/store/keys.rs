@@ -31,7 +31,7 @@
 //! `ab`). Format 4 had the same keys without the partition, under the
 //! lower-case namespaces of [`v4`].
 
-use crate::model::{AsOf, Digest, Path, Version};
+use crate::model::{AsOf, Digest, NodeId, Path, Version};
 
 /// Namespace of the latest value of each path.
 pub const LATEST: u8 = b'L';
@@ -172,6 +172,16 @@ pub fn order(version: &Version, digest: &Digest) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(digest);
     k
+}
+
+/// The version and digest an order key names (see [`order`]).
+pub fn parse_order(key: &[u8]) -> Option<(Version, Digest)> {
+    let time = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
+    let rest = key.get(8..)?;
+    let end = rest.iter().position(|&b| b == 0)?;
+    let node = NodeId::new(std::str::from_utf8(&rest[..end]).ok()?).ok()?;
+    let digest: Digest = rest.get(end + 1..)?.try_into().ok()?;
+    Some((Version::new(time, node), digest))
 }
 
 /// The greatest order key an event covered by `as_of` can have: the time,

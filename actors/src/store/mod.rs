@@ -150,6 +150,16 @@ pub fn event_name(path: &Path, version: &Version, digest: &Digest) -> Vec<u8> {
     keys::logged(path, &keys::order(version, digest))
 }
 
+/// The path and order key of an event's name (see [`event_name`]).
+pub fn split_event_name(name: &[u8]) -> Option<(&str, &[u8])> {
+    keys::split_logged_key(name)
+}
+
+/// The version and digest an event's order key names.
+pub fn parse_order(order: &[u8]) -> Option<(Version, Digest)> {
+    keys::parse_order(order)
+}
+
 /// A value due to expire (see [`Store::expiries_due`]).
 #[derive(Clone, Debug)]
 pub struct DueExpiry {

@@ -18,6 +18,10 @@ use crate::Node;
 /// so no answer outgrows a frame).
 pub const CHILDREN_PAGE: usize = 4096;
 
+/// Names of one path's events an answer lists at most (a path with a long
+/// history is read in pages).
+pub const EVENT_NAMES_PAGE: usize = 8192;
+
 /// Paths whose event names one page of a subtree lists at most.
 pub const SUBTREE_PATHS: usize = 1024;
 
@@ -104,18 +108,21 @@ pub enum DiffQuestion {
         /// The bounds (`None`: unbounded).
         bounds: Vec<Option<String>>,
     },
-    /// The names of the events of a path.
+    /// The names of the events of a path, after the name `after` (the
+    /// last of the previous page), at most [`EVENT_NAMES_PAGE`].
     Events {
         /// The path.
         path: String,
+        /// The last name of the previous page.
+        after: Option<Vec<u8>>,
     },
-    /// The names of every event at or below `prefix`, of the paths after
+    /// The names of every event at or below `prefix`, after the name
     /// `after`, a page at a time (the asker holds nothing there).
     Subtree {
         /// The prefix.
         prefix: String,
-        /// The last path of the previous page.
-        after: Option<String>,
+        /// The last name of the previous page.
+        after: Option<Vec<u8>>,
     },
     /// The events with these names (`path \0 order`).
     Fetch {
@@ -137,13 +144,13 @@ pub enum DiffReply {
     RangeSums(Vec<(WireFp, u64)>),
     /// Event names.
     Names(Vec<Vec<u8>>),
-    /// A page of a subtree's event names, and the last path answered when
+    /// A page of a subtree's event names, and the last name answered when
     /// more may follow.
     Subtree {
         /// The names.
         names: Vec<Vec<u8>>,
         /// Where the next page starts (after it).
-        next: Option<String>,
+        next: Option<Vec<u8>>,
     },
     /// The events of the first `answered` names asked (those this node
     /// holds), cut at [`FETCH_BYTES`]: ask again for the rest.
@@ -232,10 +239,22 @@ pub fn answer(node: &Node, part: u16, question: DiffQuestion) -> Result<DiffRepl
             }
             Ok(DiffReply::RangeSums(sums))
         }
-        DiffQuestion::Events { path } => {
+        DiffQuestion::Events { path, after } => {
             let path = Path::parse_key(&path).map_err(|e| WireError::Invalid(e.to_string()))?;
+            let order = match &after {
+                None => None,
+                Some(name) => Some(
+                    crate::store::split_event_name(name)
+                        .filter(|(p, _)| *p == path.as_str())
+                        .ok_or_else(|| {
+                            WireError::Invalid("a name of another path to start after".into())
+                        })?
+                        .1,
+                ),
+            };
             Ok(DiffReply::Names(
-                node.event_names(&path).map_err(|e| WireError::from(&e))?,
+                node.event_names_after(&path, order, EVENT_NAMES_PAGE)
+                    .map_err(|e| WireError::from(&e))?,
             ))
         }
         DiffQuestion::Subtree { prefix, after } => {
@@ -277,35 +296,78 @@ pub fn answer(node: &Node, part: u16, question: DiffQuestion) -> Result<DiffRepl
 }
 
 /// The names of the events of `prefix` and every path below it in
-/// partition `part` of `node`, of the paths after `after`: at most
-/// [`SUBTREE_PATHS`] paths, ended early at a path's end once
-/// [`SUBTREE_NAMES`] names are listed.
+/// partition `part` of `node`, after the name `after` (the last of the
+/// previous page): at most [`SUBTREE_NAMES`] names (a path's names are
+/// read a page at a time, so one with a long history is cut too) and
+/// [`SUBTREE_PATHS`] paths.
 pub fn subtree_names(
     node: &Node,
     part: u16,
     prefix: &str,
-    after: Option<&str>,
+    after: Option<&[u8]>,
 ) -> Result<NamesPage, crate::error::NodeError> {
+    use crate::error::NodeError;
     let prefix = if prefix.is_empty() {
         Path::root()
     } else {
-        Path::parse_key(prefix).map_err(crate::error::NodeError::BadPath)?
+        Path::parse_key(prefix).map_err(NodeError::BadPath)?
     };
-    let paths = node
-        .store()
-        .scan_latest_in(&prefix, Some(&[part]), after, SUBTREE_PATHS)?;
-    let full = paths.len() == SUBTREE_PATHS;
-    let mut names = Vec::new();
-    let mut last = None;
-    for (i, s) in paths.iter().enumerate() {
-        names.extend(node.event_names(&s.event.path)?);
-        last = Some(s.event.path.as_str().to_string());
-        if names.len() >= SUBTREE_NAMES && i + 1 < paths.len() {
-            return Ok(NamesPage { names, next: last });
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    let cut = |names: Vec<Vec<u8>>| NamesPage {
+        next: names.last().cloned(),
+        names,
+    };
+    // The rest of the path the last page ended in, then the paths after it.
+    let mut from_path = None;
+    if let Some(name) = after {
+        let (path, order) = crate::store::split_event_name(name)
+            .ok_or_else(|| NodeError::Invalid("an event name without its order".into()))?;
+        let parsed = Path::parse_key(path).map_err(NodeError::BadPath)?;
+        if !take_names(node, &parsed, Some(order), &mut names)? {
+            return Ok(cut(names));
+        }
+        from_path = Some(path.to_string());
+    }
+    let paths =
+        node.store()
+            .scan_latest_in(&prefix, Some(&[part]), from_path.as_deref(), SUBTREE_PATHS)?;
+    for s in &paths {
+        if !take_names(node, &s.event.path, None, &mut names)? {
+            return Ok(cut(names));
         }
     }
-    Ok(NamesPage {
-        names,
-        next: if full { last } else { None },
-    })
+    if paths.len() == SUBTREE_PATHS {
+        return Ok(cut(names));
+    }
+    Ok(NamesPage { names, next: None })
+}
+
+/// Adds the names of `path`'s events after the order key `after` to
+/// `names`, until it holds [`SUBTREE_NAMES`]: true if the path's names are
+/// all in.
+fn take_names(
+    node: &Node,
+    path: &Path,
+    after: Option<&[u8]>,
+    names: &mut Vec<Vec<u8>>,
+) -> Result<bool, crate::error::NodeError> {
+    let mut after = after.map(<[u8]>::to_vec);
+    loop {
+        let room = SUBTREE_NAMES
+            .saturating_sub(names.len())
+            .min(EVENT_NAMES_PAGE);
+        if room == 0 {
+            return Ok(false);
+        }
+        let page = node.event_names_after(path, after.as_deref(), room)?;
+        let done = page.len() < room;
+        after = page
+            .last()
+            .and_then(|n| crate::store::split_event_name(n))
+            .map(|(_, order)| order.to_vec());
+        names.extend(page);
+        if done {
+            return Ok(true);
+        }
+    }
 }

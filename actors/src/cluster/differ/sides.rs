@@ -4,7 +4,7 @@
 
 use std::ops::Bound;
 
-use super::question::{subtree_names, DiffQuestion, DiffReply, CHILDREN_PAGE};
+use super::question::{subtree_names, DiffQuestion, DiffReply, CHILDREN_PAGE, EVENT_NAMES_PAGE};
 use crate::merkle::{Fingerprint, NamesPage, Node as TreeNode, Side, Tree};
 use crate::model::Path;
 use crate::store::StoreError;
@@ -43,7 +43,7 @@ impl Side for LocalSide {
         &self,
         part: u16,
         prefix: &str,
-        after: Option<&str>,
+        after: Option<&[u8]>,
     ) -> Result<NamesPage, StoreError> {
         subtree_names(&self.node, part, prefix, after)
             .map_err(|e| StoreError::Failed(e.to_string()))
@@ -138,14 +138,31 @@ impl Side for RemoteSide {
     }
 
     fn events(&self, part: u16, path: &str) -> Result<Vec<Vec<u8>>, StoreError> {
-        match self.ask(
-            part,
-            DiffQuestion::Events {
-                path: path.to_string(),
-            },
-        )? {
-            DiffReply::Names(names) => Ok(names),
-            other => Err(unexpected(&other)),
+        // Page by page: a path with a long history never outgrows a frame.
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let after = out.last().cloned();
+            match self.ask(
+                part,
+                DiffQuestion::Events {
+                    path: path.to_string(),
+                    after: after.clone(),
+                },
+            )? {
+                // A page that does not move on would be asked for ever.
+                DiffReply::Names(names)
+                    if names
+                        .first()
+                        .is_none_or(|n| after.as_ref().is_none_or(|a| n > a)) =>
+                {
+                    let full = names.len() >= EVENT_NAMES_PAGE;
+                    out.extend(names);
+                    if !full {
+                        return Ok(out);
+                    }
+                }
+                other => return Err(unexpected(&other)),
+            }
         }
     }
 
@@ -153,13 +170,13 @@ impl Side for RemoteSide {
         &self,
         part: u16,
         prefix: &str,
-        after: Option<&str>,
+        after: Option<&[u8]>,
     ) -> Result<NamesPage, StoreError> {
         match self.ask(
             part,
             DiffQuestion::Subtree {
                 prefix: prefix.to_string(),
-                after: after.map(str::to_string),
+                after: after.map(<[u8]>::to_vec),
             },
         )? {
             // A page that does not move on would be asked for ever.

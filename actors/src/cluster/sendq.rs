@@ -26,9 +26,10 @@ pub enum Outgoing {
     Close(String),
 }
 
-/// How many bytes a link's queue holds now (shared by both ends; the
-/// replicator reads it to pace catch-up streams), counting frames handed to
-/// the `Peer` and not yet queued by it.
+/// How many bytes a link's queue holds now (shared by both ends; paced
+/// senders read it), counting frames handed to the `Peer` and not yet
+/// queued by it; and what was sent that the peer has not yet reported
+/// merged, against the window the peer named (see [`SendGauge::room`]).
 #[derive(Clone, Debug, Default)]
 pub struct SendGauge(Arc<Counts>);
 

@@ -54,6 +54,9 @@ pub struct Marks {
     /// The head of the last commit that returned (the store's own head is
     /// written before a commit's entries can all be read).
     head: AtomicU64,
+    /// Per partition, the seq its tree is folded through (the folder's
+    /// cursor, published after each look at the partition).
+    folded: Vec<AtomicU64>,
     /// Per partition: the partition was dropped whole through this seq
     /// (0: not since the folder last looked), so its tree is empty and
     /// folded through it.
@@ -79,6 +82,7 @@ impl Marks {
             safe: AtomicU64::new(0),
             head: AtomicU64::new(head),
             reset: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            folded: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             folding: Mutex::new(()),
             wake: (Mutex::new(false), Condvar::new()),
             stop: AtomicBool::new(false),
@@ -140,6 +144,20 @@ impl Marks {
         let (flag, cv) = &self.wake;
         *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
         cv.notify_one();
+    }
+
+    /// True if partition `part`'s tree holds every entry of its log
+    /// through `seq`: folded that far, or nothing marked past what is
+    /// folded (every entry committed is marked first).
+    pub fn folded_through(&self, part: u16, seq: u64) -> bool {
+        let (Some(folded), Some(marked)) = (
+            self.folded.get(usize::from(part)),
+            self.marked.get(usize::from(part)),
+        ) else {
+            return false;
+        };
+        let folded = folded.load(Ordering::Acquire);
+        folded >= seq || marked.load(Ordering::Acquire) <= folded
     }
 
     /// Log entries below this seq may be trimmed: every tree has them.
@@ -205,6 +223,7 @@ impl Folder {
         // log once.
         let head = marks.head.load(Ordering::Acquire);
         for (part, &cursor) in cursors.iter().enumerate() {
+            marks.folded[part].store(cursor, Ordering::Release);
             if cursor < head {
                 marks.mark(part as u16, head);
             }
@@ -244,6 +263,7 @@ impl Folder {
                     Err(e) => log::error!("merkle tree of partition {part}: {e}"),
                 }
             }
+            self.marks.folded[part].store(self.cursors[part], Ordering::Release);
             // A partition marked past its cursor still has entries to fold
             // (its commit may not be in `head` yet); one that is not has
             // every entry through `head` in its tree (marks come first).

@@ -409,3 +409,31 @@ fn a_path_with_a_long_history_is_listed_and_answered_in_pages() {
     left.node.shutdown();
     right.node.shutdown();
 }
+
+#[test]
+fn a_partition_untouched_since_its_last_fold_counts_as_folded_through_any_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path(), 1_000_000);
+    write_some(&node, 0);
+    settled(&node);
+    let written = node.partition_of(&Path::parse("solo/one").unwrap()) as u16;
+    let other = (0..8u16).find(|p| *p != written).unwrap();
+    // The folder held still while one partition takes writes.
+    node.merkle_marks().pause(true);
+    actix::System::new().block_on(async {
+        for i in 0..10 {
+            node.set(&format!("solo/one/{i}"), "v").await.unwrap();
+        }
+    });
+    let head = node.log_head();
+    let now = Duration::ZERO;
+    assert!(!node.merkle_folded_through(&[written], head, now));
+    assert!(
+        node.merkle_folded_through(&[other], head, now),
+        "nothing of it waits to be folded"
+    );
+    assert!(!node.merkle_folded_through(&[other, written], head, now));
+    node.merkle_marks().pause(false);
+    assert!(node.merkle_folded_through(&[written], head, Duration::from_secs(10)));
+    node.shutdown();
+}

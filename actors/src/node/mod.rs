@@ -778,12 +778,22 @@ impl Node {
         self.inner.marks.safe_trim().checked_sub(1)
     }
 
-    /// Waits (blocking, at most `wait`) until the merkle trees hold every
-    /// entry of this node's log through `seq`; false if they do not by then.
-    pub fn merkle_folded_through(&self, seq: u64, wait: std::time::Duration) -> bool {
+    /// Waits (blocking, at most `wait`) until the merkle trees of `parts`
+    /// hold every entry of this node's log through `seq`; false if they do
+    /// not by then. (One partition whose fold keeps failing holds back only
+    /// the questions about it.)
+    pub fn merkle_folded_through(
+        &self,
+        parts: &[u16],
+        seq: u64,
+        wait: std::time::Duration,
+    ) -> bool {
         let deadline = std::time::Instant::now() + wait;
+        let marks = &self.inner.marks;
         loop {
-            if self.merkle_folded().is_some_and(|folded| folded >= seq) {
+            if self.merkle_folded().is_some_and(|folded| folded >= seq)
+                || parts.iter().all(|&p| marks.folded_through(p, seq))
+            {
                 return true;
             }
             if std::time::Instant::now() >= deadline {

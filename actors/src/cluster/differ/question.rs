@@ -172,7 +172,7 @@ pub fn answer(node: &Node, part: u16, question: DiffQuestion) -> Result<DiffRepl
     let tree = Tree::new(store.as_ref());
     match question {
         DiffQuestion::Roots { parts, through } => {
-            if !node.merkle_folded_through(through, FOLD_WAIT) {
+            if !node.merkle_folded_through(&parts, through, FOLD_WAIT) {
                 return Err(WireError::Failed(format!(
                     "this node's merkle trees are not folded through seq {through} yet"
                 )));

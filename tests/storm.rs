@@ -60,8 +60,11 @@ const _: () = assert!(QUEUE_ITEMS > 4 * (WRITERS * WRITES + WRITERS * KEYS));
 /// Stream pings this often when quiet: readers see progress (a ping carries
 /// the log head) and the node notices gone SSE clients at the next ping.
 const PING_MS: &str = "250";
-/// RSS the storm may add to the server.
-const RSS_BOUND_KIB: u64 = 64 * 1024;
+/// RSS the storm may add to the server. (What the allocator keeps after
+/// the storm's peak varies with how far behind the readers were: 69 and
+/// 72 MiB in two of nine runs under a loaded CI here, 40–60 otherwise; a
+/// leak grows with every session and passes any fixed bound.)
+const RSS_BOUND_KIB: u64 = 96 * 1024;
 /// How long the whole storm, or a reader's catching up, may take.
 const RUN_DEADLINE: Duration = Duration::from_secs(120);
 

@@ -62,8 +62,8 @@ const _: () = assert!(QUEUE_ITEMS > 4 * (WRITERS * WRITES + WRITERS * KEYS));
 const PING_MS: &str = "250";
 /// RSS the storm may add to the server. (What the allocator keeps after
 /// the storm's peak varies with how far behind the readers were: 69 and
-/// 72 MiB in two of nine runs under a loaded CI here, 40–60 otherwise; a
-/// leak grows with every session and passes any fixed bound.)
+/// 72 MiB in two of nine runs under a loaded CI here, within 64 MiB in the
+/// others; a leak grows with every session and passes any fixed bound.)
 const RSS_BOUND_KIB: u64 = 96 * 1024;
 /// How long the whole storm, or a reader's catching up, may take.
 const RUN_DEADLINE: Duration = Duration::from_secs(120);

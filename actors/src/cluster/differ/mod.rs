@@ -234,10 +234,10 @@ impl Found for Exchange<'_> {
             .names_held(&wanted)
             .map_err(|e| StoreError::Failed(e.to_string()))?;
         if !held.is_empty() {
-            let held: Vec<Vec<u8>> = held.iter().cloned().collect();
+            let listed: Vec<Vec<u8>> = held.iter().cloned().collect();
             let events = self
                 .node
-                .events_named(&held)
+                .events_named(&listed)
                 .map_err(|e| StoreError::Failed(e.to_string()))?;
             (self.push.ack)(&events);
             wanted.retain(|n| !held.contains(n));

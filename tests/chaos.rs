@@ -45,23 +45,6 @@ async fn try_put(url: &str, body: &str) -> Option<u16> {
     Some(res.status().as_u16())
 }
 
-/// The owners of each partition, as `s` reports them.
-async fn owners(s: &Server) -> Vec<Vec<String>> {
-    get(&format!("{}/cluster", s.url)).await.json()["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            p["owners"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|o| o.as_str().unwrap().to_string())
-                .collect()
-        })
-        .collect()
-}
-
 #[actix_web::test]
 async fn acked_writes_survive_kills_and_cut_links_at_every_owner() {
     let seed = std::env::var("SPREAD_CHAOS_SEED")

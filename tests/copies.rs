@@ -26,30 +26,22 @@ fn node(id: &str, extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
-fn ids(names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| s.to_string()).collect()
-}
-
-/// The owners of each partition, as node `s` lists them.
-async fn owners(s: &Server) -> Vec<Vec<String>> {
-    get(&format!("{}/cluster", s.url)).await.json()["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            p["owners"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|o| o.as_str().unwrap().to_string())
-                .collect()
-        })
-        .collect()
-}
-
 fn partition_of(path: &str) -> usize {
     let layout = spread_actors::Layout::new(64, 2).unwrap();
     usize::from(layout.partition_of(&spread_actors::Path::parse_key(path).unwrap()))
+}
+
+/// A prefix `rooms/<i>` whose partition none of `nodes` owns, as `s`
+/// places it.
+async fn owned_by_none_of(s: &Server, nodes: &[&str]) -> String {
+    let view = owners(s).await;
+    (0..1000)
+        .map(|i| format!("rooms/{i}"))
+        .find(|p| {
+            let o = &view[partition_of(p)];
+            nodes.iter().all(|n| !o.iter().any(|x| x == n))
+        })
+        .expect("a prefix none of them owns")
 }
 
 /// The status and body of a read of `path` at `s` (`local`: its own store).
@@ -70,14 +62,7 @@ async fn a_watched_copy_outlives_its_subscribers_within_the_bound_and_is_dropped
     let nodes = vec![a, b, c, d];
     all_alive(&nodes, &ids(&["a", "b", "c", "d"])).await;
     linked(&nodes).await;
-    let view = owners(&nodes[0]).await;
-    let prefix = (0..1000)
-        .map(|i| format!("rooms/{i}"))
-        .find(|p| {
-            let o = &view[partition_of(p)];
-            !o.contains(&"c".to_string()) && !o.contains(&"d".to_string())
-        })
-        .expect("a prefix neither c nor d owns");
+    let prefix = owned_by_none_of(&nodes[0], &["c", "d"]).await;
     let mut written = Vec::new();
     for i in 0..10 {
         let path = format!("{prefix}/k{i}");
@@ -256,11 +241,7 @@ async fn a_watched_copy_is_compared_with_its_owner_periodically_deletions_includ
     let nodes = vec![a, b, c];
     all_alive(&nodes, &ids(&["a", "b", "c"])).await;
     linked(&nodes).await;
-    let view = owners(&nodes[0]).await;
-    let prefix = (0..1000)
-        .map(|i| format!("rooms/{i}"))
-        .find(|p| !view[partition_of(p)].contains(&"c".to_string()))
-        .expect("a prefix c does not own");
+    let prefix = owned_by_none_of(&nodes[0], &["c"]).await;
     for i in 0..5 {
         let r = put(&format!("{}/raw/{prefix}/k{i}", nodes[0].url), b"v").await;
         assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
@@ -334,11 +315,7 @@ async fn a_watcher_that_merges_slowly_takes_a_big_snapshot_at_its_own_pace() {
     let nodes = vec![a, b, c];
     all_alive(&nodes, &ids(&["a", "b", "c"])).await;
     linked(&nodes).await;
-    let view = owners(&nodes[0]).await;
-    let prefix = (0..1000)
-        .map(|i| format!("rooms/{i}"))
-        .find(|p| !view[partition_of(p)].contains(&"c".to_string()))
-        .expect("a prefix c does not own");
+    let prefix = owned_by_none_of(&nodes[0], &["c"]).await;
     // 5 MiB under it: five times c's bound.
     let value = vec![b'v'; 32 << 10];
     for i in 0..160 {

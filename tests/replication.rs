@@ -27,10 +27,6 @@ async fn three() -> Vec<Server> {
     nodes
 }
 
-fn ids(names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| s.to_string()).collect()
-}
-
 /// Waits until `s` holds `body` at `path` in its own store.
 async fn holds(s: &Server, path: &str, body: &str) {
     let url = format!("{}/raw/{path}?local=true", s.url);

@@ -595,3 +595,25 @@ pub async fn cut(s: &Server, nodes: &[&str]) {
     .await;
     assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
 }
+
+/// Node ids as owned strings.
+pub fn ids(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// The owners of each partition, as node `s` lists them in `GET /cluster`.
+pub async fn owners(s: &Server) -> Vec<Vec<String>> {
+    get(&format!("{}/cluster", s.url)).await.json()["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["owners"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o.as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect()
+}

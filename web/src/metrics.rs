@@ -246,7 +246,7 @@ impl Metrics {
         );
         registry.register(
             "replication_follower_overloads",
-            "Links this node closed because an owner's changes came faster than it merged them",
+            "Links this node closed because a peer's frames (changes, watched values, anti-entropy events) came faster than it merged them",
             follower_overloads.clone(),
         );
         registry.register(

@@ -105,7 +105,7 @@ pub struct LinkStats {
     /// out of the stream, logged).
     pub events_refused: AtomicU64,
     /// Replication: what waits to be merged from the owners followed
-    /// (bytes, see `stream_weight`).
+    /// (bytes, see `PeerFrame::merge_weight`).
     pub merge_queue_bytes: AtomicU64,
     /// Replication: links this node closed because what waited to merge
     /// passed the bound.

@@ -214,12 +214,15 @@ impl Cluster {
         );
     }
 
-    /// The fault switch's delay before each batch of replication merges.
-    pub fn merge_delay(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(
-            self.merge_delay_ms
-                .load(std::sync::atomic::Ordering::Relaxed),
-        )
+    /// Waits the fault switch's delay, if any, before a batch of
+    /// replication merges or a frame of watched values is merged.
+    pub async fn delay_merge(&self) {
+        let ms = self
+            .merge_delay_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
     }
 
     /// True if the fault switch cuts links to `node`.

@@ -388,6 +388,21 @@ fn a_path_with_a_long_history_is_listed_and_answered_in_pages() {
         }
     }
     assert_eq!(paged, all, "every name once, in order");
+    // A page asked after a name of another path, or after one that does
+    // not parse, is refused.
+    let other = first_name_of(&full, "hot/x/k/0");
+    for after in [other, b"hot/x/k\0short".to_vec()] {
+        let question = DiffQuestion::Events {
+            path: hot.as_str().to_string(),
+            after: Some(after),
+        };
+        assert!(answer(&full, part, question).is_err());
+    }
+    let question = DiffQuestion::Subtree {
+        prefix: "hot".into(),
+        after: Some(b"no order".to_vec()),
+    };
+    assert!(answer(&full, part, question).is_err());
     // A walk against a node that holds nothing lists them, cut within the
     // path: every event of the partition, each once.
     let (left, right) = (LocalSide { node: empty }, LocalSide { node: full });
@@ -436,4 +451,9 @@ fn a_partition_untouched_since_its_last_fold_counts_as_folded_through_any_seq() 
     node.merkle_marks().pause(false);
     assert!(node.merkle_folded_through(&[written], head, Duration::from_secs(10)));
     node.shutdown();
+}
+
+/// The name of `path`'s first event at `node`.
+fn first_name_of(node: &Node, path: &str) -> Vec<u8> {
+    node.event_names(&Path::parse(path).unwrap()).unwrap()[0].clone()
 }

@@ -160,16 +160,7 @@ impl Node {
 
     /// The names of `path`'s events (history included), oldest first.
     pub fn event_names(&self, path: &Path) -> Result<Vec<Vec<u8>>, NodeError> {
-        let all = HistoryRange {
-            from: 0,
-            to: u64::MAX,
-            limit: usize::MAX,
-        };
-        Ok(self
-            .history_of(path, all)?
-            .iter()
-            .map(|s| crate::store::event_name(path, &s.event.version, &s.digest))
-            .collect())
+        self.event_names_after(path, None, usize::MAX)
     }
 
     /// The names of `path`'s events ordered after the order key `after`
@@ -228,33 +219,6 @@ impl Node {
             }
         }
         Ok(out)
-    }
-
-    /// Which of `names` (`path \0 order`) this node holds (a name that does
-    /// not parse is not held).
-    pub fn names_held(
-        &self,
-        names: &[Vec<u8>],
-    ) -> Result<std::collections::HashSet<Vec<u8>>, NodeError> {
-        let mut paths = std::collections::BTreeSet::new();
-        for name in names {
-            if let Ok(path) = crate::merkle::tree::path_of(name) {
-                paths.insert(path);
-            }
-        }
-        let wanted: std::collections::HashSet<&[u8]> = names.iter().map(Vec::as_slice).collect();
-        let mut held = std::collections::HashSet::new();
-        for path in paths {
-            let Ok(path) = Path::parse_key(path) else {
-                continue;
-            };
-            for name in self.event_names(&path)? {
-                if wanted.contains(name.as_slice()) {
-                    held.insert(name);
-                }
-            }
-        }
-        Ok(held)
     }
 
     /// Bytes the store takes on disk.
@@ -780,8 +744,8 @@ impl Node {
 
     /// Waits (blocking, at most `wait`) until the merkle trees of `parts`
     /// hold every entry of this node's log through `seq`; false if they do
-    /// not by then. (One partition whose fold keeps failing holds back only
-    /// the questions about it.)
+    /// not by then. (Each partition by its own fold: one whose fold keeps
+    /// failing holds back only the questions about it.)
     pub fn merkle_folded_through(
         &self,
         parts: &[u16],
@@ -791,9 +755,7 @@ impl Node {
         let deadline = std::time::Instant::now() + wait;
         let marks = &self.inner.marks;
         loop {
-            if self.merkle_folded().is_some_and(|folded| folded >= seq)
-                || parts.iter().all(|&p| marks.folded_through(p, seq))
-            {
+            if parts.iter().all(|&p| marks.folded_through(p, seq)) {
                 return true;
             }
             if std::time::Instant::now() >= deadline {

@@ -75,6 +75,11 @@ pub fn partition_start(ns: u8, part: u16) -> [u8; 3] {
     [ns, p[0], p[1]]
 }
 
+/// A partition's keys of one namespace.
+pub fn partition_range(ns: u8, part: u16) -> std::ops::Range<Vec<u8>> {
+    partition_start(ns, part).to_vec()..partition_end(ns, part)
+}
+
 /// Just past a partition's keys of one namespace.
 pub fn partition_end(ns: u8, part: u16) -> Vec<u8> {
     match part.checked_add(1) {

@@ -231,15 +231,14 @@ impl Found for Exchange<'_> {
         // peer's own recent ones are acknowledged, as if fetched.
         let held = self
             .node
-            .names_held(&wanted)
+            .events_named(&wanted)
             .map_err(|e| StoreError::Failed(e.to_string()))?;
         if !held.is_empty() {
-            let listed: Vec<Vec<u8>> = held.iter().cloned().collect();
-            let events = self
-                .node
-                .events_named(&listed)
-                .map_err(|e| StoreError::Failed(e.to_string()))?;
-            (self.push.ack)(&events);
+            (self.push.ack)(&held);
+            let held: std::collections::HashSet<Vec<u8>> = held
+                .iter()
+                .map(|s| crate::store::event_name(&s.event.path, &s.event.version, &s.digest))
+                .collect();
             wanted.retain(|n| !held.contains(n));
         }
         let mut at = 0;

@@ -295,7 +295,7 @@ impl Following {
     }
 
     /// What waits to be merged, from every peer (bytes, see
-    /// `stream_weight`).
+    /// `PeerFrame::merge_weight`).
     pub fn queued(&self) -> u64 {
         self.peers.values().map(|f| f.queued).sum()
     }

@@ -460,10 +460,7 @@ impl Replicator {
                     let cluster = self.cluster.clone();
                     let who = from.clone();
                     let work = async move {
-                        let delay = cluster.merge_delay();
-                        if !delay.is_zero() {
-                            tokio::time::sleep(delay).await;
-                        }
+                        cluster.delay_merge().await;
                         let whose = format!("a watched event from '{who}'");
                         let merged = merge_all(&node, events, &whose).await;
                         cluster
@@ -748,10 +745,7 @@ impl Replicator {
         let from = peer.clone();
         let cluster = self.cluster.clone();
         let work = async move {
-            let delay = cluster.merge_delay();
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
+            cluster.delay_merge().await;
             let merged_count = &cluster.links.stats.events_merged;
             let skipped = &cluster.links.stats.events_refused;
             let mut events = Vec::new();

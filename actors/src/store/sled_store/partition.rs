@@ -7,6 +7,15 @@ use crate::store::PartitionDigest;
 /// Keys removed per batch when dropping a partition.
 const DROP_CHUNK: usize = 4096;
 
+/// The namespaces of a partition's data (its merkle tree apart).
+const PARTITION_DATA: [u8; 5] = [
+    keys::LOG,
+    keys::HISTORY,
+    keys::LATEST,
+    keys::FLOOR,
+    keys::RECLAIM,
+];
+
 impl SledStore {
     /// The order-independent hash of every event the partition holds.
     /// Exact while no commit writes to the partition: a commit that turns an
@@ -52,13 +61,7 @@ impl SledStore {
         state
             .latest
             .forget_prefix(&keys::partition_start(keys::LATEST, part));
-        for ns in [
-            keys::LOG,
-            keys::HISTORY,
-            keys::LATEST,
-            keys::FLOOR,
-            keys::RECLAIM,
-        ] {
+        for ns in PARTITION_DATA {
             self.clear_range(ns, part)?;
         }
         self.tree.remove(keys::meta(&keys::floor_meta(part)))?;
@@ -79,7 +82,7 @@ impl SledStore {
     /// it holds no event (its tree's cursor alone is no data).
     pub(super) fn bytes_of_partition(&self, part: u16) -> Result<u64, StoreError> {
         let holds = |ns| {
-            let range = keys::partition_start(ns, part).to_vec()..keys::partition_end(ns, part);
+            let range = keys::partition_range(ns, part);
             self.tree
                 .range(range)
                 .next()
@@ -90,8 +93,7 @@ impl SledStore {
         // more than its cursor is data too (dropping again finishes it).
         let tree_holds = || {
             let cursor = keys::merkle(part, crate::merkle::tree::CURSOR);
-            let range = keys::partition_start(keys::MERKLE, part).to_vec()
-                ..keys::partition_end(keys::MERKLE, part);
+            let range = keys::partition_range(keys::MERKLE, part);
             for key in self.tree.range(range).keys() {
                 if key? != cursor {
                     return Ok::<_, StoreError>(true);
@@ -103,15 +105,8 @@ impl SledStore {
             return Ok(0);
         }
         let mut total = 0u64;
-        for ns in [
-            keys::LOG,
-            keys::HISTORY,
-            keys::LATEST,
-            keys::FLOOR,
-            keys::RECLAIM,
-            keys::MERKLE,
-        ] {
-            let range = keys::partition_start(ns, part).to_vec()..keys::partition_end(ns, part);
+        for ns in PARTITION_DATA.into_iter().chain([keys::MERKLE]) {
+            let range = keys::partition_range(ns, part);
             for item in self.tree.range(range) {
                 let (key, value) = item?;
                 total += (key.len() + value.len()) as u64;
@@ -150,7 +145,7 @@ impl SledStore {
         visit: &mut dyn FnMut(&[u8]) -> bool,
     ) -> Result<(), StoreError> {
         for ns in [keys::HISTORY, keys::LATEST] {
-            let range = keys::partition_start(ns, part).to_vec()..keys::partition_end(ns, part);
+            let range = keys::partition_range(ns, part);
             for item in self.tree.range(range) {
                 let (key, raw) = item?;
                 let path_text = match ns {

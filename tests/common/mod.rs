@@ -163,8 +163,22 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+        // A failing test shows what each of its servers logged last
+        // (`SPREAD_TEST_LOG` sets the servers' `RUST_LOG`; warn by default).
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- the last log lines of the server at {} ---\n{}",
+                self.addr,
+                lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n")
+            );
+        }
     }
 }
+
+/// How many of a server's last log lines a failing test shows.
+const LOG_TAIL: usize = 40;
 
 fn spawn(
     data: &Path,
@@ -183,7 +197,10 @@ fn spawn(
             .args(["--listen", listen, "--data"])
             .arg(data)
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("SPREAD_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(log.try_clone().expect("log handle"))
             .spawn()

@@ -54,8 +54,9 @@ pub struct Marks {
     /// The head of the last commit that returned (the store's own head is
     /// written before a commit's entries can all be read).
     head: AtomicU64,
-    /// Per partition, the seq its tree is folded through (the folder's
-    /// cursor, published after each look at the partition).
+    /// Per partition, a seq its tree holds every entry through (the
+    /// folder's cursor, or the head of a pass that found nothing to fold,
+    /// published after each look at the partition).
     folded: Vec<AtomicU64>,
     /// Per partition: the partition was dropped whole through this seq
     /// (0: not since the folder last looked), so its tree is empty and
@@ -263,13 +264,19 @@ impl Folder {
                     Err(e) => log::error!("merkle tree of partition {part}: {e}"),
                 }
             }
-            self.marks.folded[part].store(self.cursors[part], Ordering::Release);
             // A partition marked past its cursor still has entries to fold
             // (its commit may not be in `head` yet); one that is not has
-            // every entry through `head` in its tree (marks come first).
-            if self.marks.marked[part].load(Ordering::Acquire) > self.cursors[part] {
+            // every entry through `head` in its tree (marks come first), so
+            // it counts as folded through `head` even if its last entry is
+            // far older: a later mark (a seq past `head`) must not make a
+            // question about `head` wait for the next pass.
+            let through = if self.marks.marked[part].load(Ordering::Acquire) > self.cursors[part] {
                 safe = safe.min(self.cursors[part]);
-            }
+                self.cursors[part]
+            } else {
+                head.max(self.cursors[part])
+            };
+            self.marks.folded[part].store(through, Ordering::Release);
             if self.marks.dropped[part].swap(false, Ordering::AcqRel) {
                 match self.take_out(part as u16) {
                     Ok(n) => folded += n,

@@ -453,6 +453,34 @@ fn a_partition_untouched_since_its_last_fold_counts_as_folded_through_any_seq() 
     node.shutdown();
 }
 
+#[test]
+fn a_partition_written_after_a_pass_still_counts_as_folded_through_that_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path(), 1_000_000);
+    write_some(&node, 0);
+    settled(&node);
+    // One more write, folded: every other partition's last entry is older
+    // than the head now.
+    let system = actix::System::new();
+    system.block_on(async { node.set("solo/last", "v").await.unwrap() });
+    let head = node.log_head();
+    let last = node.partition_of(&Path::parse("solo/last").unwrap()) as u16;
+    assert!(node.merkle_folded_through(&[last], head, Duration::from_secs(10)));
+    let other = (0..8u16).find(|p| *p != last).unwrap();
+    let path = (0..)
+        .map(|i| format!("other/{i}"))
+        .find(|p| node.partition_of(&Path::parse(p).unwrap()) as u16 == other)
+        .unwrap();
+    // A write to another partition, not folded yet: its tree still holds
+    // everything through the head the pass saw.
+    node.merkle_marks().pause(true);
+    system.block_on(async { node.set(&path, "v").await.unwrap() });
+    assert!(node.merkle_folded_through(&[other], head, Duration::ZERO));
+    assert!(!node.merkle_folded_through(&[other], node.log_head(), Duration::ZERO));
+    node.merkle_marks().pause(false);
+    node.shutdown();
+}
+
 /// The name of `path`'s first event at `node`.
 fn first_name_of(node: &Node, path: &str) -> Vec<u8> {
     node.event_names(&Path::parse(path).unwrap()).unwrap()[0].clone()

@@ -66,6 +66,8 @@ pub struct Marks {
     /// never interleaves with a fold's writes to its tree.
     folding: Mutex<()>,
     wake: (Mutex<bool>, Condvar),
+    /// Passes ended, counted, so a question waits for the next one.
+    passes: (Mutex<u64>, Condvar),
     stop: AtomicBool,
     /// Tests hold the folder still.
     #[cfg(test)]
@@ -86,6 +88,7 @@ impl Marks {
             folded: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             folding: Mutex::new(()),
             wake: (Mutex::new(false), Condvar::new()),
+            passes: (Mutex::new(0), Condvar::new()),
             stop: AtomicBool::new(false),
             #[cfg(test)]
             paused: AtomicBool::new(false),
@@ -159,6 +162,44 @@ impl Marks {
         };
         let folded = folded.load(Ordering::Acquire);
         folded >= seq || marked.load(Ordering::Acquire) <= folded
+    }
+
+    /// Waits (blocking, at most `wait`) until every partition of `parts`
+    /// is [`Marks::folded_through`] `seq`; false if not by then. Woken by
+    /// each pass's end, not by polling.
+    pub fn wait_folded_through(&self, parts: &[u16], seq: u64, wait: Duration) -> bool {
+        let deadline = std::time::Instant::now() + wait;
+        let (count, cv) = &self.passes;
+        let mut passes = count.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            // (Checked under the lock a pass's end takes to count itself:
+            // a pass that ends after this check wakes the wait below.)
+            if parts.iter().all(|&p| self.folded_through(p, seq)) {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline || self.stop.load(Ordering::Acquire) {
+                return false;
+            }
+            let seen = *passes;
+            while *passes == seen {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                passes = cv
+                    .wait_timeout(passes, deadline - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+    }
+
+    /// A pass ended (its fold points are published): wake the waits.
+    fn pass_ended(&self) {
+        let (count, cv) = &self.passes;
+        *count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        cv.notify_all();
     }
 
     /// Log entries below this seq may be trimmed: every tree has them.
@@ -288,6 +329,7 @@ impl Folder {
             }
         }
         self.marks.safe.store(safe + 1, Ordering::Release);
+        self.marks.pass_ended();
         Ok(folded)
     }
 

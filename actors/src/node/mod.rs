@@ -752,17 +752,7 @@ impl Node {
         seq: u64,
         wait: std::time::Duration,
     ) -> bool {
-        let deadline = std::time::Instant::now() + wait;
-        let marks = &self.inner.marks;
-        loop {
-            if parts.iter().all(|&p| marks.folded_through(p, seq)) {
-                return true;
-            }
-            if std::time::Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        self.inner.marks.wait_folded_through(parts, seq, wait)
     }
 
     /// The marks of the merkle trees' folder (tests pause it).

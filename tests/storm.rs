@@ -17,7 +17,7 @@
 //! - Every write is acknowledged with 2xx.
 //! - Afterwards the hub counts exactly the staying subscribers (then none),
 //!   no session was dropped for lagging, and the server's RSS grew by less
-//!   than 64 MiB.
+//!   than [`RSS_BOUND_KIB`].
 //!
 //! Nothing depends on timing: the writers make a fixed number of writes; the
 //! subscriber queues (`--subscriber-queue-items`) hold more items than that,

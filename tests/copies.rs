@@ -332,6 +332,11 @@ async fn a_watcher_that_merges_slowly_takes_a_big_snapshot_at_its_own_pace() {
     // and no link is closed (without the window, the owner's frames
     // filled c's memory as fast as the link carried them).
     let mut sse = SseClient::open(&format!("{}/sse/{prefix}", nodes[2].url), None).await;
+    // What waits to be kept shows at c meanwhile.
+    wait_for("watched values waiting at c", EVENT_DEADLINE, async || {
+        metric(&nodes[2], "spread_replication_merge_queue_bytes").await > 0.0
+    })
+    .await;
     let snapshot = sse.until_ready().await;
     assert_eq!(snapshot.len(), 161, "every value, then `ready`");
     for i in [0, 80, 159] {

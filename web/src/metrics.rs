@@ -241,7 +241,7 @@ impl Metrics {
         let partition_lag = Family::<PartitionLabel, Gauge>::default();
         registry.register(
             "replication_merge_queue_bytes",
-            "Bytes of replication frames received from owners and not merged yet (past --peer-send-queue-bytes from one owner, its link is closed)",
+            "Bytes of frames received from peers and not merged yet: replication streams, watched values, anti-entropy events (past --peer-send-queue-bytes from one peer and of one kind, its link is closed)",
             merge_queue.clone(),
         );
         registry.register(

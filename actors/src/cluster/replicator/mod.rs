@@ -177,6 +177,8 @@ pub struct Replicator {
     pulling: Option<String>,
     /// By peer, when a pull that failed may be tried again.
     pull_after: HashMap<String, Instant>,
+    /// What the frames being merged now weigh (out of their queues).
+    merging: usize,
 }
 
 impl Replicator {
@@ -199,6 +201,7 @@ impl Replicator {
             copies: copies::Copies::default(),
             pulling: None,
             pull_after: HashMap::new(),
+            merging: 0,
         }
     }
 
@@ -469,7 +472,9 @@ impl Replicator {
                             .events_merged
                             .fetch_add(merged.tried as u64, Ordering::Relaxed);
                     };
+                    self.merging += weight;
                     ctx.spawn(work.into_actor(self).map(move |(), this, ctx| {
+                        this.merging -= weight;
                         this.report_merged(&from, link, weight);
                         this.keep_watched(from, ctx)
                     }));
@@ -712,7 +717,9 @@ impl Replicator {
                 .events_received
                 .fetch_add(merged.changed as u64, Ordering::Relaxed);
         };
+        self.merging += weight;
         ctx.spawn(work.into_actor(self).map(move |(), this, ctx| {
+            this.merging -= weight;
             this.report_merged(&from, link, weight);
             this.merge_diff_events(from, ctx)
         }));
@@ -796,7 +803,9 @@ impl Replicator {
             }
             Ok::<_, String>(acks)
         };
+        self.merging += weight as usize;
         ctx.spawn(work.into_actor(self).map(move |result, this, ctx| {
+            this.merging -= weight as usize;
             match result {
                 Ok(acks) => {
                     // (Marks only move when a stream turns live; the
@@ -885,6 +894,15 @@ impl Replicator {
         }
     }
 
+    /// Bytes of frames received from peers and not merged yet (waiting
+    /// or merging now): streams followed, watched values and anti-entropy
+    /// events.
+    fn waiting_to_merge(&self) -> u64 {
+        let watched: usize = self.watched.values().map(|q| q.weight).sum();
+        let diffs: usize = self.diff_in.values().map(|q| q.weight).sum();
+        self.following.queued() + (watched + diffs + self.merging) as u64
+    }
+
     fn publish_stats(&self) {
         self.cluster.mark_caught_up(self.following.caught_up());
         let stats = &self.cluster.links.stats;
@@ -896,7 +914,7 @@ impl Replicator {
             .store(self.following.streams() as u64, Ordering::Relaxed);
         stats
             .merge_queue_bytes
-            .store(self.following.queued(), Ordering::Relaxed);
+            .store(self.waiting_to_merge(), Ordering::Relaxed);
         stats
             .watches_asked
             .store(self.watches.count() as u64, Ordering::Relaxed);

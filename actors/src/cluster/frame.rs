@@ -21,8 +21,9 @@ use super::wire::{WireError, WireEvent, WireHistory, WirePage, WireReport, WireW
 /// follower compares merkle trees for what came before, and `Roots` asks
 /// for trees folded through that head; `Hello` names a window, and a node
 /// reports what it merged, `Merged`, so that what is in flight to it stays
-/// within it.)
-pub const PROTOCOL_VERSION: u32 = 5;
+/// within it. 6: `Bundle` carries several replication frames in one, as a
+/// commit of many partitions makes them.)
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The largest frame a link accepts (a batch of events with big values fits).
 pub const MAX_FRAME_BYTES: usize = 32 << 20;
@@ -294,6 +295,94 @@ pub enum PeerFrame {
         /// Its outcome.
         answer: Result<WireReport, WireError>,
     },
+    /// Replication frames, taken in order as if each had come alone: one
+    /// commit touches many partitions, and one frame for all of them costs
+    /// the link, the sender and the receiver far less than one each.
+    Bundle {
+        /// The frames.
+        frames: Vec<Bundled>,
+    },
+}
+
+/// A frame a [`PeerFrame::Bundle`] carries: the replication frames of the
+/// same names and fields (a type of its own, so a bundle never holds a
+/// bundle and decoding never recurses).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Bundled {
+    /// [`PeerFrame::Reset`].
+    Reset {
+        /// The partition.
+        part: u16,
+        /// Where the log resumes.
+        head: u64,
+    },
+    /// [`PeerFrame::Events`].
+    Events {
+        /// The partition.
+        part: u16,
+        /// The stream of the partition is complete up to this seq.
+        through: u64,
+        /// Live changes.
+        live: bool,
+        /// The entries (seq, event).
+        events: Vec<(u64, WireEvent)>,
+    },
+    /// [`PeerFrame::Ack`].
+    Ack {
+        /// The events.
+        events: Vec<(String, u64)>,
+    },
+    /// [`PeerFrame::Merged`].
+    Merged {
+        /// The weight merged.
+        bytes: u64,
+    },
+}
+
+impl From<Bundled> for PeerFrame {
+    fn from(b: Bundled) -> PeerFrame {
+        match b {
+            Bundled::Reset { part, head } => PeerFrame::Reset { part, head },
+            Bundled::Events {
+                part,
+                through,
+                live,
+                events,
+            } => PeerFrame::Events {
+                part,
+                through,
+                live,
+                events,
+            },
+            Bundled::Ack { events } => PeerFrame::Ack { events },
+            Bundled::Merged { bytes } => PeerFrame::Merged { bytes },
+        }
+    }
+}
+
+impl Bundled {
+    /// [`PeerFrame::merge_weight`] of the frame.
+    pub fn merge_weight(&self) -> usize {
+        match self {
+            Bundled::Events { events, .. } => stream_weight(events),
+            Bundled::Reset { .. } => MERGE_OVERHEAD,
+            Bundled::Ack { .. } | Bundled::Merged { .. } => 0,
+        }
+    }
+}
+
+/// What a frame, and each event in it, weighs beyond paths and values
+/// (see [`PeerFrame::merge_weight`]).
+const MERGE_OVERHEAD: usize = 64;
+
+/// The merge weight of an event.
+fn event_weight(event: &WireEvent) -> usize {
+    event.path.len() + event.value.as_deref().map_or(0, <[u8]>::len) + MERGE_OVERHEAD
+}
+
+/// The merge weight of a frame of stream entries.
+fn stream_weight(events: &[(u64, WireEvent)]) -> usize {
+    events.iter().map(|(_, e)| event_weight(e)).sum::<usize>() + MERGE_OVERHEAD
 }
 
 /// A frame that cannot be read.
@@ -308,6 +397,16 @@ pub enum FrameError {
 }
 
 impl PeerFrame {
+    /// `frames` as one frame: none, the frame itself, or a
+    /// [`PeerFrame::Bundle`] of them.
+    pub fn bundled(mut frames: Vec<Bundled>) -> Option<PeerFrame> {
+        match frames.len() {
+            0 => None,
+            1 => frames.pop().map(PeerFrame::from),
+            _ => Some(PeerFrame::Bundle { frames }),
+        }
+    }
+
     /// The frame as MessagePack.
     pub fn encode(&self) -> Vec<u8> {
         // Encoding plain data into a Vec cannot fail.
@@ -327,25 +426,13 @@ impl PeerFrame {
     /// the frames a receiver merges and reports with `Merged`: both sides
     /// count it alike; 0 for the others.
     pub fn merge_weight(&self) -> usize {
-        const OVERHEAD: usize = 64;
-        let weigh =
-            |path: &str, value: Option<&[u8]>| path.len() + value.map_or(0, <[u8]>::len) + OVERHEAD;
         match self {
-            PeerFrame::Events { events, .. } => {
-                events
-                    .iter()
-                    .map(|(_, e)| weigh(&e.path, e.value.as_deref()))
-                    .sum::<usize>()
-                    + OVERHEAD
-            }
+            PeerFrame::Events { events, .. } => stream_weight(events),
             PeerFrame::Watched { events, .. } | PeerFrame::DiffEvents { events, .. } => {
-                events
-                    .iter()
-                    .map(|e| weigh(&e.path, e.value.as_deref()))
-                    .sum::<usize>()
-                    + OVERHEAD
+                events.iter().map(event_weight).sum::<usize>() + MERGE_OVERHEAD
             }
-            PeerFrame::Reset { .. } => OVERHEAD,
+            PeerFrame::Reset { .. } => MERGE_OVERHEAD,
+            PeerFrame::Bundle { frames } => frames.iter().map(Bundled::merge_weight).sum(),
             _ => 0,
         }
     }
@@ -382,6 +469,7 @@ impl PeerFrame {
             PeerFrame::Imported { .. } => "imported",
             PeerFrame::Forward { .. } => "forward",
             PeerFrame::Forwarded { .. } => "forwarded",
+            PeerFrame::Bundle { .. } => "bundle",
         }
     }
 }
@@ -421,6 +509,21 @@ mod tests {
             PeerFrame::Merged { bytes: 4096 },
             PeerFrame::Ack {
                 events: vec![("a/b".into(), 5)],
+            },
+            PeerFrame::Bundle {
+                frames: vec![
+                    Bundled::Reset { part: 2, head: 7 },
+                    Bundled::Events {
+                        part: 1,
+                        through: 9,
+                        live: true,
+                        events: Vec::new(),
+                    },
+                    Bundled::Ack {
+                        events: vec![("a/b".into(), 5)],
+                    },
+                    Bundled::Merged { bytes: 64 },
+                ],
             },
             PeerFrame::Watch {
                 prefix: "rooms".into(),
@@ -513,6 +616,26 @@ mod tests {
         }
         assert!(matches!(
             PeerFrame::decode(b"\xff\x00garbage"),
+            Err(FrameError::Garbage(_))
+        ));
+        // A bundle of one frame is that frame; a bundle holds replication
+        // frames only (a frame of another kind in one does not decode).
+        assert_eq!(
+            PeerFrame::bundled(vec![Bundled::Merged { bytes: 1 }]),
+            Some(PeerFrame::Merged { bytes: 1 })
+        );
+        assert_eq!(PeerFrame::bundled(Vec::new()), None);
+        let odd = rmp_serde::to_vec(&PeerFrame::Gossip { data: vec![1] }).unwrap();
+        let mut raw = rmp_serde::to_vec(&PeerFrame::Bundle {
+            frames: vec![Bundled::Merged { bytes: 1 }],
+        })
+        .unwrap();
+        let one = rmp_serde::to_vec(&Bundled::Merged { bytes: 1 }).unwrap();
+        let at = raw.len() - one.len();
+        raw.truncate(at);
+        raw.extend_from_slice(&odd);
+        assert!(matches!(
+            PeerFrame::decode(&raw),
             Err(FrameError::Garbage(_))
         ));
         let big = vec![0u8; MAX_FRAME_BYTES + 1];

@@ -258,7 +258,8 @@ impl Peer {
             | PeerFrame::List { .. }
             | PeerFrame::History { .. }
             | PeerFrame::Import { .. }
-            | PeerFrame::Forward { .. }) => {
+            | PeerFrame::Forward { .. }
+            | PeerFrame::Bundle { .. }) => {
                 if let (Some(info), Some(replicator)) = (&self.up, self.cluster.replicator.get()) {
                     replicator.do_send(super::replicator::FromPeer {
                         node: info.node.clone(),

@@ -38,7 +38,7 @@ use self::watch_stream::WatchStream;
 use self::watching::{Serve, Served, Watches};
 use super::differ::{question, shared_parts, DiffReport, Differ};
 use super::fetch::ListAsk;
-use super::frame::PeerFrame;
+use super::frame::{Bundled, PeerFrame};
 use super::peer::{SendFrame, Shut};
 use super::wire::{merge_all, WireError, WireReport};
 use super::Cluster;
@@ -816,12 +816,16 @@ impl Replicator {
                     this.pull_resets(ctx);
                     if let Some((id, p)) = this.cluster.links.link(&peer) {
                         if id == link {
+                            let mut frames = Vec::new();
                             if !acks.is_empty() {
-                                p.do_send(SendFrame(PeerFrame::Ack { events: acks }));
+                                frames.push(Bundled::Ack { events: acks });
                             }
                             // The peer may send that much more.
                             if weight > 0 {
-                                p.do_send(SendFrame(PeerFrame::Merged { bytes: weight }));
+                                frames.push(Bundled::Merged { bytes: weight });
+                            }
+                            if let Some(frame) = PeerFrame::bundled(frames) {
+                                p.do_send(SendFrame(frame));
                             }
                         }
                     }
@@ -881,16 +885,53 @@ impl Replicator {
     /// streams resume from their cursors on the next one, paced by what
     /// this node merges.
     fn stream_frame(&mut self, node: String, link: u64, frame: PeerFrame, ctx: &mut Context<Self>) {
+        if self.enqueue_stream_frame(&node, link, frame) {
+            self.merge_next(node, ctx);
+        }
+    }
+
+    /// Queues a frame of a stream this node follows; true if queued (to
+    /// merge).
+    fn enqueue_stream_frame(&mut self, node: &str, link: u64, frame: PeerFrame) -> bool {
         let bound = self.cluster.config.send_queue_bytes;
         let weight = frame.merge_weight();
-        match self.following.enqueue(&node, link, frame, bound as u64) {
-            following::Enqueued::Queued => self.merge_next(node, ctx),
+        match self.following.enqueue(node, link, frame, bound as u64) {
+            following::Enqueued::Queued => true,
             // Done with, as if merged: the owner may send that much more.
-            following::Enqueued::NotFollowed => self.report_merged(&node, link, weight),
-            following::Enqueued::Overloaded(waiting) => {
-                self.following.failed(&node, link);
-                self.overloaded(&node, link, "changes", (waiting as usize, bound));
+            following::Enqueued::NotFollowed => {
+                self.report_merged(node, link, weight);
+                false
             }
+            following::Enqueued::Overloaded(waiting) => {
+                self.following.failed(node, link);
+                self.overloaded(node, link, "changes", (waiting as usize, bound));
+                false
+            }
+        }
+    }
+
+    /// Takes the frames of a `Bundle` in order, as if each had come alone,
+    /// except that its stream frames are queued first and merged as one
+    /// batch.
+    fn bundle(&mut self, node: String, link: u64, frames: Vec<Bundled>, ctx: &mut Context<Self>) {
+        let mut queued = false;
+        for frame in frames {
+            match PeerFrame::from(frame) {
+                frame @ (PeerFrame::Reset { .. } | PeerFrame::Events { .. }) => {
+                    queued |= self.enqueue_stream_frame(&node, link, frame);
+                }
+                frame => self.handle(
+                    FromPeer {
+                        node: node.clone(),
+                        link,
+                        frame,
+                    },
+                    ctx,
+                ),
+            }
+        }
+        if queued {
+            self.merge_next(node, ctx);
         }
     }
 
@@ -1259,6 +1300,7 @@ impl Handler<FromPeer> for Replicator {
             frame @ (PeerFrame::Reset { .. } | PeerFrame::Events { .. }) => {
                 self.stream_frame(node, link, frame, ctx)
             }
+            PeerFrame::Bundle { frames } => self.bundle(node, link, frames, ctx),
             _ => {}
         }
     }

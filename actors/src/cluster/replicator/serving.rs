@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use actix::Addr;
 
-use crate::cluster::frame::PeerFrame;
+use crate::cluster::frame::{Bundled, PeerFrame};
 use crate::cluster::peer::{Peer, SendPaced};
 use crate::cluster::sendq::SendGauge;
 use crate::cluster::wire::WireEvent;
@@ -76,6 +76,21 @@ fn send_events(
     events: Vec<(u64, WireEvent)>,
     sent: &AtomicU64,
 ) {
+    let mut frames = Vec::new();
+    events_frames(&mut frames, (part, through, live), events, sent);
+    for (frame, weight) in frames {
+        f.send(frame.into(), weight);
+    }
+}
+
+/// Adds `part`'s entries to `frames` as `Events` frames of bounded size,
+/// each with its weight on the link.
+fn events_frames(
+    frames: &mut Vec<(Bundled, usize)>,
+    (part, through, live): (u16, u64, bool),
+    events: Vec<(u64, WireEvent)>,
+    sent: &AtomicU64,
+) {
     sent.fetch_add(events.len() as u64, Ordering::Relaxed);
     let mut frame = Vec::new();
     let mut bytes = 0;
@@ -86,27 +101,49 @@ fn send_events(
         if bytes >= FRAME_BYTES && i + 1 < total {
             let upto = frame.last().map_or(through, |(s, _)| *s);
             let events = std::mem::take(&mut frame);
-            f.send(
-                PeerFrame::Events {
+            frames.push((
+                Bundled::Events {
                     part,
                     through: upto,
                     live,
                     events,
                 },
                 bytes,
-            );
+            ));
             bytes = 0;
         }
     }
-    f.send(
-        PeerFrame::Events {
+    frames.push((
+        Bundled::Events {
             part,
             through,
             live,
             events: frame,
         },
         bytes + FRAME_OVERHEAD,
-    );
+    ));
+}
+
+/// `frames` (each with its weight on the link) in bundles of at most
+/// about [`FRAME_BYTES`], in order; a frame alone goes as it is.
+fn bundles(frames: Vec<(Bundled, usize)>) -> Vec<(PeerFrame, usize)> {
+    let mut out = Vec::new();
+    let mut bundle = Vec::new();
+    let mut bytes = 0;
+    let flush = |out: &mut Vec<_>, bundle: &mut Vec<Bundled>, bytes: &mut usize| {
+        if let Some(frame) = PeerFrame::bundled(std::mem::take(bundle)) {
+            out.push((frame, std::mem::take(bytes)));
+        }
+    };
+    for (frame, weight) in frames {
+        if !bundle.is_empty() && bytes + weight > FRAME_BYTES {
+            flush(&mut out, &mut bundle, &mut bytes);
+        }
+        bundle.push(frame);
+        bytes += weight;
+    }
+    flush(&mut out, &mut bundle, &mut bytes);
+    out
 }
 
 impl Serving {
@@ -250,8 +287,13 @@ impl Serving {
                     slot.1.push((*seq, WireEvent::from(&**event)));
                 }
             }
+            // One commit's frames go in one bundle.
+            let mut frames = Vec::new();
             for (part, (through, events)) in out {
-                send_events(f, part, through, true, events, counter);
+                events_frames(&mut frames, (part, through, true), events, counter);
+            }
+            for (frame, weight) in bundles(frames) {
+                f.send(frame, weight);
             }
         }
     }
@@ -415,4 +457,63 @@ fn reset(local: &Node, f: &mut Follower, part: u16) -> Stream {
     };
     f.send(PeerFrame::Reset { part, head: from }, FRAME_OVERHEAD);
     Stream::CatchUp { sent: from }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(part: u16, weight: usize) -> (Bundled, usize) {
+        let frame = Bundled::Events {
+            part,
+            through: 1,
+            live: true,
+            events: Vec::new(),
+        };
+        (frame, weight)
+    }
+
+    #[test]
+    fn a_commits_frames_go_in_bundles_of_bounded_size_in_order() {
+        // One frame: as it is.
+        let one = bundles(vec![events(1, 100)]);
+        assert_eq!(one.len(), 1);
+        assert!(matches!(one[0], (PeerFrame::Events { part: 1, .. }, 100)));
+        // Many small ones: one bundle, in order, weighing their sum.
+        let many = bundles((0..50).map(|p| events(p, 100)).collect());
+        assert_eq!(many.len(), 1);
+        let (PeerFrame::Bundle { frames }, 5000) = &many[0] else {
+            panic!("one bundle of 5000 bytes: {:?}", many[0].1);
+        };
+        let parts: Vec<u16> = frames
+            .iter()
+            .map(|f| match f {
+                Bundled::Events { part, .. } => *part,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(parts, (0..50).collect::<Vec<u16>>());
+        // Big ones: a bundle is cut before it passes the frame size, and a
+        // frame bigger than that goes alone.
+        let half = FRAME_BYTES / 2;
+        let cut = bundles(vec![
+            events(1, half),
+            events(2, half),
+            events(3, 10),
+            events(4, FRAME_BYTES * 2),
+            events(5, 10),
+        ]);
+        let shapes: Vec<(usize, usize)> = cut
+            .iter()
+            .map(|(f, w)| match f {
+                PeerFrame::Bundle { frames } => (frames.len(), *w),
+                _ => (1, *w),
+            })
+            .collect();
+        assert_eq!(
+            shapes,
+            vec![(2, 2 * half), (1, 10), (1, FRAME_BYTES * 2), (1, 10)]
+        );
+        assert!(bundles(Vec::new()).is_empty());
+    }
 }

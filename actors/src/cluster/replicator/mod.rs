@@ -140,6 +140,11 @@ struct SweepDone {
 /// writes keep them apart).
 const FOLLOW_UP_SWEEPS: u32 = 3;
 
+/// `Merged` for stream batches without acks waits until it reports a
+/// `1 / MERGED_SAID_PER_QUEUE` share of `--peer-send-queue-bytes` (an
+/// eighth of the window a node names), or the next tick.
+const MERGED_SAID_PER_QUEUE: usize = 32;
+
 /// How long a due sweep waits for the streams with its peer to catch up.
 const SWEEP_WAITS_FOR_STREAMS: Duration = Duration::from_secs(60);
 
@@ -179,6 +184,9 @@ pub struct Replicator {
     pull_after: HashMap<String, Instant>,
     /// What the frames being merged now weigh (out of their queues).
     merging: usize,
+    /// By peer, the link and the weight of its stream batches merged and
+    /// not reported with `Merged` yet.
+    merged_unsaid: HashMap<String, (u64, u64)>,
 }
 
 impl Replicator {
@@ -202,6 +210,7 @@ impl Replicator {
             pulling: None,
             pull_after: HashMap::new(),
             merging: 0,
+            merged_unsaid: HashMap::new(),
         }
     }
 
@@ -814,21 +823,7 @@ impl Replicator {
                         this.cluster.mark_caught_up(this.following.caught_up());
                     }
                     this.pull_resets(ctx);
-                    if let Some((id, p)) = this.cluster.links.link(&peer) {
-                        if id == link {
-                            let mut frames = Vec::new();
-                            if !acks.is_empty() {
-                                frames.push(Bundled::Ack { events: acks });
-                            }
-                            // The peer may send that much more.
-                            if weight > 0 {
-                                frames.push(Bundled::Merged { bytes: weight });
-                            }
-                            if let Some(frame) = PeerFrame::bundled(frames) {
-                                p.do_send(SendFrame(frame));
-                            }
-                        }
-                    }
+                    this.stream_merged(&peer, link, weight, acks);
                 }
                 Err(why) => {
                     log::warn!("replication from '{peer}': {why}");
@@ -842,6 +837,53 @@ impl Replicator {
             }
             this.merge_next(peer, ctx);
         }));
+    }
+
+    /// A batch of `peer`'s stream over `link` weighing `weight` is merged:
+    /// `acks` go at once, with what was merged since the last `Merged`;
+    /// without acks, `Merged` waits until it is an eighth of this node's
+    /// window or the next tick ([`Replicator::say_merged`]), so a busy
+    /// link does not carry a frame back for every batch.
+    fn stream_merged(&mut self, peer: &str, link: u64, weight: u64, acks: Vec<(String, u64)>) {
+        let Some((id, p)) = self.cluster.links.link(peer) else {
+            return;
+        };
+        if id != link {
+            return;
+        }
+        let unsaid = match self.merged_unsaid.get_mut(peer) {
+            Some(u) if u.0 == link => u,
+            _ => self
+                .merged_unsaid
+                .entry(peer.to_string())
+                .insert_entry((link, 0))
+                .into_mut(),
+        };
+        unsaid.1 += weight;
+        let say_now = !acks.is_empty()
+            || unsaid.1 >= (self.cluster.config.send_queue_bytes / MERGED_SAID_PER_QUEUE) as u64;
+        let mut frames = Vec::new();
+        if !acks.is_empty() {
+            frames.push(Bundled::Ack { events: acks });
+        }
+        if say_now && unsaid.1 > 0 {
+            // The peer may send that much more.
+            frames.push(Bundled::Merged {
+                bytes: std::mem::take(&mut unsaid.1),
+            });
+        }
+        if let Some(frame) = PeerFrame::bundled(frames) {
+            p.do_send(SendFrame(frame));
+        }
+    }
+
+    /// Reports what was merged of each peer's streams and not said yet.
+    fn say_merged(&mut self) {
+        for (peer, (link, bytes)) in std::mem::take(&mut self.merged_unsaid) {
+            if bytes > 0 {
+                self.report_merged(&peer, link, bytes as usize);
+            }
+        }
     }
 
     /// Coordinates a write forwarded by `from` and answers it.
@@ -1007,6 +1049,8 @@ impl Actor for Replicator {
             }
             this.refresh();
             this.refresh_watches();
+            this.serving.send_quiet();
+            this.say_merged();
             this.pump_soon(ctx);
             this.publish_stats();
             this.sweep(ctx);

@@ -46,6 +46,9 @@ struct Follower {
     /// What waits in the link's send queue.
     queue: SendGauge,
     parts: HashMap<u16, Stream>,
+    /// Live streams whose last commits were all the follower's own events:
+    /// how far they are sent, not told yet (see [`Serving::send_quiet`]).
+    quiet: BTreeMap<u16, u64>,
 }
 
 /// The streams served, by follower node id.
@@ -188,6 +191,7 @@ impl Serving {
                 peer: peer.clone(),
                 queue: queue.clone(),
                 parts: HashMap::new(),
+                quiet: BTreeMap::new(),
             });
         if follower.link != link {
             // A new link: what the old one streamed is the follower's to ask again.
@@ -196,6 +200,7 @@ impl Serving {
                 peer,
                 queue,
                 parts: HashMap::new(),
+                quiet: BTreeMap::new(),
             };
         }
         follower
@@ -214,6 +219,7 @@ impl Serving {
         if let Some(f) = self.followers.get_mut(node).filter(|f| f.link == link) {
             for part in parts {
                 f.parts.remove(part);
+                f.quiet.remove(part);
             }
         }
     }
@@ -269,7 +275,9 @@ impl Serving {
     }
 
     /// Sends one commit's events to the live streams that want them (a
-    /// follower is not sent the events it made itself).
+    /// follower is not sent the events it made itself: a partition whose
+    /// entries in the commit are all the follower's is told how far it is
+    /// sent later, by [`Serving::send_quiet`], not by a frame each time).
     pub fn on_commit(&mut self, entries: &[(u64, u16, Arc<Event>)], counter: &AtomicU64) {
         for (node, f) in self.followers.iter_mut() {
             let mut out: BTreeMap<u16, (u64, Vec<(u64, WireEvent)>)> = BTreeMap::new();
@@ -290,8 +298,44 @@ impl Serving {
             // One commit's frames go in one bundle.
             let mut frames = Vec::new();
             for (part, (through, events)) in out {
+                if events.is_empty() {
+                    f.quiet.insert(part, through);
+                    continue;
+                }
+                f.quiet.remove(&part);
                 events_frames(&mut frames, (part, through, true), events, counter);
             }
+            for (frame, weight) in bundles(frames) {
+                f.send(frame, weight);
+            }
+        }
+    }
+
+    /// Tells each follower how far its live streams are sent where only
+    /// its own events were (so its saved cursors keep up, and a link that
+    /// comes back resumes near the head): one bundle per follower. Called
+    /// periodically; until then a cursor trails by entries that are the
+    /// follower's own, which a resumed stream leaves out again.
+    pub fn send_quiet(&mut self) {
+        for f in self.followers.values_mut() {
+            if f.quiet.is_empty() {
+                continue;
+            }
+            let quiet = std::mem::take(&mut f.quiet);
+            let frames = quiet
+                .into_iter()
+                // (One catching up again reads the store from `sent`.)
+                .filter(|(part, _)| matches!(f.parts.get(part), Some(Stream::Live { .. })))
+                .map(|(part, through)| {
+                    let frame = Bundled::Events {
+                        part,
+                        through,
+                        live: true,
+                        events: Vec::new(),
+                    };
+                    (frame, FRAME_OVERHEAD)
+                })
+                .collect();
             for (frame, weight) in bundles(frames) {
                 f.send(frame, weight);
             }

@@ -165,6 +165,12 @@ impl Membership {
                 OwnedNotification::MemberUp(m) => {
                     log::info!("member '{}' ({}) is up", m.node, m.address);
                     changes += 1;
+                    // Linked now, not when SWIM first has a frame for it:
+                    // what it sends a member with no link is lost (a
+                    // node's join, too), so late links slow dissemination.
+                    if self.cluster.links.peer(&m.node).is_none() {
+                        self.dial(&m.address);
+                    }
                 }
                 OwnedNotification::MemberDown(m) => {
                     log::warn!("member '{}' ({}) is dead", m.node, m.address);

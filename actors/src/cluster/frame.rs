@@ -633,6 +633,10 @@ mod tests {
         let one = rmp_serde::to_vec(&Bundled::Merged { bytes: 1 }).unwrap();
         let at = raw.len() - one.len();
         raw.truncate(at);
+        // (The splice itself is sound: the same frame put back decodes.)
+        let mut control = raw.clone();
+        control.extend_from_slice(&one);
+        assert!(PeerFrame::decode(&control).is_ok());
         raw.extend_from_slice(&odd);
         assert!(matches!(
             PeerFrame::decode(&raw),

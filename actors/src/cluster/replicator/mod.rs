@@ -140,10 +140,11 @@ struct SweepDone {
 /// writes keep them apart).
 const FOLLOW_UP_SWEEPS: u32 = 3;
 
-/// `Merged` for stream batches without acks waits until it reports a
-/// `1 / MERGED_SAID_PER_QUEUE` share of `--peer-send-queue-bytes` (an
-/// eighth of the window a node names), or the next tick.
-const MERGED_SAID_PER_QUEUE: usize = 32;
+/// `Merged` for stream batches without acks waits until it reports this
+/// much, or the next tick: an eighth of the least window a sender can
+/// keep (a quarter of the least `--peer-send-queue-bytes`), so a sender
+/// never waits on it for room.
+const MERGED_UNSAID_BYTES: usize = (crate::config::MIN_SEND_QUEUE_BYTES / 4) / 8;
 
 /// How long a due sweep waits for the streams with its peer to catch up.
 const SWEEP_WAITS_FOR_STREAMS: Duration = Duration::from_secs(60);
@@ -533,8 +534,10 @@ impl Replicator {
             // cursors could not give, not what a stream is about to bring
             // (for at most a minute: a stream kept behind by writes does
             // not hold the sweep off for good).
-            let streaming =
-                !self.serving.all_live(&link.node) || !self.following.all_live(&link.node);
+            // (What the peer merged and says on its next tick may be
+            // left, and this tick's quiet frames are not sent yet.)
+            let streaming = !self.serving.all_live(&link.node, MERGED_UNSAID_BYTES)
+                || !self.following.all_live(&link.node);
             if streaming && now < due + SWEEP_WAITS_FOR_STREAMS {
                 continue;
             }
@@ -860,8 +863,7 @@ impl Replicator {
                 .into_mut(),
         };
         unsaid.1 += weight;
-        let say_now = !acks.is_empty()
-            || unsaid.1 >= (self.cluster.config.send_queue_bytes / MERGED_SAID_PER_QUEUE) as u64;
+        let say_now = !acks.is_empty() || unsaid.1 >= MERGED_UNSAID_BYTES as u64;
         let mut frames = Vec::new();
         if !acks.is_empty() {
             frames.push(Bundled::Ack { events: acks });
@@ -953,8 +955,9 @@ impl Replicator {
     }
 
     /// Takes the frames of a `Bundle` in order, as if each had come alone,
-    /// except that its stream frames are queued first and merged as one
-    /// batch.
+    /// except that its stream frames are all queued before a merge starts
+    /// (so they merge together, with what waited before them, in batches
+    /// of up to `MAX_BATCH_EVENTS`).
     fn bundle(&mut self, node: String, link: u64, frames: Vec<Bundled>, ctx: &mut Context<Self>) {
         let mut queued = false;
         for frame in frames {
@@ -1049,11 +1052,11 @@ impl Actor for Replicator {
             }
             this.refresh();
             this.refresh_watches();
-            this.serving.send_quiet();
             this.say_merged();
             this.pump_soon(ctx);
             this.publish_stats();
             this.sweep(ctx);
+            this.serving.send_quiet();
             this.pull_resets(ctx);
         });
         ctx.run_interval(Duration::from_secs(1), |this, ctx| {

@@ -36,7 +36,9 @@ pub(super) const FRAME_BYTES: usize = 1 << 20;
 enum Stream {
     /// Reading the log from the store, after `sent`.
     CatchUp { sent: u64 },
-    /// Sending each commit from the tap; everything up to `sent` is sent.
+    /// Sending each commit from the tap; everything up to `sent` is sent
+    /// (but the follower's own events; how far that reaches may wait in
+    /// `Follower::quiet`).
     Live { sent: u64 },
 }
 
@@ -171,6 +173,7 @@ impl Serving {
                 None => reset(local, follower, part),
             };
             follower.parts.insert(part, stream);
+            follower.quiet.remove(&part);
             queued.push((node.to_string(), part));
         }
         self.work.extend(queued);
@@ -207,10 +210,12 @@ impl Serving {
     }
 
     /// True if every stream served to `node` is live (none catching up)
-    /// and `node` merged all it was sent.
-    pub fn all_live(&self, node: &str) -> bool {
+    /// and `node` merged all it was sent but what its `Merged` may leave
+    /// for the next tick (at most `unsaid` bytes).
+    pub fn all_live(&self, node: &str, unsaid: usize) -> bool {
         self.followers.get(node).is_none_or(|f| {
-            f.queue.unmerged() == 0 && f.parts.values().all(|s| matches!(s, Stream::Live { .. }))
+            f.queue.unmerged() <= unsaid
+                && f.parts.values().all(|s| matches!(s, Stream::Live { .. }))
         })
     }
 
@@ -241,9 +246,10 @@ impl Serving {
     /// `head`) a stream of it has not been sent yet. A stream catching up
     /// counts every entry after what it was sent (other partitions' too: an
     /// upper bound); a live stream is
-    /// sent each commit as it is made, and is not behind (its `sent` is
-    /// the partition's last entry, which an idle partition leaves far
-    /// below `head`).
+    /// sent each commit as it is made (or told on the next tick how far a
+    /// commit of only the follower's events reaches), and is not behind
+    /// (its `sent` is the partition's last entry, which an idle partition
+    /// leaves far below `head`).
     pub fn lag_by_part(&self, head: u64) -> BTreeMap<u16, u64> {
         let mut lag = BTreeMap::new();
         for f in self.followers.values() {
@@ -271,6 +277,8 @@ impl Serving {
                     self.work.push_back((node.clone(), *part));
                 }
             }
+            // (The pages read from `sent` say how far they reach.)
+            f.quiet.clear();
         }
     }
 

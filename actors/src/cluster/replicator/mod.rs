@@ -844,9 +844,9 @@ impl Replicator {
 
     /// A batch of `peer`'s stream over `link` weighing `weight` is merged:
     /// `acks` go at once, with what was merged since the last `Merged`;
-    /// without acks, `Merged` waits until it is an eighth of this node's
-    /// window or the next tick ([`Replicator::say_merged`]), so a busy
-    /// link does not carry a frame back for every batch.
+    /// without acks, `Merged` waits until it reports
+    /// [`MERGED_UNSAID_BYTES`] or the next tick ([`Replicator::say_merged`]),
+    /// so a busy link does not carry a frame back for every batch.
     fn stream_merged(&mut self, peer: &str, link: u64, weight: u64, acks: Vec<(String, u64)>) {
         let Some((id, p)) = self.cluster.links.link(peer) else {
             return;

@@ -50,26 +50,13 @@ pub trait Side {
     /// previous page; paths in the side's own order, a path's names in
     /// order), and the last name answered when more may follow. What a walk
     /// asks where the other side holds nothing: one list instead of a
-    /// question per node. By default every name at once, read node by node.
+    /// question per node.
     fn names_under(
         &self,
         part: u16,
         prefix: &str,
         after: Option<&[u8]>,
-    ) -> Result<NamesPage, StoreError> {
-        let _ = after;
-        let mut names = self.events(part, prefix)?;
-        for (seg, _) in self.children(
-            part,
-            prefix,
-            (Bound::Unbounded, Bound::Unbounded),
-            usize::MAX,
-        )? {
-            let child = child_of(prefix, &seg);
-            names.extend(self.names_under(part, &child, None)?.names);
-        }
-        Ok(NamesPage { names, next: None })
-    }
+    ) -> Result<NamesPage, StoreError>;
     /// The sum of the children of `prefix` and how many they are, in each
     /// range between consecutive `bounds` (`None`: unbounded; each range
     /// includes its lower bound and excludes its upper).

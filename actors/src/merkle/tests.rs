@@ -80,6 +80,29 @@ impl Side for Mem {
             .get(path)
             .map_or_else(Vec::new, |s| s.iter().cloned().collect()))
     }
+
+    /// Every name under `prefix` in one page (`after` is not asked here).
+    fn names_under(
+        &self,
+        _: u16,
+        prefix: &str,
+        _after: Option<&[u8]>,
+    ) -> Result<NamesPage, StoreError> {
+        let below = |path: &str| {
+            prefix.is_empty()
+                || path == prefix
+                || path
+                    .strip_prefix(prefix)
+                    .is_some_and(|r| r.starts_with('/'))
+        };
+        let names = self
+            .events
+            .iter()
+            .filter(|(path, _)| below(path))
+            .flat_map(|(_, names)| names.iter().cloned())
+            .collect();
+        Ok(NamesPage { names, next: None })
+    }
 }
 
 impl Mem {
@@ -346,6 +369,15 @@ impl Side for Truncating<'_> {
 
     fn events(&self, part: u16, path: &str) -> Result<Vec<Vec<u8>>, StoreError> {
         self.0.events(part, path)
+    }
+
+    fn names_under(
+        &self,
+        part: u16,
+        prefix: &str,
+        after: Option<&[u8]>,
+    ) -> Result<NamesPage, StoreError> {
+        self.0.names_under(part, prefix, after)
     }
 }
 

@@ -28,14 +28,21 @@ fn node(id: &str, extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
-/// Two owners of everything, linked, then cut apart both ways; their logs
-/// keep 50 entries, so after the cut neither side's cursor can be honoured.
-async fn owners_cut_apart() -> [Server; 2] {
-    let a = node("a", &["--log-retention", "50"]);
-    let b = node("b", &["--log-retention", "50", "--join", &a.addr]);
+/// Nodes a and b, both with `args` (b joins a), alive and linked: two
+/// owners of everything.
+async fn two(args: &[&str]) -> [Server; 2] {
+    let a = node("a", args);
+    let b = node("b", &[args, &["--join", &a.addr]].concat());
     let nodes = [a, b];
-    all_alive(&nodes, &["a".to_string(), "b".to_string()]).await;
+    all_alive(&nodes, &ids(&["a", "b"])).await;
     linked(&nodes).await;
+    nodes
+}
+
+/// Two owners of everything cut apart both ways; their logs keep 50
+/// entries, so after the cut neither side's cursor can be honoured.
+async fn owners_cut_apart() -> [Server; 2] {
+    let nodes = two(&["--log-retention", "50"]).await;
     cut(&nodes[0], &["b"]).await;
     cut(&nodes[1], &["a"]).await;
     nodes
@@ -212,11 +219,7 @@ async fn owners_cut_apart_converge_in_values_histories_and_digests_while_writes_
 
 #[actix_web::test]
 async fn a_repair_of_an_owner_that_was_down_exchanges_far_less_than_the_data() {
-    let a = node("a", &["--anti-entropy-interval", "0"]);
-    let b = node("b", &["--anti-entropy-interval", "0", "--join", &a.addr]);
-    let mut nodes = [a, b];
-    all_alive(&nodes, &["a".to_string(), "b".to_string()]).await;
-    linked(&nodes).await;
+    let mut nodes = two(&["--anti-entropy-interval", "0"]).await;
     write_2mb(&nodes[0]).await;
     // (The trees trail the writes: equal and whole.)
     wait_for("equal digests", EVENT_DEADLINE, async || {
@@ -237,7 +240,7 @@ async fn a_repair_of_an_owner_that_was_down_exchanges_far_less_than_the_data() {
         write(&nodes[0], format!("big/{}/new{i}", i % 50), format!("n{i}")).await;
     }
     nodes[1].restart();
-    all_alive(&nodes, &["a".to_string(), "b".to_string()]).await;
+    all_alive(&nodes, &ids(&["a", "b"])).await;
     // An explicit repair from b: whatever the streams have not brought yet
     // comes now, and the two agree.
     let r = send(http().post(format!("{}/repair/", nodes[1].url)), None).await;
@@ -314,14 +317,7 @@ async fn a_session_cut_in_the_middle_succeeds_on_the_next_try() {
 
 #[actix_web::test]
 async fn a_repair_waits_for_its_rate_and_still_converges() {
-    let throttled = ["--log-retention", "50", "--anti-entropy-mb-per-sec", "1"];
-    let a = node("a", &throttled);
-    let mut b_args = throttled.to_vec();
-    b_args.extend_from_slice(&["--join", &a.addr]);
-    let b = node("b", &b_args);
-    let nodes = [a, b];
-    all_alive(&nodes, &["a".to_string(), "b".to_string()]).await;
-    linked(&nodes).await;
+    let nodes = two(&["--log-retention", "50", "--anti-entropy-mb-per-sec", "1"]).await;
     cut(&nodes[0], &["b"]).await;
     cut(&nodes[1], &["a"]).await;
     // 3 MiB written at a while apart, as history: three times what the
@@ -388,14 +384,7 @@ async fn a_repair_waits_for_its_rate_and_still_converges() {
 async fn an_owner_whose_cursors_the_log_no_longer_honours_catches_up_by_its_trees() {
     // No periodic sessions: b starts none but its pulls (a, the lower id,
     // starts the sweep after a link comes up).
-    let args = ["--log-retention", "50", "--anti-entropy-interval", "0"];
-    let a = node("a", &args);
-    let mut b_args = args.to_vec();
-    b_args.extend_from_slice(&["--join", &a.addr]);
-    let b = node("b", &b_args);
-    let mut nodes = [a, b];
-    all_alive(&nodes, &["a".to_string(), "b".to_string()]).await;
-    linked(&nodes).await;
+    let mut nodes = two(&["--log-retention", "50", "--anti-entropy-interval", "0"]).await;
     write_2mb(&nodes[0]).await;
     converge(&nodes, "before the stop").await;
     // b goes down; a takes far more writes than its log keeps, so b's
@@ -428,7 +417,7 @@ async fn an_owner_whose_cursors_the_log_no_longer_honours_catches_up_by_its_tree
         .await;
     }
     nodes[1].restart();
-    all_alive(&nodes, &["a".to_string(), "b".to_string()]).await;
+    all_alive(&nodes, &ids(&["a", "b"])).await;
     converge(&nodes, "after the restart").await;
     for i in 0..20 {
         let r = get(&format!(

@@ -639,6 +639,13 @@ impl Replicator {
                 .map(move |report, this, ctx| {
                     this.pulling = None;
                     let ok = report.as_ref().is_some_and(|r| r.failed.is_none());
+                    log::debug!(
+                        "pull from '{peer}' ended: {}",
+                        match &report {
+                            Some(r) => r.failed.as_deref().unwrap_or("ok"),
+                            None => "the session was dropped",
+                        }
+                    );
                     if ok {
                         this.pull_after.remove(&peer);
                     } else {

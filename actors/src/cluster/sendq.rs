@@ -47,6 +47,13 @@ struct Counts {
     window: AtomicUsize,
 }
 
+/// Takes `bytes` off a count, stopping at zero.
+fn take_from(count: &AtomicUsize, bytes: usize) {
+    let _ = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+        Some(q.saturating_sub(bytes))
+    });
+}
+
 impl SendGauge {
     /// Bytes queued or on their way, not yet taken by the socket.
     pub fn queued(&self) -> usize {
@@ -60,12 +67,7 @@ impl SendGauge {
 
     /// The `Peer` took what was handed with [`SendGauge::hand`].
     pub fn taken(&self, bytes: usize) {
-        let _ = self
-            .0
-            .handed
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
-                Some(q.saturating_sub(bytes))
-            });
+        take_from(&self.0.handed, bytes);
     }
 
     /// The peer takes at most `bytes` in flight unmerged.
@@ -80,12 +82,7 @@ impl SendGauge {
 
     /// The peer reported frames weighing `bytes` merged.
     pub fn merged(&self, bytes: usize) {
-        let _ = self
-            .0
-            .unmerged
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
-                Some(q.saturating_sub(bytes))
-            });
+        take_from(&self.0.unmerged, bytes);
     }
 
     /// Sent and not yet reported merged.
@@ -215,13 +212,7 @@ impl Stream for SendStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Outgoing>> {
         let polled = self.rx.poll_recv(cx);
         if let Poll::Ready(Some(item)) = &polled {
-            let w = weight(item);
-            let _ = self
-                .gauge
-                .in_queue()
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
-                    Some(q.saturating_sub(w))
-                });
+            take_from(self.gauge.in_queue(), weight(item));
         }
         polled
     }

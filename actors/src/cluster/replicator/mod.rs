@@ -18,12 +18,13 @@
 
 mod copies;
 mod following;
+mod merge_queue;
 mod reads;
 mod serving;
 mod watch_stream;
 mod watching;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,7 @@ use actix::prelude::*;
 
 pub use self::copies::CopyStats;
 use self::following::Following;
+use self::merge_queue::{MergeQueues, Pushed};
 use self::serving::Serving;
 use self::watch_stream::WatchStream;
 use self::watching::{Serve, Served, Watches};
@@ -93,29 +95,10 @@ pub struct LinkDown {
 
 /// What a watched owner sent, kept in the order it came.
 enum WatchedItem {
-    /// Values to keep (and what their frame weighed, reported once kept).
-    Events(Vec<super::wire::WireEvent>, usize),
+    /// Values to keep.
+    Events(Vec<super::wire::WireEvent>),
     /// The owner's snapshot of these partitions is out.
     Ready(Vec<u16>),
-}
-
-/// The frames of watches from one owner, kept one at a time.
-#[derive(Default)]
-struct WatchedQueue {
-    items: VecDeque<(u64, Path, WatchedItem)>,
-    /// What the frames waiting weigh.
-    weight: usize,
-    keeping: bool,
-}
-
-/// The frames of diff events from one peer, merged one at a time.
-#[derive(Default)]
-struct DiffIn {
-    /// (link, events, weight of their frame).
-    frames: VecDeque<(u64, Vec<super::wire::WireEvent>, usize)>,
-    /// What the frames waiting weigh.
-    weight: usize,
-    merging: bool,
 }
 
 /// Compare merkle trees with the owners of what `prefix` covers now, and
@@ -163,14 +146,14 @@ pub struct Replicator {
     watches: Watches,
     served: Served,
     /// By owner, what its watches sent that is still to be kept.
-    watched: HashMap<String, WatchedQueue>,
+    watched: MergeQueues<(Path, WatchedItem)>,
     /// By peer, when the next anti-entropy sweep with it is due.
     sweep_due: HashMap<String, Instant>,
     /// Peers a sweep runs with now.
     sweeping: HashSet<String>,
     /// By peer, frames of diff events waiting to be merged, and whether
     /// one is merging.
-    diff_in: HashMap<String, DiffIn>,
+    diff_in: MergeQueues<Vec<super::wire::WireEvent>>,
     /// By peer, follow-up sweeps (or retries) made in a row.
     sweep_streak: HashMap<String, u32>,
     next_watch: u64,
@@ -200,10 +183,10 @@ impl Replicator {
             following: Following::default(),
             watches: Watches::default(),
             served: Served::default(),
-            watched: HashMap::new(),
+            watched: MergeQueues::default(),
             sweep_due: HashMap::new(),
             sweeping: HashSet::new(),
-            diff_in: HashMap::new(),
+            diff_in: MergeQueues::default(),
             sweep_streak: HashMap::new(),
             next_watch: 0,
             pumping: false,
@@ -373,13 +356,9 @@ impl Replicator {
         &mut self,
         (from, link): (String, u64),
         prefix: &str,
-        item: WatchedItem,
+        (item, weight): (WatchedItem, usize),
         ctx: &mut Context<Self>,
     ) {
-        let weight = match &item {
-            WatchedItem::Events(_, weight) => *weight,
-            WatchedItem::Ready(_) => 0,
-        };
         let prefix = match Path::parse(prefix) {
             Ok(p) if self.watches.asked(&from, link, &p) => p,
             Ok(p) => {
@@ -395,17 +374,15 @@ impl Replicator {
             }
         };
         let bound = self.cluster.config.send_queue_bytes;
-        let queue = self.watched.entry(from.clone()).or_default();
-        queue.items.push_back((link, prefix, item));
-        queue.weight += weight;
-        if queue.weight > bound && queue.items.len() > 1 {
-            let waiting = queue.weight;
-            self.watched.remove(&from);
-            self.overloaded(&from, link, "watched values", (waiting, bound));
-            return;
-        }
-        if !queue.keeping {
-            self.keep_watched(from, ctx);
+        match self
+            .watched
+            .push(&from, (link, (prefix, item), weight), bound)
+        {
+            Pushed::Start => self.keep_watched(from, ctx),
+            Pushed::Behind => {}
+            Pushed::Overloaded(waiting) => {
+                self.overloaded(&from, link, "watched values", (waiting, bound))
+            }
         }
     }
 
@@ -450,25 +427,13 @@ impl Replicator {
     /// them as changes), and a `WatchReady` counts only once what came
     /// before it is kept.
     fn keep_watched(&mut self, from: String, ctx: &mut Context<Self>) {
-        loop {
-            let Some(queue) = self.watched.get_mut(&from) else {
-                return;
-            };
-            let Some((link, prefix, item)) = queue.items.pop_front() else {
-                queue.keeping = false;
-                self.watched.remove(&from);
-                return;
-            };
-            queue.keeping = true;
-            if let WatchedItem::Events(_, weight) = &item {
-                queue.weight = queue.weight.saturating_sub(*weight);
-            }
+        while let Some((link, (prefix, item), weight)) = self.watched.next(&from) {
             match item {
                 WatchedItem::Ready(parts) => {
                     self.watches.ready(&from, link, &prefix, &parts);
                     self.refresh_watches();
                 }
-                WatchedItem::Events(events, weight) => {
+                WatchedItem::Events(events) => {
                     let node = self.node.clone();
                     let cluster = self.cluster.clone();
                     let who = from.clone();
@@ -698,32 +663,20 @@ impl Replicator {
         ctx: &mut Context<Self>,
     ) {
         let bound = self.cluster.config.send_queue_bytes;
-        let queue = self.diff_in.entry(from.clone()).or_default();
-        queue.frames.push_back((link, events, weight));
-        queue.weight += weight;
-        if queue.weight > bound && queue.frames.len() > 1 {
-            // (A frame merging finds its queue gone and stops there.)
-            let waiting = queue.weight;
-            self.diff_in.remove(&from);
-            self.overloaded(&from, link, "anti-entropy events", (waiting, bound));
-            return;
-        }
-        if !queue.merging {
-            self.merge_diff_events(from, ctx);
+        match self.diff_in.push(&from, (link, events, weight), bound) {
+            Pushed::Start => self.merge_diff_events(from, ctx),
+            Pushed::Behind => {}
+            Pushed::Overloaded(waiting) => {
+                self.overloaded(&from, link, "anti-entropy events", (waiting, bound))
+            }
         }
     }
 
     /// Merges the next frame of diff events from `from`, if one waits.
     fn merge_diff_events(&mut self, from: String, ctx: &mut Context<Self>) {
-        let Some(queue) = self.diff_in.get_mut(&from) else {
+        let Some((link, events, weight)) = self.diff_in.next(&from) else {
             return;
         };
-        let Some((link, events, weight)) = queue.frames.pop_front() else {
-            self.diff_in.remove(&from);
-            return;
-        };
-        queue.weight = queue.weight.saturating_sub(weight);
-        queue.merging = true;
         let node = self.node.clone();
         let cluster = self.cluster.clone();
         let who = from.clone();
@@ -991,9 +944,8 @@ impl Replicator {
     /// or merging now): streams followed, watched values and anti-entropy
     /// events.
     fn waiting_to_merge(&self) -> u64 {
-        let watched: usize = self.watched.values().map(|q| q.weight).sum();
-        let diffs: usize = self.diff_in.values().map(|q| q.weight).sum();
-        self.following.queued() + (watched + diffs + self.merging) as u64
+        let others = self.watched.waiting() + self.diff_in.waiting() + self.merging;
+        self.following.queued() + others as u64
     }
 
     fn publish_stats(&self) {
@@ -1329,11 +1281,12 @@ impl Handler<FromPeer> for Replicator {
                 }
             }
             PeerFrame::Watched { prefix, events } => {
-                let item = WatchedItem::Events(events, weight);
-                self.watched_from((node, link), &prefix, item, ctx)
+                let item = WatchedItem::Events(events);
+                self.watched_from((node, link), &prefix, (item, weight), ctx)
             }
             PeerFrame::WatchReady { prefix, parts } => {
-                self.watched_from((node, link), &prefix, WatchedItem::Ready(parts), ctx)
+                let item = WatchedItem::Ready(parts);
+                self.watched_from((node, link), &prefix, (item, weight), ctx)
             }
             PeerFrame::WatchEnded { prefix } => {
                 if let Ok(prefix) = Path::parse(&prefix) {

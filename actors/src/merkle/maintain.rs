@@ -182,16 +182,10 @@ impl Marks {
                 return false;
             }
             let seen = *passes;
-            while *passes == seen {
-                let now = std::time::Instant::now();
-                if now >= deadline {
-                    break;
-                }
-                passes = cv
-                    .wait_timeout(passes, deadline - now)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-            }
+            passes = cv
+                .wait_timeout_while(passes, deadline - now, |p| *p == seen)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
@@ -215,19 +209,11 @@ impl Marks {
 
     /// Waits `period`, or less if the folder is stopped meanwhile.
     fn rest(&self, period: Duration) {
-        let deadline = std::time::Instant::now() + period;
         let (flag, cv) = &self.wake;
-        let mut woken = flag.lock().unwrap_or_else(|p| p.into_inner());
-        while !self.stop.load(Ordering::Acquire) {
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                break;
-            }
-            woken = cv
-                .wait_timeout(woken, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        let woken = flag.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = cv
+            .wait_timeout_while(woken, period, |_| !self.stop.load(Ordering::Acquire))
+            .unwrap_or_else(|p| p.into_inner());
     }
 
     fn wait(&self) -> bool {

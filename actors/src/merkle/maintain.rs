@@ -72,6 +72,9 @@ pub struct Marks {
     /// Tests hold the folder still.
     #[cfg(test)]
     paused: AtomicBool,
+    /// Rests begun, so a test knows the folder waits in one.
+    #[cfg(test)]
+    rests: AtomicU64,
 }
 
 impl Marks {
@@ -92,6 +95,8 @@ impl Marks {
             stop: AtomicBool::new(false),
             #[cfg(test)]
             paused: AtomicBool::new(false),
+            #[cfg(test)]
+            rests: AtomicU64::new(0),
         }
     }
 
@@ -144,10 +149,17 @@ impl Marks {
         self.wake();
     }
 
+    /// Sets the wake flag, and wakes the folder only if it was not set:
+    /// commits call this each time, and while the folder rests between
+    /// passes (or has a wake pending) they must not wake its thread each
+    /// time for nothing.
     fn wake(&self) {
         let (flag, cv) = &self.wake;
-        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        cv.notify_one();
+        let mut woken = flag.lock().unwrap_or_else(|p| p.into_inner());
+        if !*woken {
+            *woken = true;
+            cv.notify_one();
+        }
     }
 
     /// True if partition `part`'s tree holds every entry of its log
@@ -204,13 +216,19 @@ impl Marks {
     /// Ends the folder's thread after its pass.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
-        self.wake();
+        // Always notified (a rest ends only for this): `wake` does not
+        // notify when a wake is pending already.
+        let (flag, cv) = &self.wake;
+        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
     }
 
     /// Waits `period`, or less if the folder is stopped meanwhile.
     fn rest(&self, period: Duration) {
         let (flag, cv) = &self.wake;
         let woken = flag.lock().unwrap_or_else(|p| p.into_inner());
+        #[cfg(test)]
+        self.rests.fetch_add(1, Ordering::Release);
         let _ = cv
             .wait_timeout_while(woken, period, |_| !self.stop.load(Ordering::Acquire))
             .unwrap_or_else(|p| p.into_inner());
@@ -450,5 +468,44 @@ impl<S: Store + ?Sized> NodeStore for S {
 
     fn apply(&self, part: u16, ops: KeyOps) -> Result<(), StoreError> {
         self.merkle_apply(part, ops)
+    }
+}
+
+#[cfg(test)]
+mod wake_tests {
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    use super::Marks;
+
+    /// Commits leave a wake pending without notifying again; a stop must
+    /// still end the folder's rest at once, or a node's shutdown would
+    /// wait out the rest.
+    #[test]
+    fn a_stop_ends_a_rest_even_with_a_wake_pending() {
+        let marks = Arc::new(Marks::new(4, 0));
+        marks.committed(1);
+        let resting = {
+            let marks = marks.clone();
+            std::thread::spawn(move || marks.rest(Duration::from_secs(120)))
+        };
+        // Counted under the lock the rest releases only as it waits: once
+        // `committed` takes it, the rest waits.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while marks.rests.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            assert!(std::time::Instant::now() < deadline, "the rest never began");
+            std::thread::yield_now();
+        }
+        marks.committed(2);
+        marks.stop();
+        let (ended, rested) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = resting.join();
+            let _ = ended.send(());
+        });
+        assert!(
+            rested.recv_timeout(Duration::from_secs(20)).is_ok(),
+            "the rest went on after the stop"
+        );
     }
 }

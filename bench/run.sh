@@ -32,8 +32,10 @@
 #   latency   write -> subscriber latency on one node: one subscriber, writes
 #             at a steady rate (1000/s) on another connection, per-write
 #             p50/p99/max: spread WebSocket (lazy and flush) vs redis
-#             PUBLISH -> SUBSCRIBE, in ROUNDS interleaved rounds; and one
-#             fdatasync's cost on the data directories' filesystem
+#             PUBLISH -> SUBSCRIBE and the actix floor (bench/actix_floor:
+#             no store, only the thread hand-offs, with 2 and 0 of them), in
+#             ROUNDS interleaved rounds; and one fdatasync's cost on the
+#             data directories' filesystem
 #   cluster   propagation (write at node A -> WebSocket subscriber at node
 #             C, 3 nodes) vs a 3-server NATS cluster (PUB at one, SUB at
 #             another) and redis pub/sub; replicated durable PUTs (3 nodes,
@@ -163,6 +165,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 [[ $TARGET_DIR == /* ]] || TARGET_DIR=$ROOT/$TARGET_DIR
 BIN=$TARGET_DIR/release/spread
 FANOUT_BIN=$TARGET_DIR/release/spread-bench-fanout
+ACTIX_FLOOR_BIN=$TARGET_DIR/release/spread-bench-actix-floor
 
 # shellcheck source=bench/lib/common.sh
 source "$ROOT/bench/lib/common.sh"
@@ -265,6 +268,7 @@ if [[ $BUILD == 1 ]]; then
     log "building spread and the fan-out client (release) into $TARGET_DIR"
     cargo build --release --bin spread || die "cargo build --release --bin spread failed"
     cargo build --release -p spread-bench-fanout || die "cargo build -p spread-bench-fanout failed"
+    cargo build --release -p spread-bench-actix-floor || die "cargo build -p spread-bench-actix-floor failed"
     if wants embedded; then
         cargo bench -p spread-actors --bench embedded --no-run ||
             warn "cargo bench --no-run failed; the embedded rows will be n/a"
@@ -577,6 +581,26 @@ spread_latency() {
 redis_latency() {
     start_redis lat && run_latency "redis-r$1" redis "127.0.0.1:$REDIS_PORT" "$REDIS_PID"
 }
+# floor_latency ROUND HOPS: the actix floor (bench/actix_floor: no store, the
+# write handed through HOPS actor threads to the WebSocket session), measured
+# with the same client as Spread.
+floor_latency() {
+    local out=$WORK/actix-floor-$2.log
+    [[ -x $ACTIX_FLOOR_BIN ]] || {
+        LOAD_ERROR="no actix floor server at $ACTIX_FLOOR_BIN"
+        return 1
+    }
+    "$ACTIX_FLOOR_BIN" --hops "$2" >"$out" 2>&1 &
+    local pid=$! addr=
+    track "$pid"
+    wait_until "$START_DEADLINE" "$pid" floor_addr "$out" || {
+        LOAD_ERROR="the actix floor server did not start: $(tail -n 1 "$out")"
+        return 1
+    }
+    addr=$(floor_addr "$out")
+    run_latency "actix-floor-$2-r$1" spread "$addr" "$pid"
+}
+floor_addr() { grep -o 'listening on http://[0-9.:]*' "$1" | head -n 1 | sed 's|.*http://||'; }
 
 # latency_round KEY SYSTEM SETTINGS TOOLS RUN [ARGS...]: as one_round, for the
 # latency rows (p50 and p99 compared; the fixed note is the server's CPU per
@@ -624,11 +648,15 @@ lat_fig() {
 
 workload_latency() {
     local r lazy="lazy (WebSocket /wss, PUT)" flush="flush (WebSocket /wss, PUT)" redis="PUBLISH -> SUBSCRIBE, no persistence"
+    local floor2="no store: HTTP worker -> 2 actor threads (Spread's hand-offs) -> WebSocket session"
+    local floor0="no store: HTTP worker -> WebSocket session, no hand-off between"
     for ((r = 1; r <= ROUNDS; r++)); do
         log "latency: round $r of $ROUNDS ($LATENCY_WRITES writes at $LATENCY_RATE/s per run)"
         latency_round spread-lazy spread "$lazy" "" spread_latency "$r" lazy
         latency_round redis redis "$redis" "redis-server redis-cli" redis_latency "$r"
         latency_round spread-flush spread "$flush" "" spread_latency "$r" flush
+        latency_round floor-2 actix-floor "$floor2" "" floor_latency "$r" 2
+        latency_round floor-0 actix-floor "$floor0" "" floor_latency "$r" 0
         fsync_round
     done
     add_median_rows "$LAT_W"

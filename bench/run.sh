@@ -38,7 +38,8 @@
 #             data directories' filesystem
 #   cluster   propagation (write at node A -> WebSocket subscriber at node
 #             C, 3 nodes) vs a 3-server NATS cluster (PUB at one, SUB at
-#             another) and redis pub/sub; replicated durable PUTs (3 nodes,
+#             another), redis pub/sub and two linked actix floor servers
+#             (2 and 0 hand-offs at each); replicated durable PUTs (3 nodes,
 #             w=quorum and w=1) vs a 3-member etcd cluster; a forwarded GET
 #             (2 nodes, replication 1) vs the same GET at the owner;
 #             membership of 16 nodes: time to converge, and to declare a
@@ -581,26 +582,31 @@ spread_latency() {
 redis_latency() {
     start_redis lat && run_latency "redis-r$1" redis "127.0.0.1:$REDIS_PORT" "$REDIS_PID"
 }
-# floor_latency ROUND HOPS: the actix floor (bench/actix_floor: no store, the
-# write handed through HOPS actor threads to the WebSocket session), measured
-# with the same client as Spread.
-floor_latency() {
-    local out=$WORK/actix-floor-$2.log
+# start_floor TAG HOPS [--relay-to ADDR]: an actix floor server
+# (bench/actix_floor: no store, a write handed through HOPS actor threads to
+# the WebSocket sessions, and relayed over one link with --relay-to); sets
+# FLOOR_PID and FLOOR_ADDR.
+start_floor() {
+    local out=$WORK/actix-floor-$1.log
     [[ -x $ACTIX_FLOOR_BIN ]] || {
         LOAD_ERROR="no actix floor server at $ACTIX_FLOOR_BIN"
         return 1
     }
-    "$ACTIX_FLOOR_BIN" --hops "$2" >"$out" 2>&1 &
-    local pid=$! addr=
-    track "$pid"
-    wait_until "$START_DEADLINE" "$pid" floor_addr "$out" || {
-        LOAD_ERROR="the actix floor server did not start: $(tail -n 1 "$out")"
+    "$ACTIX_FLOOR_BIN" --hops "$2" "${@:3}" >"$out" 2>&1 &
+    FLOOR_PID=$!
+    track "$FLOOR_PID"
+    wait_until "$START_DEADLINE" "$FLOOR_PID" floor_addr "$out" || {
+        LOAD_ERROR="the actix floor server ($1) did not start: $(tail -n 1 "$out")"
         return 1
     }
-    addr=$(floor_addr "$out")
-    run_latency "actix-floor-$2-r$1" spread "$addr" "$pid"
+    FLOOR_ADDR=$(floor_addr "$out")
 }
 floor_addr() { grep -o 'listening on http://[0-9.:]*' "$1" | head -n 1 | sed 's|.*http://||'; }
+# floor_latency ROUND HOPS: one floor server, measured with the same client
+# as Spread.
+floor_latency() {
+    start_floor "lat-$2" "$2" && run_latency "actix-floor-$2-r$1" spread "$FLOOR_ADDR" "$FLOOR_PID"
+}
 
 # latency_round KEY SYSTEM SETTINGS TOOLS RUN [ARGS...]: as one_round, for the
 # latency rows (p50 and p99 compared; the fixed note is the server's CPU per
@@ -711,6 +717,15 @@ spread_propagation() { # ROUND
     start_spread_cluster prop 3 lazy || return 1
     run_latency "prop-r$1" spread "${CLUSTER_ADDRS[0]}" "${CLUSTER_PIDS[0]}" "${CLUSTER_ADDRS[2]}"
 }
+# floor_propagation ROUND HOPS: two floor servers, writes at A relayed over
+# one link to C, the subscriber at C.
+floor_propagation() {
+    local c
+    start_floor "prop-c-$2" "$2" || return 1
+    c=$FLOOR_ADDR
+    start_floor "prop-a-$2" "$2" --relay-to "$c" || return 1
+    run_latency "prop-floor-$2-r$1" spread "$FLOOR_ADDR" "$FLOOR_PID" "$c"
+}
 nats_propagation() { # ROUND
     start_nats_cluster || return 1
     run_latency "prop-nats-r$1" nats "127.0.0.1:${NATS_PORTS[0]}" "${NATS_PIDS[0]}" "127.0.0.1:${NATS_PORTS[2]}"
@@ -805,6 +820,8 @@ workload_cluster() {
         ROUND_W=$PROP_W latency_round prop-spread spread "3 nodes, replication 3, lazy (WebSocket /wss at C, PUT at A)" "" spread_propagation "$r"
         ROUND_W=$PROP_W latency_round prop-nats nats "3-server cluster (routes), PUB at one, SUB at another, PING/PONG after each PUB" "nats-server jq" nats_propagation "$r"
         ROUND_W=$PROP_W latency_round prop-redis redis "PUBLISH -> SUBSCRIBE, one node, no persistence" "redis-server redis-cli" redis_latency "$r"
+        ROUND_W=$PROP_W latency_round prop-floor-2 actix-floor "2 actix servers, no store: 2 actor threads at each, one WebSocket link" "" floor_propagation "$r" 2
+        ROUND_W=$PROP_W latency_round prop-floor-0 actix-floor "2 actix servers, no store, no hand-off: one WebSocket link" "" floor_propagation "$r" 0
     done
     add_median_rows "$PROP_W"
     local DURATION=$ROUND_DURATION # seen by run_wrk

@@ -668,13 +668,44 @@ async fn a_replicated_write_costs_the_coordinator_about_one_frame_back_per_follo
         ((2 * N) as f64..(3 * N) as f64).contains(&a),
         "a took {a} frames for {N} writes"
     );
-    // c takes each write from a, and from b as b merged it; b's `Merged`
-    // for what c sent it goes a few times a second, not once a write.
-    // Measured: about 2.1 a write; before, three.
+    // c takes each write from a; b relays a's writes to c too, but a few
+    // times a second, many in a frame, and b's `Merged` for what c sent it
+    // goes as seldom. Measured: about 1.1 a write; 2.1 while b relayed
+    // each write at once, and three before that.
     assert!(
-        (N as f64..(26 * N / 10) as f64).contains(&c),
+        (N as f64..(15 * N / 10) as f64).contains(&c),
         "c took {c} frames for {N} writes"
     );
+}
+
+#[actix_web::test]
+async fn an_owner_cut_off_from_the_coordinator_gets_its_writes_through_the_third_owner() {
+    let a = node("a", &["--fault-injection"]);
+    let b = node("b", &["--fault-injection", "--join", &a.addr]);
+    let c = node("c", &["--fault-injection", "--join", &a.addr]);
+    let nodes = vec![a, b, c];
+    all_alive(&nodes, &ids(&["a", "b", "c"])).await;
+    linked(&nodes).await;
+    // a and c no longer reach each other; b reaches both.
+    cut(&nodes[0], &["c"]).await;
+    cut(&nodes[2], &["a"]).await;
+    wait_for("a and c unlinked", EVENT_DEADLINE, async || {
+        let links = async |s: &Server| metric(s, "spread_peer_links").await;
+        links(&nodes[0]).await == 1.0 && links(&nodes[2]).await == 1.0
+    })
+    .await;
+    // Acked by a and b; c has them from b, which relays what a made.
+    for i in 0..20 {
+        let r = put(
+            &format!("{}?w=quorum", nodes[0].at("raw", &format!("cut/{i}"))),
+            format!("v{i}").as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status / 100, 2, "{}", String::from_utf8_lossy(&r.body));
+    }
+    for i in 0..20 {
+        holds(&nodes[2], &format!("cut/{i}"), &format!("v{i}")).await;
+    }
 }
 
 /// Sets `s`'s fault switch: links cut to `nodes`, and each batch of

@@ -177,9 +177,9 @@ impl Replicator {
     /// The replicator of `node` (which is in a cluster).
     pub fn new(node: Node, cluster: Arc<Cluster>) -> Replicator {
         Replicator {
+            serving: Serving::new(&cluster.identity.node),
             node,
             cluster,
-            serving: Serving::default(),
             following: Following::default(),
             watches: Watches::default(),
             served: Served::default(),
@@ -748,11 +748,22 @@ impl Replicator {
                     }
                 }
             }
+            merged_count.fetch_add(events.len() as u64, Ordering::Relaxed);
+            // An event a third node made is relayed here for the case its
+            // maker was lost before sending it here too; mostly it was not,
+            // and it is held already: merging it would change nothing, and
+            // would hold up the partitions (a tick's relays come at once).
+            let store = node.store();
+            events.retain(|(event, _)| {
+                event.version.node.as_str() == from
+                    || !store
+                        .contains(&event.path, &event.version, &event.digest())
+                        .unwrap_or(false)
+            });
             let merged = futures_util::future::join_all(
                 events.iter().map(|(event, _)| node.merge(event.clone())),
             )
             .await;
-            merged_count.fetch_add(events.len() as u64, Ordering::Relaxed);
             let mut acks = Vec::new();
             for ((event, live), result) in events.into_iter().zip(merged) {
                 match result {
@@ -1015,7 +1026,8 @@ impl Actor for Replicator {
             this.pump_soon(ctx);
             this.publish_stats();
             this.sweep(ctx);
-            this.serving.send_quiet();
+            this.serving
+                .send_quiet(&this.cluster.links.stats.events_sent);
             this.pull_resets(ctx);
         });
         ctx.run_interval(Duration::from_secs(1), |this, ctx| {

@@ -10,6 +10,13 @@
 //! commit at or below that head is in the store, and every one after it
 //! arrives from the tap later (a commit is in the store before it is on
 //! the tap), so nothing falls between the two and nothing is sent twice.
+//!
+//! A live stream carries every event this node took that the follower did
+//! not make: its own at once, and those a third node stamped (*relayed*: the
+//! follower gets them from their maker too; the relay is the repair of a
+//! maker lost between its sends) on the next tick, or sooner with the next
+//! event of this node's own in that partition or past [`RELAY_BYTES`]. So a
+//! follower merges a write relayed to it with others, not once more per write.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +38,10 @@ const PAGE_ENTRIES: usize = 256;
 /// Value bytes after which a frame of events is sent and another begun.
 pub(super) const FRAME_BYTES: usize = 1 << 20;
 
+/// Bytes of relayed events a follower's streams hold back before they are
+/// sent without waiting for the tick.
+const RELAY_BYTES: usize = 4 << 10;
+
 /// Where one partition's stream to one follower stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Stream {
@@ -38,7 +49,8 @@ enum Stream {
     CatchUp { sent: u64 },
     /// Sending each commit from the tap; everything up to `sent` is sent
     /// (but the follower's own events; how far that reaches may wait in
-    /// `Follower::quiet`).
+    /// `Follower::quiet`), and what comes after it may wait in
+    /// `Follower::relayed`.
     Live { sent: u64 },
 }
 
@@ -51,11 +63,18 @@ struct Follower {
     /// Live streams whose last commits were all the follower's own events:
     /// how far they are sent, not told yet (see [`Serving::send_quiet`]).
     quiet: BTreeMap<u16, u64>,
+    /// Live streams whose last commits held events relayed (and maybe the
+    /// follower's own), none of this node's: how far they reach and the
+    /// events to send, held back (see the module's doc).
+    relayed: BTreeMap<u16, (u64, Vec<(u64, WireEvent)>)>,
+    /// The bytes of the events in `relayed`, about.
+    relayed_bytes: usize,
 }
 
 /// The streams served, by follower node id.
-#[derive(Default)]
 pub(super) struct Serving {
+    /// This node's id: the events it made go to a live stream at once.
+    node_id: String,
     followers: HashMap<String, Follower>,
     /// Streams with pages to read, in turn.
     work: VecDeque<(String, u16)>,
@@ -85,6 +104,37 @@ fn send_events(
     events_frames(&mut frames, (part, through, live), events, sent);
     for (frame, weight) in frames {
         f.send(frame.into(), weight);
+    }
+}
+
+/// One commit's entries of one partition for one follower.
+#[derive(Default)]
+struct Commit {
+    /// The commit's last entry in the partition.
+    through: u64,
+    /// The events to send (all but the follower's own).
+    events: Vec<(u64, WireEvent)>,
+    /// True if one of them is this node's own.
+    own: bool,
+}
+
+/// The bytes of `events` on the wire, about.
+fn weight_of(events: &[(u64, WireEvent)]) -> usize {
+    events
+        .iter()
+        .map(|(_, e)| wire_weight(&e.path, e.value.as_deref()))
+        .sum()
+}
+
+/// Moves what `f`'s live streams held back into `frames`; each stream is
+/// then sent that far.
+fn take_relayed(f: &mut Follower, frames: &mut Vec<(Bundled, usize)>, counter: &AtomicU64) {
+    f.relayed_bytes = 0;
+    for (part, (through, events)) in std::mem::take(&mut f.relayed) {
+        if let Some(Stream::Live { sent }) = f.parts.get_mut(&part) {
+            *sent = through;
+            events_frames(frames, (part, through, true), events, counter);
+        }
     }
 }
 
@@ -152,6 +202,15 @@ fn bundles(frames: Vec<(Bundled, usize)>) -> Vec<(PeerFrame, usize)> {
 }
 
 impl Serving {
+    /// The streams node `node_id` serves: none yet.
+    pub fn new(node_id: &str) -> Serving {
+        Serving {
+            node_id: node_id.to_string(),
+            followers: HashMap::new(),
+            work: VecDeque::new(),
+        }
+    }
+
     /// `node` follows `parts` (each from its cursor, or from a reset) over
     /// link `link`.
     pub fn follow(
@@ -164,6 +223,7 @@ impl Serving {
     ) {
         let follower = self.follower(node, link, peer, queue);
         let mut queued = Vec::with_capacity(parts.len());
+        // (What was held back goes again: the stream starts from `after`.)
         for (part, after) in parts {
             if u32::from(part) >= local.layout().partitions() {
                 continue;
@@ -174,6 +234,7 @@ impl Serving {
             };
             follower.parts.insert(part, stream);
             follower.quiet.remove(&part);
+            follower.relayed.remove(&part);
             queued.push((node.to_string(), part));
         }
         self.work.extend(queued);
@@ -195,6 +256,8 @@ impl Serving {
                 queue: queue.clone(),
                 parts: HashMap::new(),
                 quiet: BTreeMap::new(),
+                relayed: BTreeMap::new(),
+                relayed_bytes: 0,
             });
         if follower.link != link {
             // A new link: what the old one streamed is the follower's to ask again.
@@ -204,6 +267,8 @@ impl Serving {
                 queue,
                 parts: HashMap::new(),
                 quiet: BTreeMap::new(),
+                relayed: BTreeMap::new(),
+                relayed_bytes: 0,
             };
         }
         follower
@@ -225,6 +290,7 @@ impl Serving {
             for part in parts {
                 f.parts.remove(part);
                 f.quiet.remove(part);
+                f.relayed.remove(part);
             }
         }
     }
@@ -277,41 +343,72 @@ impl Serving {
                     self.work.push_back((node.clone(), *part));
                 }
             }
-            // (The pages read from `sent` say how far they reach.)
+            // (The pages read from `sent` say how far they reach, and
+            // hold what was held back.)
             f.quiet.clear();
+            f.relayed.clear();
+            f.relayed_bytes = 0;
         }
     }
 
     /// Sends one commit's events to the live streams that want them (a
     /// follower is not sent the events it made itself: a partition whose
     /// entries in the commit are all the follower's is told how far it is
-    /// sent later, by [`Serving::send_quiet`], not by a frame each time).
+    /// sent later, by [`Serving::send_quiet`], not by a frame each time;
+    /// events a third node made wait for the tick too, unless this node's
+    /// own follow them).
     pub fn on_commit(&mut self, entries: &[(u64, u16, Arc<Event>)], counter: &AtomicU64) {
         for (node, f) in self.followers.iter_mut() {
-            let mut out: BTreeMap<u16, (u64, Vec<(u64, WireEvent)>)> = BTreeMap::new();
+            let mut out: BTreeMap<u16, Commit> = BTreeMap::new();
             for (seq, part, event) in entries {
-                let Some(Stream::Live { sent }) = f.parts.get_mut(part) else {
+                let Some(Stream::Live { sent }) = f.parts.get(part) else {
                     continue;
                 };
                 if *seq <= *sent {
                     continue;
                 }
-                *sent = *seq;
                 let slot = out.entry(*part).or_default();
-                slot.0 = *seq;
-                if event.version.node.as_str() != node.as_str() {
-                    slot.1.push((*seq, WireEvent::from(&**event)));
+                slot.through = *seq;
+                let maker = event.version.node.as_str();
+                if maker != node.as_str() {
+                    slot.own |= maker == self.node_id.as_str();
+                    slot.events.push((*seq, WireEvent::from(&**event)));
                 }
             }
             // One commit's frames go in one bundle.
             let mut frames = Vec::new();
-            for (part, (through, events)) in out {
-                if events.is_empty() {
-                    f.quiet.insert(part, through);
+            for (part, slot) in out {
+                let Some(Stream::Live { sent }) = f.parts.get_mut(&part) else {
                     continue;
+                };
+                let held = f.relayed.get_mut(&part);
+                if slot.own {
+                    // Now, after what was held back.
+                    let events = match f.relayed.remove(&part) {
+                        Some((_, mut held)) => {
+                            held.extend(slot.events);
+                            held
+                        }
+                        None => slot.events,
+                    };
+                    *sent = slot.through;
+                    f.quiet.remove(&part);
+                    events_frames(&mut frames, (part, slot.through, true), events, counter);
+                } else if let Some((through, events)) = held {
+                    *through = slot.through;
+                    f.relayed_bytes += weight_of(&slot.events);
+                    events.extend(slot.events);
+                } else if !slot.events.is_empty() {
+                    f.relayed_bytes += weight_of(&slot.events);
+                    f.quiet.remove(&part);
+                    f.relayed.insert(part, (slot.through, slot.events));
+                } else {
+                    *sent = slot.through;
+                    f.quiet.insert(part, slot.through);
                 }
-                f.quiet.remove(&part);
-                events_frames(&mut frames, (part, through, true), events, counter);
+            }
+            if f.relayed_bytes > RELAY_BYTES {
+                take_relayed(f, &mut frames, counter);
             }
             for (frame, weight) in bundles(frames) {
                 f.send(frame, weight);
@@ -319,31 +416,35 @@ impl Serving {
         }
     }
 
-    /// Tells each follower how far its live streams are sent where only
-    /// its own events were (so its saved cursors keep up, and a link that
-    /// comes back resumes near the head): one bundle per follower. Called
-    /// periodically; until then a cursor trails by entries that are the
-    /// follower's own, which a resumed stream leaves out again.
-    pub fn send_quiet(&mut self) {
+    /// Sends each follower what its live streams held back (relayed
+    /// events), and how far they are sent where only its own events were
+    /// (so its saved cursors keep up, and a link that comes back resumes
+    /// near the head): one bundle per follower. Called periodically; until
+    /// then a cursor trails by entries that are the follower's own, which a
+    /// resumed stream leaves out again, or held back, which it sends.
+    pub fn send_quiet(&mut self, counter: &AtomicU64) {
         for f in self.followers.values_mut() {
-            if f.quiet.is_empty() {
+            if f.quiet.is_empty() && f.relayed.is_empty() {
                 continue;
             }
+            let mut frames = Vec::new();
+            take_relayed(f, &mut frames, counter);
             let quiet = std::mem::take(&mut f.quiet);
-            let frames = quiet
-                .into_iter()
-                // (One catching up again reads the store from `sent`.)
-                .filter(|(part, _)| matches!(f.parts.get(part), Some(Stream::Live { .. })))
-                .map(|(part, through)| {
-                    let frame = Bundled::Events {
-                        part,
-                        through,
-                        live: true,
-                        events: Vec::new(),
-                    };
-                    (frame, FRAME_OVERHEAD)
-                })
-                .collect();
+            frames.extend(
+                quiet
+                    .into_iter()
+                    // (One catching up again reads the store from `sent`.)
+                    .filter(|(part, _)| matches!(f.parts.get(part), Some(Stream::Live { .. })))
+                    .map(|(part, through)| {
+                        let frame = Bundled::Events {
+                            part,
+                            through,
+                            live: true,
+                            events: Vec::new(),
+                        };
+                        (frame, FRAME_OVERHEAD)
+                    }),
+            );
             for (frame, weight) in bundles(frames) {
                 f.send(frame, weight);
             }

@@ -749,13 +749,17 @@ impl Replicator {
                 }
             }
             merged_count.fetch_add(events.len() as u64, Ordering::Relaxed);
-            // An event a third node made is relayed here for the case its
-            // maker was lost before sending it here too; mostly it was not,
-            // and it is held already: merging it would change nothing, and
-            // would hold up the partitions (a tick's relays come at once).
+            // An event a third node made is relayed here live for the case
+            // its maker was lost before sending it here too; mostly it was
+            // not, and it is held already: merging it would change nothing,
+            // and would hold up the partitions (a tick's relays come at
+            // once). A tick's relays are a few KiB, so looking here is
+            // short; catching up (not live) is merged as it comes, the
+            // partitions reading the store off their thread.
             let store = node.store();
-            events.retain(|(event, _)| {
-                event.version.node.as_str() == from
+            events.retain(|(event, live)| {
+                !live
+                    || event.version.node.as_str() == from
                     || !store
                         .contains(&event.path, &event.version, &event.digest())
                         .unwrap_or(false)
@@ -1233,7 +1237,7 @@ impl Handler<FromPeer> for Replicator {
                     return;
                 }
                 self.serving
-                    .follow(&self.node, &node, link, (peer, queue), parts);
+                    .follow(&self.node, &node, link, (peer.recipient(), queue), parts);
                 self.pump_soon(ctx);
             }
             PeerFrame::Unfollow { parts } => self.serving.unfollow(&node, link, &parts),

@@ -22,10 +22,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use actix::Addr;
+use actix::Recipient;
 
 use crate::cluster::frame::{Bundled, PeerFrame};
-use crate::cluster::peer::{Peer, SendPaced};
+use crate::cluster::peer::SendPaced;
 use crate::cluster::sendq::SendGauge;
 use crate::cluster::wire::WireEvent;
 use crate::error::NodeError;
@@ -56,7 +56,8 @@ enum Stream {
 
 struct Follower {
     link: u64,
-    peer: Addr<Peer>,
+    /// The link's `Peer`, which sends the frames.
+    peer: Recipient<SendPaced>,
     /// What waits in the link's send queue.
     queue: SendGauge,
     parts: HashMap<u16, Stream>,
@@ -64,11 +65,21 @@ struct Follower {
     /// how far they are sent, not told yet (see [`Serving::send_quiet`]).
     quiet: BTreeMap<u16, u64>,
     /// Live streams whose last commits held events relayed (and maybe the
-    /// follower's own), none of this node's: how far they reach and the
-    /// events to send, held back (see the module's doc).
-    relayed: BTreeMap<u16, (u64, Vec<(u64, WireEvent)>)>,
+    /// follower's own), none of this node's: held back (see the module's
+    /// doc).
+    relayed: BTreeMap<u16, Held>,
     /// The bytes of the events in `relayed`, about.
     relayed_bytes: usize,
+}
+
+/// A live stream's relayed events, held back.
+#[derive(Default)]
+struct Held {
+    /// How far the stream reaches with them.
+    through: u64,
+    events: Vec<(u64, WireEvent)>,
+    /// Their bytes on the wire, about.
+    bytes: usize,
 }
 
 /// The streams served, by follower node id.
@@ -81,6 +92,24 @@ pub(super) struct Serving {
 }
 
 impl Follower {
+    /// Takes what partition `part`'s stream holds back, if anything.
+    fn unhold(&mut self, part: u16) -> Option<Held> {
+        let held = self.relayed.remove(&part)?;
+        self.relayed_bytes = self.relayed_bytes.saturating_sub(held.bytes);
+        Some(held)
+    }
+
+    /// Holds `events` (of one commit) back in partition `part`'s stream,
+    /// which then reaches `through`.
+    fn hold(&mut self, part: u16, through: u64, events: Vec<(u64, WireEvent)>) {
+        let bytes = weight_of(&events);
+        let held = self.relayed.entry(part).or_default();
+        held.through = through;
+        held.bytes += bytes;
+        held.events.extend(events);
+        self.relayed_bytes += bytes;
+    }
+
     /// Hands `frame` (about `weight` bytes) to the link, counted in its
     /// gauge until queued, and as unmerged until the follower says it
     /// merged it.
@@ -130,10 +159,10 @@ fn weight_of(events: &[(u64, WireEvent)]) -> usize {
 /// then sent that far.
 fn take_relayed(f: &mut Follower, frames: &mut Vec<(Bundled, usize)>, counter: &AtomicU64) {
     f.relayed_bytes = 0;
-    for (part, (through, events)) in std::mem::take(&mut f.relayed) {
+    for (part, held) in std::mem::take(&mut f.relayed) {
         if let Some(Stream::Live { sent }) = f.parts.get_mut(&part) {
-            *sent = through;
-            events_frames(frames, (part, through, true), events, counter);
+            *sent = held.through;
+            events_frames(frames, (part, held.through, true), held.events, counter);
         }
     }
 }
@@ -218,7 +247,7 @@ impl Serving {
         local: &Node,
         node: &str,
         link: u64,
-        (peer, queue): (Addr<Peer>, SendGauge),
+        (peer, queue): (Recipient<SendPaced>, SendGauge),
         parts: Vec<(u16, Option<u64>)>,
     ) {
         let follower = self.follower(node, link, peer, queue);
@@ -234,7 +263,7 @@ impl Serving {
             };
             follower.parts.insert(part, stream);
             follower.quiet.remove(&part);
-            follower.relayed.remove(&part);
+            follower.unhold(part);
             queued.push((node.to_string(), part));
         }
         self.work.extend(queued);
@@ -244,7 +273,7 @@ impl Serving {
         &mut self,
         node: &str,
         link: u64,
-        peer: Addr<Peer>,
+        peer: Recipient<SendPaced>,
         queue: SendGauge,
     ) -> &mut Follower {
         let follower = self
@@ -276,7 +305,9 @@ impl Serving {
 
     /// True if every stream served to `node` is live (none catching up)
     /// and `node` merged all it was sent but what its `Merged` may leave
-    /// for the next tick (at most `unsaid` bytes).
+    /// for the next tick (at most `unsaid` bytes). (Relayed events held
+    /// back for the tick do not count: the follower has them from their
+    /// maker, or a sweep finds them.)
     pub fn all_live(&self, node: &str, unsaid: usize) -> bool {
         self.followers.get(node).is_none_or(|f| {
             f.queue.unmerged() <= unsaid
@@ -290,7 +321,7 @@ impl Serving {
             for part in parts {
                 f.parts.remove(part);
                 f.quiet.remove(part);
-                f.relayed.remove(part);
+                f.unhold(*part);
             }
         }
     }
@@ -312,8 +343,9 @@ impl Serving {
     /// `head`) a stream of it has not been sent yet. A stream catching up
     /// counts every entry after what it was sent (other partitions' too: an
     /// upper bound); a live stream is
-    /// sent each commit as it is made (or told on the next tick how far a
-    /// commit of only the follower's events reaches), and is not behind
+    /// sent each commit as it is made (or on the next tick: how far a
+    /// commit of only the follower's events reaches, and the events a third
+    /// node made), and is not behind
     /// (its `sent` is the partition's last entry, which an idle partition
     /// leaves far below `head`).
     pub fn lag_by_part(&self, head: u64) -> BTreeMap<u16, u64> {
@@ -381,27 +413,23 @@ impl Serving {
                 let Some(Stream::Live { sent }) = f.parts.get_mut(&part) else {
                     continue;
                 };
-                let held = f.relayed.get_mut(&part);
                 if slot.own {
+                    *sent = slot.through;
                     // Now, after what was held back.
-                    let events = match f.relayed.remove(&part) {
-                        Some((_, mut held)) => {
-                            held.extend(slot.events);
-                            held
+                    let events = match f.unhold(part) {
+                        Some(mut held) => {
+                            held.events.extend(slot.events);
+                            held.events
                         }
                         None => slot.events,
                     };
-                    *sent = slot.through;
                     f.quiet.remove(&part);
                     events_frames(&mut frames, (part, slot.through, true), events, counter);
-                } else if let Some((through, events)) = held {
-                    *through = slot.through;
-                    f.relayed_bytes += weight_of(&slot.events);
-                    events.extend(slot.events);
-                } else if !slot.events.is_empty() {
-                    f.relayed_bytes += weight_of(&slot.events);
+                } else if f.relayed.contains_key(&part) || !slot.events.is_empty() {
+                    // (A held stream reaches past the follower's own
+                    // events too; it is not quiet.)
                     f.quiet.remove(&part);
-                    f.relayed.insert(part, (slot.through, slot.events));
+                    f.hold(part, slot.through, slot.events);
                 } else {
                     *sent = slot.through;
                     f.quiet.insert(part, slot.through);
@@ -614,7 +642,164 @@ fn reset(local: &Node, f: &mut Follower, part: u16) -> Stream {
 
 #[cfg(test)]
 mod tests {
+    use actix::{Actor, Addr, Context, Handler, Message, MessageResult, System};
+    use bytes::Bytes;
+
     use super::*;
+    use crate::model::{NodeId, Path, Version};
+
+    /// Keeps the frames a follower's link is handed.
+    #[derive(Default)]
+    struct Link(Vec<PeerFrame>);
+
+    impl Actor for Link {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<SendPaced> for Link {
+        type Result = ();
+
+        fn handle(&mut self, msg: SendPaced, _: &mut Self::Context) {
+            self.0.push(msg.frame);
+        }
+    }
+
+    /// The frames handed so far (after every one sent before it).
+    struct Taken;
+
+    impl Message for Taken {
+        type Result = Vec<PeerFrame>;
+    }
+
+    impl Handler<Taken> for Link {
+        type Result = MessageResult<Taken>;
+
+        fn handle(&mut self, _: Taken, _: &mut Self::Context) -> Self::Result {
+            MessageResult(std::mem::take(&mut self.0))
+        }
+    }
+
+    /// Each `Events` frame handed (bundled or not): partition, how far
+    /// it reaches, and the seqs of its events.
+    async fn taken(link: &Addr<Link>) -> Vec<(u16, u64, Vec<u64>)> {
+        let mut out = Vec::new();
+        for frame in link.send(Taken).await.unwrap() {
+            let inner = match frame {
+                PeerFrame::Bundle { frames } => frames,
+                PeerFrame::Events {
+                    part,
+                    through,
+                    live,
+                    events,
+                } => vec![Bundled::Events {
+                    part,
+                    through,
+                    live,
+                    events,
+                }],
+                other => panic!("{other:?}"),
+            };
+            for b in inner {
+                let Bundled::Events {
+                    part,
+                    through,
+                    events,
+                    ..
+                } = b
+                else {
+                    panic!("{b:?}");
+                };
+                out.push((part, through, events.iter().map(|(s, _)| *s).collect()));
+            }
+        }
+        out
+    }
+
+    /// An entry of the log: `seq` in partition `part`, made by `maker`.
+    fn entry(seq: u64, part: u16, maker: &str) -> (u64, u16, Arc<Event>) {
+        let event = Event {
+            path: Path::parse_key(&format!("p{part}/k{seq}")).unwrap(),
+            version: Version::new(seq, NodeId::new(maker).unwrap()),
+            value: Some(Bytes::from_static(b"v")),
+            content_type: None,
+            expires_at: None,
+            author: None,
+        };
+        (seq, part, Arc::new(event))
+    }
+
+    /// Serving at node b, to follower c, partitions 0 and 1 live.
+    fn serving_to_c(link: &Addr<Link>) -> Serving {
+        let mut serving = Serving::new("b");
+        let parts = [(0, Stream::Live { sent: 0 }), (1, Stream::Live { sent: 0 })];
+        serving.followers.insert(
+            "c".to_string(),
+            Follower {
+                link: 1,
+                peer: link.clone().recipient(),
+                queue: SendGauge::default(),
+                parts: parts.into_iter().collect(),
+                quiet: BTreeMap::new(),
+                relayed: BTreeMap::new(),
+                relayed_bytes: 0,
+            },
+        );
+        serving
+    }
+
+    fn sent(serving: &Serving, part: u16) -> u64 {
+        match serving.followers["c"].parts[&part] {
+            Stream::Live { sent } | Stream::CatchUp { sent } => sent,
+        }
+    }
+
+    #[test]
+    fn relayed_events_wait_for_the_tick_or_go_first_with_the_nodes_own() {
+        System::new().block_on(relayed_events_wait());
+    }
+
+    async fn relayed_events_wait() {
+        let link = Link::default().start();
+        let mut serving = serving_to_c(&link);
+        let counter = AtomicU64::new(0);
+        // a's events, relayed by b: held, and the stream not moved.
+        serving.on_commit(&[entry(1, 0, "a"), entry(2, 0, "a")], &counter);
+        // c's own: the held stream reaches past them, still held.
+        serving.on_commit(&[entry(3, 0, "c")], &counter);
+        assert_eq!(taken(&link).await, vec![]);
+        assert_eq!(sent(&serving, 0), 0);
+        // b's own: at once, after what was held, in one frame.
+        serving.on_commit(&[entry(4, 0, "b")], &counter);
+        assert_eq!(taken(&link).await, vec![(0, 4, vec![1, 2, 4])]);
+        assert_eq!(sent(&serving, 0), 4);
+        assert_eq!(serving.followers["c"].relayed_bytes, 0);
+        // Relayed in one partition, only c's own in the other: both go on
+        // the tick, in one bundle.
+        serving.on_commit(&[entry(5, 0, "a"), entry(6, 1, "c")], &counter);
+        assert_eq!(taken(&link).await, vec![]);
+        serving.send_quiet(&counter);
+        assert_eq!(taken(&link).await, vec![(0, 5, vec![5]), (1, 6, vec![])]);
+        assert_eq!((sent(&serving, 0), sent(&serving, 1)), (5, 6));
+        // Past the bound, at once.
+        let many: Vec<_> = (7..7 + RELAY_BYTES as u64 / 40)
+            .map(|s| entry(s, 1, "a"))
+            .collect();
+        serving.on_commit(&many, &counter);
+        let frames = taken(&link).await;
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_eq!(frames[0].2.len(), many.len());
+        assert_eq!(serving.followers["c"].relayed_bytes, 0);
+        // What a stream held goes again from the store when it catches up
+        // (its position never passed it).
+        serving.on_commit(&[entry(1000, 0, "a")], &counter);
+        serving.lost_commits();
+        assert_eq!(
+            serving.followers["c"].parts[&0],
+            Stream::CatchUp { sent: 5 }
+        );
+        serving.send_quiet(&counter);
+        assert_eq!(taken(&link).await, vec![]);
+    }
 
     fn events(part: u16, weight: usize) -> (Bundled, usize) {
         let frame = Bundled::Events {

@@ -266,7 +266,7 @@ why_not() {
 # --- build ---------------------------------------------------------------------
 phase_start
 if [[ $BUILD == 1 ]]; then
-    log "building spread and the fan-out client (release) into $TARGET_DIR"
+    log "building spread, the fan-out client and the actix floor (release) into $TARGET_DIR"
     cargo build --release --bin spread || die "cargo build --release --bin spread failed"
     cargo build --release -p spread-bench-fanout || die "cargo build -p spread-bench-fanout failed"
     cargo build --release -p spread-bench-actix-floor || die "cargo build -p spread-bench-actix-floor failed"

@@ -190,6 +190,8 @@ struct State {
     first: Option<Addr<Stage>>,
 }
 
+/// `PUT /raw/<path>`: the body, as a value, to every session (through the
+/// stages), then `200` with how many sessions it reached.
 async fn put(state: web::Data<State>, body: web::Bytes) -> HttpResponse {
     let Ok(value) = std::str::from_utf8(&body) else {
         return HttpResponse::BadRequest().body("the value must be UTF-8");
@@ -209,6 +211,8 @@ async fn put(state: web::Data<State>, body: web::Bytes) -> HttpResponse {
         .body(format!(r#"{{"subscribers":{reached}}}"#))
 }
 
+/// `GET /wss/<prefix>`: a subscriber's session (every write reaches it,
+/// whatever the prefix).
 async fn wss(
     state: web::Data<State>,
     req: HttpRequest,
@@ -246,6 +250,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for LinkIn {
     }
 }
 
+/// `GET /link`: the receiving side of another floor server's relay.
 async fn link(
     state: web::Data<State>,
     req: HttpRequest,

@@ -1031,7 +1031,7 @@ impl Actor for Replicator {
             this.publish_stats();
             this.sweep(ctx);
             this.serving
-                .send_quiet(&this.cluster.links.stats.events_sent);
+                .send_on_tick(&this.cluster.links.stats.events_sent);
             this.pull_resets(ctx);
         });
         ctx.run_interval(Duration::from_secs(1), |this, ctx| {

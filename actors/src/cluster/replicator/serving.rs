@@ -62,14 +62,12 @@ struct Follower {
     queue: SendGauge,
     parts: HashMap<u16, Stream>,
     /// Live streams whose last commits were all the follower's own events:
-    /// how far they are sent, not told yet (see [`Serving::send_quiet`]).
+    /// how far they are sent, not told yet (see [`Serving::send_on_tick`]).
     quiet: BTreeMap<u16, u64>,
     /// Live streams whose last commits held events relayed (and maybe the
     /// follower's own), none of this node's: held back (see the module's
     /// doc).
     relayed: BTreeMap<u16, Held>,
-    /// The bytes of the events in `relayed`, about.
-    relayed_bytes: usize,
 }
 
 /// A live stream's relayed events, held back.
@@ -92,13 +90,6 @@ pub(super) struct Serving {
 }
 
 impl Follower {
-    /// Takes what partition `part`'s stream holds back, if anything.
-    fn unhold(&mut self, part: u16) -> Option<Held> {
-        let held = self.relayed.remove(&part)?;
-        self.relayed_bytes = self.relayed_bytes.saturating_sub(held.bytes);
-        Some(held)
-    }
-
     /// Holds `events` (of one commit) back in partition `part`'s stream,
     /// which then reaches `through`.
     fn hold(&mut self, part: u16, through: u64, events: Vec<(u64, WireEvent)>) {
@@ -107,7 +98,11 @@ impl Follower {
         held.through = through;
         held.bytes += bytes;
         held.events.extend(events);
-        self.relayed_bytes += bytes;
+    }
+
+    /// The bytes of the events held back, about.
+    fn relayed_bytes(&self) -> usize {
+        self.relayed.values().map(|h| h.bytes).sum()
     }
 
     /// Hands `frame` (about `weight` bytes) to the link, counted in its
@@ -138,7 +133,7 @@ fn send_events(
 
 /// One commit's entries of one partition for one follower.
 #[derive(Default)]
-struct Commit {
+struct PartCommit {
     /// The commit's last entry in the partition.
     through: u64,
     /// The events to send (all but the follower's own).
@@ -158,7 +153,6 @@ fn weight_of(events: &[(u64, WireEvent)]) -> usize {
 /// Moves what `f`'s live streams held back into `frames`; each stream is
 /// then sent that far.
 fn take_relayed(f: &mut Follower, frames: &mut Vec<(Bundled, usize)>, counter: &AtomicU64) {
-    f.relayed_bytes = 0;
     for (part, held) in std::mem::take(&mut f.relayed) {
         if let Some(Stream::Live { sent }) = f.parts.get_mut(&part) {
             *sent = held.through;
@@ -263,7 +257,7 @@ impl Serving {
             };
             follower.parts.insert(part, stream);
             follower.quiet.remove(&part);
-            follower.unhold(part);
+            follower.relayed.remove(&part);
             queued.push((node.to_string(), part));
         }
         self.work.extend(queued);
@@ -286,7 +280,6 @@ impl Serving {
                 parts: HashMap::new(),
                 quiet: BTreeMap::new(),
                 relayed: BTreeMap::new(),
-                relayed_bytes: 0,
             });
         if follower.link != link {
             // A new link: what the old one streamed is the follower's to ask again.
@@ -297,7 +290,6 @@ impl Serving {
                 parts: HashMap::new(),
                 quiet: BTreeMap::new(),
                 relayed: BTreeMap::new(),
-                relayed_bytes: 0,
             };
         }
         follower
@@ -321,7 +313,7 @@ impl Serving {
             for part in parts {
                 f.parts.remove(part);
                 f.quiet.remove(part);
-                f.unhold(*part);
+                f.relayed.remove(part);
             }
         }
     }
@@ -379,19 +371,18 @@ impl Serving {
             // hold what was held back.)
             f.quiet.clear();
             f.relayed.clear();
-            f.relayed_bytes = 0;
         }
     }
 
     /// Sends one commit's events to the live streams that want them (a
     /// follower is not sent the events it made itself: a partition whose
     /// entries in the commit are all the follower's is told how far it is
-    /// sent later, by [`Serving::send_quiet`], not by a frame each time;
+    /// sent later, by [`Serving::send_on_tick`], not by a frame each time;
     /// events a third node made wait for the tick too, unless this node's
     /// own follow them).
     pub fn on_commit(&mut self, entries: &[(u64, u16, Arc<Event>)], counter: &AtomicU64) {
         for (node, f) in self.followers.iter_mut() {
-            let mut out: BTreeMap<u16, Commit> = BTreeMap::new();
+            let mut out: BTreeMap<u16, PartCommit> = BTreeMap::new();
             for (seq, part, event) in entries {
                 let Some(Stream::Live { sent }) = f.parts.get(part) else {
                     continue;
@@ -416,7 +407,7 @@ impl Serving {
                 if slot.own {
                     *sent = slot.through;
                     // Now, after what was held back.
-                    let events = match f.unhold(part) {
+                    let events = match f.relayed.remove(&part) {
                         Some(mut held) => {
                             held.events.extend(slot.events);
                             held.events
@@ -435,7 +426,7 @@ impl Serving {
                     f.quiet.insert(part, slot.through);
                 }
             }
-            if f.relayed_bytes > RELAY_BYTES {
+            if f.relayed_bytes() > RELAY_BYTES {
                 take_relayed(f, &mut frames, counter);
             }
             for (frame, weight) in bundles(frames) {
@@ -450,7 +441,7 @@ impl Serving {
     /// near the head): one bundle per follower. Called periodically; until
     /// then a cursor trails by entries that are the follower's own, which a
     /// resumed stream leaves out again, or held back, which it sends.
-    pub fn send_quiet(&mut self, counter: &AtomicU64) {
+    pub fn send_on_tick(&mut self, counter: &AtomicU64) {
         for f in self.followers.values_mut() {
             if f.quiet.is_empty() && f.relayed.is_empty() {
                 continue;
@@ -741,7 +732,6 @@ mod tests {
                 parts: parts.into_iter().collect(),
                 quiet: BTreeMap::new(),
                 relayed: BTreeMap::new(),
-                relayed_bytes: 0,
             },
         );
         serving
@@ -772,12 +762,12 @@ mod tests {
         serving.on_commit(&[entry(4, 0, "b")], &counter);
         assert_eq!(taken(&link).await, vec![(0, 4, vec![1, 2, 4])]);
         assert_eq!(sent(&serving, 0), 4);
-        assert_eq!(serving.followers["c"].relayed_bytes, 0);
+        assert_eq!(serving.followers["c"].relayed_bytes(), 0);
         // Relayed in one partition, only c's own in the other: both go on
         // the tick, in one bundle.
         serving.on_commit(&[entry(5, 0, "a"), entry(6, 1, "c")], &counter);
         assert_eq!(taken(&link).await, vec![]);
-        serving.send_quiet(&counter);
+        serving.send_on_tick(&counter);
         assert_eq!(taken(&link).await, vec![(0, 5, vec![5]), (1, 6, vec![])]);
         assert_eq!((sent(&serving, 0), sent(&serving, 1)), (5, 6));
         // Past the bound, at once.
@@ -788,7 +778,7 @@ mod tests {
         let frames = taken(&link).await;
         assert_eq!(frames.len(), 1, "{frames:?}");
         assert_eq!(frames[0].2.len(), many.len());
-        assert_eq!(serving.followers["c"].relayed_bytes, 0);
+        assert_eq!(serving.followers["c"].relayed_bytes(), 0);
         // What a stream held goes again from the store when it catches up
         // (its position never passed it).
         serving.on_commit(&[entry(1000, 0, "a")], &counter);
@@ -797,7 +787,7 @@ mod tests {
             serving.followers["c"].parts[&0],
             Stream::CatchUp { sent: 5 }
         );
-        serving.send_quiet(&counter);
+        serving.send_on_tick(&counter);
         assert_eq!(taken(&link).await, vec![]);
     }
 

@@ -500,7 +500,8 @@ impl Replicator {
             // (for at most a minute: a stream kept behind by writes does
             // not hold the sweep off for good).
             // (What the peer merged and says on its next tick may be
-            // left, and this tick's quiet frames are not sent yet.)
+            // left, and this tick's quiet frames and held relays are not
+            // sent yet: a sweep may bring those relays itself.)
             let streaming = !self.serving.all_live(&link.node, MERGED_UNSAID_BYTES)
                 || !self.following.all_live(&link.node);
             if streaming && now < due + SWEEP_WAITS_FOR_STREAMS {

@@ -355,11 +355,16 @@ async fn a_repair_waits_for_its_rate_and_still_converges() {
         )
         .await;
     }
-    let healed = std::time::Instant::now();
     cut(&nodes[0], &[]).await;
     cut(&nodes[1], &[]).await;
     converge(&nodes, "after the heal").await;
-    let took = healed.elapsed().as_secs_f64();
+    // The sessions that moved it have ended (their time is counted then).
+    for s in &nodes {
+        wait_for("no session running", EVENT_DEADLINE, async || {
+            metric(s, "spread_antientropy_sessions_running").await == 0.0
+        })
+        .await;
+    }
     // Sent by a session (pushed) or answered to a fetch (pulled).
     let mut moved = 0.0;
     for s in &nodes {
@@ -379,18 +384,23 @@ async fn a_repair_waits_for_its_rate_and_still_converges() {
         "the big events came by anti-entropy: {moved}"
     );
     // The rate held: the events waited for it, or (a machine so loaded
-    // that the repair went slower than the rate by itself) the repair took
-    // at least what the rate allows a. What a sent is what it pushed and
-    // what b's fetches got (names and digests too, a few tens of KB); its
-    // bucket lets a second's worth go at once.
+    // that the repair went slower than the rate by itself) the sessions
+    // took at least what the rate allows a. Every byte a sent went in a
+    // session of a or of b, so their time together is at least the time it
+    // took (the heal's redials and the wait for the sweep are not in it).
+    // What a sent is what it pushed and what b's fetches got (names and
+    // digests too, a few tens of KB); its bucket lets a second's worth go
+    // at once.
     let name = "spread_antientropy_throttled_milliseconds_total";
     let waited = metric(&nodes[0], name).await + metric(&nodes[1], name).await;
     let sent_by_a = metric(&nodes[0], "spread_antientropy_bytes_total{dir=\"out\"}").await
         + metric(&nodes[1], "spread_antientropy_bytes_total{dir=\"in\"}").await;
+    let millis = "spread_antientropy_session_milliseconds_total";
+    let took = (metric(&nodes[0], millis).await + metric(&nodes[1], millis).await) / 1000.0;
     let rate = (1 << 20) as f64;
     assert!(
         waited > 0.0 || took >= sent_by_a / rate - 1.2,
-        "the repair's events waited for the rate (a sent {sent_by_a} bytes in {took:.2} s)"
+        "the repair's events waited for the rate (a sent {sent_by_a} bytes in sessions of {took:.2} s)"
     );
 }
 

@@ -830,14 +830,13 @@ impl Replicator {
         if id != link {
             return;
         }
-        let unsaid = match self.merged_unsaid.get_mut(peer) {
-            Some(u) if u.0 == link => u,
-            _ => self
-                .merged_unsaid
-                .entry(peer.to_string())
-                .insert_entry((link, 0))
-                .into_mut(),
-        };
+        let unsaid = self
+            .merged_unsaid
+            .entry(peer.to_string())
+            .or_insert((link, 0));
+        if unsaid.0 != link {
+            *unsaid = (link, 0);
+        }
         unsaid.1 += weight;
         let say_now = !acks.is_empty() || unsaid.1 >= MERGED_UNSAID_BYTES as u64;
         let mut frames = Vec::new();
@@ -918,8 +917,10 @@ impl Replicator {
         match self.following.enqueue(node, link, frame, bound as u64) {
             following::Enqueued::Queued => true,
             // Done with, as if merged: the owner may send that much more.
+            // (Said with the next `Merged`, as for merged frames: a
+            // bundle of such frames gets one back, not one each.)
             following::Enqueued::NotFollowed => {
-                self.report_merged(node, link, weight);
+                self.stream_merged(node, link, weight as u64, Vec::new());
                 false
             }
             following::Enqueued::Overloaded(waiting) => {

@@ -365,24 +365,30 @@ impl Bundled {
     pub fn merge_weight(&self) -> usize {
         match self {
             Bundled::Events { events, .. } => stream_weight(events),
-            Bundled::Reset { .. } => MERGE_OVERHEAD,
+            Bundled::Reset { .. } => FRAME_OVERHEAD,
             Bundled::Ack { .. } | Bundled::Merged { .. } => 0,
         }
     }
 }
 
-/// What a frame, and each event in it, weighs beyond paths and values
-/// (see [`PeerFrame::merge_weight`]).
-const MERGE_OVERHEAD: usize = 64;
+/// What a frame, and each event in it, weighs beyond paths and values,
+/// about: on the wire, and in what a sender counts as unmerged (see
+/// [`PeerFrame::merge_weight`]).
+pub const FRAME_OVERHEAD: usize = 64;
+
+/// What an event of `path` and `value` weighs on the wire, about.
+pub fn wire_weight(path: &str, value: Option<&[u8]>) -> usize {
+    path.len() + value.map_or(0, <[u8]>::len) + FRAME_OVERHEAD
+}
 
 /// The merge weight of an event.
 fn event_weight(event: &WireEvent) -> usize {
-    event.path.len() + event.value.as_deref().map_or(0, <[u8]>::len) + MERGE_OVERHEAD
+    wire_weight(&event.path, event.value.as_deref())
 }
 
 /// The merge weight of a frame of stream entries.
 fn stream_weight(events: &[(u64, WireEvent)]) -> usize {
-    events.iter().map(|(_, e)| event_weight(e)).sum::<usize>() + MERGE_OVERHEAD
+    events.iter().map(|(_, e)| event_weight(e)).sum::<usize>() + FRAME_OVERHEAD
 }
 
 /// A frame that cannot be read.
@@ -429,9 +435,9 @@ impl PeerFrame {
         match self {
             PeerFrame::Events { events, .. } => stream_weight(events),
             PeerFrame::Watched { events, .. } | PeerFrame::DiffEvents { events, .. } => {
-                events.iter().map(event_weight).sum::<usize>() + MERGE_OVERHEAD
+                events.iter().map(event_weight).sum::<usize>() + FRAME_OVERHEAD
             }
-            PeerFrame::Reset { .. } => MERGE_OVERHEAD,
+            PeerFrame::Reset { .. } => FRAME_OVERHEAD,
             PeerFrame::Bundle { frames } => frames.iter().map(Bundled::merge_weight).sum(),
             _ => 0,
         }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use actix::Recipient;
 
-use crate::cluster::frame::{Bundled, PeerFrame};
+use crate::cluster::frame::{wire_weight, Bundled, PeerFrame, FRAME_OVERHEAD};
 use crate::cluster::peer::SendPaced;
 use crate::cluster::sendq::SendGauge;
 use crate::cluster::wire::WireEvent;
@@ -583,15 +583,6 @@ impl Serving {
             }
         }
     }
-}
-
-/// What a frame or an event costs on the wire beyond its path and value,
-/// about.
-pub(super) const FRAME_OVERHEAD: usize = 64;
-
-/// The weight of an event on the wire, about.
-pub(super) fn wire_weight(path: &str, value: Option<&[u8]>) -> usize {
-    path.len() + value.map_or(0, <[u8]>::len) + FRAME_OVERHEAD
 }
 
 /// The weight of a stored entry on the wire, about.

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 
-use super::serving::{wire_weight, FRAME_BYTES, FRAME_OVERHEAD};
+use super::serving::FRAME_BYTES;
 use super::LINK_WAIT;
 use crate::cluster::frame::PeerFrame;
+use crate::cluster::frame::{wire_weight, FRAME_OVERHEAD};
 use crate::cluster::peer::SendPaced;
 use crate::cluster::wire::WireEvent;
 use crate::cluster::Cluster;

@@ -88,17 +88,10 @@ impl Side for Mem {
         prefix: &str,
         _after: Option<&[u8]>,
     ) -> Result<NamesPage, StoreError> {
-        let below = |path: &str| {
-            prefix.is_empty()
-                || path == prefix
-                || path
-                    .strip_prefix(prefix)
-                    .is_some_and(|r| r.starts_with('/'))
-        };
         let names = self
             .events
             .iter()
-            .filter(|(path, _)| below(path))
+            .filter(|(path, _)| crate::model::path::covers(prefix, path))
             .flat_map(|(_, names)| names.iter().cloned())
             .collect();
         Ok(NamesPage { names, next: None })

@@ -167,6 +167,64 @@ async fn garbage_on_a_peer_link_closes_that_link_and_the_node_serves_on() {
     assert_eq!(links(&a).await, 0.0);
 }
 
+/// A client WebSocket frame (masked, as a client must) carrying `payload`
+/// as one binary message.
+fn masked_binary_frame(payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x82];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    let mask = [0x5a, 0x17, 0xc3, 0x88];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+#[actix_web::test]
+async fn a_hello_sent_just_before_the_dialer_hangs_up_is_still_read() {
+    use spread_actors::cluster::frame::{Hello, PeerFrame, NONCE_BYTES, PROTOCOL_VERSION};
+    use std::io::Write;
+    let a = node("a", &[]);
+    // A dialer of another layout: its hello, then the end of its side of
+    // the connection, in one write: the node reads the hello and refuses
+    // it for what it says (not "bad WebSocket data").
+    let hello = PeerFrame::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        cluster: "spread".into(),
+        node: "z".into(),
+        address: "127.0.0.1:9".into(),
+        partitions: 32,
+        shard_depth: 2,
+        bump: 0,
+        incarnation: "i".into(),
+        window: 1 << 20,
+        nonce: [7; NONCE_BYTES],
+    });
+    let mut bytes = format!(
+        "GET /peer HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        a.addr
+    )
+    .into_bytes();
+    bytes.extend(masked_binary_frame(&hello.encode()));
+    let mut socket = std::net::TcpStream::connect(&a.addr).unwrap();
+    socket.write_all(&bytes).unwrap();
+    socket.shutdown(std::net::Shutdown::Write).unwrap();
+    wait_for("the refusal of the layout", EVENT_DEADLINE, async || {
+        a.log().contains("node 'z' has 32 partitions")
+    })
+    .await;
+    assert!(!a.log().contains("bad WebSocket data"), "{}", a.log());
+}
+
 #[actix_web::test]
 async fn a_node_without_the_secret_accepts_no_peers_and_cannot_join() {
     let single = Server::start(&[]);

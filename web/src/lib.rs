@@ -23,6 +23,7 @@ pub mod socket;
 pub mod sse;
 pub mod tls;
 pub mod transfer;
+pub mod upgraded;
 pub mod ws;
 
 use std::net::TcpListener;

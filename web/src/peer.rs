@@ -41,6 +41,7 @@ pub async fn peer(
     let remote = req
         .peer_addr()
         .map_or_else(|| "an unknown address".to_string(), |a| a.to_string());
+    let stream = crate::upgraded::ending_at_eof(stream);
     ws::WsResponseBuilder::new(WsPeer::new(cluster, remote), &req, stream)
         .frame_size(MAX_FRAME_BYTES)
         .start()

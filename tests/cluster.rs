@@ -167,6 +167,32 @@ async fn garbage_on_a_peer_link_closes_that_link_and_the_node_serves_on() {
     assert_eq!(links(&a).await, 0.0);
 }
 
+#[actix_web::test]
+async fn a_dialer_that_closes_a_link_tells_the_acceptor_why() {
+    let z = node("z", &["--fault-injection"]);
+    let a = node("a", &["--fault-injection", "--join", &z.addr]);
+    wait_for("the link", EVENT_DEADLINE, async || {
+        links(&a).await == 1.0 && links(&z).await == 1.0
+    })
+    .await;
+    // Of two links between the same nodes, the one the smaller id dialed
+    // stays: a dialed this one. Cut at a, it closes the link with a
+    // refusal saying why; z's first word of the link's end is that.
+    // (z logs the reason before the link leaves its count, and before any
+    // dial of its own that a would refuse for the same reason.)
+    cut(&a, &["z"]).await;
+    wait_for("z to see the link end", EVENT_DEADLINE, async || {
+        links(&z).await == 0.0
+    })
+    .await;
+    let log = z.log();
+    let first_close = log.lines().find(|l| l.contains("closed:"));
+    assert!(
+        first_close.is_some_and(|l| l.contains("refused by the peer: cut by the fault switch")),
+        "{log}"
+    );
+}
+
 /// A client WebSocket frame (masked, as a client must) carrying `payload`
 /// as one binary message.
 fn masked_binary_frame(payload: &[u8]) -> Vec<u8> {

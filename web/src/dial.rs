@@ -193,7 +193,12 @@ async fn write_queue(mut sink: Sink, mut outgoing: SendStream) {
                 return;
             }
             if last {
-                let _ = sink.close().await;
+                // Flushed first: closing the sink shuts the socket down
+                // without writing what was fed (the refusal and the close
+                // frame would never leave).
+                if sink.flush().await.is_ok() {
+                    let _ = sink.close().await;
+                }
                 return;
             }
             next = outgoing.next().now_or_never().flatten();

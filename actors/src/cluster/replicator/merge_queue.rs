@@ -3,7 +3,43 @@
 //! whether one of its frames is merging. A peer whose frames waiting pass
 //! the bound is the caller's to cut off (a frame alone is always taken).
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+/// What the frames being merged now weigh, out of their queues: each merge
+/// holds its weight in a [`MergeShare`] that gives it back when the merge
+/// ends, or is dropped with it (the replicator stopping).
+#[derive(Default)]
+pub(super) struct InMerge(Rc<Cell<usize>>);
+
+impl InMerge {
+    /// Counts `weight` as merging until the share is dropped.
+    pub fn hold(&self, weight: usize) -> MergeShare {
+        self.0.set(self.0.get() + weight);
+        MergeShare {
+            total: self.0.clone(),
+            weight,
+        }
+    }
+
+    /// What the merges running now weigh.
+    pub fn weight(&self) -> usize {
+        self.0.get()
+    }
+}
+
+/// One running merge's weight in [`InMerge`].
+pub(super) struct MergeShare {
+    total: Rc<Cell<usize>>,
+    weight: usize,
+}
+
+impl Drop for MergeShare {
+    fn drop(&mut self) {
+        self.total.set(self.total.get() - self.weight);
+    }
+}
 
 /// One peer's frames: (link, frame, its merge weight), and whether one is
 /// merging now.
@@ -101,5 +137,22 @@ mod tests {
         assert_eq!(q.next("p"), Some((2, "big", 500)));
         assert_eq!(q.next("p"), None, "drained: the queue is gone");
         assert_eq!(q.push("p", (2, "d", 1), 100), Pushed::Start);
+    }
+
+    #[test]
+    fn a_merge_weighs_until_its_share_is_dropped_run_or_not() {
+        let merging = InMerge::default();
+        let a = merging.hold(10);
+        let b = merging.hold(5);
+        assert_eq!(merging.weight(), 15);
+        drop(a);
+        assert_eq!(merging.weight(), 5);
+        // A merge whose future is dropped unrun (the actor stopping) gives
+        // its weight back too.
+        let unrun = async move {
+            let _held = b;
+        };
+        drop(unrun);
+        assert_eq!(merging.weight(), 0);
     }
 }

@@ -34,7 +34,7 @@ use actix::prelude::*;
 
 pub use self::copies::CopyStats;
 use self::following::Following;
-use self::merge_queue::{MergeQueues, Pushed};
+use self::merge_queue::{InMerge, MergeQueues, Pushed};
 use self::serving::Serving;
 use self::watch_stream::WatchStream;
 use self::watching::{Serve, Served, Watches};
@@ -167,7 +167,7 @@ pub struct Replicator {
     /// By peer, when a pull that failed may be tried again.
     pull_after: HashMap<String, Instant>,
     /// What the frames being merged now weigh (out of their queues).
-    merging: usize,
+    merging: InMerge,
     /// By peer, the link and the weight of its stream batches merged and
     /// not reported with `Merged` yet.
     merged_unsaid: HashMap<String, (u64, u64)>,
@@ -193,7 +193,7 @@ impl Replicator {
             copies: copies::Copies::default(),
             pulling: None,
             pull_after: HashMap::new(),
-            merging: 0,
+            merging: InMerge::default(),
             merged_unsaid: HashMap::new(),
         }
     }
@@ -447,9 +447,9 @@ impl Replicator {
                             .events_merged
                             .fetch_add(merged.tried as u64, Ordering::Relaxed);
                     };
-                    self.merging += weight;
+                    let share = self.merging.hold(weight);
                     ctx.spawn(work.into_actor(self).map(move |(), this, ctx| {
-                        this.merging -= weight;
+                        drop(share);
                         this.report_merged(&from, link, weight);
                         this.keep_watched(from, ctx)
                     }));
@@ -690,9 +690,9 @@ impl Replicator {
                 .events_received
                 .fetch_add(merged.changed as u64, Ordering::Relaxed);
         };
-        self.merging += weight;
+        let share = self.merging.hold(weight);
         ctx.spawn(work.into_actor(self).map(move |(), this, ctx| {
-            this.merging -= weight;
+            drop(share);
             this.report_merged(&from, link, weight);
             this.merge_diff_events(from, ctx)
         }));
@@ -791,9 +791,9 @@ impl Replicator {
             }
             Ok::<_, String>(acks)
         };
-        self.merging += weight as usize;
+        let share = self.merging.hold(weight as usize);
         ctx.spawn(work.into_actor(self).map(move |result, this, ctx| {
-            this.merging -= weight as usize;
+            drop(share);
             match result {
                 Ok(acks) => {
                     // (Marks only move when a stream turns live; the
@@ -961,7 +961,7 @@ impl Replicator {
     /// or merging now): streams followed, watched values and anti-entropy
     /// events.
     fn waiting_to_merge(&self) -> u64 {
-        let others = self.watched.waiting() + self.diff_in.waiting() + self.merging;
+        let others = self.watched.waiting() + self.diff_in.waiting() + self.merging.weight();
         self.following.queued() + others as u64
     }
 

@@ -50,29 +50,23 @@ pub async fn write(
     let of = cluster.config.replication;
     let needed = write.w.needed(of);
     let conditional = write.precondition != Precondition::None;
-    let here = write.forwarded
-        || if conditional {
-            owners.first() == Some(&me)
-        } else {
-            owners.contains(&me)
-        };
-    if !here {
-        let candidates = if conditional {
-            &owners[..owners.len().min(1)]
-        } else {
-            &owners[..]
-        };
-        let Some((to, link, peer)) = candidates
-            .iter()
-            .find_map(|o| cluster.links.link(o).map(|(id, p)| (*o, id, p)))
-        else {
-            return Err(NodeError::Unavailable {
-                acked: 0,
-                needed,
-                of,
-            });
-        };
-        return forward(cluster, (to, link, peer), write, needed, of).await;
+    let caught_up = || cluster.serves_reads(&placement, part);
+    match coordinator(&owners, me, conditional, write.forwarded, caught_up) {
+        Coordinator::Here => {}
+        Coordinator::Refuse(why) => return Err(NodeError::NoOwner(format!("{path} ({why})"))),
+        Coordinator::Forward(candidates) => {
+            let Some((to, link, peer)) = candidates
+                .iter()
+                .find_map(|o| cluster.links.link(o).map(|(id, p)| (*o, id, p)))
+            else {
+                return Err(NodeError::Unavailable {
+                    acked: 0,
+                    needed,
+                    of,
+                });
+            };
+            return forward(cluster, (to, link, peer), write, needed, of).await;
+        }
     }
     // The other owners reachable now: the write is streamed to each.
     let reachable = owners
@@ -100,6 +94,47 @@ pub async fn write(
         });
     }
     Ok(report)
+}
+
+/// Who coordinates a write (see [`coordinator`]).
+#[derive(Debug, PartialEq, Eq)]
+enum Coordinator<'a> {
+    /// This node.
+    Here,
+    /// The first of these owners reachable.
+    Forward(&'a [&'a str]),
+    /// Nobody now: the writer hears `503` and may try again.
+    Refuse(&'static str),
+}
+
+/// Who coordinates a write of a partition with `owners` (in placement
+/// order), at node `me`: an owner (a conditional write: the first owner
+/// only, and only once it has caught up, for it decides on what it holds);
+/// a node that owns none forwards it. A write forwarded here by a node
+/// whose placement differs (members just changed) is refused rather than
+/// coordinated by a node that is not its owner, which would count itself
+/// among the owners that hold it.
+fn coordinator<'a>(
+    owners: &'a [&'a str],
+    me: &str,
+    conditional: bool,
+    forwarded: bool,
+    caught_up: impl FnOnce() -> bool,
+) -> Coordinator<'a> {
+    let mine = if conditional {
+        owners.first() == Some(&me)
+    } else {
+        owners.contains(&me)
+    };
+    match (mine, forwarded) {
+        (true, _) if conditional && !caught_up() => {
+            Coordinator::Refuse("its first owner is catching up")
+        }
+        (true, _) => Coordinator::Here,
+        (false, true) => Coordinator::Refuse("forwarded to a node that is not its owner now"),
+        (false, false) if conditional => Coordinator::Forward(&owners[..owners.len().min(1)]),
+        (false, false) => Coordinator::Forward(owners),
+    }
 }
 
 /// Hands `write` to owner `to` over its link and waits for its answer.
@@ -257,4 +292,62 @@ fn frames_of(events: Vec<Event>) -> Vec<Vec<Event>> {
         frames.last_mut().expect("a frame").push(event);
     }
     frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_coordinate_conditional_writes_need_the_first_caught_up_and_forwards_are_not_passed_on(
+    ) {
+        let owners = ["a", "b", "c"];
+        let caught_up = || true;
+        let behind = || false;
+        // Plain writes: any owner; a node that owns none forwards to them all.
+        assert_eq!(
+            coordinator(&owners, "b", false, false, behind),
+            Coordinator::Here
+        );
+        assert_eq!(
+            coordinator(&owners, "d", false, false, caught_up),
+            Coordinator::Forward(&owners[..])
+        );
+        // Conditional writes: the first owner, once caught up; the others
+        // forward to it alone.
+        assert_eq!(
+            coordinator(&owners, "a", true, false, caught_up),
+            Coordinator::Here
+        );
+        assert!(matches!(
+            coordinator(&owners, "a", true, false, behind),
+            Coordinator::Refuse(_)
+        ));
+        assert!(matches!(
+            coordinator(&owners, "a", true, true, behind),
+            Coordinator::Refuse(_)
+        ));
+        assert_eq!(
+            coordinator(&owners, "b", true, false, caught_up),
+            Coordinator::Forward(&owners[..1])
+        );
+        // Forwarded here: coordinated by an owner, refused elsewhere (never
+        // forwarded on).
+        assert_eq!(
+            coordinator(&owners, "c", false, true, behind),
+            Coordinator::Here
+        );
+        assert!(matches!(
+            coordinator(&owners, "d", false, true, caught_up),
+            Coordinator::Refuse(_)
+        ));
+        assert!(matches!(
+            coordinator(&owners, "b", true, true, caught_up),
+            Coordinator::Refuse(_)
+        ));
+        assert_eq!(
+            coordinator(&[], "d", false, false, caught_up),
+            Coordinator::Forward(&[])
+        );
+    }
 }

@@ -461,6 +461,8 @@ impl From<&NodeError> for WireError {
             | NodeError::BadCursor
             | NodeError::Invalid(_) => WireError::Invalid(e.to_string()),
             NodeError::ShuttingDown => WireError::ShuttingDown,
+            // (No owner here to take it: the asker answers 503.)
+            NodeError::NoOwner(_) => WireError::NotReady,
             NodeError::Compacted { path, oldest } => WireError::Compacted(path.clone(), *oldest),
             other => WireError::Failed(other.to_string()),
         }

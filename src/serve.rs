@@ -163,6 +163,14 @@ fn cluster_config(
         log::info!("no --cluster-secret: a single node, which joins no one and accepts no peers");
         return Ok(None);
     };
+    let most = spread_actors::cluster::MAX_VALUE_BYTES;
+    if args.max_body_bytes > most {
+        anyhow::bail!(
+            "--max-body-bytes {} is more than a cluster's node takes: a value must fit one \
+             peer frame to reach the other owners, so at most {most}",
+            args.max_body_bytes
+        );
+    }
     let tls = args.tls_cert.is_some();
     let address = args.advertise.clone().unwrap_or_else(|| {
         if tls {

@@ -281,6 +281,23 @@ async fn a_node_without_the_secret_accepts_no_peers_and_cannot_join() {
         .expect("run spread serve");
     assert!(!short.status.success());
     assert!(String::from_utf8_lossy(&short.stderr).contains("at least 16 bytes"));
+    // A write limit over what a peer frame carries is refused at start.
+    let most = spread_actors::cluster::MAX_VALUE_BYTES;
+    let big = Command::new(env!("CARGO_BIN_EXE_spread"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster-secret",
+            SECRET,
+        ])
+        .args(["--max-body-bytes", &(most + 1).to_string()])
+        .args(["--data", "/nonexistent/never-created"])
+        .output()
+        .expect("run spread serve");
+    assert!(!big.status.success());
+    let err = String::from_utf8_lossy(&big.stderr);
+    assert!(err.contains(&format!("at most {most}")), "{err}");
 }
 
 /// A self-signed certificate for 127.0.0.1, as PEM files in a temp dir.

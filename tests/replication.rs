@@ -819,3 +819,55 @@ async fn a_follower_that_merges_slowly_paces_catching_up_and_closes_a_link_it_ca
     let r = get(&format!("{}/raw/slow/0/k0", nodes[0].url)).await;
     assert_eq!(r.status, 200);
 }
+
+#[actix_web::test]
+async fn a_value_too_big_for_a_peer_frame_is_refused_and_the_links_carry_on() {
+    let a = node("a", &[]);
+    let b = node("b", &["--join", &a.addr]);
+    let nodes = vec![a, b];
+    all_alive(&nodes, &ids(&["a", "b"])).await;
+    linked(&nodes).await;
+    let opened = metric(&nodes[0], "spread_peer_links_opened_total").await;
+    // An import may carry a value past the HTTP write limit; in a cluster a
+    // value must also fit one peer frame, or every link that tried to
+    // stream it would close, again on each reconnect.
+    let most = spread_actors::cluster::MAX_VALUE_BYTES;
+    let line = format!(
+        r#"{{"path":"big/x","version":"1000.z","value":"{}"}}"#,
+        "v".repeat(most + 1)
+    );
+    let r = send(
+        http().post(format!("{}/import", nodes[0].url)),
+        Some(line.as_bytes()),
+    )
+    .await;
+    r.assert_error(400, "bad_request");
+    assert!(
+        String::from_utf8_lossy(&r.body).contains(&format!("at most {most}")),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // A value of the largest size goes through, and reaches the other owner.
+    let line = format!(
+        r#"{{"path":"big/y","version":"1000.z","value":"{}"}}"#,
+        "w".repeat(most)
+    );
+    let r = send(
+        http().post(format!("{}/import", nodes[0].url)),
+        Some(line.as_bytes()),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    wait_for("b to hold the largest value", EVENT_DEADLINE, async || {
+        let r = get(&format!("{}/raw/big/y?local=true", nodes[1].url)).await;
+        r.status == 200 && r.body.len() == most
+    })
+    .await;
+    put(&format!("{}/raw/small/z", nodes[0].url), b"s").await;
+    holds(&nodes[1], "small/z", "s").await;
+    assert_eq!(
+        metric(&nodes[0], "spread_peer_links_opened_total").await,
+        opened,
+        "no link was closed"
+    );
+}

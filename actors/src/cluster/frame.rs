@@ -28,6 +28,15 @@ pub const PROTOCOL_VERSION: u32 = 6;
 /// The largest frame a link accepts (a batch of events with big values fits).
 pub const MAX_FRAME_BYTES: usize = 32 << 20;
 
+/// The largest value a node of a cluster takes (see `Node::max_value_bytes`;
+/// the HTTP write limit's default). A frame that carries values holds up to
+/// about 8 MiB of them (an import's events; streams, repairs and answers
+/// hold less) and then one more event, so with values of at most half a
+/// frame every frame stays under [`MAX_FRAME_BYTES`], and every value can be
+/// streamed, relayed and repaired. A bigger one would close every link that
+/// tried to carry it, again on every reconnect.
+pub const MAX_VALUE_BYTES: usize = MAX_FRAME_BYTES / 2;
+
 /// Bytes of a handshake nonce.
 pub const NONCE_BYTES: usize = 32;
 

@@ -42,6 +42,7 @@ use actix::Addr;
 use crate::config::ClusterConfig;
 use crate::model::Layout;
 
+pub use frame::{MAX_FRAME_BYTES, MAX_VALUE_BYTES};
 pub use handshake::{Identity, Secret};
 pub use links::{Direction, LinkInfo, LinkReport, LinkStats, Links};
 pub use peer::{FromSocket, Peer, Shut, SocketClosed};

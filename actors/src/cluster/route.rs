@@ -178,6 +178,9 @@ async fn forward(
 /// Value bytes of one `Import` frame, about (at least one event): well
 /// under a peer frame's limit.
 const IMPORT_FRAME_BYTES: usize = 8 << 20;
+// A frame of them, and one more event of the largest value, fits a frame.
+const _: () =
+    assert!(IMPORT_FRAME_BYTES + super::MAX_VALUE_BYTES + (1 << 20) <= super::MAX_FRAME_BYTES);
 /// Most events of one `Import` frame: the owner merges them all before it
 /// answers.
 const IMPORT_FRAME_EVENTS: usize = 1024;

@@ -31,9 +31,9 @@ pub enum FieldError {
     /// The author is too long.
     #[error("author (the token's subject) is {0} bytes; at most {MAX_AUTHOR_BYTES} are allowed")]
     AuthorTooLong(usize),
-    /// The value is too large.
-    #[error("value is {0} bytes; at most {MAX_VALUE_BYTES} are allowed")]
-    ValueTooLarge(usize),
+    /// The value is too large (its size, and the most allowed).
+    #[error("value is {0} bytes; at most {1} are allowed")]
+    ValueTooLarge(usize, usize),
     /// The time to live is out of range.
     #[error("ttl must be 1 to {MAX_TTL_SECS} seconds")]
     Ttl,
@@ -59,10 +59,12 @@ pub fn check_author(author: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// Checks a value's size.
-pub fn check_value(value: &Bytes) -> Result<(), FieldError> {
-    if value.len() > MAX_VALUE_BYTES {
-        return Err(FieldError::ValueTooLarge(value.len()));
+/// Checks a value's size against `max` (at most [`MAX_VALUE_BYTES`]; a
+/// cluster's nodes take less, see `cluster::MAX_VALUE_BYTES`).
+pub fn check_value(value: &Bytes, max: usize) -> Result<(), FieldError> {
+    let max = max.min(MAX_VALUE_BYTES);
+    if value.len() > max {
+        return Err(FieldError::ValueTooLarge(value.len(), max));
     }
     Ok(())
 }
@@ -78,6 +80,21 @@ pub fn check_ttl(ttl_secs: u64) -> Result<(), FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_bounded_by_the_callers_limit_within_the_engines() {
+        let value = Bytes::from(vec![0u8; 100]);
+        assert_eq!(check_value(&value, 100), Ok(()));
+        assert_eq!(
+            check_value(&value, 99),
+            Err(FieldError::ValueTooLarge(100, 99))
+        );
+        assert_eq!(check_value(&value, usize::MAX), Ok(()));
+        assert_eq!(
+            FieldError::ValueTooLarge(100, 99).to_string(),
+            "value is 100 bytes; at most 99 are allowed"
+        );
+    }
 
     #[test]
     fn content_types_are_bounded_and_header_safe() {

@@ -109,6 +109,7 @@ fn check_fields(
     content_type: Option<&str>,
     author: Option<&str>,
     value: Option<&Bytes>,
+    max_value: usize,
 ) -> Result<(), FieldError> {
     if let Some(ct) = content_type {
         limits::check_content_type(ct)?;
@@ -117,7 +118,7 @@ fn check_fields(
         limits::check_author(author)?;
     }
     if let Some(value) = value {
-        limits::check_value(value)?;
+        limits::check_value(value, max_value)?;
     }
     Ok(())
 }
@@ -261,6 +262,16 @@ impl Node {
         self.inner.partitions[index].actor()
     }
 
+    /// The largest value this node takes: what a peer frame carries in a
+    /// cluster (every value must reach the other owners), the engine's
+    /// limit otherwise.
+    pub fn max_value_bytes(&self) -> usize {
+        match &self.inner.cluster {
+            Some(_) => crate::cluster::MAX_VALUE_BYTES,
+            None => limits::MAX_VALUE_BYTES,
+        }
+    }
+
     /// Applies a write through its partition; answers once it is as durable
     /// as configured and handed to local subscribers.
     pub async fn write(&self, write: Write) -> Result<WriteReport, NodeError> {
@@ -268,6 +279,7 @@ impl Node {
             write.content_type.as_deref(),
             write.author.as_deref(),
             write.value.as_ref(),
+            self.max_value_bytes(),
         )?;
         if let Some(ttl) = write.ttl_secs {
             limits::check_ttl(ttl)?;
@@ -296,6 +308,7 @@ impl Node {
             event.content_type.as_deref(),
             event.author.as_deref(),
             event.value.as_ref(),
+            self.max_value_bytes(),
         )?;
         self.apply(Input::Merge(event)).await
     }

@@ -105,6 +105,7 @@ impl Node {
                 event.content_type.as_deref(),
                 event.author.as_deref(),
                 event.value.as_ref(),
+                self.max_value_bytes(),
             )?;
             if event.path.is_root() {
                 return Err(crate::model::PathError::Empty.into());

@@ -38,6 +38,9 @@ pub const FETCH_PAGE: usize = 256;
 /// Value bytes an answer to a fetch carries at most (one event at least):
 /// an answer stays well under a frame's limit whatever the values weigh.
 pub const FETCH_BYTES: usize = 4 << 20;
+const _: () = assert!(
+    FETCH_BYTES + crate::cluster::MAX_VALUE_BYTES + (1 << 20) <= crate::cluster::MAX_FRAME_BYTES
+);
 
 /// A fingerprint on the wire: its sum mod 2^128 (see
 /// `Fingerprint::truncated`).

@@ -18,6 +18,11 @@ use crate::node::{HistoryRange, HISTORY_ANSWER_BYTES};
 /// Most entries or events one answer holds, whatever a peer asks: a
 /// client's page is at most 10,000 (`web::listing`), a history step less.
 const MAX_LIMIT: usize = 10_000;
+// A history answer, and one more event of the largest value, fits a frame.
+const _: () = assert!(
+    HISTORY_ANSWER_BYTES + crate::cluster::MAX_VALUE_BYTES + (1 << 20)
+        <= crate::cluster::MAX_FRAME_BYTES
+);
 
 impl Replicator {
     /// True if this node answers reads of `part`: it owns it and has

@@ -26,6 +26,23 @@ fn cursor_key(peer: &str, part: u16) -> String {
     format!("follow/{peer}/{part}")
 }
 
+/// Where the cursors of streams followed are saved: the node's metadata.
+pub(super) trait Cursors {
+    /// What is saved under `key`, if anything.
+    fn read(&self, key: &str) -> Result<Option<Vec<u8>>, NodeError>;
+    /// Saves `value` under `key`.
+    fn write(&self, key: &str, value: &[u8]) -> Result<(), NodeError>;
+}
+
+impl Cursors for Node {
+    fn read(&self, key: &str) -> Result<Option<Vec<u8>>, NodeError> {
+        self.meta(key)
+    }
+    fn write(&self, key: &str, value: &[u8]) -> Result<(), NodeError> {
+        self.set_meta(key, value)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Cursor {
     /// Which following of the partition this is: a step of an earlier one
@@ -165,17 +182,22 @@ impl Following {
     /// Brings the partitions followed from `peer` (over link `link`, whose
     /// log is `incarnation`) to `desired`: answers those to start, each
     /// from its saved cursor (when it is of that incarnation), and those to
-    /// stop.
+    /// stop. What it answers is what it did: a partition whose saved cursor
+    /// cannot be read is not started (the next call tries again), and a
+    /// cursor that cannot be saved is logged, its partition stopped all the
+    /// same (it is read again from an older cursor, or reset, later).
     pub fn diff(
         &mut self,
-        local: &Node,
+        local: &impl Cursors,
         peer: &str,
         link: u64,
         incarnation: &str,
         desired: &BTreeSet<u16>,
-    ) -> Result<Changes, NodeError> {
+    ) -> Changes {
         if self.peers.get(peer).is_some_and(|f| f.link != link) {
-            self.drop_peer(local, peer)?;
+            if let Err(e) = self.drop_peer(local, peer) {
+                log::error!("replication from '{peer}': saving the cursors of a link gone: {e}");
+            }
         }
         let followed = self
             .peers
@@ -194,8 +216,14 @@ impl Following {
             if followed.parts.contains_key(&part) {
                 continue;
             }
-            let saved = local
-                .meta(&cursor_key(peer, part))?
+            let saved = match local.read(&cursor_key(peer, part)) {
+                Ok(saved) => saved,
+                Err(e) => {
+                    log::error!("replication from '{peer}': reading the cursor of {part}: {e}");
+                    continue;
+                }
+            };
+            let saved = saved
                 .and_then(|raw| String::from_utf8(raw).ok())
                 .and_then(|text| {
                     let (inc, seq) = text.rsplit_once(':')?;
@@ -220,10 +248,12 @@ impl Following {
             .collect();
         for part in &stop {
             if let Some(cursor) = followed.parts.remove(part) {
-                save(local, peer, &followed.incarnation, *part, &cursor)?;
+                if let Err(e) = save(local, peer, &followed.incarnation, *part, &cursor) {
+                    log::error!("replication from '{peer}': saving the cursor of {part}: {e}");
+                }
             }
         }
-        Ok(Changes { start, stop })
+        Changes { start, stop }
     }
 
     /// Partitions whose stream from some co-owner has caught up: this node
@@ -251,14 +281,19 @@ impl Following {
     }
 
     /// The link to `peer` is gone: saves its cursors and forgets it.
-    pub fn drop_link(&mut self, local: &Node, peer: &str, link: u64) -> Result<(), NodeError> {
+    pub fn drop_link(
+        &mut self,
+        local: &impl Cursors,
+        peer: &str,
+        link: u64,
+    ) -> Result<(), NodeError> {
         if self.peers.get(peer).is_some_and(|f| f.link == link) {
             self.drop_peer(local, peer)?;
         }
         Ok(())
     }
 
-    fn drop_peer(&mut self, local: &Node, peer: &str) -> Result<(), NodeError> {
+    fn drop_peer(&mut self, local: &impl Cursors, peer: &str) -> Result<(), NodeError> {
         if let Some(f) = self.peers.remove(peer) {
             for (part, cursor) in &f.parts {
                 save(local, peer, &f.incarnation, *part, cursor)?;
@@ -471,7 +506,7 @@ impl Following {
     }
 
     /// Saves the cursors that moved.
-    pub fn save_dirty(&mut self, local: &Node) -> Result<(), NodeError> {
+    pub fn save_dirty(&mut self, local: &impl Cursors) -> Result<(), NodeError> {
         for (peer, f) in &mut self.peers {
             for (part, cursor) in &mut f.parts {
                 if cursor.dirty {
@@ -498,14 +533,14 @@ pub(super) fn forget_cursors(local: &Node, part: u16) -> Result<(), NodeError> {
 }
 
 fn save(
-    local: &Node,
+    local: &impl Cursors,
     peer: &str,
     incarnation: &str,
     part: u16,
     cursor: &Cursor,
 ) -> Result<(), NodeError> {
     if let Some(seq) = cursor.seq {
-        local.set_meta(
+        local.write(
             &cursor_key(peer, part),
             format!("{incarnation}:{seq}").as_bytes(),
         )?;
@@ -708,5 +743,68 @@ mod tests {
         assert_eq!(f.take_batch("p").unwrap().frames.len(), 1);
         f.merged("p", 1, &[]);
         assert_eq!(f.take_batch("p").unwrap().frames.len(), 1);
+    }
+
+    /// Saved cursors in memory, whose reads and writes can fail.
+    #[derive(Default)]
+    struct Saved {
+        map: std::cell::RefCell<HashMap<String, Vec<u8>>>,
+        /// Fails reads of this key.
+        fail_read: std::cell::RefCell<Option<String>>,
+        fail_writes: std::cell::Cell<bool>,
+    }
+
+    impl Cursors for Saved {
+        fn read(&self, key: &str) -> Result<Option<Vec<u8>>, NodeError> {
+            if self.fail_read.borrow().as_deref() == Some(key) {
+                return Err(NodeError::Store(crate::store::StoreError::Failed(
+                    "injected".into(),
+                )));
+            }
+            Ok(self.map.borrow().get(key).cloned())
+        }
+        fn write(&self, key: &str, value: &[u8]) -> Result<(), NodeError> {
+            if self.fail_writes.get() {
+                return Err(NodeError::Store(crate::store::StoreError::Failed(
+                    "injected".into(),
+                )));
+            }
+            self.map.borrow_mut().insert(key.into(), value.to_vec());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_cursor_that_cannot_be_read_or_saved_never_leaves_a_partition_followed_in_name_only() {
+        let saved = Saved::default();
+        saved
+            .map
+            .borrow_mut()
+            .insert(cursor_key("p", 1), b"i:7".to_vec());
+        let mut f = Following::default();
+        let want: BTreeSet<u16> = [0, 1].into();
+        // Partition 1's cursor cannot be read: 0 starts, 1 does not count
+        // as followed, and the next call starts it.
+        *saved.fail_read.borrow_mut() = Some(cursor_key("p", 1));
+        let changes = f.diff(&saved, "p", 1, "i", &want);
+        assert_eq!(changes.start, vec![(0, None)]);
+        *saved.fail_read.borrow_mut() = None;
+        let changes = f.diff(&saved, "p", 1, "i", &want);
+        assert_eq!(changes.start, vec![(1, Some(7))]);
+        assert!(f.diff(&saved, "p", 1, "i", &want).start.is_empty());
+        // Saves fail: the partitions stop all the same (the peer is told).
+        saved.fail_writes.set(true);
+        let mut changes = f.diff(&saved, "p", 1, "i", &BTreeSet::new());
+        changes.stop.sort_unstable();
+        assert_eq!(changes.stop, vec![0, 1]);
+        // A new link of the peer: the old one's cursors could not be saved,
+        // and every partition starts again on the new link.
+        saved.fail_writes.set(false);
+        let changes = f.diff(&saved, "p", 1, "i", &want);
+        assert_eq!(changes.start.len(), 2);
+        saved.fail_writes.set(true);
+        let changes = f.diff(&saved, "p", 2, "i", &want);
+        assert_eq!(changes.start.len(), 2);
+        assert_eq!(f.peers["p"].link, 2);
     }
 }

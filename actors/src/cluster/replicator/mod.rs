@@ -214,16 +214,9 @@ impl Replicator {
             } else {
                 BTreeSet::new()
             };
-            let diff =
+            let following::Changes { start, stop } =
                 self.following
                     .diff(&self.node, &link.node, link.id, &link.incarnation, &desired);
-            let following::Changes { start, stop } = match diff {
-                Ok(d) => d,
-                Err(e) => {
-                    log::error!("replication from '{}': {e}", link.node);
-                    continue;
-                }
-            };
             let Some((id, peer)) = self.cluster.links.link(&link.node) else {
                 continue;
             };

@@ -95,6 +95,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let system = actix_web::rt::System::new();
     let result = system.block_on(async {
+        // The cluster's actors first: a peer may link as soon as the server
+        // accepts. Membership dials the --join nodes, then every member it
+        // learns of (the listener is bound already: whoever dials back
+        // waits in its queue for the server).
+        spread_web::cluster::start(&node, peer_tls.clone());
         let server = spread_web::server(node.clone(), web, listener, plain)
             .context("starting the HTTP server")?;
         // The harness and scripts read this line to learn the port.
@@ -110,8 +115,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
-        // Membership dials the --join nodes, then every member it learns of.
-        spread_web::cluster::start(&node, peer_tls.clone());
         actix_web::rt::spawn(stop_on_signal(node.clone(), server.handle()));
         server.await.context("serving HTTP")
     });

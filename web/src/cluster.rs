@@ -15,9 +15,10 @@ use spread_actors::Node;
 use crate::error::ApiError;
 use crate::AppState;
 
-/// Starts the membership of `node` (if it is in a cluster) on the current
-/// actix system, with a dialer that keeps a link to every member it learns
-/// of (over TLS with `tls` for `https://` addresses).
+/// Starts the replication and the membership of `node` (if it is in a
+/// cluster) on the current actix system, with a dialer that keeps a link to
+/// every member it learns of (over TLS with `tls` for `https://`
+/// addresses). Call it before the server takes peers' links.
 pub fn start(node: &Node, tls: Option<Arc<rustls::ClientConfig>>) {
     let Some(cluster) = node.cluster() else {
         return;
@@ -28,12 +29,16 @@ pub fn start(node: &Node, tls: Option<Arc<rustls::ClientConfig>>) {
             actix_web::rt::spawn(crate::dial::dial_forever(cluster, address, tls.clone()));
         }
     }));
-    Membership::new(cluster.clone(), cluster.identity.bump).start();
     // On its own thread: its store reads (catching a peer up) must not
-    // delay membership's probes or the HTTP workers.
-    let (node, cluster) = (node.clone(), cluster.clone());
+    // delay membership's probes or the HTTP workers. Known to the links
+    // before any can come up: a frame for it (a peer's `Follow`) that found
+    // none would be lost, and the peer would never ask again.
     let arbiter = actix::Arbiter::new();
-    Replicator::start_in_arbiter(&arbiter.handle(), move |_| Replicator::new(node, cluster));
+    let (n, c) = (node.clone(), cluster.clone());
+    let replicator =
+        Replicator::start_in_arbiter(&arbiter.handle(), move |_| Replicator::new(n, c));
+    let _ = cluster.replicator.set(replicator);
+    Membership::new(cluster.clone(), cluster.identity.bump).start();
 }
 
 /// `PUT /cluster/faults` with `{"cut": ["<node>", …]}`: cuts this node's

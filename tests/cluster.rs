@@ -408,11 +408,15 @@ async fn two_dialers_to_one_node_keep_one_link_without_churn() {
         },
     )
     .await;
-    // Both ends may refuse the duplicate of the first double dial: let
-    // the start settle (a few heartbeats) before counting.
+    // Both ends may refuse the duplicate of the first double dial, and the
+    // second name is dialed a moment after the first: let the start settle
+    // (ten heartbeats' time, and frames heard) before counting. (Frames
+    // alone come faster than heartbeats while replication starts.)
+    let up = std::time::Instant::now();
     let heard = metric(&b, "spread_peer_frames_total{dir=\"in\"}").await;
     wait_for("heartbeats at b", Duration::from_secs(15), async || {
-        metric(&b, "spread_peer_frames_total{dir=\"in\"}").await >= heard + 10.0
+        up.elapsed() >= Duration::from_secs(1)
+            && metric(&b, "spread_peer_frames_total{dir=\"in\"}").await >= heard + 10.0
     })
     .await;
     let refused = metric(&b, "spread_peer_links_refused_total").await;

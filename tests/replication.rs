@@ -871,3 +871,60 @@ async fn a_value_too_big_for_a_peer_frame_is_refused_and_the_links_carry_on() {
         "no link was closed"
     );
 }
+
+#[actix_web::test]
+async fn big_writes_and_reads_through_a_node_that_owns_nothing_wait_their_turn_on_the_link() {
+    // Replication 1 over two nodes: half the paths are b's. A small send
+    // queue at each: a few of these values pushed at once would pass it,
+    // and a link whose queue overflows is closed for every client on it.
+    let small = ["--replication", "1", "--peer-send-queue-bytes", "2097152"];
+    let a = node("a", &small);
+    let mut b_args = small.to_vec();
+    b_args.extend_from_slice(&["--join", &a.addr]);
+    let b = node("b", &b_args);
+    let nodes = vec![a, b];
+    all_alive(&nodes, &ids(&["a", "b"])).await;
+    linked(&nodes).await;
+    let mut owned_by_b = Vec::new();
+    for i in 0.. {
+        let path = format!("turn/{i}/x");
+        let r = put(&format!("{}/raw/{path}", nodes[1].url), b"v").await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        if r.json()["version"].as_str().unwrap().ends_with(".b") {
+            owned_by_b.push(path);
+        }
+        if owned_by_b.len() == 8 {
+            break;
+        }
+    }
+    let opened = [
+        metric(&nodes[0], "spread_peer_links_opened_total").await,
+        metric(&nodes[1], "spread_peer_links_opened_total").await,
+    ];
+    let big = vec![b'x'; 1_500_000];
+    let a_url = nodes[0].url.clone();
+    let urls: Vec<String> = owned_by_b
+        .iter()
+        .map(|p| format!("{a_url}/raw/{p}"))
+        .collect();
+    let writes = futures_util::future::join_all(urls.iter().map(|u| put(u, &big))).await;
+    for r in &writes {
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let reads = futures_util::future::join_all(urls.iter().map(|u| get(u))).await;
+    for r in &reads {
+        assert_eq!((r.status, r.body.len()), (200, big.len()));
+    }
+    // One link all along, and a small write goes through it at once.
+    let r = put(&format!("{a_url}/raw/{}", owned_by_b[0]), b"small").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    for (s, before) in nodes.iter().zip(opened) {
+        assert_eq!(
+            metric(s, "spread_peer_links_opened_total").await,
+            before,
+            "{}",
+            s.log()
+        );
+        assert!(!s.log().contains("cannot keep up"), "{}", s.log());
+    }
+}

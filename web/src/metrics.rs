@@ -99,6 +99,7 @@ pub struct Metrics {
     replication_lag: Gauge,
     merge_queue: Gauge,
     follower_overloads: Counter,
+    peer_asks_busy: Counter,
     partition_lag: Family<PartitionLabel, Gauge>,
     /// The partitions `partition_lag` shows now.
     partitions_shown: Mutex<Vec<u16>>,
@@ -114,7 +115,7 @@ pub struct Metrics {
 }
 
 /// Node counters copied into the registry at each render.
-const COPIED: usize = 33;
+const COPIED: usize = 34;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -238,11 +239,17 @@ impl Metrics {
         let replication_lag = Gauge::default();
         let merge_queue = Gauge::default();
         let follower_overloads = Counter::default();
+        let peer_asks_busy = Counter::default();
         let partition_lag = Family::<PartitionLabel, Gauge>::default();
         registry.register(
             "replication_merge_queue_bytes",
             "Bytes of frames received from peers and not merged yet: replication streams, watched values, anti-entropy events (past --peer-send-queue-bytes from one peer and of one kind, its link is closed)",
             merge_queue.clone(),
+        );
+        registry.register(
+            "peer_asks_busy",
+            "Clients' requests and answers over peer links (forwarded writes and reads, imports) that found no room in the link's queue in time: that client's request failed (503), the link and the others' requests carried on",
+            peer_asks_busy.clone(),
         );
         registry.register(
             "replication_follower_overloads",
@@ -413,6 +420,7 @@ impl Metrics {
             replication_lag,
             merge_queue,
             follower_overloads,
+            peer_asks_busy,
             partition_lag,
             partitions_shown: Mutex::default(),
             compacted,
@@ -568,6 +576,7 @@ impl Metrics {
                 copy(|s| &s.dropped),
                 copy(|s| &s.dropped_bytes),
                 peer(|s| &s.follower_overloads),
+                peer(|s| &s.asks_busy),
             ];
             // Counters share their value with their clones. (Each lookup in
             // its own call: a family's read guard held over the next
@@ -612,6 +621,7 @@ impl Metrics {
                 self.copy_dropped.clone(),
                 self.copy_dropped_bytes.clone(),
                 self.follower_overloads.clone(),
+                self.peer_asks_busy.clone(),
             ];
             for ((counter, now), before) in counters.into_iter().zip(now).zip(copied.iter()) {
                 counter.inc_by(now.saturating_sub(*before));

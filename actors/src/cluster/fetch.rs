@@ -15,7 +15,8 @@ use actix::Addr;
 use futures_util::future::join_all;
 
 use super::frame::PeerFrame;
-use super::peer::{Peer, SendFrame};
+use super::in_turn::send_in_turn;
+use super::peer::Peer;
 use super::placement::Placement;
 use super::{Answer, Cluster};
 use crate::error::NodeError;
@@ -322,7 +323,7 @@ pub(super) async fn ask(
 /// [`ask`], waiting up to `deadline`.
 pub(super) async fn ask_within(
     cluster: &Arc<Cluster>,
-    (owner, (link, peer)): (&str, (u64, Addr<Peer>)),
+    (owner, (link, _)): (&str, (u64, Addr<Peer>)),
     frame: impl FnOnce(u64) -> PeerFrame,
     deadline: std::time::Duration,
 ) -> Result<Answer, NodeError> {
@@ -333,8 +334,14 @@ pub(super) async fn ask_within(
         .stats
         .reads_forwarded
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    peer.do_send(SendFrame(frame(id)));
-    match tokio::time::timeout(deadline, answer).await {
+    let deadline = std::time::Instant::now() + deadline;
+    if send_in_turn(cluster, (owner, link), &frame(id), deadline)
+        .await
+        .is_err()
+    {
+        return Err(NodeError::NoOwner(format!("node '{owner}'")));
+    }
+    match tokio::time::timeout_at(deadline.into(), answer).await {
         Ok(Ok(answer)) => Ok(answer),
         // The link went down, or no answer in time.
         _ => Err(NodeError::NoOwner(format!("node '{owner}'"))),

@@ -95,6 +95,9 @@ pub struct LinkStats {
     /// Links closed because the peer could not take frames as fast as
     /// they came (their send queue was full).
     pub overloaded: AtomicU64,
+    /// Clients' requests and answers that found no room in their link's
+    /// queue in time (see `in_turn`).
+    pub asks_busy: AtomicU64,
     /// Membership changes seen (a member up, dead, or back).
     pub membership_changes: AtomicU64,
     /// Replication: events sent to followers.

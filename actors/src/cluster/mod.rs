@@ -17,6 +17,8 @@
 //! - `route`: where a client's write is coordinated, and what it waits for;
 //! - `fetch`: reads of values, listings and histories answered where they
 //!   are held;
+//! - `in_turn`: clients' requests and their answers over a link, sent only
+//!   while its queue has room;
 //! - `differ`: anti-entropy sessions comparing merkle trees with a peer.
 
 pub mod backoff;
@@ -24,6 +26,7 @@ pub mod differ;
 pub mod fetch;
 pub mod frame;
 pub mod handshake;
+pub mod in_turn;
 pub mod links;
 pub mod membership;
 pub mod peer;

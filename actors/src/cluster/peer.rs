@@ -57,6 +57,13 @@ pub struct SendPaced {
     pub weight: usize,
 }
 
+/// Send a frame already encoded, handed over with
+/// [`SendGauge::try_hand`](super::sendq::SendGauge::try_hand) (see
+/// `in_turn`): counted as waiting until queued.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SendEncoded(pub Bytes);
+
 /// Close the link, telling the other side why.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -135,7 +142,14 @@ impl Peer {
         if self.closed {
             return;
         }
-        let bytes = Bytes::from(frame.encode());
+        self.send_bytes(Bytes::from(frame.encode()), ctx);
+    }
+
+    /// Queues an encoded frame; closes the link if the queue is full.
+    fn send_bytes(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
+        if self.closed {
+            return;
+        }
         let len = bytes.len() as u64;
         match self.out.push(bytes) {
             Ok(()) => {
@@ -448,6 +462,17 @@ impl Handler<SendPaced> for Peer {
         self.out.gauge().taken(msg.weight);
         if self.up.is_some() && !self.closed {
             self.send(&msg.frame, ctx);
+        }
+    }
+}
+
+impl Handler<SendEncoded> for Peer {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendEncoded, ctx: &mut Self::Context) {
+        self.out.gauge().taken(msg.0.len());
+        if self.up.is_some() && !self.closed {
+            self.send_bytes(msg.0, ctx);
         }
     }
 }

@@ -21,12 +21,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use actix::Addr;
+use std::time::Instant;
+
 use futures_util::future::join_all;
 
 use super::fetch::{ask_within, next_owner, worth_another_owner, Forget, OwnerLink};
 use super::frame::PeerFrame;
-use super::peer::{Peer, SendFrame};
+use super::in_turn::send_in_turn;
 use super::wire::{WireEvent, WireWrite};
 use super::{Answer, Cluster};
 use crate::engine::acks::WaitFor;
@@ -55,9 +56,9 @@ pub async fn write(
         Coordinator::Here => {}
         Coordinator::Refuse(why) => return Err(NodeError::NoOwner(format!("{path} ({why})"))),
         Coordinator::Forward(candidates) => {
-            let Some((to, link, peer)) = candidates
+            let Some((to, link)) = candidates
                 .iter()
-                .find_map(|o| cluster.links.link(o).map(|(id, p)| (*o, id, p)))
+                .find_map(|o| cluster.links.link(o).map(|(id, _)| (*o, id)))
             else {
                 return Err(NodeError::Unavailable {
                     acked: 0,
@@ -65,7 +66,7 @@ pub async fn write(
                     of,
                 });
             };
-            return forward(cluster, (to, link, peer), write, needed, of).await;
+            return forward(cluster, (to, link), write, needed, of).await;
         }
     }
     // The other owners reachable now: the write is streamed to each.
@@ -140,7 +141,7 @@ fn coordinator<'a>(
 /// Hands `write` to owner `to` over its link and waits for its answer.
 async fn forward(
     cluster: &Arc<Cluster>,
-    (to, link, peer): (&str, u64, Addr<Peer>),
+    (to, link): (&str, u64),
     write: Write,
     needed: usize,
     of: usize,
@@ -153,18 +154,25 @@ async fn forward(
         .writes_forwarded
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _forget = Forget(cluster, id);
-    peer.do_send(SendFrame(PeerFrame::Forward {
-        id,
-        write: WireWrite::new(&write),
-    }));
     // The owner waits up to the ack timeout itself; allow for the hops.
-    let deadline = cluster.config.ack_timeout + cluster.config.heartbeat_interval * 2;
+    let deadline =
+        Instant::now() + cluster.config.ack_timeout + cluster.config.heartbeat_interval * 2;
     let unavailable = NodeError::Unavailable {
         acked: 0,
         needed,
         of,
     };
-    match tokio::time::timeout(deadline, answer).await {
+    let frame = PeerFrame::Forward {
+        id,
+        write: WireWrite::new(&write),
+    };
+    if send_in_turn(cluster, (to, link), &frame, deadline)
+        .await
+        .is_err()
+    {
+        return Err(unavailable);
+    }
+    match tokio::time::timeout_at(deadline.into(), answer).await {
         Ok(Ok(Answer::Write(Ok(report)))) => report.into_report(path).map_err(|why| {
             log::warn!("node '{to}' answered a forwarded write with a bad report: {why}");
             unavailable

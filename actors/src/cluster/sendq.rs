@@ -65,6 +65,19 @@ impl SendGauge {
         self.0.handed.fetch_add(bytes, Ordering::AcqRel);
     }
 
+    /// Hands `bytes` to the `Peer` if the queue (with what is on its way)
+    /// is empty, or holds at most `limit` bytes with them; says whether it
+    /// did.
+    pub fn try_hand(&self, bytes: usize, limit: usize) -> bool {
+        self.0
+            .handed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |handed| {
+                let queued = self.0.queued.load(Ordering::Acquire) + handed;
+                (queued == 0 || queued + bytes <= limit).then_some(handed + bytes)
+            })
+            .is_ok()
+    }
+
     /// The `Peer` took what was handed with [`SendGauge::hand`].
     pub fn taken(&self, bytes: usize) {
         take_from(&self.0.handed, bytes);
@@ -290,5 +303,17 @@ mod tests {
         drop(s);
         q.push_last(frame(5));
         assert_eq!(q.gauge().queued(), 10);
+    }
+
+    #[test]
+    fn a_frame_is_handed_in_turn_only_within_the_limit_or_to_an_empty_queue() {
+        let gauge = SendGauge::default();
+        assert!(gauge.try_hand(500, 100), "an empty queue takes any frame");
+        assert!(!gauge.try_hand(1, 100), "500 on their way");
+        gauge.taken(500);
+        assert!(gauge.try_hand(60, 100));
+        assert!(gauge.try_hand(40, 100));
+        assert!(!gauge.try_hand(1, 100));
+        assert_eq!(gauge.queued(), 100);
     }
 }

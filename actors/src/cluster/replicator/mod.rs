@@ -884,9 +884,7 @@ impl Replicator {
             // meanwhile, the writer has already answered its client (a
             // link going down fails the forwards it carried) and drops
             // this answer.
-            if let Some(peer) = cluster.links.peer(&from) {
-                peer.do_send(SendFrame(PeerFrame::Forwarded { id, answer }));
-            }
+            reads::answer_in_turn(&cluster, &from, PeerFrame::Forwarded { id, answer });
         };
         ctx.spawn(work.into_actor(self));
     }

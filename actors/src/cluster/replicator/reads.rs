@@ -3,15 +3,20 @@
 //! import a peer hands this node to merge as their owner. An owner answers only for
 //! partitions it serves (caught up); otherwise it says "not ready" and the
 //! asker tries another owner. Listings and histories are read on a
-//! blocking thread; the answer goes back on the link the question came on.
+//! blocking thread; the answer goes back on the link the question came on,
+//! in turn (`in_turn`).
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 
 use super::Replicator;
 use crate::cluster::fetch::ListAsk;
 use crate::cluster::frame::PeerFrame;
-use crate::cluster::peer::SendFrame;
+use crate::cluster::in_turn::send_in_turn;
 use crate::cluster::wire::{WireError, WireEvent, WireHistory, WirePage};
+use crate::cluster::Cluster;
 use crate::model::{AsOf, Digest, NodeId, Path, Version};
 use crate::node::{HistoryRange, HISTORY_ANSWER_BYTES};
 
@@ -47,9 +52,7 @@ impl Replicator {
             .map_err(|e| WireError::from(&e)),
             Err(e) => Err(WireError::Invalid(e.to_string())),
         };
-        if let Some(peer) = self.cluster.links.peer(node) {
-            peer.do_send(SendFrame(PeerFrame::ReadAnswer { id, answer }));
-        }
+        answer_in_turn(&self.cluster, node, PeerFrame::ReadAnswer { id, answer });
     }
 
     /// Answers a peer's listing of the share `parts` of `prefix`.
@@ -156,11 +159,8 @@ impl Replicator {
             let answer = tokio::task::spawn_blocking(read)
                 .await
                 .unwrap_or_else(|e| Err(WireError::Failed(format!("reading: {e}"))));
-            if let Some((id, peer)) = cluster.links.link(&from) {
-                if id == link {
-                    peer.do_send(SendFrame(frame(answer)));
-                }
-            }
+            let deadline = Instant::now() + cluster.config.peer_dead_after;
+            let _ = send_in_turn(&cluster, (&from, link), &frame(answer), deadline).await;
         };
         ctx.spawn(work.into_actor(self));
     }
@@ -202,10 +202,21 @@ impl Replicator {
                     .await
                     .map_err(|e| WireError::from(&e)),
             };
-            if let Some(peer) = cluster.links.peer(&node) {
-                peer.do_send(SendFrame(PeerFrame::Imported { id, answer }));
-            }
+            answer_in_turn(&cluster, &node, PeerFrame::Imported { id, answer });
         };
         ctx.spawn(work.into_actor(self));
     }
+}
+
+/// Sends a peer the answer to its request over its link up now, in turn
+/// (see `in_turn`): past the time the asker waits, it is dropped.
+pub(super) fn answer_in_turn(cluster: &Arc<Cluster>, node: &str, frame: PeerFrame) {
+    let Some((link, _)) = cluster.links.link(node) else {
+        return;
+    };
+    let (cluster, node) = (cluster.clone(), node.to_string());
+    actix::spawn(async move {
+        let deadline = Instant::now() + cluster.config.peer_dead_after;
+        let _ = send_in_turn(&cluster, (&node, link), &frame, deadline).await;
+    });
 }

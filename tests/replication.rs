@@ -928,3 +928,53 @@ async fn big_writes_and_reads_through_a_node_that_owns_nothing_wait_their_turn_o
         assert!(!s.log().contains("cannot keep up"), "{}", s.log());
     }
 }
+
+#[actix_web::test]
+async fn a_retry_of_a_write_every_owner_holds_is_answered_with_every_owner() {
+    let nodes = three().await;
+    // A write with its own time can be sent again safely: the same event.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+        .to_string();
+    let write = || {
+        send(
+            http()
+                .put(format!("{}/raw/retry/x?w=all", nodes[0].url))
+                .insert_header(("x-spread-time", now.as_str())),
+            Some(b"once"),
+        )
+    };
+    let first = write().await;
+    assert_eq!(
+        first.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    assert_eq!(first.json()["propagation"]["acked"], 3);
+    // The client did not hear the answer, say, and sends it again: every
+    // owner holds it, and the answer says so (it was 503 "acked by 1").
+    let again = write().await;
+    assert_eq!(
+        again.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
+    let report = again.json();
+    assert_eq!(report["status"], "existing");
+    assert_eq!(report["propagation"]["acked"], 3);
+    assert_eq!(report["version"], first.json()["version"]);
+    // At a node that owns it too, and at quorum.
+    let at_b = send(
+        http()
+            .put(format!("{}/raw/retry/x", nodes[1].url))
+            .insert_header(("x-spread-time", now.as_str())),
+        Some(b"once"),
+    )
+    .await;
+    assert_eq!(at_b.status, 200, "{}", String::from_utf8_lossy(&at_b.body));
+    assert!(at_b.json()["propagation"]["acked"].as_u64().unwrap() >= 2);
+}

@@ -31,7 +31,7 @@ use super::in_turn::send_in_turn;
 use super::wire::{WireEvent, WireWrite};
 use super::{Answer, Cluster};
 use crate::engine::acks::WaitFor;
-use crate::engine::partition::{Precondition, Write, WriteReport};
+use crate::engine::partition::{Precondition, Write, WriteReport, WriteStatus};
 use crate::error::NodeError;
 use crate::model::{Event, PathError};
 use crate::node::ImportReport;
@@ -87,6 +87,15 @@ pub async fn write(
         other => other?,
     };
     report.peers = reachable;
+    if report.status == WriteStatus::Existing && report.acked < needed {
+        // A retry of a write held here already: nothing is committed, so
+        // nothing is streamed and no owner acknowledges it again. The other
+        // owners reachable are asked to hold it (each merges it, a write it
+        // has changing nothing) and count as they answer (or, if more, the
+        // acknowledgements of the first write heard here).
+        let held = 1 + confirm_held(node, cluster, &owners, &report).await;
+        report.acked = report.acked.max(held);
+    }
     if report.acked < needed {
         return Err(NodeError::Unavailable {
             acked: report.acked,
@@ -95,6 +104,65 @@ pub async fn write(
         });
     }
     Ok(report)
+}
+
+/// How many of the other owners reachable now hold the event `report`
+/// names (a write found `existing` here), once each is asked to merge it
+/// and answers: an owner answers after the merge is as durable as it is
+/// configured to make writes.
+async fn confirm_held(
+    node: &Node,
+    cluster: &Arc<Cluster>,
+    owners: &[&str],
+    report: &WriteReport,
+) -> usize {
+    let Some(event) = stored_event(node, &report.path, &report.version) else {
+        return 0;
+    };
+    let me = cluster.identity.node.as_str();
+    let deadline = cluster.config.ack_timeout;
+    let asked = owners
+        .iter()
+        .filter(|o| **o != me)
+        .filter_map(|o| cluster.links.link(o).map(|link| (*o, link)))
+        .map(|(owner, link)| {
+            let events = vec![WireEvent::from(&event)];
+            async move {
+                let frame_of = |id| PeerFrame::Import { id, events };
+                matches!(
+                    ask_within(cluster, (owner, link), frame_of, deadline).await,
+                    Ok(Answer::Import(Ok(_)))
+                )
+            }
+        });
+    join_all(asked)
+        .await
+        .into_iter()
+        .filter(|held| *held)
+        .count()
+}
+
+/// The event of `path` at `version` this node holds (its value, or one of
+/// its history).
+fn stored_event(
+    node: &Node,
+    path: &crate::model::Path,
+    version: &crate::model::Version,
+) -> Option<Event> {
+    let latest = node.store().latest(path).ok().flatten();
+    if let Some(stored) = latest.filter(|s| s.event.version == *version) {
+        return Some(stored.event);
+    }
+    let at = crate::node::HistoryRange {
+        from: version.time,
+        to: version.time,
+        limit: 64,
+    };
+    node.history_of(path, at)
+        .ok()?
+        .into_iter()
+        .find(|s| s.event.version == *version)
+        .map(|s| s.event)
 }
 
 /// Who coordinates a write (see [`coordinator`]).

@@ -11,7 +11,10 @@
 //! however often it acknowledges (a stream resent after a reconnect is
 //! merged and acknowledged again). An acknowledgement may
 //! arrive before the writer starts waiting (a peer can be faster than the
-//! local commit's answer): it is kept for a while and counted then.
+//! local commit's answer): it is kept for a while and counted then. A write
+//! found held already (`existing`, a retry) commits nothing, so nothing
+//! brings acknowledgements of it: it waits for none, counting those heard
+//! ([`Acks::heard_now`]), and the cluster's `route` asks the owners.
 //!
 //! [`Node::write`]: crate::Node::write
 //! [`Node::ack`]: crate::Node::ack
@@ -209,6 +212,21 @@ impl Acks {
                 })
             }
         }
+    }
+
+    /// `report` of a write found held already (`existing`: it commits
+    /// nothing, so no acknowledgement of it is coming unless a writer of the
+    /// same event still waits for its own), with the acknowledgements of
+    /// its event heard so far counted, at once.
+    pub fn heard_now(&self, mut report: WriteReport, wait: WaitFor) -> WriteReport {
+        report.of = wait.of;
+        let key = (report.path.clone(), report.version.clone());
+        let state = self.state();
+        report.acked += match state.waiting.get(&key) {
+            Some(waiter) => waiter.heard.len(),
+            None => state.early.get(&key).map_or(0, |(heard, _)| heard.len()),
+        };
+        report
     }
 
     /// Events with writers waiting, and acknowledgements kept for writers

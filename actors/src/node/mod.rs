@@ -322,6 +322,12 @@ impl Node {
         };
         let report = self.apply_here(input).await?;
         match wait {
+            // A write held already commits nothing, so no acknowledgement
+            // of it may come: it counts those heard, at once, and the
+            // cluster's route asks the owners it needs more of.
+            Some(wait) if report.status == crate::engine::partition::WriteStatus::Existing => {
+                Ok(self.inner.acks.heard_now(report, wait))
+            }
             Some(wait) => self.inner.acks.wait(report, wait).await,
             None => Ok(report),
         }

@@ -22,8 +22,9 @@ use super::wire::{WireError, WireEvent, WireHistory, WirePage, WireReport, WireW
 /// for trees folded through that head; `Hello` names a window, and a node
 /// reports what it merged, `Merged`, so that what is in flight to it stays
 /// within it. 6: `Bundle` carries several replication frames in one, as a
-/// commit of many partitions makes them.)
-pub const PROTOCOL_VERSION: u32 = 6;
+/// commit of many partitions makes them. 7: an `Ack` names each event's
+/// digest too.)
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The largest frame a link accepts (a batch of events with big values fits).
 pub const MAX_FRAME_BYTES: usize = 32 << 20;
@@ -142,10 +143,10 @@ pub enum PeerFrame {
         bytes: u64,
     },
     /// Replication: the sender holds these events of the receiver's (path,
-    /// version time; the version's node is the receiver) durably.
+    /// version time, digest; the version's node is the receiver) durably.
     Ack {
         /// The events.
-        events: Vec<(String, u64)>,
+        events: Vec<super::wire::AckedEvent>,
     },
     /// Interest: stream the latest values under `prefix` in partitions
     /// `parts` to the sender (a snapshot, `WatchReady`, then every change),
@@ -339,7 +340,7 @@ pub enum Bundled {
     /// [`PeerFrame::Ack`].
     Ack {
         /// The events.
-        events: Vec<(String, u64)>,
+        events: Vec<super::wire::AckedEvent>,
     },
     /// [`PeerFrame::Merged`].
     Merged {
@@ -523,7 +524,7 @@ mod tests {
             },
             PeerFrame::Merged { bytes: 4096 },
             PeerFrame::Ack {
-                events: vec![("a/b".into(), 5)],
+                events: vec![("a/b".into(), 5, [7; 16])],
             },
             PeerFrame::Bundle {
                 frames: vec![
@@ -535,7 +536,7 @@ mod tests {
                         events: Vec::new(),
                     },
                     Bundled::Ack {
-                        events: vec![("a/b".into(), 5)],
+                        events: vec![("a/b".into(), 5, [7; 16])],
                     },
                     Bundled::Merged { bytes: 64 },
                 ],

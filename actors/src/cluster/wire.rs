@@ -57,9 +57,14 @@ pub struct Merged {
     /// Events that could not be merged for a reason other than their own
     /// (a storage error): not held here.
     pub failed: usize,
-    /// The (path, time) of the events merged that [`AckFor`] names.
-    pub acks: Vec<(String, u64)>,
+    /// The events merged that [`AckFor`] names.
+    pub acks: Vec<AckedEvent>,
 }
+
+/// An event an owner acknowledges, as an `Ack` frame names it: its path,
+/// the time of its version (the node is the one acknowledged) and its
+/// digest (two writes with one explicit time differ by it).
+pub type AckedEvent = (String, u64, crate::model::Digest);
 
 /// Which merged events to acknowledge: those stamped by `node` after
 /// `after` (µs), recent enough that a writer may wait for them.
@@ -93,7 +98,13 @@ pub async fn merge_all_acking(
                 let acked = ack.as_ref().is_some_and(|a| {
                     event.version.node.as_str() == a.node && event.version.time > a.after
                 });
-                keys.push(acked.then(|| (event.path.as_str().to_string(), event.version.time)));
+                keys.push(acked.then(|| {
+                    (
+                        event.path.as_str().to_string(),
+                        event.version.time,
+                        event.digest(),
+                    )
+                }));
                 merges.push(node.merge(event));
             }
             Err(why) => log::warn!("{whose} left out: {why}"),
@@ -404,6 +415,7 @@ impl WireReport {
             created: self.created,
             path,
             version: from_wire_version(self.version)?,
+            digest: None,
             previous: self.previous.map(from_wire_version).transpose()?,
             current: self.current.map(from_wire_version).transpose()?,
             seq: self.seq,

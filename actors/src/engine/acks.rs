@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 
 use crate::engine::partition::WriteReport;
 use crate::error::NodeError;
-use crate::model::{Path, Version};
+use crate::model::{Digest, Path, Version};
 
 /// Most acknowledgements kept for writes that are not waiting (yet).
 const MAX_EARLY_ACKS: usize = 65_536;
@@ -43,8 +43,9 @@ pub struct WaitFor {
     pub timeout: Duration,
 }
 
-/// The event an acknowledgement names.
-type Key = (Path, Version);
+/// The event an acknowledgement names: two writes with one explicit time
+/// at one node share a version, and differ by their digest.
+type Key = (Path, Version, Digest);
 
 /// The writers of one event waiting for acknowledgements (a retry of the
 /// same event may wait beside the first, for another count).
@@ -85,6 +86,16 @@ fn hear(heard: &mut Vec<Box<str>>, from: &str) -> bool {
     true
 }
 
+/// The event `report` names. (A report from a peer carries no digest; no
+/// acknowledgement names the zero digest.)
+fn key_of(report: &WriteReport) -> Key {
+    (
+        report.path.clone(),
+        report.version.clone(),
+        report.digest.unwrap_or_default(),
+    )
+}
+
 /// Leaves the waiter of `key` when the writer's future ends, answered,
 /// timed out or dropped (its client went away): nothing stays behind.
 struct Leave<'a> {
@@ -113,9 +124,10 @@ impl Acks {
     }
 
     /// Counts owner `from`'s acknowledgement of the event `(path,
-    /// version)` (once per owner); true if a writer was waiting for it.
-    pub fn ack(&self, path: &Path, version: &Version, from: &str) -> bool {
-        let key = (path.clone(), version.clone());
+    /// version, digest)` (once per owner); true if a writer was waiting
+    /// for it.
+    pub fn ack(&self, (path, version, digest): (&Path, &Version, Digest), from: &str) -> bool {
+        let key = (path.clone(), version.clone(), digest);
         let mut state = self.state();
         if let Some(waiter) = state.waiting.get_mut(&key) {
             if !hear(&mut waiter.heard, from) {
@@ -170,7 +182,7 @@ impl Acks {
         if wait.acks == 0 {
             return Ok(report);
         }
-        let key = (report.path.clone(), report.version.clone());
+        let key = key_of(&report);
         let (done, heard) = oneshot::channel();
         {
             let mut state = self.state();
@@ -220,7 +232,7 @@ impl Acks {
     /// its event heard so far counted, at once.
     pub fn heard_now(&self, mut report: WriteReport, wait: WaitFor) -> WriteReport {
         report.of = wait.of;
-        let key = (report.path.clone(), report.version.clone());
+        let key = key_of(&report);
         let state = self.state();
         report.acked += match state.waiting.get(&key) {
             Some(waiter) => waiter.heard.len(),

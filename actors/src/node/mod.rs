@@ -334,12 +334,12 @@ impl Node {
     }
 
     /// Counts an acknowledgement, from owner `from`, that it holds the
-    /// event `(path, version)` durably: a write waiting for it
+    /// event `(path, version, digest)` durably: a write waiting for it
     /// ([`Write::wait`]) is answered once it has heard enough owners (each
     /// counts once). True if a writer was waiting; an acknowledgement that
     /// comes before its writer waits is kept for a while and counted then.
-    pub fn ack(&self, path: &Path, version: &Version, from: &str) -> bool {
-        self.inner.acks.ack(path, version, from)
+    pub fn ack(&self, event: (&Path, &Version, crate::model::Digest), from: &str) -> bool {
+        self.inner.acks.ack(event, from)
     }
 
     /// Writers waiting for acks, and acks kept for writers to come (tests).

@@ -577,12 +577,18 @@ impl Differ {
         let ack = Box::new(move |held: &[crate::store::Stored]| {
             let recent_after =
                 wall_micros().saturating_sub(2 * cluster.config.ack_timeout.as_micros() as u64);
-            let events: Vec<(String, u64)> = held
+            let events: Vec<crate::cluster::wire::AckedEvent> = held
                 .iter()
                 .filter(|s| {
                     s.event.version.node.as_str() == peer && s.event.version.time > recent_after
                 })
-                .map(|s| (s.event.path.as_str().to_string(), s.event.version.time))
+                .map(|s| {
+                    (
+                        s.event.path.as_str().to_string(),
+                        s.event.version.time,
+                        s.digest,
+                    )
+                })
                 .collect();
             if events.is_empty() {
                 return;

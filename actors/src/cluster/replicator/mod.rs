@@ -779,7 +779,11 @@ impl Replicator {
                 if event.version.node.as_str() == from
                     && (live || event.version.time > recent_after)
                 {
-                    acks.push((event.path.as_str().to_string(), event.version.time));
+                    acks.push((
+                        event.path.as_str().to_string(),
+                        event.version.time,
+                        event.digest(),
+                    ));
                 }
             }
             Ok::<_, String>(acks)
@@ -816,7 +820,13 @@ impl Replicator {
     /// without acks, `Merged` waits until it reports
     /// [`MERGED_UNSAID_BYTES`] or the next tick ([`Replicator::say_merged`]),
     /// so a busy link does not carry a frame back for every batch.
-    fn stream_merged(&mut self, peer: &str, link: u64, weight: u64, acks: Vec<(String, u64)>) {
+    fn stream_merged(
+        &mut self,
+        peer: &str,
+        link: u64,
+        weight: u64,
+        acks: Vec<super::wire::AckedEvent>,
+    ) {
         let Some((id, p)) = self.cluster.links.link(peer) else {
             return;
         };
@@ -987,13 +997,14 @@ impl Replicator {
     /// Counts acknowledgements from `from`, for the partitions it owns (an
     /// acknowledgement of a node that placement does not make an owner
     /// counts for nothing).
-    fn acked(&self, from: &str, events: Vec<(String, u64)>) {
+    fn acked(&self, from: &str, events: Vec<super::wire::AckedEvent>) {
         let me = self.node.node_id().clone();
         let placement = self.cluster.placement();
-        for (path, time) in events {
+        for (path, time, digest) in events {
             if let Ok(path) = Path::parse_key(&path) {
                 if placement.owns(from, self.node.partition_of(&path) as u16) {
-                    self.node.ack(&path, &Version::new(time, me.clone()), from);
+                    let version = Version::new(time, me.clone());
+                    self.node.ack((&path, &version, digest), from);
                 }
             }
         }

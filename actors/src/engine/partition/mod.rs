@@ -428,6 +428,7 @@ impl Partition {
             created: live.is_none(),
             path: path.clone(),
             version: event.version.clone(),
+            digest: Some(digest),
             previous: None,
             current: None,
             seq: None,

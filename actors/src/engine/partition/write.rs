@@ -112,6 +112,9 @@ pub struct WriteReport {
     pub path: Path,
     /// The write's version.
     pub version: Version,
+    /// Its event's digest, when this node decided it (a report a peer sent
+    /// does not carry it): with the version, what owners acknowledge.
+    pub digest: Option<crate::model::Digest>,
     /// The version it replaced (for `New`).
     pub previous: Option<Version>,
     /// The version that stands (for `TooLate`).

@@ -139,6 +139,11 @@ struct Followed {
     /// A batch failed: nothing more is taken from this link (it is being
     /// closed), so no cursor moves past what was not merged.
     broken: bool,
+    /// Partitions stopped while reset and not yet compared with the peer's
+    /// trees: followed again over this link, they still are (the frames of
+    /// the stream stopped, still on their way, may reach past the reset's
+    /// head, and only a comparison brings what came before it).
+    stopped_resetting: HashMap<u16, Resetting>,
 }
 
 /// Frames to merge, and what they do to cursors (with the generation of
@@ -210,6 +215,7 @@ impl Following {
                 queued: 0,
                 busy: false,
                 broken: false,
+                stopped_resetting: HashMap::new(),
             });
         let mut start = Vec::new();
         for &part in desired {
@@ -230,11 +236,16 @@ impl Following {
                     (inc == incarnation).then(|| seq.parse::<u64>().ok())?
                 });
             self.generations += 1;
+            let resetting = followed.stopped_resetting.remove(&part).map(|r| Resetting {
+                comparing: false,
+                ..r
+            });
             followed.parts.insert(
                 part,
                 Cursor {
                     generation: self.generations,
                     seq: saved,
+                    resetting,
                     ..Cursor::default()
                 },
             );
@@ -248,6 +259,9 @@ impl Following {
             .collect();
         for part in &stop {
             if let Some(cursor) = followed.parts.remove(part) {
+                if let Some(r) = cursor.resetting {
+                    followed.stopped_resetting.insert(*part, r);
+                }
                 if let Err(e) = save(local, peer, &followed.incarnation, *part, &cursor) {
                     log::error!("replication from '{peer}': saving the cursor of {part}: {e}");
                 }
@@ -407,6 +421,13 @@ impl Following {
                         if let Some(r) = &mut c.resetting {
                             r.through = r.through.max(seq);
                             r.live |= live;
+                            continue;
+                        }
+                        if c.seq.is_none() {
+                            // A stream followed from nothing begins with a
+                            // reset: this is a frame of one before it (the
+                            // partition was stopped and followed again on
+                            // this link), which moves nothing.
                             continue;
                         }
                         // A live frame comes only after the stream caught up.
@@ -577,6 +598,7 @@ mod tests {
                 queued: 0,
                 busy: false,
                 broken: false,
+                stopped_resetting: HashMap::new(),
             },
         );
         f
@@ -806,5 +828,42 @@ mod tests {
         let changes = f.diff(&saved, "p", 2, "i", &want);
         assert_eq!(changes.start.len(), 2);
         assert_eq!(f.peers["p"].link, 2);
+    }
+
+    #[test]
+    fn frames_of_a_stream_stopped_move_nothing_when_its_partition_is_followed_again() {
+        let saved = Saved::default();
+        let mut f = Following::default();
+        let want: BTreeSet<u16> = [0].into();
+        assert_eq!(f.diff(&saved, "p", 1, "i", &want).start, vec![(0, None)]);
+        // Reset at 50, the stream live through 70; more of it waits.
+        f.enqueue("p", 1, PeerFrame::Reset { part: 0, head: 50 }, u64::MAX);
+        f.enqueue("p", 1, events(0, 70), u64::MAX);
+        let batch = f.take_batch("p").unwrap();
+        f.merged("p", 1, &batch.steps);
+        f.enqueue("p", 1, events(0, 80), u64::MAX);
+        assert!(!f.caught_up().contains(&0), "not compared yet");
+        // Placement flaps: 0 is stopped, then followed again on this link.
+        assert_eq!(f.diff(&saved, "p", 1, "i", &BTreeSet::new()).stop, vec![0]);
+        assert_eq!(f.diff(&saved, "p", 1, "i", &want).start, vec![(0, None)]);
+        // The old stream's frame is merged: the cursor stays reset, waiting
+        // for the trees (what came before 50 is still to be pulled).
+        let batch = f.take_batch("p").unwrap();
+        f.merged("p", 1, &batch.steps);
+        assert_eq!(seq(&f, 0), None);
+        assert!(!f.caught_up().contains(&0));
+        let (_, parts) = f.take_to_compare("p").unwrap();
+        assert_eq!(parts[0].head, 50);
+        f.compared("p", 1, &parts, true);
+        assert_eq!(seq(&f, 0), Some(80));
+        // A partition followed from nothing, not reset before: frames of an
+        // older stream move nothing until its reset.
+        let mut g = Following::default();
+        g.diff(&saved, "q", 1, "i", &want);
+        g.enqueue("q", 1, events(0, 90), u64::MAX);
+        let batch = g.take_batch("q").unwrap();
+        g.merged("q", 1, &batch.steps);
+        assert_eq!(g.peers["q"].parts[&0].seq, None);
+        assert!(!g.caught_up().contains(&0));
     }
 }

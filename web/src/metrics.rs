@@ -248,7 +248,7 @@ impl Metrics {
         );
         registry.register(
             "peer_asks_busy",
-            "Clients' requests and answers over peer links (forwarded writes and reads, imports) that found no room in the link's queue in time: that client's request failed (503), the link and the others' requests carried on",
+            "Clients' requests and answers over peer links (forwarded writes and reads, imports) that found no room in the link's queue in time, and forwarded writes past what an owner holds of one peer's at once: that client's request failed (503), the link and the others' requests carried on",
             peer_asks_busy.clone(),
         );
         registry.register(

@@ -96,7 +96,8 @@ pub struct LinkStats {
     /// they came (their send queue was full).
     pub overloaded: AtomicU64,
     /// Clients' requests and answers that found no room in their link's
-    /// queue in time (see `in_turn`).
+    /// queue in time (see `in_turn`), and writes a peer forwarded past what
+    /// this node holds of them at once: each failed alone, with `503`.
     pub asks_busy: AtomicU64,
     /// Membership changes seen (a member up, dead, or back).
     pub membership_changes: AtomicU64,

@@ -7,35 +7,43 @@ use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-/// What the frames being merged now weigh, out of their queues: each merge
-/// holds its weight in a [`MergeShare`] that gives it back when the merge
+/// What the work in flight weighs (frames being merged, out of their
+/// queues; writes a peer forwarded, being coordinated): each piece of work
+/// holds its weight in a [`FlightShare`] that gives it back when the work
 /// ends, or is dropped with it (the replicator stopping).
 #[derive(Default)]
-pub(super) struct InMerge(Rc<Cell<usize>>);
+pub(super) struct InFlight(Rc<Cell<usize>>);
 
-impl InMerge {
-    /// Counts `weight` as merging until the share is dropped.
-    pub fn hold(&self, weight: usize) -> MergeShare {
+impl InFlight {
+    /// Counts `weight` as in flight until the share is dropped.
+    pub fn hold(&self, weight: usize) -> FlightShare {
         self.0.set(self.0.get() + weight);
-        MergeShare {
+        FlightShare {
             total: self.0.clone(),
             weight,
         }
     }
 
-    /// What the merges running now weigh.
+    /// [`InFlight::hold`], unless `weight` would take what is in flight
+    /// past `bound` (work alone is always held).
+    pub fn hold_within(&self, weight: usize, bound: usize) -> Option<FlightShare> {
+        let now = self.0.get();
+        (now == 0 || now + weight <= bound).then(|| self.hold(weight))
+    }
+
+    /// What the work in flight weighs now.
     pub fn weight(&self) -> usize {
         self.0.get()
     }
 }
 
-/// One running merge's weight in [`InMerge`].
-pub(super) struct MergeShare {
+/// One piece of work's weight in [`InFlight`].
+pub(super) struct FlightShare {
     total: Rc<Cell<usize>>,
     weight: usize,
 }
 
-impl Drop for MergeShare {
+impl Drop for FlightShare {
     fn drop(&mut self) {
         self.total.set(self.total.get() - self.weight);
     }
@@ -141,7 +149,7 @@ mod tests {
 
     #[test]
     fn a_merge_weighs_until_its_share_is_dropped_run_or_not() {
-        let merging = InMerge::default();
+        let merging = InFlight::default();
         let a = merging.hold(10);
         let b = merging.hold(5);
         assert_eq!(merging.weight(), 15);
@@ -153,6 +161,16 @@ mod tests {
             let _held = b;
         };
         drop(unrun);
+        assert_eq!(merging.weight(), 0);
+        // Within a bound: work alone always, more only while it fits.
+        let big = merging.hold_within(500, 100).expect("alone");
+        assert!(merging.hold_within(1, 100).is_none());
+        drop(big);
+        let a = merging.hold_within(60, 100).expect("fits");
+        let b = merging.hold_within(40, 100).expect("fits");
+        assert!(merging.hold_within(1, 100).is_none());
+        assert_eq!(merging.weight(), 100);
+        drop((a, b));
         assert_eq!(merging.weight(), 0);
     }
 }

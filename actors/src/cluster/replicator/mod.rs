@@ -34,7 +34,7 @@ use actix::prelude::*;
 
 pub use self::copies::CopyStats;
 use self::following::Following;
-use self::merge_queue::{InMerge, MergeQueues, Pushed};
+use self::merge_queue::{InFlight, MergeQueues, Pushed};
 use self::serving::Serving;
 use self::watch_stream::WatchStream;
 use self::watching::{Serve, Served, Watches};
@@ -123,6 +123,12 @@ struct SweepDone {
 /// writes keep them apart).
 const FOLLOW_UP_SWEEPS: u32 = 3;
 
+/// Bytes of the writes one peer forwarded that this node coordinates at
+/// once, at most (a write alone passes): its partitions may be slower than
+/// the link, and what waits for them is held here. Past it, the peer's
+/// writes are answered `503` at once until some are done.
+const FORWARDED_BYTES: usize = 256 << 20;
+
 /// `Merged` for stream batches without acks waits until it reports this
 /// much, or the next tick: an eighth of the least window a sender can
 /// keep (a quarter of the least `--peer-send-queue-bytes`), so a sender
@@ -167,10 +173,13 @@ pub struct Replicator {
     /// By peer, when a pull that failed may be tried again.
     pull_after: HashMap<String, Instant>,
     /// What the frames being merged now weigh (out of their queues).
-    merging: InMerge,
+    merging: InFlight,
     /// By peer, the link and the weight of its stream batches merged and
     /// not reported with `Merged` yet.
     merged_unsaid: HashMap<String, (u64, u64)>,
+    /// By peer, the bytes of the writes it forwarded that are being
+    /// coordinated here (at most [`FORWARDED_BYTES`]).
+    forwarded_bytes: HashMap<String, InFlight>,
 }
 
 impl Replicator {
@@ -193,8 +202,9 @@ impl Replicator {
             copies: copies::Copies::default(),
             pulling: None,
             pull_after: HashMap::new(),
-            merging: InMerge::default(),
+            merging: InFlight::default(),
             merged_unsaid: HashMap::new(),
+            forwarded_bytes: HashMap::new(),
         }
     }
 
@@ -881,13 +891,45 @@ impl Replicator {
             .stats
             .writes_coordinated_for_peers
             .fetch_add(1, Ordering::Relaxed);
+        // What a peer's forwarded writes hold here while they wait for their
+        // partition (its inbox may be full) is bounded, as is how long they
+        // wait: past the time their writer waits for the answer, nobody
+        // reads it, and a write not yet in its partition is better not
+        // written at all than written for nobody.
+        let of = self.cluster.config.replication;
+        let unavailable = WireError::Unavailable {
+            acked: 0,
+            needed: write.w.needed(of),
+            of,
+        };
+        let weight = write.value.as_ref().map_or(0, |v| v.len()) + write.path.len() + 64;
+        let held = self.forwarded_bytes.entry(from.clone()).or_default();
+        let Some(share) = held.hold_within(weight, FORWARDED_BYTES) else {
+            self.cluster
+                .links
+                .stats
+                .asks_busy
+                .fetch_add(1, Ordering::Relaxed);
+            reads::answer_in_turn(
+                &self.cluster,
+                &from,
+                PeerFrame::Forwarded {
+                    id,
+                    answer: Err(unavailable),
+                },
+            );
+            return;
+        };
+        let deadline = cluster.config.ack_timeout + cluster.config.heartbeat_interval * 2;
         let work = async move {
+            let _share = share;
             let answer = match write.into_write() {
-                Ok(write) => node
-                    .write(write)
-                    .await
-                    .map(|r| WireReport::from(&r))
-                    .map_err(|e| WireError::from(&e)),
+                Ok(write) => match tokio::time::timeout(deadline, node.write(write)).await {
+                    Ok(written) => written
+                        .map(|r| WireReport::from(&r))
+                        .map_err(|e| WireError::from(&e)),
+                    Err(_) => Err(unavailable),
+                },
                 Err(why) => Err(WireError::Invalid(why)),
             };
             // Over the link up now. If the write's own link went down

@@ -278,19 +278,34 @@ pub fn answer(node: &Node, part: u16, question: DiffQuestion) -> Result<DiffRepl
                 )));
             }
             // The names of one path come together (names sort by path):
-            // its history is read once for all of them.
+            // its history is read once for all of them. The answer is cut
+            // between names, inside a path's too, once it holds
+            // FETCH_BYTES of values: at most one event more, so it fits a
+            // frame (one path's versions missed may weigh more than one).
             let mut events = Vec::new();
             let mut bytes = 0;
             let mut answered = 0usize;
-            for group in names.chunk_by(|a, b| path_of(a).ok() == path_of(b).ok()) {
-                if bytes >= FETCH_BYTES {
-                    break;
+            'groups: for group in names.chunk_by(|a, b| path_of(a).ok() == path_of(b).ok()) {
+                let held: std::collections::HashMap<Vec<u8>, crate::store::Stored> = node
+                    .events_named(group)
+                    .map_err(|e| WireError::from(&e))?
+                    .into_iter()
+                    .map(|s| {
+                        let name =
+                            crate::store::event_name(&s.event.path, &s.event.version, &s.digest);
+                        (name, s)
+                    })
+                    .collect();
+                for name in group {
+                    if bytes >= FETCH_BYTES {
+                        break 'groups;
+                    }
+                    if let Some(s) = held.get(name) {
+                        bytes += s.event.value.as_ref().map_or(0, |v| v.len()) + 64;
+                        events.push(WireEvent::from(&s.event));
+                    }
+                    answered += 1;
                 }
-                for s in node.events_named(group).map_err(|e| WireError::from(&e))? {
-                    bytes += s.event.value.as_ref().map_or(0, |v| v.len()) + 64;
-                    events.push(WireEvent::from(&s.event));
-                }
-                answered += group.len();
             }
             let answered = answered as u32;
             Ok(DiffReply::Events { events, answered })
@@ -372,5 +387,52 @@ fn take_names(
         if done {
             return Ok(true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::partition::Write;
+
+    #[test]
+    fn a_fetch_answer_is_cut_inside_one_paths_versions_and_fits_a_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::config::Config::new(dir.path());
+        config.node_id = Some("n1".into());
+        let node = Node::open(config).unwrap();
+        let path = Path::parse_key("big/x").unwrap();
+        let value = vec![7u8; FETCH_BYTES / 2];
+        let names: Vec<Vec<u8>> = actix::System::new().block_on(async {
+            for time in [1_000u64, 2_000, 3_000] {
+                let mut w = Write::set(path.clone(), value.clone());
+                w.time = Some(time);
+                node.write(w).await.unwrap();
+            }
+            node.history_of(&path, crate::node::HistoryRange::default())
+                .unwrap()
+                .iter()
+                .map(|s| crate::store::event_name(&path, &s.event.version, &s.digest))
+                .collect()
+        });
+        assert_eq!(names.len(), 3);
+        let part = node.partition_of(&path) as u16;
+        let fetch = |names: &[Vec<u8>]| match answer(
+            &node,
+            part,
+            DiffQuestion::Fetch {
+                names: names.to_vec(),
+            },
+        ) {
+            Ok(DiffReply::Events { events, answered }) => (events, answered as usize),
+            other => panic!("{other:?}"),
+        };
+        // Three versions of one path, FETCH_BYTES / 2 each: the answer stops
+        // once it holds FETCH_BYTES, inside the path's group.
+        let (events, answered) = fetch(&names);
+        assert_eq!((events.len(), answered), (2, 2));
+        let (rest, answered) = fetch(&names[2..]);
+        assert_eq!((rest.len(), answered), (1, 1));
+        node.shutdown();
     }
 }

@@ -229,12 +229,14 @@ async fn a_partition_moved_to_a_new_node_gets_every_event_its_former_owner_held(
 }
 
 #[actix_web::test]
-async fn a_watched_copy_is_compared_with_its_owner_periodically_deletions_included() {
+async fn a_watched_copy_learns_deletions_it_missed_and_is_compared_with_its_owner_periodically() {
     // c watches a prefix it does not own; its copy outlives the watch, a
-    // value is deleted at the owner meanwhile, and a watch's snapshot
-    // carries live values only: the copy keeps the deleted value until a
-    // periodic sweep compares the watched subtree with the owner's.
-    let sweeps = ["--anti-entropy-interval", "1"];
+    // value is deleted at the owner meanwhile, and the next watch's
+    // snapshot carries the deletion (a watch's snapshot holds deleted
+    // values too): c's next subscriber never sees the deleted value. With
+    // sweeps off, nothing else could have brought it. Then, with sweeps
+    // on, the watched subtree is compared with the owner's periodically.
+    let sweeps = ["--anti-entropy-interval", "0"];
     let a = node("a", &sweeps);
     let b = node("b", &[&sweeps[..], &["--join", &a.addr]].concat());
     let c = node("c", &[&sweeps[..], &["--join", &a.addr]].concat());
@@ -270,29 +272,59 @@ async fn a_watched_copy_is_compared_with_its_owner_periodically_deletions_includ
     )
     .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    // Watched again: the copy still has k0 from before (the snapshot does
-    // not carry the deletion), until a sweep fetches the tombstone.
-    let _sse = watch().await;
-    wait_for(
-        "c's copy lost the deleted value",
-        EVENT_DEADLINE * 2,
-        async || read(&nodes[2], &format!("{prefix}/k0"), true).await.0 == 404,
-    )
-    .await;
+    // Watched again: the snapshot the copy took brought the deletion.
+    let mut sse = SseClient::open(&format!("{}/sse/{prefix}", nodes[2].url), None).await;
+    let mut snapshot = sse.until_ready().await;
+    snapshot.pop(); // `ready`
+    let paths: Vec<&str> = snapshot
+        .iter()
+        .map(|e| e.data["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths.len(), 4, "{paths:?}");
+    assert!(!paths.iter().any(|p| p.ends_with("/k0")), "{paths:?}");
+    assert_eq!(read(&nodes[2], &format!("{prefix}/k0"), true).await.0, 404);
     for i in 1..5 {
         assert_eq!(
             read(&nodes[2], &format!("{prefix}/k{i}"), true).await.0,
             200
         );
     }
-    assert!(
+    assert_eq!(
         metric(
             &nodes[2],
             "spread_antientropy_sessions_total{result=\"ok\"}"
         )
-        .await
-            >= 1.0
+        .await,
+        0.0,
+        "no sweep brought it"
     );
+    drop(sse);
+    drop(nodes);
+    // Sweeps on: the watched subtree is compared with the owner's.
+    let sweeps = ["--anti-entropy-interval", "1"];
+    let a = node("a", &sweeps);
+    let c = node("c", &[&sweeps[..], &["--join", &a.addr]].concat());
+    let nodes = vec![a, c];
+    all_alive(&nodes, &ids(&["a", "c"])).await;
+    linked(&nodes).await;
+    let prefix = owned_by_none_of(&nodes[0], &["c"]).await;
+    let r = put(&format!("{}/raw/{prefix}/k", nodes[0].url), b"v").await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let mut sse = SseClient::open(&format!("{}/sse/{prefix}", nodes[1].url), None).await;
+    sse.until_ready().await;
+    wait_for(
+        "a sweep of the watched subtree",
+        EVENT_DEADLINE,
+        async || {
+            metric(
+                &nodes[1],
+                "spread_antientropy_sessions_total{result=\"ok\"}",
+            )
+            .await
+                >= 1.0
+        },
+    )
+    .await;
 }
 
 #[actix_web::test]

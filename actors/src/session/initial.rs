@@ -16,12 +16,16 @@ use crate::store::{Store, StoreError, Stored};
 const READ_CHUNK: usize = 256;
 
 /// `since` up to `head` (with a `Reset` + snapshot when that is impossible).
+/// A snapshot `for_copy` (a peer's watch, whose copy may hold values
+/// deleted since it last watched) carries the latest event of every path,
+/// deleted and expired ones too.
 pub(super) async fn send_initial(
     ctx: Arc<SessionContext>,
     outbox: Outbox,
     prefix: Path,
     since: Option<String>,
     head: u64,
+    for_copy: bool,
 ) -> Result<(), PushError> {
     if let Some(since) = since {
         let cursor = Cursor::parse(&since).ok();
@@ -39,7 +43,7 @@ pub(super) async fn send_initial(
             })
             .await?;
     }
-    snapshot(&ctx, &outbox, &prefix).await
+    snapshot(&ctx, &outbox, &prefix, for_copy).await
 }
 
 /// Replays log entries `(after, head]` under `prefix`, reading only the
@@ -81,8 +85,14 @@ pub(super) async fn replay(
     Ok(true)
 }
 
-/// Sends every live value under `prefix`, in path order.
-async fn snapshot(ctx: &SessionContext, outbox: &Outbox, prefix: &Path) -> Result<(), PushError> {
+/// Sends every live value under `prefix`, in path order (every latest
+/// event, tombstones too, `for_copy`).
+async fn snapshot(
+    ctx: &SessionContext,
+    outbox: &Outbox,
+    prefix: &Path,
+    for_copy: bool,
+) -> Result<(), PushError> {
     let mut after: Option<String> = None;
     loop {
         let (scanned, from) = (prefix.clone(), after.take());
@@ -97,7 +107,7 @@ async fn snapshot(ctx: &SessionContext, outbox: &Outbox, prefix: &Path) -> Resul
         let full = chunk.len() == READ_CHUNK;
         let now = wall_micros();
         for stored in chunk {
-            if stored.event.is_live_at(now) {
+            if for_copy || stored.event.is_live_at(now) {
                 outbox
                     .push_paced(StreamItem::Snapshot(to_change(stored, &ctx.incarnation)))
                     .await?;

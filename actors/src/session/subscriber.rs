@@ -272,6 +272,7 @@ impl Subscriber {
             prefix.clone(),
             since,
             head,
+            !self.counts_interest,
         );
         ctx.spawn(
             initial

@@ -99,6 +99,9 @@ enum WatchedItem {
     Events(Vec<super::wire::WireEvent>),
     /// The owner's snapshot of these partitions is out.
     Ready(Vec<u16>),
+    /// The owner ended its stream (in turn with what it sent before: a
+    /// readiness still queued is of the stream that ended).
+    Ended,
 }
 
 /// Compare merkle trees with the owners of what `prefix` covers now, and
@@ -291,8 +294,10 @@ impl Replicator {
 
     /// Serves `node`'s watch of `prefix` in partitions `parts` over link
     /// `link`: a session of this node subscribed to it, streamed as
-    /// `Watched` frames (see `watch_stream`). A watch of the same prefix
-    /// over the same link and of the same partitions is already served.
+    /// `Watched` frames (see `watch_stream`), in place of any served before.
+    /// (A watcher asks again only for a fresh snapshot: after its stream
+    /// ended, its partitions changed, or a new link; one asked again while
+    /// an earlier stream's end was on its way must not be left without.)
     fn serve_watch(
         &mut self,
         (node, link): (String, u64),
@@ -308,14 +313,6 @@ impl Replicator {
             return;
         }
         let key = (node.clone(), prefix.clone());
-        if self
-            .served
-            .streams
-            .get(&key)
-            .is_some_and(|s| s.link == link && s.parts == parts)
-        {
-            return;
-        }
         if let Some(old) = self.served.streams.remove(&key) {
             ctx.cancel_future(old.task);
         }
@@ -342,15 +339,9 @@ impl Replicator {
                 this.served.streams.remove(&key);
             }
         }));
-        self.served.streams.insert(
-            (node, prefix),
-            Serve {
-                link,
-                parts,
-                task,
-                id,
-            },
-        );
+        self.served
+            .streams
+            .insert((node, prefix), Serve { link, task, id });
     }
 
     /// Queues what a watched owner sent over `link`, if this node asked it
@@ -436,6 +427,7 @@ impl Replicator {
                     self.watches.ready(&from, link, &prefix, &parts);
                     self.refresh_watches();
                 }
+                WatchedItem::Ended => self.watches.ended(&from, &prefix),
                 WatchedItem::Events(events) => {
                     let node = self.node.clone();
                     let cluster = self.cluster.clone();
@@ -1351,9 +1343,7 @@ impl Handler<FromPeer> for Replicator {
                 self.watched_from((node, link), &prefix, (item, weight), ctx)
             }
             PeerFrame::WatchEnded { prefix } => {
-                if let Ok(prefix) = Path::parse(&prefix) {
-                    self.watches.ended(&node, &prefix);
-                }
+                self.watched_from((node, link), &prefix, (WatchedItem::Ended, weight), ctx)
             }
             PeerFrame::DiffAsk {
                 session,

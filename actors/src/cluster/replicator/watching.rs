@@ -183,8 +183,6 @@ impl Watches {
 pub(super) struct Serve {
     /// The link it is served over.
     pub link: u64,
-    /// The partitions asked for.
-    pub parts: Vec<u16>,
     /// The task streaming it.
     pub task: SpawnHandle,
     /// A number naming this serving of it.

@@ -70,6 +70,22 @@ fn unexpected(reply: &DiffReply) -> StoreError {
     StoreError::Failed(format!("the peer answered out of turn: {reply:?}"))
 }
 
+/// True if `items`, a page of at most `page` children asked from `from`
+/// (`after`: strictly after it), starts there and goes on in order: a
+/// page that does not would be asked for ever, the answer growing.
+fn moves_on<T>(items: &[(String, T)], (from, after): (Option<&str>, bool), page: usize) -> bool {
+    let starts = items.first().is_none_or(|(s, _)| {
+        from.is_none_or(|f| {
+            if after {
+                s.as_str() > f
+            } else {
+                s.as_str() >= f
+            }
+        })
+    });
+    starts && items.len() <= page && items.windows(2).all(|w| w[0].0 < w[1].0)
+}
+
 impl Side for RemoteSide {
     fn node(&self, part: u16, prefix: &str) -> Result<TreeNode, StoreError> {
         match self.ask(
@@ -124,6 +140,11 @@ impl Side for RemoteSide {
             let DiffReply::Children(items) = reply else {
                 return Err(unexpected(&reply));
             };
+            if !moves_on(&items, (from.as_deref(), after), page) {
+                return Err(StoreError::Failed(
+                    "the peer answered a page of children that does not move on".into(),
+                ));
+            }
             let n = items.len();
             if let Some((last, _)) = items.last() {
                 from = Some(last.clone());
@@ -208,5 +229,27 @@ impl Side for RemoteSide {
                 .collect()),
             other => Err(unexpected(&other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_of_children_must_move_on_in_order() {
+        let page = |names: &[&str]| -> Vec<(String, ())> {
+            names.iter().map(|n| (n.to_string(), ())).collect()
+        };
+        assert!(moves_on(&page(&["a", "b"]), (None, false), 2));
+        assert!(moves_on(&page(&["b", "c"]), (Some("b"), false), 2));
+        assert!(moves_on(&page(&["c"]), (Some("b"), true), 2));
+        assert!(moves_on(&page(&[]), (Some("b"), true), 2));
+        // The same page again, out of order, or longer than asked.
+        assert!(!moves_on(&page(&["b", "c"]), (Some("b"), true), 2));
+        assert!(!moves_on(&page(&["a"]), (Some("b"), false), 2));
+        assert!(!moves_on(&page(&["c", "b"]), (None, false), 2));
+        assert!(!moves_on(&page(&["a", "a"]), (None, false), 2));
+        assert!(!moves_on(&page(&["a", "b", "c"]), (None, false), 2));
     }
 }

@@ -109,14 +109,19 @@ pub async fn write(
 /// How many of the other owners reachable now hold the event `report`
 /// names (a write found `existing` here), once each is asked to merge it
 /// and answers: an owner answers after the merge is as durable as it is
-/// configured to make writes.
+/// configured to make writes. One that takes it as `too_late` is not
+/// counted (it keeps it in history, unless compaction keeps nothing that
+/// old there: its answer does not say which).
 async fn confirm_held(
     node: &Node,
     cluster: &Arc<Cluster>,
     owners: &[&str],
     report: &WriteReport,
 ) -> usize {
-    let Some(event) = stored_event(node, &report.path, &report.version) else {
+    // (Store reads off this thread: it may be the replicator's.)
+    let (reader, path, version) = (node.clone(), report.path.clone(), report.version.clone());
+    let read = tokio::task::spawn_blocking(move || stored_event(&reader, &path, &version));
+    let Ok(Some(event)) = read.await else {
         return 0;
     };
     let me = cluster.identity.node.as_str();
@@ -131,7 +136,7 @@ async fn confirm_held(
                 let frame_of = |id| PeerFrame::Import { id, events };
                 matches!(
                     ask_within(cluster, (owner, link), frame_of, deadline).await,
-                    Ok(Answer::Import(Ok(_)))
+                    Ok(Answer::Import(Ok(r))) if r.new + r.existing == 1
                 )
             }
         });

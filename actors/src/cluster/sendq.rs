@@ -45,6 +45,11 @@ struct Counts {
     /// The most the peer takes in flight unmerged (its `Hello`; 0: not
     /// known, no limit).
     window: AtomicUsize,
+    /// Frames waiting for their turn (see `in_turn`), not handed yet.
+    waiting: AtomicUsize,
+    /// Told when the socket takes a frame and the queue holds at most half
+    /// its budget: frames waiting for their turn look again.
+    room: Notify,
 }
 
 /// Takes `bytes` off a count, stopping at zero.
@@ -76,6 +81,27 @@ impl SendGauge {
                 (queued == 0 || queued + bytes <= limit).then_some(handed + bytes)
             })
             .is_ok()
+    }
+
+    /// Counts `bytes` as waiting for their turn until the guard is dropped,
+    /// if nothing waits or they fit within `limit` with what does.
+    pub fn wait_turn(&self, bytes: usize, limit: usize) -> Option<WaitingTurn> {
+        self.0
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (w == 0 || w + bytes <= limit).then_some(w + bytes)
+            })
+            .ok()?;
+        Some(WaitingTurn {
+            counts: self.0.clone(),
+            bytes,
+        })
+    }
+
+    /// Resolves when the queue may have room again (see `Counts::room`):
+    /// created before looking, so no such moment is missed.
+    pub fn room_told(&self) -> impl std::future::Future<Output = ()> + '_ {
+        self.0.room.notified()
     }
 
     /// The `Peer` took what was handed with [`SendGauge::hand`].
@@ -124,6 +150,18 @@ impl SendGauge {
     }
 }
 
+/// Bytes of a frame waiting for its turn (see [`SendGauge::wait_turn`]).
+pub struct WaitingTurn {
+    counts: Arc<Counts>,
+    bytes: usize,
+}
+
+impl Drop for WaitingTurn {
+    fn drop(&mut self) {
+        take_from(&self.counts.waiting, self.bytes);
+    }
+}
+
 /// The queue is full: the bytes it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overflow {
@@ -144,6 +182,9 @@ pub struct SendQueue {
 pub struct SendStream {
     rx: mpsc::UnboundedReceiver<Outgoing>,
     gauge: SendGauge,
+    /// Half the queue's budget: below it, frames waiting for their turn
+    /// are told.
+    half: usize,
 }
 
 fn weight(item: &Outgoing) -> usize {
@@ -165,7 +206,8 @@ impl SendQueue {
             max_bytes: max_bytes.max(1),
             closing: Arc::new(Notify::new()),
         };
-        (queue, SendStream { rx, gauge })
+        let half = max_bytes.max(1) / 2;
+        (queue, SendStream { rx, gauge, half })
     }
 
     /// The queue's gauge.
@@ -226,6 +268,9 @@ impl Stream for SendStream {
         let polled = self.rx.poll_recv(cx);
         if let Poll::Ready(Some(item)) = &polled {
             take_from(self.gauge.in_queue(), weight(item));
+            if self.gauge.queued() <= self.half {
+                self.gauge.0.room.notify_waiters();
+            }
         }
         polled
     }
@@ -315,5 +360,29 @@ mod tests {
         assert!(gauge.try_hand(40, 100));
         assert!(!gauge.try_hand(1, 100));
         assert_eq!(gauge.queued(), 100);
+    }
+
+    #[test]
+    fn frames_waiting_their_turn_are_bounded_and_told_when_the_queue_has_room() {
+        actix::System::new().block_on(async {
+            let (queue, mut stream) = SendQueue::new(100);
+            let gauge = queue.gauge();
+            // What waits is bounded: one alone always, more within the limit.
+            let a = gauge.wait_turn(500, 100).expect("alone");
+            assert!(gauge.wait_turn(1, 100).is_none());
+            drop(a);
+            let b = gauge.wait_turn(60, 100).expect("fits");
+            assert!(gauge.wait_turn(50, 100).is_none());
+            drop(b);
+            // Told once the socket takes a frame and the queue holds at
+            // most half its budget, not before.
+            queue.push(frame(40)).unwrap();
+            queue.push(frame(40)).unwrap();
+            let told = gauge.room_told();
+            futures_util::pin_mut!(told);
+            assert!(futures_util::FutureExt::now_or_never(told.as_mut()).is_none());
+            stream.next().await.unwrap();
+            assert!(futures_util::FutureExt::now_or_never(told.as_mut()).is_some());
+        });
     }
 }

@@ -449,6 +449,8 @@ pub enum WireError {
     ShuttingDown,
     /// The node asked is an owner that has not caught up yet: ask another.
     NotReady,
+    /// No owner could take it there (the reason).
+    NoOwner(String),
     /// The history asked for was compacted (the path, the oldest time
     /// known).
     Compacted(String, u64),
@@ -474,7 +476,7 @@ impl From<&NodeError> for WireError {
             | NodeError::Invalid(_) => WireError::Invalid(e.to_string()),
             NodeError::ShuttingDown => WireError::ShuttingDown,
             // (No owner here to take it: the asker answers 503.)
-            NodeError::NoOwner(_) => WireError::NotReady,
+            NodeError::NoOwner(why) => WireError::NoOwner(why.clone()),
             NodeError::Compacted { path, oldest } => WireError::Compacted(path.clone(), *oldest),
             other => WireError::Failed(other.to_string()),
         }
@@ -494,6 +496,7 @@ impl From<WireError> for NodeError {
             WireError::Invalid(why) => NodeError::Invalid(why),
             WireError::ShuttingDown => NodeError::ShuttingDown,
             WireError::NotReady => NodeError::NoOwner("the path (its owner is catching up)".into()),
+            WireError::NoOwner(why) => NodeError::NoOwner(why),
             WireError::Compacted(path, oldest) => NodeError::Compacted { path, oldest },
             WireError::Failed(why) => {
                 NodeError::Store(StoreError::Failed(format!("at the owner: {why}")))

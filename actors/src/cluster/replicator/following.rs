@@ -236,8 +236,10 @@ impl Following {
                     (inc == incarnation).then(|| seq.parse::<u64>().ok())?
                 });
             self.generations += 1;
+            // (Not live: the new stream turns live itself.)
             let resetting = followed.stopped_resetting.remove(&part).map(|r| Resetting {
                 comparing: false,
+                live: false,
                 ..r
             });
             followed.parts.insert(

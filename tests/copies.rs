@@ -385,3 +385,64 @@ async fn a_watcher_that_merges_slowly_takes_a_big_snapshot_at_its_own_pace() {
         assert_eq!(closed(s).await, 0.0, "no link closed at {}", s.addr);
     }
 }
+
+#[actix_web::test]
+async fn a_copy_is_handed_over_even_when_the_owner_keeps_less_history_than_it() {
+    // a keeps one version of each path and compacts often; c watches a
+    // prefix a owns and keeps no copy nobody needs. c's copy holds versions
+    // a has dropped since: handing it over, a takes them as too late (it
+    // keeps nothing that old), which counts as handed, and c drops the copy
+    // (it retried every second for ever).
+    let keep = [
+        "--history-keep-versions",
+        "1",
+        "--log-retention",
+        "4",
+        "--compaction-interval-ms",
+        "20",
+    ];
+    let a = node("a", &keep);
+    let c = node("c", &["--join", &a.addr, "--copy-cache-mb", "0"]);
+    let nodes = vec![a, c];
+    all_alive(&nodes, &ids(&["a", "c"])).await;
+    linked(&nodes).await;
+    let prefix = owned_by_none_of(&nodes[0], &["c"]).await;
+    let path = format!("{prefix}/k");
+    let url = format!("{}/raw/{path}", nodes[0].url);
+    assert_eq!(put(&url, b"v1").await.status, 201);
+    let mut sse = SseClient::open(&format!("{}/sse/{prefix}", nodes[1].url), None).await;
+    sse.until_ready().await;
+    for v in ["v2", "v3"] {
+        assert_eq!(put(&url, v.as_bytes()).await.status, 200);
+    }
+    wait_for("c holds v3", EVENT_DEADLINE, async || {
+        read(&nodes[1], &path, true).await == (200, b"v3".to_vec())
+    })
+    .await;
+    // Other writes move a's change log on, so the old versions leave it
+    // and compaction may take them.
+    let history = format!("{}/history/{path}", nodes[0].url);
+    let mut n = 0;
+    wait_for("a compacted v1 and v2", EVENT_DEADLINE, async || {
+        n += 1;
+        let filler = format!("{}/raw/{prefix}/f{}", nodes[0].url, n % 5);
+        put(&filler, b"f").await;
+        get(&history).await.json()["events"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    })
+    .await;
+    drop(sse);
+    wait_for(
+        "c handed its copy over and dropped it",
+        EVENT_DEADLINE,
+        async || metric(&nodes[1], "spread_copy_dropped_partitions_total").await >= 1.0,
+    )
+    .await;
+    assert_eq!(read(&nodes[1], &path, true).await.0, 404);
+    assert_eq!(read(&nodes[1], &path, false).await, (200, b"v3".to_vec()));
+    let kept = get(&history).await.json();
+    assert_eq!(kept["events"].as_array().unwrap().len(), 1, "{kept}");
+}

@@ -163,6 +163,10 @@ pub struct DiffReport {
     pub received: usize,
     /// Events sent to the peer.
     pub sent: usize,
+    /// Events sent that the peer has not said it took: all of them, but in
+    /// a hand-over, which asks the peer to merge them and answer (an event
+    /// it holds, or keeps no more, counts as taken).
+    pub unconfirmed: usize,
     /// Why it failed, if it did.
     pub failed: Option<String>,
 }
@@ -176,10 +180,43 @@ impl DiffReport {
         self.questions += other.questions;
         self.received += other.received;
         self.sent += other.sent;
+        self.unconfirmed += other.unconfirmed;
         if self.failed.is_none() {
             self.failed.clone_from(&other.failed);
         }
     }
+}
+
+/// Value bytes of one frame of a hand-over's imports, about (at least one
+/// event): a frame of them and one more event fit a peer frame.
+const HAND_OVER_FRAME_BYTES: usize = 4 << 20;
+const _: () = assert!(
+    HAND_OVER_FRAME_BYTES + crate::cluster::MAX_VALUE_BYTES + (1 << 20)
+        <= crate::cluster::MAX_FRAME_BYTES
+);
+
+/// What an event weighs in a frame, about.
+fn wire_bytes(event: &WireEvent) -> usize {
+    event.path.len() + event.value.as_ref().map_or(0, |v| v.len()) + 64
+}
+
+/// `events` in frames of about [`HAND_OVER_FRAME_BYTES`] (one event at
+/// least each).
+fn import_frames(events: Vec<WireEvent>) -> Vec<Vec<WireEvent>> {
+    let mut frames: Vec<Vec<WireEvent>> = Vec::new();
+    let mut bytes = 0;
+    for event in events {
+        let size = wire_bytes(&event);
+        match frames.last_mut() {
+            Some(frame) if bytes + size <= HAND_OVER_FRAME_BYTES => frame.push(event),
+            _ => {
+                frames.push(vec![event]);
+                bytes = 0;
+            }
+        }
+        bytes += size;
+    }
+    frames
 }
 
 /// An answer to the session's question.
@@ -200,8 +237,9 @@ struct Push {
     /// Merges events fetched from the peer here; answers how many changed
     /// something (fails if one could not be stored).
     merge: Box<dyn Fn(Vec<WireEvent>) -> Result<usize, String> + Send>,
-    /// Sends events the peer lacks, waiting for room on the link.
-    send: Box<dyn Fn(Vec<WireEvent>) -> Result<(), String> + Send>,
+    /// Sends events the peer lacks, waiting for room on the link; answers
+    /// how many of them the peer has not said it took.
+    send: Box<dyn Fn(Vec<WireEvent>) -> Result<usize, String> + Send>,
     /// Acknowledges the events among these that the peer stamped lately
     /// (held here already, so not fetched).
     ack: AckHeld,
@@ -217,6 +255,7 @@ struct Exchange<'a> {
     part: u16,
     received: usize,
     sent: usize,
+    unconfirmed: usize,
     /// Fetch questions asked.
     fetches: usize,
 }
@@ -270,7 +309,7 @@ impl Found for Exchange<'_> {
                 .map(|s| WireEvent::from(&s.event))
                 .collect();
             self.sent += mine.len();
-            (self.push.send)(mine).map_err(StoreError::Failed)?;
+            self.unconfirmed += (self.push.send)(mine).map_err(StoreError::Failed)?;
         }
         Ok(())
     }
@@ -448,6 +487,7 @@ impl Differ {
                 part,
                 received: 0,
                 sent: 0,
+                unconfirmed: 0,
                 fetches: 0,
             };
             let walk = diff_into(&local, &remote, (part, &prefix), want, &mut exchange)
@@ -456,6 +496,7 @@ impl Differ {
             report.questions += walk.questions + exchange.fetches;
             report.received += exchange.received;
             report.sent += exchange.sent;
+            report.unconfirmed += exchange.unconfirmed;
         }
         Ok(report)
     }
@@ -522,6 +563,13 @@ impl Differ {
         });
         let cluster = self.cluster.clone();
         let (peer, link, session) = (self.peer.clone(), self.link, self.session);
+        if self.want == Want::LeftOnly {
+            return Push {
+                merge,
+                send: self.hand_over_sender(),
+                ack: self.acker(),
+            };
+        }
         let send = Box::new(move |events: Vec<WireEvent>| {
             let high_water = cluster.config.send_queue_bytes / 4;
             let stats = &cluster.differs.stats;
@@ -570,11 +618,67 @@ impl Differ {
                 }
                 bytes = 0;
             }
-            Ok(())
+            Ok(total)
         });
+        Push {
+            merge,
+            send,
+            ack: self.acker(),
+        }
+    }
+
+    /// How a hand-over sends what the peer lacks: as imports it asks the
+    /// peer to merge, a frame of about [`HAND_OVER_FRAME_BYTES`] at a time,
+    /// each answered once merged as durably as the peer writes (so an event
+    /// the peer takes as too late, older than what it keeps, counts as
+    /// taken: it is not sent again for ever). Answers how many were not
+    /// taken.
+    fn hand_over_sender(&self) -> Box<dyn Fn(Vec<WireEvent>) -> Result<usize, String> + Send> {
+        let handle = tokio::runtime::Handle::current();
         let cluster = self.cluster.clone();
         let (peer, link) = (self.peer.clone(), self.link);
-        let ack = Box::new(move |held: &[crate::store::Stored]| {
+        Box::new(move |events: Vec<WireEvent>| {
+            let stats = &cluster.differs.stats;
+            let mut untaken = 0;
+            for frame in import_frames(events) {
+                let Some((id, addr)) = cluster.links.link(&peer) else {
+                    return Err("the link went down".to_string());
+                };
+                if id != link {
+                    return Err("the link went down".to_string());
+                }
+                let (n, bytes) = (frame.len(), frame.iter().map(wire_bytes).sum::<usize>());
+                cluster.differs.pace(bytes);
+                stats.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+                stats.events_sent.fetch_add(n as u64, Ordering::Relaxed);
+                let deadline = cluster.config.ack_timeout + cluster.config.peer_dead_after;
+                let asked = |id| PeerFrame::Import { id, events: frame };
+                let answer = handle.block_on(crate::cluster::fetch::ask_within(
+                    &cluster,
+                    (&peer, (link, addr)),
+                    asked,
+                    deadline,
+                ));
+                match answer {
+                    Ok(super::Answer::Import(Ok(r))) => {
+                        untaken += n.saturating_sub(r.new + r.existing + r.too_late)
+                    }
+                    Ok(super::Answer::Import(Err(e))) => {
+                        return Err(format!("the owner refused a hand-over: {e:?}"))
+                    }
+                    _ => return Err("the owner did not answer a hand-over in time".to_string()),
+                }
+            }
+            Ok(untaken)
+        })
+    }
+
+    /// How the walk acknowledges the peer's recent events it finds held
+    /// here already (not fetched, so not acknowledged by a merge).
+    fn acker(&self) -> AckHeld {
+        let cluster = self.cluster.clone();
+        let (peer, link) = (self.peer.clone(), self.link);
+        Box::new(move |held: &[crate::store::Stored]| {
             let recent_after =
                 wall_micros().saturating_sub(2 * cluster.config.ack_timeout.as_micros() as u64);
             let events: Vec<crate::cluster::wire::AckedEvent> = held
@@ -598,8 +702,7 @@ impl Differ {
                     addr.do_send(SendFrame(PeerFrame::Ack { events }));
                 }
             }
-        });
-        Push { merge, send, ack }
+        })
     }
 }
 

@@ -308,9 +308,10 @@ impl Replicator {
             let now = Instant::now();
             for (parts, report) in reports {
                 let ok = report.as_ref().is_some_and(|r| r.failed.is_none());
-                // Events sent are only queued on the link: handed over once
-                // a later session finds nothing more to send.
-                let sent = report.as_ref().map_or(0, |r| r.sent);
+                // A hand-over's events are taken once the owner answers
+                // (one it keeps no more counts as taken): handed over once
+                // a session leaves none untaken.
+                let sent = report.as_ref().map_or(0, |r| r.unconfirmed);
                 let counter = if ok {
                     &stats.handed_over
                 } else {

@@ -125,6 +125,9 @@ impl Store for FaultyStore {
     ) -> Result<bool, StoreError> {
         self.inner.contains(path, version, digest)
     }
+    fn named(&self, name: &[u8]) -> Result<Option<Stored>, StoreError> {
+        self.inner.named(name)
+    }
     fn scan_latest_in(
         &self,
         prefix: &Path,

@@ -195,28 +195,14 @@ impl Node {
     /// The events this node holds among those named `names` (`path \0
     /// order`); names it does not hold, or that do not parse, are skipped.
     pub fn events_named(&self, names: &[Vec<u8>]) -> Result<Vec<Stored>, NodeError> {
-        let mut by_path: std::collections::BTreeMap<&str, std::collections::HashSet<&[u8]>> =
-            std::collections::BTreeMap::new();
-        for name in names {
-            if let Ok(path) = crate::merkle::tree::path_of(name) {
-                by_path.entry(path).or_default().insert(name.as_slice());
-            }
-        }
+        // Each read alone (the page that would hold it), so a path with a
+        // long history costs no more than one with a short one. In the
+        // names' order, each once.
+        let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
-        for (path, wanted) in by_path {
-            let Ok(path) = Path::parse_key(path) else {
-                continue;
-            };
-            let all = HistoryRange {
-                from: 0,
-                to: u64::MAX,
-                limit: usize::MAX,
-            };
-            for stored in self.history_of(&path, all)? {
-                let name = crate::store::event_name(&path, &stored.event.version, &stored.digest);
-                if wanted.contains(name.as_slice()) {
-                    out.push(stored);
-                }
+        for name in names {
+            if seen.insert(name.as_slice()) {
+                out.extend(self.inner.store.named(name)?);
             }
         }
         Ok(out)

@@ -248,6 +248,10 @@ pub trait Store: Send + Sync + 'static {
     /// True if this exact event is in the path's history.
     fn contains(&self, path: &Path, version: &Version, digest: &Digest)
         -> Result<bool, StoreError>;
+    /// The event named `name` (`path \0 order`, see [`event_name`]), if
+    /// held: read from the path's latest value or the one history page that
+    /// would hold it, whatever the length of its history.
+    fn named(&self, name: &[u8]) -> Result<Option<Stored>, StoreError>;
     /// Latest events (tombstones included) of `prefix` and every path below it,
     /// in path order, starting strictly after `after` when given.
     fn scan_latest(

@@ -361,6 +361,21 @@ impl Store for SledStore {
         Ok(pages::find(&self.tree, part, path, &order, latest)?.is_some())
     }
 
+    fn named(&self, name: &[u8]) -> Result<Option<Stored>, StoreError> {
+        let Some((text, order)) = keys::split_logged_key(name) else {
+            return Ok(None);
+        };
+        let Ok(path) = Path::parse_key(text) else {
+            return Ok(None);
+        };
+        let part = self.layout.partition_of(&path);
+        let latest = self.tree.get(keys::latest(part, text))?;
+        match pages::find(&self.tree, part, &path, order, latest)? {
+            Some(record) => Ok(Some(decode(path, record)?)),
+            None => Ok(None),
+        }
+    }
+
     fn scan_latest_in(
         &self,
         prefix: &Path,

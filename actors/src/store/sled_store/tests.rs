@@ -600,3 +600,48 @@ fn a_path_written_many_times_keeps_its_history_in_few_keys() {
         "{history_keys} history keys for {n} events"
     );
 }
+
+#[test]
+fn an_event_is_read_by_its_name_from_its_value_or_its_history_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+    // A path with a long history (many pages) and its latest value.
+    let events: Vec<Arc<Event>> = (0..300u64)
+        .map(|i| {
+            let mut e = (*ev("long/x", 10 + i, None)).clone();
+            e.value = Some(Bytes::from(format!("v{i}")));
+            Arc::new(e)
+        })
+        .collect();
+    let commit = Commit {
+        entries: events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| entry(e.clone(), i as u64 + 1))
+            .collect(),
+        head_seq: events.len() as u64,
+        clock: 400,
+        trim_below: None,
+    };
+    s.commit(&commit).unwrap();
+    let name_of = |e: &Event| crate::store::event_name(&e.path, &e.version, &e.digest());
+    for i in [0usize, 1, 150, 299] {
+        let got = s.named(&name_of(&events[i])).unwrap().expect("held");
+        assert_eq!(got.event, *events[i], "event {i}");
+        assert_eq!(got.seq, Some(i as u64 + 1));
+    }
+    // Not held: another digest, another time, another path, a bad name.
+    assert!(s
+        .named(&name_of(&ev("long/x", 10, Some("other"))))
+        .unwrap()
+        .is_none());
+    assert!(s
+        .named(&name_of(&ev("long/x", 5, Some("v0"))))
+        .unwrap()
+        .is_none());
+    assert!(s
+        .named(&name_of(&ev("long/y", 10, Some("v0"))))
+        .unwrap()
+        .is_none());
+    assert!(s.named(b"no separator").unwrap().is_none());
+}

@@ -432,7 +432,10 @@ fn walk_items(
             (Some(_), None) => std::cmp::Ordering::Less,
             _ => std::cmp::Ordering::Greater,
         };
-        let seg = match order {
+        // A child only one side lists holds nothing on the other: that side
+        // is not asked for its node (a peer's would cost a round trip each),
+        // and the walk lists what the one side holds under it.
+        let (seg, nodes) = match order {
             std::cmp::Ordering::Equal => {
                 let same = same(&mine[i].1, &theirs[j].1);
                 i += 1;
@@ -440,28 +443,34 @@ fn walk_items(
                 if same {
                     continue;
                 }
-                &mine[i - 1].0
+                let path = child(&mine[i - 1].0);
+                let nodes = (left.node(part, &path)?, right.node(part, &path)?);
+                walk.questions += 1;
+                walk.bytes += 2 * ENCODED_BYTES;
+                (&mine[i - 1].0, nodes)
             }
             std::cmp::Ordering::Less => {
                 i += 1;
                 if walk.right_only() {
                     continue;
                 }
-                &mine[i - 1].0
+                let path = child(&mine[i - 1].0);
+                (&mine[i - 1].0, (left.node(part, &path)?, Node::default()))
             }
             std::cmp::Ordering::Greater => {
                 j += 1;
                 if walk.left_only() {
                     continue;
                 }
-                &theirs[j - 1].0
+                let their_node = Node {
+                    subtree: theirs[j - 1].1,
+                    own: Fingerprint::EMPTY,
+                };
+                (&theirs[j - 1].0, (Node::default(), their_node))
             }
         };
         let path = child(seg);
-        let (l, r) = (left.node(part, &path)?, right.node(part, &path)?);
-        walk.questions += 1;
-        walk.bytes += 2 * ENCODED_BYTES;
-        walk_node(left, right, part, &path, (l, r), walk)?;
+        walk_node(left, right, part, &path, nodes, walk)?;
     }
     Ok(())
 }

@@ -383,3 +383,35 @@ fn a_side_with_truncated_fingerprints_costs_no_more_than_a_full_one() {
     assert!(cut.only_right.is_empty());
     assert_eq!((cut.questions, cut.bytes), (full.questions, full.bytes));
 }
+
+#[test]
+fn children_only_the_other_side_holds_cost_one_question_each_not_two() {
+    // The left holds one event; the right holds it and one under each of
+    // 100 more children of the root: a pull lists each of those at once,
+    // without asking for its node first.
+    let mut draw = Draw(11);
+    let shared = draw.name();
+    let theirs: Vec<Vec<u8>> = (0..100)
+        .map(|i| {
+            let mut name = format!("only{i}").into_bytes();
+            name.push(0);
+            name.extend_from_slice(&draw.next().to_be_bytes());
+            name.extend_from_slice(b"a");
+            name.push(0);
+            name.extend_from_slice(&draw.next().to_le_bytes());
+            name.extend_from_slice(&draw.next().to_le_bytes());
+            name
+        })
+        .collect();
+    let mut left = Mem::default();
+    left.fold(std::slice::from_ref(&shared), &[1]);
+    let mut right = Mem::default();
+    let all: Vec<Vec<u8>> = std::iter::once(shared)
+        .chain(theirs.iter().cloned())
+        .collect();
+    right.fold(&all, &[all.len()]);
+    let pulled = diff_wanting(&left, &right, 0, "", Want::RightOnly).unwrap();
+    let got: BTreeSet<_> = pulled.only_right.iter().cloned().collect();
+    assert_eq!(got, theirs.iter().cloned().collect::<BTreeSet<_>>());
+    assert!(pulled.questions <= 105, "{} questions", pulled.questions);
+}

@@ -642,14 +642,17 @@ async fn a_history_of_big_values_is_sent_as_it_is_read_not_built_whole_first() {
         .await
         .expect("the history answers");
     assert_eq!(res.status().as_u16(), 200);
-    // The head arrived: an answer built whole holds every value by now; a
-    // streamed one holds a step (about 1 MiB of values) and what the socket
-    // buffers take.
+    // The head arrived: an answer built whole holds every value by now (48
+    // MiB read, and a 48 MiB JSON text); a streamed one holds a step (about
+    // 1 MiB of values), what the socket buffers take, and the store's page
+    // cache filling as it reads (up to 16 MiB here). A CI run once measured
+    // 24 MiB, the bound this had, so it is 40: far under the ~96 MiB of an
+    // answer built whole.
     let first = res.next().await.expect("a first chunk").expect("read");
     assert!(!first.is_empty());
     let grown_mib = s.rss_kib().saturating_sub(before) / 1024;
     assert!(
-        grown_mib < 24,
+        grown_mib < 40,
         "the server grew {grown_mib} MiB while the client had read one chunk"
     );
     // And the whole answer is still every event, in order.

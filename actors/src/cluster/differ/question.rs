@@ -277,8 +277,8 @@ pub fn answer(node: &Node, part: u16, question: DiffQuestion) -> Result<DiffRepl
                     "at most {FETCH_PAGE} events per fetch"
                 )));
             }
-            // The names of one path come together (names sort by path):
-            // its history is read once for all of them. The answer is cut
+            // The names of one path come together (names sort by path),
+            // each event read by its name. The answer is cut
             // between names, inside a path's too, once it holds
             // FETCH_BYTES of values: at most one event more, so it fits a
             // frame (one path's versions missed may weigh more than one).

@@ -284,18 +284,26 @@ impl Replicator {
                 "handing {} partitions nobody needs here over to '{owner}'",
                 parts.len()
             );
+            // Each root as the session starts: what the walk hands over.
+            // An event folded into the tree while it runs (the trees trail
+            // writes) may not be walked, and the copy must not count as
+            // handed with it: its root then differs from this one.
+            let roots: Vec<(u16, Option<_>)> = parts
+                .iter()
+                .map(|&p| (p, self.node.partition_root(p).ok()))
+                .collect();
             let (tx, rx) = tokio::sync::oneshot::channel();
             Differ::new(
                 self.node.clone(),
                 self.cluster.clone(),
                 (owner, link),
-                parts.clone(),
+                parts,
                 String::new(),
                 Some(tx),
             )
             .handing_over()
             .start();
-            waits.push(async move { (parts, rx.await.ok()) });
+            waits.push(async move { (roots, rx.await.ok()) });
         }
         if waits.is_empty() {
             return;
@@ -306,7 +314,7 @@ impl Replicator {
             this.copies.busy = false;
             let stats = &this.cluster.copies;
             let now = Instant::now();
-            for (parts, report) in reports {
+            for (roots, report) in reports {
                 let ok = report.as_ref().is_some_and(|r| r.failed.is_none());
                 // A hand-over's events are taken once the owner answers
                 // (one it keeps no more counts as taken): handed over once
@@ -317,9 +325,8 @@ impl Replicator {
                 } else {
                     &stats.handovers_failed
                 };
-                counter.fetch_add(parts.len() as u64, Ordering::Relaxed);
-                for part in parts {
-                    let root = this.node.partition_root(part).ok();
+                counter.fetch_add(roots.len() as u64, Ordering::Relaxed);
+                for (part, root) in roots {
                     if let Some(i) = this.copies.idle.get_mut(&part) {
                         if ok && sent == 0 {
                             i.handed = true;

@@ -369,7 +369,7 @@ impl Store for SledStore {
             return Ok(None);
         };
         let part = self.layout.partition_of(&path);
-        let latest = self.tree.get(keys::latest(part, text))?;
+        let latest = self.tree.get(keys::latest(part, path.as_str()))?;
         match pages::find(&self.tree, part, &path, order, latest)? {
             Some(record) => Ok(Some(decode(path, record)?)),
             None => Ok(None),

@@ -21,6 +21,20 @@ fn node(id: &str, extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
+/// Starts `spread serve` with `args` (on an ephemeral port, a data
+/// directory never created) and answers what it said on stderr as it
+/// refused to start.
+fn refused_start(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_spread"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--data", "/nonexistent/never-created"])
+        .args(args)
+        .output()
+        .expect("run spread serve");
+    assert!(!out.status.success(), "started with {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 async fn links(s: &Server) -> f64 {
     metric(s, "spread_peer_links").await
 }
@@ -260,43 +274,18 @@ async fn a_node_without_the_secret_accepts_no_peers_and_cannot_join() {
         .as_str()
         .unwrap()
         .contains("--cluster-secret"));
-    let out = Command::new(env!("CARGO_BIN_EXE_spread"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--join", &single.addr])
-        .args(["--data", "/nonexistent/never-created"])
-        .output()
-        .expect("run spread serve");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(&["--join", &single.addr]);
     assert!(err.contains("--join needs --cluster-secret"), "{err}");
-    let short = Command::new(env!("CARGO_BIN_EXE_spread"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--cluster-secret",
-            "short",
-        ])
-        .args(["--data", "/nonexistent/never-created"])
-        .output()
-        .expect("run spread serve");
-    assert!(!short.status.success());
-    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 16 bytes"));
+    let err = refused_start(&["--cluster-secret", "short"]);
+    assert!(err.contains("at least 16 bytes"), "{err}");
     // A write limit over what a peer frame carries is refused at start.
     let most = spread_actors::cluster::MAX_VALUE_BYTES;
-    let big = Command::new(env!("CARGO_BIN_EXE_spread"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--cluster-secret",
-            SECRET,
-        ])
-        .args(["--max-body-bytes", &(most + 1).to_string()])
-        .args(["--data", "/nonexistent/never-created"])
-        .output()
-        .expect("run spread serve");
-    assert!(!big.status.success());
-    let err = String::from_utf8_lossy(&big.stderr);
+    let err = refused_start(&[
+        "--cluster-secret",
+        SECRET,
+        "--max-body-bytes",
+        &(most + 1).to_string(),
+    ]);
     assert!(err.contains(&format!("at most {most}")), "{err}");
 }
 
@@ -358,34 +347,18 @@ async fn peers_link_over_tls_checking_the_certificate() {
     assert_eq!(links(&stranger).await, 0.0);
     assert_eq!(metric_at(&a_plain, "spread_peer_links").await, 1.0);
     // And a TLS peer without --peer-ca is a start-up error.
-    let out = Command::new(env!("CARGO_BIN_EXE_spread"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--cluster-secret",
-            SECRET,
-        ])
-        .args(["--join", &joined, "--data", "/nonexistent/never-created"])
-        .output()
-        .expect("run spread serve");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--peer-ca"));
+    let err = refused_start(&["--cluster-secret", SECRET, "--join", &joined]);
+    assert!(err.contains("--peer-ca"), "{err}");
     // And a --peer-ca that holds no certificate is one too.
-    let out = Command::new(env!("CARGO_BIN_EXE_spread"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--cluster-secret",
-            SECRET,
-        ])
-        .args(["--join", &joined, "--peer-ca", &cert.file("key.pem")])
-        .args(["--data", "/nonexistent/never-created"])
-        .output()
-        .expect("run spread serve");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let key = cert.file("key.pem");
+    let err = refused_start(&[
+        "--cluster-secret",
+        SECRET,
+        "--join",
+        &joined,
+        "--peer-ca",
+        &key,
+    ]);
     assert!(
         err.contains("loading --peer-ca") && err.contains("no certificate"),
         "{err}"

@@ -27,6 +27,19 @@ async fn three() -> Vec<Server> {
     nodes
 }
 
+/// Two nodes, a and b (joining a), each started with `extra`, alive and
+/// linked.
+async fn two(extra: &[&str]) -> Vec<Server> {
+    let a = node("a", extra);
+    let mut b_args = extra.to_vec();
+    b_args.extend_from_slice(&["--join", &a.addr]);
+    let b = node("b", &b_args);
+    let nodes = vec![a, b];
+    all_alive(&nodes, &ids(&["a", "b"])).await;
+    linked(&nodes).await;
+    nodes
+}
+
 /// Waits until `s` holds `body` at `path` in its own store.
 async fn holds(s: &Server, path: &str, body: &str) {
     let url = format!("{}/raw/{path}?local=true", s.url);
@@ -158,11 +171,7 @@ async fn concurrent_writes_to_one_path_at_three_nodes_converge_to_one_version() 
 async fn a_node_that_owns_nothing_forwards_writes_to_an_owner() {
     // Replication 1 over two nodes: each partition has one owner, so half
     // the paths are owned by the other node.
-    let a = node("a", &["--replication", "1"]);
-    let b = node("b", &["--replication", "1", "--join", &a.addr]);
-    let nodes = vec![a, b];
-    all_alive(&nodes, &ids(&["a", "b"])).await;
-    linked(&nodes).await;
+    let nodes = two(&["--replication", "1"]).await;
     let mut forwarded = Vec::new();
     for i in 0..40 {
         let path = format!("spread/{i}/x");
@@ -822,11 +831,7 @@ async fn a_follower_that_merges_slowly_paces_catching_up_and_closes_a_link_it_ca
 
 #[actix_web::test]
 async fn a_value_too_big_for_a_peer_frame_is_refused_and_the_links_carry_on() {
-    let a = node("a", &[]);
-    let b = node("b", &["--join", &a.addr]);
-    let nodes = vec![a, b];
-    all_alive(&nodes, &ids(&["a", "b"])).await;
-    linked(&nodes).await;
+    let nodes = two(&[]).await;
     let opened = metric(&nodes[0], "spread_peer_links_opened_total").await;
     // An import may carry a value past the HTTP write limit; in a cluster a
     // value must also fit one peer frame, or every link that tried to
@@ -877,14 +882,7 @@ async fn big_writes_and_reads_through_a_node_that_owns_nothing_wait_their_turn_o
     // Replication 1 over two nodes: half the paths are b's. A small send
     // queue at each: a few of these values pushed at once would pass it,
     // and a link whose queue overflows is closed for every client on it.
-    let small = ["--replication", "1", "--peer-send-queue-bytes", "2097152"];
-    let a = node("a", &small);
-    let mut b_args = small.to_vec();
-    b_args.extend_from_slice(&["--join", &a.addr]);
-    let b = node("b", &b_args);
-    let nodes = vec![a, b];
-    all_alive(&nodes, &ids(&["a", "b"])).await;
-    linked(&nodes).await;
+    let nodes = two(&["--replication", "1", "--peer-send-queue-bytes", "2097152"]).await;
     let mut owned_by_b = Vec::new();
     for i in 0.. {
         let path = format!("turn/{i}/x");

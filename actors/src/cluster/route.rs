@@ -118,12 +118,20 @@ async fn confirm_held(
     owners: &[&str],
     report: &WriteReport,
 ) -> usize {
-    // (Store reads off this thread: it may be the replicator's.)
-    let (reader, path, version) = (node.clone(), report.path.clone(), report.version.clone());
-    let read = tokio::task::spawn_blocking(move || stored_event(&reader, &path, &version));
-    let Ok(Some(event)) = read.await else {
+    let Some(digest) = report.digest else {
         return 0;
     };
+    // The event by its name; the store read off this thread (it may be
+    // the replicator's).
+    let (store, name) = (
+        node.store(),
+        crate::store::event_name(&report.path, &report.version, &digest),
+    );
+    let read = tokio::task::spawn_blocking(move || store.named(&name));
+    let Ok(Ok(Some(stored))) = read.await else {
+        return 0;
+    };
+    let event = stored.event;
     let me = cluster.identity.node.as_str();
     let deadline = cluster.config.ack_timeout;
     let asked = owners
@@ -145,29 +153,6 @@ async fn confirm_held(
         .into_iter()
         .filter(|held| *held)
         .count()
-}
-
-/// The event of `path` at `version` this node holds (its value, or one of
-/// its history).
-fn stored_event(
-    node: &Node,
-    path: &crate::model::Path,
-    version: &crate::model::Version,
-) -> Option<Event> {
-    let latest = node.store().latest(path).ok().flatten();
-    if let Some(stored) = latest.filter(|s| s.event.version == *version) {
-        return Some(stored.event);
-    }
-    let at = crate::node::HistoryRange {
-        from: version.time,
-        to: version.time,
-        limit: 64,
-    };
-    node.history_of(path, at)
-        .ok()?
-        .into_iter()
-        .find(|s| s.event.version == *version)
-        .map(|s| s.event)
 }
 
 /// Who coordinates a write (see [`coordinator`]).

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::wire::{WireError, WireEvent};
 use crate::merkle::diff::bounds_of;
-use crate::merkle::tree::path_of;
 use crate::merkle::{Fingerprint, NamesPage, Node as TreeNode, Tree};
 use crate::model::Path;
 use crate::Node;
@@ -277,35 +276,26 @@ pub fn answer(node: &Node, part: u16, question: DiffQuestion) -> Result<DiffRepl
                     "at most {FETCH_PAGE} events per fetch"
                 )));
             }
-            // The names of one path come together (names sort by path),
-            // each event read by its name. The answer is cut
-            // between names, inside a path's too, once it holds
-            // FETCH_BYTES of values: at most one event more, so it fits a
-            // frame (one path's versions missed may weigh more than one).
+            // Each event read by its name, one at a time: the answer stops
+            // between names once it holds FETCH_BYTES of values, at most
+            // one event more, so it fits a frame (several versions of one
+            // path may be asked together).
+            let store = node.store();
             let mut events = Vec::new();
             let mut bytes = 0;
             let mut answered = 0usize;
-            'groups: for group in names.chunk_by(|a, b| path_of(a).ok() == path_of(b).ok()) {
-                let held: std::collections::HashMap<Vec<u8>, crate::store::Stored> = node
-                    .events_named(group)
-                    .map_err(|e| WireError::from(&e))?
-                    .into_iter()
-                    .map(|s| {
-                        let name =
-                            crate::store::event_name(&s.event.path, &s.event.version, &s.digest);
-                        (name, s)
-                    })
-                    .collect();
-                for name in group {
-                    if bytes >= FETCH_BYTES {
-                        break 'groups;
-                    }
-                    if let Some(s) = held.get(name) {
-                        bytes += s.event.value.as_ref().map_or(0, |v| v.len()) + 64;
-                        events.push(WireEvent::from(&s.event));
-                    }
-                    answered += 1;
+            for name in &names {
+                if bytes >= FETCH_BYTES {
+                    break;
                 }
+                if let Some(s) = store
+                    .named(name)
+                    .map_err(|e| WireError::from(&crate::error::NodeError::from(e)))?
+                {
+                    bytes += s.event.value.as_ref().map_or(0, |v| v.len()) + 64;
+                    events.push(WireEvent::from(&s.event));
+                }
+                answered += 1;
             }
             let answered = answered as u32;
             Ok(DiffReply::Events { events, answered })

@@ -163,10 +163,6 @@ pub struct DiffReport {
     pub received: usize,
     /// Events sent to the peer.
     pub sent: usize,
-    /// Events sent that the peer has not said it took: all of them, but in
-    /// a hand-over, which asks the peer to merge them and answer (an event
-    /// it holds, or keeps no more, counts as taken).
-    pub unconfirmed: usize,
     /// Why it failed, if it did.
     pub failed: Option<String>,
 }
@@ -180,7 +176,6 @@ impl DiffReport {
         self.questions += other.questions;
         self.received += other.received;
         self.sent += other.sent;
-        self.unconfirmed += other.unconfirmed;
         if self.failed.is_none() {
             self.failed.clone_from(&other.failed);
         }
@@ -237,9 +232,9 @@ struct Push {
     /// Merges events fetched from the peer here; answers how many changed
     /// something (fails if one could not be stored).
     merge: Box<dyn Fn(Vec<WireEvent>) -> Result<usize, String> + Send>,
-    /// Sends events the peer lacks, waiting for room on the link; answers
-    /// how many of them the peer has not said it took.
-    send: Box<dyn Fn(Vec<WireEvent>) -> Result<usize, String> + Send>,
+    /// Sends events the peer lacks, waiting for room on the link (in a
+    /// hand-over, until the peer says it took them).
+    send: Box<dyn Fn(Vec<WireEvent>) -> Result<(), String> + Send>,
     /// Acknowledges the events among these that the peer stamped lately
     /// (held here already, so not fetched).
     ack: AckHeld,
@@ -255,7 +250,6 @@ struct Exchange<'a> {
     part: u16,
     received: usize,
     sent: usize,
-    unconfirmed: usize,
     /// Fetch questions asked.
     fetches: usize,
 }
@@ -309,7 +303,7 @@ impl Found for Exchange<'_> {
                 .map(|s| WireEvent::from(&s.event))
                 .collect();
             self.sent += mine.len();
-            self.unconfirmed += (self.push.send)(mine).map_err(StoreError::Failed)?;
+            (self.push.send)(mine).map_err(StoreError::Failed)?;
         }
         Ok(())
     }
@@ -487,7 +481,6 @@ impl Differ {
                 part,
                 received: 0,
                 sent: 0,
-                unconfirmed: 0,
                 fetches: 0,
             };
             let walk = diff_into(&local, &remote, (part, &prefix), want, &mut exchange)
@@ -496,7 +489,6 @@ impl Differ {
             report.questions += walk.questions + exchange.fetches;
             report.received += exchange.received;
             report.sent += exchange.sent;
-            report.unconfirmed += exchange.unconfirmed;
         }
         Ok(report)
     }
@@ -618,7 +610,7 @@ impl Differ {
                 }
                 bytes = 0;
             }
-            Ok(total)
+            Ok(())
         });
         Push {
             merge,
@@ -631,15 +623,14 @@ impl Differ {
     /// peer to merge, a frame of about [`HAND_OVER_FRAME_BYTES`] at a time,
     /// each answered once merged as durably as the peer writes (so an event
     /// the peer takes as too late, older than what it keeps, counts as
-    /// taken: it is not sent again for ever). Answers how many were not
-    /// taken.
-    fn hand_over_sender(&self) -> Box<dyn Fn(Vec<WireEvent>) -> Result<usize, String> + Send> {
+    /// taken: it is not sent again for ever). Fails unless the peer took
+    /// every event.
+    fn hand_over_sender(&self) -> Box<dyn Fn(Vec<WireEvent>) -> Result<(), String> + Send> {
         let handle = tokio::runtime::Handle::current();
         let cluster = self.cluster.clone();
         let (peer, link) = (self.peer.clone(), self.link);
         Box::new(move |events: Vec<WireEvent>| {
             let stats = &cluster.differs.stats;
-            let mut untaken = 0;
             for frame in import_frames(events) {
                 let Some((id, addr)) = cluster.links.link(&peer) else {
                     return Err("the link went down".to_string());
@@ -660,8 +651,12 @@ impl Differ {
                     deadline,
                 ));
                 match answer {
+                    Ok(super::Answer::Import(Ok(r))) if r.new + r.existing + r.too_late == n => {}
                     Ok(super::Answer::Import(Ok(r))) => {
-                        untaken += n.saturating_sub(r.new + r.existing + r.too_late)
+                        return Err(format!(
+                            "the owner took {} of {n} events handed over",
+                            r.new + r.existing + r.too_late
+                        ))
                     }
                     Ok(super::Answer::Import(Err(e))) => {
                         return Err(format!("the owner refused a hand-over: {e:?}"))
@@ -669,7 +664,7 @@ impl Differ {
                     _ => return Err("the owner did not answer a hand-over in time".to_string()),
                 }
             }
-            Ok(untaken)
+            Ok(())
         })
     }
 

@@ -9,10 +9,11 @@
 //! lacks and fetches nothing (`Differ::handing_over`). So a write that only
 //! this node took — acked while it owned the partition, or kept while it
 //! stood in for a dead owner — reaches the owners before the copy can go.
-//! Events sent are only queued on the link, so a copy counts as handed
-//! over once a session finds nothing left to send (the owner merged and
-//! folded them), and only while its root stays as it was then; a change
-//! of membership has every copy measured and handed over again.
+//! The events go as imports the owner answers once it merged them (one it
+//! keeps no more counts as taken), so a copy counts as handed over once a
+//! session ends well, and only while its root stays as it was when the
+//! session began; a change of membership has every copy measured and
+//! handed over again.
 //! Then, while the copies take more than the bound, the one unneeded
 //! longest is dropped whole (`Node::drop_partition`), with the cursors that
 //! followed it, so a later owner here is reset (and pulls by its trees)
@@ -37,11 +38,6 @@ const SETTLE: Duration = Duration::from_secs(2);
 
 /// How long a copy whose hand-over failed waits before the next try.
 const RETRY: Duration = Duration::from_secs(10);
-
-/// How long a copy whose hand-over sent events waits before the next one
-/// (which must find nothing to send: the owner has merged and folded
-/// them).
-const AGAIN: Duration = Duration::from_secs(1);
 
 /// Counters of the copies nobody needs (`/metrics`).
 #[derive(Default, Debug)]
@@ -315,11 +311,9 @@ impl Replicator {
             let stats = &this.cluster.copies;
             let now = Instant::now();
             for (roots, report) in reports {
+                // A session that ended well had the owner take every event
+                // it lacked (one it keeps no more counts as taken): handed.
                 let ok = report.as_ref().is_some_and(|r| r.failed.is_none());
-                // A hand-over's events are taken once the owner answers
-                // (one it keeps no more counts as taken): handed over once
-                // a session leaves none untaken.
-                let sent = report.as_ref().map_or(0, |r| r.unconfirmed);
                 let counter = if ok {
                     &stats.handed_over
                 } else {
@@ -328,11 +322,9 @@ impl Replicator {
                 counter.fetch_add(roots.len() as u64, Ordering::Relaxed);
                 for (part, root) in roots {
                     if let Some(i) = this.copies.idle.get_mut(&part) {
-                        if ok && sent == 0 {
+                        if ok {
                             i.handed = true;
                             i.handed_root = root;
-                        } else if ok {
-                            i.retry_at = Some(now + AGAIN);
                         } else {
                             i.retry_at = Some(now + RETRY);
                         }

@@ -59,12 +59,8 @@ pub async fn send_in_turn(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Err(NotSent::Busy)
     };
-    let Some((_, _, queue)) = cluster.links.link_and_queue(node) else {
-        return Err(NotSent::LinkGone);
-    };
-    let Some(_waiting) = queue.wait_turn(bytes.len(), WAITING_BYTES) else {
-        return busy();
-    };
+    // Held while this frame waits (taken once it has to).
+    let mut waiting = None;
     loop {
         let Some((id, peer, queue)) = cluster.links.link_and_queue(node) else {
             return Err(NotSent::LinkGone);
@@ -76,6 +72,12 @@ pub async fn send_in_turn(
         if queue.try_hand(bytes.len(), budget / 2) {
             peer.do_send(SendEncoded(bytes));
             return Ok(());
+        }
+        if waiting.is_none() {
+            let Some(turn) = queue.wait_turn(bytes.len(), WAITING_BYTES) else {
+                return busy();
+            };
+            waiting = Some(turn);
         }
         let now = Instant::now();
         if now >= deadline {

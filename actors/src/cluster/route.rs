@@ -4,10 +4,13 @@
 //! `placement`): an owner coordinates it itself — stamps it with its clock,
 //! commits it, and its replicator streams it to the other owners, whose
 //! acknowledgements it waits for — and a node that owns none forwards it
-//! over a link to an owner, which coordinates it and answers. A
+//! over a link to an owner, which coordinates it and answers (or refuses
+//! it, if placement moved and it owns the partition no more). A
 //! conditional write (`If-Match`, `If-None-Match: *`) is decided by the
-//! partition's first live owner only, so two conditional writers meet at
-//! one place while the owners agree on who is first.
+//! partition's first live owner only, once it has caught up, so two
+//! conditional writers meet at one place while the owners agree on who is
+//! first. A write found held already (a retry) is confirmed by asking the
+//! other owners to merge it (see `confirm_held`).
 //!
 //! An import's events go to the owners too, each merged with its own
 //! version at an owner of its partition.
